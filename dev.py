@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""The two commands a newcomer needs, with nothing but Python installed.
+
+    python3 dev.py run     # set up .venv, then start FLUX (the demo, then a server)
+    python3 dev.py test    # set up .venv with the test tools, then lint and run every test
+
+`make run` / `make test` call these. A plain script rather than make alone, because a bare
+machine with only Python has no make; it only creates the virtual environment and runs the
+commands a developer would type by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / "python"
+
+
+def ensure_venv(extras: str) -> None:
+    """Create .venv and install the project; reinstall only when pyproject.toml changed."""
+    if not PY.exists():
+        print("creating .venv ...", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
+    stamp = VENV / ".flux-installed"
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    target = f".[{extras}]" if extras else "."
+    print(f"installing {target} into .venv ...", flush=True)
+    run([str(PY), "-m", "pip", "install", "-q", "--upgrade", "pip"])
+    run([str(PY), "-m", "pip", "install", "-q", "-e", target])
+    stamp.write_text(digest)
+
+
+def run(argv: list[str]) -> None:
+    code = subprocess.call(argv, cwd=ROOT)
+    if code:
+        sys.exit(code)
+
+
+def cmd_run(args: list[str]) -> None:
+    ensure_venv("")
+    flux = str(BIN / "flux")
+    if args:
+        run([flux, *args])
+        return
+    run([flux, "--help"])
+    run([flux, "selfcheck"])
+
+
+def cmd_test(args: list[str]) -> None:
+    ensure_venv("dev")
+    run([str(BIN / "ruff"), "check", "src", "tests", "benchmarks", "scripts"])
+    run([str(PY), "-m", "pytest", *args])
+
+
+def main() -> None:
+    commands = {"run": cmd_run, "test": cmd_test}
+    if len(sys.argv) < 2 or sys.argv[1] not in commands:
+        sys.exit(__doc__)
+    commands[sys.argv[1]](sys.argv[2:])
+
+
+if __name__ == "__main__":
+    main()

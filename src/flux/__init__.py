@@ -1,0 +1,40 @@
+"""FLUX: mail where identity is an Ed25519 key, every message is signed, every hop attested.
+
+from flux import FluxIdentity, build_message
+alice, bob = FluxIdentity.generate(), FluxIdentity.generate()
+msg = build_message(alice, bob.address, "Hello Bob", encrypt_for={bob.address: bob.pub_b64()})
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .identity import FluxIdentity
+from .protocol import (
+    FluxError,
+    Outgoing,
+    build_message,
+    compose,
+    verify_envelope,
+)
+
+__version__ = "0.1.0"
+__all__ = [
+    "FluxClient",
+    "FluxError",
+    "FluxIdentity",
+    "Outgoing",
+    "__version__",
+    "build_message",
+    "compose",
+    "verify_envelope",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The client pulls in the HTTP stack; import it only when asked for.
+    if name == "FluxClient":
+        from .client import FluxClient
+
+        return FluxClient
+    raise AttributeError(f"module 'flux' has no attribute {name!r}")

@@ -1,0 +1,102 @@
+"""The canonical form: the exact bytes that get signed and hashed (docs/PROTOCOL.md §3).
+
+v1.0 fixes the form as what the prototype produced: JSON with keys sorted at every depth,
+separators `,` and `:` with no spaces, and every non-ASCII character escaped as `\\uXXXX`
+(characters beyond the BMP as a surrogate pair), i.e. Python's
+`json.dumps(obj, sort_keys=True, separators=(",", ":"))` with `ensure_ascii` on.
+
+That form is only unambiguous for a restricted data model, so FLUX decides the edge cases
+explicitly, in this one place, and refuses anything else when parsing:
+
+* no floats (their text form differs between implementations), no NaN or infinities;
+* integers only within ±(2^53 - 1), the range every JSON implementation agrees on;
+* no duplicate keys in an object (which one would a second implementation keep?);
+* strings must be valid Unicode: a lone surrogate cannot be encoded as UTF-8.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import MalformedJSON
+
+MAX_SAFE_INTEGER = 2**53 - 1
+
+_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode
+
+
+def canonical_json(obj: Any) -> str:
+    """The canonical text of `obj` (assumed already within the data model)."""
+    return _encode(obj)
+
+
+def canonical_bytes(obj: Any) -> bytes:
+    return _encode(obj).encode("ascii")
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def without(obj: Mapping[str, Any], excluded: frozenset[str]) -> dict[str, Any]:
+    """A copy of `obj` without the `excluded` keys (the input is never mutated)."""
+    return {k: v for k, v in obj.items() if k not in excluded}
+
+
+def _refuse_constant(name: str) -> Any:
+    raise MalformedJSON(f"{name} is not allowed in FLUX JSON")
+
+
+def _refuse_float(text: str) -> Any:
+    raise MalformedJSON(f"non-integer number {text[:20]} is not allowed in FLUX JSON")
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > 17:  # cheap guard before int(): 2^53 has 16 digits
+        raise MalformedJSON("integer outside ±(2^53-1)")
+    value = int(text)
+    if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+        return value
+    raise MalformedJSON("integer outside ±(2^53-1)")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise MalformedJSON(f"duplicate key {key!r}")
+            seen.add(key)
+    return obj
+
+
+_decoder = json.JSONDecoder(
+    object_pairs_hook=_unique_keys,
+    parse_float=_refuse_float,
+    parse_int=_bounded_int,
+    parse_constant=_refuse_constant,
+)
+
+
+def loads_strict(data: bytes | str) -> Any:
+    """Parse JSON within the FLUX data model; raise `MalformedJSON` with the reason otherwise."""
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes | bytearray) else data
+        value, end = _decoder.raw_decode(text, _skip_ws(text, 0))
+    except MalformedJSON:
+        raise
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise MalformedJSON(f"not valid JSON: {exc}") from exc
+    if _skip_ws(text, end) != len(text):
+        raise MalformedJSON("not valid JSON: extra data after the value")
+    return value
+
+
+def _skip_ws(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in " \t\n\r":
+        pos += 1
+    return pos

@@ -1,0 +1,312 @@
+"""Hop records and the sealed integrity chain (docs/PROTOCOL.md §7).
+
+Every server that handles a message appends a hop record. The prototype's record is
+`{server, t, hash, sig, pub}`: `hash` is SHA-256 of the message core (without `bcc`) and
+`sig` is the server's signature over "{server}:{t}:{hash}". Those records are independent,
+so a relay could drop or reorder earlier ones unseen, and whoever changed the message could
+not be told apart from whoever noticed. FLUX keeps those five fields (the prototype still
+verifies them) and *seals* each record to the chain, as ARC (RFC 8617) does:
+
+    i     position of this record in the chain, from 1
+    prev  SHA-256 of the previous record's canonical form ("" for the first)
+    cv    this server's verdict on the chain as it received it: none | pass | fail
+    next  where this server sends the message: the next server's name, or "local"
+    bh    SHA-256 of the whole body the sender sent (every field but route and chain),
+          so the sender's `sig` and `pub` are covered too
+    seal  the server's signature over "flux-seal:1:" + the canonical record without `seal`
+
+A valid seal is therefore the server's own signature over exactly what it handed on (body
+via `bh`, earlier chain via `prev`) and to whom (`next`): a sealed message cannot be
+replayed to another server, and a record cannot be dropped, inserted or moved without
+breaking the `prev` links or the `next` → `server` hand-offs.
+
+A seal only counts under a key the named server publishes (valid at the record's `t`), so a
+name cannot be signed for by anyone else. Records without a seal (from the prototype) are
+checked as the prototype checks them and reported as `unsealed`: they prove nothing either
+way.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .canonical import MAX_SAFE_INTEGER, canonical_bytes, sha256_hex, without
+from .encoding import b64d
+from .envelope import SERVER_RE, body_hash, integrity_hash
+from .errors import BadSignature, ChainError, FluxError
+from .identity import Identity, verify_signature
+
+SEAL_CONTEXT = b"flux-seal:1:"
+LOCAL_DELIVERY = "local"
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+PROTOTYPE_FIELDS = frozenset({"server", "t", "hash", "sig", "pub"})
+SEALED_FIELDS = PROTOTYPE_FIELDS | {"i", "prev", "cv", "next", "bh", "seal"}
+
+
+class ChainVerdict(enum.StrEnum):
+    """A server's verdict on the chain it received (the `cv` field, PROTOCOL.md §7.2)."""
+
+    NONE = "none"  #: there was no earlier hop
+    PASS = "pass"  #: every earlier hop verified (sealed, or unsealed but consistent)
+    FAIL = "fail"  #: some earlier hop did not verify
+
+
+class HopStatus(enum.StrEnum):
+    """What verifying one record established (PROTOCOL.md §7.3)."""
+
+    SEALED = "sealed"  #: sealed, linked, and signed under a key its server publishes
+    UNSEALED = "unsealed"  #: a prototype record whose own signature and hash hold
+    FAILED = "failed"  #: does not verify; `reason` says why
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedKey:
+    """A server signing key as its server publishes it; times in unix ms."""
+
+    pub: bytes
+    valid_from: int = 0
+    valid_until: int | None = None
+
+    def covers(self, t: int) -> bool:
+        return self.valid_from <= t and (self.valid_until is None or t <= self.valid_until)
+
+
+#: Returns the keys a server publishes at its own domain (PROTOCOL.md §10.1).
+KeyLookup = Callable[[str], Iterable[PublishedKey]]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSigner:
+    """A server's name and its persistent signing identity."""
+
+    name: str
+    identity: Identity
+
+    def __post_init__(self) -> None:
+        if not SERVER_RE.match(self.name) or self.name == LOCAL_DELIVERY:
+            raise ValueError(f"{self.name!r} is not a server name (host or host:port)")
+
+
+def record_hash(record: Mapping[str, Any]) -> str:
+    return sha256_hex(canonical_bytes(record))
+
+
+def seal_payload(record: Mapping[str, Any]) -> bytes:
+    return SEAL_CONTEXT + canonical_bytes(without(record, frozenset({"seal"})))
+
+
+def published_key_covers(keys: KeyLookup, server: str, pub: bytes, t: int) -> bool:
+    return any(k.pub == pub and k.covers(t) for k in keys(server))
+
+
+def make_hop(
+    msg: Mapping[str, Any],
+    signer: ServerSigner,
+    *,
+    next_hop: str,
+    now_ms: int,
+    cv: ChainVerdict,
+) -> dict[str, Any]:
+    """The sealed record `signer` appends to `msg` before handing it to `next_hop`."""
+    chain = msg.get("integrity_chain") or []
+    digest = integrity_hash(msg)
+    record: dict[str, Any] = {
+        "server": signer.name,
+        "t": now_ms,
+        "hash": digest,
+        "sig": signer.identity.sign(f"{signer.name}:{now_ms}:{digest}"),
+        "pub": signer.identity.pub_b64(),
+        "i": len(chain) + 1,
+        "prev": record_hash(chain[-1]) if chain else "",
+        "cv": str(ChainVerdict.NONE if not chain else cv),
+        "next": next_hop,
+        "bh": body_hash(msg),
+    }
+    record["seal"] = signer.identity.sign(seal_payload(record))
+    return record
+
+
+def append_hop(
+    msg: Mapping[str, Any],
+    signer: ServerSigner,
+    *,
+    next_hop: str,
+    now_ms: int,
+    cv: ChainVerdict = ChainVerdict.PASS,
+) -> dict[str, Any]:
+    """A new message: `msg` with this server's route entry and sealed hop appended."""
+    out = dict(msg)
+    out["route"] = [*(msg.get("route") or []), {"server": signer.name, "t": now_ms}]
+    hop = make_hop(msg, signer, next_hop=next_hop, now_ms=now_ms, cv=cv)
+    out["integrity_chain"] = [*(msg.get("integrity_chain") or []), hop]
+    return out
+
+
+# -- verification -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HopCheck:
+    index: int  # 0-based position in the chain
+    server: str
+    status: HopStatus
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChainCheck:
+    hops: tuple[HopCheck, ...]
+
+    @property
+    def verdict(self) -> ChainVerdict:
+        if not self.hops:
+            return ChainVerdict.NONE
+        if self.first_failure is None:
+            return ChainVerdict.PASS
+        return ChainVerdict.FAIL
+
+    @property
+    def first_failure(self) -> HopCheck | None:
+        return next((h for h in self.hops if h.status is HopStatus.FAILED), None)
+
+    @property
+    def sealed(self) -> bool:
+        """True when every hop is sealed and verified."""
+        return all(h.status is HopStatus.SEALED for h in self.hops)
+
+    def raise_for_failure(self) -> None:
+        """Return None when the chain verifies; raise ChainError naming hop and reason."""
+        bad = self.first_failure
+        if bad is not None:
+            raise ChainError(
+                f"integrity_chain[{bad.index}] ({bad.server}): {bad.reason}",
+                field=f"integrity_chain[{bad.index}]",
+            )
+
+
+class _HopFailure(FluxError):
+    code = "chain_invalid"
+
+
+def _fail(reason: str) -> _HopFailure:
+    return _HopFailure(reason)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_SAFE_INTEGER
+
+
+def _check_record_shape(record: Any) -> bool:
+    """Raise for a malformed record; return True when it is sealed."""
+    if not isinstance(record, dict):
+        raise _fail("record is not an object")
+    sealed = "seal" in record
+    allowed = SEALED_FIELDS if sealed else PROTOTYPE_FIELDS
+    if set(record) != allowed:
+        raise _fail("record fields are not those of a sealed or a prototype hop")
+    if not isinstance(record["server"], str) or not SERVER_RE.match(record["server"]):
+        raise _fail("server is not a server name")
+    if not _is_int(record["t"]):
+        raise _fail("t is not an integer")
+    if not isinstance(record["hash"], str) or not HEX64.match(record["hash"]):
+        raise _fail("hash is not 64 hex digits")
+    if sealed:
+        if not _is_int(record["i"]) or not isinstance(record["next"], str):
+            raise _fail("i or next has the wrong type")
+        if record["cv"] not in ChainVerdict.__members__.values():
+            raise _fail("cv is not none, pass or fail")
+        for name in ("prev", "bh"):
+            value = record[name]
+            if not isinstance(value, str) or (value and not HEX64.match(value)):
+                raise _fail(f"{name} is not a SHA-256 hex digest")
+    return sealed
+
+
+def _verify_prototype_sig(record: Mapping[str, Any]) -> bytes:
+    try:
+        pub = b64d(record["pub"], field="pub", length=32)
+        sig = b64d(record["sig"], field="sig", length=64)
+        verify_signature(pub, f"{record['server']}:{record['t']}:{record['hash']}".encode(), sig)
+    except (BadSignature, FluxError) as exc:
+        raise _fail("hop signature does not verify") from exc
+    return pub
+
+
+def verify_seal(record: Mapping[str, Any], keys: KeyLookup | None) -> None:
+    """The record's seal verifies under its `pub`, which its server publishes at `t`."""
+    try:
+        pub = b64d(record["pub"], field="pub", length=32)
+        seal = b64d(record["seal"], field="seal", length=64)
+        verify_signature(pub, seal_payload(record), seal)
+    except FluxError as exc:
+        raise _fail("seal does not verify") from exc
+    if keys is not None and not published_key_covers(keys, record["server"], pub, record["t"]):
+        raise _fail(f"key is not one {record['server']} publishes for that time")
+
+
+def _check_hop(
+    msg: Mapping[str, Any],
+    chain: Sequence[Any],
+    index: int,
+    keys: KeyLookup | None,
+    hashes: dict[str, str],
+) -> HopStatus:
+    record = chain[index]
+    sealed = _check_record_shape(record)
+    _verify_prototype_sig(record)
+    if record["hash"] != hashes["hash"]:
+        raise _fail("hash does not match the message")
+    if not sealed:
+        return HopStatus.UNSEALED
+    verify_seal(record, keys)
+    if record["i"] != index + 1:
+        raise _fail(f"i is {record['i']}, but the record is number {index + 1}")
+    expected_prev = record_hash(chain[index - 1]) if index else ""
+    if record["prev"] != expected_prev:
+        raise _fail("prev does not match the previous record")
+    if record["bh"] != hashes["bh"]:
+        raise _fail("bh does not match the message body")
+    previous = chain[index - 1] if index else None
+    if isinstance(previous, dict) and "seal" in previous and previous["next"] != record["server"]:
+        raise _fail(f"the previous hop sent the message to {previous['next']}, not here")
+    return HopStatus.SEALED
+
+
+def verify_chain(msg: Mapping[str, Any], keys: KeyLookup | None) -> ChainCheck:
+    """Check every record of `msg`'s chain against the message and each other.
+
+    With `keys=None` seals are checked only against the key in the record (useful offline;
+    it cannot tell a genuine server from an impostor). Never raises for a bad chain: the
+    result names each hop's status; use `ChainCheck.raise_for_failure` to raise.
+    """
+    chain = msg.get("integrity_chain") or []
+    hashes = {"hash": integrity_hash(msg), "bh": body_hash(msg)}
+    results: list[HopCheck] = []
+    broken = False
+    for index, record in enumerate(chain):
+        server = record.get("server", "?") if isinstance(record, dict) else "?"
+        if broken:
+            # After a failure the links that follow cannot be trusted either.
+            results.append(HopCheck(index, str(server), HopStatus.FAILED, "follows a failed hop"))
+            continue
+        try:
+            status = _check_hop(msg, chain, index, keys, hashes)
+            results.append(HopCheck(index, str(server), status))
+        except _HopFailure as exc:
+            broken = True
+            results.append(HopCheck(index, str(server), HopStatus.FAILED, exc.message))
+    return ChainCheck(tuple(results))
+
+
+def servers_in_chain(msg: Mapping[str, Any]) -> list[str]:
+    """Names of every server whose keys verifying this chain needs (well-formed names only)."""
+    names: list[str] = []
+    for record in msg.get("integrity_chain") or []:
+        server = record.get("server") if isinstance(record, dict) else None
+        if isinstance(server, str) and SERVER_RE.match(server) and server not in names:
+            names.append(server)
+    return names

@@ -1,0 +1,266 @@
+"""Blame and tamper reports (docs/PROTOCOL.md §7.4-§7.6).
+
+Blame is local to one link. A server checks what its direct peer hands it and blames that
+peer only on a *self-contained proof*: the peer's own seal, as the last record of the chain,
+addressed to this server (`next`), committing to exactly the body (`bh`) and chain (`prev`)
+received, over which
+
+* the sender's signature fails (``forged_body``): the peer sealed a forgery;
+* the peer's own `hash` or hop signature is false (``false_hop``); or
+* an earlier record fails while the peer declared the chain `pass` (``broken_chain``):
+  it dropped, reordered or rewrote records, or vouched for someone who did.
+
+If the delivery does not meet the first conditions (no seal by the peer, seal for someone
+else, body or chain not the ones sealed), nothing can be proven to a third party: the
+receiver refuses the delivery and blames no one. Hence what cannot frame anyone:
+
+* a receiver swapping the body or chain (the peer's seal no longer matches);
+* a sender signing two bodies with one id (each body verifies under its own signature);
+* a made-up baseline hash or a proof replayed under another message id (both recomputed);
+* a record signed with a key the named server does not publish (its seal does not count).
+
+A tamper report carries the prototype's fields (`sig` over
+"tamper:{msg_id}:{offender}:{reporter}:{t}") and, new, the `envelope` exactly as received,
+which *is* the proof. Any server re-runs `find_offense` on it with keys fetched from each
+named server's own domain before it counts a strike; strikes count distinct proofs
+(`proof_id` = SHA-256 of the offender's seal).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .canonical import sha256_hex
+from .chain import (
+    ChainVerdict,
+    KeyLookup,
+    PublishedKey,
+    ServerSigner,
+    _check_record_shape,
+    _HopFailure,
+    _verify_prototype_sig,
+    published_key_covers,
+    record_hash,
+    servers_in_chain,
+    verify_chain,
+    verify_seal,
+)
+from .encoding import b64d
+from .envelope import SERVER_RE, body_hash, check_shape, check_signature, integrity_hash
+from .errors import FluxError, InvalidProof, UnknownServerKey
+from .identity import verify_signature
+
+
+class OffenseKind(enum.StrEnum):
+    """What a proof shows its offender did (PROTOCOL.md §7.5)."""
+
+    FORGED_BODY = "forged_body"
+    FALSE_HOP = "false_hop"
+    BROKEN_CHAIN = "broken_chain"
+
+
+@dataclass(frozen=True, slots=True)
+class Offense:
+    kind: OffenseKind
+    offender: str
+    msg_id: str
+    proof_id: str
+    envelope: Mapping[str, Any]
+    detail: str
+
+
+def bound_seal(msg: Mapping[str, Any], keys: KeyLookup, receiver: str) -> dict[str, Any] | None:
+    """The last record if it is a valid seal handing exactly `msg` to `receiver`, else None."""
+    chain = msg.get("integrity_chain")
+    if not isinstance(chain, list) or not chain:
+        return None
+    last = chain[-1]
+    try:
+        if not _check_record_shape(last):
+            return None
+        verify_seal(last, keys)
+    except _HopFailure:
+        return None
+    expected_prev = record_hash(chain[-2]) if len(chain) > 1 else ""
+    bound = (
+        last["next"] == receiver
+        and last["i"] == len(chain)
+        and last["prev"] == expected_prev
+        and last["bh"] == body_hash(msg)
+    )
+    return last if bound else None
+
+
+def find_offense(msg: Mapping[str, Any], keys: KeyLookup, *, receiver: str) -> Offense | None:
+    """The offense the last hop's server provably committed in handing `msg` to `receiver`.
+
+    None when the delivery is innocent *or* when nothing can be proven (see module doc).
+    """
+    last = bound_seal(msg, keys, receiver)
+    if last is None:
+        return None
+    offense = _body_offense(msg, last) or _chain_offense(msg, last, keys)
+    if offense is None:
+        return None
+    kind, detail = offense
+    return Offense(
+        kind, last["server"], str(msg.get("id")), sha256_hex(last["seal"].encode()), msg, detail
+    )
+
+
+def _body_offense(
+    msg: Mapping[str, Any], last: Mapping[str, Any]
+) -> tuple[OffenseKind, str] | None:
+    try:
+        check_shape(msg)
+        check_signature(msg)
+    except FluxError as exc:
+        return OffenseKind.FORGED_BODY, f"sealed a message whose {exc.message}"
+    if last["hash"] != integrity_hash(msg):
+        return OffenseKind.FALSE_HOP, "its hop hash does not match the message it sealed"
+    try:
+        _verify_prototype_sig(last)
+    except _HopFailure:
+        return OffenseKind.FALSE_HOP, "its hop signature does not verify"
+    return None
+
+
+def _chain_offense(
+    msg: Mapping[str, Any], last: Mapping[str, Any], keys: KeyLookup
+) -> tuple[OffenseKind, str] | None:
+    if last["cv"] == ChainVerdict.FAIL:
+        return None  # it declared the chain broken: honest, if unhelpful
+    prefix = {**msg, "integrity_chain": msg["integrity_chain"][:-1]}
+    bad = verify_chain(prefix, keys).first_failure
+    if bad is None:
+        return None
+    return (
+        OffenseKind.BROKEN_CHAIN,
+        f"sealed '{last['cv']}' over a chain whose hop {bad.index} {bad.reason}",
+    )
+
+
+# -- reports ------------------------------------------------------------------------------
+
+
+def report_payload(msg_id: str, offender: str, reporter: str, t: int) -> bytes:
+    return f"tamper:{msg_id}:{offender}:{reporter}:{t}".encode()
+
+
+def build_report(offense: Offense, signer: ServerSigner, *, now_ms: int) -> dict[str, Any]:
+    """The signed tamper report `signer` sends to peers (never to the offender)."""
+    envelope = dict(offense.envelope)
+    return {
+        "type": "tamper_report",
+        "msg_id": offense.msg_id,
+        "offender": offense.offender,
+        "reporter": signer.name,
+        "t": now_ms,
+        "sig": signer.identity.sign(
+            report_payload(offense.msg_id, offense.offender, signer.name, now_ms)
+        ),
+        "pub": signer.identity.pub_b64(),
+        "integrity_chain": envelope.get("integrity_chain", []),
+        "msg_hash_baseline": integrity_hash(envelope),
+        "kind": str(offense.kind),
+        "envelope": envelope,
+    }
+
+
+REPORT_FIELDS = {
+    "type": str, "msg_id": str, "offender": str, "reporter": str, "t": int, "sig": str,
+    "pub": str, "integrity_chain": list, "msg_hash_baseline": str, "kind": str, "envelope": dict,
+}  # fmt: skip
+
+
+def _check_report_shape(report: Any) -> None:
+    if not isinstance(report, dict):
+        raise InvalidProof("a report must be a JSON object", field="report")
+    for name, kind in REPORT_FIELDS.items():
+        value = report.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise InvalidProof(
+                f"report field {name} is missing or not a {kind.__name__}", field=name
+            )
+    if report["type"] != "tamper_report":
+        raise InvalidProof("type must be tamper_report", field="type")
+    for name in ("offender", "reporter"):
+        if not SERVER_RE.match(report[name]):
+            raise InvalidProof(f"{name} is not a server name", field=name)
+
+
+def servers_named(report: Mapping[str, Any]) -> list[str]:
+    """The servers whose published keys validating `report` needs."""
+    names = [report.get("reporter")] if isinstance(report.get("reporter"), str) else []
+    envelope = report.get("envelope")
+    if isinstance(envelope, dict):
+        names += servers_in_chain(envelope)
+    return [n for n in dict.fromkeys(names) if isinstance(n, str) and SERVER_RE.match(n)]
+
+
+def validate_report(report: Any, keys: KeyLookup) -> Offense:
+    """Re-check a received report from first principles; return the proven Offense.
+
+    Raises InvalidProof (or UnknownServerKey) with the reason it does not hold.
+    """
+    _check_report_shape(report)
+    reporter_pub = b64d(report["pub"], field="pub", length=32)
+    if not published_key_covers(keys, report["reporter"], reporter_pub, report["t"]):
+        raise UnknownServerKey(
+            "report is not signed with a key its reporter publishes", field="pub"
+        )
+    sig = b64d(report["sig"], field="sig", length=64)
+    payload = report_payload(report["msg_id"], report["offender"], report["reporter"], report["t"])
+    try:
+        verify_signature(reporter_pub, payload, sig)
+    except FluxError as exc:
+        raise InvalidProof("report signature does not verify", field="sig") from exc
+    envelope = report["envelope"]
+    if envelope.get("id") != report["msg_id"]:
+        raise InvalidProof("the proof is for another message", field="msg_id")
+    if envelope.get("integrity_chain") != report["integrity_chain"]:
+        raise InvalidProof("integrity_chain differs from the proof's", field="integrity_chain")
+    if report["msg_hash_baseline"] != integrity_hash(envelope):
+        raise InvalidProof("msg_hash_baseline is not the message's hash", field="msg_hash_baseline")
+    offense = find_offense(envelope, keys, receiver=report["reporter"])
+    if offense is None:
+        raise InvalidProof("the proof does not show tampering", field="envelope")
+    if offense.offender != report["offender"]:
+        raise InvalidProof(f"the proof shows {offense.offender}, not the accused", field="offender")
+    return offense
+
+
+# -- the same validation as a key-discovery flow (sans-I/O) -------------------------------
+
+KeyFlow = Generator[str, Sequence[PublishedKey], Offense]
+
+
+def validate_report_flow(report: Any) -> KeyFlow:
+    """`validate_report` as a generator: it yields each server name whose keys it needs and
+    is sent back that server's published keys; it returns the Offense or raises.
+
+        flow = validate_report_flow(report)
+        name = next(flow)
+        while True:
+            try:
+                name = flow.send(await fetch_keys(name))
+            except StopIteration as done:
+                offense = done.value; break
+    """
+    fetched: dict[str, tuple[PublishedKey, ...]] = {}
+    for name in servers_named(report):
+        fetched[name] = tuple((yield name))
+    return validate_report(report, lambda server: fetched.get(server, ()))
+
+
+def run_key_flow(flow: KeyFlow, lookup: Callable[[str], Iterable[PublishedKey]]) -> Offense:
+    """Drive a key flow with a synchronous lookup (tests, or keys already cached)."""
+    try:
+        name = next(flow)
+        while True:
+            name = flow.send(tuple(lookup(name)))
+    except StopIteration as done:
+        return done.value

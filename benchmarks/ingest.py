@@ -1,0 +1,260 @@
+"""Ingest benchmark: a real `flux server` process under load (issue: FLUX server).
+
+    .venv/bin/python benchmarks/ingest.py [--seconds 10] [--runs 3] [--concurrency 32]
+                                          [--db sqlite|memory|postgresql://...] [--sockets 10000]
+
+What it measures, against a server started as its own process on 127.0.0.1:
+
+* accepted messages/s and p50/p99 submit latency at concurrency 32, durable SQLite by
+  default (each message from a distinct-enough sender that the spam rate limit, 20/min per
+  sender, never interferes, to recipients spread so no pending quota is reached);
+* WebSocket push latency p50/p99 (send → frame received) for one watcher while 16 other
+  senders load the server;
+* the server's peak RSS;
+* the memory of 10,000 idle authenticated WebSocket connections (RSS after − before).
+
+Messages are built before the clock starts, so the numbers are the server's, not the
+load generator's signing. Report medians over several runs; this machine is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+from flux.protocol import Identity, compose
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def rss_kb(pid: int, field: str = "VmRSS") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    def __init__(self, db: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.dir = tempfile.mkdtemp(prefix="flux-bench-")
+        args = [
+            sys.executable, "-m", "flux", "server", "--host", "127.0.0.1",
+            "--port", str(self.port), "--domain", f"127.0.0.1:{self.port}",
+            "--data-dir", self.dir, "--open",
+        ]  # fmt: skip
+        if db.startswith("postgres"):
+            args += ["--db", db]
+        else:
+            args += ["--backend", db]
+        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL)
+
+    async def wait_ready(self, http: aiohttp.ClientSession) -> None:
+        for _ in range(600):
+            try:
+                async with http.get(self.url + "/health") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if self.proc.poll() is not None:
+                raise SystemExit("server exited during start-up")
+            await asyncio.sleep(0.05)  # polling a process we do not control
+        raise SystemExit("server did not become healthy")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def build_messages(count: int, recipients: list[str]) -> list[bytes]:
+    senders = [Identity.generate() for _ in range(max(1, count // 15 + 1))]
+    t = now_ms()
+    out = []
+    for i in range(count):
+        msg = compose(
+            senders[i // 15], recipients[i % len(recipients)],
+            f"benchmark message {i}: the quick brown fox jumps over the lazy dog",
+            subject="bench", now_ms=t,
+        ).primary  # fmt: skip
+        out.append(json.dumps(msg).encode())
+    return out
+
+
+async def session_token(http: aiohttp.ClientSession, url: str, ident: Identity) -> str:
+    async with http.get(f"{url}/auth/challenge", params={"address": ident.address}) as r:
+        ch = await r.json()
+    sig = ident.sign(f"flux-auth:1:{ch['domain']}:{ch['challenge']}")
+    body = {"address": ident.address, "pub": ident.pub_b64(), "challenge": ch["challenge"], "sig": sig}
+    async with http.post(f"{url}/auth/session", json=body) as r:
+        return (await r.json())["token"]
+
+
+async def load(
+    http: aiohttp.ClientSession, url: str, bodies: list[bytes], concurrency: int, seconds: float
+) -> tuple[int, list[float], int]:
+    """Post bodies with `concurrency` workers for `seconds`; return (ok, latencies, errors)."""
+    latencies: list[float] = []
+    errors = 0
+    index = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal index, errors
+        while time.perf_counter() < deadline and index < len(bodies):
+            body = bodies[index]
+            index += 1
+            start = time.perf_counter()
+            async with http.post(f"{url}/send", data=body,
+                                 headers={"Content-Type": "application/json"}) as r:  # fmt: skip
+                await r.read()
+                if r.status == 200:
+                    latencies.append(time.perf_counter() - start)
+                else:
+                    errors += 1
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return len(latencies), latencies, errors
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] * 1000
+
+
+async def measure_ingest(args: argparse.Namespace) -> dict:
+    server = ServerProcess(args.db)
+    conn = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=conn) as http:
+        try:
+            await server.wait_ready(http)
+            recipients = [Identity.generate().address for _ in range(2000)]
+            expected = int(args.seconds * 6000) + 1000
+            bodies = build_messages(expected, recipients)
+            await load(http, server.url, bodies[:500], args.concurrency, 5)  # warm-up
+            start = time.perf_counter()
+            ok, lat, errors = await load(
+                http, server.url, bodies[500:], args.concurrency, args.seconds
+            )
+            elapsed = time.perf_counter() - start
+            push = await measure_push(http, server.url, recipients, args)
+            peak = rss_kb(server.proc.pid, "VmHWM")
+            sockets = await measure_sockets(http, server, args.sockets) if args.sockets else None
+        finally:
+            server.stop()
+    return {
+        "msgs_per_s": ok / elapsed, "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99),
+        "errors": errors, "push_p50_ms": push[0], "push_p99_ms": push[1],
+        "peak_rss_mb": peak / 1024, "sockets": sockets,
+    }  # fmt: skip
+
+
+async def measure_push(
+    http: aiohttp.ClientSession, url: str, recipients: list[str], args: argparse.Namespace
+) -> tuple[float, float]:
+    watcher = Identity.generate()
+    prober = Identity.generate()
+    token = await session_token(http, url, watcher)
+    background = build_messages(int(args.push_seconds * 3000) + 500, recipients)
+    samples: list[float] = []
+    async with http.ws_connect(f"{url.replace('http', 'ws')}/ws") as ws:
+        await ws.send_json({"action": "auth", "token": token})
+        authed = await ws.receive_json()
+        assert authed.get("action") == "authed", authed
+        loader = asyncio.create_task(load(http, url, background, 16, args.push_seconds))
+        for i in range(min(200, int(args.push_seconds * 20))):
+            msg = compose(prober, watcher.address, f"probe {i}", now_ms=now_ms()).primary
+            if i % 18 == 17:
+                prober = Identity.generate()  # stay under the per-sender rate limit
+            start = time.perf_counter()
+            async with http.post(f"{url}/send", json=msg) as r:
+                await r.read()
+            while True:
+                frame = await ws.receive_json()
+                if frame.get("action") == "message" and frame["message"]["id"] == msg["id"]:
+                    samples.append(time.perf_counter() - start)
+                    break
+            if loader.done():
+                break
+        await loader
+    return pct(samples, 0.5), pct(samples, 0.99)
+
+
+async def measure_sockets(http: aiohttp.ClientSession, server: ServerProcess, count: int) -> dict:
+    ident = Identity.generate()
+    token = await session_token(http, server.url, ident)
+    before = rss_kb(server.proc.pid)
+    sockets = []
+    ws_url = f"{server.url.replace('http', 'ws')}/ws"
+
+    async def open_one() -> None:
+        ws = await http.ws_connect(ws_url, heartbeat=None)
+        await ws.send_json({"action": "auth", "token": token})
+        await ws.receive_json()
+        sockets.append(ws)
+
+    for start in range(0, count, 500):
+        await asyncio.gather(*(open_one() for _ in range(min(500, count - start))))
+    after = rss_kb(server.proc.pid)
+    await asyncio.gather(*(ws.close() for ws in sockets))
+    return {"count": len(sockets), "rss_delta_mb": (after - before) / 1024,
+            "kb_per_socket": (after - before) / max(1, len(sockets))}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--push-seconds", type=float, default=5)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--db", default="sqlite", help="sqlite | memory | postgresql://...")
+    parser.add_argument("--sockets", type=int, default=10_000, help="idle sockets (0: skip)")
+    args = parser.parse_args()
+    random.seed(1)
+    results = []
+    for run in range(args.runs):
+        result = asyncio.run(measure_ingest(args))
+        results.append(result)
+        print(f"run {run + 1}: " + json.dumps(result, default=str), flush=True)
+    keys = ["msgs_per_s", "p50_ms", "p99_ms", "push_p50_ms", "push_p99_ms", "peak_rss_mb"]
+    print(f"\nmedians over {args.runs} runs ({args.db}, concurrency {args.concurrency}, "
+          f"{os.cpu_count()} cpus):")  # fmt: skip
+    for key in keys:
+        print(f"  {key:12s} {statistics.median(r[key] for r in results):10.1f}")
+    socket_runs = [r["sockets"] for r in results if r["sockets"]]
+    if socket_runs:
+        kb = statistics.median(s["kb_per_socket"] for s in socket_runs)
+        mb = statistics.median(s["rss_delta_mb"] for s in socket_runs)
+        print(f"  idle sockets {socket_runs[0]['count']}: {mb:.1f} MB ({kb:.1f} KB each)")
+
+
+if __name__ == "__main__":
+    main()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -93,7 +94,28 @@ def loads_strict(data: bytes | str) -> Any:
         raise MalformedJSON(f"not valid JSON: {exc}") from exc
     if _skip_ws(text, end) != len(text):
         raise MalformedJSON("not valid JSON: extra data after the value")
+    if _may_hold_surrogate(text, from_bytes=not isinstance(data, str)):
+        _require_valid_unicode(value)
     return value
+
+
+_RAW_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _may_hold_surrogate(text: str, *, from_bytes: bool) -> bool:
+    # Cheap pre-filter so the walk below runs only when a surrogate could be there: as a
+    # `\uD8xx`-`\uDFxx` escape, or as a raw code point in a str the caller decoded itself
+    # (UTF-8 decoding of bytes never yields one).
+    if "\\ud" in text or "\\uD" in text:
+        return True
+    return not from_bytes and not text.isascii() and _RAW_SURROGATE.search(text) is not None
+
+
+def _require_valid_unicode(value: Any) -> None:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise MalformedJSON("a string holds a lone surrogate (not valid Unicode)") from exc
 
 
 def _skip_ws(text: str, pos: int) -> int:

@@ -42,7 +42,7 @@ from .identity import Identity, verify_signature
 
 SEAL_CONTEXT = b"flux-seal:1:"
 LOCAL_DELIVERY = "local"
-HEX64 = re.compile(r"^[0-9a-f]{64}$")
+HEX64 = re.compile(r"^[0-9a-f]{64}\Z")  # \Z: "$" would accept a trailing newline
 PROTOTYPE_FIELDS = frozenset({"server", "t", "hash", "sig", "pub"})
 SEALED_FIELDS = PROTOTYPE_FIELDS | {"i", "prev", "cv", "next", "bh", "seal"}
 

@@ -12,7 +12,7 @@ import re
 
 from .errors import InvalidValue
 
-_B64URL = re.compile(r"^[A-Za-z0-9_-]*={0,2}$")
+_B64URL = re.compile(r"^[A-Za-z0-9_-]*={0,2}\Z")
 
 
 def b64e(data: bytes) -> str:

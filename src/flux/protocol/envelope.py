@@ -55,8 +55,8 @@ UNSEALED_FIELDS = frozenset({"route", "integrity_chain", "_status", "_inbox", "_
 RETRIEVAL_FIELDS = frozenset({"_status", "_inbox", "_tags"})
 ENCRYPTED_PLACEHOLDER = "[encrypted]"
 
-ID_RE = re.compile(r"^[0-9a-f]{32}$")
-SERVER_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?(:[0-9]{1,5})?$")
+ID_RE = re.compile(r"^[0-9a-f]{32}\Z")  # \Z, not $: "$" matches before a final "\n"
+SERVER_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?(:[0-9]{1,5})?\Z")
 
 
 def signing_payload(msg: Mapping[str, Any]) -> bytes:
@@ -207,6 +207,7 @@ def _check_tags(name: str, value: Any) -> None:
             raise InvalidValue(
                 f"tags[{i}] must be 1-{MAX_TAG_CHARS} lower-case characters", field=f"tags[{i}]"
             )
+        _require_utf8(f"tags[{i}]", tag, 4 * MAX_TAG_CHARS)  # refuses lone surrogates
 
 
 def _check_expires(name: str, value: Any) -> None:

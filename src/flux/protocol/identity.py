@@ -25,7 +25,7 @@ from .encoding import b64d, b64e
 from .errors import BadSignature, InvalidValue, KeyFileError
 
 ADDRESS_PREFIX = "fx1"
-ADDRESS_RE = re.compile(r"^fx1[0-9a-f]{40}$")
+ADDRESS_RE = re.compile(r"^fx1[0-9a-f]{40}\Z")  # \Z: "$" would accept "fx1...\n"
 RandBytes = Callable[[int], bytes]
 
 _SCRYPT = {"n": 2**15, "r": 8, "p": 1}

@@ -23,7 +23,7 @@ from .e2e import encrypt_content, wrap_cek
 from .encoding import b64d
 from .envelope import ENCRYPTED_PLACEHOLDER, check_shape, sign_envelope
 from .errors import InvalidValue, MissingField
-from .identity import Identity
+from .identity import Identity, address_from_pub
 from .limits import VERSION
 
 RandBytes = Callable[[int], bytes]
@@ -129,6 +129,9 @@ def _encrypted(
     for address in [*visible, *bcc]:
         if address not in keys:
             raise MissingField(f"no public key to encrypt for {address}", field="encrypt_for")
+    for address in bcc:  # encrypt_content checks the visible keys; BCC keys are wrapped apart
+        if address_from_pub(keys[address]) != address:
+            raise InvalidValue(f"key given for {address} is not its key", field="encrypt_for")
     visible_keys = {addr: keys[addr] for addr in _unique(visible)}
     content_enc, blobs, cek = encrypt_content(fields["content"], visible_keys, randbytes)
     sealed = {

@@ -133,8 +133,10 @@ def _chain_offense(
 ) -> tuple[OffenseKind, str] | None:
     if last["cv"] == ChainVerdict.FAIL:
         return None  # it declared the chain broken: honest, if unhelpful
-    prefix = {**msg, "integrity_chain": msg["integrity_chain"][:-1]}
-    bad = verify_chain(prefix, keys).first_failure
+    # The whole chain, not just the records before the seal: the seal's own link (the
+    # previous hop's `next` naming this server) is part of what it vouched for, so a server
+    # that drops the record just before its own is caught too.
+    bad = verify_chain(msg, keys).first_failure
     if bad is None:
         return None
     return (

@@ -111,7 +111,12 @@ async def session_token(http: aiohttp.ClientSession, url: str, ident: Identity) 
     async with http.get(f"{url}/auth/challenge", params={"address": ident.address}) as r:
         ch = await r.json()
     sig = ident.sign(f"flux-auth:1:{ch['domain']}:{ch['challenge']}")
-    body = {"address": ident.address, "pub": ident.pub_b64(), "challenge": ch["challenge"], "sig": sig}
+    body = {
+        "address": ident.address,
+        "pub": ident.pub_b64(),
+        "challenge": ch["challenge"],
+        "sig": sig,
+    }
     async with http.post(f"{url}/auth/session", json=body) as r:
         return (await r.json())["token"]
 

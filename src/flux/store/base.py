@@ -16,7 +16,24 @@ Rules every implementation keeps:
   increasing sequence number (`seq`); `changes(address, since)` replays them in order.
   A client's "state token" is the highest seq it has seen.
 * Listing is keyset-paginated (cursor = opaque string from the previous page), newest
-  first, so a mailbox with a million messages lists as fast as an empty one.
+  first, so a mailbox with a million messages lists as fast as an empty one. The order is
+  (received_at, arrival order), both fixed at insert, so a page boundary never moves when a
+  row changes status: no item is lost or repeated across pages. A cursor that does not
+  decode raises `flux.protocol.errors.InvalidValue` (field "cursor").
+
+Lifecycle and `expires` (PROTOCOL.md §11.1), the same in every implementation:
+
+* A status only moves forward: pending → delivered → read → deleted; `deleted` is final.
+  `mark` to an earlier or equal status changes nothing.
+* `expires` absent: kept. `expires == 0`: marking it read soft-deletes it instead.
+  `expires > 0` (unix ms): from that time the row's *effective* status is `deleted`; it is
+  hidden from `list` (unless deleted rows are asked for), `fetch_pending`, `pending_count`,
+  `inboxes` and `thread`, reported as deleted by `get`, and made deleted for good (with a
+  change record) by `expire(now_ms)` or by marking it read or anything later.
+* "Now" for the hiding rule comes from the clock the store was built with
+  (`clock: Callable[[], int]` returning unix ms; wall time by default), so tests can move it.
+* Every new delivery and every status, tag or inbox change appends a `Change` with a new
+  `seq`; the row's `StoredMessage.seq` is the seq of its last change.
 """
 
 from __future__ import annotations
@@ -96,8 +113,15 @@ class Changes:
     has_more: bool
 
 
+#: `ListQuery.limit` and `fetch_pending(limit)` are clamped to 1..MAX_PAGE.
+MAX_PAGE = 500
+
+
 @dataclass(frozen=True, slots=True)
 class ListQuery:
+    """Filters for `Store.list`. `status=DELETED` lists deleted rows only;
+    `include_deleted=True` (without a status) lists every row."""
+
     inbox: str | None = None
     status: MessageStatus | None = None
     tag: str | None = None
@@ -139,6 +163,8 @@ class Incoming:
     received_at: int
     #: per-recipient tags to start with (the envelope's own tags, lower-cased)
     tags: tuple[str, ...] = field(default=())
+    #: the inbox (folder) new deliveries start in
+    inbox: str = "inbox"
 
 
 class Store(Protocol):
@@ -165,7 +191,8 @@ class Store(Protocol):
 
     async def pending_count(self, address: str) -> int: ...
 
-    async def get(self, address: str, msg_id: str) -> StoredMessage | None: ...
+    async def get(self, address: str, msg_id: str) -> StoredMessage | None:
+        """The row whatever its status (deleted and expired rows too: status DELETED)."""
 
     async def list(self, address: str, query: ListQuery) -> Page: ...
 
@@ -175,34 +202,48 @@ class Store(Protocol):
     async def mark(
         self, address: str, msg_ids: Sequence[str], status: MessageStatus
     ) -> list[StoredMessage]:
-        """Advance status (never backwards); return the rows that changed."""
+        """Advance status (never backwards); return the rows that changed, in `msg_ids`
+        order. Marking READ a message with `expires` 0 (or past) soft-deletes it."""
 
     async def tag(
         self, address: str, msg_id: str, add: Sequence[str], remove: Sequence[str]
-    ) -> StoredMessage | None: ...
+    ) -> StoredMessage | None:
+        """Add then remove tags (a tag in both ends up removed); None if no such row.
+        Tags come back sorted. A change is recorded only if the set changed."""
 
-    async def move(self, address: str, msg_id: str, inbox: str) -> StoredMessage | None: ...
+    async def move(self, address: str, msg_id: str, inbox: str) -> StoredMessage | None:
+        """None if no such row; a change is recorded only if the inbox changed."""
 
     async def inboxes(self, address: str) -> dict[str, dict[str, int]]:
-        """{inbox: {status: count}} for non-deleted messages."""
+        """{inbox: {"pending": n, "delivered": n, "read": n}} over non-deleted messages;
+        an inbox whose messages are all deleted is left out."""
 
     async def thread(self, address: str, msg_id: str) -> list[StoredMessage]:
         """Every message of `address` in the conversation of `msg_id` (by `re`), oldest first."""
 
-    async def changes(self, address: str, since: int, limit: int) -> Changes: ...
+    async def changes(self, address: str, since: int, limit: int) -> Changes:
+        """Changes with seq > `since`, in seq order, at most `limit` (not collapsed: a row
+        changed twice appears twice; read its current state with `get`)."""
+
+    async def state(self, address: str) -> int:
+        """The highest seq of any change of `address` (0 if none): its current state token."""
 
     async def expire(self, now_ms: int) -> int:
         """Soft-delete messages whose `expires` time (ms > 0) has passed; return the count."""
 
     async def stats(self) -> dict[str, int]:
-        """Counts for /stats: messages, deliveries by status, hosted addresses."""
+        """Counts for /stats: "messages" (stored once), "deliveries", "pending",
+        "delivered", "read", "deleted" (stored status), "hosted_addresses", "sessions"
+        (unrevoked, unexpired)."""
 
     # -- sessions and challenges ------------------------------------------------------------
     async def create_session(self, token_hash: str, address: str, expires_at: int) -> None: ...
 
-    async def session(self, token_hash: str, now_ms: int) -> Session | None: ...
+    async def session(self, token_hash: str, now_ms: int) -> Session | None:
+        """The session if it exists, is not revoked and `now_ms < expires_at`."""
 
-    async def revoke_session(self, token_hash: str) -> bool: ...
+    async def revoke_session(self, token_hash: str) -> bool:
+        """True if a live (unrevoked) session was revoked by this call."""
 
     async def use_nonce(self, nonce: str, expires_at: int, now_ms: int) -> bool:
         """Record a single-use nonce; False if it was used before."""
@@ -211,7 +252,8 @@ class Store(Protocol):
     async def add_strike(self, strike: Strike) -> bool:
         """Record a strike; False if this proof was already counted."""
 
-    async def strikes(self) -> list[Strike]: ...
+    async def strikes(self) -> list[Strike]:
+        """Every strike, in the order recorded."""
 
     async def set_quarantine_override(self, server: str, lifted: bool, now_ms: int) -> None: ...
 

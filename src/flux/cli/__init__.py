@@ -1,0 +1,60 @@
+"""`flux`: the command line. Thin: arguments → config or client → print.
+
+Every failure ends as one line on stderr and exit status 1 (set FLUX_DEBUG=1 for the
+traceback). `--key` defaults to $FLUX_KEY and `--server` to $FLUX_SERVER.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from .. import __version__
+from . import demo, keys, mail, server
+from ._common import fail
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="flux",
+    help="FLUX: mail where your identity is a key and every message is signed.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+for command in (
+    keys.keygen, keys.selfcheck, server.server, mail.register, mail.send, mail.inbox,
+    mail.read, mail.watch, keys.verify, demo.demo,
+):  # fmt: skip
+    app.command()(command)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"flux {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version."
+    ),
+) -> None:
+    """FLUX: mail where your identity is a key and every message is signed."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The `flux` console script."""
+    try:
+        app(args=argv, prog_name="flux")
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("FLUX_DEBUG"):
+            raise
+        fail(exc)

@@ -1,0 +1,57 @@
+"""`flux server`: flags (and a TOML file) → one frozen `ServerConfig` → `run_server`.
+
+Precedence (the server's own rule): flags, then FLUX_* environment variables, then the
+--config file, then the defaults. The CLI only gathers settings; the server package owns their meaning and checks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tomllib
+from pathlib import Path
+
+import typer
+
+from ._common import CliError
+
+
+def server(
+    host: str | None = typer.Option(None, "--host", help="Bind address [$FLUX_HOST]."),
+    port: int | None = typer.Option(None, "--port", help="Port; 0 picks a free one [$FLUX_PORT]."),
+    domain: str | None = typer.Option(
+        None, "--domain", help="This server's domain [$FLUX_DOMAIN]."
+    ),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Where keys and data live."),
+    db: Path | None = typer.Option(None, "--db", help="SQLite database path [$FLUX_DB_PATH]."),
+    backend: str | None = typer.Option(None, "--backend", help="memory|sqlite [$FLUX_BACKEND]."),
+    open_mode: bool | None = typer.Option(
+        None, "--open/--hosted", help="Accept mail for any address (development)."
+    ),
+    registration: str | None = typer.Option(
+        None, "--registration", help="Who may register: open|invite|closed."
+    ),
+    legacy_tokens: bool | None = typer.Option(
+        None, "--legacy-tokens/--no-legacy-tokens", help="Accept the prototype's tokens."
+    ),
+    config: Path | None = typer.Option(None, "--config", help="TOML file of these settings."),
+) -> None:
+    """Run a FLUX server until interrupted."""
+    from ..server.config import ServerConfig
+    from ..server.runner import run_server
+
+    flags = {
+        "host": host, "port": port, "domain": domain, "data_dir": data_dir, "db_path": db,
+        "backend": backend, "open_mode": open_mode, "registration": registration,
+        "legacy_tokens": legacy_tokens,
+    }  # fmt: skip
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    try:
+        if config is not None:
+            settings = ServerConfig.from_toml(config, os.environ, **overrides)
+        else:
+            settings = ServerConfig.from_env(os.environ, **overrides)
+    except (TypeError, ValueError, tomllib.TOMLDecodeError) as exc:
+        raise CliError(f"bad server setting: {exc}") from exc
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a foreground server stops
+        run_server(settings)

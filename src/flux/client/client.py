@@ -1,0 +1,530 @@
+"""`FluxClient`: the FLUX library client over HTTP and WebSocket (docs/API.md).
+
+    client = FluxClient(FluxIdentity.load("alice.json"), "http://localhost:8765")
+    await client.send("fx1…", "Hello Bob")
+    client.on_message(handler)
+    await client.connect_ws()
+
+Authentication is lazy: the first call that needs a session token runs the signed
+challenge (`authenticate`), and a 401 later (token expired or revoked) runs it once more.
+Every refusal from the server is a `FluxClientError` with the server's status, code and
+field. Sending needs no token: the signature is the authority.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
+
+import aiohttp
+
+from ..identity import FluxIdentity
+from ..protocol import (
+    ChainCheck,
+    Identity,
+    KeyLookup,
+    PublishedKey,
+    address_from_pub,
+    b64d,
+    compose,
+    decrypt_content,
+    is_address,
+    servers_in_chain,
+    verify_chain,
+    verify_envelope,
+)
+from .bindings import KnownBindings
+from .errors import FluxClientError
+from .resolve import Recipient, domain_url, parse_recipient, resolve_name
+from .results import Changes, Page, Peek, SendResult, Verified
+from .ws import Backoff, Listener
+
+__all__ = ["FluxClient"]
+
+Message = dict[str, Any]
+Handler = Callable[[Message], Awaitable[None] | None]
+Ids = str | Iterable[str]
+
+
+def _id_list(ids: Ids) -> list[str]:
+    return [ids] if isinstance(ids, str) else list(ids)
+
+
+def _addr_list(value: str | Iterable[str] | None) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+class FluxClient:
+    """An identity talking to its FLUX server.
+
+    `session`: an aiohttp session to use (the caller keeps ownership); otherwise the client
+    makes one and closes it in `close()`. `bindings`: a `KnownBindings` or the path of its
+    JSON file, remembering which address each `name@domain` resolved to. `keys`: public
+    keys already known, `{fx1 address: base64url key}` (each is checked against its
+    address before use). `reconnect_base`/`reconnect_cap`: the WebSocket's backoff, seconds.
+    """
+
+    def __init__(
+        self,
+        identity: Identity,
+        url: str = "http://localhost:8765",
+        *,
+        session: aiohttp.ClientSession | None = None,
+        bindings: KnownBindings | str | os.PathLike[str] | None = None,
+        keys: Mapping[str, str] | None = None,
+        timeout: float = 30.0,
+        reconnect_base: float = 0.5,
+        reconnect_cap: float = 30.0,
+    ) -> None:
+        self.identity = identity
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.bindings = bindings if isinstance(bindings, KnownBindings) else KnownBindings(bindings)
+        self._session = session
+        self._owns_session = session is None
+        self._token: str | None = None
+        self._domain: str | None = None
+        self._auth_lock = asyncio.Lock()
+        self._keys: dict[str, str] = {}
+        self._server_keys: dict[str, list[PublishedKey]] = {}
+        for address, pub in (keys or {}).items():
+            self.learn_key(address, pub)
+        self.learn_key(identity.address, identity.pub_b64())
+        self._listener = Listener(self, Backoff(reconnect_base, reconnect_cap))
+
+    @property
+    def address(self) -> str:
+        return self.identity.address
+
+    @property
+    def token(self) -> str | None:
+        """The current session token, once `authenticate` has run."""
+        return self._token
+
+    @property
+    def domain(self) -> str | None:
+        """The server's domain, once learned (from the challenge or /health)."""
+        return self._domain
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    async def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            timeout = aiohttp.ClientTimeout(total=self.timeout)
+            self._session = aiohttp.ClientSession(timeout=timeout)
+            self._owns_session = True
+        return self._session
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        auth: bool = True,
+    ) -> dict[str, Any]:
+        """One API call; returns the answer body or raises FluxClientError."""
+        query = {k: str(v) for k, v in (params or {}).items() if v is not None}
+        for attempt in range(2):
+            headers = {"Authorization": f"Bearer {await self._ensure_token()}"} if auth else {}
+            status, body = await self._exchange(method, path, json, query, headers)
+            if status == 401 and auth and attempt == 0:
+                self._token = None  # expired or revoked: prove the key again, once
+                continue
+            if status >= 400 or not isinstance(body, dict) or body.get("ok") is not True:
+                raise FluxClientError.from_answer(status, body)
+            return body
+        raise AssertionError("unreachable")
+
+    async def _exchange(
+        self, method: str, path: str, json: Any, query: dict, headers: dict
+    ) -> tuple[int, Any]:
+        session = await self._http()
+        try:
+            async with session.request(
+                method, self.url + path, json=json, params=query, headers=headers
+            ) as resp:
+                try:
+                    body = await resp.json(content_type=None)
+                except ValueError:
+                    body = None
+                return resp.status, body
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            reason = str(exc) or type(exc).__name__
+            raise FluxClientError(f"cannot reach {self.url}: {reason}", code="unreachable") from exc
+
+    def _now_ms(self) -> int:
+        return int(time.time() * 1000)
+
+    # -- identity on the server ---------------------------------------------------------
+
+    async def authenticate(self) -> str:
+        """Prove the key to the server (signed challenge) and keep the session token.
+
+        Signs "flux-auth:1:{domain}:{challenge}"; the domain comes from the server, so a
+        proof made for one server is useless at another. Raises FluxClientError.
+        """
+        async with self._auth_lock:
+            params = {"address": self.address}
+            challenge = await self._request("GET", "/auth/challenge", params=params, auth=False)
+            self._domain = str(challenge["domain"])
+            payload = f"flux-auth:1:{self._domain}:{challenge['challenge']}"
+            body = {
+                "address": self.address,
+                "pub": self.identity.pub_b64(),
+                "challenge": challenge["challenge"],
+                "sig": self.identity.sign(payload),
+            }
+            answer = await self._request("POST", "/auth/session", json=body, auth=False)
+            self._token = str(answer["token"])
+            return self._token
+
+    async def _ensure_token(self) -> str:
+        return self._token or await self.authenticate()
+
+    def _forget_token(self, token: str) -> None:
+        if self._token == token:
+            self._token = None
+
+    async def register(self, invite: str | None = None) -> dict[str, Any]:
+        """Register this key at the server (POST /register), so it accepts mail for it.
+
+        Signs "flux-register:1:{domain}:{address}:{t}". Raises FluxClientError (403 when
+        registration is closed or the invite is wrong).
+        """
+        domain = self._domain or str((await self.health())["domain"])
+        self._domain = domain
+        t = self._now_ms()
+        body: dict[str, Any] = {
+            "address": self.address,
+            "pub": self.identity.pub_b64(),
+            "t": t,
+            "sig": self.identity.sign(f"flux-register:1:{domain}:{self.address}:{t}"),
+        }
+        if invite is not None:
+            body["invite"] = invite
+        return await self._request("POST", "/register", json=body, auth=False)
+
+    async def logout(self) -> None:
+        if self._token is not None:
+            await self._request("POST", "/auth/logout", json={})
+            self._token = None
+
+    async def health(self) -> dict[str, Any]:
+        return await self._request("GET", "/health", auth=False)
+
+    async def status(self, address: str | None = None) -> dict[str, Any]:
+        """Your own mailbox's counters, or `{hosted: bool}` for another address."""
+        target = address or self.address
+        return await self._request("GET", f"/status/{target}", auth=target == self.address)
+
+    # -- recipients and keys ------------------------------------------------------------
+
+    def learn_key(self, address: str, pub: str) -> None:
+        """Remember `pub` for `address` if, and only if, it hashes to it."""
+        if is_address(address) and address_from_pub(b64d(pub, length=32)) == address:
+            self._keys[address] = pub
+
+    def known_key(self, address: str) -> str | None:
+        return self._keys.get(address)
+
+    async def resolve(self, written: str, *, field: str = "to") -> Recipient:
+        """Parse a recipient; resolve `name@domain` at its domain and check the binding.
+
+        Raises InvalidValue (unparseable), FluxClientError (`resolve_failed`),
+        AddressMismatch (the domain's key is not the address's) or BindingChanged.
+        """
+        recipient = parse_recipient(written, field=field)
+        if not recipient.needs_resolution:
+            return recipient
+        assert recipient.domain is not None and recipient.name is not None
+        session = await self._http()
+        address, pub = await resolve_name(session, recipient.domain, recipient.name)
+        self.bindings.check(recipient.handle or written, address, pub)
+        self.learn_key(address, pub)
+        return Recipient(written, address, recipient.domain, recipient.name, pub)
+
+    async def fetch_key(self, address: str) -> str:
+        """The public key for an fx1 address, as known or from this server.
+
+        Looked up, in order: keys given to the client or learned (from resolution and from
+        every message verified), then GET /federation/resolve/{address} at this server,
+        which answers for the keys it hosts. Any key is checked to hash to the address, so
+        no source needs to be trusted. Raises FluxClientError `unknown_key`.
+        """
+        if address in self._keys:
+            return self._keys[address]
+        try:
+            body = await self._request("GET", f"/federation/resolve/{address}", auth=False)
+        except FluxClientError as exc:
+            raise FluxClientError(
+                f"no public key known for {address}; pass keys={{address: pub}}",
+                status=exc.status,
+                code="unknown_key",
+                field="to",
+            ) from exc
+        pub = body.get("pub")
+        if body.get("address") == address and isinstance(pub, str):
+            self.learn_key(address, pub)
+        if address not in self._keys:
+            raise FluxClientError(f"the server gave no valid key for {address}", code="unknown_key")
+        return self._keys[address]
+
+    # -- sending ------------------------------------------------------------------------
+
+    async def send(
+        self,
+        to: str,
+        content: str,
+        *,
+        subject: str | None = None,
+        reply_to: str | None = None,
+        cc: str | Iterable[str] | None = None,
+        bcc: str | Iterable[str] | None = None,
+        tags: Iterable[str] | None = None,
+        expires: int | None = None,
+        encrypt: bool = False,
+        keys: Mapping[str, str] | None = None,
+    ) -> SendResult:
+        """Sign (and with `encrypt=True` first encrypt) and hand every copy to the server.
+
+        Recipients are `fx1…`, `fx1…@domain` or `name@domain` (resolved, binding checked).
+        BCC recipients each get their own signed copy. Encryption needs every recipient's
+        key: from `keys`, the client's known keys, resolution, or the server (`fetch_key`).
+        Raises InvalidInput subclasses for bad arguments, FluxClientError for refusals.
+        """
+        primary = await self.resolve(to)
+        cc_r = [await self.resolve(a, field="cc") for a in _addr_list(cc)]
+        bcc_r = [await self.resolve(a, field="bcc") for a in _addr_list(bcc)]
+        for address, pub in (keys or {}).items():
+            self.learn_key(address, pub)
+        everyone = [r.address for r in (primary, *cc_r, *bcc_r) if r.address]
+        encrypt_for = {a: await self.fetch_key(a) for a in everyone} if encrypt else None
+        out = compose(
+            self.identity,
+            str(primary.address),
+            content,
+            subject=subject,
+            reply_to=reply_to,
+            cc=[str(r.address) for r in cc_r],
+            bcc=[str(r.address) for r in bcc_r],
+            tags=tags,
+            expires=expires,
+            encrypt_for=encrypt_for,
+            now_ms=self._now_ms(),
+        )
+        outcomes: dict[str, str] = {}
+        for envelope in out.all:
+            answer = await self._request("POST", "/send", json=envelope, auth=False)
+            outcomes.update(answer.get("recipients") or {})
+        return SendResult(out.primary["id"], outcomes, tuple(out.all), encrypted=encrypt)
+
+    async def reply(self, msg: Mapping[str, Any], content: str, **options: Any) -> SendResult:
+        """Answer `msg`: to its sender, `re` its id, encrypted when it was."""
+        options.setdefault("reply_to", msg["id"])
+        options.setdefault("encrypt", bool(msg.get("encrypted")))
+        subject = msg.get("subject")
+        if subject and "subject" not in options:
+            options["subject"] = subject if subject.lower().startswith("re:") else f"Re: {subject}"
+        if isinstance(msg.get("pub"), str):
+            self.learn_key(msg["from"], msg["pub"])
+        return await self.send(msg["from"], content, **options)
+
+    # -- the mailbox --------------------------------------------------------------------
+
+    async def inbox(
+        self,
+        inbox: str | None = None,
+        *,
+        status: str | None = None,
+        tag: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page:
+        """One page of the mailbox, newest first (deleted only with status="deleted")."""
+        params = {"inbox": inbox, "status": status, "tag": tag, "limit": limit, "cursor": cursor}
+        body = await self._request("GET", f"/inbox/{self.address}", params=params)
+        return Page(list(body.get("messages") or ()), body.get("next_cursor"))
+
+    async def inboxes(self) -> dict[str, dict[str, int]]:
+        return dict((await self._request("GET", f"/inboxes/{self.address}"))["inboxes"])
+
+    async def fetch(self, limit: int | None = None) -> list[Message]:
+        """Pending messages, which the server then marks delivered."""
+        body = await self._request("GET", f"/fetch/{self.address}", params={"limit": limit})
+        return list(body.get("messages") or ())
+
+    async def peek(self) -> Peek:
+        """Pending messages without marking them."""
+        body = await self._request("GET", f"/peek/{self.address}")
+        return Peek(int(body.get("pending", 0)), list(body.get("messages") or ()))
+
+    async def get(self, message_id: str) -> Message:
+        """One message of this mailbox by id."""
+        return dict(
+            (await self._request("GET", f"/message/{self.address}/{message_id}"))["message"]
+        )
+
+    async def read(self, ids: Ids) -> list[str]:
+        """Mark read; returns the ids whose status changed."""
+        body = {"address": self.address, "ids": _id_list(ids)}
+        return list((await self._request("POST", "/read", json=body)).get("updated") or ())
+
+    async def delete(self, ids: Ids) -> list[str]:
+        """Soft-delete (the server keeps the message); returns the ids changed."""
+        body = {"address": self.address, "ids": _id_list(ids)}
+        return list((await self._request("POST", "/delete", json=body)).get("updated") or ())
+
+    async def tag(
+        self, message_id: str, add: Iterable[str] = (), remove: Iterable[str] = ()
+    ) -> list[str]:
+        """Change this mailbox's tags on a message; returns its tags afterwards."""
+        body = {"address": self.address, "id": message_id, "add": list(add), "remove": list(remove)}
+        return list((await self._request("POST", "/tag", json=body)).get("tags") or ())
+
+    async def move(self, message_id: str, inbox: str) -> str:
+        body = {"address": self.address, "id": message_id, "inbox": inbox}
+        return str((await self._request("POST", "/move", json=body))["inbox"])
+
+    async def thread(self, message_id: str) -> list[Message]:
+        """The conversation `message_id` belongs to (linked by `re`), oldest first."""
+        params = {"address": self.address}
+        return list(
+            (await self._request("GET", f"/thread/{message_id}", params=params))["messages"]
+        )
+
+    async def changes(self, since: int = 0, *, limit: int | None = None) -> Changes:
+        """What changed in the mailbox after state `since` (0: everything)."""
+        params = {"address": self.address, "since": since, "limit": limit}
+        body = await self._request("GET", "/changes", params=params)
+        return Changes(
+            int(body["state"]),
+            bool(body.get("has_more")),
+            list(body.get("created") or ()),
+            list(body.get("updated") or ()),
+        )
+
+    # -- reading what arrived -----------------------------------------------------------
+
+    def verify(self, msg: Mapping[str, Any], *, server_keys: KeyLookup | None = None) -> Verified:
+        """Check the sender's signature and the integrity chain; learn the sender's key.
+
+        With `server_keys` each seal must verify under a key its server publishes; without,
+        seals are checked against the key in the record only (it shows the chain is intact,
+        not who made it). Raises InvalidInput/VerificationError subclasses, ChainError.
+        """
+        envelope = verify_envelope(dict(msg))
+        chain: ChainCheck = verify_chain(msg, server_keys)
+        chain.raise_for_failure()
+        self.learn_key(envelope.sender, str(msg["pub"]))
+        return Verified(envelope, chain)
+
+    async def verify_online(self, msg: Mapping[str, Any]) -> Verified:
+        """`verify`, with each hop's seal checked under the keys its server publishes
+        (GET /federation/info at that server; this client's own server at its URL)."""
+        servers = servers_in_chain(msg)
+        table = {name: await self.published_keys(name) for name in servers}
+        return self.verify(msg, server_keys=lambda name: table.get(name, ()))
+
+    async def published_keys(self, server: str) -> list[PublishedKey]:
+        """The signing keys (current and retired) `server` publishes; cached per client.
+
+        Raises FluxClientError when the server cannot be asked.
+        """
+        if server not in self._server_keys:
+            domain = self._domain or str((await self.health())["domain"])
+            self._domain = domain
+            base = self.url if server == domain else domain_url(server)
+            session = await self._http()
+            try:
+                async with session.get(f"{base}/federation/info") as resp:
+                    body = await resp.json(content_type=None)
+                    status = resp.status
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                raise FluxClientError(
+                    f"cannot get {server}'s keys: {exc}", code="unreachable"
+                ) from exc
+            if status != 200 or not isinstance(body, dict):
+                raise FluxClientError.from_answer(status, body)
+            entries = [*(body.get("keys") or ()), *(body.get("retired_keys") or ())]
+            self._server_keys[server] = [
+                PublishedKey(b64d(k["pub"], length=32), int(k.get("valid_from") or 0),
+                             k.get("valid_until"))
+                for k in entries
+                if isinstance(k, dict) and isinstance(k.get("pub"), str)
+            ]  # fmt: skip
+        return self._server_keys[server]
+
+    def decrypt(self, msg: Mapping[str, Any]) -> str:
+        """The plaintext (the content itself when not encrypted).
+
+        Raises NotARecipient, or DecryptionError saying nothing more.
+        """
+        return decrypt_content(msg, self.identity)
+
+    # -- real time ----------------------------------------------------------------------
+
+    def on_message(self, handler: Handler) -> Handler:
+        """Decorator: call `handler(msg)` (sync or async) for each new message, once each."""
+        self._listener.message_handlers.append(handler)
+        return handler
+
+    def on_change(self, handler: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:
+        """Decorator: call `handler(ids)` when messages change elsewhere (read, tagged...)."""
+        self._listener.change_handlers.append(handler)
+        return handler
+
+    async def connect_ws(self, *, inbox: str | None = None, since: int | None = None) -> None:
+        """Listen on the WebSocket until `close()`; reconnects by itself.
+
+        After every reconnect it catches up through /changes from the last state it saw,
+        so nothing that arrived while the socket was down is missed (`since` seeds that
+        state, e.g. one saved from an earlier run). Raises FluxClientError only when the
+        server refuses this key (not for outages, which it waits out).
+        """
+        await self._listener.run(inbox=inbox, since=since)
+
+    async def start_ws(
+        self, *, inbox: str | None = None, since: int | None = None, timeout: float | None = None
+    ) -> asyncio.Task[None]:
+        """Run `connect_ws` in a task and return it once the socket is authenticated."""
+        task = asyncio.create_task(self.connect_ws(inbox=inbox, since=since))
+        await self._listener.wait_connected(task, timeout)
+        return task
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        """Wait until the WebSocket is (again) authenticated and caught up."""
+        await self._listener.wait_connected(None, timeout)
+
+    @property
+    def state(self) -> int | None:
+        """The last mailbox state the WebSocket saw (pass it as `since` to resume)."""
+        return self._listener.state
+
+    @property
+    def connections(self) -> int:
+        """How many times the WebSocket has authenticated (1 + reconnects)."""
+        return self._listener.connections
+
+    async def close(self) -> None:
+        await self._listener.stop()
+        if self._owns_session and self._session is not None and not self._session.closed:
+            await self._session.close()
+
+    async def __aenter__(self) -> FluxClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @classmethod
+    def from_keyfile(
+        cls, path: str | os.PathLike[str], url: str, *, passphrase: str | None = None, **kw: Any
+    ) -> FluxClient:
+        return cls(FluxIdentity.load(path, passphrase), url, **kw)

@@ -1,0 +1,119 @@
+"""Turning what a person writes into an fx1 address (BRIEF §Routing).
+
+A recipient is written three ways:
+
+    fx1…             a bare address: local to the server, or reached through its mesh
+    fx1…@domain      an address at a named domain (the domain is where to deliver)
+    name@domain      a name that `domain` resolves at GET /federation/resolve/{name}
+
+Parsing is pure (`parse_recipient`); resolving a name is one GET (`resolve_name`), done over
+HTTPS except for localhost. A key fetched for an fx1 address proves itself (the address is
+its hash); a name binding is only as good as the domain, which is why the client keeps
+`KnownBindings`. `Recipient.domain` is kept so that federated delivery can route on it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import aiohttp
+
+from ..protocol import address_from_pub, b64d, is_address
+from ..protocol.errors import AddressMismatch, InvalidValue
+from .errors import FluxClientError
+
+__all__ = ["Recipient", "domain_url", "parse_recipient", "resolve_name", "resolve_url"]
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9._+-]{1,64}\Z")
+_DOMAIN_RE = re.compile(r"^[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?\Z|^\[[0-9a-fA-F:]+\](:[0-9]{1,5})?\Z")
+_LOCAL_HOSTS = {"localhost", "127.0.0.1", "[::1]"}
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """A parsed recipient. `address` is None until a name has been resolved."""
+
+    written: str
+    address: str | None
+    domain: str | None = None
+    name: str | None = None
+    pub: str | None = None  #: base64url Ed25519 key, when resolution returned it
+
+    @property
+    def needs_resolution(self) -> bool:
+        return self.address is None
+
+    @property
+    def handle(self) -> str | None:
+        """`name@domain`, the key under which a name binding is remembered."""
+        return f"{self.name}@{self.domain}".lower() if self.name else None
+
+
+def parse_recipient(text: str, *, field: str = "to") -> Recipient:
+    """Parse one recipient; raise InvalidValue naming `field` when it is none of the forms."""
+    value = text.strip()
+    if is_address(value):
+        return Recipient(value, value)
+    local, at, domain = value.rpartition("@")
+    if not at or not _DOMAIN_RE.match(domain):
+        raise InvalidValue(f"{text!r} is not fx1…, fx1…@domain or name@domain", field=field)
+    domain = domain.lower()
+    if is_address(local):
+        return Recipient(value, local, domain=domain)
+    if not _NAME_RE.match(local):
+        raise InvalidValue(f"{local!r} is not a valid name", field=field)
+    return Recipient(value, None, domain=domain, name=local)
+
+
+def domain_url(domain: str) -> str:
+    """A domain's base URL: HTTPS, except plain HTTP for localhost (development)."""
+    host = domain.rsplit(":", 1)[0] if not domain.endswith("]") else domain
+    local = host in _LOCAL_HOSTS or host.endswith(".localhost")
+    return f"{'http' if local else 'https'}://{domain}"
+
+
+def resolve_url(domain: str, name: str) -> str:
+    """Where `domain` answers for `name`."""
+    return f"{domain_url(domain)}/federation/resolve/{quote(name, safe='')}"
+
+
+async def resolve_name(
+    session: aiohttp.ClientSession, domain: str, name: str, *, url: str | None = None
+) -> tuple[str, str]:
+    """GET the resolve endpoint; return (address, pub) after checking pub hashes to address.
+
+    Raises FluxClientError (`resolve_failed`, with the status) when the domain does not
+    answer with a binding, and AddressMismatch when the key it gives is not the address's.
+    """
+    target = url or resolve_url(domain, name)
+    try:
+        async with session.get(target) as resp:
+            body = await resp.json(content_type=None)
+            status = resp.status
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        raise FluxClientError(
+            f"cannot resolve {name}@{domain}: {exc}", code="resolve_failed", field="to"
+        ) from exc
+    if status != 200 or not isinstance(body, dict) or body.get("ok") is False:
+        err = FluxClientError.from_answer(status, body)
+        raise FluxClientError(
+            f"{name}@{domain} did not resolve: {err.message}",
+            status=status,
+            code="resolve_failed",
+            field="to",
+            body=err.body,
+        )
+    return _checked_binding(body, f"{name}@{domain}")
+
+
+def _checked_binding(body: dict, who: str) -> tuple[str, str]:
+    address, pub = body.get("address"), body.get("pub")
+    if not is_address(address) or not isinstance(pub, str):
+        raise FluxClientError(
+            f"{who}: answer has no valid address and pub", code="bad_answer", field="to"
+        )
+    if address_from_pub(b64d(pub, field="pub", length=32)) != address:
+        raise AddressMismatch(f"{who}: the key given does not hash to {address}", field="pub")
+    return address, pub

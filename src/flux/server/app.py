@@ -1,0 +1,127 @@
+"""`create_app`: one FLUX server as one aiohttp application, its state built once here.
+
+Every piece of state (store, key, clock, push hub, rate limiter, metrics registry) is made
+or passed in here and handed to the parts that need it; nothing lives in module globals,
+so one process can run several servers (tests, the demo) without them sharing anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+
+from ..protocol.chain import ServerSigner
+from ..protocol.spam import RateLimiter
+from ..store.base import Store
+from .auth import Authenticator, mac_key_for
+from .config import ServerConfig
+from .errors import FluxError, error_middleware
+from .keys import ServerKey
+from .mailbox import Mailbox
+from .metrics import Metrics
+from .push import Hub
+from .reputation import Reputation
+from .routes import AuthRoutes, IntegrityRoutes, MailRoutes, OpsRoutes
+from .submission import Submitter
+from .ws import WebSocketEndpoint
+
+log = logging.getLogger("flux.server")
+Clock = Callable[[], int]
+
+#: The parts of a running app, for tests and tools (`app[PARTS]`); handlers never use it.
+PARTS = web.AppKey("flux_parts", dict)
+
+
+def create_app(
+    config: ServerConfig, store: Store, signer: ServerSigner | ServerKey, clock: Clock
+) -> web.Application:
+    """Build the application. The store must be open; the caller closes it after the app.
+
+    `signer` is the server's persistent key (keys.load_or_create), or a bare ServerSigner
+    (published as valid from 0). `clock` returns unix ms.
+    """
+    key = signer if isinstance(signer, ServerKey) else ServerKey(signer, 0)
+    if key.signer.name != config.domain:
+        raise ValueError(f"signer is for {key.signer.name}, the config for {config.domain}")
+    metrics = Metrics()
+    hub = Hub(metrics, config.ws_queue_frames)
+    limiter = RateLimiter(limit=config.spam_rate_per_minute)
+    reputation = Reputation(store, config.quarantine_threshold)
+    auth = Authenticator(
+        store=store,
+        domain=config.domain,
+        clock=clock,
+        mac_key=mac_key_for(key.signer.identity.seed),
+        session_ttl_ms=config.session_ttl_ms,
+        challenge_ttl_ms=config.challenge_ttl_ms,
+        legacy_secret=config.secret if config.legacy_tokens else None,
+    )
+    mailbox = Mailbox(store, hub)
+    submitter = Submitter(
+        store=store, signer=key.signer, clock=clock, limiter=limiter, hub=hub, metrics=metrics,
+        reputation=reputation, open_mode=config.open_mode, pending_quota=config.pending_quota,
+    )  # fmt: skip
+
+    def on_error(exc: FluxError) -> None:
+        metrics.refused(exc.code)
+
+    app = web.Application(
+        client_max_size=config.max_body_bytes, middlewares=[error_middleware(on_error)]
+    )
+    parts = [
+        MailRoutes(auth=auth, mailbox=mailbox, submitter=submitter, page_limit=config.page_limit),
+        AuthRoutes(auth=auth, store=store, clock=clock, registration=config.registration,
+                   invites=config.invites),
+        IntegrityRoutes(key=key, reputation=reputation),
+        OpsRoutes(store=store, key=key, metrics=metrics, hub=hub, clock=clock,
+                  started_at=clock(), open_mode=config.open_mode,
+                  registration=str(config.registration)),
+        WebSocketEndpoint(config=config, auth=auth, store=store, hub=hub, mailbox=mailbox,
+                          submitter=submitter, metrics=metrics),
+    ]  # fmt: skip
+    for part in parts:
+        app.add_routes(part.routes())
+    app[PARTS] = {"config": config, "store": store, "key": key, "hub": hub, "metrics": metrics,
+                  "limiter": limiter, "submitter": submitter, "auth": auth}  # fmt: skip
+    app.cleanup_ctx.append(_sweeper(store, limiter, metrics, clock, config.expire_interval_s))
+
+    async def close_sockets(_: web.Application) -> None:
+        await hub.close_all()
+
+    app.on_shutdown.append(close_sockets)
+    return app
+
+
+def _sweeper(
+    store: Store, limiter: RateLimiter, metrics: Metrics, clock: Clock, interval_s: float
+) -> Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]:
+    """A background task (for the app's lifetime) that expires mail and prunes the limiter."""
+
+    async def sweep_forever() -> None:
+        while True:
+            await asyncio.sleep(interval_s)  # a timer, not synchronisation
+            try:
+                now = clock()
+                swept = await store.expire(now)
+                limiter.prune(now)
+                if swept:
+                    metrics.expired.inc(swept)
+                    log.info("event=expired count=%d", swept)
+            except Exception:
+                log.exception("event=sweep_failed")
+
+    @contextlib.asynccontextmanager
+    async def ctx(_: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(sweep_forever(), name="flux-sweeper")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    return ctx

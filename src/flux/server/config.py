@@ -1,0 +1,219 @@
+"""The server's configuration: one frozen object, built once (docs/API.md, STYLE.md §9).
+
+Precedence, highest first: keyword overrides (the CLI's flags) > environment (`FLUX_*`) >
+a TOML file > the defaults below. Nothing reads the environment after the object is built,
+so two servers in one process can run with different configurations.
+"""
+
+from __future__ import annotations
+
+import enum
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..protocol.envelope import SERVER_RE
+from ..protocol.limits import MAX_PENDING_PER_ADDRESS, TAMPER_STRIKE_THRESHOLD, WS_HEARTBEAT_S
+
+DAY_MS = 86_400_000
+
+
+class Registration(enum.StrEnum):
+    """Who may register an address (docs/API.md, "Hosted addresses")."""
+
+    OPEN = "open"  #: any key that signs the registration
+    INVITE = "invite"  #: a key with an unused invite code
+    CLOSED = "closed"  #: nobody (403)
+
+
+class Backend(enum.StrEnum):
+    MEMORY = "memory"
+    SQLITE = "sqlite"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerConfig:
+    """Everything a FLUX server is told. Times in ms unless the name says `_s`."""
+
+    domain: str = "localhost"  #: this server's name: hop records, auth challenges, keys
+    host: str = "127.0.0.1"
+    port: int = 8765  #: 0 = an ephemeral port (tests)
+    data_dir: Path = Path("flux-data")  #: holds the server key (and the database by default)
+    backend: Backend = Backend.SQLITE
+    db_path: Path | None = None  #: default: data_dir / "flux.db"
+    accounts_db: Path | None = None  #: accepted for compatibility; accounts are not served yet
+    secret: str | None = None  #: FLUX_SECRET, only used for legacy tokens
+    legacy_tokens: bool = False  #: accept the prototype's shared-secret token (insecure)
+    open_mode: bool = False  #: accept mail for any address, not only registered ones
+    registration: Registration = Registration.OPEN
+    invites: frozenset[str] = frozenset()  #: invite codes, each usable once
+    session_ttl_ms: int = 30 * DAY_MS
+    challenge_ttl_ms: int = 5 * 60_000
+    pending_quota: int = MAX_PENDING_PER_ADDRESS  #: pending messages per recipient (429)
+    spam_rate_per_minute: int = 20  #: messages per sender per minute before "rate limit"
+    quarantine_threshold: int = TAMPER_STRIKE_THRESHOLD
+    max_body_bytes: int = 256 * 1024  #: request bodies (413 beyond)
+    max_header_bytes: int = 8190  #: one request line or header field
+    max_headers: int = 64
+    ws_max_msg_bytes: int = 256 * 1024  #: one WebSocket frame (closed with 1009 beyond)
+    ws_heartbeat_s: float = float(WS_HEARTBEAT_S)  #: ping period; no pong in half of it: closed
+    ws_auth_timeout_s: float = 10.0  #: the auth frame must come within this
+    ws_queue_frames: int = 256  #: frames queued per socket before it is closed with 1008
+    page_limit: int = 500  #: the largest `limit` a listing accepts
+    expire_interval_s: float = 60.0  #: how often expired messages are swept
+    shutdown_timeout_s: float = 10.0  #: how long in-flight requests get on shutdown
+    extra: Mapping[str, Any] = field(default_factory=dict)  #: unknown TOML keys, kept for tools
+
+    def __post_init__(self) -> None:
+        # Values given directly (not through from_env) get the same parsing: "memory" ->
+        # Backend.MEMORY, "/var/flux" -> Path, "a,b" -> frozenset...
+        for f in fields(self):
+            if f.name != "extra":
+                object.__setattr__(self, f.name, _coerce(f.name, getattr(self, f.name), f.name))
+        if not SERVER_RE.match(self.domain) or self.domain == "local":
+            raise ValueError(f"domain {self.domain!r} is not a host name (or host:port)")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port {self.port} is out of range")
+        if self.legacy_tokens and not self.secret:
+            raise ValueError("legacy tokens need FLUX_SECRET")
+
+    @property
+    def database(self) -> Path:
+        return self.db_path or self.data_dir / "flux.db"
+
+    # -- building -------------------------------------------------------------------------
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> ServerConfig:
+        """Defaults < environment < overrides. Raises ValueError naming a bad variable."""
+        return cls._build({}, environ, overrides)
+
+    @classmethod
+    def from_toml(
+        cls, path: str | Path, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> ServerConfig:
+        """Defaults < TOML file (keys are the field names) < environment < overrides."""
+        with open(path, "rb") as fh:
+            table = tomllib.load(fh)
+        section = table.get("server", table)
+        return cls._build(dict(section), environ or {}, overrides)
+
+    @classmethod
+    def _build(
+        cls, toml: dict[str, Any], environ: Mapping[str, str], overrides: Mapping[str, Any]
+    ) -> ServerConfig:
+        known = {f.name for f in fields(cls)} - {"extra"}
+        values = {k: _coerce(k, v, f"toml:{k}") for k, v in toml.items() if k in known}
+        values.update(_from_environ(environ))
+        for name, value in overrides.items():
+            if name not in known:
+                raise TypeError(f"unknown server option {name!r}")
+            values[name] = _coerce(name, value, name)
+        extra = {k: v for k, v in toml.items() if k not in known}
+        return cls(**values, extra=extra)
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+#: environment variable -> field
+ENV_VARS = {
+    "FLUX_SECRET": "secret",
+    "FLUX_BACKEND": "backend",
+    "FLUX_DB_PATH": "db_path",
+    "FLUX_ACCOUNTS_DB": "accounts_db",
+    "FLUX_PORT": "port",
+    "FLUX_HOST": "host",
+    "FLUX_DOMAIN": "domain",
+    "FLUX_DATA_DIR": "data_dir",
+    "FLUX_OPEN": "open_mode",
+    "FLUX_REGISTRATION": "registration",
+    "FLUX_LEGACY_TOKENS": "legacy_tokens",
+    "FLUX_INVITES": "invites",
+}
+
+
+def _from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for var, name in ENV_VARS.items():
+        if var in environ:
+            out[name] = _coerce(name, environ[var], var)
+    return out
+
+
+def _bool(value: Any, source: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"{source}: {value!r} is not a boolean")
+
+
+def _path(value: Any, source: str) -> Path | None:
+    return None if value is None or value == "" else Path(value)
+
+
+def _invites(value: Any, source: str) -> frozenset[str]:
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return frozenset(str(i).strip() for i in items if str(i).strip())
+
+
+def _int(value: Any, source: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{source}: {value!r} is not an integer") from exc
+
+
+def _float(value: Any, source: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{source}: {value!r} is not a number") from exc
+
+
+def _enum(kind: type[enum.StrEnum]) -> Callable[[Any, str], Any]:
+    def parse(value: Any, source: str) -> Any:
+        try:
+            return kind(str(value).strip().lower())
+        except ValueError as exc:
+            allowed = "|".join(kind)
+            raise ValueError(f"{source}: {value!r} is not one of {allowed}") from exc
+
+    return parse
+
+
+def _str(value: Any, source: str) -> str:
+    return str(value)
+
+
+def _opt_str(value: Any, source: str) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+_PARSERS: dict[str, Callable[[Any, str], Any]] = {
+    "domain": lambda v, s: str(v).strip().lower(),
+    "host": _str,
+    "secret": _opt_str,
+    "backend": _enum(Backend),
+    "registration": _enum(Registration),
+    "data_dir": lambda v, s: Path(v),
+    "db_path": _path,
+    "accounts_db": _path,
+    "legacy_tokens": _bool,
+    "open_mode": _bool,
+    "invites": _invites,
+    "ws_heartbeat_s": _float,
+    "ws_auth_timeout_s": _float,
+    "expire_interval_s": _float,
+    "shutdown_timeout_s": _float,
+}
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    return _PARSERS.get(name, _int)(value, source)

@@ -1,0 +1,280 @@
+"""The OpenAPI 3.1 description of every HTTP endpoint (served at /openapi.json), and /docs.
+
+Hand-written, so it says what the server promises rather than what a framework guessed;
+tests/server/test_openapi.py checks that every route is described and runs schemathesis
+against it. /docs renders this document as plain HTML with no external assets.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+ADDRESS = {"type": "string", "pattern": "^fx1[0-9a-f]{40}$", "description": "an fx1 address"}
+MSG_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$", "description": "a message id"}
+B64 = {"type": "string", "description": "padded base64url"}
+TAG = {"type": "string", "minLength": 1, "maxLength": 64}
+INBOX = {"type": "string", "minLength": 1, "maxLength": 64}
+STATUS = {"type": "string", "enum": ["pending", "delivered", "read", "deleted"]}
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def obj(required: list[str], extra: bool = True, **props: Any) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": props, "required": required}
+    if not extra:
+        schema["additionalProperties"] = False
+    return schema
+
+
+def ok_obj(**props: Any) -> dict[str, Any]:
+    return obj(["ok", *props], ok={"const": True}, **props)
+
+
+ENVELOPE = obj(
+    ["v", "id", "from", "to", "t", "content", "sig", "pub"],
+    v={"type": "string", "const": "1.0"},
+    id=MSG_ID,
+    **{"from": ADDRESS},
+    to=ADDRESS,
+    t={"type": "integer", "description": "unix ms"},
+    content={"type": "string", "maxLength": 65536},
+    sig=B64,
+    pub=B64,
+    subject={"type": "string"},
+    re=MSG_ID,
+    cc={"type": "array", "items": ADDRESS, "maxItems": 100},
+    bcc={"type": "array", "items": ADDRESS, "maxItems": 100},
+    tags={"type": "array", "items": TAG, "maxItems": 32},
+    expires={"type": "integer", "minimum": 0},
+    route={"type": "array", "items": {"type": "object"}},
+    integrity_chain={"type": "array", "items": {"type": "object"}},
+    encrypted={"const": True},
+    content_enc=B64,
+    enc_recipients={"type": "object", "additionalProperties": B64},
+)
+MESSAGE = {
+    "allOf": [
+        ENVELOPE,
+        obj(["_status", "_inbox", "_tags"], _status=STATUS, _inbox=INBOX,
+            _tags={"type": "array", "items": TAG}),
+    ]
+}  # fmt: skip
+ERROR = obj(
+    ["ok", "error", "code"],
+    ok={"const": False},
+    error={"type": "string", "description": "a human sentence"},
+    code={"type": "string", "description": "the stable code (see flux/server/errors.py)"},
+    field={"type": "string", "description": "the field to blame, when there is one"},
+    reasons={"type": "array", "items": {"type": "string"}, "description": "spam only"},
+)
+MESSAGES = {"type": "array", "items": ref("Message")}
+COUNTS = {"type": "object", "additionalProperties": {"type": "integer"}}
+INBOXES = {"type": "object", "additionalProperties": COUNTS}
+
+ERROR_TEXT = {
+    "400": "Malformed input: the code and field say what and where",
+    "401": "No valid session token",
+    "403": "Not this caller's mailbox, or refused by policy",
+    "404": "Not found",
+    "409": "The message id is stored with another body",
+    "413": "Request body too large",
+    "429": "The recipient's pending quota is full",
+    "451": "Refused as spam (with reasons)",
+}
+
+
+def _errors(*codes: str) -> dict[str, Any]:
+    out = {}
+    for code in ("400", "405", "413", *codes):
+        text = ERROR_TEXT.get(code, "Method not allowed")
+        out[code] = {"description": text, "content": {"application/json": {"schema": ref("Error")}}}  # fmt: skip
+    return out
+
+
+def op(
+    summary: str,
+    answer: dict[str, Any],
+    *,
+    errors: tuple[str, ...] = (),
+    body: dict[str, Any] | None = None,
+    params: list[dict[str, Any]] | None = None,
+    auth: bool = False,
+    content_type: str = "application/json",
+) -> dict[str, Any]:
+    responses: dict[str, Any] = {
+        "200": {"description": "OK", "content": {content_type: {"schema": answer}}}
+    }
+    responses.update(_errors(*(("401", "403") if auth else ()), *errors))
+    out: dict[str, Any] = {"summary": summary, "responses": responses}
+    if body is not None:
+        out["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    if params:
+        out["parameters"] = params
+    if auth:
+        out["security"] = [{"bearer": []}, {"fluxToken": []}]
+    return out
+
+
+def path_param(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+def query(name: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "schema": schema}
+
+
+ADDR_PATH = path_param("address", ADDRESS)
+LIMIT = query("limit", {"type": "integer", "minimum": 1, "maximum": 500})
+IDS_BODY = obj(["address"], address=ADDRESS, ids={"type": "array", "items": MSG_ID}, id=MSG_ID)
+
+
+def paths() -> dict[str, Any]:
+    mail = {
+        "/send": {"post": op(
+            "Submit a signed envelope (no auth: the signature is the authority)",
+            ok_obj(id=MSG_ID, recipients={"type": "object", "additionalProperties": {"type": "string"}},
+                   duplicate={"type": "boolean"}),
+            body=ref("Envelope"), errors=("403", "404", "409", "429", "451"))},
+        "/fetch/{address}": {"get": op(
+            "Pending messages, now marked delivered", ok_obj(messages=MESSAGES),
+            params=[ADDR_PATH, LIMIT], auth=True)},
+        "/inbox/{address}": {"get": op(
+            "List messages, newest first", ok_obj(messages=MESSAGES,
+                                                  next_cursor={"type": ["string", "null"]}),
+            params=[ADDR_PATH, query("inbox", INBOX), query("status", STATUS),
+                    query("tag", TAG), LIMIT, query("cursor", {"type": "string"})], auth=True)},
+        "/inboxes/{address}": {"get": op(
+            "Counts per inbox and status", ok_obj(inboxes=INBOXES), params=[ADDR_PATH], auth=True)},
+        "/peek/{address}": {"get": op(
+            "Pending messages, not marked", ok_obj(pending={"type": "integer"}, messages=MESSAGES),
+            params=[ADDR_PATH, LIMIT], auth=True)},
+        "/message/{address}/{id}": {"get": op(
+            "One message", ok_obj(message=ref("Message")),
+            params=[ADDR_PATH, path_param("id", MSG_ID)], auth=True, errors=("404",))},
+        "/read": {"post": op("Mark read", ok_obj(updated={"type": "array", "items": MSG_ID}),
+                             body=IDS_BODY, auth=True)},
+        "/delete": {"post": op("Soft-delete", ok_obj(updated={"type": "array", "items": MSG_ID}),
+                               body=IDS_BODY, auth=True)},
+        "/tag": {"post": op(
+            "Add and remove the caller's own tags", ok_obj(tags={"type": "array", "items": TAG}),
+            body=obj(["address", "id"], address=ADDRESS, id=MSG_ID,
+                     add={"type": "array", "items": TAG}, remove={"type": "array", "items": TAG}),
+            auth=True, errors=("404",))},
+        "/move": {"post": op(
+            "Move to another inbox", ok_obj(inbox=INBOX),
+            body=obj(["address", "id", "inbox"], address=ADDRESS, id=MSG_ID, inbox=INBOX),
+            auth=True, errors=("404",))},
+        "/thread/{id}": {"get": op(
+            "The conversation by `re`, oldest first", ok_obj(messages=MESSAGES),
+            params=[path_param("id", MSG_ID), query("address", ADDRESS, True)], auth=True,
+            errors=("404",))},
+        "/changes": {"get": op(
+            "What changed after state `since`",
+            ok_obj(state={"type": "integer"}, has_more={"type": "boolean"}, created=MESSAGES,
+                   updated=MESSAGES),
+            params=[query("address", ADDRESS, True), query("since", {"type": "integer", "minimum": 0}),
+                    LIMIT], auth=True)},
+        "/status/{address}": {"get": op(
+            "Owner: counters; anyone else: whether the address is hosted",
+            obj(["ok", "hosted"], ok={"const": True}, hosted={"type": "boolean"},
+                pending={"type": "integer"}, total={"type": "integer"}, inboxes=INBOXES,
+                state={"type": "integer"}),
+            params=[ADDR_PATH])},
+    }  # fmt: skip
+    auth = {
+        "/auth/challenge": {"get": op(
+            "A single-use challenge to sign",
+            ok_obj(challenge={"type": "string"}, domain={"type": "string"},
+                   expires={"type": "integer"}),
+            params=[query("address", ADDRESS, True)])},
+        "/auth/session": {"post": op(
+            "Exchange a signed challenge for a session token",
+            ok_obj(address=ADDRESS, token={"type": "string"}, expires={"type": "integer"}),
+            body=obj(["address", "pub", "challenge", "sig"], address=ADDRESS, pub=B64,
+                     challenge={"type": "string"}, sig=B64),
+            errors=("401",))},
+        "/auth/logout": {"post": op(
+            "Revoke the presented token", ok_obj(revoked={"type": "boolean"}), auth=True)},
+        "/register": {"post": op(
+            "A key registers itself (policy: open, invite or closed)",
+            ok_obj(address=ADDRESS, registered={"type": "boolean"}),
+            body=obj(["address", "pub", "t", "sig"], address=ADDRESS, pub=B64,
+                     t={"type": "integer"}, sig=B64, invite={"type": "string"}),
+            errors=("403",))},
+    }  # fmt: skip
+    ops = {
+        "/health": {"get": op("Liveness", ok_obj(version={"type": "string"},
+                                                 domain={"type": "string"}))},
+        "/stats": {"get": op("Server counters (public, no addresses)",
+                             ok_obj(store=COUNTS, websockets={"type": "integer"}))},
+        "/metrics": {"get": op("Prometheus metrics", {"type": "string"},
+                               content_type="text/plain")},
+        "/openapi.json": {"get": op("This document", {"type": "object"})},
+        "/docs": {"get": op("This document as HTML", {"type": "string"},
+                            content_type="text/html")},
+        "/federation/info": {"get": op(
+            "Domain, version and the server's published signing keys",
+            ok_obj(domain={"type": "string"}, version={"type": "string"},
+                   keys={"type": "array", "items": obj(["pub", "valid_from"], pub=B64,
+                         valid_from={"type": "integer"},
+                         valid_until={"type": ["integer", "null"]})}))},
+        "/federation/resolve/{name}": {"get": op(
+            "The key of an address hosted here", ok_obj(address=ADDRESS, pub=B64),
+            params=[path_param("name", {"type": "string"})], errors=("404",))},
+        "/integrity/verify": {"post": op(
+            "Check a message's signature and integrity chain (a report, not a refusal)",
+            ok_obj(signature=obj(["valid"], valid={"type": "boolean"}),
+                   chain=obj(["verdict", "hops"], verdict={"enum": ["none", "pass", "fail"]},
+                             hops={"type": "array", "items": {"type": "object"}})),
+            body={"type": "object"})},
+        "/integrity/reputation": {"get": op(
+            "Strikes per server and who is quarantined",
+            ok_obj(strikes=COUNTS, quarantined={"type": "array", "items": {"type": "string"}}))},
+    }  # fmt: skip
+    return {**mail, **auth, **ops}
+
+
+def document(domain: str, version: str) -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "FLUX client API",
+            "version": version,
+            "description": f"The FLUX server at {domain}. See docs/API.md; the WebSocket "
+            "protocol at /ws is described there (OpenAPI does not describe WebSockets).",
+        },
+        "paths": paths(),
+        "components": {
+            "schemas": {"Envelope": ENVELOPE, "Message": MESSAGE, "Error": ERROR},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "fluxToken": {"type": "apiKey", "in": "header", "name": "X-Flux-Token"},
+            },
+        },
+    }
+
+
+def docs_html(spec: dict[str, Any]) -> str:
+    """A plain HTML listing of the endpoints (no scripts, no external assets)."""
+    rows = []
+    for path, methods in spec["paths"].items():
+        for method, operation in methods.items():
+            codes = ", ".join(operation["responses"])
+            locked = " (auth)" if "security" in operation else ""
+            rows.append(
+                f"<tr><td><code>{method.upper()}</code></td><td><code>{html.escape(path)}"
+                f"</code></td><td>{html.escape(operation['summary'])}{locked}</td>"
+                f"<td>{codes}</td></tr>"
+            )
+    title = html.escape(spec["info"]["title"])
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head>"
+        f"<body><h1>{title} {html.escape(spec['info']['version'])}</h1>"
+        f"<p>{html.escape(spec['info']['description'])}</p>"
+        "<p>Machine-readable: <a href='/openapi.json'>/openapi.json</a></p>"
+        "<table border='1' cellpadding='4'><tr><th>Method</th><th>Path</th><th>What</th>"
+        f"<th>Statuses</th></tr>{''.join(rows)}</table></body></html>"
+    )

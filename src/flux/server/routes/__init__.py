@@ -1,0 +1,9 @@
+"""HTTP routes, one module per area. Each is a small class built with exactly what it
+needs (no service locator) whose `routes()` lists its aiohttp route definitions."""
+
+from .auth import AuthRoutes
+from .integrity import IntegrityRoutes
+from .mail import MailRoutes
+from .ops import OpsRoutes
+
+__all__ = ["AuthRoutes", "IntegrityRoutes", "MailRoutes", "OpsRoutes"]

@@ -1,0 +1,100 @@
+"""Authentication and registration routes (docs/API.md, "Authentication", "Hosted addresses")."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+
+from ...protocol.encoding import b64d
+from ...protocol.envelope import check_freshness
+from ...protocol.errors import AddressMismatch, BadSignature
+from ...protocol.identity import address_from_pub, verify_signature
+from ...store.base import Store
+from .. import wire
+from ..auth import Authenticator
+from ..config import Registration
+from ..errors import BadInvite, RegistrationClosed
+
+INVITE_TTL_MS = 10 * 365 * 86_400_000  # an invite nonce is kept "for ever"
+
+
+class AuthRoutes:
+    def __init__(
+        self,
+        *,
+        auth: Authenticator,
+        store: Store,
+        clock: Callable[[], int],
+        registration: Registration,
+        invites: frozenset[str],
+    ) -> None:
+        self.auth = auth
+        self.store = store
+        self.clock = clock
+        self.registration = registration
+        self.invites = invites
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/auth/challenge", self.challenge),
+            web.post("/auth/session", self.session),
+            web.post("/auth/logout", self.logout),
+            web.post("/register", self.register),
+        ]
+
+    async def challenge(self, request: web.Request) -> web.Response:
+        address = wire.check_address(wire.query_str(request, "address", required=True))
+        challenge, expires = self.auth.challenge(address)
+        return wire.ok(challenge=challenge, domain=self.auth.domain, expires=expires)
+
+    async def session(self, request: web.Request) -> web.Response:
+        body = await wire.read_object(request)
+        address, token, expires = await self.auth.open_session(body)
+        return wire.ok(address=address, token=token, expires=expires)
+
+    async def logout(self, request: web.Request) -> web.Response:
+        return wire.ok(revoked=await self.auth.logout(request))
+
+    async def register(self, request: web.Request) -> web.Response:
+        """A key registers itself by signing flux-register:1:{domain}:{address}:{t}.
+
+        Raises InvalidInput, AddressMismatch, BadSignature, Stale/FutureMessage,
+        RegistrationClosed, BadInvite.
+        """
+        body = await wire.read_object(request)
+        address = wire.address(body)
+        pub_b64 = wire.string(body, "pub", max_len=64)
+        pub = b64d(pub_b64, field="pub", length=32)
+        t = wire.integer(body, "t")
+        sig = b64d(wire.string(body, "sig", max_len=100), field="sig", length=64)
+        invite = body.get("invite")
+        if invite is not None and not isinstance(invite, str):
+            wire.string(body, "invite")  # raises WrongType naming the field
+        if address_from_pub(pub) != address:
+            raise AddressMismatch("pub does not hash to address", field="pub")
+        now = self.clock()
+        check_freshness(t, now)
+        payload = f"flux-register:1:{self.auth.domain}:{address}:{t}".encode()
+        try:
+            verify_signature(pub, payload, sig)
+        except BadSignature as exc:
+            raise BadSignature(
+                f"sig does not verify over flux-register:1:{self.auth.domain}:{address}:{t}",
+                field="sig",
+            ) from exc
+        if await self.store.hosted(address) is not None:
+            return wire.ok(address=address, registered=False)
+        await self._admit(invite, now)
+        created = await self.store.register_address(address, pub_b64, now)
+        return wire.ok(address=address, registered=created)
+
+    async def _admit(self, invite: str | None, now: int) -> None:
+        if self.registration is Registration.CLOSED:
+            raise RegistrationClosed("registration is closed on this server")
+        if self.registration is Registration.OPEN:
+            return
+        if not invite or invite not in self.invites:
+            raise BadInvite("registration needs a valid invite code", field="invite")
+        if not await self.store.use_nonce(f"invite:{invite}", now + INVITE_TTL_MS, now):
+            raise BadInvite("this invite code was already used", field="invite")

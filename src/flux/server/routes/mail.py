@@ -1,0 +1,142 @@
+"""Mail routes: /send and the mailbox endpoints (docs/API.md, "Mail").
+
+Each handler: parse (wire), authorise (the caller must own the address), call the mailbox
+or the submitter, answer. Errors are raised, never answered here: errors.py maps them.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ...store.base import ListQuery, MessageStatus
+from .. import wire
+from ..auth import Authenticator
+from ..mailbox import Mailbox, parse_move, parse_status, parse_tag
+from ..submission import Submitter
+
+
+class MailRoutes:
+    def __init__(
+        self, *, auth: Authenticator, mailbox: Mailbox, submitter: Submitter, page_limit: int
+    ) -> None:
+        self.auth = auth
+        self.mailbox = mailbox
+        self.submitter = submitter
+        self.page_limit = page_limit
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/send", self.send),
+            web.get("/fetch/{address}", self.fetch),
+            web.get("/inbox/{address}", self.inbox),
+            web.get("/inboxes/{address}", self.inboxes),
+            web.get("/peek/{address}", self.peek),
+            web.get("/message/{address}/{id}", self.message),
+            web.post("/read", self.read),
+            web.post("/delete", self.delete),
+            web.post("/tag", self.tag),
+            web.post("/move", self.move),
+            web.get("/thread/{id}", self.thread),
+            web.get("/changes", self.changes),
+            web.get("/status/{address}", self.status),
+        ]
+
+    # -- helpers --------------------------------------------------------------------------
+
+    async def _owner_in_path(self, request: web.Request) -> str:
+        address = wire.check_address(request.match_info["address"])
+        await self.auth.require(request, address)
+        return address
+
+    async def _owner_in_query(self, request: web.Request) -> str:
+        address = wire.check_address(wire.query_str(request, "address", required=True))
+        await self.auth.require(request, address)
+        return address
+
+    async def _owner_in_body(self, request: web.Request) -> tuple[str, dict]:
+        body = await wire.read_object(request)
+        address = wire.address(body)
+        await self.auth.require(request, address)
+        return address, body
+
+    def _limit(self, request: web.Request, default: int = 50) -> int:
+        return wire.query_int(request, "limit", default, low=1, high=self.page_limit)
+
+    # -- handlers -------------------------------------------------------------------------
+
+    async def send(self, request: web.Request) -> web.Response:
+        result = await self.submitter.submit(await request.read())
+        return wire.ok(**result.to_wire())
+
+    async def fetch(self, request: web.Request) -> web.Response:
+        address = await self._owner_in_path(request)
+        limit = self._limit(request, default=100)
+        return wire.ok(messages=await self.mailbox.fetch(address, limit))
+
+    async def inbox(self, request: web.Request) -> web.Response:
+        address = await self._owner_in_path(request)
+        inbox = wire.query_str(request, "inbox")
+        tag = wire.query_str(request, "tag")
+        query = ListQuery(
+            inbox=None if inbox is None else wire.check_inbox(inbox),
+            status=parse_status(wire.query_str(request, "status")),
+            tag=tag,
+            limit=self._limit(request),
+            cursor=wire.query_str(request, "cursor") or None,
+        )
+        messages, cursor = await self.mailbox.list(address, query)
+        return wire.ok(messages=messages, next_cursor=cursor)
+
+    async def inboxes(self, request: web.Request) -> web.Response:
+        address = await self._owner_in_path(request)
+        return wire.ok(inboxes=await self.mailbox.store.inboxes(address))
+
+    async def peek(self, request: web.Request) -> web.Response:
+        address = await self._owner_in_path(request)
+        pending, messages = await self.mailbox.peek(address, self._limit(request))
+        return wire.ok(pending=pending, messages=messages)
+
+    async def message(self, request: web.Request) -> web.Response:
+        address = await self._owner_in_path(request)
+        msg_id = wire.check_id(request.match_info["id"])
+        return wire.ok(message=await self.mailbox.get(address, msg_id))
+
+    async def read(self, request: web.Request) -> web.Response:
+        address, body = await self._owner_in_body(request)
+        ids = wire.id_list(body)
+        return wire.ok(updated=await self.mailbox.mark(address, ids, MessageStatus.READ))
+
+    async def delete(self, request: web.Request) -> web.Response:
+        address, body = await self._owner_in_body(request)
+        ids = wire.id_list(body)
+        return wire.ok(updated=await self.mailbox.mark(address, ids, MessageStatus.DELETED))
+
+    async def tag(self, request: web.Request) -> web.Response:
+        address, body = await self._owner_in_body(request)
+        return wire.ok(tags=await self.mailbox.tag(address, parse_tag(body)))
+
+    async def move(self, request: web.Request) -> web.Response:
+        address, body = await self._owner_in_body(request)
+        msg_id, inbox = parse_move(body)
+        return wire.ok(inbox=await self.mailbox.move(address, msg_id, inbox))
+
+    async def thread(self, request: web.Request) -> web.Response:
+        msg_id = wire.check_id(request.match_info["id"])
+        address = await self._owner_in_query(request)
+        return wire.ok(messages=await self.mailbox.thread(address, msg_id))
+
+    async def changes(self, request: web.Request) -> web.Response:
+        since = wire.query_int(request, "since", 0)
+        limit = self._limit(request, default=100)
+        address = await self._owner_in_query(request)
+        return wire.ok(**await self.mailbox.changes(address, since, limit))
+
+    async def status(self, request: web.Request) -> web.Response:
+        address = wire.check_address(request.match_info["address"])
+        caller = await self.auth.optional(request, address)
+        if caller is not None and caller.address == address:
+            return wire.ok(hosted=await self._hosted(address), **await self.mailbox.status(address))
+        return wire.ok(hosted=await self._hosted(address))
+
+    async def _hosted(self, address: str) -> bool:
+        return await self.mailbox.store.hosted(address) is not None

@@ -1,0 +1,96 @@
+"""Operator and discovery routes: health, stats, metrics, the API description, federation info."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from ... import __version__
+from ...protocol.encoding import b64e
+from ...protocol.identity import is_address
+from ...store.base import Store
+from .. import openapi, wire
+from ..errors import NotFound
+from ..keys import ServerKey
+from ..metrics import CONTENT_TYPE, Metrics
+from ..push import Hub
+
+
+class OpsRoutes:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        key: ServerKey,
+        metrics: Metrics,
+        hub: Hub,
+        clock: Callable[[], int],
+        started_at: int,
+        open_mode: bool,
+        registration: str,
+    ) -> None:
+        self.store = store
+        self.key = key
+        self.metrics = metrics
+        self.hub = hub
+        self.clock = clock
+        self.started_at = started_at
+        self.open_mode = open_mode
+        self.registration = registration
+        self._spec = openapi.document(key.signer.name, __version__)
+        self._docs = openapi.docs_html(self._spec)
+
+    @property
+    def domain(self) -> str:
+        return self.key.signer.name
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/health", self.health),
+            web.get("/stats", self.stats),
+            web.get("/metrics", self.prometheus),
+            web.get("/openapi.json", self.openapi),
+            web.get("/docs", self.docs),
+            web.get("/federation/info", self.info),
+            web.get("/federation/resolve/{name}", self.resolve),
+        ]
+
+    async def health(self, request: web.Request) -> web.Response:
+        return wire.ok(version=__version__, domain=self.domain)
+
+    async def stats(self, request: web.Request) -> web.Response:
+        counts: dict[str, Any] = dict(await self.store.stats())
+        return wire.ok(
+            domain=self.domain,
+            version=__version__,
+            uptime_ms=self.clock() - self.started_at,
+            websockets=self.hub.count(),
+            mode="open" if self.open_mode else "hosted",
+            registration=self.registration,
+            **{"store": counts},
+        )
+
+    async def prometheus(self, request: web.Request) -> web.Response:
+        body = self.metrics.render()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(self._spec)
+
+    async def docs(self, request: web.Request) -> web.Response:
+        return web.Response(text=self._docs, content_type="text/html")
+
+    async def info(self, request: web.Request) -> web.Response:
+        published = self.key.published()
+        key = {"pub": b64e(published.pub), "valid_from": published.valid_from, "valid_until": None}
+        return wire.ok(domain=self.domain, version=__version__, keys=[key], retired_keys=[])
+
+    async def resolve(self, request: web.Request) -> web.Response:
+        """fx1 addresses hosted here -> their key. Names (accounts) are not served yet."""
+        name = request.match_info["name"]
+        hosted = await self.store.hosted(name) if is_address(name) else None
+        if hosted is None:
+            raise NotFound(f"{name[:60]} is not hosted here", field="name")
+        return wire.ok(address=hosted.address, pub=hosted.pub, domain=self.domain)

@@ -1,0 +1,162 @@
+"""Running a server: `start_server` (in a running loop: tests, the demo) and `run_server`
+(blocking, for `flux server`: uvloop, SIGTERM/SIGINT → graceful shutdown).
+
+Shutdown order: stop accepting connections, close WebSockets (1001), let in-flight requests
+finish (their store commits complete) for up to `shutdown_timeout_s`, then close the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from ..store.base import Store
+from .app import create_app
+from .config import Backend, ServerConfig
+from .keys import load_or_create
+
+log = logging.getLogger("flux.server")
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def open_configured_store(config: ServerConfig, clock: Callable[[], int]) -> Store:
+    from ..store import MemoryStore, SQLiteStore  # the store pulls in sqlite only when used
+
+    if config.backend is Backend.MEMORY:
+        return MemoryStore(clock=clock)
+    config.database.parent.mkdir(parents=True, exist_ok=True)
+    return SQLiteStore(str(config.database), clock=clock)
+
+
+@dataclass
+class RunningServer:
+    app: web.Application
+    runner: web.AppRunner
+    store: Store
+    port: int
+    host: str
+    owns_store: bool
+    _stopped: bool = field(default=False, repr=False)
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def stop(self) -> None:
+        """Graceful: stop accepting, finish in-flight requests, then close the store."""
+        if self._stopped:
+            return
+        self._stopped = True
+        await self.runner.cleanup()
+        if self.owns_store:
+            await self.store.close()
+        log.info("event=server_stopped url=%s", self.url)
+
+
+async def start_server(
+    config: ServerConfig,
+    store: Store | None = None,
+    *,
+    clock: Callable[[], int] = wall_clock_ms,
+) -> RunningServer:
+    """Start serving `config` in the running loop; `port=0` binds an ephemeral port.
+
+    Without `store`, the configured one is opened here and closed by `stop()`.
+    """
+    owns = store is None
+    if store is None:
+        store = open_configured_store(config, clock)
+        await store.open()
+    key = load_or_create(config.data_dir, config.domain, clock())
+    app = create_app(config, store, key, clock)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=logging.getLogger("flux.access"),
+        shutdown_timeout=config.shutdown_timeout_s,
+        max_line_size=config.max_header_bytes,
+        max_field_size=config.max_header_bytes,
+        max_headers=config.max_headers,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        if owns:
+            await store.close()
+        raise
+    port = _bound_port(runner) or config.port
+    log.info("event=server_started domain=%s host=%s port=%d", config.domain, config.host, port)
+    return RunningServer(app, runner, store, port, config.host, owns)
+
+
+def _bound_port(runner: web.AppRunner) -> int | None:
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return None
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg (key=value pairs kept in msg)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLogFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def run_server(config: ServerConfig) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully (blocking)."""
+    configure_logging()
+    try:
+        import uvloop  # not on Windows
+
+        runner: Callable[..., None] = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    runner(_serve_until_signalled(config))
+
+
+async def _serve_until_signalled(config: ServerConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):  # Windows
+            loop.add_signal_handler(sig, stop.set)
+    server = await start_server(config)
+    print(f"FLUX server for {config.domain} at {server.url}", file=sys.stderr, flush=True)
+    try:
+        await stop.wait()
+    finally:
+        log.info("event=shutdown_requested")
+        await server.stop()

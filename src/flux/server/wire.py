@@ -1,0 +1,170 @@
+"""Reading requests and writing answers: strict JSON in, `{"ok": true, ...}` out.
+
+Every value a client sends is checked here, once, with the same error classes the protocol
+uses (`MissingField`, `WrongType`, `InvalidValue`, `TooLarge`), each naming its field, so
+routes and WebSocket actions stay thin and answer alike.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from ..protocol.canonical import loads_strict
+from ..protocol.envelope import ID_RE
+from ..protocol.errors import InvalidValue, MalformedJSON, MissingField, TooLarge, WrongType
+from ..protocol.identity import ADDRESS_RE
+from ..protocol.limits import MAX_TAG_CHARS, MAX_TAGS
+from .errors import dumps
+
+MAX_IDS = 500  #: ids in one read/delete request
+INBOX_RE = re.compile(r"^[^\x00-\x1f\x7f/]{1,64}\Z")
+
+
+def ok(**fields: Any) -> web.Response:
+    return web.Response(text=dumps({"ok": True, **fields}), content_type="application/json")
+
+
+def parse_json(data: bytes | str) -> Any:
+    """Strict JSON (loads_strict), with nesting too deep to parse refused as malformed."""
+    if not data:
+        raise MalformedJSON("the body is empty; a JSON object is required", field="body")
+    try:
+        return loads_strict(data)
+    except RecursionError:  # loads_strict lets the C parser's RecursionError through
+        raise MalformedJSON("not valid JSON: nested too deeply") from None
+
+
+def json_object(data: bytes | str, what: str = "body") -> dict[str, Any]:
+    """Parse `data` as one JSON object (FLUX's strict data model); raise naming the problem."""
+    value = parse_json(data)
+    if not isinstance(value, dict):
+        raise WrongType(f"the {what} must be a JSON object", field=what)
+    return value
+
+
+async def read_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object (aiohttp refuses a body over the limit: 413)."""
+    return json_object(await request.read())
+
+
+# -- fields --------------------------------------------------------------------------------
+
+
+def field(obj: Mapping[str, Any], name: str) -> Any:
+    if name not in obj:
+        raise MissingField(f"{name} is required", field=name)
+    return obj[name]
+
+
+def string(obj: Mapping[str, Any], name: str, *, max_len: int = 1024) -> str:
+    value = field(obj, name)
+    if not isinstance(value, str):
+        raise WrongType(f"{name} must be a string", field=name)
+    if len(value) > max_len:
+        raise TooLarge(f"{name} is longer than {max_len} characters", field=name)
+    return value
+
+
+def integer(obj: Mapping[str, Any], name: str) -> int:
+    value = field(obj, name)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise WrongType(f"{name} must be an integer", field=name)
+    return value
+
+
+def check_address(value: Any, name: str = "address") -> str:
+    if not isinstance(value, str):
+        raise WrongType(f"{name} must be a string", field=name)
+    if not ADDRESS_RE.match(value):
+        raise InvalidValue(f"{name} is not an fx1 address", field=name)
+    return value
+
+
+def address(obj: Mapping[str, Any], name: str = "address") -> str:
+    return check_address(field(obj, name), name)
+
+
+def check_id(value: Any, name: str = "id") -> str:
+    if not isinstance(value, str):
+        raise WrongType(f"{name} must be a string", field=name)
+    if not ID_RE.match(value):
+        raise InvalidValue(f"{name} must be 32 lower-case hex digits", field=name)
+    return value
+
+
+def message_id(obj: Mapping[str, Any], name: str = "id") -> str:
+    return check_id(field(obj, name), name)
+
+
+def id_list(obj: Mapping[str, Any]) -> list[str]:
+    """`ids: [..]`, or a single `id` (the prototype's form)."""
+    if "ids" not in obj:
+        if "id" in obj:
+            return [message_id(obj)]
+        raise MissingField("ids (or id) is required", field="ids")
+    ids = obj["ids"]
+    if not isinstance(ids, list):
+        raise WrongType("ids must be a list of message ids", field="ids")
+    if len(ids) > MAX_IDS:
+        raise TooLarge(f"at most {MAX_IDS} ids at once", field="ids")
+    return list(dict.fromkeys(check_id(i, f"ids[{n}]") for n, i in enumerate(ids)))
+
+
+def tag_list(obj: Mapping[str, Any], name: str) -> list[str]:
+    """An optional list of tags: lower-case, 1-64 characters, no surrounding spaces."""
+    tags = obj.get(name, [])
+    if not isinstance(tags, list):
+        raise WrongType(f"{name} must be a list of tags", field=name)
+    if len(tags) > MAX_TAGS:
+        raise TooLarge(f"at most {MAX_TAGS} tags at once", field=name)
+    for n, tag in enumerate(tags):
+        where = f"{name}[{n}]"
+        if not isinstance(tag, str):
+            raise WrongType(f"{where} must be a string", field=where)
+        if not 0 < len(tag) <= MAX_TAG_CHARS or tag != tag.lower() or tag != tag.strip():
+            raise InvalidValue(
+                f"{where} must be 1-{MAX_TAG_CHARS} lower-case characters", field=where
+            )
+    return list(dict.fromkeys(tags))
+
+
+def check_inbox(value: Any, name: str = "inbox") -> str:
+    if not isinstance(value, str):
+        raise WrongType(f"{name} must be a string", field=name)
+    if not INBOX_RE.match(value) or value != value.strip():
+        raise InvalidValue(f"{name} must be 1-64 printable characters without '/'", field=name)
+    return value
+
+
+def inbox(obj: Mapping[str, Any], name: str = "inbox") -> str:
+    return check_inbox(field(obj, name), name)
+
+
+# -- query strings ---------------------------------------------------------------------------
+
+
+def query_int(
+    request: web.Request, name: str, default: int, *, low: int = 0, high: int = 2**53 - 1
+) -> int:
+    text = request.query.get(name)
+    if text is None or text == "":
+        return default
+    if not re.fullmatch(r"-?[0-9]{1,16}", text):
+        raise WrongType(f"{name} must be an integer", field=name)
+    value = int(text)
+    if not low <= value <= high:
+        raise InvalidValue(f"{name} must be between {low} and {high}", field=name)
+    return value
+
+
+def query_str(request: web.Request, name: str, *, required: bool = False) -> str | None:
+    value = request.query.get(name)
+    if value is None and required:
+        raise MissingField(f"{name} is required", field=name)
+    if value is not None and len(value) > 1024:
+        raise TooLarge(f"{name} is too long", field=name)
+    return value

@@ -1,0 +1,204 @@
+"""The WebSocket endpoint /ws (docs/API.md, "WebSocket").
+
+The first frame must authenticate within `ws_auth_timeout_s`; a refusal is an error frame
+and a close (4401/4403, 1008 for a malformed auth frame). After `authed`, every frame is a
+request answered by exactly one frame echoing its `rid`: `{"ok": true, "action", ...}` or
+the error shape of errors.py. A bad frame gets an error frame and the socket stays open.
+All outgoing frames (answers and pushes) go through the socket's one bounded queue, so they
+leave in order and a client that stops reading is closed (1008) rather than buffered.
+
+Liveness: aiohttp pings every `ws_heartbeat_s` and closes a socket that does not answer
+within half of that. A frame over `ws_max_msg_bytes` closes the socket with 1009.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from ..protocol.errors import FluxError, InvalidValue, WrongType
+from ..store.base import MessageStatus, Store
+from . import wire
+from .auth import Authenticator, Principal
+from .config import ServerConfig
+from .errors import Forbidden, UnknownAction, dumps, error_body, row_for, unexpected
+from .mailbox import Mailbox, parse_move, parse_tag
+from .metrics import Metrics
+from .push import Connection, Hub
+from .submission import Submitter
+
+log = logging.getLogger("flux.server")
+
+Action = Callable[[Principal, dict[str, Any], Connection], Awaitable[dict[str, Any]]]
+MAX_RID_CHARS = 128
+AUTHED_BATCH = 100  #: pending messages handed out with `authed` (the rest: /fetch, /changes)
+
+
+def _rid(frame: Mapping[str, Any]) -> dict[str, Any]:
+    rid = frame.get("rid")
+    ok = isinstance(rid, str | int) and not isinstance(rid, bool) and len(str(rid)) <= MAX_RID_CHARS
+    return {"rid": rid} if ok else {}
+
+
+def error_frame(exc: FluxError, action: Any, frame: Mapping[str, Any] | None = None) -> dict:
+    name = action if isinstance(action, str) and len(action) <= 32 else None
+    return {**error_body(exc), "action": name, **_rid(frame or {})}
+
+
+class WebSocketEndpoint:
+    def __init__(
+        self,
+        *,
+        config: ServerConfig,
+        auth: Authenticator,
+        store: Store,
+        hub: Hub,
+        mailbox: Mailbox,
+        submitter: Submitter,
+        metrics: Metrics,
+    ) -> None:
+        self.config = config
+        self.auth = auth
+        self.store = store
+        self.hub = hub
+        self.mailbox = mailbox
+        self.submitter = submitter
+        self.metrics = metrics
+        self.actions: dict[str, Action] = {
+            "send": self._send,
+            "read": self._read,
+            "delete": self._delete,
+            "tag": self._tag,
+            "move": self._move,
+            "ping": self._ping,
+        }
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.get("/ws", self.handle)]
+
+    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(
+            heartbeat=self.config.ws_heartbeat_s, max_msg_size=self.config.ws_max_msg_bytes
+        )
+        await ws.prepare(request)
+        principal, inbox = await self._authenticate(ws)
+        if principal is None:
+            return ws
+        conn = self.hub.connect(ws, principal.address)
+        try:
+            conn.start(await self._authed_frame(principal.address, inbox))
+            log.info("event=ws_open address=%s", principal.address)
+            await self._serve(ws, principal, conn)
+        finally:
+            self.hub.disconnect(conn)
+            await conn.finish()
+            log.info("event=ws_closed address=%s code=%s", principal.address, ws.close_code)
+        return ws
+
+    # -- authentication ---------------------------------------------------------------------
+
+    async def _authenticate(self, ws: web.WebSocketResponse) -> tuple[Principal | None, Any]:
+        try:
+            msg = await ws.receive(timeout=self.config.ws_auth_timeout_s)
+        except TimeoutError:
+            await ws.close(code=1008, message=b"no auth frame")
+            return None, None
+        if msg.type != WSMsgType.TEXT:
+            if msg.type in (WSMsgType.BINARY,):
+                await self._refuse(ws, WrongType("frames are JSON text"), None, None)
+            return None, None
+        frame: Mapping[str, Any] = {}
+        try:
+            frame = wire.json_object(msg.data, "frame")
+            if frame.get("action") != "auth":
+                raise InvalidValue("the first frame must be {action: auth, token}", field="action")
+            token = wire.string(frame, "token", max_len=256)
+            claimed = frame.get("address")
+            if claimed is not None:
+                wire.check_address(claimed)
+            inbox = frame.get("inbox")
+            if inbox is not None:
+                wire.check_inbox(inbox)
+            principal = await self.auth.principal(token, claimed)
+            if claimed is not None and claimed != principal.address:
+                raise Forbidden("this token is not for that address", field="address")
+            return principal, inbox
+        except FluxError as exc:
+            await self._refuse(ws, exc, frame.get("action", "auth"), frame)
+            return None, None
+
+    async def _refuse(
+        self, ws: web.WebSocketResponse, exc: FluxError, action: Any, frame: Any
+    ) -> None:
+        self.metrics.refused(exc.code)
+        await ws.send_str(dumps(error_frame(exc, action, frame)))
+        await ws.close(code=row_for(exc).ws_close or 1008, message=exc.code.encode())
+
+    async def _authed_frame(self, address: str, inbox: Any) -> dict[str, Any]:
+        # The socket is already registered (push.py explains the order); pending mail
+        # fetched here is delivered, and anything pushed meanwhile is held until this frame.
+        rows = await self.store.fetch_pending(address, AUTHED_BATCH)
+        state = await self.store.state(address)
+        return {"ok": True, "action": "authed", "address": address,
+                "messages": [r.to_wire() for r in rows], "state": state}  # fmt: skip
+
+    # -- requests ---------------------------------------------------------------------------
+
+    async def _serve(
+        self, ws: web.WebSocketResponse, principal: Principal, conn: Connection
+    ) -> None:
+        async for msg in ws:
+            if conn.closed.is_set():
+                break
+            if msg.type == WSMsgType.TEXT:
+                conn.send(await self._answer(principal, msg.data, conn))
+            elif msg.type == WSMsgType.BINARY:
+                conn.send(error_frame(WrongType("frames are JSON text", field="frame"), None))
+            else:  # ERROR (e.g. a frame over the size limit): aiohttp closes the socket
+                break
+
+    async def _answer(self, principal: Principal, data: str, conn: Connection) -> dict[str, Any]:
+        frame: dict[str, Any] = {}
+        action: Any = None
+        try:
+            frame = wire.json_object(data, "frame")
+            action = wire.string(frame, "action", max_len=32)
+            handler = self.actions.get(action)
+            if handler is None:
+                raise UnknownAction(f"unknown action {action!r}", field="action")
+            claimed = frame.get("address", principal.address)
+            if claimed != principal.address:
+                raise Forbidden("this socket is authenticated for another address", field="address")  # fmt: skip
+            answer = await handler(principal, frame, conn)
+            return {"ok": True, "action": action, **_rid(frame), **answer}
+        except FluxError as exc:
+            error = exc
+        except Exception as exc:
+            error = unexpected(exc, f"ws {action}")
+        self.metrics.refused(error.code)
+        return error_frame(error, action, frame)
+
+    async def _send(self, p: Principal, frame: dict[str, Any], conn: Connection) -> dict[str, Any]:
+        message = wire.field(frame, "message")
+        return (await self.submitter.submit(message)).to_wire()
+
+    async def _read(self, p: Principal, frame: dict[str, Any], conn: Connection) -> dict[str, Any]:
+        ids = wire.id_list(frame)
+        return {"updated": await self.mailbox.mark(p.address, ids, MessageStatus.READ, conn)}
+
+    async def _delete(self, p: Principal, frame: dict[str, Any], conn: Connection) -> dict[str, Any]:  # fmt: skip
+        ids = wire.id_list(frame)
+        return {"updated": await self.mailbox.mark(p.address, ids, MessageStatus.DELETED, conn)}
+
+    async def _tag(self, p: Principal, frame: dict[str, Any], conn: Connection) -> dict[str, Any]:
+        return {"tags": await self.mailbox.tag(p.address, parse_tag(frame), conn)}
+
+    async def _move(self, p: Principal, frame: dict[str, Any], conn: Connection) -> dict[str, Any]:
+        msg_id, inbox = parse_move(frame)
+        return {"inbox": await self.mailbox.move(p.address, msg_id, inbox, conn)}
+
+    async def _ping(self, p: Principal, frame: dict[str, Any], conn: Connection) -> dict[str, Any]:
+        return {"action": "pong"}

@@ -1,0 +1,56 @@
+"""FLUX storage: the `Store` protocol and its implementations (see base.py for the rules).
+
+store = open_store("memory:")              # MemoryStore, for tests
+store = open_store("/var/lib/flux/flux.db") # SQLiteStore (also "sqlite:///abs/path")
+await store.open()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from . import _rules
+from .base import (
+    MAX_PAGE,
+    STATUS_ORDER,
+    Change,
+    ChangeKind,
+    Changes,
+    HostedAddress,
+    Incoming,
+    ListQuery,
+    MessageStatus,
+    Page,
+    Session,
+    Store,
+    StoredMessage,
+    StoreOutcome,
+    Strike,
+)
+from .memory import MemoryStore
+from .migrations import SchemaTooNew
+from .sqlite import SQLiteStore
+
+__all__ = [
+    "MAX_PAGE", "STATUS_ORDER", "Change", "ChangeKind", "Changes", "HostedAddress",
+    "Incoming", "ListQuery", "MemoryStore", "MessageStatus", "Page", "SQLiteStore",
+    "SchemaTooNew", "Session", "Store", "StoreOutcome", "StoredMessage", "Strike",
+    "open_store",
+]  # fmt: skip
+
+
+def open_store(url: str | Path, *, clock: Callable[[], int] = _rules.wall_clock_ms) -> Store:
+    """A store (not yet opened: `await store.open()`) for `url`.
+
+    "memory:" → MemoryStore; "sqlite:///abs/path", "sqlite://rel/path" or a plain path →
+    SQLiteStore. Raises ValueError for another scheme (PostgreSQL is not built yet).
+    """
+    text = str(url)
+    if text in ("memory:", "memory://", ":memory:"):
+        return MemoryStore(clock=clock)
+    if text.startswith("sqlite://"):
+        return SQLiteStore(text.removeprefix("sqlite://"), clock=clock)
+    if "://" in text:
+        raise ValueError(f"no store for {text.split('://')[0]!r} URLs")
+    return SQLiteStore(text, clock=clock)

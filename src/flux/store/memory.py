@@ -1,0 +1,344 @@
+"""`MemoryStore`: the `Store` contract in plain dictionaries, for tests and `--backend memory`.
+
+Nothing here awaits between reading and writing, so each coroutine is atomic on the event
+loop: no locks are needed. Envelopes are kept as JSON text, exactly as SQLiteStore keeps
+them, so a caller can neither mutate stored mail through a returned dict nor store
+something that would not survive the real store's round trip.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from . import _rules
+from .base import (
+    Change,
+    ChangeKind,
+    Changes,
+    HostedAddress,
+    Incoming,
+    ListQuery,
+    MessageStatus,
+    Page,
+    Session,
+    StoredMessage,
+    StoreOutcome,
+    Strike,
+)
+
+
+@dataclass(slots=True)
+class _Delivery:
+    rowid: int
+    recipient: str
+    msg_id: str
+    body_hash: str
+    status: MessageStatus
+    inbox: str
+    tags: set[str]
+    received_at: int
+    seq: int
+    delete_on_read: bool
+    hide_at: int | None
+    thread_root: str
+
+    @property
+    def order(self) -> tuple[int, int]:
+        return (self.received_at, self.rowid)
+
+
+@dataclass(slots=True)
+class _Session:
+    address: str
+    expires_at: int
+    revoked: bool = False
+
+
+@dataclass(slots=True)
+class _State:
+    messages: dict[str, str] = field(default_factory=dict)  # body_hash -> envelope JSON
+    deliveries: dict[tuple[str, str], _Delivery] = field(default_factory=dict)
+    changes: list[tuple[int, str, str, ChangeKind]] = field(default_factory=list)
+    hosted: dict[str, HostedAddress] = field(default_factory=dict)
+    sessions: dict[str, _Session] = field(default_factory=dict)
+    nonces: dict[str, int] = field(default_factory=dict)
+    strikes: dict[str, Strike] = field(default_factory=dict)
+    overrides: dict[str, bool] = field(default_factory=dict)
+    seq: int = 0
+    rowid: int = 0
+
+
+class MemoryStore:
+    """The in-memory `Store`. `clock` returns unix ms (for the `expires` hiding rule)."""
+
+    def __init__(self, *, clock: Callable[[], int] = _rules.wall_clock_ms) -> None:
+        self._clock = clock
+        self._s = _State()
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    # -- hosted addresses -------------------------------------------------------------------
+    async def register_address(self, address: str, pub: str, now_ms: int) -> bool:
+        if address in self._s.hosted:
+            return False
+        self._s.hosted[address] = HostedAddress(address, pub, now_ms)
+        return True
+
+    async def hosted(self, address: str) -> HostedAddress | None:
+        return self._s.hosted.get(address)
+
+    # -- mail: writing ----------------------------------------------------------------------
+    async def store_message(self, incoming: Incoming) -> dict[str, StoreOutcome]:
+        return self._store(incoming)
+
+    async def store_many(self, batch: Sequence[Incoming]) -> list[dict[str, StoreOutcome]]:
+        return [self._store(inc) for inc in batch]
+
+    def _store(self, inc: Incoming) -> dict[str, StoreOutcome]:
+        text = json.dumps(inc.envelope, ensure_ascii=False, separators=(",", ":"))
+        msg_id = inc.envelope["id"]
+        re_id = inc.envelope.get("re")
+        delete_on_read, hide_at = _rules.expiry_of(inc.envelope)
+        out: dict[str, StoreOutcome] = {}
+        for rcpt in _rules.recipients_of(inc):
+            old = self._s.deliveries.get((rcpt, msg_id))
+            if old is not None:
+                same = old.body_hash == inc.body_hash
+                out[rcpt] = StoreOutcome.DUPLICATE if same else StoreOutcome.CONFLICT
+                continue
+            self._s.messages.setdefault(inc.body_hash, text)
+            root = self._thread_root(rcpt, msg_id, re_id)
+            self._s.rowid += 1
+            d = _Delivery(
+                rowid=self._s.rowid, recipient=rcpt, msg_id=msg_id, body_hash=inc.body_hash,
+                status=MessageStatus.PENDING, inbox=inc.inbox, tags=set(inc.tags),
+                received_at=inc.received_at, seq=0, delete_on_read=delete_on_read,
+                hide_at=hide_at, thread_root=root,
+            )  # fmt: skip
+            self._s.deliveries[(rcpt, msg_id)] = d
+            self._change(d, ChangeKind.CREATED)
+            out[rcpt] = StoreOutcome.STORED
+        return out
+
+    def _thread_root(self, rcpt: str, msg_id: str, re_id: object) -> str:
+        """Root of the replied-to message if this recipient has it, else `re`, else own id;
+        replies that arrived before this message are re-rooted under it."""
+        if isinstance(re_id, str) and re_id:
+            parent = self._s.deliveries.get((rcpt, re_id))
+            root = parent.thread_root if parent is not None else re_id
+        else:
+            root = msg_id
+        if root != msg_id:
+            for d in self._s.deliveries.values():
+                if d.recipient == rcpt and d.thread_root == msg_id:
+                    d.thread_root = root
+        return root
+
+    def _change(self, d: _Delivery, kind: ChangeKind) -> None:
+        self._s.seq += 1
+        d.seq = self._s.seq
+        self._s.changes.append((d.seq, d.recipient, d.msg_id, kind))
+
+    async def fetch_pending(self, address: str, limit: int) -> list[StoredMessage]:
+        now = self._clock()
+        rows = sorted(
+            (d for d in self._mailbox(address)
+             if d.status == MessageStatus.PENDING and not _rules.is_hidden(d.hide_at, now)),
+            key=lambda d: d.order,
+        )[: _rules.clamp_limit(limit)]  # fmt: skip
+        for d in rows:
+            d.status = MessageStatus.DELIVERED
+            self._change(d, ChangeKind.UPDATED)
+        return [self._view(d, now) for d in rows]
+
+    async def mark(
+        self, address: str, msg_ids: Sequence[str], status: MessageStatus
+    ) -> list[StoredMessage]:
+        now = self._clock()
+        changed = []
+        for msg_id in dict.fromkeys(msg_ids):
+            d = self._s.deliveries.get((address, msg_id))
+            if d is None:
+                continue
+            new = _rules.next_status(
+                d.status, MessageStatus(status), delete_on_read=d.delete_on_read,
+                hidden=_rules.is_hidden(d.hide_at, now),
+            )  # fmt: skip
+            if new is None:
+                continue
+            d.status = new
+            self._change(d, ChangeKind.UPDATED)
+            changed.append(self._view(d, now))
+        return changed
+
+    async def tag(
+        self, address: str, msg_id: str, add: Sequence[str], remove: Sequence[str]
+    ) -> StoredMessage | None:
+        d = self._s.deliveries.get((address, msg_id))
+        if d is None:
+            return None
+        new = (d.tags | set(add)) - set(remove)
+        if new != d.tags:
+            d.tags = new
+            self._change(d, ChangeKind.UPDATED)
+        return self._view(d, self._clock())
+
+    async def move(self, address: str, msg_id: str, inbox: str) -> StoredMessage | None:
+        d = self._s.deliveries.get((address, msg_id))
+        if d is None:
+            return None
+        if d.inbox != inbox:
+            d.inbox = inbox
+            self._change(d, ChangeKind.UPDATED)
+        return self._view(d, self._clock())
+
+    async def expire(self, now_ms: int) -> int:
+        swept = [
+            d for d in self._s.deliveries.values()
+            if d.status != MessageStatus.DELETED and _rules.is_hidden(d.hide_at, now_ms)
+        ]  # fmt: skip
+        for d in sorted(swept, key=lambda d: d.order):
+            d.status = MessageStatus.DELETED
+            self._change(d, ChangeKind.UPDATED)
+        return len(swept)
+
+    # -- mail: reading ----------------------------------------------------------------------
+    def _mailbox(self, address: str) -> list[_Delivery]:
+        return [d for d in self._s.deliveries.values() if d.recipient == address]
+
+    def _view(self, d: _Delivery, now: int) -> StoredMessage:
+        return StoredMessage(
+            envelope=json.loads(self._s.messages[d.body_hash]), recipient=d.recipient,
+            status=_rules.effective_status(d.status, d.hide_at, now), inbox=d.inbox,
+            tags=_rules.normalise_tags(d.tags), received_at=d.received_at, seq=d.seq,
+        )  # fmt: skip
+
+    async def pending_count(self, address: str) -> int:
+        now = self._clock()
+        return sum(
+            1 for d in self._mailbox(address)
+            if _rules.effective_status(d.status, d.hide_at, now) == MessageStatus.PENDING
+        )  # fmt: skip
+
+    async def get(self, address: str, msg_id: str) -> StoredMessage | None:
+        d = self._s.deliveries.get((address, msg_id))
+        return None if d is None else self._view(d, self._clock())
+
+    async def list(self, address: str, query: ListQuery) -> Page:
+        now = self._clock()
+        after = _rules.decode_cursor(query.cursor) if query.cursor else None
+        limit = _rules.clamp_limit(query.limit)
+        rows = sorted(self._mailbox(address), key=lambda d: d.order, reverse=True)
+        items: list[StoredMessage] = []
+        last: _Delivery | None = None
+        for d in rows:
+            if after is not None and d.order >= after:
+                continue
+            status = _rules.effective_status(d.status, d.hide_at, now)
+            if query.status is not None:
+                if status != query.status:
+                    continue
+            elif status == MessageStatus.DELETED and not query.include_deleted:
+                continue
+            if query.inbox is not None and d.inbox != query.inbox:
+                continue
+            if query.tag is not None and query.tag not in d.tags:
+                continue
+            if len(items) == limit:
+                return Page(items, _rules.encode_cursor(*last.order))  # type: ignore[union-attr]
+            items.append(self._view(d, now))
+            last = d
+        return Page(items, None)
+
+    async def inboxes(self, address: str) -> dict[str, dict[str, int]]:
+        now = self._clock()
+        out: dict[str, dict[str, int]] = {}
+        for d in self._mailbox(address):
+            status = _rules.effective_status(d.status, d.hide_at, now)
+            if status == MessageStatus.DELETED:
+                continue
+            counts = out.setdefault(d.inbox, {str(s): 0 for s in _rules.LIVE_STATUSES})
+            counts[str(status)] += 1
+        return out
+
+    async def thread(self, address: str, msg_id: str) -> list[StoredMessage]:
+        start = self._s.deliveries.get((address, msg_id))
+        if start is None:
+            return []
+        now = self._clock()
+        rows = [
+            d for d in self._mailbox(address)
+            if d.thread_root == start.thread_root
+            and _rules.effective_status(d.status, d.hide_at, now) != MessageStatus.DELETED
+        ]  # fmt: skip
+        return [self._view(d, now) for d in sorted(rows, key=lambda d: d.order)]
+
+    async def changes(self, address: str, since: int, limit: int) -> Changes:
+        limit = max(1, int(limit))
+        found = [c for c in self._s.changes if c[1] == address and c[0] > since]
+        page = [Change(seq, msg_id, kind) for seq, _, msg_id, kind in found[:limit]]
+        state = page[-1].seq if page else since
+        return Changes(page, state, len(found) > limit)
+
+    async def state(self, address: str) -> int:
+        return max((c[0] for c in self._s.changes if c[1] == address), default=0)
+
+    async def stats(self) -> dict[str, int]:
+        now = self._clock()
+        out = {"messages": len(self._s.messages), "deliveries": len(self._s.deliveries)}
+        out |= {str(s): 0 for s in MessageStatus}
+        for d in self._s.deliveries.values():
+            out[str(d.status)] += 1
+        out["hosted_addresses"] = len(self._s.hosted)
+        out["sessions"] = sum(
+            1 for s in self._s.sessions.values() if not s.revoked and now < s.expires_at
+        )
+        return out
+
+    # -- sessions and challenges ------------------------------------------------------------
+    async def create_session(self, token_hash: str, address: str, expires_at: int) -> None:
+        self._s.sessions[token_hash] = _Session(address, expires_at)
+
+    async def session(self, token_hash: str, now_ms: int) -> Session | None:
+        s = self._s.sessions.get(token_hash)
+        if s is None or s.revoked or now_ms >= s.expires_at:
+            return None
+        return Session(s.address, s.expires_at)
+
+    async def revoke_session(self, token_hash: str) -> bool:
+        s = self._s.sessions.get(token_hash)
+        if s is None or s.revoked:
+            return False
+        s.revoked = True
+        return True
+
+    async def use_nonce(self, nonce: str, expires_at: int, now_ms: int) -> bool:
+        # Forget nonces past their own expiry: whoever checks the challenge refuses those.
+        for old in [n for n, exp in self._s.nonces.items() if exp < now_ms]:
+            del self._s.nonces[old]
+        if nonce in self._s.nonces:
+            return False
+        self._s.nonces[nonce] = expires_at
+        return True
+
+    # -- reputation -------------------------------------------------------------------------
+    async def add_strike(self, strike: Strike) -> bool:
+        if strike.proof_id in self._s.strikes:
+            return False
+        self._s.strikes[strike.proof_id] = strike
+        return True
+
+    async def strikes(self) -> list[Strike]:
+        return list(self._s.strikes.values())
+
+    async def set_quarantine_override(self, server: str, lifted: bool, now_ms: int) -> None:
+        self._s.overrides[server] = lifted
+
+    async def quarantine_overrides(self) -> dict[str, bool]:
+        return dict(self._s.overrides)

@@ -1,0 +1,153 @@
+"""SQLite schema steps and their runner (framework: migrations/__init__.py).
+
+Step 1 is the schema of the first release. Notes on it:
+
+* `messages` holds each body once, keyed by body hash; two bodies may share an id (BCC
+  copies are signed separately), which is why the id is not the key.
+* `deliveries.id` is the arrival order. Listing orders by (received_at, id), both fixed at
+  insert, so keyset cursors stay valid while rows change status.
+* Listing indexes lead with the recipient and end with (received_at, id), one per filter
+  (none, inbox, status; tags through `delivery_tags`, which copies received_at for the
+  same reason): a page is an index range scan whatever the mailbox size.
+* `hide_at` is the `expires` time (ms > 0); `delete_on_read` is `expires == 0`.
+* `changes.seq` is AUTOINCREMENT, so a seq is never reused even after the newest row goes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from . import Migration, plan, split_statements
+
+STEPS: list[Migration] = [
+    Migration(
+        1,
+        "first release",
+        """
+CREATE TABLE messages (
+    body_hash   TEXT PRIMARY KEY,
+    id          TEXT NOT NULL,
+    sender      TEXT NOT NULL,
+    t           INTEGER NOT NULL,
+    re          TEXT,
+    envelope    TEXT NOT NULL
+);
+CREATE INDEX messages_id ON messages (id);
+
+CREATE TABLE deliveries (
+    id              INTEGER PRIMARY KEY,
+    recipient       TEXT NOT NULL,
+    msg_id          TEXT NOT NULL,
+    body_hash       TEXT NOT NULL REFERENCES messages (body_hash),
+    status          TEXT NOT NULL
+                    CHECK (status IN ('pending', 'delivered', 'read', 'deleted')),
+    inbox           TEXT NOT NULL,
+    tags            TEXT NOT NULL DEFAULT '[]',
+    received_at     INTEGER NOT NULL,
+    seq             INTEGER NOT NULL,
+    delete_on_read  INTEGER NOT NULL DEFAULT 0,
+    hide_at         INTEGER,
+    thread_root     TEXT NOT NULL,
+    UNIQUE (recipient, msg_id)
+);
+CREATE INDEX deliveries_list ON deliveries (recipient, received_at, id);
+CREATE INDEX deliveries_inbox ON deliveries (recipient, inbox, received_at, id);
+CREATE INDEX deliveries_status ON deliveries (recipient, status, received_at, id);
+CREATE INDEX deliveries_thread ON deliveries (recipient, thread_root);
+CREATE INDEX deliveries_hide ON deliveries (hide_at)
+    WHERE hide_at IS NOT NULL AND status != 'deleted';
+
+CREATE TABLE delivery_tags (
+    delivery_id  INTEGER NOT NULL REFERENCES deliveries (id),
+    tag          TEXT NOT NULL,
+    recipient    TEXT NOT NULL,
+    received_at  INTEGER NOT NULL,
+    PRIMARY KEY (delivery_id, tag)
+) WITHOUT ROWID;
+CREATE INDEX delivery_tags_list ON delivery_tags (recipient, tag, received_at, delivery_id);
+
+CREATE TABLE changes (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    address  TEXT NOT NULL,
+    msg_id   TEXT NOT NULL,
+    kind     TEXT NOT NULL CHECK (kind IN ('created', 'updated'))
+);
+CREATE INDEX changes_address ON changes (address, seq);
+
+CREATE TABLE hosted_addresses (
+    address        TEXT PRIMARY KEY,
+    pub            TEXT NOT NULL,
+    registered_at  INTEGER NOT NULL
+);
+
+CREATE TABLE sessions (
+    token_hash  TEXT PRIMARY KEY,
+    address     TEXT NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    revoked     INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX sessions_address ON sessions (address);
+
+CREATE TABLE nonces (
+    nonce       TEXT PRIMARY KEY,
+    expires_at  INTEGER NOT NULL
+);
+CREATE INDEX nonces_expiry ON nonces (expires_at);
+
+CREATE TABLE strikes (
+    n         INTEGER PRIMARY KEY,
+    proof_id  TEXT NOT NULL UNIQUE,
+    offender  TEXT NOT NULL,
+    kind      TEXT NOT NULL,
+    reporter  TEXT NOT NULL,
+    msg_id    TEXT NOT NULL,
+    t         INTEGER NOT NULL
+);
+CREATE INDEX strikes_offender ON strikes (offender);
+
+CREATE TABLE quarantine_overrides (
+    server  TEXT PRIMARY KEY,
+    lifted  INTEGER NOT NULL,
+    set_at  INTEGER NOT NULL
+);
+""",
+    ),
+]
+
+VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version      INTEGER PRIMARY KEY,
+    description  TEXT NOT NULL,
+    applied_at   INTEGER NOT NULL DEFAULT (CAST(strftime('%s', 'now') AS INTEGER) * 1000)
+)"""
+
+
+def current_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    return row[0] or 0
+
+
+def migrate(conn: sqlite3.Connection, where: str, steps: list[Migration] = STEPS) -> int:
+    """Bring the database up to the newest step in one IMMEDIATE transaction; return the
+    version. `conn` must be in autocommit mode (isolation_level=None). Raises SchemaTooNew.
+
+    IMMEDIATE takes the write lock before the version is read, so two processes opening
+    one new database at once cannot both apply step 1.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(VERSION_TABLE)
+        todo = plan(current_version(conn), steps, where)
+        for step in todo:
+            for stmt in split_statements(step.sql, sqlite3.complete_statement):
+                conn.execute(stmt)
+            conn.execute(
+                "INSERT INTO schema_version (version, description) VALUES (?, ?)",
+                (step.version, step.description),
+            )
+        version = current_version(conn)
+        conn.execute("COMMIT")
+        return version
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise

@@ -1,0 +1,271 @@
+"""`SQLiteStore`: the embedded, durable `Store` (stdlib sqlite3).
+
+    store = SQLiteStore("/var/lib/flux/flux.db")
+    await store.open()      # WAL, synchronous=FULL, foreign keys, migrations
+    ...
+    await store.close()     # lets queued writes commit first
+
+Writes go through one writer thread with group commit (_sqlite_writer.py): a write
+returns only once its transaction is durable, and concurrent writes share one fsync.
+Reads run on a small pool of reader threads, each with its own connection; WAL lets them
+read while the writer writes, each seeing the last committed state. Several processes may
+open one file (SQLite's locks serialise their writers; busy_timeout waits them out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from . import _rules
+from . import _sqlite_ops as ops
+from ._sqlite_writer import Writer
+from .base import (
+    Changes,
+    HostedAddress,
+    Incoming,
+    ListQuery,
+    MessageStatus,
+    Page,
+    Session,
+    StoredMessage,
+    StoreOutcome,
+    Strike,
+)
+from .migrations.sqlite import migrate
+
+T = TypeVar("T")
+READERS = 4
+BUSY_TIMEOUT_S = 30.0
+
+
+class SQLiteStore:
+    """The SQLite `Store`. `clock` returns unix ms (for the `expires` hiding rule)."""
+
+    def __init__(
+        self, path: str | Path, *, clock: Callable[[], int] = _rules.wall_clock_ms
+    ) -> None:
+        self.path = Path(path)
+        self._clock = clock
+        self._writer: Writer | None = None
+        self._readers: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self.schema_version = 0
+
+    @property
+    def commits(self) -> int:
+        """Write transactions committed since open (group commit makes this < writes)."""
+        return self._writer.commits if self._writer else 0
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def _connect(self, *, read_only: bool = False) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        if read_only:
+            conn.execute("PRAGMA query_only=ON")
+        return conn
+
+    def _open_sync(self) -> None:
+        conn = self._connect()
+        try:
+            self.schema_version = migrate(conn, str(self.path))
+        finally:
+            conn.close()
+
+    async def open(self) -> None:
+        """Create or migrate the database, then start the writer and readers.
+        Raises migrations.SchemaTooNew for a database from a newer FLUX."""
+        if self._writer is not None:
+            return
+        await asyncio.to_thread(self._open_sync)
+        writer = Writer(self._connect)
+        await asyncio.to_thread(writer.start)
+        self._writer = writer
+        self._readers = ThreadPoolExecutor(READERS, thread_name_prefix="flux-sqlite-read")
+
+    async def close(self) -> None:
+        """Commit what is queued, stop the threads and close every connection."""
+        writer, readers = self._writer, self._readers
+        self._writer = self._readers = None
+        if writer is not None:
+            await asyncio.to_thread(writer.stop)
+        if readers is not None:
+            await asyncio.to_thread(readers.shutdown, True)
+        with self._lock:
+            conns, self._reader_conns = self._reader_conns, []
+        for conn in conns:
+            conn.close()
+
+    # -- plumbing -----------------------------------------------------------------------------
+    async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        if self._writer is None:
+            raise RuntimeError("SQLiteStore is not open")
+        return await self._writer.submit(op)
+
+    def _reader_conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect(read_only=True)
+            with self._lock:
+                self._reader_conns.append(conn)
+        return conn
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._readers is None:
+            raise RuntimeError("SQLiteStore is not open")
+
+        def run() -> T:
+            conn = self._reader_conn()
+            conn.execute("BEGIN")  # one snapshot for every statement of `fn`
+            try:
+                return fn(conn)
+            finally:
+                conn.execute("COMMIT")
+
+        return await asyncio.get_running_loop().run_in_executor(self._readers, run)
+
+    # -- hosted addresses -------------------------------------------------------------------
+    async def register_address(self, address: str, pub: str, now_ms: int) -> bool:
+        sql = "INSERT OR IGNORE INTO hosted_addresses VALUES (?, ?, ?)"
+        return await self._write(_exec(sql, (address, pub, now_ms))) == 1
+
+    async def hosted(self, address: str) -> HostedAddress | None:
+        sql = "SELECT address, pub, registered_at FROM hosted_addresses WHERE address = ?"
+        row = await self._read(_one(sql, (address,)))
+        return None if row is None else HostedAddress(*row)
+
+    # -- mail -------------------------------------------------------------------------------
+    async def store_message(self, incoming: Incoming) -> dict[str, StoreOutcome]:
+        return await self._write(lambda c: ops.store(c, incoming))
+
+    async def store_many(self, batch: Sequence[Incoming]) -> list[dict[str, StoreOutcome]]:
+        return await self._write(lambda c: [ops.store(c, inc) for inc in batch])
+
+    async def pending_count(self, address: str) -> int:
+        now = self._clock()
+        return await self._read(lambda c: ops.pending_count(c, address, now))
+
+    async def get(self, address: str, msg_id: str) -> StoredMessage | None:
+        now = self._clock()
+        return await self._read(lambda c: ops.get(c, address, msg_id, now))
+
+    async def list(self, address: str, query: ListQuery) -> Page:
+        if query.cursor:
+            _rules.decode_cursor(query.cursor)  # raise InvalidValue here, not in a thread
+        now = self._clock()
+        return await self._read(lambda c: ops.list_page(c, address, query, now))
+
+    async def fetch_pending(self, address: str, limit: int) -> list[StoredMessage]:
+        now = self._clock()
+        return await self._write(lambda c: ops.fetch_pending(c, address, limit, now))
+
+    async def mark(
+        self, address: str, msg_ids: Sequence[str], status: MessageStatus
+    ) -> list[StoredMessage]:
+        now, ids = self._clock(), list(msg_ids)
+        return await self._write(lambda c: ops.mark(c, address, ids, status, now))
+
+    async def tag(
+        self, address: str, msg_id: str, add: Sequence[str], remove: Sequence[str]
+    ) -> StoredMessage | None:
+        now, add, remove = self._clock(), list(add), list(remove)
+        return await self._write(lambda c: ops.tag(c, address, msg_id, add, remove, now))
+
+    async def move(self, address: str, msg_id: str, inbox: str) -> StoredMessage | None:
+        now = self._clock()
+        return await self._write(lambda c: ops.move(c, address, msg_id, inbox, now))
+
+    async def inboxes(self, address: str) -> dict[str, dict[str, int]]:
+        now = self._clock()
+        return await self._read(lambda c: ops.inboxes(c, address, now))
+
+    async def thread(self, address: str, msg_id: str) -> list[StoredMessage]:
+        now = self._clock()
+        return await self._read(lambda c: ops.thread(c, address, msg_id, now))
+
+    async def changes(self, address: str, since: int, limit: int) -> Changes:
+        return await self._read(lambda c: ops.changes(c, address, since, limit))
+
+    async def state(self, address: str) -> int:
+        return await self._read(lambda c: ops.state(c, address))
+
+    async def expire(self, now_ms: int) -> int:
+        return await self._write(lambda c: ops.expire(c, now_ms))
+
+    async def stats(self) -> dict[str, int]:
+        now = self._clock()
+        return await self._read(lambda c: ops.stats(c, now))
+
+    # -- sessions and challenges ------------------------------------------------------------
+    async def create_session(self, token_hash: str, address: str, expires_at: int) -> None:
+        sql = "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, 0)"
+        await self._write(_exec(sql, (token_hash, address, expires_at)))
+
+    async def session(self, token_hash: str, now_ms: int) -> Session | None:
+        sql = """SELECT address, expires_at FROM sessions
+                 WHERE token_hash = ? AND revoked = 0 AND expires_at > ?"""
+        row = await self._read(_one(sql, (token_hash, now_ms)))
+        return None if row is None else Session(*row)
+
+    async def revoke_session(self, token_hash: str) -> bool:
+        sql = "UPDATE sessions SET revoked = 1 WHERE token_hash = ? AND revoked = 0"
+        return await self._write(_exec(sql, (token_hash,))) == 1
+
+    async def use_nonce(self, nonce: str, expires_at: int, now_ms: int) -> bool:
+        def op(c: sqlite3.Connection) -> bool:
+            # Forget nonces past their own expiry: whoever checks the challenge refuses those.
+            c.execute("DELETE FROM nonces WHERE expires_at < ?", (now_ms,))
+            sql = "INSERT OR IGNORE INTO nonces VALUES (?, ?)"
+            return c.execute(sql, (nonce, expires_at)).rowcount == 1
+
+        return await self._write(op)
+
+    # -- reputation -------------------------------------------------------------------------
+    async def add_strike(self, strike: Strike) -> bool:
+        s = strike
+        sql = """INSERT OR IGNORE INTO strikes (proof_id, offender, kind, reporter, msg_id, t)
+                 VALUES (?, ?, ?, ?, ?, ?)"""
+        params = (s.proof_id, s.offender, s.kind, s.reporter, s.msg_id, s.t)
+        return await self._write(_exec(sql, params)) == 1
+
+    async def strikes(self) -> list[Strike]:
+        sql = "SELECT offender, proof_id, kind, reporter, msg_id, t FROM strikes ORDER BY n"
+        return [Strike(*r) for r in await self._read(_all(sql, ()))]
+
+    async def set_quarantine_override(self, server: str, lifted: bool, now_ms: int) -> None:
+        sql = "INSERT OR REPLACE INTO quarantine_overrides VALUES (?, ?, ?)"
+        await self._write(_exec(sql, (server, int(lifted), now_ms)))
+
+    async def quarantine_overrides(self) -> dict[str, bool]:
+        rows = await self._read(_all("SELECT server, lifted FROM quarantine_overrides", ()))
+        return {server: bool(lifted) for server, lifted in rows}
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self.path)!r})"
+
+
+Params = Sequence[object]
+
+
+def _exec(sql: str, params: Params) -> Callable[[sqlite3.Connection], int]:
+    """A write op that runs one statement and returns its rowcount."""
+    return lambda c: c.execute(sql, params).rowcount
+
+
+def _one(sql: str, params: Params) -> Callable[[sqlite3.Connection], tuple | None]:
+    return lambda c: c.execute(sql, params).fetchone()
+
+
+def _all(sql: str, params: Params) -> Callable[[sqlite3.Connection], list[tuple]]:
+    return lambda c: c.execute(sql, params).fetchall()

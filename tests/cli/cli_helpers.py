@@ -1,0 +1,99 @@
+"""Running `python -m flux …` as a user would: real processes, output read line by line
+(with timeouts, never sleeps)."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+WAIT = 30.0
+ENV = {"COLUMNS": "200", "NO_COLOR": "1", "PYTHONUNBUFFERED": "1", "TERM": "dumb"}
+
+
+def env(**extra: str) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("FLUX_")}
+    return {**base, **ENV, **extra}
+
+
+def flux(*args: str, stdin: str | None = None, **extra_env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "flux", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env(**extra_env),
+        timeout=120,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Running:
+    """A long-running `flux` process whose merged output is read by a thread."""
+
+    def __init__(self, *args: str, **extra_env: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "flux", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env(**extra_env),
+        )
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def wait_for(self, pattern: str, timeout: float = WAIT) -> re.Match[str]:
+        """The first new output line matching `pattern`; fails on timeout or exit."""
+        regex = re.compile(pattern)
+        while True:
+            try:
+                line = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                raise AssertionError(f"no line matching {pattern!r}; got {self.lines}") from None
+            if line is None:
+                raise AssertionError(f"process ended before {pattern!r}; got {self.lines}")
+            self.lines.append(line)
+            if match := regex.search(line):
+                return match
+
+    def interrupt(self, timeout: float = WAIT) -> int:
+        """Ctrl-C, then the exit status; the rest of the output is collected."""
+        self.proc.send_signal(signal.SIGINT)
+        code = self.proc.wait(timeout=timeout)
+        while (line := self._queue.get(timeout=timeout)) is not None:
+            self.lines.append(line)
+        return code
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=WAIT)
+
+
+def make_key(path: Path) -> str:
+    """A key file made by `flux keygen`; returns its address."""
+    result = flux("keygen", "--save", str(path))
+    assert result.returncode == 0, result.stderr
+    return re.search(r"fx1[0-9a-f]{40}", result.stdout).group(0)

@@ -1,0 +1,115 @@
+"""WebSocket push, and reconnecting without losing mail (docs/API.md, "WebSocket")."""
+
+from __future__ import annotations
+
+import asyncio
+
+from client_helpers import WAIT, Inbox, free_port, server_config
+
+from flux import FluxIdentity
+from flux.client import Backoff, FluxClient
+from flux.server.runner import start_server
+
+
+async def test_new_mail_is_pushed(make_client):
+    alice, bob = await make_client(), await make_client()
+    inbox = Inbox(bob)
+    await bob.start_ws(timeout=WAIT)
+    sent = await alice.send(bob.address, "live!")
+    msg = await inbox.next()
+    assert msg["id"] == sent.id
+    assert bob.verify(msg).sender == alice.address
+    assert bob.state is not None and bob.state > 0
+    assert (await bob.get(sent.id))["_status"] == "delivered"
+
+
+async def test_mail_waiting_before_connect_comes_with_the_auth_answer(make_client):
+    alice, bob = await make_client(), await make_client()
+    sent = await alice.send(bob.address, "waiting for you")
+    inbox = Inbox(bob)
+    await bob.start_ws(timeout=WAIT)
+    assert (await inbox.next())["id"] == sent.id
+
+
+async def test_sync_handlers_and_change_notifications(make_client):
+    alice, bob = await make_client(), await make_client()
+    seen: list[str] = []
+    changed: asyncio.Queue[list[str]] = asyncio.Queue()
+    bob.on_message(lambda msg: seen.append(msg["id"]))
+    bob.on_change(changed.put)
+    other_device = await make_client(bob.identity, register=False)
+    inbox = Inbox(bob)
+    await bob.start_ws(timeout=WAIT)
+    sent = await alice.send(bob.address, "read me elsewhere")
+    await inbox.next()
+    assert seen == [sent.id]
+    await other_device.read(sent.id)
+    assert sent.id in await asyncio.wait_for(changed.get(), WAIT)
+
+
+async def test_connect_ws_returns_when_the_client_closes(make_client):
+    bob = await make_client()
+    task = await bob.start_ws(timeout=WAIT)
+    await bob.close()
+    await asyncio.wait_for(task, WAIT)
+    assert task.done() and task.exception() is None
+
+
+async def test_after_a_reconnect_mail_handled_elsewhere_meanwhile_is_caught_up(make_client, proxy):
+    """The socket drops; meanwhile a message arrives and another device reads it, so it is
+    no longer pending. After reconnecting, the client still gets it, through /changes."""
+    alice = await make_client()
+    bob = await make_client(url=proxy.url)
+    other_device = await make_client(bob.identity, register=False)
+    inbox = Inbox(bob)
+    await bob.start_ws(timeout=WAIT)
+    before = await alice.send(bob.address, "before the outage")
+    assert (await inbox.next())["id"] == before.id
+
+    await proxy.cut()
+    missed = await alice.send(bob.address, "sent during the outage")
+    assert await other_device.read(missed.id) == [missed.id]  # not pending any more
+    await proxy.start()  # same port
+
+    msg = await inbox.next()
+    assert msg["id"] == missed.id
+    bob.verify(msg)
+    await bob.wait_connected(WAIT)
+    assert bob.connections == 2
+    after = await alice.send(bob.address, "after the outage")
+    assert (await inbox.next())["id"] == after.id
+    assert inbox.queue.empty()  # nothing delivered twice
+
+
+async def test_reconnects_after_the_server_restarts(tmp_path):
+    """A real restart on the same port and data directory (SQLite)."""
+    port = free_port()
+    config = server_config(tmp_path / "server", port=port, backend="sqlite")
+    server = await start_server(config)
+    alice = FluxClient(FluxIdentity.generate(), server.url)
+    bob = FluxClient(FluxIdentity.generate(), server.url, reconnect_base=0.05, reconnect_cap=0.5)
+    try:
+        await alice.register()
+        await bob.register()
+        inbox = Inbox(bob)
+        await bob.start_ws(timeout=WAIT)
+        first = await alice.send(bob.address, "one")
+        assert (await inbox.next())["id"] == first.id
+
+        await server.stop()
+        server = await start_server(config)
+        second = await alice.send(bob.address, "two, after the restart")
+        assert (await inbox.next())["id"] == second.id
+        await bob.wait_connected(WAIT)
+        assert bob.connections >= 2
+    finally:
+        await alice.close()
+        await bob.close()
+        await server.stop()
+
+
+def test_backoff_is_capped_and_jittered():
+    low, high = Backoff(0.5, 8.0, rand=lambda: 0.0), Backoff(0.5, 8.0, rand=lambda: 1.0)
+    assert [low.delay(n) for n in range(6)] == [0.25, 0.5, 1.0, 2.0, 4.0, 4.0]
+    assert [high.delay(n) for n in range(6)] == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
+    assert high.delay(10_000) == 8.0

@@ -1,0 +1,153 @@
+"""Configuration precedence, the persistent server key, start_server and run_server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import stat
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from flux.protocol import compose
+from flux.server import Backend, Registration, ServerConfig, start_server
+from flux.server.keys import KEY_FILE, load_or_create
+
+# -- configuration ------------------------------------------------------------------------
+
+
+def test_defaults() -> None:
+    config = ServerConfig.from_env({})
+    assert (config.port, config.domain, config.backend) == (8765, "localhost", Backend.SQLITE)
+    assert config.registration is Registration.OPEN
+    assert config.open_mode is False and config.legacy_tokens is False
+    assert config.database == Path("flux-data") / "flux.db"
+
+
+def test_env_then_overrides() -> None:
+    env = {"FLUX_PORT": "9000", "FLUX_DOMAIN": "Mail.Example", "FLUX_BACKEND": "memory",
+           "FLUX_OPEN": "yes", "FLUX_REGISTRATION": "invite", "FLUX_INVITES": "a, b",
+           "FLUX_SECRET": "s", "FLUX_LEGACY_TOKENS": "1", "FLUX_DB_PATH": "/tmp/x.db",
+           "FLUX_ACCOUNTS_DB": "/tmp/a.db", "FLUX_HOST": "0.0.0.0", "FLUX_DATA_DIR": "/tmp/d"}  # fmt: skip
+    config = ServerConfig.from_env(env, port=0)
+    assert config.port == 0 and config.domain == "mail.example"
+    assert config.backend is Backend.MEMORY and config.open_mode is True
+    assert config.registration is Registration.INVITE and config.invites == {"a", "b"}
+    assert config.legacy_tokens and config.secret == "s"
+    assert config.database == Path("/tmp/x.db") and config.accounts_db == Path("/tmp/a.db")
+    assert config.host == "0.0.0.0" and config.data_dir == Path("/tmp/d")
+
+
+def test_toml_below_env(tmp_path: Path) -> None:
+    path = tmp_path / "flux.toml"
+    path.write_text('[server]\ndomain = "toml.example"\nport = 1234\nopen_mode = true\n'
+                    'invites = ["x"]\nfuture_option = 1\n')  # fmt: skip
+    config = ServerConfig.from_toml(path, {"FLUX_PORT": "4321"}, registration="closed")
+    assert config.domain == "toml.example" and config.port == 4321 and config.open_mode
+    assert config.invites == {"x"} and config.registration is Registration.CLOSED
+    assert config.extra == {"future_option": 1}
+
+
+@pytest.mark.parametrize(
+    ("env", "overrides"),
+    [
+        ({"FLUX_PORT": "eighty"}, {}),
+        ({"FLUX_OPEN": "perhaps"}, {}),
+        ({"FLUX_REGISTRATION": "sometimes"}, {}),
+        ({"FLUX_BACKEND": "postgres"}, {}),
+        ({"FLUX_DOMAIN": "not a domain"}, {}),
+        ({"FLUX_LEGACY_TOKENS": "1"}, {}),  # without a secret
+        ({}, {"port": 70000}),
+        ({}, {"no_such_option": 1}),
+    ],
+)
+def test_bad_configuration(env: dict, overrides: dict) -> None:
+    with pytest.raises((ValueError, TypeError)):
+        ServerConfig.from_env(env, **overrides)
+
+
+# -- the server key -------------------------------------------------------------------------
+
+
+def test_server_key_is_created_once_with_mode_0600(tmp_path: Path) -> None:
+    first = load_or_create(tmp_path / "data", "flux.test", 1000)
+    path = tmp_path / "data" / KEY_FILE
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    again = load_or_create(tmp_path / "data", "flux.test", 2000)
+    assert again.signer.identity.public_key == first.signer.identity.public_key
+    assert again.valid_from == 1000
+
+
+def test_server_key_permissions_are_tightened(tmp_path: Path) -> None:
+    load_or_create(tmp_path, "flux.test", 1)
+    os.chmod(tmp_path / KEY_FILE, 0o644)
+    load_or_create(tmp_path, "flux.test", 1)
+    assert stat.S_IMODE((tmp_path / KEY_FILE).stat().st_mode) == 0o600
+
+
+# -- start_server ---------------------------------------------------------------------------
+
+
+async def test_start_server_sqlite_and_restart_keeps_mail_and_key(tmp_path: Path) -> None:
+    from flux.server.keys import load_or_create as _  # noqa: F401 - the runner makes the key
+
+    config = ServerConfig(domain="run.test", port=0, data_dir=tmp_path, open_mode=True)
+    server = await start_server(config)
+    assert server.port != 0 and server.url == f"http://127.0.0.1:{server.port}"
+    alice, bob = _ids()
+    msg = compose(alice, bob.address, "Kept across restarts", now_ms=_now()).primary
+    async with aiohttp.ClientSession() as http:
+        async with http.post(server.url + "/send", json=msg) as resp:
+            assert resp.status == 200, await resp.text()
+        async with http.get(server.url + "/federation/info") as resp:
+            key = (await resp.json())["keys"][0]["pub"]
+    await server.stop()
+    await server.stop()  # idempotent
+    again = await start_server(config)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(again.url + "/federation/info") as resp:
+            assert (await resp.json())["keys"][0]["pub"] == key
+        async with http.post(again.url + "/send", json=msg) as resp:
+            assert (await resp.json())["duplicate"] is True
+    await again.stop()
+
+
+def _ids() -> tuple[Any, Any]:
+    from flux.protocol import Identity
+
+    return Identity.generate(), Identity.generate()
+
+
+def _now() -> int:
+    import time
+
+    return int(time.time() * 1000)
+
+
+async def test_run_server_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
+    code = (
+        "import os, sys; from flux.server import ServerConfig, run_server; "
+        "run_server(ServerConfig.from_env(os.environ, port=0))"
+    )
+    env = {**os.environ, "FLUX_DATA_DIR": str(tmp_path), "FLUX_DOMAIN": "proc.test"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, env=env, stderr=asyncio.subprocess.PIPE
+    )
+    assert proc.stderr is not None
+    url = None
+    while url is None:
+        line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
+        assert line, "the server exited before it started"
+        if line.startswith("FLUX server"):
+            url = line.rsplit(" at ", 1)[1].strip()
+    async with aiohttp.ClientSession() as http, http.get(url + "/health") as resp:
+        assert (await resp.json())["domain"] == "proc.test"
+    proc.send_signal(signal.SIGTERM)
+    rest = await asyncio.wait_for(proc.stderr.read(), 30)
+    assert await asyncio.wait_for(proc.wait(), 30) == 0
+    assert b"server_stopped" in rest
+    assert (tmp_path / "flux.db").exists()

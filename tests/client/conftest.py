@@ -13,10 +13,10 @@ import pytest
 # Test modules find their neighbours on sys.path; conftest is imported before them.
 sys.path.insert(0, str(Path(__file__).parent))
 from client_helpers import Proxy, server_config
-from flux.server.runner import start_server
 
 from flux import FluxIdentity
 from flux.client import FluxClient
+from flux.server.runner import start_server
 
 
 @pytest.fixture

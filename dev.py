@@ -52,8 +52,10 @@ def cmd_run(args: list[str]) -> None:
     if args:
         run([flux, *args])
         return
-    run([flux, "--help"])
     run([flux, "selfcheck"])
+    # The demo: a real server on the embedded SQLite store, alice and bob exchanging
+    # signed and encrypted mail through it; then the server stays up until Ctrl-C.
+    run([flux, "demo"])
 
 
 def cmd_test(args: list[str]) -> None:

@@ -46,7 +46,7 @@ async def _demo(workdir: Path, once: bool, port: int) -> None:
         host="127.0.0.1",
         port=port,
         open_mode=True,
-        backend="memory",
+        backend="sqlite",  # the embedded default, durable like a real deployment
         data_dir=workdir / "server",
     )
     server = await start_server(config)

@@ -34,6 +34,9 @@ def server(
     legacy_tokens: bool | None = typer.Option(
         None, "--legacy-tokens/--no-legacy-tokens", help="Accept the prototype's tokens."
     ),
+    access_log: bool | None = typer.Option(
+        None, "--access-log/--no-access-log", help="Log every HTTP request [$FLUX_ACCESS_LOG]."
+    ),
     config: Path | None = typer.Option(None, "--config", help="TOML file of these settings."),
 ) -> None:
     """Run a FLUX server until interrupted."""
@@ -43,7 +46,7 @@ def server(
     flags = {
         "host": host, "port": port, "domain": domain, "data_dir": data_dir, "db_path": db,
         "backend": backend, "open_mode": open_mode, "registration": registration,
-        "legacy_tokens": legacy_tokens,
+        "legacy_tokens": legacy_tokens, "access_log": access_log,
     }  # fmt: skip
     overrides = {k: v for k, v in flags.items() if v is not None}
     try:

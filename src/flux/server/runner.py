@@ -85,7 +85,7 @@ async def start_server(
     runner = web.AppRunner(
         app,
         handle_signals=False,
-        access_log=logging.getLogger("flux.access"),
+        access_log=logging.getLogger("flux.access") if config.access_log else None,
         shutdown_timeout=config.shutdown_timeout_s,
         max_line_size=config.max_header_bytes,
         max_field_size=config.max_header_bytes,

@@ -125,7 +125,7 @@ class Submitter:
         result = SubmitResult(env.id, outcomes)
         self.metrics.submit_seconds.observe(time.perf_counter() - started)
         self.metrics.submissions.labels(outcome="duplicate" if result.duplicate else "stored").inc()
-        log.info(
+        log.debug(
             "event=submit id=%s from=%s stored=%d duplicate=%s",
             env.id, env.sender, sum(o == StoreOutcome.STORED for o in outcomes.values()),
             result.duplicate,

@@ -59,10 +59,17 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, db: str) -> None:
+    def __init__(self, db: str, *, bare: bool = False) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.dir = tempfile.mkdtemp(prefix="flux-bench-")
+        if bare:  # the yardstick: benchmarks/bare_pipeline.py, same machine, same run
+            args = [
+                sys.executable, str(ROOT / "benchmarks" / "bare_pipeline.py"), "--server-only",
+                "--port", str(self.port), "--db", os.path.join(self.dir, "bare.db"),
+            ]  # fmt: skip
+            self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL)
+            return
         args = [
             sys.executable, "-m", "flux", "server", "--host", "127.0.0.1",
             "--port", str(self.port), "--domain", f"127.0.0.1:{self.port}",
@@ -171,15 +178,37 @@ async def measure_ingest(args: argparse.Namespace) -> dict:
             )
             elapsed = time.perf_counter() - start
             push = await measure_push(http, server.url, recipients, args)
+            cpu_s = cpu_seconds(server.proc.pid)
             peak = rss_kb(server.proc.pid, "VmHWM")
             sockets = await measure_sockets(http, server, args.sockets) if args.sockets else None
         finally:
             server.stop()
+        bare_rate = await measure_bare(http, bodies, args) if args.bare else float("nan")
     return {
         "msgs_per_s": ok / elapsed, "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99),
         "errors": errors, "push_p50_ms": push[0], "push_p99_ms": push[1],
-        "peak_rss_mb": peak / 1024, "sockets": sockets,
+        "peak_rss_mb": peak / 1024, "sockets": sockets, "bare_msgs_per_s": bare_rate,
+        "vs_bare_pct": 100 * ok / elapsed / bare_rate,
+        "server_cpu_ms_per_msg": 1000 * cpu_s / max(1, ok + 500),
     }  # fmt: skip
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure_bare(http: aiohttp.ClientSession, bodies: list[bytes], args) -> float:
+    """Accepted msgs/s of the bare pipeline on the same messages, load and machine."""
+    bare = ServerProcess("sqlite", bare=True)
+    try:
+        await bare.wait_ready(http)
+        await load(http, bare.url, bodies[:500], args.concurrency, 5)
+        start = time.perf_counter()
+        ok, _, _ = await load(http, bare.url, bodies[500:], args.concurrency, args.seconds)
+        return ok / (time.perf_counter() - start)
+    finally:
+        bare.stop()
 
 
 async def measure_push(
@@ -242,6 +271,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--db", default="sqlite", help="sqlite | memory | postgresql://...")
     parser.add_argument("--sockets", type=int, default=10_000, help="idle sockets (0: skip)")
+    parser.add_argument("--no-bare", dest="bare", action="store_false",
+                        help="skip the bare-pipeline yardstick")  # fmt: skip
     args = parser.parse_args()
     random.seed(1)
     results = []
@@ -249,11 +280,12 @@ def main() -> None:
         result = asyncio.run(measure_ingest(args))
         results.append(result)
         print(f"run {run + 1}: " + json.dumps(result, default=str), flush=True)
-    keys = ["msgs_per_s", "p50_ms", "p99_ms", "push_p50_ms", "push_p99_ms", "peak_rss_mb"]
+    keys = ["msgs_per_s", "p50_ms", "p99_ms", "push_p50_ms", "push_p99_ms", "peak_rss_mb",
+            "bare_msgs_per_s", "vs_bare_pct", "server_cpu_ms_per_msg"]  # fmt: skip
     print(f"\nmedians over {args.runs} runs ({args.db}, concurrency {args.concurrency}, "
           f"{os.cpu_count()} cpus):")  # fmt: skip
     for key in keys:
-        print(f"  {key:12s} {statistics.median(r[key] for r in results):10.1f}")
+        print(f"  {key:22s} {statistics.median(r[key] for r in results):10.2f}")
     socket_runs = [r["sockets"] for r in results if r["sockets"]]
     if socket_runs:
         kb = statistics.median(s["kb_per_socket"] for s in socket_runs)

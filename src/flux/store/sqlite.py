@@ -56,6 +56,7 @@ class SQLiteStore:
         self._readers: ThreadPoolExecutor | None = None
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
+        self._inline_conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self.schema_version = 0
 
@@ -98,6 +99,7 @@ class SQLiteStore:
         """Commit what is queued, stop the threads and close every connection."""
         writer, readers = self._writer, self._readers
         self._writer = self._readers = None
+        self._inline_conn = None
         if writer is not None:
             await asyncio.to_thread(writer.stop)
         if readers is not None:
@@ -135,6 +137,28 @@ class SQLiteStore:
 
         return await asyncio.get_running_loop().run_in_executor(self._readers, run)
 
+    async def _lookup(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """A point lookup (one indexed row), run on the event loop's own thread.
+
+        Why not a reader thread: a WAL read of one row takes ~10-20 µs, while the hop to a
+        thread and back costs more, and with several threads taking turns the loop waits
+        for the GIL at every hop (the submit path makes several lookups per message; moving
+        them here doubled ingest, see benchmarks/README.md). WAL readers never wait for the
+        writer, so this cannot block the loop behind a commit.
+        """
+        if self._readers is None:
+            raise RuntimeError("SQLiteStore is not open")
+        conn = self._inline_conn
+        if conn is None:
+            conn = self._inline_conn = self._connect(read_only=True)
+            with self._lock:
+                self._reader_conns.append(conn)
+        conn.execute("BEGIN")
+        try:
+            return fn(conn)
+        finally:
+            conn.execute("COMMIT")
+
     # -- hosted addresses -------------------------------------------------------------------
     async def register_address(self, address: str, pub: str, now_ms: int) -> bool:
         sql = "INSERT OR IGNORE INTO hosted_addresses VALUES (?, ?, ?)"
@@ -142,7 +166,7 @@ class SQLiteStore:
 
     async def hosted(self, address: str) -> HostedAddress | None:
         sql = "SELECT address, pub, registered_at FROM hosted_addresses WHERE address = ?"
-        row = await self._read(_one(sql, (address,)))
+        row = await self._lookup(_one(sql, (address,)))
         return None if row is None else HostedAddress(*row)
 
     # -- mail -------------------------------------------------------------------------------
@@ -154,11 +178,11 @@ class SQLiteStore:
 
     async def pending_count(self, address: str) -> int:
         now = self._clock()
-        return await self._read(lambda c: ops.pending_count(c, address, now))
+        return await self._lookup(lambda c: ops.pending_count(c, address, now))
 
     async def get(self, address: str, msg_id: str) -> StoredMessage | None:
         now = self._clock()
-        return await self._read(lambda c: ops.get(c, address, msg_id, now))
+        return await self._lookup(lambda c: ops.get(c, address, msg_id, now))
 
     async def list(self, address: str, query: ListQuery) -> Page:
         if query.cursor:
@@ -198,7 +222,7 @@ class SQLiteStore:
         return await self._read(lambda c: ops.changes(c, address, since, limit))
 
     async def state(self, address: str) -> int:
-        return await self._read(lambda c: ops.state(c, address))
+        return await self._lookup(lambda c: ops.state(c, address))
 
     async def expire(self, now_ms: int) -> int:
         return await self._write(lambda c: ops.expire(c, now_ms))
@@ -215,7 +239,7 @@ class SQLiteStore:
     async def session(self, token_hash: str, now_ms: int) -> Session | None:
         sql = """SELECT address, expires_at FROM sessions
                  WHERE token_hash = ? AND revoked = 0 AND expires_at > ?"""
-        row = await self._read(_one(sql, (token_hash, now_ms)))
+        row = await self._lookup(_one(sql, (token_hash, now_ms)))
         return None if row is None else Session(*row)
 
     async def revoke_session(self, token_hash: str) -> bool:

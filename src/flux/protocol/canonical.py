@@ -124,13 +124,34 @@ def loads_strict(data: bytes | str) -> Any:
         value, end = _decoder.raw_decode(text, _skip_ws(text, 0))
     except MalformedJSON:
         raise
+    except RecursionError as exc:
+        raise MalformedJSON(f"nested deeper than {MAX_DEPTH} levels") from exc
     except (UnicodeDecodeError, ValueError) as exc:
         raise MalformedJSON(f"not valid JSON: {exc}") from exc
     if _skip_ws(text, end) != len(text):
         raise MalformedJSON("not valid JSON: extra data after the value")
+    if text.count("[") + text.count("{") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
+        raise MalformedJSON(f"nested deeper than {MAX_DEPTH} levels")
     if _may_hold_surrogate(text, from_bytes=not isinstance(data, str)):
         _require_valid_unicode(value)
     return value
+
+
+#: Deepest nesting of arrays and objects accepted. An envelope needs 4 levels; the limit
+#: keeps a hostile body from costing recursion in every layer that walks it.
+MAX_DEPTH = 64
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a parsed value, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
+    return deepest
 
 
 _RAW_SURROGATE = re.compile("[\ud800-\udfff]")

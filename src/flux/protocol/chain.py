@@ -210,6 +210,8 @@ def _check_record_shape(record: Any) -> bool:
         raise _fail("record fields are not those of a sealed or a prototype hop")
     if not isinstance(record["server"], str) or not SERVER_RE.match(record["server"]):
         raise _fail("server is not a server name")
+    if record["server"] == LOCAL_DELIVERY:
+        raise _fail("'local' is reserved for next and names no server")
     if not _is_int(record["t"]):
         raise _fail("t is not an integer")
     if not isinstance(record["hash"], str) or not HEX64.match(record["hash"]):
@@ -270,6 +272,9 @@ def _check_hop(
         raise _fail("prev does not match the previous record")
     if record["bh"] != hashes["bh"]:
         raise _fail("bh does not match the message body")
+    # cv describes the chain the server received: "none" exactly when there was none.
+    if (record["cv"] == ChainVerdict.NONE) != (index == 0):
+        raise _fail(f"cv is {record['cv']!r} for record number {index + 1}")
     previous = chain[index - 1] if index else None
     if isinstance(previous, dict) and "seal" in previous and previous["next"] != record["server"]:
         raise _fail(f"the previous hop sent the message to {previous['next']}, not here")
@@ -284,6 +289,8 @@ def verify_chain(msg: Mapping[str, Any], keys: KeyLookup | None) -> ChainCheck:
     result names each hop's status; use `ChainCheck.raise_for_failure` to raise.
     """
     chain = msg.get("integrity_chain") or []
+    if not isinstance(chain, list):  # unvalidated input: a failed chain, never a TypeError
+        return ChainCheck((HopCheck(0, "?", HopStatus.FAILED, "integrity_chain is not a list"),))
     hashes = {"hash": integrity_hash(msg), "bh": body_hash(msg)}
     results: list[HopCheck] = []
     broken = False

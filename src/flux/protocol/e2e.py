@@ -68,7 +68,10 @@ def unwrap_cek(blob_b64: str, identity: Identity) -> bytes:
         raise DecryptionError("decryption failed")
     private = _aead.x25519_private_from_seed(identity.seed)
     shared = _aead.x25519_shared(private, blob[:32])
-    return _aead.open_sealed(_aead.wrap_key(shared), blob[32:])
+    cek = _aead.open_sealed(_aead.wrap_key(shared), blob[32:])
+    if len(cek) != 32:  # AESGCM would also take a 16- or 24-byte key; the scheme is AES-256
+        raise DecryptionError("decryption failed")
+    return cek
 
 
 def decrypt_content(msg: Mapping[str, Any], identity: Identity) -> str:

@@ -50,7 +50,7 @@ from .chain import (
 )
 from .encoding import b64d
 from .envelope import SERVER_RE, body_hash, check_shape, check_signature, integrity_hash
-from .errors import FluxError, InvalidProof, UnknownServerKey
+from .errors import FluxError, InvalidProof, InvalidValue, UnknownServerKey
 from .identity import verify_signature
 
 
@@ -136,7 +136,14 @@ def _chain_offense(
     # The whole chain, not just the records before the seal: the seal's own link (the
     # previous hop's `next` naming this server) is part of what it vouched for, so a server
     # that drops the record just before its own is caught too.
-    bad = verify_chain(msg, keys).first_failure
+    #
+    # Earlier records are judged without the key lookup (`keys=None`): only on what the
+    # proof itself shows (each seal under its record's own `pub`, the links, the hashes).
+    # Whether an upstream server publishes a key is a fact of *now*, not of the proof: an
+    # upstream server that later withdraws or shortens its key, or simply cannot be
+    # reached, must not turn an honest downstream seal into a strike. The offender's own
+    # seal was already checked under the keys it publishes (`bound_seal`).
+    bad = verify_chain(msg, None).first_failure
     if bad is None:
         return None
     return (
@@ -209,12 +216,14 @@ def validate_report(report: Any, keys: KeyLookup) -> Offense:
     Raises InvalidProof (or UnknownServerKey) with the reason it does not hold.
     """
     _check_report_shape(report)
-    reporter_pub = b64d(report["pub"], field="pub", length=32)
+    if report["kind"] not in OffenseKind.__members__.values():
+        raise InvalidProof("kind is not a known offense", field="kind")
+    reporter_pub = _proof_b64(report["pub"], "pub", 32)
     if not published_key_covers(keys, report["reporter"], reporter_pub, report["t"]):
         raise UnknownServerKey(
             "report is not signed with a key its reporter publishes", field="pub"
         )
-    sig = b64d(report["sig"], field="sig", length=64)
+    sig = _proof_b64(report["sig"], "sig", 64)
     payload = report_payload(report["msg_id"], report["offender"], report["reporter"], report["t"])
     try:
         verify_signature(reporter_pub, payload, sig)
@@ -232,7 +241,16 @@ def validate_report(report: Any, keys: KeyLookup) -> Offense:
         raise InvalidProof("the proof does not show tampering", field="envelope")
     if offense.offender != report["offender"]:
         raise InvalidProof(f"the proof shows {offense.offender}, not the accused", field="offender")
+    if offense.kind != report["kind"]:
+        raise InvalidProof(f"the proof shows {offense.kind}, not {report['kind']}", field="kind")
     return offense
+
+
+def _proof_b64(value: str, name: str, length: int) -> bytes:
+    try:
+        return b64d(value, field=name, length=length)
+    except InvalidValue as exc:  # a report is refused as a proof, whatever is wrong with it
+        raise InvalidProof(exc.message, field=name) from exc
 
 
 # -- the same validation as a key-discovery flow (sans-I/O) -------------------------------

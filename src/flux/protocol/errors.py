@@ -9,7 +9,7 @@ The wire layers (HTTP, WebSocket) map codes to statuses in exactly one table
 from __future__ import annotations
 
 __all__ = [
-    "AddressMismatch", "BadSignature", "ChainError", "DecryptionError", "FluxError",
+    "AddressMismatch", "BadRequestSignature", "BadSignature", "ChainError", "DecryptionError", "FluxError",
     "FutureMessage", "InvalidInput", "InvalidProof", "InvalidValue", "KeyFileError",
     "MalformedJSON", "MissingField", "NotARecipient", "StaleMessage", "TooLarge",
     "UnknownServerKey", "UnknownVersion", "VerificationError", "WrongType",
@@ -114,6 +114,12 @@ class InvalidProof(VerificationError):
     """A tamper report whose proof does not establish what it claims."""
 
     code = "invalid_proof"
+
+
+class BadRequestSignature(VerificationError):
+    """A server-to-server request whose signature (docs/FEDERATION.md) does not hold."""
+
+    code = "bad_request_signature"
 
 
 class UnknownServerKey(VerificationError):

@@ -180,6 +180,7 @@ TABLE: dict[str, Row] = {
     "chain_invalid": Row(400, 1008),
     "invalid_proof": Row(400, 1008),
     "unknown_server_key": Row(400, 1008),
+    "bad_request_signature": Row(401, 4401),  # a peer that cannot prove who it is
     # confidentiality (§9.3): the server never decrypts; a client error if it appears here
     "decryption_failed": Row(400, 1008),
     "not_a_recipient": Row(400, 1008),

@@ -8,6 +8,7 @@ are in test_sqlite.py.
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
@@ -86,6 +87,22 @@ async def test_duplicate_is_a_no_op_and_conflict_never_overwrites(store):
     assert (await store.get(BOB, env["id"])).envelope["content"] == "something else"
     assert await store.state(ALICE) == before  # nothing changed for alice
     assert (await store.stats())["messages"] == 2  # two bodies, one id (like BCC copies)
+
+
+async def test_pending_quota_is_decided_in_the_storing_transaction(store):
+    # 12 concurrent submissions against a quota of 5: exactly 5 stored, whatever the race.
+    outs = await asyncio.gather(
+        *(store.store_message(incoming(envelope(), ALICE, BOB, pending_quota=5)) for _ in range(12))
+    )
+    alice = [o[ALICE] for o in outs]
+    assert alice.count(StoreOutcome.STORED) == 5
+    assert alice.count(StoreOutcome.OVER_QUOTA) == 7
+    assert await store.pending_count(ALICE) == 5
+    # Reading one frees room: the quota counts pending messages only.
+    first = (await store.list(ALICE, ListQuery(limit=1))).items[0]
+    await store.mark(ALICE, [first.id], MessageStatus.READ)
+    out = await store.store_message(incoming(envelope(), ALICE, pending_quota=5))
+    assert out == {ALICE: StoreOutcome.STORED}
 
 
 async def test_a_later_recipient_of_the_same_message_reuses_the_body(store):

@@ -15,7 +15,8 @@ In order, each step refusing with its own error (the table in errors.py gives th
    of a stored message therefore passes no further step: it is neither spam-counted nor
    quota-counted;
 6. spam (451 with every reason; a refused message never reaches the quota);
-7. pending quota per recipient (429 when every new recipient is full);
+7. pending quota per recipient, checked in the storing transaction (429 when every new
+   recipient is full; the others still get the message);
 8. this server's route entry and sealed hop (`next` = "local"), then the store, awaiting
    the durable commit;
 9. only then the push to the recipients' live sockets (the pushed copy is marked
@@ -53,9 +54,8 @@ from .reputation import Reputation
 log = logging.getLogger("flux.server")
 Clock = Callable[[], int]
 
-#: per-recipient outcomes beyond the store's stored/duplicate
+#: per-recipient outcome beyond the store's own
 NOT_HOSTED = "not_hosted"
-OVER_QUOTA = "over_quota"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +120,6 @@ class Submitter:
         outcomes, fresh = await self._dedupe(env, await self._hosted(env))
         if fresh:
             self._check_spam(env, now)
-            fresh = await self._within_quota(fresh, outcomes)
             await self._store(env, fresh, now, cv, outcomes)
         result = SubmitResult(env.id, outcomes)
         self.metrics.submit_seconds.observe(time.perf_counter() - started)
@@ -187,19 +186,6 @@ class Submitter:
         if verdict.is_spam:
             raise SpamRefused(verdict.reasons)
 
-    async def _within_quota(self, fresh: Sequence[str], outcomes: dict[str, str]) -> list[str]:
-        room = []
-        for rcpt in fresh:
-            if await self.store.pending_count(rcpt) >= self.pending_quota:
-                outcomes[rcpt] = OVER_QUOTA
-            else:
-                room.append(rcpt)
-        if not room:
-            raise QuotaExceeded(
-                f"the recipient has {self.pending_quota} pending messages", field="to"
-            )
-        return room
-
     async def _store(
         self,
         env: Envelope,
@@ -210,10 +196,20 @@ class Submitter:
     ) -> None:
         stamped = append_hop(env.data, self.signer, next_hop=LOCAL_DELIVERY, now_ms=now, cv=cv)
         tags = tuple(sorted({t.lower() for t in env.data.get("tags") or ()}))
-        incoming = Incoming(stamped, env.body_hash, tuple(recipients), now, tags=tags)
+        incoming = Incoming(
+            stamped, env.body_hash, tuple(recipients), now, tags=tags,
+            pending_quota=self.pending_quota,
+        )  # fmt: skip
+        # Dedupe and the quota are decided again inside the storing transaction, so racing
+        # submissions can neither store an id twice nor overshoot a recipient's quota.
         stored = await self.store.store_message(incoming)
-        if StoreOutcome.CONFLICT in stored.values() and StoreOutcome.STORED not in stored.values():
-            raise Conflict("this id is already stored with another body", field="id")
+        if StoreOutcome.STORED not in stored.values():
+            if StoreOutcome.CONFLICT in stored.values():
+                raise Conflict("this id is already stored with another body", field="id")
+            if StoreOutcome.OVER_QUOTA in stored.values():
+                raise QuotaExceeded(
+                    f"the recipient has {self.pending_quota} pending messages", field="to"
+                )
         outcomes.update({r: str(o) for r, o in stored.items()})
         for rcpt, outcome in stored.items():
             if outcome == StoreOutcome.STORED:

@@ -64,6 +64,10 @@ def store(conn: sqlite3.Connection, inc: Incoming) -> dict[str, StoreOutcome]:
             same = row[0] == inc.body_hash
             out[rcpt] = StoreOutcome.DUPLICATE if same else StoreOutcome.CONFLICT
             continue
+        quota = inc.pending_quota
+        if quota is not None and pending_count(conn, rcpt, inc.received_at) >= quota:
+            out[rcpt] = StoreOutcome.OVER_QUOTA
+            continue
         if not body_saved:
             save_body(conn, inc)
             body_saved = True

@@ -64,6 +64,7 @@ class StoreOutcome(enum.StrEnum):
     STORED = "stored"
     DUPLICATE = "duplicate"  #: same (id, recipient) and same body: nothing changed
     CONFLICT = "conflict"  #: same (id, recipient), different body: refused
+    OVER_QUOTA = "over_quota"  #: the recipient already has `pending_quota` pending messages
 
 
 class ChangeKind(enum.StrEnum):
@@ -165,6 +166,9 @@ class Incoming:
     tags: tuple[str, ...] = field(default=())
     #: the inbox (folder) new deliveries start in
     inbox: str = "inbox"
+    #: refuse (OVER_QUOTA) a recipient already holding this many pending messages; checked
+    #: in the storing transaction, so concurrent submissions cannot overshoot it
+    pending_quota: int | None = None
 
 
 class Store(Protocol):

@@ -112,6 +112,12 @@ class MemoryStore:
                 same = old.body_hash == inc.body_hash
                 out[rcpt] = StoreOutcome.DUPLICATE if same else StoreOutcome.CONFLICT
                 continue
+            if (
+                inc.pending_quota is not None
+                and self._pending(rcpt, inc.received_at) >= inc.pending_quota
+            ):
+                out[rcpt] = StoreOutcome.OVER_QUOTA
+                continue
             self._s.messages.setdefault(inc.body_hash, text)
             root = self._thread_root(rcpt, msg_id, re_id)
             self._s.rowid += 1
@@ -220,7 +226,9 @@ class MemoryStore:
         )  # fmt: skip
 
     async def pending_count(self, address: str) -> int:
-        now = self._clock()
+        return self._pending(address, self._clock())
+
+    def _pending(self, address: str, now: int) -> int:
         return sum(
             1 for d in self._mailbox(address)
             if _rules.effective_status(d.status, d.hide_at, now) == MessageStatus.PENDING

@@ -34,6 +34,12 @@ def server(
     legacy_tokens: bool | None = typer.Option(
         None, "--legacy-tokens/--no-legacy-tokens", help="Accept the prototype's tokens."
     ),
+    tls_cert: Path | None = typer.Option(
+        None, "--tls-cert", help="Serve HTTPS with this PEM certificate chain [$FLUX_TLS_CERT]."
+    ),
+    tls_key: Path | None = typer.Option(
+        None, "--tls-key", help="The PEM private key for --tls-cert [$FLUX_TLS_KEY]."
+    ),
     access_log: bool | None = typer.Option(
         None, "--access-log/--no-access-log", help="Log every HTTP request [$FLUX_ACCESS_LOG]."
     ),
@@ -47,6 +53,7 @@ def server(
         "host": host, "port": port, "domain": domain, "data_dir": data_dir, "db_path": db,
         "backend": backend, "open_mode": open_mode, "registration": registration,
         "legacy_tokens": legacy_tokens, "access_log": access_log,
+        "tls_cert": tls_cert, "tls_key": tls_key,
     }  # fmt: skip
     overrides = {k: v for k, v in flags.items() if v is not None}
     try:

@@ -43,6 +43,9 @@ class ServerConfig:
     data_dir: Path = Path("flux-data")  #: holds the server key (and the database by default)
     backend: Backend = Backend.SQLITE
     db_path: Path | None = None  #: default: data_dir / "flux.db"
+    #: serve HTTPS with this certificate chain and key (PEM); both or neither
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     accounts_db: Path | None = None  #: accepted for compatibility; accounts are not served yet
     secret: str | None = None  #: FLUX_SECRET, only used for legacy tokens
     legacy_tokens: bool = False  #: accept the prototype's shared-secret token (insecure)
@@ -78,6 +81,8 @@ class ServerConfig:
             raise ValueError(f"domain {self.domain!r} is not a host name (or host:port)")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} is out of range")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("TLS needs both tls_cert and tls_key")
         if self.legacy_tokens and not self.secret:
             raise ValueError("legacy tokens need FLUX_SECRET")
 
@@ -125,6 +130,8 @@ ENV_VARS = {
     "FLUX_SECRET": "secret",
     "FLUX_BACKEND": "backend",
     "FLUX_DB_PATH": "db_path",
+    "FLUX_TLS_CERT": "tls_cert",
+    "FLUX_TLS_KEY": "tls_key",
     "FLUX_ACCOUNTS_DB": "accounts_db",
     "FLUX_PORT": "port",
     "FLUX_HOST": "host",
@@ -207,6 +214,8 @@ _PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "registration": _enum(Registration),
     "data_dir": lambda v, s: Path(v),
     "db_path": _path,
+    "tls_cert": _path,
+    "tls_key": _path,
     "accounts_db": _path,
     "legacy_tokens": _bool,
     "access_log": _bool,

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Callable
@@ -48,12 +49,13 @@ class RunningServer:
     port: int
     host: str
     owns_store: bool
+    tls: bool = False
     _stopped: bool = field(default=False, repr=False)
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     async def stop(self) -> None:
         """Graceful: stop accepting, finish in-flight requests, then close the store."""
@@ -92,7 +94,7 @@ async def start_server(
         max_headers=config.max_headers,
     )
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port)
+    site = web.TCPSite(runner, config.host, config.port, ssl_context=server_tls(config))
     try:
         await site.start()
     except BaseException:
@@ -102,7 +104,17 @@ async def start_server(
         raise
     port = _bound_port(runner) or config.port
     log.info("event=server_started domain=%s host=%s port=%d", config.domain, config.host, port)
-    return RunningServer(app, runner, store, port, config.host, owns)
+    return RunningServer(app, runner, store, port, config.host, owns, config.tls_cert is not None)
+
+
+def server_tls(config: ServerConfig) -> ssl.SSLContext | None:
+    """The HTTPS context for `config`, or None to serve plain HTTP."""
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    return context
 
 
 def _bound_port(runner: web.AppRunner) -> int | None:

@@ -1,0 +1,152 @@
+"""Server keys: what each server publishes at its own domain, fetched and cached.
+
+A hop seal, a tamper report or a signed request counts only under a key its server
+publishes (PROTOCOL.md §10.1), so verifying needs those keys at hand. `parse_info` (pure)
+reads a `/federation/info` answer; `KeyCache` (pure, clock passed in) decides when to ask
+again; `KeyFetcher` does the asking over HTTPS.
+
+Refreshing. A cached answer is used for `max_age_ms` (1 h). A server can rotate keys
+within that hour, so a signature that fails under the cached keys may ask for a refresh,
+but at most once per `miss_interval_ms` (1 min) per server: otherwise anyone could make
+this server fetch from a peer at will by sending bad signatures. A failed fetch is cached
+the same way (for the miss interval), so an unreachable server is not hammered either.
+
+Where to ask. Server names are `host` or `host:port` (§2.4): never a URL, so a name taken
+from a message cannot point the fetch at another path or scheme. HTTPS with certificate
+verification is the rule; plain HTTP only for servers the operator lists as insecure.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from ..protocol.chain import PublishedKey
+from ..protocol.encoding import b64d
+from ..protocol.envelope import SERVER_RE
+from ..protocol.errors import FluxError, InvalidValue
+
+log = logging.getLogger("flux.federation")
+Clock = Callable[[], int]
+MAX_KEYS = 16
+
+
+def parse_info(body: Any) -> tuple[PublishedKey, ...]:
+    """The keys (current and retired) of a `/federation/info` answer; raises InvalidValue."""
+    if not isinstance(body, dict):
+        raise InvalidValue("federation info is not an object", field="info")
+    entries = [*(body.get("keys") or []), *(body.get("retired_keys") or [])]
+    if not entries or len(entries) > MAX_KEYS:
+        raise InvalidValue(f"federation info must list 1-{MAX_KEYS} keys", field="keys")
+    return tuple(_parse_key(entry) for entry in entries)
+
+
+def _parse_key(entry: Any) -> PublishedKey:
+    if not isinstance(entry, dict):
+        raise InvalidValue("a key entry is not an object", field="keys")
+    valid_from, valid_until = entry.get("valid_from", 0), entry.get("valid_until")
+    if not _is_int(valid_from) or not (valid_until is None or _is_int(valid_until)):
+        raise InvalidValue("valid_from / valid_until must be integers (ms)", field="keys")
+    return PublishedKey(
+        b64d(entry.get("pub"), field="keys.pub", length=32), valid_from, valid_until
+    )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    keys: tuple[PublishedKey, ...]
+    fetched_at: int
+
+
+class KeyCache:
+    """Keys per server, with the refresh rules of the module doc. Not thread-safe (one loop)."""
+
+    def __init__(self, *, max_age_ms: int = 3_600_000, miss_interval_ms: int = 60_000) -> None:
+        self.max_age_ms = max_age_ms
+        self.miss_interval_ms = miss_interval_ms
+        self._entries: dict[str, _Entry] = {}
+
+    def lookup(self, server: str) -> tuple[PublishedKey, ...]:
+        """What is cached for `server` (a `KeyLookup` for the pure checks)."""
+        entry = self._entries.get(server)
+        return entry.keys if entry else ()
+
+    def wants_fetch(self, server: str, now_ms: int, *, after_miss: bool = False) -> bool:
+        """Fetch when nothing is cached, when it is stale, or after a signature missed the
+        cached keys if the last fetch is at least the miss interval old."""
+        entry = self._entries.get(server)
+        if entry is None:
+            return True
+        age = now_ms - entry.fetched_at
+        return age >= self.max_age_ms or (after_miss and age >= self.miss_interval_ms)
+
+    def put(self, server: str, keys: tuple[PublishedKey, ...], now_ms: int) -> None:
+        self._entries[server] = _Entry(keys, now_ms)
+
+    def fetch_failed(self, server: str, now_ms: int) -> None:
+        """Remember a failed fetch for the miss interval (keeps what was known before)."""
+        old = self._entries.get(server)
+        keys = old.keys if old else ()
+        age = self.max_age_ms - self.miss_interval_ms  # due again after the miss interval
+        self._entries[server] = _Entry(keys, now_ms - age)
+
+
+class KeyFetcher:
+    """Fetches `https://{server}/federation/info` into a `KeyCache`."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        cache: KeyCache,
+        clock: Clock,
+        *,
+        insecure_peers: Iterable[str] = (),
+        ssl_context: ssl.SSLContext | None = None,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self.session = session
+        self.cache = cache
+        self.clock = clock
+        self.insecure_peers = frozenset(insecure_peers)
+        self.ssl_context = ssl_context
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+
+    def info_url(self, server: str) -> str:
+        if not SERVER_RE.match(server):
+            raise InvalidValue(f"{server[:60]!r} is not a server name", field="server")
+        scheme = "http" if server in self.insecure_peers else "https"
+        return f"{scheme}://{server}/federation/info"
+
+    async def keys(self, server: str, *, after_miss: bool = False) -> tuple[PublishedKey, ...]:
+        """The keys `server` publishes, fetched when the cache rules say so."""
+        now = self.clock()
+        if self.cache.wants_fetch(server, now, after_miss=after_miss):
+            await self._fetch(server, now)
+        return self.cache.lookup(server)
+
+    async def prefetch(self, servers: Iterable[str]) -> None:
+        for server in dict.fromkeys(servers):
+            await self.keys(server)
+
+    async def _fetch(self, server: str, now: int) -> None:
+        try:
+            url = self.info_url(server)
+            ssl_arg: ssl.SSLContext | bool = self.ssl_context or True
+            async with self.session.get(
+                url, timeout=self.timeout, ssl=False if url.startswith("http:") else ssl_arg
+            ) as response:
+                if response.status != 200:
+                    raise InvalidValue(f"HTTP {response.status}", field="info")
+                self.cache.put(server, parse_info(await response.json()), now)
+        except (aiohttp.ClientError, TimeoutError, ValueError, FluxError) as exc:
+            log.warning("event=key_fetch_failed server=%s reason=%s", server, exc)
+            self.cache.fetch_failed(server, now)

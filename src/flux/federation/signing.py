@@ -126,7 +126,9 @@ def verify_request(
     base = signature_base(method, authority, path, digest, params)
     # Any key the server publishes for that moment will do (rotation overlaps keys).
     for key in keys(server):
-        if not key.covers(created * 1000):
+        # `created` has whole seconds: the key counts if valid at any moment of that second
+        # (a key made 300 ms into the second signs requests "created" at its start).
+        if not (key.covers(created * 1000) or key.covers(created * 1000 + 999)):
             continue
         try:
             verify_signature(key.pub, base, signature)
@@ -136,6 +138,13 @@ def verify_request(
     raise BadRequestSignature(
         f"the signature does not verify under a key {server} publishes", field="Signature"
     )
+
+
+def claimed_server(headers: Mapping[str, str]) -> str | None:
+    """The server a request says signed it (unverified), so its keys can be fetched first."""
+    match = _INPUT_RE.match((headers.get("Signature-Input") or "").strip())
+    server = match.group(2) if match else None
+    return server if server and SERVER_RE.match(server) else None
 
 
 def _header(headers: Mapping[str, str], name: str) -> str:

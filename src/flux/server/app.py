@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
+from ..federation.peers import PeerClient
 from ..protocol.chain import ServerSigner
 from ..protocol.spam import RateLimiter
 from ..store.base import Store
@@ -25,7 +26,7 @@ from .mailbox import Mailbox
 from .metrics import Metrics
 from .push import Hub
 from .reputation import Reputation
-from .routes import AuthRoutes, IntegrityRoutes, MailRoutes, OpsRoutes
+from .routes import AuthRoutes, FederationRoutes, IntegrityRoutes, MailRoutes, OpsRoutes
 from .submission import Submitter
 from .ws import WebSocketEndpoint
 
@@ -66,6 +67,10 @@ def create_app(
         reputation=reputation, open_mode=config.open_mode, pending_quota=config.pending_quota,
     )  # fmt: skip
 
+    peers = PeerClient(
+        clock=clock, insecure_peers=config.insecure_peers, ca_file=config.peer_ca_file
+    )
+
     def on_error(exc: FluxError) -> None:
         metrics.refused(exc.code)
 
@@ -80,6 +85,8 @@ def create_app(
         OpsRoutes(store=store, key=key, metrics=metrics, hub=hub, clock=clock,
                   started_at=clock(), open_mode=config.open_mode,
                   registration=str(config.registration)),
+        FederationRoutes(key=key, submitter=submitter, fetcher=peers.fetcher, store=store,
+                         clock=clock),
         WebSocketEndpoint(config=config, auth=auth, store=store, hub=hub, mailbox=mailbox,
                           submitter=submitter, metrics=metrics),
     ]  # fmt: skip
@@ -87,6 +94,7 @@ def create_app(
         app.add_routes(part.routes())
     app[PARTS] = {"config": config, "store": store, "key": key, "hub": hub, "metrics": metrics,
                   "limiter": limiter, "submitter": submitter, "auth": auth}  # fmt: skip
+    app.cleanup_ctx.append(peers.lifespan)
     app.cleanup_ctx.append(_sweeper(store, limiter, metrics, clock, config.expire_interval_s))
 
     async def close_sockets(_: web.Application) -> None:

@@ -54,6 +54,10 @@ class ServerConfig:
     open_mode: bool = False  #: accept mail for any address, not only registered ones
     registration: Registration = Registration.OPEN
     invites: frozenset[str] = frozenset()  #: invite codes, each usable once
+    #: peers reached over plain HTTP (development); all others over verified HTTPS
+    insecure_peers: frozenset[str] = frozenset()
+    #: a PEM CA bundle to trust for peers instead of the system's (tests, private networks)
+    peer_ca_file: Path | None = None
     session_ttl_ms: int = 30 * DAY_MS
     challenge_ttl_ms: int = 5 * 60_000
     pending_quota: int = MAX_PENDING_PER_ADDRESS  #: pending messages per recipient (429)
@@ -142,6 +146,8 @@ ENV_VARS = {
     "FLUX_LEGACY_TOKENS": "legacy_tokens",
     "FLUX_ACCESS_LOG": "access_log",
     "FLUX_INVITES": "invites",
+    "FLUX_INSECURE_PEERS": "insecure_peers",
+    "FLUX_PEER_CA": "peer_ca_file",
 }
 
 
@@ -168,7 +174,8 @@ def _path(value: Any, source: str) -> Path | None:
     return None if value is None or value == "" else Path(value)
 
 
-def _invites(value: Any, source: str) -> frozenset[str]:
+def _name_set(value: Any, source: str) -> frozenset[str]:
+    """A comma-separated string (or an iterable) of names."""
     items = value.split(",") if isinstance(value, str) else list(value)
     return frozenset(str(i).strip() for i in items if str(i).strip())
 
@@ -220,7 +227,9 @@ _PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "legacy_tokens": _bool,
     "access_log": _bool,
     "open_mode": _bool,
-    "invites": _invites,
+    "invites": _name_set,
+    "insecure_peers": _name_set,
+    "peer_ca_file": _path,
     "ws_heartbeat_s": _float,
     "ws_auth_timeout_s": _float,
     "expire_interval_s": _float,

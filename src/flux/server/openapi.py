@@ -224,6 +224,14 @@ def paths() -> dict[str, Any]:
         "/federation/resolve/{name}": {"get": op(
             "The key of an address hosted here", ok_obj(address=ADDRESS, pub=B64),
             params=[path_param("name", {"type": "string"})], errors=("404",))},
+        "/federation/deliver": {"post": op(
+            "A peer server hands on sealed messages (signed request, docs/FEDERATION.md)",
+            ok_obj(txn={"type": "string"}, results={"type": "array",
+                   "items": {"type": "object"}}),
+            body=obj(["txn", "from_server", "messages"], txn={"type": "string"},
+                     from_server={"type": "string"},
+                     messages={"type": "array", "items": {"type": "object"}}),
+            errors=("401",))},
         "/integrity/verify": {"post": op(
             "Check a message's signature and integrity chain (a report, not a refusal)",
             ok_obj(signature=obj(["valid"], valid={"type": "boolean"}),

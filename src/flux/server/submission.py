@@ -37,6 +37,7 @@ from typing import Any
 from ..protocol.chain import (
     LOCAL_DELIVERY,
     ChainVerdict,
+    KeyLookup,
     ServerSigner,
     append_hop,
     verify_chain,
@@ -44,6 +45,7 @@ from ..protocol.chain import (
 from ..protocol.envelope import Envelope, body_hash, for_storage, verify_envelope
 from ..protocol.errors import ChainError
 from ..protocol.spam import RateLimiter, check_spam
+from ..protocol.tamper import bound_seal
 from ..store.base import Incoming, MessageStatus, Store, StoreOutcome
 from . import wire
 from .errors import Conflict, Quarantined, QuotaExceeded, SpamRefused, UnknownRecipient
@@ -115,7 +117,33 @@ class Submitter:
             msg = for_storage(msg)
         now = self.clock()
         env = verify_envelope(msg, now_ms=now)
-        cv = self._check_chain(env)
+        return await self._deliver(env, now, self._check_chain(env), started)
+
+    async def accept_relayed(self, msg: Any, *, peer: str, keys: KeyLookup) -> SubmitResult:
+        """A message the server `peer` handed on (POST /federation/deliver).
+
+        No freshness check: queued mail may be days old. The last record must be `peer`'s
+        seal handing exactly this message to this server, and the whole chain must verify
+        under the keys each server publishes (`keys` must hold them already). Raises the
+        verification errors of `submit`; the caller looks for a provable offense.
+        """
+        started = time.perf_counter()
+        if isinstance(msg, dict):
+            msg = for_storage(msg)
+        env = verify_envelope(msg)
+        last = bound_seal(env.data, keys, self.signer.name)
+        if last is None or last["server"] != peer:
+            raise ChainError(
+                f"the last hop is not {peer}'s seal handing this message to this server",
+                field="integrity_chain",
+            )
+        verify_chain(env.data, keys).raise_for_failure()
+        return await self._deliver(env, self.clock(), ChainVerdict.PASS, started)
+
+    async def _deliver(
+        self, env: Envelope, now: int, cv: ChainVerdict, started: float
+    ) -> SubmitResult:
+        """The steps after authenticity: route, recipients, dedupe, spam, store, push."""
         await self._check_route(env)
         outcomes, fresh = await self._dedupe(env, await self._hosted(env))
         if fresh:

@@ -2,8 +2,9 @@
 needs (no service locator) whose `routes()` lists its aiohttp route definitions."""
 
 from .auth import AuthRoutes
+from .federation import FederationRoutes
 from .integrity import IntegrityRoutes
 from .mail import MailRoutes
 from .ops import OpsRoutes
 
-__all__ = ["AuthRoutes", "IntegrityRoutes", "MailRoutes", "OpsRoutes"]
+__all__ = ["AuthRoutes", "FederationRoutes", "IntegrityRoutes", "MailRoutes", "OpsRoutes"]

@@ -1,0 +1,122 @@
+"""Inbound federation: POST /federation/deliver (docs/FEDERATION.md).
+
+A peer hands this server a batch of messages, each sealed to it. The request is signed by
+the peer's key (RFC 9421 style), checked under the keys the peer publishes. Each message
+then goes through `Submitter.accept_relayed` (signature without freshness, the peer's seal
+to this server, the whole chain under published keys, then the usual route, recipient,
+dedupe, spam and storage steps). A message that fails is refused in the answer; if the
+failure is *provable* against the peer (its own seal over a forgery, §7.4), the peer gets
+a strike, counted once per proof. Delivery is idempotent: a retried batch is answered with
+`duplicate` for what is already stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from aiohttp import web
+
+from ...federation.keys import KeyFetcher
+from ...federation.signing import claimed_server, verify_request
+from ...protocol.chain import PublishedKey, servers_in_chain
+from ...protocol.errors import BadRequestSignature, FluxError, InvalidValue, WrongType
+from ...protocol.tamper import find_offense
+from ...store.base import Store, Strike
+from .. import wire
+from ..keys import ServerKey
+from ..submission import Submitter
+
+MAX_BATCH = 100
+
+
+class FederationRoutes:
+    def __init__(
+        self,
+        *,
+        key: ServerKey,
+        submitter: Submitter,
+        fetcher: Callable[[], KeyFetcher],
+        store: Store,
+        clock: Callable[[], int],
+    ) -> None:
+        self.key = key
+        self.name = key.signer.name
+        self.submitter = submitter
+        self.fetcher = fetcher  # made when the app starts (it needs the running loop)
+        self.store = store
+        self.clock = clock
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/federation/deliver", self.deliver)]
+
+    def keys(self, server: str) -> Iterable[PublishedKey]:
+        if server == self.name:
+            return [self.key.published()]
+        return self.fetcher().cache.lookup(server)
+
+    async def deliver(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        peer = await self._authenticate(request, body)
+        batch = wire.parse_json(body)
+        messages = self._messages(batch, peer)
+        fetcher = self.fetcher()
+        await fetcher.prefetch(
+            s
+            for m in messages
+            if isinstance(m, dict)
+            for s in servers_in_chain(m)
+            if s != self.name
+        )
+        results = [await self._accept(msg, peer) for msg in messages]
+        return wire.ok(txn=batch["txn"], results=results)
+
+    async def _authenticate(self, request: web.Request, body: bytes) -> str:
+        server = claimed_server(request.headers)
+        if server is None:
+            raise BadRequestSignature("Signature-Input names no server", field="Signature-Input")
+        fetcher = self.fetcher()
+        for after_miss in (False, True):  # a rotated key: refresh once, within the rules
+            await fetcher.keys(server, after_miss=after_miss)
+            try:
+                signed = verify_request(
+                    request.method, request.path_qs, request.headers, body,
+                    keys=self.keys, now_s=self.clock() // 1000, authority=self.name,
+                )  # fmt: skip
+                return signed.server
+            except BadRequestSignature:
+                if after_miss:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _messages(self, batch: Any, peer: str) -> list[Any]:
+        if not isinstance(batch, dict):
+            raise WrongType("a delivery is a JSON object", field="body")
+        if not isinstance(batch.get("txn"), str) or not 1 <= len(batch["txn"]) <= 64:
+            raise InvalidValue("txn must be a string of 1-64 characters", field="txn")
+        if batch.get("from_server") != peer:
+            raise InvalidValue("from_server is not the server that signed", field="from_server")
+        messages = batch.get("messages")
+        if not isinstance(messages, list) or not 1 <= len(messages) <= MAX_BATCH:
+            raise InvalidValue(f"messages must list 1-{MAX_BATCH} envelopes", field="messages")
+        return messages
+
+    async def _accept(self, msg: Any, peer: str) -> dict[str, Any]:
+        msg_id = msg.get("id") if isinstance(msg, dict) else None
+        try:
+            result = await self.submitter.accept_relayed(msg, peer=peer, keys=self.keys)
+            return {"id": result.id, "recipients": result.recipients}
+        except FluxError as exc:
+            struck = await self._strike(msg, peer) if isinstance(msg, dict) else False
+            return {"id": msg_id, "refused": exc.code, "error": exc.message, "struck": struck}
+
+    async def _strike(self, msg: dict[str, Any], peer: str) -> bool:
+        offense = find_offense(msg, self.keys, receiver=self.name)
+        if offense is None or offense.offender != peer:
+            return False
+        strike = Strike(
+            offense.offender, offense.proof_id, str(offense.kind), self.name, offense.msg_id,
+            self.clock(),
+        )  # fmt: skip
+        await self.store.add_strike(strike)
+        return True

@@ -1,0 +1,155 @@
+"""POST /federation/deliver between real servers on 127.0.0.1 (HTTP, peers listed insecure;
+tests/federation/test_fed_keys.py covers verified HTTPS)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import uuid
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from flux.federation.signing import sign_request
+from flux.protocol import (
+    ChainVerdict,
+    Identity,
+    PublishedKey,
+    ServerSigner,
+    append_hop,
+    compose,
+    verify_chain,
+    verify_envelope,
+)
+from flux.server.app import PARTS
+from flux.server.config import ServerConfig
+from flux.server.runner import RunningServer, start_server
+
+ALICE, BOB = Identity.generate(), Identity.generate()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+async def servers(tmp_path: Path):
+    """Three servers that know each other as insecure (plain HTTP) peers: a, x (a relay), b."""
+    ports = {name: free_port() for name in ("a", "x", "b")}
+    names = {n: f"127.0.0.1:{p}" for n, p in ports.items()}
+    running: dict[str, RunningServer] = {}
+    for n, port in ports.items():
+        config = ServerConfig.from_env(
+            {}, host="127.0.0.1", port=port, domain=names[n], data_dir=tmp_path / n,
+            backend="memory", open_mode=True, insecure_peers=frozenset(names.values()),
+        )  # fmt: skip
+        running[n] = await start_server(config)
+    try:
+        yield running
+    finally:
+        for server in running.values():
+            await server.stop()
+
+
+def signer(server: RunningServer) -> ServerSigner:
+    return server.app[PARTS]["key"].signer
+
+
+def name(server: RunningServer) -> str:
+    return signer(server).name
+
+
+def message(content: str = "hello across servers") -> dict:
+    return compose(ALICE, BOB.address, content, now_ms=int(time.time() * 1000)).primary
+
+
+async def deliver(frm: ServerSigner, to: RunningServer, messages: list[dict], **headers: str):
+    body = json.dumps(
+        {"txn": uuid.uuid4().hex, "from_server": frm.name, "messages": messages}
+    ).encode()
+    signed = sign_request(frm, "POST", name(to), "/federation/deliver", body,
+                          now_s=int(time.time()))  # fmt: skip
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{to.url}/federation/deliver", data=body, headers={**signed, **headers}) as r,
+    ):
+        return r.status, await r.json()
+
+
+async def stored(server: RunningServer, msg_id: str):
+    return await server.store.get(BOB.address, msg_id)
+
+
+async def test_a_sealed_message_is_delivered_once_and_verifies(servers) -> None:
+    a, b = servers["a"], servers["b"]
+    sealed = append_hop(message(), signer(a), next_hop=name(b), now_ms=int(time.time() * 1000))
+    status, answer = await deliver(signer(a), b, [sealed])
+    assert status == 200, answer
+    assert answer["results"][0]["recipients"] == {BOB.address: "stored"}
+    row = await stored(b, sealed["id"])
+    assert [h["server"] for h in row.envelope["integrity_chain"]] == [name(a), name(b)]
+    keys = {name(s): [PublishedKey(signer(s).identity.public_key)] for s in (a, b)}
+    verify_envelope(row.envelope)
+    assert verify_chain(row.envelope, lambda n: keys.get(n, [])).verdict is ChainVerdict.PASS
+    # The same transaction again (a retry after a lost answer) changes nothing.
+    status, again = await deliver(signer(a), b, [sealed])
+    assert again["results"][0]["recipients"] == {BOB.address: "duplicate"}
+
+
+async def test_a_relay_that_alters_content_is_refused_and_struck(servers) -> None:
+    a, x, b = servers["a"], servers["x"], servers["b"]
+    now = int(time.time() * 1000)
+    via_a = append_hop(message(), signer(a), next_hop=name(x), now_ms=now)
+    forged = append_hop(
+        {**via_a, "content": "pay mallory instead"}, signer(x), next_hop=name(b), now_ms=now + 1
+    )
+    status, answer = await deliver(signer(x), b, [forged])
+    assert status == 200
+    result = answer["results"][0]
+    assert result["refused"] == "bad_signature" and result["struck"] is True
+    assert await stored(b, forged["id"]) is None
+    async with aiohttp.ClientSession() as http, http.get(f"{b.url}/integrity/reputation") as r:
+        standing = await r.json()
+    assert standing["strikes"] == {name(x): 1}  # x, and only x
+    # The same proof again does not count twice.
+    await deliver(signer(x), b, [forged])
+    async with aiohttp.ClientSession() as http, http.get(f"{b.url}/integrity/reputation") as r:
+        assert (await r.json())["strikes"] == {name(x): 1}
+
+
+async def test_a_message_sealed_for_another_server_is_refused_without_blame(servers) -> None:
+    a, x, b = servers["a"], servers["x"], servers["b"]
+    for_x = append_hop(message(), signer(a), next_hop=name(x), now_ms=int(time.time() * 1000))
+    _, answer = await deliver(signer(a), b, [for_x])  # replayed to b
+    assert answer["results"][0]["refused"] == "chain_invalid"
+    assert answer["results"][0]["struck"] is False
+    assert await stored(b, for_x["id"]) is None
+
+
+async def test_an_unsigned_or_forged_request_is_401_and_stores_nothing(servers) -> None:
+    a, b = servers["a"], servers["b"]
+    sealed = append_hop(message(), signer(a), next_hop=name(b), now_ms=int(time.time() * 1000))
+    impostor = ServerSigner(name(a), Identity.generate())  # a's name, not a's key
+    status, answer = await deliver(impostor, b, [sealed])
+    assert status == 401 and answer["code"] == "bad_request_signature"
+    body = json.dumps({"txn": "1", "from_server": name(a), "messages": [sealed]})
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{b.url}/federation/deliver", data=body) as r,
+    ):
+        assert r.status == 401 and (await r.json())["code"] == "bad_request_signature"
+    assert await stored(b, sealed["id"]) is None
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [[], "x", [1] * 101],
+)
+async def test_a_malformed_batch_is_a_400(servers, batch) -> None:
+    a, b = servers["a"], servers["b"]
+    status, answer = await deliver(signer(a), b, batch)  # type: ignore[arg-type]
+    assert status == 400 and answer["field"] == "messages"

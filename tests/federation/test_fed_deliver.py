@@ -16,10 +16,13 @@ from flux.federation.signing import sign_request
 from flux.protocol import (
     ChainVerdict,
     Identity,
+    Offense,
     PublishedKey,
     ServerSigner,
     append_hop,
+    build_report,
     compose,
+    find_offense,
     verify_chain,
     verify_envelope,
 )
@@ -153,3 +156,49 @@ async def test_a_malformed_batch_is_a_400(servers, batch) -> None:
     a, b = servers["a"], servers["b"]
     status, answer = await deliver(signer(a), b, batch)  # type: ignore[arg-type]
     assert status == 400 and answer["field"] == "messages"
+
+
+async def reputation(server: RunningServer) -> dict:
+    async with aiohttp.ClientSession() as http, http.get(f"{server.url}/integrity/reputation") as r:
+        return await r.json()
+
+
+async def post_report(server: RunningServer, report: dict) -> tuple[int, dict]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{server.url}/integrity/tamper_report", json=report) as r,
+    ):
+        return r.status, await r.json()
+
+
+async def test_a_tamper_report_is_re_proven_before_it_counts(servers) -> None:
+    a, x, b = servers["a"], servers["x"], servers["b"]
+    now = int(time.time() * 1000)
+    via_a = append_hop(message(), signer(a), next_hop=name(x), now_ms=now)
+    forged = append_hop(
+        {**via_a, "content": "altered by x"}, signer(x), next_hop=name(b), now_ms=now + 1
+    )
+    offense = find_offense(forged, lambda n: published(servers, n), receiver=name(b))
+    report = build_report(offense, signer(b), now_ms=now + 2)
+    # a fetches b's and x's keys from their own servers, re-proves it, and counts it once.
+    status, answer = await post_report(a, report)
+    assert status == 200 and answer["offender"] == name(x) and answer["counted"] is True
+    status, again = await post_report(a, report)
+    assert again["counted"] is False
+    assert (await reputation(a))["strikes"] == {name(x): 1}
+    # A report that blames the honest server a for x's seal is refused and counts nothing.
+    framed = build_report(
+        Offense(offense.kind, name(a), offense.msg_id, offense.proof_id, forged, ""),
+        signer(b), now_ms=now + 3,
+    )  # fmt: skip
+    status, refused = await post_report(x, framed)
+    assert status == 400 and refused["code"] == "invalid_proof"
+    assert (await reputation(x))["strikes"] == {}
+
+
+def published(servers: dict[str, RunningServer], server_name: str) -> list[PublishedKey]:
+    return [
+        PublishedKey(signer(s).identity.public_key)
+        for s in servers.values()
+        if name(s) == server_name
+    ]

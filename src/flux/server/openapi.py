@@ -232,6 +232,11 @@ def paths() -> dict[str, Any]:
                      from_server={"type": "string"},
                      messages={"type": "array", "items": {"type": "object"}}),
             errors=("401",))},
+        "/integrity/tamper_report": {"post": op(
+            "A tamper report from a peer, re-proven here before it counts (PROTOCOL.md §7.6)",
+            ok_obj(offender={"type": "string"}, kind={"type": "string"},
+                   proof_id={"type": "string"}, counted={"type": "boolean"}),
+            body={"type": "object"})},
         "/integrity/verify": {"post": op(
             "Check a message's signature and integrity chain (a report, not a refusal)",
             ok_obj(signature=obj(["valid"], valid={"type": "boolean"}),

@@ -21,7 +21,7 @@ from ...federation.keys import KeyFetcher
 from ...federation.signing import claimed_server, verify_request
 from ...protocol.chain import PublishedKey, servers_in_chain
 from ...protocol.errors import BadRequestSignature, FluxError, InvalidValue, WrongType
-from ...protocol.tamper import find_offense
+from ...protocol.tamper import Offense, find_offense, validate_report_flow
 from ...store.base import Store, Strike
 from .. import wire
 from ..keys import ServerKey
@@ -48,7 +48,10 @@ class FederationRoutes:
         self.clock = clock
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post("/federation/deliver", self.deliver)]
+        return [
+            web.post("/federation/deliver", self.deliver),
+            web.post("/integrity/tamper_report", self.tamper_report),
+        ]
 
     def keys(self, server: str) -> Iterable[PublishedKey]:
         if server == self.name:
@@ -114,9 +117,32 @@ class FederationRoutes:
         offense = find_offense(msg, self.keys, receiver=self.name)
         if offense is None or offense.offender != peer:
             return False
+        await self._record(offense, self.name)
+        return True
+
+    async def _record(self, offense: Offense, reporter: str) -> bool:
+        """Count a proven offense once per proof; True when it was new."""
         strike = Strike(
-            offense.offender, offense.proof_id, str(offense.kind), self.name, offense.msg_id,
+            offense.offender, offense.proof_id, str(offense.kind), reporter, offense.msg_id,
             self.clock(),
         )  # fmt: skip
-        await self.store.add_strike(strike)
-        return True
+        return await self.store.add_strike(strike)
+
+    async def tamper_report(self, request: web.Request) -> web.Response:
+        """A report from another server: re-proven here, with keys fetched from each named
+        server's own domain, before it counts (PROTOCOL.md §7.6). Raises InvalidProof."""
+        report = await wire.read_object(request)
+        flow = validate_report_flow(report)
+        try:
+            server = next(flow)
+            while True:
+                if server != self.name:
+                    await self.fetcher().keys(server)
+                server = flow.send(tuple(self.keys(server)))
+        except StopIteration as done:
+            offense: Offense = done.value
+        counted = await self._record(offense, report["reporter"])
+        return wire.ok(
+            offender=offense.offender, kind=str(offense.kind), proof_id=offense.proof_id,
+            counted=counted,
+        )  # fmt: skip

@@ -103,25 +103,25 @@ async def test_a_sealed_message_is_delivered_once_and_verifies(servers) -> None:
     assert again["results"][0]["recipients"] == {BOB.address: "duplicate"}
 
 
-async def test_a_relay_that_alters_content_is_refused_and_struck(servers) -> None:
+def forged_by_x(servers: dict[str, RunningServer], content: str) -> dict:
+    """a seals a message to x; x alters its content and seals it on to b."""
     a, x, b = servers["a"], servers["x"], servers["b"]
     now = int(time.time() * 1000)
     via_a = append_hop(message(), signer(a), next_hop=name(x), now_ms=now)
-    forged = append_hop(
-        {**via_a, "content": "pay mallory instead"}, signer(x), next_hop=name(b), now_ms=now + 1
-    )
+    return append_hop({**via_a, "content": content}, signer(x), next_hop=name(b), now_ms=now + 1)
+
+
+async def test_a_relay_that_alters_content_is_refused_and_struck(servers) -> None:
+    x, b = servers["x"], servers["b"]
+    forged = forged_by_x(servers, "pay mallory instead")
     status, answer = await deliver(signer(x), b, [forged])
     assert status == 200
     result = answer["results"][0]
     assert result["refused"] == "bad_signature" and result["struck"] is True
     assert await stored(b, forged["id"]) is None
-    async with aiohttp.ClientSession() as http, http.get(f"{b.url}/integrity/reputation") as r:
-        standing = await r.json()
-    assert standing["strikes"] == {name(x): 1}  # x, and only x
-    # The same proof again does not count twice.
-    await deliver(signer(x), b, [forged])
-    async with aiohttp.ClientSession() as http, http.get(f"{b.url}/integrity/reputation") as r:
-        assert (await r.json())["strikes"] == {name(x): 1}
+    assert (await reputation(b))["strikes"] == {name(x): 1}  # x, and only x
+    await deliver(signer(x), b, [forged])  # the same proof again does not count twice
+    assert (await reputation(b))["strikes"] == {name(x): 1}
 
 
 async def test_a_message_sealed_for_another_server_is_refused_without_blame(servers) -> None:
@@ -174,10 +174,7 @@ async def post_report(server: RunningServer, report: dict) -> tuple[int, dict]:
 async def test_a_tamper_report_is_re_proven_before_it_counts(servers) -> None:
     a, x, b = servers["a"], servers["x"], servers["b"]
     now = int(time.time() * 1000)
-    via_a = append_hop(message(), signer(a), next_hop=name(x), now_ms=now)
-    forged = append_hop(
-        {**via_a, "content": "altered by x"}, signer(x), next_hop=name(b), now_ms=now + 1
-    )
+    forged = forged_by_x(servers, "altered by x")
     offense = find_offense(forged, lambda n: published(servers, n), receiver=name(b))
     report = build_report(offense, signer(b), now_ms=now + 2)
     # a fetches b's and x's keys from their own servers, re-proves it, and counts it once.

@@ -12,7 +12,7 @@ import sys
 import typer
 
 from .. import __version__
-from . import demo, keys, mail, server
+from . import admin, demo, keys, mail, server
 from ._common import fail
 
 __all__ = ["app", "main"]
@@ -31,6 +31,7 @@ for command in (
     mail.read, mail.watch, keys.verify, demo.demo,
 ):  # fmt: skip
     app.command()(command)
+app.add_typer(admin.admin, name="admin")
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,91 @@
+"""`flux admin …`: operator commands that work on a server's data directory directly.
+
+They open the same database the server uses (SQLite in WAL mode lets them run beside a
+live server) and change only what the operator asks: reputation overrides. The server reads
+strikes and overrides from the store on every check, so a change applies at once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import typer
+from rich.table import Table
+
+from ..server.config import ServerConfig
+from ..server.reputation import Reputation
+from ..server.runner import open_configured_store
+from ..store.base import Store
+from ._common import CliError, out, run
+
+admin = typer.Typer(help="Operate a server: reputation and quarantine.", no_args_is_help=True)
+
+DataDirOption = typer.Option(None, "--data-dir", help="The server's data directory.")
+T = TypeVar("T")
+Action = Callable[[Store, Reputation, int], Awaitable[T]]
+
+
+def _config(data_dir: Path | None) -> ServerConfig:
+    overrides = {"data_dir": data_dir} if data_dir is not None else {}
+    config = ServerConfig.from_env(os.environ, **overrides)
+    if not config.database.exists():
+        raise CliError(f"no FLUX database at {config.database}")
+    return config
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+async def _with_reputation(config: ServerConfig, action: Action[T]) -> T:
+    store = open_configured_store(config, _now_ms)
+    await store.open()
+    try:
+        return await action(store, Reputation(store, config.quarantine_threshold), _now_ms())
+    finally:
+        await store.close()
+
+
+@admin.command()
+def reputation(data_dir: Path | None = DataDirOption) -> None:
+    """Strikes (distinct proofs) per server, and who is quarantined."""
+
+    async def show(store: Store, rep: Reputation, _now: int):
+        return await rep.standing(), await store.quarantine_overrides()
+
+    standing, overrides = run(_with_reputation(_config(data_dir), show))
+    table = Table(title="reputation")
+    for column in ("server", "strikes", "quarantined", "operator override"):
+        table.add_column(column)
+    servers = sorted(set(standing.strikes) | set(overrides))
+    for server in servers:
+        override = {True: "lifted", False: "imposed"}.get(overrides.get(server), "")
+        quarantined = "yes" if server in standing.quarantined else "no"
+        table.add_row(server, str(standing.strikes.get(server, 0)), quarantined, override)
+    out.print(table if servers else "no strikes, no quarantine")
+
+
+def _override(data_dir: Path | None, server: str, lifted: bool) -> None:
+    async def apply(store: Store, rep: Reputation, now: int):
+        await store.set_quarantine_override(server, lifted, now)
+        return await rep.standing()
+
+    standing = run(_with_reputation(_config(data_dir), apply))
+    state = "quarantined" if server in standing.quarantined else "not quarantined"
+    out.print(f"✓ {server} is now {state}")
+
+
+@admin.command()
+def lift(server: str, data_dir: Path | None = DataDirOption) -> None:
+    """Lift a server's quarantine (its strikes stay on record)."""
+    _override(data_dir, server, True)
+
+
+@admin.command()
+def quarantine(server: str, data_dir: Path | None = DataDirOption) -> None:
+    """Quarantine a server by operator decision, whatever its strikes."""
+    _override(data_dir, server, False)

@@ -1,0 +1,54 @@
+"""`flux admin`: reputation and quarantine, on a server's real SQLite database."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from cli_helpers import flux
+
+from flux.store import SQLiteStore
+from flux.store.base import Strike
+
+
+def seed_strikes(data_dir: Path, offender: str, count: int) -> None:
+    async def go() -> None:
+        store = SQLiteStore(data_dir / "flux.db")
+        await store.open()
+        try:
+            for n in range(count):
+                await store.add_strike(
+                    Strike(offender, f"proof-{n}", "forged_body", "b.example", f"{n:032x}", n)
+                )
+        finally:
+            await store.close()
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    asyncio.run(go())
+
+
+def test_reputation_lift_and_impose(tmp_path: Path) -> None:
+    seed_strikes(tmp_path, "x.example", 3)
+    shown = flux("admin", "reputation", "--data-dir", str(tmp_path))
+    assert shown.returncode == 0, shown.stderr
+    row = next(line for line in shown.stdout.splitlines() if "x.example" in line)
+    assert "3" in row and "yes" in row
+
+    lifted = flux("admin", "lift", "x.example", "--data-dir", str(tmp_path))
+    assert lifted.returncode == 0 and "x.example is now not quarantined" in lifted.stdout
+    row = next(
+        line
+        for line in flux("admin", "reputation", "--data-dir", str(tmp_path)).stdout.splitlines()
+        if "x.example" in line
+    )
+    assert "no" in row and "lifted" in row and "3" in row  # strikes stay on record
+
+    imposed = flux("admin", "quarantine", "y.example", "--data-dir", str(tmp_path))
+    assert imposed.returncode == 0 and "y.example is now quarantined" in imposed.stdout
+
+
+def test_a_missing_database_is_one_line_of_error(tmp_path: Path) -> None:
+    result = flux("admin", "reputation", "--data-dir", str(tmp_path / "nowhere"))
+    assert result.returncode == 1
+    assert "no FLUX database" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

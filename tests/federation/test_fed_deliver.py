@@ -3,6 +3,7 @@ tests/federation/test_fed_keys.py covers verified HTTPS)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
@@ -112,7 +113,7 @@ def forged_by_x(servers: dict[str, RunningServer], content: str) -> dict:
 
 
 async def test_a_relay_that_alters_content_is_refused_and_struck(servers) -> None:
-    x, b = servers["x"], servers["b"]
+    a, x, b = servers["a"], servers["x"], servers["b"]
     forged = forged_by_x(servers, "pay mallory instead")
     status, answer = await deliver(signer(x), b, [forged])
     assert status == 200
@@ -120,8 +121,15 @@ async def test_a_relay_that_alters_content_is_refused_and_struck(servers) -> Non
     assert result["refused"] == "bad_signature" and result["struck"] is True
     assert await stored(b, forged["id"]) is None
     assert (await reputation(b))["strikes"] == {name(x): 1}  # x, and only x
+    # b reported it to a (a sealed record of the chain), never to x; a re-proved and counted it.
+    sent = list(b.app[PARTS]["reports"].pending)
+    assert len(sent) == 1
+    await asyncio.gather(*sent)
+    assert (await reputation(a))["strikes"] == {name(x): 1}
+    assert (await reputation(x))["strikes"] == {}
     await deliver(signer(x), b, [forged])  # the same proof again does not count twice
     assert (await reputation(b))["strikes"] == {name(x): 1}
+    assert not b.app[PARTS]["reports"].pending  # nor is it reported again
 
 
 async def test_a_message_sealed_for_another_server_is_refused_without_blame(servers) -> None:

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from ..federation.peers import PeerClient
+from ..federation.peers import PeerClient, ReportSender
 from ..protocol.chain import ServerSigner
 from ..protocol.spam import RateLimiter
 from ..store.base import Store
@@ -71,6 +71,8 @@ def create_app(
         clock=clock, insecure_peers=config.insecure_peers, ca_file=config.peer_ca_file
     )
 
+    reports = ReportSender(peers, key.signer.name)
+
     def on_error(exc: FluxError) -> None:
         metrics.refused(exc.code)
 
@@ -86,14 +88,15 @@ def create_app(
                   started_at=clock(), open_mode=config.open_mode,
                   registration=str(config.registration)),
         FederationRoutes(key=key, submitter=submitter, fetcher=peers.fetcher, store=store,
-                         clock=clock),
+                         clock=clock, reports=reports),
         WebSocketEndpoint(config=config, auth=auth, store=store, hub=hub, mailbox=mailbox,
                           submitter=submitter, metrics=metrics),
     ]  # fmt: skip
     for part in parts:
         app.add_routes(part.routes())
     app[PARTS] = {"config": config, "store": store, "key": key, "hub": hub, "metrics": metrics,
-                  "limiter": limiter, "submitter": submitter, "auth": auth}  # fmt: skip
+                  "limiter": limiter, "submitter": submitter, "auth": auth,
+                  "reports": reports}  # fmt: skip
     app.cleanup_ctx.append(peers.lifespan)
     app.cleanup_ctx.append(_sweeper(store, limiter, metrics, clock, config.expire_interval_s))
 

@@ -18,10 +18,11 @@ from typing import Any
 from aiohttp import web
 
 from ...federation.keys import KeyFetcher
+from ...federation.peers import ReportSender
 from ...federation.signing import claimed_server, verify_request
 from ...protocol.chain import PublishedKey, servers_in_chain
 from ...protocol.errors import BadRequestSignature, FluxError, InvalidValue, WrongType
-from ...protocol.tamper import Offense, find_offense, validate_report_flow
+from ...protocol.tamper import Offense, build_report, find_offense, validate_report_flow
 from ...store.base import Store, Strike
 from .. import wire
 from ..keys import ServerKey
@@ -39,6 +40,7 @@ class FederationRoutes:
         fetcher: Callable[[], KeyFetcher],
         store: Store,
         clock: Callable[[], int],
+        reports: ReportSender,
     ) -> None:
         self.key = key
         self.name = key.signer.name
@@ -46,6 +48,7 @@ class FederationRoutes:
         self.fetcher = fetcher  # made when the app starts (it needs the running loop)
         self.store = store
         self.clock = clock
+        self.reports = reports
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -117,7 +120,10 @@ class FederationRoutes:
         offense = find_offense(msg, self.keys, receiver=self.name)
         if offense is None or offense.offender != peer:
             return False
-        await self._record(offense, self.name)
+        if await self._record(offense, self.name):
+            # Tell the other servers that sealed it; they re-prove it before counting.
+            report = build_report(offense, self.key.signer, now_ms=self.clock())
+            self.reports.send(report, servers_in_chain(msg))
         return True
 
     async def _record(self, offense: Offense, reporter: str) -> bool:

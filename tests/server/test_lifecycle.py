@@ -305,3 +305,19 @@ async def test_message_relayed_by_another_server_keeps_its_chain(
     spliced = other | {"route": relayed["route"], "integrity_chain": relayed["integrity_chain"]}
     body = await pair.send(spliced, expect=400)
     assert (body["code"], body["field"]) == ("chain_invalid", "integrity_chain[0]")
+
+
+async def test_report_only_mode_counts_but_does_not_refuse(
+    make_server: Any, alice: Any, bob: Any
+) -> None:
+    from flux.store import Strike
+
+    srv = await make_server(open_mode=True, enforce_quarantine=False)
+    for n in range(3):
+        await srv.store.add_strike(Strike("bad.example", f"p{n}", "forged_body", "r.example", "a" * 32, n))  # fmt: skip
+    assert (await srv.get("/integrity/reputation"))["quarantined"] == ["bad.example"]
+    via_bad = srv.message(alice, bob) | {"route": [{"server": "bad.example", "t": 1}]}
+    await srv.send(via_bad)  # accepted: report-only
+    assert await srv.store.get(bob.address, via_bad["id"]) is not None
+    metrics = await srv.client.get("/metrics")
+    assert 'code="quarantined_report_only"' in await metrics.text()

@@ -65,6 +65,7 @@ def create_app(
     submitter = Submitter(
         store=store, signer=key.signer, clock=clock, limiter=limiter, hub=hub, metrics=metrics,
         reputation=reputation, open_mode=config.open_mode, pending_quota=config.pending_quota,
+        enforce_quarantine=config.enforce_quarantine,
     )  # fmt: skip
 
     peers = PeerClient(

@@ -63,6 +63,9 @@ class ServerConfig:
     pending_quota: int = MAX_PENDING_PER_ADDRESS  #: pending messages per recipient (429)
     spam_rate_per_minute: int = 20  #: messages per sender per minute before "rate limit"
     quarantine_threshold: int = TAMPER_STRIKE_THRESHOLD
+    #: False = report-only: strikes are counted and reported, quarantined routes only logged
+    #: (to watch what quarantine would refuse before enforcing it)
+    enforce_quarantine: bool = True
     max_body_bytes: int = 256 * 1024  #: request bodies (413 beyond)
     max_header_bytes: int = 8190  #: one request line or header field
     max_headers: int = 64
@@ -145,6 +148,7 @@ ENV_VARS = {
     "FLUX_REGISTRATION": "registration",
     "FLUX_LEGACY_TOKENS": "legacy_tokens",
     "FLUX_ACCESS_LOG": "access_log",
+    "FLUX_ENFORCE_QUARANTINE": "enforce_quarantine",
     "FLUX_INVITES": "invites",
     "FLUX_INSECURE_PEERS": "insecure_peers",
     "FLUX_PEER_CA": "peer_ca_file",
@@ -226,6 +230,7 @@ _PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "accounts_db": _path,
     "legacy_tokens": _bool,
     "access_log": _bool,
+    "enforce_quarantine": _bool,
     "open_mode": _bool,
     "invites": _name_set,
     "insecure_peers": _name_set,

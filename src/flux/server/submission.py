@@ -94,6 +94,7 @@ class Submitter:
         reputation: Reputation,
         open_mode: bool,
         pending_quota: int,
+        enforce_quarantine: bool = True,
     ) -> None:
         self.store = store
         self.signer = signer
@@ -104,6 +105,7 @@ class Submitter:
         self.reputation = reputation
         self.open_mode = open_mode
         self.pending_quota = pending_quota
+        self.enforce_quarantine = enforce_quarantine
 
     async def submit(self, raw: bytes | str | Any) -> SubmitResult:
         """Run the pipeline on one message (raw JSON, or an already strictly-parsed value).
@@ -180,8 +182,13 @@ class Submitter:
         if not servers:
             return
         bad = sorted(servers & await self.reputation.quarantined())
-        if bad:
-            raise Quarantined(f"the message passed through quarantined {bad[0]}", field="route")
+        if not bad:
+            return
+        if not self.enforce_quarantine:  # report-only: say what enforcing would refuse
+            log.warning("event=quarantine_report_only id=%s via=%s", env.id, ",".join(bad))
+            self.metrics.refused("quarantined_report_only")
+            return
+        raise Quarantined(f"the message passed through quarantined {bad[0]}", field="route")
 
     async def _hosted(self, env: Envelope) -> dict[str, str | None]:
         """recipient -> None if it is served here, else why not."""

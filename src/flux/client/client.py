@@ -21,6 +21,7 @@ from typing import Any
 
 import aiohttp
 
+from ..federation.keys import parse_info
 from ..identity import FluxIdentity
 from ..protocol import (
     ChainCheck,
@@ -452,13 +453,7 @@ class FluxClient:
                 ) from exc
             if status != 200 or not isinstance(body, dict):
                 raise FluxClientError.from_answer(status, body)
-            entries = [*(body.get("keys") or ()), *(body.get("retired_keys") or ())]
-            self._server_keys[server] = [
-                PublishedKey(b64d(k["pub"], length=32), int(k.get("valid_from") or 0),
-                             k.get("valid_until"))
-                for k in entries
-                if isinstance(k, dict) and isinstance(k.get("pub"), str)
-            ]  # fmt: skip
+            self._server_keys[server] = list(parse_info(body))  # the servers' own reading
         return self._server_keys[server]
 
     def decrypt(self, msg: Mapping[str, Any]) -> str:

@@ -80,3 +80,32 @@ async def test_online_verification_checks_seals_against_published_keys(make_clie
     verified = await bob.verify_online(msg)
     assert verified.hops >= 1 and verified.chain.sealed
     assert verified.sender == alice.address
+
+
+async def test_a_domain_delegates_to_its_flux_server_through_well_known(server, make_client):
+    import aiohttp
+    from aiohttp import web
+
+    bob = await make_client()
+    # The domain's own web site (not FLUX) names the FLUX server that serves it.
+    site = web.Application()
+    flux_server = server.url.removeprefix("http://")
+
+    async def well_known(_: web.Request) -> web.Response:
+        return web.json_response({"server": flux_server})
+
+    site.router.add_get("/.well-known/flux", well_known)
+    runner = web.AppRunner(site)
+    await runner.setup()
+    tcp = web.TCPSite(runner, "127.0.0.1", 0)
+    await tcp.start()
+    domain = f"127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            address, pub = await resolve_name(session, domain, bob.identity.address)
+            # and a FLUX server answers for itself
+            async with session.get(f"{server.url}/.well-known/flux") as r:
+                assert (await r.json())["ok"] is True
+    finally:
+        await runner.cleanup()
+    assert (address, pub) == (bob.identity.address, bob.identity.pub_b64())

@@ -87,7 +87,7 @@ async def resolve_name(
     Raises FluxClientError (`resolve_failed`, with the status) when the domain does not
     answer with a binding, and AddressMismatch when the key it gives is not the address's.
     """
-    target = url or resolve_url(domain, name)
+    target = url or resolve_url(await delegated_server(session, domain), name)
     try:
         async with session.get(target) as resp:
             body = await resp.json(content_type=None)
@@ -106,6 +106,21 @@ async def resolve_name(
             body=err.body,
         )
     return _checked_binding(body, f"{name}@{domain}")
+
+
+async def delegated_server(session: aiohttp.ClientSession, domain: str) -> str:
+    """The server `domain` delegates to in /.well-known/flux, or the domain itself.
+
+    The answer only says where to ask: the binding fetched there is still checked (the key
+    must hash to the address), so a wrong delegation cannot substitute a key unseen.
+    """
+    try:
+        async with session.get(f"{domain_url(domain)}/.well-known/flux") as resp:
+            body = await resp.json(content_type=None) if resp.status == 200 else None
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return domain
+    server = body.get("server") if isinstance(body, dict) else None
+    return server.lower() if isinstance(server, str) and _DOMAIN_RE.match(server) else domain
 
 
 def _checked_binding(body: dict, who: str) -> tuple[str, str]:

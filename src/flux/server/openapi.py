@@ -224,6 +224,9 @@ def paths() -> dict[str, Any]:
         "/federation/resolve/{name}": {"get": op(
             "The key of an address hosted here", ok_obj(address=ADDRESS, pub=B64),
             params=[path_param("name", {"type": "string"})], errors=("404",))},
+        "/.well-known/flux": {"get": op(
+            "Delegation: the FLUX server that serves this domain",
+            ok_obj(server={"type": "string"}))},
         "/federation/deliver": {"post": op(
             "A peer server hands on sealed messages (signed request, docs/FEDERATION.md)",
             ok_obj(txn={"type": "string"}, results={"type": "array",

@@ -54,6 +54,7 @@ class OpsRoutes:
             web.get("/openapi.json", self.openapi),
             web.get("/docs", self.docs),
             web.get("/federation/info", self.info),
+            web.get("/.well-known/flux", self.well_known),
             web.get("/federation/resolve/{name}", self.resolve),
         ]
 
@@ -81,6 +82,11 @@ class OpsRoutes:
 
     async def docs(self, request: web.Request) -> web.Response:
         return web.Response(text=self._docs, content_type="text/html")
+
+    async def well_known(self, request: web.Request) -> web.Response:
+        """Where this domain's FLUX server is. A domain whose web site is elsewhere serves
+        the same JSON as a static file there, naming its FLUX server (docs/FEDERATION.md)."""
+        return wire.ok(server=self.key.signer.name)
 
     async def info(self, request: web.Request) -> web.Response:
         published = self.key.published()

@@ -156,14 +156,14 @@ def _require_int(name: str, value: Any) -> None:
         raise InvalidValue(f"{name} is outside ±(2^53-1)", field=name)
 
 
-def _require_address(name: str, value: Any) -> None:
+def require_address(name: str, value: Any) -> None:
     if isinstance(value, str) and ADDRESS_RE.match(value):
         return
     _require_str(name, value)
     raise InvalidValue(f"{name} is not an fx1 address", field=name)
 
 
-def _require_id(name: str, value: Any) -> None:
+def require_id(name: str, value: Any) -> None:
     if isinstance(value, str) and ID_RE.match(value):
         return
     _require_str(name, value)
@@ -205,7 +205,7 @@ def _check_address_list(name: str, value: Any) -> None:
         raise TooLarge(f"{name} has more than {MAX_RECIPIENTS} addresses", field=name)
     for i, item in enumerate(value):
         if not isinstance(item, str) or not ADDRESS_RE.match(item):
-            _require_address(f"{name}[{i}]", item)  # raises; the name is built only then
+            require_address(f"{name}[{i}]", item)  # raises; the name is built only then
 
 
 def _check_tags(name: str, value: Any) -> None:
@@ -267,7 +267,7 @@ def _check_enc_recipients(name: str, value: Any) -> None:
     if len(value) > MAX_RECIPIENTS + 1:
         raise TooLarge("enc_recipients has too many entries", field=name)
     for addr, blob in value.items():
-        _require_address(f"{name} key", addr)
+        require_address(f"{name} key", addr)
         _check_b64(f"{name}.{addr}", blob)
 
 
@@ -300,9 +300,9 @@ def _ignore(name: str, value: Any) -> None:
 
 REQUIRED: dict[str, Check] = {
     "v": _require_str,
-    "id": _require_id,
-    "from": _require_address,
-    "to": _require_address,
+    "id": require_id,
+    "from": require_address,
+    "to": require_address,
     "t": _require_int,
     "content": _check_content,
     "sig": _require_str,
@@ -310,7 +310,7 @@ REQUIRED: dict[str, Check] = {
 }
 OPTIONAL: dict[str, Check] = {
     "subject": _check_subject,
-    "re": _require_id,
+    "re": require_id,
     "cc": _check_address_list,
     "bcc": _check_address_list,
     "tags": _check_tags,

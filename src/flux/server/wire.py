@@ -14,9 +14,8 @@ from typing import Any
 from aiohttp import web
 
 from ..protocol.canonical import loads_strict
-from ..protocol.envelope import ID_RE
+from ..protocol.envelope import require_address, require_id
 from ..protocol.errors import InvalidValue, MalformedJSON, MissingField, TooLarge, WrongType
-from ..protocol.identity import ADDRESS_RE
 from ..protocol.limits import MAX_TAG_CHARS, MAX_TAGS
 from .errors import dumps
 
@@ -77,10 +76,7 @@ def integer(obj: Mapping[str, Any], name: str) -> int:
 
 
 def check_address(value: Any, name: str = "address") -> str:
-    if not isinstance(value, str):
-        raise WrongType(f"{name} must be a string", field=name)
-    if not ADDRESS_RE.match(value):
-        raise InvalidValue(f"{name} is not an fx1 address", field=name)
+    require_address(name, value)  # the envelope's own rule and error, not a copy of it
     return value
 
 
@@ -89,10 +85,7 @@ def address(obj: Mapping[str, Any], name: str = "address") -> str:
 
 
 def check_id(value: Any, name: str = "id") -> str:
-    if not isinstance(value, str):
-        raise WrongType(f"{name} must be a string", field=name)
-    if not ID_RE.match(value):
-        raise InvalidValue(f"{name} must be 32 lower-case hex digits", field=name)
+    require_id(name, value)
     return value
 
 

@@ -155,6 +155,54 @@ class Strike:
 
 
 @dataclass(frozen=True, slots=True)
+class Outbound:
+    """A message to hand to another server: one row of the delivery queue.
+
+    `destination` is where it goes: a domain the sender named for the recipients (resolved
+    to a server when it is sent) or a mesh peer's name. The envelope is kept as this server
+    verified it, without this server's hop: the hop is sealed at each attempt, to the
+    server actually reached.
+    """
+
+    destination: str
+    envelope: Mapping[str, Any]
+    body_hash: str
+    recipients: Sequence[str]  #: the recipients this copy is for there (for bounces)
+    cv: str  #: the chain verdict this server reached on receipt
+    enqueued_at: int
+    via: str = ""  #: "" for direct delivery, else the mesh the copy is relayed through
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """One queued message; `qid` orders the queue (submission order)."""
+
+    qid: int
+    item: Outbound
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A destination claimed by one worker, with its oldest queued messages."""
+
+    destination: str
+    holder: str
+    messages: Sequence[Queued]
+    attempts: int  #: failed attempts since the destination last accepted a batch
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationState:
+    destination: str
+    queued: int
+    oldest_at: int | None
+    attempts: int
+    next_attempt_at: int
+    last_error: str | None
+    leased_until: int  #: 0 when no worker holds it
+
+
+@dataclass(frozen=True, slots=True)
 class Incoming:
     """One message to store for the given local recipients (one transaction)."""
 
@@ -251,6 +299,37 @@ class Store(Protocol):
 
     async def use_nonce(self, nonce: str, expires_at: int, now_ms: int) -> bool:
         """Record a single-use nonce; False if it was used before."""
+
+    # -- the delivery queue (docs/FEDERATION.md, "Delivery queue") ---------------------------
+    async def enqueue(self, items: Sequence[Outbound]) -> int:
+        """Queue durably; a copy already queued for its destination (same body hash) is
+        skipped. Returns how many were added."""
+
+    async def lease(self, holder: str, now_ms: int, lease_ms: int, limit: int) -> Lease | None:
+        """Claim one destination that has queued mail, is due (`next_attempt_at <= now`)
+        and is not held by another live lease; return its oldest `limit` messages in queue
+        order. One destination is held by one worker at a time (one batch in flight per
+        peer); a lease that is not settled by `now + lease_ms` (a dead worker) lapses."""
+
+    async def settle(
+        self,
+        lease: Lease,
+        done: Sequence[int],
+        *,
+        retry_at: int | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Remove the `done` qids and release the lease. `retry_at` None: the peer answered,
+        reset its backoff; else count a failed attempt and wait until `retry_at`."""
+
+    async def wake(self, destination: str) -> bool:
+        """Make a destination due now (its peer was heard from); True if it had mail."""
+
+    async def queue_state(self) -> list[DestinationState]:
+        """Every destination with queued mail, by destination."""
+
+    async def next_due(self) -> int | None:
+        """The earliest `next_attempt_at` (or lease lapse) of any destination with mail."""
 
     # -- reputation -------------------------------------------------------------------------
     async def add_strike(self, strike: Strike) -> bool:

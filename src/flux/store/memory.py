@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from . import _rules
+from ._memory_queue import MemoryQueue
 from .base import (
     Change,
     ChangeKind,
@@ -70,10 +71,11 @@ class _State:
     rowid: int = 0
 
 
-class MemoryStore:
+class MemoryStore(MemoryQueue):
     """The in-memory `Store`. `clock` returns unix ms (for the `expires` hiding rule)."""
 
     def __init__(self, *, clock: Callable[[], int] = _rules.wall_clock_ms) -> None:
+        super().__init__()
         self._clock = clock
         self._s = _State()
 

@@ -24,13 +24,17 @@ from typing import TypeVar
 
 from . import _rules
 from . import _sqlite_ops as ops
+from . import _sqlite_queue as queue
 from ._sqlite_writer import Writer
 from .base import (
     Changes,
+    DestinationState,
     HostedAddress,
     Incoming,
+    Lease,
     ListQuery,
     MessageStatus,
+    Outbound,
     Page,
     Session,
     StoredMessage,
@@ -254,6 +258,34 @@ class SQLiteStore:
             return c.execute(sql, (nonce, expires_at)).rowcount == 1
 
         return await self._write(op)
+
+    # -- the delivery queue -----------------------------------------------------------------
+    async def enqueue(self, items: Sequence[Outbound]) -> int:
+        items = list(items)
+        return await self._write(lambda c: queue.enqueue(c, items))
+
+    async def lease(self, holder: str, now_ms: int, lease_ms: int, limit: int) -> Lease | None:
+        return await self._write(lambda c: queue.lease(c, holder, now_ms, lease_ms, limit))
+
+    async def settle(
+        self,
+        lease: Lease,
+        done: Sequence[int],
+        *,
+        retry_at: int | None = None,
+        error: str | None = None,
+    ) -> None:
+        done = list(done)
+        await self._write(lambda c: queue.settle(c, lease, done, retry_at, error))
+
+    async def wake(self, destination: str) -> bool:
+        return await self._write(lambda c: queue.wake(c, destination))
+
+    async def queue_state(self) -> list[DestinationState]:
+        return await self._read(queue.queue_state)
+
+    async def next_due(self) -> int | None:
+        return await self._read(queue.next_due)
 
     # -- reputation -------------------------------------------------------------------------
     async def add_strike(self, strike: Strike) -> bool:

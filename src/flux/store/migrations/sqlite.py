@@ -11,6 +11,10 @@ Step 1 is the schema of the first release. Notes on it:
   same reason): a page is an index range scan whatever the mailbox size.
 * `hide_at` is the `expires` time (ms > 0); `delete_on_read` is `expires == 0`.
 * `changes.seq` is AUTOINCREMENT, so a seq is never reused even after the newest row goes.
+
+Step 2 adds the delivery queue: `outbound` holds each queued copy once per destination
+(`qid` AUTOINCREMENT is the queue order, never reused), `destinations` the backoff and the
+lease of each destination (docs/FEDERATION.md, "Delivery queue").
 """
 
 from __future__ import annotations
@@ -110,6 +114,33 @@ CREATE TABLE quarantine_overrides (
     lifted  INTEGER NOT NULL,
     set_at  INTEGER NOT NULL
 );
+""",
+    ),
+    Migration(
+        2,
+        "delivery queue",
+        """
+CREATE TABLE outbound (
+    qid          INTEGER PRIMARY KEY AUTOINCREMENT,
+    destination  TEXT NOT NULL,
+    body_hash    TEXT NOT NULL,
+    envelope     TEXT NOT NULL,
+    recipients   TEXT NOT NULL,
+    cv           TEXT NOT NULL,
+    via          TEXT NOT NULL DEFAULT '',
+    enqueued_at  INTEGER NOT NULL,
+    UNIQUE (destination, body_hash)
+);
+
+CREATE TABLE destinations (
+    destination      TEXT PRIMARY KEY,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  INTEGER NOT NULL DEFAULT 0,
+    last_error       TEXT,
+    holder           TEXT,
+    leased_until     INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX destinations_due ON destinations (next_attempt_at);
 """,
     ),
 ]

@@ -1,0 +1,100 @@
+"""The delivery queue of MemoryStore (the rules are in base.py, "the delivery queue")."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .base import DestinationState, Lease, Outbound, Queued
+
+
+@dataclass(slots=True)
+class _Destination:
+    messages: dict[int, Outbound] = field(default_factory=dict)  # qid -> item, in order
+    attempts: int = 0
+    next_attempt_at: int = 0
+    last_error: str | None = None
+    holder: str | None = None
+    leased_until: int = 0
+
+
+class MemoryQueue:
+    def __init__(self) -> None:
+        self._destinations: dict[str, _Destination] = {}
+        self._qid = 0
+
+    async def enqueue(self, items: Sequence[Outbound]) -> int:
+        added = 0
+        for item in items:
+            dest = self._destinations.setdefault(item.destination, _Destination())
+            if any(q.body_hash == item.body_hash for q in dest.messages.values()):
+                continue
+            self._qid += 1
+            dest.messages[self._qid] = item
+            added += 1
+        return added
+
+    async def lease(self, holder: str, now_ms: int, lease_ms: int, limit: int) -> Lease | None:
+        for name, dest in sorted(self._destinations.items(), key=lambda kv: kv[1].next_attempt_at):
+            if not dest.messages or dest.next_attempt_at > now_ms:
+                continue
+            if dest.holder not in (None, holder) and dest.leased_until > now_ms:
+                continue
+            dest.holder, dest.leased_until = holder, now_ms + lease_ms
+            oldest = list(dest.messages.items())[:limit]
+            return Lease(name, holder, [Queued(q, item) for q, item in oldest], dest.attempts)
+        return None
+
+    async def settle(
+        self,
+        lease: Lease,
+        done: Sequence[int],
+        *,
+        retry_at: int | None = None,
+        error: str | None = None,
+    ) -> None:
+        dest = self._destinations.get(lease.destination)
+        if dest is None:
+            return
+        for qid in done:
+            dest.messages.pop(qid, None)
+        if retry_at is None:
+            dest.attempts, dest.next_attempt_at, dest.last_error = 0, 0, None
+        else:
+            dest.attempts, dest.next_attempt_at, dest.last_error = (
+                dest.attempts + 1,
+                retry_at,
+                error,
+            )
+        if dest.holder == lease.holder:
+            dest.holder, dest.leased_until = None, 0
+
+    async def wake(self, destination: str) -> bool:
+        dest = self._destinations.get(destination)
+        if dest is None or not dest.messages:
+            return False
+        dest.next_attempt_at = 0
+        return True
+
+    async def queue_state(self) -> list[DestinationState]:
+        return [
+            DestinationState(
+                name,
+                len(d.messages),
+                min(m.enqueued_at for m in d.messages.values()),
+                d.attempts,
+                d.next_attempt_at,
+                d.last_error,
+                d.leased_until,
+            )
+            for name, d in sorted(self._destinations.items())
+            if d.messages
+        ]
+
+    async def next_due(self) -> int | None:
+        due = [
+            max(d.next_attempt_at, d.leased_until)
+            for d in self._destinations.values()
+            if d.messages
+        ]
+        return min(due, default=None)

@@ -1,0 +1,115 @@
+"""The SQL of SQLiteStore's delivery queue (rules: base.py, "the delivery queue").
+
+Writes run on the writer thread inside a SAVEPOINT, so `lease` (find a due destination,
+then claim it) is atomic against every other writer of the file, other processes included.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+
+from .base import DestinationState, Lease, Outbound, Queued
+
+HAS_MAIL = "EXISTS (SELECT 1 FROM outbound o WHERE o.destination = d.destination)"
+
+
+def enqueue(conn: sqlite3.Connection, items: Sequence[Outbound]) -> int:
+    added = 0
+    for item in items:
+        conn.execute(
+            "INSERT OR IGNORE INTO destinations (destination) VALUES (?)", (item.destination,)
+        )
+        added += conn.execute(
+            """INSERT OR IGNORE INTO outbound
+               (destination, body_hash, envelope, recipients, cv, via, enqueued_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?)""",
+            (item.destination, item.body_hash,
+             json.dumps(item.envelope, ensure_ascii=False, separators=(",", ":")),
+             json.dumps(list(item.recipients)), item.cv, item.via, item.enqueued_at),
+        ).rowcount  # fmt: skip
+    return added
+
+
+def lease(
+    conn: sqlite3.Connection, holder: str, now: int, lease_ms: int, limit: int
+) -> Lease | None:
+    row = conn.execute(
+        f"""SELECT destination, attempts FROM destinations d
+            WHERE next_attempt_at <= :now AND (holder IS NULL OR holder = :holder
+                                               OR leased_until <= :now)
+              AND {HAS_MAIL}
+            ORDER BY next_attempt_at LIMIT 1""",
+        {"now": now, "holder": holder},
+    ).fetchone()
+    if row is None:
+        return None
+    destination, attempts = row
+    conn.execute(
+        "UPDATE destinations SET holder = ?, leased_until = ? WHERE destination = ?",
+        (holder, now + lease_ms, destination),
+    )
+    rows = conn.execute(
+        """SELECT qid, body_hash, envelope, recipients, cv, via, enqueued_at FROM outbound
+           WHERE destination = ? ORDER BY qid LIMIT ?""",
+        (destination, limit),
+    ).fetchall()
+    messages = [
+        Queued(
+            qid, Outbound(destination, json.loads(env), bh, tuple(json.loads(rcpts)), cv, at, via)
+        )
+        for qid, bh, env, rcpts, cv, via, at in rows
+    ]
+    return Lease(destination, holder, messages, attempts)
+
+
+def settle(
+    conn: sqlite3.Connection,
+    lease: Lease,
+    done: Sequence[int],
+    retry_at: int | None,
+    error: str | None,
+) -> None:
+    conn.executemany(
+        "DELETE FROM outbound WHERE qid = ? AND destination = ?",
+        [(qid, lease.destination) for qid in done],
+    )
+    if retry_at is None:
+        backoff = "attempts = 0, next_attempt_at = 0, last_error = NULL"
+        params: tuple = ()
+    else:
+        backoff = "attempts = attempts + 1, next_attempt_at = ?, last_error = ?"
+        params = (retry_at, error)
+    conn.execute(
+        f"""UPDATE destinations SET {backoff},
+                holder = CASE WHEN holder = ? THEN NULL ELSE holder END,
+                leased_until = CASE WHEN holder = ? THEN 0 ELSE leased_until END
+            WHERE destination = ?""",
+        (*params, lease.holder, lease.holder, lease.destination),
+    )
+
+
+def wake(conn: sqlite3.Connection, destination: str) -> bool:
+    cur = conn.execute(
+        f"UPDATE destinations AS d SET next_attempt_at = 0 WHERE destination = ? AND {HAS_MAIL}",
+        (destination,),
+    )
+    return cur.rowcount == 1
+
+
+def queue_state(conn: sqlite3.Connection) -> list[DestinationState]:
+    rows = conn.execute(
+        """SELECT d.destination, COUNT(o.qid), MIN(o.enqueued_at), d.attempts,
+                  d.next_attempt_at, d.last_error, d.leased_until
+           FROM destinations d JOIN outbound o ON o.destination = d.destination
+           GROUP BY d.destination ORDER BY d.destination"""
+    ).fetchall()
+    return [DestinationState(*row) for row in rows]
+
+
+def next_due(conn: sqlite3.Connection) -> int | None:
+    row = conn.execute(
+        f"SELECT MIN(MAX(next_attempt_at, leased_until)) FROM destinations d WHERE {HAS_MAIL}"
+    ).fetchone()
+    return row[0]

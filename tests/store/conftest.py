@@ -1,17 +1,20 @@
 """Fixtures for the store contract: one `store` fixture per implementation.
 
 Every test in test_contract.py runs against each param. PostgreSQL joins when
-FLUX_TEST_POSTGRES_DSN is set (and flux.store.postgres exists); it is skipped otherwise.
+FLUX_TEST_POSTGRES_DSN is set (and flux.store.postgres imports); it is skipped otherwise,
+unless FLUX_TEST_REQUIRE_POSTGRES=1 (CI), where a missing DSN or driver fails the test.
 To add a back end: one entry in STORES building an unopened store on an empty schema
 (PostgreSQL: `PostgresStore(dsn, clock=..., fresh_schema=True)`, a fresh schema per test).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -27,12 +30,34 @@ def clock() -> Clock:
     return Clock()
 
 
-def _postgres(tmp_path, clock):  # pragma: no cover - needs a server
+def _skip_or_fail(reason: str) -> NoReturn:
+    """Skip, or fail where PostgreSQL is mandatory (FLUX_TEST_REQUIRE_POSTGRES=1)."""
+    if os.environ.get("FLUX_TEST_REQUIRE_POSTGRES") == "1":
+        pytest.fail(f"{reason}, and FLUX_TEST_REQUIRE_POSTGRES=1 requires PostgreSQL")
+    pytest.skip(reason)
+
+
+def postgres_dsn() -> str:
+    """FLUX_TEST_POSTGRES_DSN, once flux.store.postgres imports; skips (or fails) otherwise."""
     dsn = os.environ.get("FLUX_TEST_POSTGRES_DSN")
     if not dsn:
-        pytest.skip("FLUX_TEST_POSTGRES_DSN is not set")
-    postgres = pytest.importorskip("flux.store.postgres", reason="no PostgreSQL store yet")
-    return postgres.PostgresStore(dsn, clock=clock, fresh_schema=True)
+        _skip_or_fail("FLUX_TEST_POSTGRES_DSN is not set")
+    try:
+        importlib.import_module("flux.store.postgres")
+    except ImportError as exc:
+        _skip_or_fail(f"flux.store.postgres does not import ({exc})")
+    return dsn
+
+
+@pytest.fixture
+def pg_dsn() -> str:
+    return postgres_dsn()
+
+
+def _postgres(tmp_path, clock):  # pragma: no cover - needs a server
+    from flux.store.postgres import PostgresStore
+
+    return PostgresStore(postgres_dsn(), clock=clock, fresh_schema=True)
 
 
 STORES: dict[str, Callable] = {

@@ -20,7 +20,7 @@ def outbound(destination: str = B, at: int = T0, **fields) -> Outbound:
 
 async def test_enqueue_then_lease_in_queue_order(store):
     items = [outbound() for _ in range(5)]
-    assert await store.enqueue(items) == 5
+    assert await store.enqueue(items) == [True] * 5
     lease = await store.lease("w1", T0, 60_000, 3)
     assert lease.destination == B and lease.holder == "w1" and lease.attempts == 0
     assert [q.item.envelope["id"] for q in lease.messages] == [i.envelope["id"] for i in items[:3]]
@@ -29,10 +29,10 @@ async def test_enqueue_then_lease_in_queue_order(store):
 
 async def test_the_same_copy_is_queued_once_per_destination(store):
     item = outbound()
-    assert await store.enqueue([item]) == 1
-    assert await store.enqueue([item]) == 0
+    assert await store.enqueue([item]) == [True]
+    assert await store.enqueue([item]) == [False]
     other = Outbound(C, item.envelope, item.body_hash, item.recipients, "none", T0)
-    assert await store.enqueue([other]) == 1
+    assert await store.enqueue([other, other]) == [True, False]
     assert {s.destination: s.queued for s in await store.queue_state()} == {B: 1, C: 1}
 
 
@@ -42,6 +42,7 @@ async def test_a_destination_is_held_by_one_worker_until_settled_or_lapsed(store
     second = await store.lease("w2", T0, 1_000, 10)
     assert {first.destination, second.destination} == {B, C}
     assert await store.lease("w3", T0, 1_000, 10) is None  # both held
+    assert await store.lease("w1", T0, 1_000, 10) is None  # by their own holder too
     lapsed = await store.lease("w3", T0 + 1_000, 1_000, 10)  # a dead worker's lease lapses
     assert lapsed is not None and lapsed.holder == "w3"
 

@@ -2,7 +2,11 @@
 
 store = open_store("memory:")              # MemoryStore, for tests
 store = open_store("/var/lib/flux/flux.db") # SQLiteStore (also "sqlite:///abs/path")
+store = open_store("postgresql://db/flux")  # PostgresStore
 await store.open()
+
+`PostgresStore` is importable from here, but lazily: asyncpg is loaded only when it is
+first used, never by a server on SQLite.
 """
 
 from __future__ import annotations
@@ -40,17 +44,34 @@ __all__ = [
 ]  # fmt: skip
 
 
+#: names served by `__getattr__` below, from flux.store.postgres (which imports asyncpg)
+_POSTGRES_NAMES = ("PostgresStore", "DatabaseUnavailable")
+
+
+def __getattr__(name: str) -> object:
+    if name in _POSTGRES_NAMES:
+        from . import postgres
+
+        return getattr(postgres, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def open_store(url: str | Path, *, clock: Callable[[], int] = _rules.wall_clock_ms) -> Store:
     """A store (not yet opened: `await store.open()`) for `url`.
 
     "memory:" → MemoryStore; "sqlite:///abs/path", "sqlite://rel/path" or a plain path →
-    SQLiteStore. Raises ValueError for another scheme (PostgreSQL is not built yet).
+    SQLiteStore; "postgresql://…" (or "postgres://…") → PostgresStore. Raises ValueError
+    for another scheme.
     """
     text = str(url)
     if text in ("memory:", "memory://", ":memory:"):
         return MemoryStore(clock=clock)
     if text.startswith("sqlite://"):
         return SQLiteStore(text.removeprefix("sqlite://"), clock=clock)
+    if text.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresStore
+
+        return PostgresStore(text, clock=clock)
     if "://" in text:
         raise ValueError(f"no store for {text.split('://')[0]!r} URLs")
     return SQLiteStore(text, clock=clock)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -18,10 +19,17 @@ from .base import MAX_PAGE, STATUS_ORDER, Incoming, MessageStatus
 
 DEFAULT_INBOX = "inbox"
 LIVE_STATUSES = (MessageStatus.PENDING, MessageStatus.DELIVERED, MessageStatus.READ)
+#: cursor values are row ids and unix ms: a value past a signed 64-bit integer is no cursor
+_CURSOR_MAX = 2**63 - 1
 
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def envelope_text(envelope: Mapping[str, Any]) -> str:
+    """The envelope as a store keeps it: compact JSON, non-ASCII kept as is."""
+    return json.dumps(envelope, ensure_ascii=False, separators=(",", ":"))
 
 
 def clamp_limit(limit: int) -> int:
@@ -99,7 +107,7 @@ def decode_cursor(cursor: str) -> tuple[int, int]:
     try:
         raw = base64.urlsafe_b64decode(cursor.encode("ascii")).decode("ascii")
         a, b = raw.split(":")
-        if not (a.isdigit() and b.isdigit()):
+        if not (a.isdigit() and b.isdigit()) or max(int(a), int(b)) > _CURSOR_MAX:
             raise ValueError(raw)
         return int(a), int(b)
     except (ValueError, UnicodeError, binascii.Error, AttributeError):

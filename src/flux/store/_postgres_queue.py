@@ -1,0 +1,127 @@
+"""The SQL of PostgresStore's delivery queue (rules: base.py, "the delivery queue").
+
+Writes run in the caller's READ COMMITTED transaction. A lease picks its destination with
+`FOR UPDATE SKIP LOCKED`: workers leasing at the same moment (in this process or others)
+each lock a different due row instead of queueing behind one another, and the row
+lock is re-checked against the latest committed version, so a destination another
+worker has just claimed is passed over. The lease itself is the (holder, leased_until)
+written into the row, which outlives the short transaction and lapses on its own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import asyncpg
+
+from . import _rules
+from ._postgres_ops import rowcount
+from .base import DestinationState, Lease, Outbound, Queued
+
+HAS_MAIL = "EXISTS (SELECT 1 FROM outbound o WHERE o.destination = d.destination)"
+
+
+async def enqueue(conn: asyncpg.Connection, items: Sequence[Outbound]) -> list[bool]:
+    """Per item, in order: True if it was added, False if that copy was already queued."""
+    added = []
+    for item in items:
+        await conn.execute(
+            "INSERT INTO destinations (destination) VALUES ($1) ON CONFLICT DO NOTHING",
+            item.destination,
+        )
+        status = await conn.execute(
+            """INSERT INTO outbound
+                   (destination, body_hash, envelope, recipients, cv, via, enqueued_at)
+               VALUES ($1, $2, $3, $4::text[], $5, $6, $7)
+               ON CONFLICT (destination, body_hash) DO NOTHING""",
+            item.destination, item.body_hash, _rules.envelope_text(item.envelope),
+            list(item.recipients), item.cv, item.via, item.enqueued_at,
+        )  # fmt: skip
+        added.append(rowcount(status) == 1)
+    return added
+
+
+CLAIM = f"""
+WITH due AS (
+    SELECT d.destination FROM destinations d
+    WHERE d.next_attempt_at <= $1 AND (d.holder IS NULL OR d.leased_until <= $1) AND {HAS_MAIL}
+    ORDER BY d.next_attempt_at, d.destination COLLATE "C" LIMIT 1
+    FOR UPDATE OF d SKIP LOCKED
+)
+UPDATE destinations SET holder = $2, leased_until = $3 FROM due
+WHERE destinations.destination = due.destination
+RETURNING destinations.destination, destinations.attempts"""
+
+
+async def lease(
+    conn: asyncpg.Connection, holder: str, now: int, lease_ms: int, limit: int
+) -> Lease | None:
+    claimed = await conn.fetchrow(CLAIM, now, holder, now + lease_ms)
+    if claimed is None:
+        return None
+    destination, attempts = claimed
+    rows = await conn.fetch(
+        """SELECT qid, body_hash, envelope, recipients, cv, via, enqueued_at FROM outbound
+           WHERE destination = $1 ORDER BY qid LIMIT $2""",
+        destination, limit,
+    )  # fmt: skip
+    messages = [
+        Queued(qid, Outbound(destination, json.loads(env), bh, tuple(rcpts), cv, at, via))
+        for qid, bh, env, rcpts, cv, via, at in rows
+    ]
+    return Lease(destination, holder, messages, attempts)
+
+
+async def settle(
+    conn: asyncpg.Connection,
+    lease: Lease,
+    done: Sequence[int],
+    retry_at: int | None,
+    error: str | None,
+) -> None:
+    await conn.execute(
+        "DELETE FROM outbound WHERE destination = $1 AND qid = ANY($2::bigint[])",
+        lease.destination, list(done),
+    )  # fmt: skip
+    if retry_at is None:
+        backoff = "attempts = 0, next_attempt_at = 0, last_error = NULL"
+        args: tuple = ()
+    else:
+        backoff = "attempts = attempts + 1, next_attempt_at = $3, last_error = $4"
+        args = (retry_at, error)
+    # Both CASEs read the row as it was: a lease that lapsed and went to another worker
+    # is not released by its old holder.
+    await conn.execute(
+        f"""UPDATE destinations SET {backoff},
+                holder = CASE WHEN holder = $2 THEN NULL ELSE holder END,
+                leased_until = CASE WHEN holder = $2 THEN 0 ELSE leased_until END
+            WHERE destination = $1""",
+        lease.destination, lease.holder, *args,
+    )  # fmt: skip
+
+
+async def wake(conn: asyncpg.Connection, destination: str) -> bool:
+    status = await conn.execute(
+        f"UPDATE destinations d SET next_attempt_at = 0 WHERE destination = $1 AND {HAS_MAIL}",
+        destination,
+    )
+    return rowcount(status) == 1
+
+
+async def queue_state(conn: asyncpg.Connection) -> list[DestinationState]:
+    rows = await conn.fetch(
+        """SELECT d.destination, COUNT(o.qid), MIN(o.enqueued_at), d.attempts,
+                  d.next_attempt_at, d.last_error, d.leased_until
+           FROM destinations d JOIN outbound o ON o.destination = d.destination
+           GROUP BY d.destination
+           ORDER BY d.destination COLLATE "C"  -- code point order, as in the other stores
+        """
+    )
+    return [DestinationState(*row) for row in rows]
+
+
+async def next_due(conn: asyncpg.Connection) -> int | None:
+    return await conn.fetchval(
+        f"SELECT MIN(GREATEST(next_attempt_at, leased_until)) FROM destinations d WHERE {HAS_MAIL}"
+    )

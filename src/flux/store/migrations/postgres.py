@@ -1,0 +1,203 @@
+"""PostgreSQL schema steps and their runner (framework: migrations/__init__.py).
+
+Step 1 is the same schema as SQLite's step 1 (read the notes in migrations/sqlite.py), in
+PostgreSQL's types:
+
+* Times are BIGINT unix ms; flags are BOOLEAN; a delivery's own tags are a sorted TEXT[]
+  (`delivery_tags` still carries one row per tag, with received_at, for keyset listing
+  by tag through an index).
+* The envelope is TEXT, not JSONB: it comes back exactly as stored (JSONB would reorder
+  keys and refuse some strings), as in SQLite.
+* `deliveries.id` (arrival order, the keyset tie-break) and `changes.seq` are identity
+  columns, i.e. sequences: store-wide, strictly increasing, never reused. A sequence
+  value is handed out before its transaction commits, so on its own it does not make the
+  changes of one address commit in seq order; PostgresStore takes a per-address lock
+  before it draws one (see postgres.py).
+
+Step 2 is SQLite's step 2, the delivery queue, plus an index on (destination, qid): a
+lease reads a destination's oldest messages in queue order without sorting them.
+
+Several processes may start at once against one new database: `migrate` holds a
+transaction-scoped advisory lock while it reads the version and applies steps, so exactly
+one of them applies each step and the others then find it applied.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from . import Migration, plan
+
+STEPS: list[Migration] = [
+    Migration(
+        1,
+        "first release",
+        """
+CREATE TABLE messages (
+    body_hash   TEXT PRIMARY KEY,
+    id          TEXT NOT NULL,
+    sender      TEXT NOT NULL,
+    t           BIGINT NOT NULL,
+    re          TEXT,
+    envelope    TEXT NOT NULL
+);
+CREATE INDEX messages_id ON messages (id);
+
+CREATE TABLE deliveries (
+    id              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    recipient       TEXT NOT NULL,
+    msg_id          TEXT NOT NULL,
+    body_hash       TEXT NOT NULL REFERENCES messages (body_hash),
+    status          TEXT NOT NULL
+                    CHECK (status IN ('pending', 'delivered', 'read', 'deleted')),
+    inbox           TEXT NOT NULL,
+    tags            TEXT[] NOT NULL DEFAULT '{}',
+    received_at     BIGINT NOT NULL,
+    seq             BIGINT NOT NULL,
+    delete_on_read  BOOLEAN NOT NULL DEFAULT FALSE,
+    hide_at         BIGINT,
+    thread_root     TEXT NOT NULL,
+    UNIQUE (recipient, msg_id)
+);
+CREATE INDEX deliveries_list ON deliveries (recipient, received_at, id);
+CREATE INDEX deliveries_inbox ON deliveries (recipient, inbox, received_at, id);
+CREATE INDEX deliveries_status ON deliveries (recipient, status, received_at, id);
+CREATE INDEX deliveries_thread ON deliveries (recipient, thread_root);
+CREATE INDEX deliveries_hide ON deliveries (hide_at)
+    WHERE hide_at IS NOT NULL AND status <> 'deleted';
+
+CREATE TABLE delivery_tags (
+    delivery_id  BIGINT NOT NULL REFERENCES deliveries (id),
+    tag          TEXT NOT NULL,
+    recipient    TEXT NOT NULL,
+    received_at  BIGINT NOT NULL,
+    PRIMARY KEY (delivery_id, tag)
+);
+CREATE INDEX delivery_tags_list ON delivery_tags (recipient, tag, received_at, delivery_id);
+
+CREATE TABLE changes (
+    seq      BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    address  TEXT NOT NULL,
+    msg_id   TEXT NOT NULL,
+    kind     TEXT NOT NULL CHECK (kind IN ('created', 'updated'))
+);
+CREATE INDEX changes_address ON changes (address, seq);
+
+CREATE TABLE hosted_addresses (
+    address        TEXT PRIMARY KEY,
+    pub            TEXT NOT NULL,
+    registered_at  BIGINT NOT NULL
+);
+
+CREATE TABLE sessions (
+    token_hash  TEXT PRIMARY KEY,
+    address     TEXT NOT NULL,
+    expires_at  BIGINT NOT NULL,
+    revoked     BOOLEAN NOT NULL DEFAULT FALSE
+);
+CREATE INDEX sessions_address ON sessions (address);
+
+CREATE TABLE nonces (
+    nonce       TEXT PRIMARY KEY,
+    expires_at  BIGINT NOT NULL
+);
+CREATE INDEX nonces_expiry ON nonces (expires_at);
+
+CREATE TABLE strikes (
+    n         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    proof_id  TEXT NOT NULL UNIQUE,
+    offender  TEXT NOT NULL,
+    kind      TEXT NOT NULL,
+    reporter  TEXT NOT NULL,
+    msg_id    TEXT NOT NULL,
+    t         BIGINT NOT NULL
+);
+CREATE INDEX strikes_offender ON strikes (offender);
+
+CREATE TABLE quarantine_overrides (
+    server  TEXT PRIMARY KEY,
+    lifted  BOOLEAN NOT NULL,
+    set_at  BIGINT NOT NULL
+);
+""",
+    ),
+    Migration(
+        2,
+        "delivery queue",
+        """
+CREATE TABLE outbound (
+    qid          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    destination  TEXT NOT NULL,
+    body_hash    TEXT NOT NULL,
+    envelope     TEXT NOT NULL,
+    recipients   TEXT[] NOT NULL,
+    cv           TEXT NOT NULL,
+    via          TEXT NOT NULL DEFAULT '',
+    enqueued_at  BIGINT NOT NULL,
+    UNIQUE (destination, body_hash)
+);
+CREATE INDEX outbound_queue ON outbound (destination, qid);
+
+CREATE TABLE destinations (
+    destination      TEXT PRIMARY KEY,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  BIGINT NOT NULL DEFAULT 0,
+    last_error       TEXT,
+    holder           TEXT,
+    leased_until     BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX destinations_due ON destinations (next_attempt_at);
+""",
+    ),
+]
+
+VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version      INTEGER PRIMARY KEY,
+    description  TEXT NOT NULL,
+    applied_at   BIGINT NOT NULL
+                 DEFAULT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT
+)"""
+
+
+def quote_ident(name: str) -> str:
+    """`name` as an SQL identifier, quoted (a double quote inside is doubled)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+async def current_version(conn: asyncpg.Connection) -> int:
+    return await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+
+
+async def migrate(
+    conn: asyncpg.Connection,
+    where: str,
+    *,
+    lock_key: int,
+    schema: str | None = None,
+    steps: list[Migration] = STEPS,
+) -> int:
+    """Bring the schema up to the newest step in one transaction; return the version.
+
+    `lock_key` names the advisory lock that serialises concurrent migrations of this
+    schema; `schema`, if given, is created first (the connection's search_path must
+    already point at it). Raises SchemaTooNew.
+    """
+    async with conn.transaction():
+        # A migration (or waiting for another process's) may legitimately take longer than
+        # the store's per-statement limit.
+        await conn.execute("SET LOCAL statement_timeout = 0")
+        # Taken before the version is read, so two processes opening one new database at
+        # once cannot both apply step 1; released by COMMIT or ROLLBACK.
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key)
+        if schema is not None:
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
+        await conn.execute(VERSION_TABLE)
+        for step in plan(await current_version(conn), steps, where):
+            await conn.execute(step.sql)  # no arguments: a multi-statement script is allowed
+            await conn.execute(
+                "INSERT INTO schema_version (version, description) VALUES ($1, $2)",
+                step.version,
+                step.description,
+            )
+        return await current_version(conn)

@@ -1,0 +1,374 @@
+"""`PostgresStore`: the `Store` on PostgreSQL (asyncpg), for servers that outgrow one file.
+
+    store = PostgresStore("postgresql://flux@db.example/flux")
+    await store.open()      # connection pool, migrations (under an advisory lock)
+    ...
+    await store.close()     # waits for in-flight calls, then closes the pool
+
+Every call borrows one connection from an asyncpg pool (`pool_min`..`pool_max`), so many
+coroutines use the store at once; each write is one transaction and returns after its
+COMMIT, which PostgreSQL makes durable before it answers (the pool pins
+`synchronous_commit=on`), and concurrent commits share WAL flushes in the server itself.
+Every statement runs under `statement_timeout`, so a stuck lock or query surfaces as an
+error instead of a hung request.
+
+Concurrency. A write that changes a mailbox first takes a transaction-scoped advisory lock
+per mailbox it touches (and per message body it may insert), all in one statement, in key
+order (_postgres_locks.py). That gives, without SERIALIZABLE retries:
+
+* dedupe and the pending quota are decided on the latest committed state, so concurrent
+  submissions can neither store one (id, recipient) twice nor overshoot the quota;
+* the changes of one mailbox commit in seq order: a seq is drawn from the sequence only
+  while that mailbox's lock is held, and the lock is released only after COMMIT, so a
+  client that has seen seq n of its mailbox never later finds one below n appear
+  (`changes(address, since)` loses nothing);
+* no deadlocks: locks are all taken up front in one global order.
+
+Reads are single statements (each sees one committed snapshot), or a read-only REPEATABLE
+READ transaction where several statements must agree (`stats`).
+
+Schemas. Tables live in the connection's default search_path, or in `schema` (created if
+missing). `fresh_schema=True` (tests) makes a new, uniquely named schema that `close()`
+drops, so every test starts empty on one shared database.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from . import _postgres_ops as ops
+from . import _postgres_queue as queue
+from . import _rules
+from ._postgres_locks import Locks
+from .base import (
+    Changes,
+    DestinationState,
+    HostedAddress,
+    Incoming,
+    Lease,
+    ListQuery,
+    MessageStatus,
+    Outbound,
+    Page,
+    Session,
+    StoredMessage,
+    StoreOutcome,
+    Strike,
+)
+from .migrations.postgres import migrate, quote_ident
+
+__all__ = ["DatabaseUnavailable", "PostgresStore"]
+
+T = TypeVar("T")
+Conn = asyncpg.Connection
+SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+class DatabaseUnavailable(ConnectionError):
+    """The database could not be reached or refused the connection (at `open()`)."""
+
+
+class PostgresStore:
+    """The PostgreSQL `Store`. `clock` returns unix ms (for the `expires` hiding rule)."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        clock: Callable[[], int] = _rules.wall_clock_ms,
+        fresh_schema: bool = False,
+        schema: str | None = None,
+        pool_min: int = 1,
+        pool_max: int = 10,
+        statement_timeout_ms: int = 10_000,
+        connect_timeout_s: float = 10.0,
+    ) -> None:
+        if fresh_schema and schema is not None:
+            raise ValueError("pass either fresh_schema or schema, not both")
+        if fresh_schema:
+            schema = f"flux_test_{uuid.uuid4().hex}"
+        if schema is not None and not SCHEMA_NAME.fullmatch(schema):
+            raise ValueError(f"schema {schema!r} is not a plain SQL identifier")
+        self.dsn = dsn
+        self.schema = schema
+        self.schema_version = 0
+        self._clock = clock
+        self._drop_schema_on_close = fresh_schema
+        self._pool_size = (pool_min, pool_max)
+        self._statement_timeout_ms = statement_timeout_ms
+        self._connect_timeout_s = connect_timeout_s
+        self._locks = Locks(schema or "")
+        self._pool: asyncpg.Pool | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Connect, create the schema if asked, and apply pending migrations.
+        Raises DatabaseUnavailable if the server cannot be reached, SchemaTooNew for a
+        schema migrated by a newer FLUX."""
+        if self._pool is not None:
+            return
+        settings = {
+            "statement_timeout": str(self._statement_timeout_ms),
+            # The durability rule: COMMIT returns only once the WAL is flushed, whatever
+            # the server's own default says.
+            "synchronous_commit": "on",
+            "application_name": "flux",
+        }
+        if self.schema is not None:
+            settings["search_path"] = quote_ident(self.schema)
+        try:
+            pool = await asyncpg.create_pool(
+                self.dsn, min_size=self._pool_size[0], max_size=self._pool_size[1],
+                server_settings=settings, timeout=self._connect_timeout_s,
+            )  # fmt: skip
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise DatabaseUnavailable(
+                f"cannot connect to PostgreSQL at {redact(self.dsn)}: {_reason(exc)}"
+            ) from exc
+        try:
+            async with pool.acquire() as conn:
+                self.schema_version = await migrate(
+                    conn, redact(self.dsn), lock_key=self._locks.key("migrate", ""),
+                    schema=self.schema,
+                )  # fmt: skip
+        except BaseException:
+            await pool.close()
+            raise
+        self._pool = pool
+
+    async def close(self) -> None:
+        """Wait for borrowed connections to come back (their commits finish), drop a
+        fresh schema, close the pool."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            if self._drop_schema_on_close and self.schema is not None:
+                async with pool.acquire() as conn:
+                    await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(self.schema)} CASCADE")
+        finally:
+            await pool.close()
+
+    # -- plumbing -----------------------------------------------------------------------------
+    def _live_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("PostgresStore is not open")
+        return self._pool
+
+    async def _write(self, op: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run `op` in one READ COMMITTED transaction; return once it has committed."""
+        async with self._live_pool().acquire() as conn, conn.transaction():
+            return await op(conn)
+
+    async def _snapshot(self, op: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run `op` in one read-only snapshot (several statements that must agree)."""
+        async with (
+            self._live_pool().acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            return await op(conn)
+
+    async def _read(self, op: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run a single-statement read `op` (a statement is its own snapshot)."""
+        async with self._live_pool().acquire() as conn:
+            return await op(conn)
+
+    async def _execute(self, sql: str, *args: object) -> int:
+        """Run one writing statement (autocommit) and return its row count."""
+        return ops.rowcount(await self._live_pool().execute(sql, *args))
+
+    # -- hosted addresses -------------------------------------------------------------------
+    async def register_address(self, address: str, pub: str, now_ms: int) -> bool:
+        sql = """INSERT INTO hosted_addresses (address, pub, registered_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (address) DO NOTHING"""
+        return await self._execute(sql, address, pub, now_ms) == 1
+
+    async def hosted(self, address: str) -> HostedAddress | None:
+        sql = "SELECT address, pub, registered_at FROM hosted_addresses WHERE address = $1"
+        row = await self._live_pool().fetchrow(sql, address)
+        return None if row is None else HostedAddress(*row)
+
+    # -- mail -------------------------------------------------------------------------------
+    async def store_message(self, incoming: Incoming) -> dict[str, StoreOutcome]:
+        return (await self.store_many([incoming]))[0]
+
+    async def store_many(self, batch: Sequence[Incoming]) -> list[dict[str, StoreOutcome]]:
+        batch = list(batch)
+        for inc in batch:
+            _rules.recipients_of(inc)  # refuse a malformed batch before borrowing a connection
+        if not batch:
+            return []
+        return await self._write(lambda c: ops.store_batch(c, self._locks, batch))
+
+    async def pending_count(self, address: str) -> int:
+        now = self._clock()
+        return await self._read(lambda c: ops.pending_count(c, address, now))
+
+    async def get(self, address: str, msg_id: str) -> StoredMessage | None:
+        now = self._clock()
+        return await self._read(lambda c: ops.get(c, address, msg_id, now))
+
+    async def list(self, address: str, query: ListQuery) -> Page:
+        if query.cursor:
+            _rules.decode_cursor(query.cursor)  # InvalidValue before borrowing a connection
+        now = self._clock()
+        return await self._read(lambda c: ops.list_page(c, address, query, now))
+
+    async def fetch_pending(self, address: str, limit: int) -> list[StoredMessage]:
+        now = self._clock()
+        return await self._write(lambda c: ops.fetch_pending(c, self._locks, address, limit, now))
+
+    async def mark(
+        self, address: str, msg_ids: Sequence[str], status: MessageStatus
+    ) -> list[StoredMessage]:
+        now, ids = self._clock(), list(msg_ids)
+        return await self._write(lambda c: ops.mark(c, self._locks, address, ids, status, now))
+
+    async def tag(
+        self, address: str, msg_id: str, add: Sequence[str], remove: Sequence[str]
+    ) -> StoredMessage | None:
+        now, add, remove = self._clock(), list(add), list(remove)
+        return await self._write(
+            lambda c: ops.tag(c, self._locks, address, msg_id, add, remove, now)
+        )
+
+    async def move(self, address: str, msg_id: str, inbox: str) -> StoredMessage | None:
+        now = self._clock()
+        return await self._write(lambda c: ops.move(c, self._locks, address, msg_id, inbox, now))
+
+    async def inboxes(self, address: str) -> dict[str, dict[str, int]]:
+        now = self._clock()
+        return await self._read(lambda c: ops.inboxes(c, address, now))
+
+    async def thread(self, address: str, msg_id: str) -> list[StoredMessage]:
+        now = self._clock()
+        return await self._read(lambda c: ops.thread(c, address, msg_id, now))
+
+    async def changes(self, address: str, since: int, limit: int) -> Changes:
+        return await self._read(lambda c: ops.changes(c, address, since, limit))
+
+    async def state(self, address: str) -> int:
+        return await self._read(lambda c: ops.state(c, address))
+
+    async def expire(self, now_ms: int) -> int:
+        return await self._write(lambda c: ops.expire(c, self._locks, now_ms))
+
+    async def stats(self) -> dict[str, int]:
+        now = self._clock()
+        return await self._snapshot(lambda c: ops.stats(c, now))
+
+    # -- sessions and challenges ------------------------------------------------------------
+    async def create_session(self, token_hash: str, address: str, expires_at: int) -> None:
+        sql = """INSERT INTO sessions (token_hash, address, expires_at, revoked)
+                 VALUES ($1, $2, $3, FALSE)
+                 ON CONFLICT (token_hash) DO UPDATE SET address = EXCLUDED.address,
+                     expires_at = EXCLUDED.expires_at, revoked = FALSE"""
+        await self._execute(sql, token_hash, address, expires_at)
+
+    async def session(self, token_hash: str, now_ms: int) -> Session | None:
+        sql = """SELECT address, expires_at FROM sessions
+                 WHERE token_hash = $1 AND NOT revoked AND expires_at > $2"""
+        row = await self._live_pool().fetchrow(sql, token_hash, now_ms)
+        return None if row is None else Session(*row)
+
+    async def revoke_session(self, token_hash: str) -> bool:
+        sql = "UPDATE sessions SET revoked = TRUE WHERE token_hash = $1 AND NOT revoked"
+        return await self._execute(sql, token_hash) == 1
+
+    async def use_nonce(self, nonce: str, expires_at: int, now_ms: int) -> bool:
+        async def op(c: Conn) -> bool:
+            # Forget nonces past their own expiry: whoever checks the challenge refuses
+            # those. Rows another call is already deleting are skipped, not waited for.
+            await c.execute(
+                """DELETE FROM nonces WHERE nonce IN (
+                       SELECT nonce FROM nonces WHERE expires_at < $1
+                       FOR UPDATE SKIP LOCKED)""",
+                now_ms,
+            )
+            sql = """INSERT INTO nonces (nonce, expires_at) VALUES ($1, $2)
+                     ON CONFLICT (nonce) DO NOTHING"""
+            return ops.rowcount(await c.execute(sql, nonce, expires_at)) == 1
+
+        return await self._write(op)
+
+    # -- the delivery queue -----------------------------------------------------------------
+    async def enqueue(self, items: Sequence[Outbound]) -> list[bool]:
+        items = list(items)
+        return await self._write(lambda c: queue.enqueue(c, items))
+
+    async def lease(self, holder: str, now_ms: int, lease_ms: int, limit: int) -> Lease | None:
+        return await self._write(lambda c: queue.lease(c, holder, now_ms, lease_ms, limit))
+
+    async def settle(
+        self,
+        lease: Lease,
+        done: Sequence[int],
+        *,
+        retry_at: int | None = None,
+        error: str | None = None,
+    ) -> None:
+        done = list(done)
+        await self._write(lambda c: queue.settle(c, lease, done, retry_at, error))
+
+    async def wake(self, destination: str) -> bool:
+        return await self._write(lambda c: queue.wake(c, destination))
+
+    async def queue_state(self) -> list[DestinationState]:
+        return await self._read(queue.queue_state)
+
+    async def next_due(self) -> int | None:
+        return await self._read(queue.next_due)
+
+    # -- reputation -------------------------------------------------------------------------
+    async def add_strike(self, strike: Strike) -> bool:
+        s = strike
+        sql = """INSERT INTO strikes (proof_id, offender, kind, reporter, msg_id, t)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (proof_id) DO NOTHING"""
+        params = (s.proof_id, s.offender, s.kind, s.reporter, s.msg_id, s.t)
+        return await self._execute(sql, *params) == 1
+
+    async def strikes(self) -> list[Strike]:
+        sql = "SELECT offender, proof_id, kind, reporter, msg_id, t FROM strikes ORDER BY n"
+        return [Strike(*r) for r in await self._live_pool().fetch(sql)]
+
+    async def set_quarantine_override(self, server: str, lifted: bool, now_ms: int) -> None:
+        sql = """INSERT INTO quarantine_overrides (server, lifted, set_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (server) DO UPDATE SET lifted = EXCLUDED.lifted,
+                     set_at = EXCLUDED.set_at"""
+        await self._execute(sql, server, lifted, now_ms)
+
+    async def quarantine_overrides(self) -> dict[str, bool]:
+        rows = await self._live_pool().fetch("SELECT server, lifted FROM quarantine_overrides")
+        return {server: lifted for server, lifted in rows}
+
+    def __repr__(self) -> str:
+        where = f", schema={self.schema!r}" if self.schema else ""
+        return f"PostgresStore({redact(self.dsn)!r}{where})"
+
+
+def redact(dsn: str) -> str:
+    """`dsn` without its password, for messages and logs."""
+    try:
+        parts = urlsplit(dsn)
+        if parts.password is None:
+            return dsn
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return "<unparsable DSN>"
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"  # asyncio's own text names the address again
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -1,0 +1,236 @@
+"""PostgreSQL-only properties: migrations (idempotent, safe when processes start together,
+refusing a newer schema), races between connections and between stores (dedupe, quota,
+the order of one mailbox's changes), session settings, and a clear error when the server
+cannot be reached. The shared contract runs on PostgreSQL through test_contract.py.
+
+Skipped without FLUX_TEST_POSTGRES_DSN (failed instead when FLUX_TEST_REQUIRE_POSTGRES=1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from types import ModuleType
+
+import pytest
+from store_helpers import ALICE, BOB, envelope, incoming
+
+from flux.store import Incoming, SchemaTooNew, StoreOutcome
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def pg(pg_dsn: str) -> ModuleType:
+    """flux.store.postgres, imported only once PostgreSQL is known to be available."""
+    from flux.store import postgres
+
+    return postgres
+
+
+@pytest.fixture
+async def schema(pg_dsn: str, pg: ModuleType) -> AsyncIterator[str]:
+    """A schema name no store has used yet; dropped afterwards, whoever created it."""
+    import asyncpg
+
+    name = f"flux_test_{uuid.uuid4().hex}"
+    yield name
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def pg_store(pg_dsn: str, pg: ModuleType) -> AsyncIterator:
+    s = pg.PostgresStore(pg_dsn, fresh_schema=True, pool_max=10)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+async def _versions(store) -> list[int]:
+    rows = await store._live_pool().fetch("SELECT version FROM schema_version ORDER BY version")
+    return [r[0] for r in rows]
+
+
+# -- migrations -----------------------------------------------------------------------------
+async def test_migrations_are_idempotent(pg_dsn, pg, schema):
+    from flux.store.migrations.postgres import STEPS
+
+    latest = STEPS[-1].version
+    first = pg.PostgresStore(pg_dsn, schema=schema)
+    await first.open()
+    await first.open()  # a second open of an open store does nothing
+    assert first.schema_version == latest
+    await first.register_address(ALICE, "pub", 1)
+    await first.close()
+    again = pg.PostgresStore(pg_dsn, schema=schema)
+    await again.open()
+    try:
+        assert again.schema_version == latest
+        assert await _versions(again) == list(range(1, latest + 1))
+        assert (await again.hosted(ALICE)).pub == "pub"  # nothing was recreated
+    finally:
+        await again.close()
+
+
+async def test_stores_opening_one_new_schema_at_once_migrate_it_once(pg_dsn, pg, schema):
+    stores = [pg.PostgresStore(pg_dsn, schema=schema) for _ in range(4)]
+    await asyncio.gather(*(s.open() for s in stores))  # like processes starting together
+    try:
+        assert {s.schema_version for s in stores} == {len(await _versions(stores[0]))}
+        assert await _versions(stores[0]) == list(range(1, stores[0].schema_version + 1))
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+
+
+async def test_a_schema_from_a_newer_flux_is_refused(pg_dsn, pg, schema):
+    store = pg.PostgresStore(pg_dsn, schema=schema)
+    await store.open()
+    await store._live_pool().execute(
+        "INSERT INTO schema_version (version, description) VALUES (999, 'from the future')"
+    )
+    await store.close()
+    with pytest.raises(SchemaTooNew):
+        await pg.PostgresStore(pg_dsn, schema=schema).open()
+
+
+async def test_a_fresh_schema_is_dropped_on_close(pg_dsn, pg):
+    store = pg.PostgresStore(pg_dsn, fresh_schema=True)
+    assert store.schema.startswith("flux_test_")
+    await store.open()
+    pool = await _plain_pool(pg_dsn)  # looks from outside the store
+    try:
+        exists = "SELECT count(*) FROM pg_namespace WHERE nspname = $1"
+        assert await pool.fetchval(exists, store.schema) == 1
+        await store.close()
+        await store.close()  # idempotent
+        assert await pool.fetchval(exists, store.schema) == 0
+    finally:
+        await pool.close()
+
+
+async def _plain_pool(dsn: str):
+    import asyncpg
+
+    return await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+
+
+# -- races ----------------------------------------------------------------------------------
+async def test_one_id_stored_by_many_coroutines_at_once_is_stored_once(pg_store):
+    env = envelope()
+    outs = await asyncio.gather(*(pg_store.store_message(incoming(env, ALICE)) for _ in range(40)))
+    alice = [o[ALICE] for o in outs]
+    assert alice.count(StoreOutcome.STORED) == 1
+    assert alice.count(StoreOutcome.DUPLICATE) == 39
+    assert (await pg_store.stats())["deliveries"] == 1
+
+
+async def test_different_bodies_under_one_id_race_to_one_winner(pg_store):
+    base = envelope()
+    bodies = [{**base, "content": f"variant {n}"} for n in range(20)]
+    outs = await asyncio.gather(*(pg_store.store_message(incoming(e, ALICE)) for e in bodies))
+    alice = [o[ALICE] for o in outs]
+    assert alice.count(StoreOutcome.STORED) == 1
+    assert alice.count(StoreOutcome.CONFLICT) == 19
+    winner = bodies[alice.index(StoreOutcome.STORED)]
+    assert (await pg_store.get(ALICE, base["id"])).envelope["content"] == winner["content"]
+
+
+async def test_the_quota_holds_across_stores_on_one_database(pg_dsn, pg, schema):
+    # Two stores, two pools: as two server processes would submit to one database.
+    stores = [pg.PostgresStore(pg_dsn, schema=schema) for _ in range(2)]
+    await asyncio.gather(*(s.open() for s in stores))
+    try:
+        submissions = [
+            stores[n % 2].store_message(incoming(envelope(), ALICE, BOB, pending_quota=7))
+            for n in range(30)
+        ]
+        outs = await asyncio.gather(*submissions)
+        for who in (ALICE, BOB):
+            got = [o[who] for o in outs]
+            assert got.count(StoreOutcome.STORED) == 7
+            assert got.count(StoreOutcome.OVER_QUOTA) == 23
+            assert await stores[0].pending_count(who) == 7
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+
+
+async def test_a_reader_following_changes_during_writes_misses_none(pg_store):
+    """Concurrent writers to one mailbox; a reader polling `changes(since)` with its state
+    token must see every change: a seq below one it has seen never commits later."""
+    done = asyncio.Event()
+
+    async def writer(n: int) -> None:
+        for _ in range(15):
+            env = envelope()
+            await pg_store.store_message(incoming(env, ALICE))
+            await pg_store.tag(ALICE, env["id"], [f"w{n}"], [])
+
+    async def reader() -> list[int]:
+        seen, since = [], 0
+        while True:
+            finished = done.is_set()
+            page = await pg_store.changes(ALICE, since, 1000)
+            seen += [c.seq for c in page.changes]
+            since = page.state
+            if finished and not page.has_more:
+                return seen
+            await asyncio.sleep(0)
+
+    follow = asyncio.create_task(reader())
+    await asyncio.gather(*(writer(n) for n in range(8)))
+    done.set()
+    seen = await follow
+    everything = [c.seq for c in (await pg_store.changes(ALICE, 0, 1000)).changes]
+    assert len(everything) == 8 * 15 * 2
+    assert seen == everything
+
+
+async def test_store_many_is_one_transaction(pg_store):
+    from asyncpg.exceptions import NotNullViolationError
+
+    ok = incoming(envelope(), ALICE)
+    bad = Incoming(envelope={"id": None}, body_hash="h", recipients=[ALICE], received_at=1)
+    with pytest.raises(NotNullViolationError):  # a message without an id
+        await pg_store.store_many([ok, bad])
+    assert (await pg_store.stats())["deliveries"] == 0  # the first was rolled back too
+
+
+# -- connections ----------------------------------------------------------------------------
+async def test_session_settings(pg_dsn, pg):
+    store = pg.PostgresStore(pg_dsn, fresh_schema=True, statement_timeout_ms=1234)
+    await store.open()
+    try:
+        pool = store._live_pool()
+        assert await pool.fetchval("SHOW statement_timeout") == "1234ms"
+        assert await pool.fetchval("SHOW synchronous_commit") == "on"
+        assert await pool.fetchval("SELECT current_schema()") == store.schema
+    finally:
+        await store.close()
+
+
+async def test_a_closed_port_is_a_clear_error():
+    from flux.store import postgres as pg  # no server needed: nothing listens on port 1
+
+    store = pg.PostgresStore("postgresql://flux:s3cret@127.0.0.1:1/flux", connect_timeout_s=5)
+    with pytest.raises(pg.DatabaseUnavailable) as exc:
+        await store.open()
+    text = str(exc.value)
+    assert "127.0.0.1:1" in text and "s3cret" not in text and "\n" not in text
+    assert isinstance(exc.value, ConnectionError)
+    with pytest.raises(RuntimeError):
+        await store.hosted(ALICE)  # not open
+
+
+def test_open_store_and_the_package_name_postgres_lazily():
+    from flux.store import PostgresStore, open_store
+
+    store = open_store("postgresql://flux:s3cret@db.example/flux")
+    assert isinstance(store, PostgresStore) and store.schema is None
+    assert "s3cret" not in repr(store)

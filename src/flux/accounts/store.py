@@ -1,0 +1,361 @@
+"""Where accounts live: the `AccountStore` protocol, `MemoryAccountStore` (tests) and
+`SQLiteAccountStore` (its own file, the prototype's `FLUX_ACCOUNTS_DB`).
+
+Accounts are kept apart from the mail store on purpose: they hold the custodial secrets,
+so they can be backed up, moved or wiped on their own, and an operator who serves only
+key-holding users need not have one. Nothing here is secret in the clear: passwords are
+argon2id hashes, seeds are sealed (keys.py), sessions are found by SHA-256(token) and
+carry the seed wrapped under the token, which the store never sees.
+
+Tables (schema step 1; `PRAGMA user_version` records the step applied):
+
+* `accounts`: username (the key), kind (`password`, `claimed` or `oauth`), the address
+  and its public key, and for custodial kinds the sealed seed with its salt and KDF label.
+* `account_sessions`: token_hash (the key), username, expires_at, revoked, wrapped_seed.
+* `oauth_links`: (provider, subject) → username, for `complete_oauth_login`.
+
+Failed logins are counted in memory (limiter.py), not here: a counter is not worth a
+durable write per failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from ..store.migrations import Migration, plan, split_statements
+from .keys import SealedSeed
+
+__all__ = [
+    "Account", "AccountKind", "AccountSession", "AccountStore", "ActiveSession", "Created",
+    "MemoryAccountStore", "OAuthLink", "SQLiteAccountStore",
+]  # fmt: skip
+
+T = TypeVar("T")
+BUSY_TIMEOUT_S = 30.0
+
+
+class AccountKind(enum.StrEnum):
+    """docs/API.md, "Accounts"."""
+
+    PASSWORD = "password"  #: custodial: the server holds the seed, sealed under the password
+    CLAIMED = "claimed"  #: a name claimed by a key its owner holds; the server holds no seed
+    OAUTH = "oauth"  #: custodial, made by complete_oauth_login; sealed under the custody key
+
+
+class Created(enum.StrEnum):
+    """What `create_account` did."""
+
+    CREATED = "created"
+    USERNAME_TAKEN = "username_taken"
+    ADDRESS_TAKEN = "address_taken"
+    LINK_TAKEN = "link_taken"  #: the OAuth (provider, subject) already has an account
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    username: str
+    kind: AccountKind
+    address: str
+    pub: str  #: padded base64url Ed25519 public key
+    created_at: int
+    password_hash: str | None = None  #: argon2id PHC string (password accounts)
+    sealed: SealedSeed | None = None  #: the custodial seed (password and OAuth accounts)
+
+
+@dataclass(frozen=True, slots=True)
+class OAuthLink:
+    provider: str
+    subject: str
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSession:
+    token_hash: str
+    username: str
+    expires_at: int
+    wrapped_seed: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveSession:
+    """An unexpired, unrevoked session and its account."""
+
+    session: AccountSession
+    account: Account
+
+
+class AccountStore(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def create_account(self, account: Account, link: OAuthLink | None = None) -> Created:
+        """Insert the account (and its OAuth link) atomically, unless a name, address or
+        link is taken."""
+        ...
+
+    async def account(self, username: str) -> Account | None: ...
+    async def linked_account(self, link: OAuthLink) -> Account | None: ...
+    async def create_session(self, session: AccountSession) -> None: ...
+    async def active_session(self, token_hash: str, now_ms: int) -> ActiveSession | None: ...
+    async def revoke_session(self, token_hash: str) -> bool:
+        """True if a live session was revoked by this call."""
+        ...
+
+    async def drop_expired_sessions(self, now_ms: int) -> int: ...
+
+
+# -- memory ---------------------------------------------------------------------------------
+
+
+class MemoryAccountStore:
+    """The `AccountStore` in dicts (tests, `--backend memory`)."""
+
+    def __init__(self) -> None:
+        self._accounts: dict[str, Account] = {}
+        self._links: dict[OAuthLink, str] = {}
+        self._sessions: dict[str, tuple[AccountSession, bool]] = {}  # hash -> (row, revoked)
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def create_account(self, account: Account, link: OAuthLink | None = None) -> Created:
+        if account.username in self._accounts:
+            return Created.USERNAME_TAKEN
+        if any(a.address == account.address for a in self._accounts.values()):
+            return Created.ADDRESS_TAKEN
+        if link is not None and link in self._links:
+            return Created.LINK_TAKEN
+        self._accounts[account.username] = account
+        if link is not None:
+            self._links[link] = account.username
+        return Created.CREATED
+
+    async def account(self, username: str) -> Account | None:
+        return self._accounts.get(username)
+
+    async def linked_account(self, link: OAuthLink) -> Account | None:
+        username = self._links.get(link)
+        return None if username is None else self._accounts.get(username)
+
+    async def create_session(self, session: AccountSession) -> None:
+        self._sessions[session.token_hash] = (session, False)
+
+    async def active_session(self, token_hash: str, now_ms: int) -> ActiveSession | None:
+        session, revoked = self._sessions.get(token_hash, (None, True))
+        if session is None or revoked or session.expires_at <= now_ms:
+            return None
+        return ActiveSession(session, self._accounts[session.username])
+
+    async def revoke_session(self, token_hash: str) -> bool:
+        session, revoked = self._sessions.get(token_hash, (None, True))
+        if session is None or revoked:
+            return False
+        self._sessions[token_hash] = (session, True)
+        return True
+
+    async def drop_expired_sessions(self, now_ms: int) -> int:
+        old = [h for h, (s, _) in self._sessions.items() if s.expires_at <= now_ms]
+        for token_hash in old:
+            del self._sessions[token_hash]
+        return len(old)
+
+
+# -- SQLite ---------------------------------------------------------------------------------
+
+STEPS = [
+    Migration(
+        1,
+        "accounts, sessions, OAuth links",
+        """
+CREATE TABLE accounts (
+    username        TEXT PRIMARY KEY,
+    kind            TEXT NOT NULL CHECK (kind IN ('password', 'claimed', 'oauth')),
+    address         TEXT NOT NULL UNIQUE,
+    pub             TEXT NOT NULL,
+    created_at      INTEGER NOT NULL,
+    password_hash   TEXT,
+    sealed_key      BLOB,
+    key_salt        BLOB,
+    key_kdf         TEXT,
+    CHECK ((kind = 'claimed') = (sealed_key IS NULL))
+);
+CREATE TABLE account_sessions (
+    token_hash      TEXT PRIMARY KEY,
+    username        TEXT NOT NULL REFERENCES accounts (username),
+    expires_at      INTEGER NOT NULL,
+    revoked         INTEGER NOT NULL DEFAULT 0,
+    wrapped_seed    BLOB NOT NULL
+);
+CREATE INDEX account_sessions_expiry ON account_sessions (expires_at);
+CREATE TABLE oauth_links (
+    provider        TEXT NOT NULL,
+    subject         TEXT NOT NULL,
+    username        TEXT NOT NULL REFERENCES accounts (username),
+    PRIMARY KEY (provider, subject)
+);
+""",
+    ),
+]
+
+_ACCOUNT_COLUMNS = "username, kind, address, pub, created_at, password_hash, sealed_key, key_salt, key_kdf"  # fmt: skip
+
+
+def _account_row(account: Account) -> tuple[Any, ...]:
+    sealed = account.sealed
+    return (
+        account.username, str(account.kind), account.address, account.pub, account.created_at,
+        account.password_hash, sealed and sealed.box, sealed and sealed.salt, sealed and sealed.kdf,
+    )  # fmt: skip
+
+
+def _account_from(row: tuple[Any, ...]) -> Account:
+    username, kind, address, pub, created_at, password_hash, box, salt, kdf = row
+    sealed = None if box is None else SealedSeed(bytes(box), bytes(salt), kdf)
+    return Account(username, AccountKind(kind), address, pub, created_at, password_hash, sealed)
+
+
+class SQLiteAccountStore:
+    """The durable `AccountStore`: WAL, synchronous=FULL, one connection.
+
+    Account traffic is light (logins, sends), so every call runs on one dedicated thread
+    with one connection: the event loop never blocks on SQLite, and calls are serialised
+    without locks. Writes take `BEGIN IMMEDIATE`, so several processes sharing the file
+    serialise on SQLite's lock (waiting up to `busy_timeout`).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.schema_version = 0
+        self._conn: sqlite3.Connection | None = None
+        self._thread: ThreadPoolExecutor | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Create or migrate the file. Raises migrations.SchemaTooNew for a newer schema."""
+        if self._thread is not None:
+            return
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="flux-accounts")
+        await self._run(self._open_sync)
+
+    def _open_sync(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                               timeout=BUSY_TIMEOUT_S)  # fmt: skip
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        self._conn = conn
+        self._transaction(self._migrate)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        current = conn.execute("PRAGMA user_version").fetchone()[0]
+        for step in plan(current, STEPS, str(self.path)):
+            for statement in split_statements(step.sql, sqlite3.complete_statement):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {int(step.version)}")
+        self.schema_version = conn.execute("PRAGMA user_version").fetchone()[0]
+
+    async def close(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await asyncio.get_running_loop().run_in_executor(thread, conn.close)
+        thread.shutdown(wait=True)
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        if self._thread is None:
+            raise RuntimeError("SQLiteAccountStore is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
+
+    def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("SQLiteAccountStore is not open")
+        return self._conn
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._run(lambda: self._transaction(fn))
+
+    async def _one(self, sql: str, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        return await self._run(lambda: self._connection().execute(sql, args).fetchone())
+
+    # -- accounts -------------------------------------------------------------------------------
+
+    async def create_account(self, account: Account, link: OAuthLink | None = None) -> Created:
+        def insert(conn: sqlite3.Connection) -> Created:
+            exists = lambda sql, *args: conn.execute(sql, args).fetchone() is not None  # noqa: E731
+            if exists("SELECT 1 FROM accounts WHERE username = ?", account.username):
+                return Created.USERNAME_TAKEN
+            if exists("SELECT 1 FROM accounts WHERE address = ?", account.address):
+                return Created.ADDRESS_TAKEN
+            if link and exists("SELECT 1 FROM oauth_links WHERE provider = ? AND subject = ?",
+                               link.provider, link.subject):  # fmt: skip
+                return Created.LINK_TAKEN
+            conn.execute(f"INSERT INTO accounts ({_ACCOUNT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         _account_row(account))  # fmt: skip
+            if link:
+                conn.execute("INSERT INTO oauth_links VALUES (?, ?, ?)",
+                             (link.provider, link.subject, account.username))  # fmt: skip
+            return Created.CREATED
+
+        return await self._write(insert)
+
+    async def account(self, username: str) -> Account | None:
+        row = await self._one(f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE username = ?", (username,))  # fmt: skip
+        return None if row is None else _account_from(row)
+
+    async def linked_account(self, link: OAuthLink) -> Account | None:
+        sql = (f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE username = "
+               "(SELECT username FROM oauth_links WHERE provider = ? AND subject = ?)")  # fmt: skip
+        row = await self._one(sql, (link.provider, link.subject))
+        return None if row is None else _account_from(row)
+
+    # -- sessions -------------------------------------------------------------------------------
+
+    async def create_session(self, session: AccountSession) -> None:
+        row = (session.token_hash, session.username, session.expires_at, session.wrapped_seed)
+        sql = "INSERT INTO account_sessions (token_hash, username, expires_at, wrapped_seed) VALUES (?, ?, ?, ?)"  # fmt: skip
+        await self._write(lambda conn: conn.execute(sql, row))
+
+    async def active_session(self, token_hash: str, now_ms: int) -> ActiveSession | None:
+        columns = ", ".join(f"a.{c.strip()}" for c in _ACCOUNT_COLUMNS.split(","))
+        sql = (f"SELECT s.expires_at, s.wrapped_seed, {columns} FROM account_sessions s "
+               "JOIN accounts a ON a.username = s.username "
+               "WHERE s.token_hash = ? AND s.revoked = 0 AND s.expires_at > ?")  # fmt: skip
+        row = await self._one(sql, (token_hash, now_ms))
+        if row is None:
+            return None
+        account = _account_from(row[2:])
+        session = AccountSession(token_hash, account.username, row[0], bytes(row[1]))
+        return ActiveSession(session, account)
+
+    async def revoke_session(self, token_hash: str) -> bool:
+        sql = "UPDATE account_sessions SET revoked = 1 WHERE token_hash = ? AND revoked = 0"
+        return await self._write(lambda conn: conn.execute(sql, (token_hash,)).rowcount) == 1
+
+    async def drop_expired_sessions(self, now_ms: int) -> int:
+        sql = "DELETE FROM account_sessions WHERE expires_at <= ?"
+        return await self._write(lambda conn: conn.execute(sql, (now_ms,)).rowcount)

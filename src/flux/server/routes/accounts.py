@@ -1,0 +1,286 @@
+"""Account routes: `/account/*` and the session-authenticated `/mail/*` (docs/API.md,
+"Accounts").
+
+`/account/register|login|logout|me|claim` are thin over `flux.accounts.Accounts`. The
+`/mail/*` routes serve password accounts, whose key the server holds: the caller sends the
+session token from `/account/login` in `X-Flux-Session`, and the mailbox is always the
+session's own (a request naming another `address` is refused, 403), so no request can
+reach another account's mail. Mailbox reads and changes go through the same `Mailbox` as
+`/inbox` and friends; `/mail/send` composes and signs with the account's key (unwrapped for
+this one request) through `flux.protocol.compose`, then hands every copy to the same
+`Submitter.submit` as `POST /send`, so every check applies to it as to any other message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from ...accounts import Account, Accounts
+from ...accounts.service import MAX_PASSWORD
+from ...accounts.store import ActiveSession
+from ...protocol.errors import InvalidValue, TooLarge, WrongType
+from ...protocol.limits import MAX_CONTENT_BYTES, MAX_RECIPIENTS, MAX_SUBJECT_BYTES
+from ...protocol.outgoing import Outgoing, compose
+from ...store.base import ListQuery, MessageStatus, Store, StoreOutcome
+from .. import wire
+from ..errors import Forbidden, UnknownRecipient
+from ..mailbox import Mailbox, parse_move, parse_status, parse_tag
+from ..submission import NOT_HOSTED, Submitter
+
+SESSION_HEADER = "X-Flux-Session"
+MAX_RECIPIENT_CHARS = 320  #: `fx1…@domain` or `name@domain`
+SEND_FIELDS = frozenset({"to", "content", "subject", "cc", "bcc", "tags", "re", "expires",
+                         "encrypt", "address"})  # fmt: skip
+T = TypeVar("T")
+
+
+def optional(body: Mapping[str, Any], name: str, parse: Callable[[Mapping[str, Any], str], T]) -> T | None:  # fmt: skip
+    """`parse(body, name)`, or None when the field is absent or null."""
+    return None if body.get(name) is None else parse(body, name)
+
+
+def boolean(body: Mapping[str, Any], name: str) -> bool:
+    value = wire.field(body, name)
+    if not isinstance(value, bool):
+        raise WrongType(f"{name} must be true or false", field=name)
+    return value
+
+
+def subject_text(body: Mapping[str, Any], name: str) -> str:
+    return wire.string(body, name, max_len=MAX_SUBJECT_BYTES)  # bytes are checked by compose
+
+
+class AccountRoutes:
+    def __init__(
+        self,
+        *,
+        accounts: Accounts,
+        mailbox: Mailbox,
+        submitter: Submitter,
+        hosts: Store,
+        page_limit: int,
+    ) -> None:
+        self.accounts = accounts
+        self.mailbox = mailbox
+        self.submitter = submitter
+        self.hosts = hosts
+        self.page_limit = page_limit
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/account/register", self.register),
+            web.post("/account/login", self.login),
+            web.post("/account/logout", self.logout),
+            web.get("/account/me", self.me),
+            web.post("/account/claim", self.claim),
+            web.post("/mail/send", self.send),
+            web.get("/mail/inbox", self.inbox),
+            web.get("/mail/inboxes", self.inboxes),
+            web.get("/mail/peek", self.peek),
+            web.post("/mail/read", self.read),
+            web.post("/mail/delete", self.delete),
+            web.post("/mail/tag", self.tag),
+            web.post("/mail/move", self.move),
+        ]
+
+    def _public(self, account: Account) -> dict[str, Any]:
+        domain = self.accounts.domain
+        return {"username": account.username, "name": f"{account.username}@{domain}",
+                "address": account.address, "pub": account.pub, "kind": str(account.kind),
+                "domain": domain}  # fmt: skip
+
+    # -- accounts -----------------------------------------------------------------------------
+
+    async def register(self, request: web.Request) -> web.Response:
+        body = await wire.read_object(request)
+        username = wire.string(body, "username", max_len=64)
+        password = wire.string(body, "password", max_len=MAX_PASSWORD)
+        invite = optional(body, "invite", wire.string)
+        account = await self.accounts.register(username, password, invite)
+        return wire.ok(**self._public(account))
+
+    async def login(self, request: web.Request) -> web.Response:
+        body = await wire.read_object(request)
+        username = wire.string(body, "username", max_len=64)
+        password = wire.string(body, "password", max_len=MAX_PASSWORD)
+        login = await self.accounts.login(username, password, request.remote)
+        return wire.ok(session=login.token, expires_at=login.expires_at,
+                       **self._public(login.account))  # fmt: skip
+
+    async def logout(self, request: web.Request) -> web.Response:
+        return wire.ok(revoked=await self.accounts.logout(request.headers.get(SESSION_HEADER)))
+
+    async def me(self, request: web.Request) -> web.Response:
+        active = await self.accounts.authenticate(request.headers.get(SESSION_HEADER))
+        return wire.ok(created_at=active.account.created_at,
+                       expires_at=active.session.expires_at, **self._public(active.account))  # fmt: skip
+
+    async def claim(self, request: web.Request) -> web.Response:
+        body = await wire.read_object(request)
+        account, created = await self.accounts.claim(
+            username=wire.string(body, "username", max_len=64),
+            address=wire.string(body, "address", max_len=64),
+            pub=wire.string(body, "pub", max_len=64),
+            t=wire.integer(body, "t"),
+            sig=wire.string(body, "sig", max_len=100),
+            invite=optional(body, "invite", wire.string),
+        )
+        return wire.ok(created=created, **self._public(account))
+
+    # -- the session's own mailbox ----------------------------------------------------------
+
+    async def _session(self, request: web.Request) -> tuple[ActiveSession, str]:
+        token = request.headers.get(SESSION_HEADER) or ""
+        return await self.accounts.authenticate(token), token
+
+    @staticmethod
+    def _own(active: ActiveSession, named: str | None) -> str:
+        """The session's address; `named` (an `address` the request gave) must be it."""
+        own = active.account.address
+        if named is not None and named != own:
+            raise Forbidden("a session reaches only its own mailbox", field="address")
+        return own
+
+    async def _owner(self, request: web.Request) -> str:
+        active, _ = await self._session(request)
+        return self._own(active, wire.query_str(request, "address"))
+
+    async def _owner_of_body(self, request: web.Request) -> tuple[str, dict[str, Any]]:
+        active, _ = await self._session(request)  # first: without a session, nothing is parsed
+        body = await wire.read_object(request)
+        return self._own(active, optional(body, "address", wire.string)), body
+
+    def _limit(self, request: web.Request) -> int:
+        return wire.query_int(request, "limit", 50, low=1, high=self.page_limit)
+
+    async def inbox(self, request: web.Request) -> web.Response:
+        address = await self._owner(request)
+        inbox = wire.query_str(request, "inbox")
+        query = ListQuery(
+            inbox=None if inbox is None else wire.check_inbox(inbox),
+            status=parse_status(wire.query_str(request, "status")),
+            tag=wire.query_str(request, "tag"),
+            limit=self._limit(request),
+            cursor=wire.query_str(request, "cursor") or None,
+        )
+        messages, cursor = await self.mailbox.list(address, query)
+        return wire.ok(messages=messages, next_cursor=cursor)
+
+    async def inboxes(self, request: web.Request) -> web.Response:
+        address = await self._owner(request)
+        return wire.ok(inboxes=await self.mailbox.store.inboxes(address))
+
+    async def peek(self, request: web.Request) -> web.Response:
+        address = await self._owner(request)
+        pending, messages = await self.mailbox.peek(address, self._limit(request))
+        return wire.ok(pending=pending, messages=messages)
+
+    async def read(self, request: web.Request) -> web.Response:
+        address, body = await self._owner_of_body(request)
+        ids = wire.id_list(body)
+        return wire.ok(updated=await self.mailbox.mark(address, ids, MessageStatus.READ))
+
+    async def delete(self, request: web.Request) -> web.Response:
+        address, body = await self._owner_of_body(request)
+        ids = wire.id_list(body)
+        return wire.ok(updated=await self.mailbox.mark(address, ids, MessageStatus.DELETED))
+
+    async def tag(self, request: web.Request) -> web.Response:
+        address, body = await self._owner_of_body(request)
+        return wire.ok(tags=await self.mailbox.tag(address, parse_tag(body)))
+
+    async def move(self, request: web.Request) -> web.Response:
+        address, body = await self._owner_of_body(request)
+        msg_id, inbox = parse_move(body)
+        return wire.ok(inbox=await self.mailbox.move(address, msg_id, inbox))
+
+    # -- sending ----------------------------------------------------------------------------
+
+    async def send(self, request: web.Request) -> web.Response:
+        """Compose, sign with the account's key, and submit every copy (module docstring).
+
+        Raises what the body's checks, compose and Submitter.submit raise."""
+        active, token = await self._session(request)
+        body = await wire.read_object(request)
+        self._own(active, optional(body, "address", wire.string))
+        unknown = sorted(set(body) - SEND_FIELDS)
+        if unknown:
+            raise InvalidValue(f"unknown field {unknown[0][:64]!r}", field=unknown[0][:64])
+        domains: dict[str, str] = {}
+        to = (await self._recipients(body, "to", domains, single=True))[0]
+        cc = await self._recipients(body, "cc", domains)
+        bcc = await self._recipients(body, "bcc", domains)
+        encrypt = optional(body, "encrypt", boolean) or False
+        outgoing = compose(
+            self.accounts.signer(active, token),
+            to,
+            wire.string(body, "content", max_len=MAX_CONTENT_BYTES),
+            subject=optional(body, "subject", subject_text),
+            reply_to=optional(body, "re", wire.message_id),
+            cc=cc,
+            bcc=bcc,
+            tags=optional(body, "tags", wire.tag_list),
+            expires=optional(body, "expires", wire.integer),
+            encrypt_for=await self._keys([to, *cc, *bcc]) if encrypt else None,
+            now_ms=self.accounts.clock(),
+        )
+        return wire.ok(**await self._submit(outgoing, domains))
+
+    async def _recipients(
+        self, body: Mapping[str, Any], name: str, domains: dict[str, str], *, single: bool = False
+    ) -> list[str]:
+        """The fx1 addresses of `to` (a string) or `cc`/`bcc` (lists); other domains' are
+        noted in `domains` so the submitter queues them for those servers."""
+        if single:
+            written = [(name, wire.string(body, name, max_len=MAX_RECIPIENT_CHARS))]
+        else:
+            items = body.get(name) or []
+            if not isinstance(items, list):
+                raise WrongType(f"{name} must be a list of recipients", field=name)
+            if len(items) > MAX_RECIPIENTS:
+                raise TooLarge(f"{name} has more than {MAX_RECIPIENTS} recipients", field=name)
+            written = [(f"{name}[{n}]", item) for n, item in enumerate(items)]
+        out = []
+        for where, item in written:
+            if not isinstance(item, str) or len(item) > MAX_RECIPIENT_CHARS:
+                raise WrongType(f"{where} must be a recipient (a string)", field=where)
+            address, domain = await self.accounts.recipient(item, where)
+            if domain is not None:
+                domains[address] = domain
+            out.append(address)
+        return out
+
+    async def _keys(self, addresses: list[str]) -> dict[str, str]:
+        """Public keys to encrypt for: those of the addresses hosted here."""
+        keys = {}
+        for address in dict.fromkeys(addresses):
+            hosted = await self.hosts.hosted(address)
+            if hosted is None:
+                raise InvalidValue(f"no key known here for {address}: cannot encrypt for it",
+                                   field="encrypt")  # fmt: skip
+            keys[address] = hosted.pub
+        return keys
+
+    async def _submit(self, outgoing: Outgoing, domains: dict[str, str]) -> dict[str, Any]:
+        """Submit the primary copy and each BCC copy. A copy none of whose recipients is
+        hosted is reported `not_hosted` rather than failing the others; only when no copy
+        reaches anyone is the send refused (404)."""
+        recipients: dict[str, str] = {}
+        refused: UnknownRecipient | None = None
+        for copy in outgoing.all:
+            named = copy.get("bcc") or [copy["to"], *copy.get("cc", ())]
+            wanted = {a: d for a, d in domains.items() if a in named}
+            try:
+                result = await self.submitter.submit({"message": copy, "domains": wanted} if wanted else copy)  # fmt: skip
+            except UnknownRecipient as exc:
+                refused = refused or exc
+                recipients.update(dict.fromkeys(named, NOT_HOSTED))
+                continue
+            recipients.update(result.recipients)
+        if refused is not None and set(recipients.values()) == {NOT_HOSTED}:
+            raise refused
+        fresh = {str(StoreOutcome.STORED), "queued"} & set(recipients.values())
+        return {"id": outgoing.primary["id"], "recipients": recipients, "duplicate": not fresh}

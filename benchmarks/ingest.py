@@ -59,8 +59,11 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, db: str, *, bare: bool = False) -> None:
-        self.port = free_port()
+    def __init__(
+        self, db: str, *, bare: bool = False, port: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:  # fmt: skip
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.dir = tempfile.mkdtemp(prefix="flux-bench-")
         if bare:  # the yardstick: benchmarks/bare_pipeline.py, same machine, same run
@@ -79,7 +82,9 @@ class ServerProcess:
             args += ["--db", db]
         else:
             args += ["--backend", db]
-        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            args, cwd=ROOT, stdout=subprocess.DEVNULL, env={**os.environ, **(env or {})}
+        )
 
     async def wait_ready(self, http: aiohttp.ClientSession) -> None:
         for _ in range(600):

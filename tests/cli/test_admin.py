@@ -52,3 +52,44 @@ def test_a_missing_database_is_one_line_of_error(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "no FLUX database" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def seed_queue(data_dir: Path, destination: str, count: int) -> None:
+    from flux.store.base import Outbound
+
+    async def go() -> None:
+        store = SQLiteStore(data_dir / "flux.db")
+        await store.open()
+        try:
+            items = [
+                Outbound(destination, {"id": f"{n:032x}"}, f"h{n}", ("fx1" + "b" * 40,), "none", n)
+                for n in range(count)
+            ]
+            await store.enqueue(items)
+            lease = await store.lease("test", 10, 1_000, 10)
+            if lease is not None:
+                await store.settle(lease, [], retry_at=2**50, error="connection refused")
+        finally:
+            await store.close()
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    asyncio.run(go())
+
+
+def test_queue_shows_what_waits_and_retry_now_makes_it_due(tmp_path: Path) -> None:
+    seed_queue(tmp_path / "empty", "b.example", 0)
+    empty = flux("admin", "queue", "--data-dir", str(tmp_path / "empty"))
+    assert empty.returncode == 0 and "the delivery queue is empty" in empty.stdout
+    seed_queue(tmp_path, "b.example", 3)
+    shown = flux("admin", "queue", "--data-dir", str(tmp_path))
+    assert shown.returncode == 0, shown.stderr
+    row = next(line for line in shown.stdout.splitlines() if "b.example" in line)
+    cells = [c.strip() for c in row.split("│") if c.strip()]
+    assert cells[0] == "b.example" and cells[1] == "3" and cells[3] == "1"
+    assert cells[4] != "now" and cells[5] == "connection refused"
+    woke = flux("admin", "queue", "--retry-now", "b.example", "--data-dir", str(tmp_path))
+    assert "b.example is due now" in woke.stdout
+    row = next(
+        line for line in woke.stdout.splitlines() if "b.example" in line and "due" not in line
+    )
+    assert [c.strip() for c in row.split("│") if c.strip()][4] == "now"

@@ -144,6 +144,8 @@ INVALID_VALUES: list[tuple[str, Any, str]] = [
     ("tags", [""], "tags[0]"),
     ("tags", [" work"], "tags[0]"),
     ("tags", ["x" * 65], "tags[0]"),
+    ("tags", ["a\x00b"], "tags[0]"),
+    ("tags", ["line\nbreak"], "tags[0]"),
     ("tags", ["\ud800"], "tags[0]"),
     ("expires", -1, "expires"),
     ("t", MAX + 1, "t"),

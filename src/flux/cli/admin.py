@@ -1,7 +1,8 @@
 """`flux admin …`: operator commands that work on a server's data directory directly.
 
 They open the same database the server uses (SQLite in WAL mode lets them run beside a
-live server) and change only what the operator asks: reputation overrides. The server reads
+live server; with PostgreSQL, FLUX_DB_URL names it) and change only what the operator
+asks: reputation overrides, or making a queued destination due now. The server reads
 strikes and overrides from the store on every check, so a change applies at once.
 """
 
@@ -16,13 +17,15 @@ from typing import TypeVar
 import typer
 from rich.table import Table
 
-from ..server.config import ServerConfig
+from ..server.config import Backend, ServerConfig
 from ..server.reputation import Reputation
 from ..server.runner import open_configured_store
 from ..store.base import Store
 from ._common import CliError, out, run
 
-admin = typer.Typer(help="Operate a server: reputation and quarantine.", no_args_is_help=True)
+admin = typer.Typer(
+    help="Operate a server: reputation, quarantine and the delivery queue.", no_args_is_help=True
+)
 
 DataDirOption = typer.Option(None, "--data-dir", help="The server's data directory.")
 T = TypeVar("T")
@@ -32,7 +35,7 @@ Action = Callable[[Store, Reputation, int], Awaitable[T]]
 def _config(data_dir: Path | None) -> ServerConfig:
     overrides = {"data_dir": data_dir} if data_dir is not None else {}
     config = ServerConfig.from_env(os.environ, **overrides)
-    if not config.database.exists():
+    if config.backend is Backend.SQLITE and not config.database.exists():
         raise CliError(f"no FLUX database at {config.database}")
     return config
 
@@ -89,3 +92,40 @@ def lift(server: str, data_dir: Path | None = DataDirOption) -> None:
 def quarantine(server: str, data_dir: Path | None = DataDirOption) -> None:
     """Quarantine a server by operator decision, whatever its strikes."""
     _override(data_dir, server, False)
+
+
+@admin.command()
+def queue(
+    data_dir: Path | None = DataDirOption,
+    retry_now: str | None = typer.Option(
+        None, "--retry-now", help="Make this destination due at once (after fixing it)."
+    ),
+) -> None:
+    """The delivery queue: messages waiting per destination, attempts, next try, last error."""
+
+    async def show(store: Store, _rep: Reputation, _now: int):
+        woke = await store.wake(retry_now) if retry_now else None
+        return woke, await store.queue_state()
+
+    woke, states = run(_with_reputation(_config(data_dir), show))
+    if retry_now:
+        out.print(f"✓ {retry_now} is due now" if woke else f"nothing queued for {retry_now}")
+    if not states:
+        out.print("the delivery queue is empty")
+        return
+    table = Table(title="delivery queue")
+    for column in ("destination", "queued", "oldest", "attempts", "next attempt", "last error"):
+        table.add_column(column)
+    for s in states:
+        table.add_row(
+            s.destination, str(s.queued), _when(s.oldest_at), str(s.attempts),
+            "now" if s.next_attempt_at <= _now_ms() else _when(s.next_attempt_at),
+            s.last_error or "",
+        )  # fmt: skip
+    out.print(table)
+
+
+def _when(ms: int | None) -> str:
+    if ms is None:
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000))

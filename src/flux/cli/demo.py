@@ -1,6 +1,8 @@
 """`flux demo`: a real server in this process and two people exchanging signed and
-encrypted mail through it, each step printed. Then (unless --once) the server stays up
-with the two key files written, so the rest of the CLI can be tried against it."""
+encrypted mail through it, each step printed; then two federated servers delivering to
+each other and a tampering relay caught (demo_federation.py). Then (unless --once) the
+first server stays up with the two key files written, so the rest of the CLI can be
+tried against it."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from rich.text import Text
 from ..client import FluxClient
 from ..identity import FluxIdentity
 from ._common import ok, out, run, short
+from .demo_federation import federation_demo
 
 WAIT_S = 10.0
 
@@ -53,6 +56,7 @@ async def _demo(workdir: Path, once: bool, port: int) -> None:
     try:
         ok(f"server running at {server.url} (open mode, data in {workdir})")
         keys = await _exchange(server.url, workdir)
+        await federation_demo(workdir / "federation")
         if not once:
             _instructions(server.url, keys)
             await asyncio.Event().wait()  # until Ctrl-C

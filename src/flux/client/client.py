@@ -39,7 +39,7 @@ from ..protocol import (
 )
 from .bindings import KnownBindings
 from .errors import FluxClientError
-from .resolve import Recipient, domain_url, parse_recipient, resolve_name
+from .resolve import Recipient, domain_url, is_local, parse_recipient, resolve_name
 from .results import Changes, Page, Peek, SendResult, Verified
 from .ws import Backoff, Listener
 
@@ -81,11 +81,15 @@ class FluxClient:
         timeout: float = 30.0,
         reconnect_base: float = 0.5,
         reconnect_cap: float = 30.0,
+        plain_http_domains: Iterable[str] | None = None,
     ) -> None:
         self.identity = identity
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.bindings = bindings if isinstance(bindings, KnownBindings) else KnownBindings(bindings)
+        # Other domains are reached over HTTPS; plain HTTP only for these (None: localhost)
+        plain = None if plain_http_domains is None else frozenset(plain_http_domains)
+        self._plain_http: Callable[[str], bool] = is_local if plain is None else plain.__contains__
         self._session = session
         self._owns_session = session is None
         self._token: str | None = None
@@ -220,6 +224,12 @@ class FluxClient:
     async def health(self) -> dict[str, Any]:
         return await self._request("GET", "/health", auth=False)
 
+    async def server_domain(self) -> str:
+        """This client's server's domain (asked once)."""
+        if self._domain is None:
+            self._domain = str((await self.health())["domain"])
+        return self._domain
+
     async def status(self, address: str | None = None) -> dict[str, Any]:
         """Your own mailbox's counters, or `{hosted: bool}` for another address."""
         target = address or self.address
@@ -246,20 +256,28 @@ class FluxClient:
             return recipient
         assert recipient.domain is not None and recipient.name is not None
         session = await self._http()
-        address, pub = await resolve_name(session, recipient.domain, recipient.name)
+        address, pub = await resolve_name(
+            session, recipient.domain, recipient.name, plain_http=self._plain_http
+        )
         self.bindings.check(recipient.handle or written, address, pub)
         self.learn_key(address, pub)
         return Recipient(written, address, recipient.domain, recipient.name, pub)
 
-    async def fetch_key(self, address: str) -> str:
-        """The public key for an fx1 address, as known or from this server.
+    async def fetch_key(self, address: str, domain: str | None = None) -> str:
+        """The public key for an fx1 address, as known or from its server.
 
         Looked up, in order: keys given to the client or learned (from resolution and from
-        every message verified), then GET /federation/resolve/{address} at this server,
-        which answers for the keys it hosts. Any key is checked to hash to the address, so
-        no source needs to be trusted. Raises FluxClientError `unknown_key`.
+        every message verified), then GET /federation/resolve/{address} at `domain` (when
+        the recipient was written `fx1…@domain`) or at this server, which answers for the
+        keys it hosts. Any key is checked to hash to the address, so no source needs to be
+        trusted. Raises FluxClientError `unknown_key`.
         """
         if address in self._keys:
+            return self._keys[address]
+        if domain is not None and domain != await self.server_domain():
+            session = await self._http()
+            _, pub = await resolve_name(session, domain, address, plain_http=self._plain_http)
+            self.learn_key(address, pub)
             return self._keys[address]
         try:
             body = await self._request("GET", f"/federation/resolve/{address}", auth=False)
@@ -305,8 +323,14 @@ class FluxClient:
         bcc_r = [await self.resolve(a, field="bcc") for a in _addr_list(bcc)]
         for address, pub in (keys or {}).items():
             self.learn_key(address, pub)
-        everyone = [r.address for r in (primary, *cc_r, *bcc_r) if r.address]
-        encrypt_for = {a: await self.fetch_key(a) for a in everyone} if encrypt else None
+        everyone = [r for r in (primary, *cc_r, *bcc_r) if r.address]
+        encrypt_for = (
+            {str(r.address): await self.fetch_key(str(r.address), r.domain) for r in everyone}
+            if encrypt
+            else None
+        )
+        own = await self.server_domain()
+        domains = {str(r.address): r.domain for r in everyone if r.domain and r.domain != own}
         out = compose(
             self.identity,
             str(primary.address),
@@ -322,12 +346,19 @@ class FluxClient:
         )
         outcomes: dict[str, str] = {}
         for envelope in out.all:
-            answer = await self._request("POST", "/send", json=envelope, auth=False)
+            # Recipients at other domains ride in the submission's `domains` (the SMTP
+            # envelope's role); the signed message itself names only fx1 addresses.
+            audience = envelope.get("bcc") or [envelope["to"], *envelope.get("cc", ())]
+            where = {a: domains[a] for a in audience if a in domains}
+            body = {"message": envelope, "domains": where} if where else envelope
+            answer = await self._request("POST", "/send", json=body, auth=False)
             outcomes.update(answer.get("recipients") or {})
         return SendResult(out.primary["id"], outcomes, tuple(out.all), encrypted=encrypt)
 
     async def reply(self, msg: Mapping[str, Any], content: str, **options: Any) -> SendResult:
-        """Answer `msg`: to its sender, `re` its id, encrypted when it was."""
+        """Answer `msg`: to its sender, `re` its id, encrypted when it was. Mail that came
+        from another server goes back to the server that sealed its first hop (where the
+        sender submitted it), as `fx1…@that-server`."""
         options.setdefault("reply_to", msg["id"])
         options.setdefault("encrypt", bool(msg.get("encrypted")))
         subject = msg.get("subject")
@@ -335,7 +366,12 @@ class FluxClient:
             options["subject"] = subject if subject.lower().startswith("re:") else f"Re: {subject}"
         if isinstance(msg.get("pub"), str):
             self.learn_key(msg["from"], msg["pub"])
-        return await self.send(msg["from"], content, **options)
+        chain = msg.get("integrity_chain") or []
+        origin = chain[0].get("server") if chain and isinstance(chain[0], dict) else None
+        to = msg["from"]
+        if isinstance(origin, str) and origin != await self.server_domain():
+            to = f"{to}@{origin}"
+        return await self.send(to, content, **options)
 
     # -- the mailbox --------------------------------------------------------------------
 
@@ -441,7 +477,7 @@ class FluxClient:
         if server not in self._server_keys:
             domain = self._domain or str((await self.health())["domain"])
             self._domain = domain
-            base = self.url if server == domain else domain_url(server)
+            base = self.url if server == domain else domain_url(server, plain_http=self._plain_http)
             session = await self._http()
             try:
                 async with session.get(f"{base}/federation/info") as resp:

@@ -15,6 +15,7 @@ its hash); a name binding is only as good as the domain, which is why the client
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -67,27 +68,38 @@ def parse_recipient(text: str, *, field: str = "to") -> Recipient:
     return Recipient(value, None, domain=domain, name=local)
 
 
-def domain_url(domain: str) -> str:
-    """A domain's base URL: HTTPS, except plain HTTP for localhost (development)."""
+def is_local(domain: str) -> bool:
+    """localhost names (any port): reached over plain HTTP by default (development)."""
     host = domain.rsplit(":", 1)[0] if not domain.endswith("]") else domain
-    local = host in _LOCAL_HOSTS or host.endswith(".localhost")
-    return f"{'http' if local else 'https'}://{domain}"
+    return host in _LOCAL_HOSTS or host.endswith(".localhost")
 
 
-def resolve_url(domain: str, name: str) -> str:
+def domain_url(domain: str, *, plain_http: Callable[[str], bool] = is_local) -> str:
+    """A domain's base URL: HTTPS, except plain HTTP where `plain_http(domain)` says so
+    (by default for localhost)."""
+    return f"{'http' if plain_http(domain) else 'https'}://{domain}"
+
+
+def resolve_url(domain: str, name: str, *, plain_http: Callable[[str], bool] = is_local) -> str:
     """Where `domain` answers for `name`."""
-    return f"{domain_url(domain)}/federation/resolve/{quote(name, safe='')}"
+    return f"{domain_url(domain, plain_http=plain_http)}/federation/resolve/{quote(name, safe='')}"
 
 
 async def resolve_name(
-    session: aiohttp.ClientSession, domain: str, name: str, *, url: str | None = None
+    session: aiohttp.ClientSession,
+    domain: str,
+    name: str,
+    *,
+    url: str | None = None,
+    plain_http: Callable[[str], bool] = is_local,
 ) -> tuple[str, str]:
     """GET the resolve endpoint; return (address, pub) after checking pub hashes to address.
 
     Raises FluxClientError (`resolve_failed`, with the status) when the domain does not
     answer with a binding, and AddressMismatch when the key it gives is not the address's.
     """
-    target = url or resolve_url(await delegated_server(session, domain), name)
+    server = await delegated_server(session, domain, plain_http=plain_http)
+    target = url or resolve_url(server, name, plain_http=plain_http)
     try:
         async with session.get(target) as resp:
             body = await resp.json(content_type=None)
@@ -108,14 +120,17 @@ async def resolve_name(
     return _checked_binding(body, f"{name}@{domain}")
 
 
-async def delegated_server(session: aiohttp.ClientSession, domain: str) -> str:
+async def delegated_server(
+    session: aiohttp.ClientSession, domain: str, *, plain_http: Callable[[str], bool] = is_local
+) -> str:
     """The server `domain` delegates to in /.well-known/flux, or the domain itself.
 
     The answer only says where to ask: the binding fetched there is still checked (the key
     must hash to the address), so a wrong delegation cannot substitute a key unseen.
     """
     try:
-        async with session.get(f"{domain_url(domain)}/.well-known/flux") as resp:
+        url = f"{domain_url(domain, plain_http=plain_http)}/.well-known/flux"
+        async with session.get(url) as resp:
             body = await resp.json(content_type=None) if resp.status == 200 else None
     except (aiohttp.ClientError, TimeoutError, ValueError):
         return domain

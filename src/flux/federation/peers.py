@@ -4,24 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from ..protocol.envelope import SERVER_RE
+from ..protocol.errors import FluxError
 from .keys import KeyCache, KeyFetcher
+from .mesh import Mesh, mesh_header
 
 log = logging.getLogger("flux.federation")
 
 
 class PeerClient:
     def __init__(
-        self, *, clock: Callable[[], int], insecure_peers: Iterable[str], ca_file: Path | None
+        self,
+        *,
+        clock: Callable[[], int],
+        insecure_peers: Iterable[str],
+        ca_file: Path | None,
+        meshes: Mapping[str, Mesh] | None = None,
     ) -> None:
         self.clock = clock
+        self.meshes = dict(meshes or {})
         self.insecure_peers = frozenset(insecure_peers)
         self.ca_file = ca_file
         self.cache = KeyCache()  # outlives sessions: keys stay cached across restarts of it
@@ -45,6 +55,54 @@ class PeerClient:
                 yield
             finally:
                 self._fetcher = None
+
+    def mesh_headers(self, via: str, signed: Mapping[str, str]) -> dict[str, str]:
+        """The Flux-Mesh header for a request relayed through mesh `via` (none if "")."""
+        return mesh_header(self.meshes[via], signed["Signature"]) if via else {}
+
+    def base_url(self, server: str) -> str:
+        """`https://{server}` (plain HTTP for peers listed insecure); raises InvalidValue
+        for anything that is not a `host[:port]` server name."""
+        return self.fetcher().info_url(server).removesuffix("/federation/info")
+
+    def _ssl(self, url: str) -> ssl.SSLContext | bool:
+        return False if url.startswith("http:") else (self.fetcher().ssl_context or True)
+
+    async def post(
+        self, server: str, path: str, body: bytes, headers: dict[str, str], *, timeout_s: float
+    ) -> tuple[int, Any]:
+        """POST a JSON body; (status, parsed answer or None). Raises aiohttp.ClientError,
+        TimeoutError or InvalidValue (not a server name)."""
+        url = self.base_url(server) + path
+        async with self.fetcher().session.post(
+            url, data=body, headers={**headers, "Content-Type": "application/json"},
+            timeout=aiohttp.ClientTimeout(total=timeout_s), ssl=self._ssl(url),
+        ) as response:  # fmt: skip
+            try:
+                answer = await response.json(content_type=None)
+            except ValueError:
+                answer = None
+            return response.status, answer
+
+    async def delegated_server(self, domain: str) -> str:
+        """The server `domain` names in `/.well-known/flux`, else the domain itself.
+
+        Mail keeps flowing if the well-known answer is missing (most domains serve FLUX
+        themselves); an answer that is not a server name is ignored, so a domain can point
+        delivery at a host but never at another scheme or path.
+        """
+        try:
+            url = self.base_url(domain) + "/.well-known/flux"
+            async with self.fetcher().session.get(
+                url, timeout=self.fetcher().timeout, ssl=self._ssl(url)
+            ) as response:
+                body = await response.json(content_type=None) if response.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, ValueError, FluxError):
+            return domain
+        server = body.get("server") if isinstance(body, dict) else None
+        if isinstance(server, str) and SERVER_RE.match(server.lower()):
+            return server.lower()
+        return domain
 
 
 class ReportSender:
@@ -70,14 +128,11 @@ class ReportSender:
             task.add_done_callback(self.pending.discard)
 
     async def _post(self, server: str, report: dict[str, Any]) -> None:
-        fetcher = self.peers.fetcher()
+        body = json.dumps(report, ensure_ascii=False).encode()
         try:
-            url = fetcher.info_url(server).removesuffix("/federation/info")
-            plain = url.startswith("http:")
-            async with fetcher.session.post(
-                f"{url}/integrity/tamper_report", json=report, timeout=fetcher.timeout,
-                ssl=False if plain else (fetcher.ssl_context or True),
-            ) as response:  # fmt: skip
-                log.info("event=report_sent server=%s status=%d", server, response.status)
+            status, _ = await self.peers.post(
+                server, "/integrity/tamper_report", body, {}, timeout_s=10.0
+            )
+            log.info("event=report_sent server=%s status=%d", server, status)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             log.warning("event=report_failed server=%s reason=%s", server, exc)

@@ -55,6 +55,7 @@ UNSEALED_FIELDS = frozenset({"route", "integrity_chain", "_status", "_inbox", "_
 RETRIEVAL_FIELDS = frozenset({"_status", "_inbox", "_tags"})
 ENCRYPTED_PLACEHOLDER = "[encrypted]"
 
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")  #: no tag or folder name may hold these
 ID_RE = re.compile(r"^[0-9a-f]{32}\Z")  # \Z, not $: "$" matches before a final "\n"
 SERVER_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?(:[0-9]{1,5})?\Z")
 
@@ -221,6 +222,8 @@ def _check_tags(name: str, value: Any) -> None:
             raise InvalidValue(
                 f"tags[{i}] must be 1-{MAX_TAG_CHARS} lower-case characters", field=f"tags[{i}]"
             )
+        if CONTROL_RE.search(tag):  # a NUL cannot even be stored by PostgreSQL
+            raise InvalidValue(f"tags[{i}] must not hold control characters", field=f"tags[{i}]")
         _require_utf8(f"tags[{i}]", tag, 4 * MAX_TAG_CHARS)  # refuses lone surrogates
 
 
@@ -234,6 +237,7 @@ def _is_plain_tag(tag: Any) -> bool:
         and 0 < len(tag) <= MAX_TAG_CHARS
         and tag == tag.lower()
         and tag.strip() == tag
+        and not CONTROL_RE.search(tag)
     )
 
 

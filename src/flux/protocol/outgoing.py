@@ -189,3 +189,31 @@ def build_message(
         randbytes=randbytes,
     )
     return out.primary
+
+
+BOUNCE_TAG = "bounce"
+
+
+def make_bounce(
+    original: Mapping[str, Any],
+    recipients: Iterable[str],
+    reason: str,
+    server: Identity,
+    now_ms: int,
+) -> dict[str, Any]:
+    """The signed notice a server sends a sender whose message it could not deliver
+    (PROTOCOL.md §10.3): from the server's own key, to the sender, `re` = the original id,
+    tagged `bounce`, naming the recipients and the reason. Plain text: the server cannot
+    read what it could not deliver when the original was encrypted, so it quotes only the
+    subject."""
+    who = ", ".join(recipients) or "its recipients"
+    subject = str(original.get("subject") or "(no subject)")
+    content = (
+        f"Your message {original['id']} could not be delivered to {who}.\n"
+        f"Reason: {reason}\n"
+        f"Subject: {subject[:200]}"
+    )
+    return compose(
+        server, original["from"], content, subject=f"Undeliverable: {subject}"[:200],
+        reply_to=original["id"], tags=[BOUNCE_TAG], now_ms=now_ms,
+    ).primary  # fmt: skip

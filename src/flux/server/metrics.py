@@ -6,6 +6,8 @@ the demo) would share and clash over it. Each app builds its own `Metrics`.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -39,6 +41,28 @@ class Metrics:
             "flux_ws_slow_closed", "WebSockets closed because their queue overflowed", registry=r
         )
         self.expired = Counter("flux_expired_messages", "Messages soft-deleted by expiry", registry=r)  # fmt: skip
+
+        self.outbound_queued = Gauge(
+            "flux_outbound_queued", "Messages in the delivery queue, by destination",
+            ["destination"], registry=r,
+        )  # fmt: skip
+        self.outbound = Counter(
+            "flux_outbound_messages", "Queued messages settled, by result (delivered, "
+            "bounced) and deferred batches", ["result"], registry=r,
+        )  # fmt: skip
+
+    def count_settled(self, lease: Any, settlement: Any) -> None:
+        """DeliveryWorker.on_settled: what one attempt at a destination came to."""
+        bounced = len({id(q) for q, _, _ in settlement.bounces})
+        self.outbound.labels(result="delivered").inc(len(settlement.done) - bounced)
+        self.outbound.labels(result="bounced").inc(bounced)
+        if settlement.retry is not None:
+            self.outbound.labels(result="deferred").inc()
+
+    def queue_sizes(self, sizes: dict[str, int]) -> None:
+        self.outbound_queued.clear()
+        for destination, queued in sizes.items():
+            self.outbound_queued.labels(destination=destination).set(queued)
 
     def refused(self, code: str) -> None:
         self.refusals.labels(code=code).inc()

@@ -9,7 +9,10 @@ In order, each step refusing with its own error (the table in errors.py gives th
    passed on); a message that passed through a quarantined server is refused (403);
 4. recipients: `to` + `cc`, or for a BCC copy only its `bcc` (BRIEF §2.1: each BCC copy
    is a separately signed envelope naming one BCC recipient, and must reach only that
-   recipient). In hosted mode only registered addresses are local; none at all is 404;
+   recipient). A recipient the submission's `domains` places at another domain is remote:
+   queued for that domain, and only for a sender this server hosts (403 `relay_denied`
+   otherwise: no open relay; open mode allows it). In hosted mode only registered
+   addresses are local; no local and no remote recipient at all is 404;
 5. dedupe: a recipient that already holds this id with the same body is a duplicate
    (nothing changes, 200 `duplicate`); with another body it is a 409 conflict. A replay
    of a stored message therefore passes no further step: it is neither spam-counted nor
@@ -18,7 +21,8 @@ In order, each step refusing with its own error (the table in errors.py gives th
 7. pending quota per recipient, checked in the storing transaction (429 when every new
    recipient is full; the others still get the message);
 8. this server's route entry and sealed hop (`next` = "local"), then the store, awaiting
-   the durable commit;
+   the durable commit; remote copies go into the durable delivery queue (sealed later, to
+   the server actually reached: federation/delivery.py) and are answered `queued`;
 9. only then the push to the recipients' live sockets (the pushed copy is marked
    delivered first, so a client never sees mail the store could still lose).
 
@@ -30,25 +34,35 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..federation.mesh import Mesh, relay_targets
 from ..protocol.chain import (
     LOCAL_DELIVERY,
     ChainVerdict,
     KeyLookup,
     ServerSigner,
     append_hop,
+    servers_in_chain,
     verify_chain,
 )
 from ..protocol.envelope import Envelope, body_hash, for_storage, verify_envelope
-from ..protocol.errors import ChainError
+from ..protocol.errors import ChainError, FluxError, InvalidValue
+from ..protocol.outgoing import make_bounce
 from ..protocol.spam import RateLimiter, check_spam
 from ..protocol.tamper import bound_seal
-from ..store.base import Incoming, MessageStatus, Store, StoreOutcome
+from ..store.base import Incoming, MessageStatus, Outbound, Store, StoreOutcome
 from . import wire
-from .errors import Conflict, Quarantined, QuotaExceeded, SpamRefused, UnknownRecipient
+from .errors import (
+    Conflict,
+    Quarantined,
+    QuotaExceeded,
+    RelayDenied,
+    SpamRefused,
+    UnknownRecipient,
+)
 from .metrics import Metrics
 from .push import Hub
 from .reputation import Reputation
@@ -56,8 +70,9 @@ from .reputation import Reputation
 log = logging.getLogger("flux.server")
 Clock = Callable[[], int]
 
-#: per-recipient outcome beyond the store's own
+#: per-recipient outcomes beyond the store's own
 NOT_HOSTED = "not_hosted"
+QUEUED = "queued"  #: in the delivery queue for another server
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +82,8 @@ class SubmitResult:
 
     @property
     def duplicate(self) -> bool:
-        """True when nothing new was stored (a replay)."""
-        return StoreOutcome.STORED not in self.recipients.values()
+        """True when nothing new was stored or queued (a replay)."""
+        return not {StoreOutcome.STORED, QUEUED} & set(self.recipients.values())
 
     def to_wire(self) -> dict[str, Any]:
         return {"id": self.id, "recipients": self.recipients, "duplicate": self.duplicate}
@@ -79,6 +94,33 @@ def local_recipients(env: Envelope) -> tuple[str, ...]:
     if env.bcc:
         return env.bcc
     return tuple(dict.fromkeys((env.to, *env.cc)))
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What the checks decided for one message, before anything is written."""
+
+    env: Envelope
+    now: int
+    cv: ChainVerdict
+    started: float
+    outcomes: dict[str, str]  #: per recipient; filled in by the commit
+    fresh: list[str]  #: local recipients to store for
+    #: (domain | (mesh peer, mesh), recipients) to queue for
+    outgoing: list[tuple[Any, Sequence[str]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """Where a message may go besides this server's own mailboxes."""
+
+    #: {domain: recipients} the submission placed at other domains (its `domains`)
+    remote: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    #: False for mail another server handed on; True: this server took the submission
+    origin: bool = True
+    #: the mesh a relayed message came through (its unhosted recipients go on through it);
+    #: mail handed on directly (not through a mesh) is delivered here or refused
+    relayed_through: Mesh | None = None
 
 
 class Submitter:
@@ -95,6 +137,8 @@ class Submitter:
         open_mode: bool,
         pending_quota: int,
         enforce_quarantine: bool = True,
+        meshes: Mapping[str, Mesh] | None = None,
+        on_queued: Callable[[], None] = lambda: None,
     ) -> None:
         self.store = store
         self.signer = signer
@@ -106,30 +150,66 @@ class Submitter:
         self.open_mode = open_mode
         self.pending_quota = pending_quota
         self.enforce_quarantine = enforce_quarantine
+        self.meshes = dict(meshes or {})
+        self.on_queued = on_queued  #: wakes the delivery worker
 
     async def submit(self, raw: bytes | str | Any) -> SubmitResult:
-        """Run the pipeline on one message (raw JSON, or an already strictly-parsed value).
+        """Run the pipeline on one submission: raw JSON or an already strictly-parsed value,
+        a bare envelope or `{"message": envelope, "domains": {...}}` (wire.submission).
 
-        Raises InvalidInput/VerificationError subclasses, Quarantined, UnknownRecipient,
-        Conflict, SpamRefused, QuotaExceeded.
+        Raises InvalidInput/VerificationError subclasses, Quarantined, RelayDenied,
+        UnknownRecipient, Conflict, SpamRefused, QuotaExceeded.
         """
         started = time.perf_counter()
-        msg = wire.parse_json(raw) if isinstance(raw, bytes | str) else raw
+        value = wire.parse_json(raw) if isinstance(raw, bytes | str) else raw
+        msg, domains = wire.submission(value)
         if isinstance(msg, dict):
             msg = for_storage(msg)
         now = self.clock()
         env = verify_envelope(msg, now_ms=now)
-        return await self._deliver(env, now, self._check_chain(env), started)
+        remote = self._remote(env, domains)
+        cv = self._check_chain(env)
+        if remote:
+            await self._check_relay(env)
+        return await self._deliver(env, now, cv, started, Routing(remote=remote))
 
-    async def accept_relayed(self, msg: Any, *, peer: str, keys: KeyLookup) -> SubmitResult:
-        """A message the server `peer` handed on (POST /federation/deliver).
+    async def accept_relayed(
+        self, msg: Any, *, peer: str, keys: KeyLookup, mesh: Mesh | None = None
+    ) -> SubmitResult:
+        """One message the server `peer` handed on; see `accept_batch`. Raises its error."""
+        (result,) = await self.accept_batch([msg], peer=peer, keys=keys, mesh=mesh)
+        if isinstance(result, FluxError):
+            raise result
+        return result
+
+    async def accept_batch(
+        self, messages: Sequence[Any], *, peer: str, keys: KeyLookup, mesh: Mesh | None = None
+    ) -> list[SubmitResult | FluxError]:
+        """Messages the server `peer` handed on in one transaction (POST /federation/deliver,
+        or /mesh/relay with the `mesh` they came through: then what is not hosted here is
+        passed on). One result per message, in order: its SubmitResult or the error that
+        refused it. The accepted ones are stored in one store transaction, in batch order.
 
         No freshness check: queued mail may be days old. The last record must be `peer`'s
         seal handing exactly this message to this server, and the whole chain must verify
-        under the keys each server publishes (`keys` must hold them already). Raises the
-        verification errors of `submit`; the caller looks for a provable offense.
+        under the keys each server publishes (`keys` must hold them already).
         """
-        started = time.perf_counter()
+        route = Routing(origin=False, relayed_through=mesh)
+        results: list[SubmitResult | FluxError | _Plan] = []
+        for msg in messages:
+            started = time.perf_counter()
+            try:
+                env = self._verify_relayed(msg, peer, keys)
+                results.append(
+                    await self._plan(env, self.clock(), ChainVerdict.PASS, started, route)
+                )
+            except FluxError as exc:
+                results.append(exc)
+        plans = [r for r in results if isinstance(r, _Plan)]
+        committed = iter(await self._commit(plans))
+        return [next(committed) if isinstance(r, _Plan) else r for r in results]
+
+    def _verify_relayed(self, msg: Any, peer: str, keys: KeyLookup) -> Envelope:
         if isinstance(msg, dict):
             msg = for_storage(msg)
         env = verify_envelope(msg)
@@ -140,26 +220,114 @@ class Submitter:
                 field="integrity_chain",
             )
         verify_chain(env.data, keys).raise_for_failure()
-        return await self._deliver(env, self.clock(), ChainVerdict.PASS, started)
+        return env
 
     async def _deliver(
-        self, env: Envelope, now: int, cv: ChainVerdict, started: float
+        self, env: Envelope, now: int, cv: ChainVerdict, started: float, route: Routing
     ) -> SubmitResult:
-        """The steps after authenticity: route, recipients, dedupe, spam, store, push."""
+        """One message through `_plan` and `_commit`; raises what refused it."""
+        (result,) = await self._commit([await self._plan(env, now, cv, started, route)])
+        if isinstance(result, FluxError):
+            raise result
+        return result
+
+    async def _plan(
+        self, env: Envelope, now: int, cv: ChainVerdict, started: float, route: Routing
+    ) -> _Plan:
+        """The checks after authenticity: route, recipients, dedupe, spam. Nothing is
+        written; `_commit` writes what the plan says."""
         await self._check_route(env)
-        outcomes, fresh = await self._dedupe(env, await self._hosted(env))
-        if fresh:
-            self._check_spam(env, now)
-            await self._store(env, fresh, now, cv, outcomes)
-        result = SubmitResult(env.id, outcomes)
-        self.metrics.submit_seconds.observe(time.perf_counter() - started)
+        elsewhere = {r for rcpts in route.remote.values() for r in rcpts}
+        hosted = await self._hosted(env, elsewhere)
+        relays = self._mesh_relays(env, [r for r, why in hosted.items() if why], route)
+        if not elsewhere and not relays and all(hosted.values()) and not route.relayed_through:
+            where = "bcc" if env.bcc else "to"
+            raise UnknownRecipient("no recipient of this message is hosted here", field=where)
+        if route.origin and relays:
+            await self._check_relay(env)
+        outcomes, fresh = await self._dedupe(env, hosted)
+        outgoing = [*route.remote.items(), *relays.items()]
+        if fresh or outgoing:
+            # Mail a peer hands on was rate-limited by the sender's own server when it was
+            # submitted; counting it again here would refuse a queue that flushes after an
+            # outage as a burst it never was. The content heuristics apply to all mail.
+            self._check_spam(env, now, rate_limited=route.origin)
+        return _Plan(env, now, cv, started, outcomes, fresh, outgoing)
+
+    async def _commit(self, plans: Sequence[_Plan]) -> list[SubmitResult | FluxError]:
+        """Store every plan's local copies in one transaction and queue its remote ones
+        (one more), then push; one result per plan, in order.
+
+        Dedupe and the quota are decided again inside the storing transaction, so racing
+        submissions can neither store an id twice nor overshoot a recipient's quota.
+        """
+        storing = [p for p in plans if p.fresh]
+        stored = await self.store.store_many([self._incoming(p) for p in storing])
+        refused: dict[int, FluxError] = {}
+        for plan, outcome in zip(storing, stored, strict=True):
+            error = self._refusal(outcome)
+            if error is not None:
+                refused[id(plan)] = error
+            else:
+                plan.outcomes.update({r: str(o) for r, o in outcome.items()})
+        queueing = [p for p in plans if p.outgoing and id(p) not in refused]
+        if queueing:
+            await self._queue(queueing)
+        results: list[SubmitResult | FluxError] = []
+        for plan in plans:
+            if id(plan) in refused:
+                results.append(refused[id(plan)])
+                continue
+            for rcpt, outcome in plan.outcomes.items():
+                if outcome == StoreOutcome.STORED:
+                    await self.push_new(rcpt, plan.env.id)
+            results.append(self._done(plan))
+        return results
+
+    def _incoming(self, plan: _Plan) -> Incoming:
+        env = plan.env
+        stamped = append_hop(
+            env.data, self.signer, next_hop=LOCAL_DELIVERY, now_ms=plan.now, cv=plan.cv
+        )
+        tags = tuple(sorted({t.lower() for t in env.data.get("tags") or ()}))
+        return Incoming(
+            stamped, env.body_hash, tuple(plan.fresh), plan.now, tags=tags,
+            pending_quota=self.pending_quota,
+        )  # fmt: skip
+
+    def _refusal(self, outcome: Mapping[str, StoreOutcome]) -> FluxError | None:
+        if StoreOutcome.STORED in outcome.values():
+            return None
+        if StoreOutcome.CONFLICT in outcome.values():
+            return Conflict("this id is already stored with another body", field="id")
+        if StoreOutcome.OVER_QUOTA in outcome.values():
+            return QuotaExceeded(f"the recipient has {self.pending_quota} pending messages", field="to")  # fmt: skip
+        return None
+
+    def _done(self, plan: _Plan) -> SubmitResult:
+        result = SubmitResult(plan.env.id, plan.outcomes)
+        self.metrics.submit_seconds.observe(time.perf_counter() - plan.started)
         self.metrics.submissions.labels(outcome="duplicate" if result.duplicate else "stored").inc()
         log.debug(
             "event=submit id=%s from=%s stored=%d duplicate=%s",
-            env.id, env.sender, sum(o == StoreOutcome.STORED for o in outcomes.values()),
-            result.duplicate,
+            plan.env.id, plan.env.sender,
+            sum(o == StoreOutcome.STORED for o in plan.outcomes.values()), result.duplicate,
         )  # fmt: skip
         return result
+
+    def _mesh_relays(
+        self, env: Envelope, unhosted: Sequence[str], route: Routing
+    ) -> dict[tuple[str, str], list[str]]:
+        """{(peer, mesh): recipients} for bare recipients not hosted here (mesh.py)."""
+        if not unhosted or not (route.origin or route.relayed_through):
+            return {}
+        meshes = [route.relayed_through] if route.relayed_through else self.meshes.values()
+        seen = servers_in_chain(env.data)
+        relays: dict[tuple[str, str], list[str]] = {}
+        for mesh in meshes:
+            for peer in relay_targets(mesh, self.signer.name, seen, first=route.origin):
+                relays.setdefault((peer, mesh.name), []).extend(unhosted)
+        return relays
 
     # -- the steps ----------------------------------------------------------------------
 
@@ -190,16 +358,34 @@ class Submitter:
             return
         raise Quarantined(f"the message passed through quarantined {bad[0]}", field="route")
 
-    async def _hosted(self, env: Envelope) -> dict[str, str | None]:
-        """recipient -> None if it is served here, else why not."""
-        wanted = local_recipients(env)
+    def _remote(self, env: Envelope, domains: Mapping[str, str]) -> dict[str, list[str]]:
+        """{domain: its recipients} for the recipients placed at another domain."""
+        wanted = set(local_recipients(env))
+        remote: dict[str, list[str]] = {}
+        for rcpt, domain in domains.items():
+            if rcpt not in wanted:
+                where = f"domains.{rcpt}"
+                raise InvalidValue("domains names an address this copy is not for", field=where)
+            if domain != self.signer.name:
+                remote.setdefault(domain, []).append(rcpt)
+        return remote
+
+    async def _check_relay(self, env: Envelope) -> None:
+        # Only mail from a sender this server hosts goes on to other servers: otherwise
+        # anyone could make this server carry (and vouch with its seal for) their mail.
+        if self.open_mode or await self.store.hosted(env.sender):
+            return
+        raise RelayDenied(
+            "this server relays mail to other domains only for addresses it hosts",
+            field="domains",
+        )
+
+    async def _hosted(self, env: Envelope, elsewhere: set[str]) -> dict[str, str | None]:
+        """Local recipient -> None if it is served here, else why not."""
+        wanted = [r for r in local_recipients(env) if r not in elsewhere]
         if self.open_mode:
             return dict.fromkeys(wanted)
-        out = {r: None if await self.store.hosted(r) else NOT_HOSTED for r in wanted}
-        if all(out.values()):
-            where = "bcc" if env.bcc else "to"
-            raise UnknownRecipient("no recipient of this message is hosted here", field=where)
-        return out
+        return {r: None if await self.store.hosted(r) else NOT_HOSTED for r in wanted}
 
     async def _dedupe(
         self, env: Envelope, hosted: Mapping[str, str | None]
@@ -216,39 +402,47 @@ class Submitter:
                 raise Conflict("this id is already stored with another body", field="id")
         return outcomes, fresh
 
-    def _check_spam(self, env: Envelope, now: int) -> None:
-        verdict = check_spam(env.data, self.limiter, now)
+    def _check_spam(self, env: Envelope, now: int, *, rate_limited: bool) -> None:
+        verdict = check_spam(env.data, self.limiter if rate_limited else None, now)
         if verdict.is_spam:
             raise SpamRefused(verdict.reasons)
 
-    async def _store(
-        self,
-        env: Envelope,
-        recipients: Sequence[str],
-        now: int,
-        cv: ChainVerdict,
-        outcomes: dict[str, str],
-    ) -> None:
-        stamped = append_hop(env.data, self.signer, next_hop=LOCAL_DELIVERY, now_ms=now, cv=cv)
-        tags = tuple(sorted({t.lower() for t in env.data.get("tags") or ()}))
-        incoming = Incoming(
-            stamped, env.body_hash, tuple(recipients), now, tags=tags,
-            pending_quota=self.pending_quota,
-        )  # fmt: skip
-        # Dedupe and the quota are decided again inside the storing transaction, so racing
-        # submissions can neither store an id twice nor overshoot a recipient's quota.
-        stored = await self.store.store_message(incoming)
-        if StoreOutcome.STORED not in stored.values():
-            if StoreOutcome.CONFLICT in stored.values():
-                raise Conflict("this id is already stored with another body", field="id")
-            if StoreOutcome.OVER_QUOTA in stored.values():
-                raise QuotaExceeded(
-                    f"the recipient has {self.pending_quota} pending messages", field="to"
-                )
-        outcomes.update({r: str(o) for r, o in stored.items()})
-        for rcpt, outcome in stored.items():
-            if outcome == StoreOutcome.STORED:
-                await self.push_new(rcpt, env.id)
+    async def _queue(self, plans: Sequence[_Plan]) -> None:
+        """Queue one copy per destination of every plan (one transaction): a domain, or a
+        (mesh peer, mesh name) pair; answer `queued`, or `duplicate` if already queued."""
+        items: list[tuple[_Plan, Sequence[str], Outbound]] = []
+        for plan in plans:
+            env = plan.env
+            for where, rcpts in plan.outgoing:
+                destination, via = where if isinstance(where, tuple) else (where, "")
+                item = Outbound(
+                    destination, env.data, env.body_hash, tuple(rcpts), str(plan.cv), plan.now,
+                    via,
+                )  # fmt: skip
+                items.append((plan, rcpts, item))
+        added = await self.store.enqueue([item for _, _, item in items])
+        for (plan, rcpts, _), new in zip(items, added, strict=True):
+            plan.outcomes.update(dict.fromkeys(rcpts, QUEUED if new else StoreOutcome.DUPLICATE))
+        self.on_queued()
+
+    async def bounce(self, item: Outbound, recipients: Iterable[str], reason: str) -> None:
+        """Give the sender of `item` a bounce signed by this server (federation/delivery.py
+        calls this when a message cannot be delivered). Stored like any mail, without the
+        spam and quota checks: the sender's own server is telling it about its own mail."""
+        original = item.envelope
+        bounce = make_bounce(original, list(recipients), reason, self.signer.identity, self.clock())
+        sender = original["from"]
+        if not (self.open_mode or await self.store.hosted(sender)):
+            log.warning("event=bounce_dropped id=%s reason=sender_not_hosted", original["id"])
+            return
+        env = verify_envelope(bounce)
+        plan = _Plan(env, self.clock(), ChainVerdict.NONE, time.perf_counter(), {}, [sender], [])
+        (result,) = await self._commit([plan])
+        if isinstance(result, FluxError):  # the sender's mailbox is full: nothing to do
+            log.warning("event=bounce_dropped id=%s reason=%s", original["id"], result.code)
+            return
+        self.metrics.refused("bounced")
+        log.info("event=bounce id=%s re=%s to=%s", env.id, original["id"], sender)
 
     async def push_new(self, address: str, msg_id: str) -> None:
         """Mark a stored message delivered and push it to `address`'s live sockets."""

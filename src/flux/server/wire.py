@@ -14,9 +14,9 @@ from typing import Any
 from aiohttp import web
 
 from ..protocol.canonical import loads_strict
-from ..protocol.envelope import require_address, require_id
+from ..protocol.envelope import CONTROL_RE, SERVER_RE, require_address, require_id
 from ..protocol.errors import InvalidValue, MalformedJSON, MissingField, TooLarge, WrongType
-from ..protocol.limits import MAX_TAG_CHARS, MAX_TAGS
+from ..protocol.limits import MAX_RECIPIENTS, MAX_TAG_CHARS, MAX_TAGS
 from .errors import dumps
 
 MAX_IDS = 500  #: ids in one read/delete request
@@ -118,9 +118,11 @@ def tag_list(obj: Mapping[str, Any], name: str) -> list[str]:
         where = f"{name}[{n}]"
         if not isinstance(tag, str):
             raise WrongType(f"{where} must be a string", field=where)
-        if not 0 < len(tag) <= MAX_TAG_CHARS or tag != tag.lower() or tag != tag.strip():
+        if (not 0 < len(tag) <= MAX_TAG_CHARS or tag != tag.lower() or tag != tag.strip()
+                or CONTROL_RE.search(tag)):  # fmt: skip
             raise InvalidValue(
-                f"{where} must be 1-{MAX_TAG_CHARS} lower-case characters", field=where
+                f"{where} must be 1-{MAX_TAG_CHARS} lower-case characters, no control characters",
+                field=where,
             )
     return list(dict.fromkeys(tags))
 
@@ -135,6 +137,27 @@ def check_inbox(value: Any, name: str = "inbox") -> str:
 
 def inbox(obj: Mapping[str, Any], name: str = "inbox") -> str:
     return check_inbox(field(obj, name), name)
+
+
+def submission(value: Any) -> tuple[Any, dict[str, str]]:
+    """A `/send` body: a bare envelope, or `{"message": envelope, "domains": {fx1: domain}}`
+    where `domains` says which recipients live at another domain (the SMTP envelope's
+    role). Returns (message, domains); the message itself is checked by the pipeline."""
+    if not isinstance(value, dict) or "message" not in value or "id" in value:
+        return value, {}
+    domains = value.get("domains", {})
+    if not isinstance(domains, dict):
+        raise WrongType("domains must map recipient addresses to domains", field="domains")
+    if len(domains) > MAX_RECIPIENTS:
+        raise TooLarge(f"domains names more than {MAX_RECIPIENTS} recipients", field="domains")
+    for rcpt, domain in domains.items():
+        check_address(rcpt, "domains")
+        where = f"domains.{rcpt}"
+        if not isinstance(domain, str):
+            raise WrongType(f"{where} must be a domain name", field=where)
+        if not SERVER_RE.match(domain):
+            raise InvalidValue(f"{where} must be a lower-case host or host:port", field=where)
+    return value["message"], domains
 
 
 # -- query strings ---------------------------------------------------------------------------

@@ -183,6 +183,8 @@ class WebSocketEndpoint:
 
     async def _send(self, p: Principal, frame: dict[str, Any], conn: Connection) -> dict[str, Any]:
         message = wire.field(frame, "message")
+        if "domains" in frame:  # recipients at other domains, as in POST /send
+            message = {"message": message, "domains": frame["domains"]}
         return (await self.submitter.submit(message)).to_wire()
 
     async def _read(self, p: Principal, frame: dict[str, Any], conn: Connection) -> dict[str, Any]:

@@ -23,22 +23,22 @@ class MemoryQueue:
         self._destinations: dict[str, _Destination] = {}
         self._qid = 0
 
-    async def enqueue(self, items: Sequence[Outbound]) -> int:
-        added = 0
+    async def enqueue(self, items: Sequence[Outbound]) -> list[bool]:
+        added = []
         for item in items:
             dest = self._destinations.setdefault(item.destination, _Destination())
-            if any(q.body_hash == item.body_hash for q in dest.messages.values()):
-                continue
-            self._qid += 1
-            dest.messages[self._qid] = item
-            added += 1
+            new = not any(q.body_hash == item.body_hash for q in dest.messages.values())
+            if new:
+                self._qid += 1
+                dest.messages[self._qid] = item
+            added.append(new)
         return added
 
     async def lease(self, holder: str, now_ms: int, lease_ms: int, limit: int) -> Lease | None:
         for name, dest in sorted(self._destinations.items(), key=lambda kv: kv[1].next_attempt_at):
             if not dest.messages or dest.next_attempt_at > now_ms:
                 continue
-            if dest.holder not in (None, holder) and dest.leased_until > now_ms:
+            if dest.holder is not None and dest.leased_until > now_ms:
                 continue
             dest.holder, dest.leased_until = holder, now_ms + lease_ms
             oldest = list(dest.messages.items())[:limit]

@@ -15,20 +15,21 @@ from .base import DestinationState, Lease, Outbound, Queued
 HAS_MAIL = "EXISTS (SELECT 1 FROM outbound o WHERE o.destination = d.destination)"
 
 
-def enqueue(conn: sqlite3.Connection, items: Sequence[Outbound]) -> int:
-    added = 0
+def enqueue(conn: sqlite3.Connection, items: Sequence[Outbound]) -> list[bool]:
+    added = []
     for item in items:
         conn.execute(
             "INSERT OR IGNORE INTO destinations (destination) VALUES (?)", (item.destination,)
         )
-        added += conn.execute(
+        cur = conn.execute(
             """INSERT OR IGNORE INTO outbound
                (destination, body_hash, envelope, recipients, cv, via, enqueued_at)
                VALUES (?, ?, ?, ?, ?, ?, ?)""",
             (item.destination, item.body_hash,
              json.dumps(item.envelope, ensure_ascii=False, separators=(",", ":")),
              json.dumps(list(item.recipients)), item.cv, item.via, item.enqueued_at),
-        ).rowcount  # fmt: skip
+        )  # fmt: skip
+        added.append(cur.rowcount == 1)
     return added
 
 
@@ -37,11 +38,10 @@ def lease(
 ) -> Lease | None:
     row = conn.execute(
         f"""SELECT destination, attempts FROM destinations d
-            WHERE next_attempt_at <= :now AND (holder IS NULL OR holder = :holder
-                                               OR leased_until <= :now)
+            WHERE next_attempt_at <= :now AND (holder IS NULL OR leased_until <= :now)
               AND {HAS_MAIL}
             ORDER BY next_attempt_at LIMIT 1""",
-        {"now": now, "holder": holder},
+        {"now": now},
     ).fetchone()
     if row is None:
         return None

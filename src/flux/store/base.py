@@ -301,13 +301,14 @@ class Store(Protocol):
         """Record a single-use nonce; False if it was used before."""
 
     # -- the delivery queue (docs/FEDERATION.md, "Delivery queue") ---------------------------
-    async def enqueue(self, items: Sequence[Outbound]) -> int:
-        """Queue durably; a copy already queued for its destination (same body hash) is
-        skipped. Returns how many were added."""
+    async def enqueue(self, items: Sequence[Outbound]) -> list[bool]:
+        """Queue durably, in one transaction; a copy already queued for its destination
+        (same body hash) is skipped. Returns, per item, whether it was added."""
 
     async def lease(self, holder: str, now_ms: int, lease_ms: int, limit: int) -> Lease | None:
         """Claim one destination that has queued mail, is due (`next_attempt_at <= now`)
-        and is not held by another live lease; return its oldest `limit` messages in queue
+        and is not held by a live lease (the caller's own included: one batch in flight per
+        destination, even within one worker); return its oldest `limit` messages in queue
         order. One destination is held by one worker at a time (one batch in flight per
         peer); a lease that is not settled by `now + lease_ms` (a dead worker) lapses."""
 

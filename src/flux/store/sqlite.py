@@ -260,7 +260,7 @@ class SQLiteStore:
         return await self._write(op)
 
     # -- the delivery queue -----------------------------------------------------------------
-    async def enqueue(self, items: Sequence[Outbound]) -> int:
+    async def enqueue(self, items: Sequence[Outbound]) -> list[bool]:
         items = list(items)
         return await self._write(lambda c: queue.enqueue(c, items))
 

@@ -12,12 +12,13 @@ a strike, counted once per proof. Delivery is idempotent: a retried batch is ans
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
 
 from ...federation.keys import KeyFetcher
+from ...federation.mesh import Mesh, check_mesh_header
 from ...federation.peers import ReportSender
 from ...federation.signing import claimed_server, verify_request
 from ...protocol.chain import PublishedKey, servers_in_chain
@@ -26,7 +27,7 @@ from ...protocol.tamper import Offense, build_report, find_offense, validate_rep
 from ...store.base import Store, Strike
 from .. import wire
 from ..keys import ServerKey
-from ..submission import Submitter
+from ..submission import SubmitResult, Submitter
 
 MAX_BATCH = 100
 
@@ -41,6 +42,8 @@ class FederationRoutes:
         store: Store,
         clock: Callable[[], int],
         reports: ReportSender,
+        peer_heard: Callable[[str], Awaitable[None]],
+        meshes: Mapping[str, Mesh],
     ) -> None:
         self.key = key
         self.name = key.signer.name
@@ -49,10 +52,14 @@ class FederationRoutes:
         self.store = store
         self.clock = clock
         self.reports = reports
+        self.peer_heard = peer_heard  #: a peer that reaches us is up: retry its queue now
+        self.meshes = meshes
 
     def routes(self) -> list[web.RouteDef]:
         return [
             web.post("/federation/deliver", self.deliver),
+            web.post("/mesh/relay", self.relay),
+            web.get("/mesh/info", self.mesh_info),
             web.post("/integrity/tamper_report", self.tamper_report),
         ]
 
@@ -62,8 +69,24 @@ class FederationRoutes:
         return self.fetcher().cache.lookup(server)
 
     async def deliver(self, request: web.Request) -> web.Response:
+        return await self._receive(request, mesh=False)
+
+    async def relay(self, request: web.Request) -> web.Response:
+        """A mesh peer's batch: as /federation/deliver, plus the Flux-Mesh membership proof;
+        what is not hosted here goes on through the mesh (federation/mesh.py)."""
+        return await self._receive(request, mesh=True)
+
+    async def mesh_info(self, request: web.Request) -> web.Response:
+        meshes = [
+            {"name": m.name, "mode": str(m.mode), "peers": list(m.peers)}
+            for m in self.meshes.values()
+        ]
+        return wire.ok(server=self.name, meshes=meshes)
+
+    async def _receive(self, request: web.Request, *, mesh: bool) -> web.Response:
         body = await request.read()
         peer = await self._authenticate(request, body)
+        through = check_mesh_header(request.headers, self.meshes, peer) if mesh else None
         batch = wire.parse_json(body)
         messages = self._messages(batch, peer)
         fetcher = self.fetcher()
@@ -74,7 +97,10 @@ class FederationRoutes:
             for s in servers_in_chain(m)
             if s != self.name
         )
-        results = [await self._accept(msg, peer) for msg in messages]
+        accepted = await self.submitter.accept_batch(
+            messages, peer=peer, keys=self.keys, mesh=through
+        )
+        results = [await self._result(m, r, peer) for m, r in zip(messages, accepted, strict=True)]
         return wire.ok(txn=batch["txn"], results=results)
 
     async def _authenticate(self, request: web.Request, body: bytes) -> str:
@@ -89,6 +115,7 @@ class FederationRoutes:
                     request.method, request.path_qs, request.headers, body,
                     keys=self.keys, now_s=self.clock() // 1000, authority=self.name,
                 )  # fmt: skip
+                await self.peer_heard(signed.server)
                 return signed.server
             except BadRequestSignature:
                 if after_miss:
@@ -107,14 +134,14 @@ class FederationRoutes:
             raise InvalidValue(f"messages must list 1-{MAX_BATCH} envelopes", field="messages")
         return messages
 
-    async def _accept(self, msg: Any, peer: str) -> dict[str, Any]:
-        msg_id = msg.get("id") if isinstance(msg, dict) else None
-        try:
-            result = await self.submitter.accept_relayed(msg, peer=peer, keys=self.keys)
+    async def _result(
+        self, msg: Any, result: SubmitResult | FluxError, peer: str
+    ) -> dict[str, Any]:
+        if not isinstance(result, FluxError):
             return {"id": result.id, "recipients": result.recipients}
-        except FluxError as exc:
-            struck = await self._strike(msg, peer) if isinstance(msg, dict) else False
-            return {"id": msg_id, "refused": exc.code, "error": exc.message, "struck": struck}
+        struck = await self._strike(msg, peer) if isinstance(msg, dict) else False
+        msg_id = msg.get("id") if isinstance(msg, dict) else None
+        return {"id": msg_id, "refused": result.code, "error": result.message, "struck": struck}
 
     async def _strike(self, msg: dict[str, Any], peer: str) -> bool:
         offense = find_offense(msg, self.keys, receiver=self.name)

@@ -1,0 +1,289 @@
+"""The delivery worker: hands queued mail to other servers (docs/FEDERATION.md, "Delivery queue").
+
+The submit pipeline puts each copy for another server in the store's durable queue (one
+row per destination and body) and kicks the worker. The worker claims one *destination* at
+a time (a store lease: one batch in flight per peer, across every process sharing the
+store), seals each message to the server it is about to reach, and POSTs the batch as one
+signed, idempotent transaction to `/federation/deliver` (or `/mesh/relay` for mesh copies).
+
+What the answer decides, per message:
+
+* `recipients` (stored, duplicate, ...): delivered; removed from the queue. A recipient the
+  peer does not host is bounced: retrying would not change that.
+* `refused` with a transient code (the recipient's quota, the peer being unavailable): kept
+  and retried with the destination's backoff.
+* `refused` otherwise (spam, unknown recipient, quarantine, a verification failure): bounced.
+
+A failed request (connection refused, timeout, TLS failure, a non-200 answer) leaves the
+whole batch queued and waits `backoff_delay_ms(attempts)`: capped, jittered, exponential.
+A message older than the retry window is bounced instead of sent. A destination that is
+waiting is made due at once when its peer is heard from (it delivered to us).
+
+Crash safety: rows leave the queue only after the peer's answer, so a crash between the
+peer storing a batch and this server settling it makes the batch go again; the peer
+dedupes by (id, recipient) and answers `duplicate`, so each recipient gets each message
+exactly once. A worker that dies holding a lease loses it after `lease_ms`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+
+from ..protocol.chain import ChainVerdict, ServerSigner, append_hop
+from ..store.base import Lease, Outbound, Queued, Store
+from .peers import PeerClient
+from .signing import sign_request
+
+log = logging.getLogger("flux.federation")
+Clock = Callable[[], int]
+
+#: refusals a later attempt may overcome; every other refusal is final (a bounce)
+TRANSIENT_REFUSALS = frozenset({"quota_exceeded", "unavailable", "internal_error"})
+#: per-recipient outcomes that mean the message did not and will not reach that recipient
+UNDELIVERABLE = frozenset({"not_hosted"})
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePolicy:
+    batch: int = 100  #: messages per transaction (the receiver accepts at most 100)
+    parallel: int = 8  #: destinations worked at once by one process
+    lease_ms: int = 60_000  #: a dead worker's destinations are free again after this
+    retry_base_ms: int = 5_000  #: the first retry waits about this long
+    retry_cap_ms: int = 3_600_000  #: no wait is longer than this
+    retry_window_ms: int = 5 * 86_400_000  #: then the sender gets a bounce
+    timeout_s: float = 30.0  #: one transaction, connect to answer
+
+
+def backoff_delay_ms(attempts: int, policy: QueuePolicy, rand: Callable[[], float]) -> int:
+    """Wait before attempt `attempts + 1`: base·2^attempts, capped, with "equal jitter"
+    (half fixed, half random) so peers that fail together do not retry in lockstep."""
+    full = min(policy.retry_cap_ms, policy.retry_base_ms * 2 ** min(attempts, 32))
+    return int(full / 2 + rand() * full / 2)
+
+
+class BounceSink(Protocol):
+    async def bounce(self, item: Outbound, recipients: Iterable[str], reason: str) -> None:
+        """Tell the sender that `item` will not reach `recipients`, and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What one attempt at a destination came to."""
+
+    done: list[int]  #: qids to remove (delivered or bounced)
+    bounces: list[tuple[Queued, list[str], str]]
+    retry: str | None  #: why the rest stays queued, if anything does
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        signer: ServerSigner,
+        peers: PeerClient,
+        clock: Clock,
+        bounces: BounceSink,
+        policy: QueuePolicy,
+        holder: str | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.store = store
+        self.signer = signer
+        self.peers = peers
+        self.clock = clock
+        self.bounces = bounces
+        self.policy = policy
+        self.holder = holder or f"{signer.name}/{uuid.uuid4().hex[:12]}"
+        self.rand = rand
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(policy.parallel)
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._servers: dict[str, str] = {}  # destination -> the server it resolved to
+        self.on_settled: Callable[[Lease, Settlement], None] | None = None  # metrics hook
+
+    # -- control ------------------------------------------------------------------------
+    def kick(self) -> None:
+        """Something was queued or became due: look at the queue now."""
+        self._wake.set()
+
+    async def peer_heard(self, server: str) -> None:
+        """`server` just reached us, so it is up: retry what waits for it at once."""
+        woke = False
+        for destination in {server, *(d for d, s in self._servers.items() if s == server)}:
+            woke |= await self.store.wake(destination)
+        if woke:
+            self.kick()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: Any) -> AsyncIterator[None]:
+        """For `app.cleanup_ctx` (after the peer client's): work the queue while serving."""
+        task = asyncio.create_task(self._run(), name="flux-delivery")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            for inflight in list(self._inflight):
+                inflight.cancel()
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+
+    # -- the loop -----------------------------------------------------------------------
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await self._start_due()
+                due = await self.store.next_due()
+            except Exception:  # the store is down: try again shortly, keep serving
+                log.exception("event=queue_poll_failed")
+                due = self.clock() + 1_000
+            delay = None if due is None else max(0.0, (due - self.clock()) / 1000)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+
+    async def _start_due(self) -> None:
+        while True:
+            await self._slots.acquire()
+            lease = await self.store.lease(
+                self.holder, self.clock(), self.policy.lease_ms, self.policy.batch
+            )
+            if lease is None:
+                self._slots.release()
+                return
+            task = asyncio.create_task(self._work(lease), name=f"flux-deliver-{lease.destination}")
+            self._inflight.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._slots.release()
+        self.kick()  # a slot is free, and the destination may have more
+
+    async def _work(self, lease: Lease) -> None:
+        try:
+            verdict = await self._deliver(lease)
+        except Exception as exc:  # never let one destination stop the worker
+            log.exception("event=delivery_crashed destination=%s", lease.destination)
+            verdict = Settlement([], [], f"internal: {exc}")
+        for queued, recipients, reason in verdict.bounces:
+            try:
+                await self.bounces.bounce(queued.item, recipients, reason)
+            except Exception:
+                log.exception("event=bounce_failed id=%s", queued.item.envelope.get("id"))
+        retry_at = None
+        if verdict.retry is not None:
+            retry_at = self.clock() + backoff_delay_ms(lease.attempts, self.policy, self.rand)
+        await self.store.settle(lease, verdict.done, retry_at=retry_at, error=verdict.retry)
+        if self.on_settled is not None:
+            self.on_settled(lease, verdict)
+
+    async def _deliver(self, lease: Lease) -> Settlement:
+        now = self.clock()
+        expired = [
+            q for q in lease.messages if now - q.item.enqueued_at >= self.policy.retry_window_ms
+        ]
+        sending = [q for q in lease.messages if q not in expired]
+        why = f"not delivered within {self.policy.retry_window_ms // 3_600_000} h"
+        if lease.attempts:
+            why += f" (last attempt: {await self._last_error(lease.destination)})"
+        bounced = [(q, list(q.item.recipients), why) for q in expired]
+        expired_ids = [q.qid for q in expired]
+        if not sending:
+            return Settlement(expired_ids, bounced, None)
+        try:
+            server = await self._server_for(lease.destination)
+            results = await self._post(server, sending, via=sending[0].item.via)
+        except DeliveryFailed as exc:
+            log.warning("event=delivery_deferred destination=%s attempts=%d reason=%s",
+                        lease.destination, lease.attempts + 1, exc)  # fmt: skip
+            return Settlement(expired_ids, bounced, str(exc))
+        verdict = _judge(sending, results, mesh=bool(sending[0].item.via))
+        log.info("event=delivered destination=%s sent=%d done=%d bounced=%d",
+                 lease.destination, len(sending), len(verdict.done), len(verdict.bounces))  # fmt: skip
+        return Settlement(expired_ids + verdict.done, bounced + verdict.bounces, verdict.retry)
+
+    async def _last_error(self, destination: str) -> str:
+        for state in await self.store.queue_state():
+            if state.destination == destination:
+                return state.last_error or "unknown"
+        return "unknown"
+
+    async def _server_for(self, destination: str) -> str:
+        """The server a destination domain delegates to (/.well-known/flux), cached."""
+        if destination not in self._servers:
+            self._servers[destination] = await self.peers.delegated_server(destination)
+        return self._servers[destination]
+
+    async def _post(self, server: str, batch: list[Queued], *, via: str) -> list[Any]:
+        now = self.clock()
+        sealed = [
+            append_hop(
+                q.item.envelope,
+                self.signer,
+                next_hop=server,
+                now_ms=now,
+                cv=ChainVerdict(q.item.cv),
+            )
+            for q in batch
+        ]
+        txn = uuid.uuid4().hex
+        body = json.dumps(
+            {"txn": txn, "from_server": self.signer.name, "messages": sealed},
+            ensure_ascii=False, separators=(",", ":"),
+        ).encode()  # fmt: skip
+        path = "/mesh/relay" if via else "/federation/deliver"
+        headers = sign_request(self.signer, "POST", server, path, body, now_s=now // 1000)
+        headers.update(self.peers.mesh_headers(via, headers))
+        try:
+            status, answer = await self.peers.post(
+                server, path, body, headers, timeout_s=self.policy.timeout_s
+            )
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            raise DeliveryFailed(f"{type(exc).__name__}: {exc}"[:300]) from exc
+        if status != 200 or not isinstance(answer, dict) or answer.get("txn") != txn:
+            code = answer.get("error") if isinstance(answer, dict) else None
+            raise DeliveryFailed(f"HTTP {status} {code or ''}".strip())
+        results = answer.get("results")
+        if not isinstance(results, list) or len(results) != len(batch):
+            raise DeliveryFailed("the answer does not list one result per message")
+        return results
+
+
+class DeliveryFailed(Exception):
+    """The peer could not be reached or did not answer as the contract says."""
+
+
+def _judge(batch: list[Queued], results: list[Any], *, mesh: bool) -> Settlement:
+    """Sort one answer into done, bounced and retried. A mesh peer that does not host a
+    recipient is no failure: another member may (mesh.py), so that is not bounced."""
+    done: list[int] = []
+    bounces: list[tuple[Queued, list[str], str]] = []
+    retry: str | None = None
+    for queued, result in zip(batch, results, strict=True):
+        result = result if isinstance(result, Mapping) else {}
+        recipients = result.get("recipients")
+        refused = result.get("refused")
+        if isinstance(recipients, Mapping):
+            done.append(queued.qid)
+            lost = [r for r in queued.item.recipients if recipients.get(r) in UNDELIVERABLE]
+            if lost and not mesh:
+                bounces.append((queued, lost, "the receiving server does not host this address"))
+        elif isinstance(refused, str) and refused in TRANSIENT_REFUSALS:
+            retry = f"refused: {refused}"
+        else:
+            done.append(queued.qid)
+            reason = f"refused by the receiving server: {refused} ({result.get('error', '')})"
+            bounces.append((queued, list(queued.item.recipients), reason[:500]))
+    return Settlement(done, bounces, retry)

@@ -1,0 +1,142 @@
+"""Mesh relays: groups of servers that carry bare `fx1…` mail for each other.
+
+A bare address names no domain, so a server that does not host it hands it to its mesh.
+`mesh.config.json` (the prototype's format) lists each mesh a server belongs to:
+
+    {"meshes": {"<name>": {"token": "<shared secret>", "mode": "broadcast|chain|hybrid",
+                           "peers": ["host:port", ...]}}}
+
+Modes (which peers a server hands a message to; `relay_targets`):
+
+* broadcast: the server that took the submission sends it to every peer at once; a peer
+  delivers what it hosts and passes nothing on (one hop, fastest, most copies);
+* chain: the message walks the ring of `peers` in order: each server that does not host
+  every recipient passes the rest to the next peer after itself (one copy at a time);
+* hybrid: the first server broadcasts; a peer that does not host a recipient passes it
+  on along the ring, so members the first server does not list are still reached.
+
+Loops are impossible: a server never hands a message to a server whose sealed hop is
+already in its chain (nor to itself), and every hop adds one, so each server sees a
+message at most once per path; receivers also dedupe by (id, recipient).
+
+Authentication. Mesh relays are ordinary signed server requests (signing.py) plus one
+header proving membership without sending the token:
+
+    Flux-Mesh: <mesh name>;mac=<base64 HMAC-SHA256(token, "flux-mesh:1:" + Signature)>
+
+The MAC covers the request's own signature, which covers method, receiver, path, body
+digest and time, so a captured header is useless for any other request. This module is
+pure (no I/O).
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..protocol.envelope import SERVER_RE
+from ..protocol.errors import BadRequestSignature
+
+HEADER = "Flux-Mesh"
+MAC_CONTEXT = b"flux-mesh:1:"
+_HEADER_RE = re.compile(r"^([A-Za-z0-9._-]{1,64});mac=([A-Za-z0-9+/]{43}=)\Z")
+
+
+class MeshMode(enum.StrEnum):
+    BROADCAST = "broadcast"
+    CHAIN = "chain"
+    HYBRID = "hybrid"
+
+
+@dataclass(frozen=True, slots=True)
+class Mesh:
+    name: str
+    token: str
+    mode: MeshMode
+    peers: tuple[str, ...]  #: ring order, the same on every member
+
+
+class MeshConfigError(ValueError):
+    pass
+
+
+def parse_meshes(data: Any, where: str = "mesh config") -> dict[str, Mesh]:
+    """Read the `{"meshes": {...}}` document; raise MeshConfigError naming the problem."""
+    meshes = data.get("meshes") if isinstance(data, dict) else None
+    if not isinstance(meshes, dict):
+        raise MeshConfigError(f'{where}: expected {{"meshes": {{name: {{...}}}}}}')
+    out: dict[str, Mesh] = {}
+    for name, entry in meshes.items():
+        at = f"{where}: mesh {name!r}"
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", name) or not isinstance(entry, dict):
+            raise MeshConfigError(f"{at}: a name of 1-64 letters, digits, '.', '_', '-'")
+        token, mode, peers = entry.get("token"), entry.get("mode", "broadcast"), entry.get("peers")
+        if not isinstance(token, str) or len(token) < 16:
+            raise MeshConfigError(f"{at}: token must be a string of at least 16 characters")
+        if mode not in set(MeshMode):
+            raise MeshConfigError(f"{at}: mode must be broadcast, chain or hybrid")
+        if not isinstance(peers, list) or not all(
+            isinstance(p, str) and SERVER_RE.match(p) for p in peers
+        ):
+            raise MeshConfigError(f"{at}: peers must be a list of host[:port] server names")
+        out[name] = Mesh(name, token, MeshMode(mode), tuple(dict.fromkeys(peers)))
+    return out
+
+
+def load_meshes(path: Path | None) -> dict[str, Mesh]:
+    """The meshes of `path` (none when there is no file)."""
+    if path is None or not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise MeshConfigError(f"{path}: {exc}") from exc
+    return parse_meshes(data, str(path))
+
+
+def relay_targets(mesh: Mesh, own: str, seen: Iterable[str], *, first: bool) -> list[str]:
+    """The peers to hand a message to. `first`: this server took the submission (it did
+    not receive the message through the mesh). `seen`: servers already in its chain."""
+    skip = {own, *seen}
+    if mesh.mode is MeshMode.BROADCAST and not first:
+        return []
+    if mesh.mode is not MeshMode.CHAIN and first:
+        return [p for p in mesh.peers if p not in skip]
+    ring = list(mesh.peers)
+    start = ring.index(own) + 1 if own in ring else 0
+    for peer in ring[start:] + ring[:start]:
+        if peer not in skip:
+            return [peer]
+    return []
+
+
+def mesh_mac(token: str, signature_header: str) -> str:
+    mac = hmac.new(token.encode(), MAC_CONTEXT + signature_header.encode(), hashlib.sha256)
+    return base64.b64encode(mac.digest()).decode()
+
+
+def mesh_header(mesh: Mesh, signature_header: str) -> dict[str, str]:
+    return {HEADER: f"{mesh.name};mac={mesh_mac(mesh.token, signature_header)}"}
+
+
+def check_mesh_header(headers: Mapping[str, str], meshes: Mapping[str, Mesh], peer: str) -> Mesh:
+    """The mesh a signed request from `peer` relays through; raise BadRequestSignature
+    unless the header names a mesh this server is in, `peer` is in it, and the MAC holds."""
+    match = _HEADER_RE.match(headers.get(HEADER, ""))
+    if match is None:
+        raise BadRequestSignature(f"{HEADER} is missing or malformed", field=HEADER)
+    mesh = meshes.get(match.group(1))
+    if mesh is None or peer not in mesh.peers:
+        raise BadRequestSignature(f"{peer} is not a peer of this mesh", field=HEADER)
+    expected = mesh_mac(mesh.token, headers.get("Signature", ""))
+    if not hmac.compare_digest(expected, match.group(2)):
+        raise BadRequestSignature("the mesh MAC does not verify", field=HEADER)
+    return mesh

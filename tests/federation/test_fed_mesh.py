@@ -1,0 +1,195 @@
+"""Mesh relays (federation/mesh.py): the pure rules, then real servers over TLS relaying
+bare fx1 mail in broadcast, chain and hybrid modes, past a dead peer, without loops."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from federation.fed_helpers import Inbox, Network
+from flux.federation.mesh import (
+    HEADER,
+    Mesh,
+    MeshConfigError,
+    MeshMode,
+    check_mesh_header,
+    mesh_header,
+    parse_meshes,
+    relay_targets,
+)
+from flux.protocol import Identity
+from flux.protocol.errors import BadRequestSignature
+
+RING = ("a:1", "x:1", "b:1", "c:1")
+
+
+def mesh(mode: str) -> Mesh:
+    return Mesh("m", "t" * 32, MeshMode(mode), RING)
+
+
+@pytest.mark.parametrize(
+    ("mode", "own", "seen", "first", "expected"),
+    [
+        ("broadcast", "a:1", [], True, ["x:1", "b:1", "c:1"]),
+        ("broadcast", "x:1", ["a:1"], False, []),  # one hop: peers never pass it on
+        ("chain", "a:1", [], True, ["x:1"]),
+        ("chain", "x:1", ["a:1"], False, ["b:1"]),
+        ("chain", "c:1", ["a:1", "x:1", "b:1"], False, []),  # the ring is done: no loop
+        ("chain", "b:1", ["a:1", "x:1"], False, ["c:1"]),
+        ("hybrid", "a:1", [], True, ["x:1", "b:1", "c:1"]),
+        ("hybrid", "x:1", ["a:1"], False, ["b:1"]),
+        ("hybrid", "c:1", ["a:1", "x:1"], False, ["b:1"]),  # wraps, skipping seen servers
+    ],
+)
+def test_relay_targets(mode, own, seen, first, expected) -> None:
+    assert relay_targets(mesh(mode), own, seen, first=first) == expected
+
+
+def test_a_server_already_in_the_chain_is_never_a_target() -> None:
+    for mode in MeshMode:
+        for own in RING:
+            for first in (True, False):
+                targets = relay_targets(mesh(mode), own, ["b:1"], first=first)
+                assert "b:1" not in targets and own not in targets
+
+
+def test_the_membership_header_proves_the_token_without_sending_it() -> None:
+    m = mesh("chain")
+    headers = {"Signature": "flux=:c2lnbmF0dXJl:", **mesh_header(m, "flux=:c2lnbmF0dXJl:")}
+    assert m.token not in headers[HEADER]
+    assert check_mesh_header(headers, {"m": m}, "x:1") is m
+    for bad in (
+        {**headers, "Signature": "flux=:b3RoZXI=:"},  # the MAC is bound to this request
+        {**headers, HEADER: headers[HEADER].replace("m;", "n;")},  # another mesh
+        {"Signature": headers["Signature"]},  # no header
+    ):
+        with pytest.raises(BadRequestSignature):
+            check_mesh_header(bad, {"m": m}, "x:1")
+    with pytest.raises(BadRequestSignature):  # a server that is not a member
+        check_mesh_header(headers, {"m": m}, "evil:1")
+    wrong_token = Mesh("m", "u" * 32, MeshMode.CHAIN, RING)
+    with pytest.raises(BadRequestSignature):
+        check_mesh_header(headers, {"m": wrong_token}, "x:1")
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {}, {"meshes": []}, {"meshes": {"m": {"token": "short", "peers": []}}},
+        {"meshes": {"m": {"token": "t" * 32, "mode": "flood", "peers": []}}},
+        {"meshes": {"m": {"token": "t" * 32, "peers": ["https://x/"]}}},
+        {"meshes": {"bad name": {"token": "t" * 32, "peers": []}}},
+    ],
+)  # fmt: skip
+def test_bad_mesh_config_is_refused_clearly(doc) -> None:
+    with pytest.raises(MeshConfigError):
+        parse_meshes(doc)
+
+
+# -- real servers ---------------------------------------------------------------------------
+@pytest.fixture
+def net(tmp_path):
+    network = Network(tmp_path)
+    for label in ("a", "x", "b"):
+        network.add(label)
+    try:
+        yield network
+    finally:
+        network.stop_all()
+
+
+async def people(net: Network, http):
+    alice, bob, xavier = Identity.generate(), Identity.generate(), Identity.generate()
+    to_alice = await net.client(http, "a", alice)
+    to_bob = await net.client(http, "b", bob)
+    to_xavier = await net.client(http, "x", xavier)
+    return to_alice, to_bob, to_xavier
+
+
+async def settled(net: Network, http, *labels: str) -> None:
+    async with asyncio.timeout(30):
+        for label in labels:
+            while (await net.get(http, label, "/stats"))["queue"]["queued"]:
+                await asyncio.sleep(0.05)  # polling a condition, bounded by the timeout
+
+
+@pytest.mark.parametrize("mode", ["broadcast", "chain"])
+async def test_bare_addresses_reach_their_server_through_the_mesh(net: Network, mode) -> None:
+    net.mesh("m", mode, ["a", "x", "b"])
+    for label in ("a", "x", "b"):
+        await net.start(label)
+    async with net.session() as http:
+        to_alice, to_bob, to_xavier = await people(net, http)
+        bob_box, xavier_box = await Inbox(to_bob).connect(), await Inbox(to_xavier).connect()
+        sent = await to_alice.send(to_bob.address, "through the mesh", cc=to_xavier.address)
+        assert set(sent.recipients.values()) == {"queued"}
+        (got,) = await bob_box.wait_for(1)
+        (x_got,) = await xavier_box.wait_for(1)
+        await settled(net, http, "a", "x", "b")
+        assert (await to_bob.verify_online(got)).chain.verdict == "pass"
+        path = [h["server"] for h in got["integrity_chain"]]
+        names = {k: n.name for k, n in net.nodes.items()}
+        if mode == "chain":  # a -> x (not bob's) -> b
+            assert path == [names["a"], names["x"], names["b"]]
+        else:  # a -> b directly
+            assert path == [names["a"], names["b"]]
+        assert [h["server"] for h in x_got["integrity_chain"]] == [names["a"], names["x"]]
+        assert len(bob_box.messages) == 1 and len(xavier_box.messages) == 1  # once each
+
+
+async def test_hybrid_reaches_a_member_the_first_server_does_not_list(net: Network) -> None:
+    net.mesh("m", "hybrid", ["a", "x"], only=["a"])  # a knows only x
+    net.mesh("m", "hybrid", ["a", "x", "b"], only=["x", "b"])
+    for label in ("a", "x", "b"):
+        await net.start(label)
+    async with net.session() as http:
+        to_alice, to_bob, _ = await people(net, http)
+        box = await Inbox(to_bob).connect()
+        await to_alice.send(to_bob.address, "two hops")
+        (got,) = await box.wait_for(1)
+        names = [n.name for n in net.nodes.values()]
+        assert [h["server"] for h in got["integrity_chain"]] == names  # a, x, b
+
+
+async def test_mail_for_no_member_ends_without_a_loop(net: Network) -> None:
+    net.mesh("m", "chain", ["a", "x", "b"])
+    for label in ("a", "x", "b"):
+        await net.start(label)
+    async with net.session() as http:
+        to_alice, *_ = await people(net, http)
+        sent = await to_alice.send(Identity.generate().address, "for nobody")
+        assert set(sent.recipients.values()) == {"queued"}
+        await settled(net, http, "a", "x", "b")  # walked a -> x -> b, then stopped
+        for label, handed_on in (("a", 1), ("x", 1), ("b", 0)):
+            assert (await net.get(http, label, "/stats"))["store"]["deliveries"] == 0
+            assert await outbound_delivered(net, http, label) == handed_on
+
+
+async def outbound_delivered(net: Network, http, label: str) -> int:
+    async with http.get(net.nodes[label].url + "/metrics") as response:
+        text = await response.text()
+    line = 'flux_outbound_messages_total{result="delivered"}'
+    values = [float(x.split()[-1]) for x in text.splitlines() if x.startswith(line)]
+    return int(values[0]) if values else 0
+
+
+async def test_a_dead_peer_neither_slows_a_send_nor_stops_the_others(net: Network) -> None:
+    net.mesh("m", "broadcast", ["a", "x", "b"])
+    await net.start("a")
+    await net.start("b")  # x never starts
+    async with net.session() as http:
+        to_alice = await net.client(http, "a", Identity.generate())
+        to_bob = await net.client(http, "b", Identity.generate())
+        box = await Inbox(to_bob).connect()
+        sent = await to_alice.send(to_bob.address, "x is down")
+        assert set(sent.recipients.values()) == {"queued"}  # answered before any relay
+        await box.wait_for(1)
+        async with asyncio.timeout(30):  # b's answer settles a's row just after the push
+            while (
+                len(destinations := (await net.get(http, "a", "/stats"))["queue"]["destinations"])
+                > 1
+            ):
+                await asyncio.sleep(0.05)  # polling a condition, bounded by the timeout
+        assert [d["destination"] for d in destinations] == [net.nodes["x"].name]
+        assert destinations[0]["attempts"] >= 1 and destinations[0]["last_error"]

@@ -1,0 +1,161 @@
+"""Federation between real server processes over verified TLS (a trustme test CA).
+
+Each test starts `flux server` processes named `localhost:<port>` in hosted mode; people
+register at their own server and write remote recipients as `fx1…@server`. What is
+checked is what a person would see: mail arrives by push, exactly once, in order, verifies
+under every server's published key; an outage or a crash of the sender's server loses
+nothing; mail that cannot be delivered comes back as a signed bounce.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from federation.fed_helpers import Inbox, Network
+from flux.protocol import Identity, verify_envelope
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def net(tmp_path):
+    network = Network(tmp_path)
+    try:
+        yield network
+    finally:
+        network.stop_all()
+
+
+async def test_mail_crosses_servers_encrypted_with_cc_bcc_and_a_reply(net: Network) -> None:
+    net.add("a")
+    net.add("b")
+    a, b = await net.start("a"), await net.start("b")
+    alice, dave = Identity.generate(), Identity.generate()  # at A
+    bob, carol = Identity.generate(), Identity.generate()  # at B
+    async with net.session() as http:
+        to_alice = await net.client(http, "a", alice)
+        await net.client(http, "a", dave)
+        to_bob, to_carol = await net.client(http, "b", bob), await net.client(http, "b", carol)
+        bob_box, carol_box = await Inbox(to_bob).connect(), await Inbox(to_carol).connect()
+        dave_box, alice_box = await Inbox(await net.client(http, "a", dave)).connect(), None
+
+        sent = await to_alice.send(
+            f"{bob.address}@{b.name}", "across the federation", subject="hello",
+            cc=f"{carol.address}@{b.name}", bcc=dave.address, encrypt=True,
+        )  # fmt: skip
+        assert sent.recipients == {bob.address: "queued", carol.address: "queued",
+                                   dave.address: "stored"}  # fmt: skip
+
+        (got,) = await bob_box.wait_for(1)
+        (carol_got,) = await carol_box.wait_for(1)
+        (dave_got,) = await dave_box.wait_for(1)
+        for client, msg in ((to_bob, got), (to_carol, carol_got)):
+            assert msg["id"] == sent.id and "bcc" not in msg  # the BCC stayed a secret
+            verified = await client.verify_online(msg)
+            assert verified.sender == alice.address and verified.chain.verdict == "pass"
+            assert [h["server"] for h in msg["integrity_chain"]] == [a.name, b.name]
+            assert client.decrypt(msg) == "across the federation"
+        assert dave_got["bcc"] == [dave.address]
+
+        alice_box = await Inbox(to_alice).connect()
+        await to_bob.reply(got, "got it")
+        (answer,) = await alice_box.wait_for(1)
+        assert answer["re"] == sent.id and to_alice.decrypt(answer) == "got it"
+        assert (await to_alice.verify_online(answer)).chain.verdict == "pass"
+
+
+async def test_an_outage_delays_mail_and_loses_none(net: Network) -> None:
+    """B is down while alice sends 100 messages; when B returns all 100 arrive exactly
+    once, in the order alice sent them."""
+    net.add("a", FLUX_SPAM_RATE_PER_MINUTE="1000")
+    net.add("b")
+    await net.start("a")
+    b = await net.start("b")
+    alice, bob = Identity.generate(), Identity.generate()
+    async with net.session() as http:
+        to_alice = await net.client(http, "a", alice)
+        await net.client(http, "b", bob)
+        net.kill("b")
+        ids = []
+        for n in range(100):
+            sent = await to_alice.send(f"{bob.address}@{b.name}", f"message {n}")
+            assert sent.recipients == {bob.address: "queued"}
+            ids.append(sent.id)
+        stats = await net.get(http, "a", "/stats")
+        assert stats["queue"]["queued"] == 100
+
+        await net.start("b")
+        to_bob = FluxClientFor(net, http, "b", bob)
+        inbox = await Inbox(to_bob).connect()
+        await inbox.wait_for(100)
+        listed = [m["id"] for m in (await to_bob.inbox(limit=500)).messages]
+        assert sorted(listed) == sorted(ids) and len(listed) == 100  # exactly once
+        assert list(reversed(listed)) == ids  # newest first: stored in sending order
+        await wait_queue_empty(net, http, "a")
+
+
+async def test_a_crash_with_a_full_queue_loses_nothing(net: Network) -> None:
+    net.add("a", FLUX_SPAM_RATE_PER_MINUTE="1000")
+    net.add("b")
+    await net.start("a")
+    b = await net.start("b")
+    alice, bob = Identity.generate(), Identity.generate()
+    async with net.session() as http:
+        to_alice = await net.client(http, "a", alice)
+        await net.client(http, "b", bob)
+        net.kill("b")
+        ids = [(await to_alice.send(f"{bob.address}@{b.name}", f"m{n}")).id for n in range(40)]
+        net.kill("a")  # SIGKILL, with 40 messages queued
+        await net.start("a")
+        await net.start("b")
+        inbox = await Inbox(FluxClientFor(net, http, "b", bob)).connect()
+        await inbox.wait_for(40)
+        await wait_queue_empty(net, http, "a")
+        listed = [m["id"] for m in (await inbox.client.inbox(limit=500)).messages]
+        assert sorted(listed) == sorted(ids)
+
+
+async def test_undeliverable_mail_bounces_to_the_sender(net: Network) -> None:
+    net.add("a", FLUX_QUEUE_RETRY_WINDOW_S="1.5")
+    net.add("b")
+    a = await net.start("a")
+    b = await net.start("b")
+    alice = Identity.generate()
+    nobody, gone = Identity.generate(), Identity.generate()
+    async with net.session() as http:
+        to_alice = await net.client(http, "a", alice)
+        box = await Inbox(to_alice).connect()
+        # B is up but does not host `nobody`: refused at once, bounced at once
+        unknown = await to_alice.send(f"{nobody.address}@{b.name}", "anyone there?")
+        (first,) = await box.wait_for(1)
+        net.kill("b")  # B never comes back: the retry window runs out
+        lost = await to_alice.send(f"{gone.address}@{b.name}", "into the void", subject="void")
+        await box.wait_for(2)
+    info = await info_key(net, a.name)
+    for bounce, original, who in ((first, unknown, nobody), (box.messages[1], lost, gone)):
+        assert bounce["re"] == original.id and "bounce" in bounce["tags"]
+        assert who.address in bounce["content"]
+        verify_envelope({k: v for k, v in bounce.items() if not k.startswith("_")})
+        assert bounce["pub"] == info  # signed by A's published server key
+    assert box.messages[1]["subject"] == "Undeliverable: void"
+
+
+# -- helpers --------------------------------------------------------------------------------
+def FluxClientFor(net: Network, http, label: str, who: Identity):
+    from flux.client import FluxClient
+
+    return FluxClient(who, net.nodes[label].url, session=http, plain_http_domains=())
+
+
+async def wait_queue_empty(net: Network, http, label: str) -> None:
+    """Until the sender's queue has settled (the peer's answer arrives after the push)."""
+    async with asyncio.timeout(30):
+        while (await net.get(http, label, "/stats"))["queue"]["queued"]:
+            await asyncio.sleep(0.05)  # polling a condition, bounded by the timeout
+
+
+async def info_key(net: Network, name: str) -> str:
+    async with net.session() as http, http.get(f"https://{name}/federation/info") as r:
+        return (await r.json())["keys"][0]["pub"]

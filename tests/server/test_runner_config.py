@@ -151,3 +151,117 @@ async def test_run_server_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
     assert await asyncio.wait_for(proc.wait(), 30) == 0
     assert b"server_stopped" in rest
     assert (tmp_path / "flux.db").exists()
+
+
+# -- the PostgreSQL backend -----------------------------------------------------------------
+
+
+def test_a_database_url_selects_the_postgres_backend() -> None:
+    url = "postgresql://flux@db.example/flux"
+    assert ServerConfig.from_env({"FLUX_DB_URL": url}).backend is Backend.POSTGRES
+    config = ServerConfig.from_env({"FLUX_DB_URL": url, "FLUX_BACKEND": "memory"})
+    assert config.backend is Backend.MEMORY  # an explicit backend wins
+    config = ServerConfig.from_env({}, backend="postgres", db_url=url)
+    assert (config.backend, config.db_url) == (Backend.POSTGRES, url)
+    with pytest.raises(ValueError, match="db_url"):
+        ServerConfig.from_env({"FLUX_DB_URL": "mysql://db.example/flux"})
+
+
+def _postgres_dsn() -> str:
+    """FLUX_TEST_POSTGRES_DSN; skip without it (fail where FLUX_TEST_REQUIRE_POSTGRES=1)."""
+    dsn = os.environ.get("FLUX_TEST_POSTGRES_DSN")
+    if not dsn:
+        if os.environ.get("FLUX_TEST_REQUIRE_POSTGRES") == "1":
+            pytest.fail("FLUX_TEST_REQUIRE_POSTGRES=1 but FLUX_TEST_POSTGRES_DSN is not set")
+        pytest.skip("FLUX_TEST_POSTGRES_DSN is not set")
+    return dsn
+
+
+@pytest.fixture
+async def postgres_url() -> Any:
+    """A database URL whose search_path is a new schema of the test database (dropped
+    afterwards), so a server started on it begins empty."""
+    import uuid
+
+    import asyncpg
+
+    dsn = _postgres_dsn()
+    schema = f"flux_test_{uuid.uuid4().hex}"
+    conn = await asyncpg.connect(dsn)
+    await conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield f"{dsn}{'&' if '?' in dsn else '?'}search_path={schema}"
+    finally:
+        await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        await conn.close()
+
+
+@pytest.mark.postgres
+async def test_start_server_on_postgres_keeps_mail_across_restarts(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    config = ServerConfig(domain="pg.test", port=0, data_dir=tmp_path, open_mode=True,
+                          backend="postgres", db_url=postgres_url)  # fmt: skip
+    alice, bob = _ids()
+    msg = compose(alice, bob.address, "Kept in PostgreSQL", now_ms=_now()).primary
+    server = await start_server(config)
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(server.url + "/health") as resp:
+                assert (await resp.json())["domain"] == "pg.test"
+            async with http.post(server.url + "/send", json=msg) as resp:
+                assert resp.status == 200, await resp.text()
+    finally:
+        await server.stop()
+    again = await start_server(config)
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(again.url + "/send", json=msg) as resp,
+        ):
+            assert (await resp.json())["duplicate"] is True
+    finally:
+        await again.stop()
+    assert not (tmp_path / "flux.db").exists()  # nothing went to SQLite
+
+
+@pytest.mark.postgres
+async def test_flux_server_with_a_postgres_url_serves_health(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "flux", "server", "--db", postgres_url, "--port", "0",
+        "--data-dir", str(tmp_path), "--domain", "pgcli.test",
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    try:
+        url = None
+        while url is None:
+            line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
+            assert line, "the server exited before it started"
+            if line.startswith("FLUX server"):
+                url = line.rsplit(" at ", 1)[1].strip()
+        async with aiohttp.ClientSession() as http, http.get(url + "/health") as resp:
+            assert (await resp.json())["domain"] == "pgcli.test"
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.stderr.read(), 30)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_flux_server_names_an_unreachable_database_in_one_line(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "flux", "server", "--db", "postgresql://flux:s3cret@127.0.0.1:1/flux",
+        "--port", "0", "--data-dir", str(tmp_path),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "cannot connect to PostgreSQL" in lines[0] and "127.0.0.1:1" in lines[0]
+    assert "s3cret" not in lines[0]

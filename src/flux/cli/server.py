@@ -23,8 +23,12 @@ def server(
         None, "--domain", help="This server's domain [$FLUX_DOMAIN]."
     ),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Where keys and data live."),
-    db: Path | None = typer.Option(None, "--db", help="SQLite database path [$FLUX_DB_PATH]."),
-    backend: str | None = typer.Option(None, "--backend", help="memory|sqlite [$FLUX_BACKEND]."),
+    db: str | None = typer.Option(
+        None, "--db", help="SQLite file [$FLUX_DB_PATH] or postgresql:// URL [$FLUX_DB_URL]."
+    ),
+    backend: str | None = typer.Option(
+        None, "--backend", help="memory|sqlite|postgres [$FLUX_BACKEND]."
+    ),
     open_mode: bool | None = typer.Option(
         None, "--open/--hosted", help="Accept mail for any address (development)."
     ),
@@ -50,10 +54,10 @@ def server(
     from ..server.runner import run_server
 
     flags = {
-        "host": host, "port": port, "domain": domain, "data_dir": data_dir, "db_path": db,
+        "host": host, "port": port, "domain": domain, "data_dir": data_dir,
         "backend": backend, "open_mode": open_mode, "registration": registration,
         "legacy_tokens": legacy_tokens, "access_log": access_log,
-        "tls_cert": tls_cert, "tls_key": tls_key,
+        "tls_cert": tls_cert, "tls_key": tls_key, **_database(db, backend),
     }  # fmt: skip
     overrides = {k: v for k, v in flags.items() if v is not None}
     try:
@@ -63,5 +67,22 @@ def server(
             settings = ServerConfig.from_env(os.environ, **overrides)
     except (TypeError, ValueError, tomllib.TOMLDecodeError) as exc:
         raise CliError(f"bad server setting: {exc}") from exc
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a foreground server stops
-        run_server(settings)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a foreground server stops
+            run_server(settings)
+    except ConnectionError as exc:  # the database is down or refuses us: say so, in one line
+        raise CliError(str(exc)) from exc
+
+
+def _database(db: str | None, backend: str | None) -> dict[str, object]:
+    """--db: a postgresql:// URL selects the postgres backend; anything else is a SQLite
+    file."""
+    from ..server.config import POSTGRES_SCHEMES
+
+    if db is None:
+        return {}
+    if not db.startswith(POSTGRES_SCHEMES):
+        return {"db_path": Path(db)}
+    if backend is not None and backend.strip().lower() != "postgres":
+        raise CliError(f"--db {db.split('://')[0]}://… needs --backend postgres, not {backend}")
+    return {"db_url": db, "backend": "postgres"}

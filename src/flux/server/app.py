@@ -14,6 +14,16 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
+from ..accounts import (
+    Accounts,
+    AccountStore,
+    Admission,
+    LoginLimiter,
+    MemoryAccountStore,
+    custody_key_for,
+)
+from ..federation.delivery import DeliveryWorker
+from ..federation.mesh import load_meshes
 from ..federation.peers import PeerClient, ReportSender
 from ..protocol.chain import ServerSigner
 from ..protocol.spam import RateLimiter
@@ -26,7 +36,14 @@ from .mailbox import Mailbox
 from .metrics import Metrics
 from .push import Hub
 from .reputation import Reputation
-from .routes import AuthRoutes, FederationRoutes, IntegrityRoutes, MailRoutes, OpsRoutes
+from .routes import (
+    AccountRoutes,
+    AuthRoutes,
+    FederationRoutes,
+    IntegrityRoutes,
+    MailRoutes,
+    OpsRoutes,
+)
 from .submission import Submitter
 from .ws import WebSocketEndpoint
 
@@ -38,9 +55,16 @@ PARTS = web.AppKey("flux_parts", dict)
 
 
 def create_app(
-    config: ServerConfig, store: Store, signer: ServerSigner | ServerKey, clock: Clock
+    config: ServerConfig,
+    store: Store,
+    signer: ServerSigner | ServerKey,
+    clock: Clock,
+    *,
+    accounts_store: AccountStore | None = None,
 ) -> web.Application:
     """Build the application. The store must be open; the caller closes it after the app.
+    So must `accounts_store` (runner.py opens the configured one); without it, accounts
+    live in memory for the app's lifetime.
 
     `signer` is the server's persistent key (keys.load_or_create), or a bare ServerSigner
     (published as valid from 0). `clock` returns unix ms.
@@ -62,17 +86,26 @@ def create_app(
         legacy_secret=config.secret if config.legacy_tokens else None,
     )
     mailbox = Mailbox(store, hub)
+    accounts = build_accounts(config, store, key, clock, accounts_store or MemoryAccountStore())
+    meshes = load_meshes(config.mesh_path)
     submitter = Submitter(
         store=store, signer=key.signer, clock=clock, limiter=limiter, hub=hub, metrics=metrics,
         reputation=reputation, open_mode=config.open_mode, pending_quota=config.pending_quota,
-        enforce_quarantine=config.enforce_quarantine,
+        enforce_quarantine=config.enforce_quarantine, meshes=meshes,
     )  # fmt: skip
 
     peers = PeerClient(
-        clock=clock, insecure_peers=config.insecure_peers, ca_file=config.peer_ca_file
-    )
+        clock=clock, insecure_peers=config.insecure_peers, ca_file=config.peer_ca_file,
+        meshes=meshes,
+    )  # fmt: skip
 
     reports = ReportSender(peers, key.signer.name)
+    delivery = DeliveryWorker(
+        store=store, signer=key.signer, peers=peers, clock=clock, bounces=submitter,
+        policy=config.queue_policy,
+    )  # fmt: skip
+    submitter.on_queued = delivery.kick
+    delivery.on_settled = metrics.count_settled
 
     def on_error(exc: FluxError) -> None:
         metrics.refused(exc.code)
@@ -87,9 +120,12 @@ def create_app(
         IntegrityRoutes(key=key, reputation=reputation),
         OpsRoutes(store=store, key=key, metrics=metrics, hub=hub, clock=clock,
                   started_at=clock(), open_mode=config.open_mode,
-                  registration=str(config.registration)),
+                  registration=str(config.registration), accounts=accounts),
+        AccountRoutes(accounts=accounts, mailbox=mailbox, submitter=submitter, hosts=store,
+                      page_limit=config.page_limit),
         FederationRoutes(key=key, submitter=submitter, fetcher=peers.fetcher, store=store,
-                         clock=clock, reports=reports),
+                         clock=clock, reports=reports, peer_heard=delivery.peer_heard,
+                         meshes=meshes),
         WebSocketEndpoint(config=config, auth=auth, store=store, hub=hub, mailbox=mailbox,
                           submitter=submitter, metrics=metrics),
     ]  # fmt: skip
@@ -97,8 +133,10 @@ def create_app(
         app.add_routes(part.routes())
     app[PARTS] = {"config": config, "store": store, "key": key, "hub": hub, "metrics": metrics,
                   "limiter": limiter, "submitter": submitter, "auth": auth,
-                  "reports": reports}  # fmt: skip
+                  "reports": reports, "delivery": delivery,
+                  "accounts": accounts}  # fmt: skip
     app.cleanup_ctx.append(peers.lifespan)
+    app.cleanup_ctx.append(delivery.lifespan)  # after the peers: it posts through them
     app.cleanup_ctx.append(_sweeper(store, limiter, metrics, clock, config.expire_interval_s))
 
     async def close_sockets(_: web.Application) -> None:
@@ -106,6 +144,20 @@ def create_app(
 
     app.on_shutdown.append(close_sockets)
     return app
+
+
+def build_accounts(
+    config: ServerConfig, store: Store, key: ServerKey, clock: Clock, accounts_store: AccountStore
+) -> Accounts:
+    """The account service (flux.accounts): its own store, the main store (to host account
+    addresses and spend invites), a login limiter of its own, and the custody key derived
+    from the server's signing key, which never enters the accounts database."""
+    return Accounts(
+        store=accounts_store, hosts=store, clock=clock, domain=config.domain,
+        limiter=LoginLimiter(), admission=Admission(config.registration, config.invites, store),
+        custody_key=custody_key_for(key.signer.identity.seed),
+        session_ttl_ms=config.account_session_ttl_ms,
+    )  # fmt: skip
 
 
 def _sweeper(

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..federation.delivery import QueuePolicy
 from ..protocol.envelope import SERVER_RE
 from ..protocol.limits import MAX_PENDING_PER_ADDRESS, TAMPER_STRIKE_THRESHOLD, WS_HEARTBEAT_S
 
@@ -31,6 +32,11 @@ class Registration(enum.StrEnum):
 class Backend(enum.StrEnum):
     MEMORY = "memory"
     SQLITE = "sqlite"
+    POSTGRES = "postgres"  #: needs `db_url`
+
+
+#: what a `db_url` may start with
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,10 +49,13 @@ class ServerConfig:
     data_dir: Path = Path("flux-data")  #: holds the server key (and the database by default)
     backend: Backend = Backend.SQLITE
     db_path: Path | None = None  #: default: data_dir / "flux.db"
+    #: the PostgreSQL database (postgresql://user:password@host:port/dbname) of the postgres
+    #: backend; given without a backend, it selects that backend
+    db_url: str | None = None
     #: serve HTTPS with this certificate chain and key (PEM); both or neither
     tls_cert: Path | None = None
     tls_key: Path | None = None
-    accounts_db: Path | None = None  #: accepted for compatibility; accounts are not served yet
+    accounts_db: Path | None = None  #: the accounts store; default: data_dir / "accounts.db"
     secret: str | None = None  #: FLUX_SECRET, only used for legacy tokens
     legacy_tokens: bool = False  #: accept the prototype's shared-secret token (insecure)
     #: one log line per HTTP request; off by default (it costs ~10 % of peak throughput)
@@ -58,7 +67,17 @@ class ServerConfig:
     insecure_peers: frozenset[str] = frozenset()
     #: a PEM CA bundle to trust for peers instead of the system's (tests, private networks)
     peer_ca_file: Path | None = None
+    #: mesh relays (federation/mesh.py); default: data_dir / "mesh.config.json" if present
+    mesh_config: Path | None = None
+    #: the delivery queue (docs/FEDERATION.md, "Delivery queue")
+    queue_retry_window_s: float = 5 * 86_400.0  #: then the sender gets a bounce
+    queue_retry_base_s: float = 5.0  #: the first retry waits about this long, doubling
+    queue_retry_cap_s: float = 3_600.0  #: no wait between attempts is longer
+    queue_lease_s: float = 60.0  #: a crashed worker's destinations are retried after this
+    queue_parallel: int = 8  #: destinations one process delivers to at once
     session_ttl_ms: int = 30 * DAY_MS
+    #: password-account sessions: shorter, since each one can sign with a custodial key
+    account_session_ttl_ms: int = 7 * DAY_MS
     challenge_ttl_ms: int = 5 * 60_000
     pending_quota: int = MAX_PENDING_PER_ADDRESS  #: pending messages per recipient (429)
     spam_rate_per_minute: int = 20  #: messages per sender per minute before "rate limit"
@@ -92,10 +111,31 @@ class ServerConfig:
             raise ValueError("TLS needs both tls_cert and tls_key")
         if self.legacy_tokens and not self.secret:
             raise ValueError("legacy tokens need FLUX_SECRET")
+        if self.backend is Backend.POSTGRES and not self.db_url:
+            raise ValueError("the postgres backend needs db_url (FLUX_DB_URL)")
+        if self.db_url is not None and not self.db_url.startswith(POSTGRES_SCHEMES):
+            raise ValueError("db_url must be a postgresql:// URL")
+
+    @property
+    def mesh_path(self) -> Path:
+        return self.mesh_config or self.data_dir / "mesh.config.json"
+
+    @property
+    def queue_policy(self) -> QueuePolicy:
+        return QueuePolicy(
+            parallel=self.queue_parallel, lease_ms=int(self.queue_lease_s * 1000),
+            retry_base_ms=int(self.queue_retry_base_s * 1000),
+            retry_cap_ms=int(self.queue_retry_cap_s * 1000),
+            retry_window_ms=int(self.queue_retry_window_s * 1000),
+        )  # fmt: skip
 
     @property
     def database(self) -> Path:
         return self.db_path or self.data_dir / "flux.db"
+
+    @property
+    def accounts_database(self) -> Path:
+        return self.accounts_db or self.data_dir / "accounts.db"
 
     # -- building -------------------------------------------------------------------------
 
@@ -125,6 +165,8 @@ class ServerConfig:
             if name not in known:
                 raise TypeError(f"unknown server option {name!r}")
             values[name] = _coerce(name, value, name)
+        if values.get("db_url") and "backend" not in values:
+            values["backend"] = Backend.POSTGRES  # a database URL says which backend
         extra = {k: v for k, v in toml.items() if k not in known}
         return cls(**values, extra=extra)
 
@@ -137,6 +179,7 @@ ENV_VARS = {
     "FLUX_SECRET": "secret",
     "FLUX_BACKEND": "backend",
     "FLUX_DB_PATH": "db_path",
+    "FLUX_DB_URL": "db_url",
     "FLUX_TLS_CERT": "tls_cert",
     "FLUX_TLS_KEY": "tls_key",
     "FLUX_ACCOUNTS_DB": "accounts_db",
@@ -152,6 +195,13 @@ ENV_VARS = {
     "FLUX_INVITES": "invites",
     "FLUX_INSECURE_PEERS": "insecure_peers",
     "FLUX_PEER_CA": "peer_ca_file",
+    "FLUX_MESH_CONFIG": "mesh_config",
+    "FLUX_SPAM_RATE_PER_MINUTE": "spam_rate_per_minute",
+    "FLUX_PENDING_QUOTA": "pending_quota",
+    "FLUX_QUEUE_RETRY_WINDOW_S": "queue_retry_window_s",
+    "FLUX_QUEUE_RETRY_BASE_S": "queue_retry_base_s",
+    "FLUX_QUEUE_RETRY_CAP_S": "queue_retry_cap_s",
+    "FLUX_QUEUE_LEASE_S": "queue_lease_s",
 }
 
 
@@ -225,6 +275,7 @@ _PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "registration": _enum(Registration),
     "data_dir": lambda v, s: Path(v),
     "db_path": _path,
+    "db_url": _opt_str,
     "tls_cert": _path,
     "tls_key": _path,
     "accounts_db": _path,
@@ -239,6 +290,11 @@ _PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "ws_auth_timeout_s": _float,
     "expire_interval_s": _float,
     "shutdown_timeout_s": _float,
+    "mesh_config": _path,
+    "queue_retry_window_s": _float,
+    "queue_retry_base_s": _float,
+    "queue_retry_cap_s": _float,
+    "queue_lease_s": _float,
 }
 
 

@@ -75,6 +75,12 @@ class Quarantined(Forbidden):
     code = "quarantined"
 
 
+class RelayDenied(Forbidden):
+    """Mail for another domain from a sender this server does not host (no open relay)."""
+
+    code = "relay_denied"
+
+
 class NotFound(ServerError):
     code = "not_found"
 
@@ -193,6 +199,7 @@ TABLE: dict[str, Row] = {
     "registration_closed": Row(403, 4403),
     "bad_invite": Row(403, 4403),
     "quarantined": Row(403, 4403),
+    "relay_denied": Row(403, 4403),
     "not_found": Row(404, 1008),
     "unknown_recipient": Row(404, 1008),
     "method_not_allowed": Row(405, 1008),
@@ -200,6 +207,12 @@ TABLE: dict[str, Row] = {
     "payload_too_large": Row(413, 1009),
     "quota_exceeded": Row(429, 1008),
     "spam": Row(451, 1008),
+    # accounts (flux.accounts.errors; its other classes reuse the codes above)
+    "account_error": Row(400, 1008),
+    "login_failed": Row(401, 4401),
+    "username_taken": Row(409, 1008),
+    "address_taken": Row(409, 1008),
+    "rate_limited": Row(429, 1008),
     "server_error": Row(500, 1011),
     "internal_error": Row(500, 1011),
     "unavailable": Row(503, 1001),

@@ -81,7 +81,7 @@ ERROR_TEXT = {
     "404": "Not found",
     "409": "The message id is stored with another body",
     "413": "Request body too large",
-    "429": "The recipient's pending quota is full",
+    "429": "The recipient's pending quota is full (or, at login, too many failures)",
     "451": "Refused as spam (with reasons)",
 }
 
@@ -134,10 +134,15 @@ IDS_BODY = obj(["address"], address=ADDRESS, ids={"type": "array", "items": MSG_
 def paths() -> dict[str, Any]:
     mail = {
         "/send": {"post": op(
-            "Submit a signed envelope (no auth: the signature is the authority)",
+            "Submit a signed envelope (no auth: the signature is the authority). To reach "
+            "recipients at other domains, wrap it: {message, domains: {fx1: domain}}; "
+            "those recipients are answered `queued`",
             ok_obj(id=MSG_ID, recipients={"type": "object", "additionalProperties": {"type": "string"}},
                    duplicate={"type": "boolean"}),
-            body=ref("Envelope"), errors=("403", "404", "409", "429", "451"))},
+            body={"oneOf": [ref("Envelope"), obj(
+                ["message"], message=ref("Envelope"),
+                domains={"type": "object", "additionalProperties": {"type": "string"}})]},
+            errors=("403", "404", "409", "429", "451"))},
         "/fetch/{address}": {"get": op(
             "Pending messages, now marked delivered", ok_obj(messages=MESSAGES),
             params=[ADDR_PATH, LIMIT], auth=True)},
@@ -222,7 +227,8 @@ def paths() -> dict[str, Any]:
                          valid_from={"type": "integer"},
                          valid_until={"type": ["integer", "null"]})}))},
         "/federation/resolve/{name}": {"get": op(
-            "The key of an address hosted here", ok_obj(address=ADDRESS, pub=B64),
+            "The key of an address hosted here, or of an account name",
+            ok_obj(address=ADDRESS, pub=B64),
             params=[path_param("name", {"type": "string"})], errors=("404",))},
         "/.well-known/flux": {"get": op(
             "Delegation: the FLUX server that serves this domain",
@@ -235,6 +241,19 @@ def paths() -> dict[str, Any]:
                      from_server={"type": "string"},
                      messages={"type": "array", "items": {"type": "object"}}),
             errors=("401",))},
+        "/mesh/relay": {"post": op(
+            "A mesh peer hands on messages (as /federation/deliver, plus the Flux-Mesh "
+            "membership MAC); what is not hosted here goes on through the mesh",
+            ok_obj(txn={"type": "string"}, results={"type": "array",
+                   "items": {"type": "object"}}),
+            body=obj(["txn", "from_server", "messages"], txn={"type": "string"},
+                     from_server={"type": "string"},
+                     messages={"type": "array", "items": {"type": "object"}}),
+            errors=("401",))},
+        "/mesh/info": {"get": op(
+            "The meshes this server relays for (names, modes, peers; never tokens)",
+            ok_obj(server={"type": "string"}, meshes={"type": "array",
+                   "items": {"type": "object"}}))},
         "/integrity/tamper_report": {"post": op(
             "A tamper report from a peer, re-proven here before it counts (PROTOCOL.md §7.6)",
             ok_obj(offender={"type": "string"}, kind={"type": "string"},
@@ -250,7 +269,80 @@ def paths() -> dict[str, Any]:
             "Strikes per server and who is quarantined",
             ok_obj(strikes=COUNTS, quarantined={"type": "array", "items": {"type": "string"}}))},
     }  # fmt: skip
-    return {**mail, **auth, **ops}
+    return {**mail, **auth, **ops, **account_paths()}
+
+
+USERNAME = {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,31}$"}
+PASSWORD = {"type": "string", "minLength": 8, "maxLength": 1024}
+ACCOUNT = {"username": USERNAME, "name": {"type": "string", "description": "username@domain"},
+           "address": ADDRESS, "pub": B64, "kind": {"enum": ["password", "claimed", "oauth"]},
+           "domain": {"type": "string"}}  # fmt: skip
+
+
+def session_op(summary: str, answer: dict[str, Any], *, errors: tuple[str, ...] = (),
+               **kwargs: Any) -> dict[str, Any]:  # fmt: skip
+    """An operation authenticated by a password account's `X-Flux-Session` header."""
+    return {**op(summary, answer, errors=("401", "403", *errors), **kwargs),
+            "security": [{"fluxSession": []}]}  # fmt: skip
+
+
+def account_paths() -> dict[str, Any]:
+    """docs/API.md, "Accounts"."""
+    ids = {"type": "array", "items": MSG_ID}
+    recipient = {"type": "string", "description": "fx1…, fx1…@domain, name or name@this-domain"}
+    return {
+        "/account/register": {"post": op(
+            "Create a password account; the server makes and holds its key (sealed)",
+            ok_obj(**ACCOUNT), body=obj(["username", "password"], username=USERNAME,
+                                        password=PASSWORD, invite={"type": "string"}),
+            errors=("403", "409"))},
+        "/account/login": {"post": op(
+            "Open a session for a password account (same 401 for any failure)",
+            ok_obj(session={"type": "string"}, expires_at={"type": "integer"}, **ACCOUNT),
+            body=obj(["username", "password"], username={"type": "string"},
+                     password={"type": "string"}), errors=("401", "429"))},
+        "/account/logout": {"post": session_op(
+            "Revoke the presented session", ok_obj(revoked={"type": "boolean"}))},
+        "/account/me": {"get": session_op(
+            "The session's account",
+            ok_obj(created_at={"type": "integer"}, expires_at={"type": "integer"}, **ACCOUNT))},
+        "/account/claim": {"post": op(
+            "Claim a name for a key you hold: sig over flux-claim:1:{domain}:{username}:{address}:{t}",
+            ok_obj(created={"type": "boolean"}, **ACCOUNT),
+            body=obj(["username", "address", "pub", "t", "sig"], username=USERNAME,
+                     address=ADDRESS, pub=B64, t={"type": "integer"}, sig=B64,
+                     invite={"type": "string"}), errors=("403", "409"))},
+        "/mail/send": {"post": session_op(
+            "Compose, sign with the account's key and submit (as POST /send)",
+            ok_obj(id=MSG_ID, recipients={"type": "object", "additionalProperties": {"type": "string"}},
+                   duplicate={"type": "boolean"}),
+            body=obj(["to", "content"], to=recipient, content={"type": "string"},
+                     subject={"type": "string"}, cc={"type": "array", "items": recipient},
+                     bcc={"type": "array", "items": recipient}, tags={"type": "array", "items": TAG},
+                     re=MSG_ID, expires={"type": "integer"}, encrypt={"type": "boolean"}),
+            errors=("404", "409", "429", "451"))},
+        "/mail/inbox": {"get": session_op(
+            "The session's messages, newest first (as GET /inbox/{address})",
+            ok_obj(messages=MESSAGES, next_cursor={"type": ["string", "null"]}),
+            params=[query("inbox", INBOX), query("status", STATUS), query("tag", TAG), LIMIT,
+                    query("cursor", {"type": "string"})])},
+        "/mail/inboxes": {"get": session_op(
+            "Counts per inbox and status", ok_obj(inboxes=INBOXES))},
+        "/mail/peek": {"get": session_op(
+            "Pending messages, not marked", ok_obj(pending={"type": "integer"}, messages=MESSAGES),
+            params=[LIMIT])},
+        "/mail/read": {"post": session_op(
+            "Mark read", ok_obj(updated=ids), body=obj([], ids=ids, id=MSG_ID))},
+        "/mail/delete": {"post": session_op(
+            "Soft-delete", ok_obj(updated=ids), body=obj([], ids=ids, id=MSG_ID))},
+        "/mail/tag": {"post": session_op(
+            "Add and remove tags", ok_obj(tags={"type": "array", "items": TAG}),
+            body=obj(["id"], id=MSG_ID, add={"type": "array", "items": TAG},
+                     remove={"type": "array", "items": TAG}), errors=("404",))},
+        "/mail/move": {"post": session_op(
+            "Move to another inbox", ok_obj(inbox=INBOX),
+            body=obj(["id", "inbox"], id=MSG_ID, inbox=INBOX), errors=("404",))},
+    }  # fmt: skip
 
 
 def document(domain: str, version: str) -> dict[str, Any]:
@@ -268,6 +360,7 @@ def document(domain: str, version: str) -> dict[str, Any]:
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "fluxToken": {"type": "apiKey", "in": "header", "name": "X-Flux-Token"},
+                "fluxSession": {"type": "apiKey", "in": "header", "name": "X-Flux-Session"},
             },
         },
     }

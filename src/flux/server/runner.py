@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from ..accounts import AccountStore
 from ..store.base import Store
 from .app import create_app
 from .config import Backend, ServerConfig
@@ -37,8 +38,24 @@ def open_configured_store(config: ServerConfig, clock: Callable[[], int]) -> Sto
 
     if config.backend is Backend.MEMORY:
         return MemoryStore(clock=clock)
+    if config.backend is Backend.POSTGRES:
+        from ..store.postgres import PostgresStore  # asyncpg is imported only for this one
+
+        assert config.db_url is not None  # ServerConfig refuses postgres without a URL
+        return PostgresStore(config.db_url, clock=clock)
     config.database.parent.mkdir(parents=True, exist_ok=True)
     return SQLiteStore(str(config.database), clock=clock)
+
+
+def open_configured_accounts(config: ServerConfig) -> AccountStore:
+    """The accounts store: in memory with the memory backend, else its own SQLite file
+    (with PostgreSQL too, for now: processes on several machines must share that file)."""
+    from ..accounts import MemoryAccountStore, SQLiteAccountStore
+
+    if config.backend is Backend.MEMORY:
+        return MemoryAccountStore()
+    config.accounts_database.parent.mkdir(parents=True, exist_ok=True)
+    return SQLiteAccountStore(config.accounts_database)
 
 
 @dataclass
@@ -50,6 +67,7 @@ class RunningServer:
     host: str
     owns_store: bool
     tls: bool = False
+    accounts_store: AccountStore | None = None  #: opened by start_server, closed by stop()
     _stopped: bool = field(default=False, repr=False)
 
     @property
@@ -65,6 +83,8 @@ class RunningServer:
         await self.runner.cleanup()
         if self.owns_store:
             await self.store.close()
+        if self.accounts_store is not None:
+            await self.accounts_store.close()
         log.info("event=server_stopped url=%s", self.url)
 
 
@@ -83,7 +103,9 @@ async def start_server(
         store = open_configured_store(config, clock)
         await store.open()
     key = load_or_create(config.data_dir, config.domain, clock())
-    app = create_app(config, store, key, clock)
+    accounts = open_configured_accounts(config)
+    await accounts.open()
+    app = create_app(config, store, key, clock, accounts_store=accounts)
     runner = web.AppRunner(
         app,
         handle_signals=False,
@@ -99,12 +121,14 @@ async def start_server(
         await site.start()
     except BaseException:
         await runner.cleanup()
+        await accounts.close()
         if owns:
             await store.close()
         raise
     port = _bound_port(runner) or config.port
     log.info("event=server_started domain=%s host=%s port=%d", config.domain, config.host, port)
-    return RunningServer(app, runner, store, port, config.host, owns, config.tls_cert is not None)
+    tls = config.tls_cert is not None
+    return RunningServer(app, runner, store, port, config.host, owns, tls, accounts)
 
 
 def server_tls(config: ServerConfig) -> ssl.SSLContext | None:

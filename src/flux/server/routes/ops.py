@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
 from ... import __version__
+from ...accounts import Accounts
 from ...protocol.encoding import b64e
 from ...protocol.identity import is_address
 from ...store.base import Store
@@ -30,6 +32,7 @@ class OpsRoutes:
         started_at: int,
         open_mode: bool,
         registration: str,
+        accounts: Accounts | None = None,
     ) -> None:
         self.store = store
         self.key = key
@@ -39,6 +42,7 @@ class OpsRoutes:
         self.started_at = started_at
         self.open_mode = open_mode
         self.registration = registration
+        self.accounts = accounts
         self._spec = openapi.document(key.signer.name, __version__)
         self._docs = openapi.docs_html(self._spec)
 
@@ -63,6 +67,7 @@ class OpsRoutes:
 
     async def stats(self, request: web.Request) -> web.Response:
         counts: dict[str, Any] = dict(await self.store.stats())
+        queue = await self.store.queue_state()
         return wire.ok(
             domain=self.domain,
             version=__version__,
@@ -71,9 +76,15 @@ class OpsRoutes:
             mode="open" if self.open_mode else "hosted",
             registration=self.registration,
             **{"store": counts},
+            queue={
+                "queued": sum(d.queued for d in queue),
+                "destinations": [dataclasses.asdict(d) for d in queue],
+            },
         )
 
     async def prometheus(self, request: web.Request) -> web.Response:
+        queue = await self.store.queue_state()
+        self.metrics.queue_sizes({d.destination: d.queued for d in queue})
         body = self.metrics.render()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
@@ -94,8 +105,14 @@ class OpsRoutes:
         return wire.ok(domain=self.domain, version=__version__, keys=[key], retired_keys=[])
 
     async def resolve(self, request: web.Request) -> web.Response:
-        """fx1 addresses hosted here -> their key. Names (accounts) are not served yet."""
+        """fx1 addresses hosted here -> their key; account names (any kind) -> their
+        address and key."""
         name = request.match_info["name"]
+        if not is_address(name) and self.accounts is not None:
+            account = await self.accounts.resolve(name)
+            if account is not None:
+                return wire.ok(address=account.address, pub=account.pub,
+                               name=account.username, domain=self.domain)  # fmt: skip
         hosted = await self.store.hosted(name) if is_address(name) else None
         if hosted is None:
             raise NotFound(f"{name[:60]} is not hosted here", field="name")

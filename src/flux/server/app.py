@@ -29,8 +29,9 @@ from ..protocol.chain import ServerSigner
 from ..protocol.spam import RateLimiter
 from ..store.base import Store
 from .auth import Authenticator, mac_key_for
-from .config import ServerConfig
+from .config import Backend, ServerConfig
 from .errors import FluxError, error_middleware
+from .fanout import Dispatcher, LocalFanout, PostgresFanout, new_process_id
 from .keys import ServerKey
 from .mailbox import Mailbox
 from .metrics import Metrics
@@ -85,11 +86,12 @@ def create_app(
         challenge_ttl_ms=config.challenge_ttl_ms,
         legacy_secret=config.secret if config.legacy_tokens else None,
     )
-    mailbox = Mailbox(store, hub)
+    fanout = make_fanout(config, Dispatcher(store, hub, new_process_id()))
+    mailbox = Mailbox(store, fanout)
     accounts = build_accounts(config, store, key, clock, accounts_store or MemoryAccountStore())
     meshes = load_meshes(config.mesh_path)
     submitter = Submitter(
-        store=store, signer=key.signer, clock=clock, limiter=limiter, hub=hub, metrics=metrics,
+        store=store, signer=key.signer, clock=clock, limiter=limiter, fanout=fanout, metrics=metrics,
         reputation=reputation, open_mode=config.open_mode, pending_quota=config.pending_quota,
         enforce_quarantine=config.enforce_quarantine, meshes=meshes,
     )  # fmt: skip
@@ -134,7 +136,8 @@ def create_app(
     app[PARTS] = {"config": config, "store": store, "key": key, "hub": hub, "metrics": metrics,
                   "limiter": limiter, "submitter": submitter, "auth": auth,
                   "reports": reports, "delivery": delivery,
-                  "accounts": accounts}  # fmt: skip
+                  "accounts": accounts, "fanout": fanout}  # fmt: skip
+    app.cleanup_ctx.append(fanout.lifespan)
     app.cleanup_ctx.append(peers.lifespan)
     app.cleanup_ctx.append(delivery.lifespan)  # after the peers: it posts through them
     app.cleanup_ctx.append(_sweeper(store, limiter, metrics, clock, config.expire_interval_s))
@@ -144,6 +147,14 @@ def create_app(
 
     app.on_shutdown.append(close_sockets)
     return app
+
+
+def make_fanout(config: ServerConfig, dispatcher: Dispatcher) -> LocalFanout:
+    """Events to sockets: in this process only, or across every process of the domain
+    when they share a PostgreSQL database (fanout.py)."""
+    if config.backend is Backend.POSTGRES and config.db_url:
+        return PostgresFanout(dispatcher, config.db_url, config.domain)
+    return LocalFanout(dispatcher)
 
 
 def build_accounts(

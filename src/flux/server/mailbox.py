@@ -15,7 +15,8 @@ from ..protocol.errors import InvalidValue
 from ..store.base import ChangeKind, ListQuery, MessageStatus, Store, StoredMessage
 from . import wire
 from .errors import NotFound
-from .push import Connection, Hub
+from .fanout import CHANGED, LocalFanout, MailEvent
+from .push import Connection
 
 Wire = dict[str, Any]
 
@@ -47,16 +48,18 @@ def parse_status(text: str | None) -> MessageStatus | None:
 
 
 class Mailbox:
-    def __init__(self, store: Store, hub: Hub) -> None:
+    def __init__(self, store: Store, fanout: LocalFanout) -> None:
         self.store = store
-        self.hub = hub
+        self.fanout = fanout
 
-    def _changed(
+    async def _changed(
         self, address: str, rows: Sequence[StoredMessage], origin: Connection | None
     ) -> None:
+        """Tell the address's other sockets (in every process) what changed."""
         if rows:
-            frame = {"action": "changed", "ids": [r.id for r in rows], "state": max(r.seq for r in rows)}  # fmt: skip
-            self.hub.push(address, frame, exclude=origin)
+            event = MailEvent(address, CHANGED, tuple(r.id for r in rows),
+                              max(r.seq for r in rows), self.fanout.origin(origin))  # fmt: skip
+            await self.fanout.publish(event)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -115,7 +118,7 @@ class Mailbox:
         origin: Connection | None = None,
     ) -> list[str]:
         rows = await self.store.mark(address, ids, status)
-        self._changed(address, rows, origin)
+        await self._changed(address, rows, origin)
         return [r.id for r in rows]
 
     async def tag(
@@ -126,7 +129,7 @@ class Mailbox:
         if row is None or before is None:
             raise NotFound("no such message in this mailbox", field="id")
         if row.seq != before.seq:
-            self._changed(address, [row], origin)
+            await self._changed(address, [row], origin)
         return list(row.tags)
 
     async def move(
@@ -137,5 +140,5 @@ class Mailbox:
         if row is None or before is None:
             raise NotFound("no such message in this mailbox", field="id")
         if row.seq != before.seq:
-            self._changed(address, [row], origin)
+            await self._changed(address, [row], origin)
         return row.inbox

@@ -149,6 +149,9 @@ class Hub:
     def count(self) -> int:
         return sum(len(c) for c in self._by_address.values())
 
+    def sockets(self, address: str) -> Iterable[Connection]:
+        return tuple(self._by_address.get(address, ()))
+
     def push(
         self, address: str, frame: Mapping[str, Any], exclude: Connection | None = None
     ) -> int:

@@ -53,7 +53,7 @@ from ..protocol.errors import ChainError, FluxError, InvalidValue
 from ..protocol.outgoing import make_bounce
 from ..protocol.spam import RateLimiter, check_spam
 from ..protocol.tamper import bound_seal
-from ..store.base import Incoming, MessageStatus, Outbound, Store, StoreOutcome
+from ..store.base import Incoming, Outbound, Store, StoreOutcome
 from . import wire
 from .errors import (
     Conflict,
@@ -63,8 +63,8 @@ from .errors import (
     SpamRefused,
     UnknownRecipient,
 )
+from .fanout import NEW, LocalFanout, MailEvent
 from .metrics import Metrics
-from .push import Hub
 from .reputation import Reputation
 
 log = logging.getLogger("flux.server")
@@ -131,7 +131,7 @@ class Submitter:
         signer: ServerSigner,
         clock: Clock,
         limiter: RateLimiter,
-        hub: Hub,
+        fanout: LocalFanout,
         metrics: Metrics,
         reputation: Reputation,
         open_mode: bool,
@@ -144,7 +144,7 @@ class Submitter:
         self.signer = signer
         self.clock = clock
         self.limiter = limiter
-        self.hub = hub
+        self.fanout = fanout
         self.metrics = metrics
         self.reputation = reputation
         self.open_mode = open_mode
@@ -445,12 +445,5 @@ class Submitter:
         log.info("event=bounce id=%s re=%s to=%s", env.id, original["id"], sender)
 
     async def push_new(self, address: str, msg_id: str) -> None:
-        """Mark a stored message delivered and push it to `address`'s live sockets."""
-        if not self.hub.listening(address):
-            return
-        rows = await self.store.mark(address, [msg_id], MessageStatus.DELIVERED)
-        if rows:  # empty when a socket's `authed` fetch took it first
-            row = rows[0]
-            self.hub.push(
-                address, {"action": "message", "message": row.to_wire(), "state": row.seq}
-            )
+        """Tell `address`'s live sockets, in every process, of a message just stored."""
+        await self.fanout.publish(MailEvent(address, NEW, (msg_id,)))

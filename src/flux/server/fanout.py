@@ -1,0 +1,211 @@
+"""Fan-out: mailbox events reach every live socket of an address, in every process.
+
+A process publishes an event after the store has committed the change it describes (new
+mail for an address, or a status, tag or folder change). `Dispatcher` turns an event into
+frames on this process's sockets (the push hub). With one process (SQLite, memory) that
+is all: `LocalFanout`. With several processes on one PostgreSQL database, a socket may be
+open on another process than the one that stored the mail, so `PostgresFanout` also sends
+each event on a PostgreSQL channel (`NOTIFY`), and every process `LISTEN`s and dispatches
+what the others published.
+
+Why publish after the commit rather than `NOTIFY` inside the storing transaction:
+the event is sent only once the commit has returned, so no socket ever hears of mail the
+store could still lose, which is the property that matters; and the store stays unaware
+of sockets. The cost is a window: a process that dies between its commit and its NOTIFY
+loses that one push (never the mail). Clients cover it as they cover any dropped socket:
+the mail is still pending (it is delivered by the next `authed` or fetch) and `/changes`
+replays every change since a client's last state. Events for this process's own sockets
+are dispatched directly, without the database round trip.
+
+A NOTIFY payload is limited to 8000 bytes, so an event naming many ids is split.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..store.base import MessageStatus, Store
+from .push import Hub
+
+log = logging.getLogger("flux.server")
+
+NEW = "new"  #: mail stored for the address (ids of the new messages)
+CHANGED = "changed"  #: status, tags or folder of these ids changed
+IDS_PER_EVENT = 100  #: 100 ids of 32 characters keep a payload far under 8000 bytes
+KEEPALIVE_S = 5.0  #: an idle listening connection is checked this often
+OUTBOX_LIMIT = 10_000  #: events waiting for NOTIFY; beyond, dropped (clients catch up)
+
+
+@dataclass(frozen=True, slots=True)
+class MailEvent:
+    address: str
+    kind: str  #: NEW or CHANGED
+    ids: tuple[str, ...]
+    state: int = 0  #: the address's state token after the change (CHANGED)
+    origin: str = ""  #: "<process>/<socket>" whose request made the change: not echoed to it
+
+
+class Dispatcher:
+    """Turns events into frames on this process's sockets."""
+
+    def __init__(self, store: Store, hub: Hub, process: str) -> None:
+        self.store = store
+        self.hub = hub
+        self.process = process
+
+    def origin(self, conn: object | None) -> str:
+        return f"{self.process}/{id(conn)}" if conn is not None else ""
+
+    async def deliver(self, event: MailEvent) -> None:
+        if not self.hub.listening(event.address):
+            return
+        if event.kind == NEW:
+            for msg_id in event.ids:
+                await self._push_message(event.address, msg_id)
+            return
+        frame = {"action": "changed", "ids": list(event.ids), "state": event.state}
+        self.hub.push(event.address, frame, exclude=self._own_socket(event))
+
+    async def _push_message(self, address: str, msg_id: str) -> None:
+        # The pushed copy is marked delivered first. When another process's socket (or
+        # an `authed` fetch) took it first, it is pushed as it now stands.
+        rows = await self.store.mark(address, [msg_id], MessageStatus.DELIVERED)
+        row = rows[0] if rows else await self.store.get(address, msg_id)
+        if row is not None and row.status is not MessageStatus.DELETED:
+            self.hub.push(
+                address, {"action": "message", "message": row.to_wire(), "state": row.seq}
+            )
+
+    def _own_socket(self, event: MailEvent) -> Any:
+        process, _, conn_id = event.origin.partition("/")
+        if process != self.process:
+            return None
+        return next((c for c in self.hub.sockets(event.address) if str(id(c)) == conn_id), None)
+
+
+class LocalFanout:
+    """One process: events go straight to its own sockets."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+
+    async def publish(self, event: MailEvent) -> None:
+        await self.dispatcher.deliver(event)
+
+    def origin(self, conn: object | None) -> str:
+        return self.dispatcher.origin(conn)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: Any) -> AsyncIterator[None]:
+        yield
+
+
+class PostgresFanout(LocalFanout):
+    """Several processes on one PostgreSQL database: events also go out on a channel."""
+
+    def __init__(self, dispatcher: Dispatcher, dsn: str, domain: str) -> None:
+        super().__init__(dispatcher)
+        self.dsn = dsn
+        # One channel per domain, so two domains sharing a database do not hear each other.
+        self.channel = "flux_mail_" + hashlib.sha256(domain.encode()).hexdigest()[:16]
+        self._outbox: asyncio.Queue[MailEvent] = asyncio.Queue(OUTBOX_LIMIT)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.connected = asyncio.Event()  #: set while LISTENing (tests wait on it)
+
+    async def publish(self, event: MailEvent) -> None:
+        await super().publish(event)
+        for part in _split(event):
+            try:
+                self._outbox.put_nowait(part)
+            except asyncio.QueueFull:
+                log.warning("event=fanout_dropped address=%s", event.address)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: Any) -> AsyncIterator[None]:
+        task = asyncio.create_task(self._run(), name="flux-fanout")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        """LISTEN and NOTIFY on one connection, reconnecting while the database is away."""
+        import asyncpg  # only with the PostgreSQL backend
+
+        delay = 0.5
+        while True:
+            try:
+                conn = await asyncpg.connect(self.dsn, timeout=10)
+            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+                log.warning("event=fanout_connect_failed reason=%s", exc)
+                await asyncio.sleep(delay)  # a retry timer, not synchronisation
+                delay = min(delay * 2, 10.0)
+                continue
+            delay = 0.5
+            try:
+                await conn.add_listener(self.channel, self._heard)
+                self.connected.set()
+                while True:
+                    try:
+                        event = await asyncio.wait_for(self._outbox.get(), KEEPALIVE_S)
+                    except TimeoutError:  # idle: notice a lost connection (and LISTEN) soon
+                        await conn.execute("SELECT 1")
+                        continue
+                    payload = _encode(event, self.dispatcher.process)
+                    await conn.execute("SELECT pg_notify($1, $2)", self.channel, payload)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("event=fanout_connection_lost reason=%s", exc)
+            finally:
+                self.connected.clear()
+                with contextlib.suppress(Exception):
+                    await conn.close(timeout=2)
+
+    def _heard(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            process, event = _decode(payload)
+        except (ValueError, KeyError, TypeError):
+            log.warning("event=fanout_bad_payload")
+            return
+        if process == self.dispatcher.process:
+            return  # dispatched directly when published
+        task = asyncio.get_running_loop().create_task(self.dispatcher.deliver(event))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def new_process_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def _split(event: MailEvent) -> Sequence[MailEvent]:
+    if len(event.ids) <= IDS_PER_EVENT:
+        return [event]
+    return [
+        MailEvent(
+            event.address, event.kind, event.ids[i : i + IDS_PER_EVENT], event.state, event.origin
+        )
+        for i in range(0, len(event.ids), IDS_PER_EVENT)
+    ]
+
+
+def _encode(event: MailEvent, process: str) -> str:
+    return json.dumps({"p": process, "a": event.address, "k": event.kind, "i": list(event.ids),
+                       "s": event.state, "o": event.origin}, separators=(",", ":"))  # fmt: skip
+
+
+def _decode(payload: str) -> tuple[str, MailEvent]:
+    d = json.loads(payload)
+    if d["k"] not in (NEW, CHANGED) or not all(isinstance(i, str) for i in d["i"]):
+        raise ValueError("not a mail event")
+    event = MailEvent(str(d["a"]), d["k"], tuple(d["i"]), int(d["s"]), str(d["o"]))
+    return str(d["p"]), event

@@ -41,10 +41,12 @@ async def test_mail_crosses_servers_encrypted_with_cc_bcc_and_a_reply(net: Netwo
         bob_box, carol_box = await Inbox(to_bob).connect(), await Inbox(to_carol).connect()
         dave_box, alice_box = await Inbox(await net.client(http, "a", dave)).connect(), None
 
+        await to_bob.claim("bob")  # bob keeps his key; b now resolves bob@b to it
         sent = await to_alice.send(
-            f"{bob.address}@{b.name}", "across the federation", subject="hello",
+            f"bob@{b.name}", "across the federation", subject="hello",
             cc=f"{carol.address}@{b.name}", bcc=dave.address, encrypt=True,
         )  # fmt: skip
+        assert to_alice.bindings.get(f"bob@{b.name}") == bob.address  # remembered
         assert sent.recipients == {bob.address: "queued", carol.address: "queued",
                                    dave.address: "stored"}  # fmt: skip
 

@@ -216,6 +216,17 @@ class FluxClient:
             body["invite"] = invite
         return await self._request("POST", "/register", json=body, auth=False)
 
+    async def claim(self, username: str) -> dict[str, Any]:
+        """Claim `username` at this server for this key (a non-custodial account): then
+        `username@domain` resolves to this address. The server never holds the key."""
+        domain = await self.server_domain()
+        t = self._now_ms()
+        body = {
+            "username": username, "address": self.address, "pub": self.identity.pub_b64(),
+            "t": t, "sig": self.identity.sign(f"flux-claim:1:{domain}:{username}:{self.address}:{t}"),
+        }  # fmt: skip
+        return await self._request("POST", "/account/claim", json=body, auth=False)
+
     async def logout(self) -> None:
         if self._token is not None:
             await self._request("POST", "/auth/logout", json={})

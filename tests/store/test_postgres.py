@@ -234,3 +234,132 @@ def test_open_store_and_the_package_name_postgres_lazily():
     store = open_store("postgresql://flux:s3cret@db.example/flux")
     assert isinstance(store, PostgresStore) and store.schema is None
     assert "s3cret" not in repr(store)
+
+
+# -- when the database goes away (StoreUnavailable) -------------------------------------------
+async def test_a_closed_port_is_store_unavailable():
+    from flux.store import StoreUnavailable
+    from flux.store import postgres as pg
+
+    store = pg.PostgresStore("postgresql://flux@127.0.0.1:1/flux", connect_timeout_s=5)
+    with pytest.raises(StoreUnavailable) as exc:
+        await store.open()
+    assert isinstance(exc.value, pg.DatabaseUnavailable) and exc.value.__cause__ is not None
+
+
+@pytest.fixture
+def private_pg():
+    """A private PostgreSQL server (tests/e2e/pg_instance.py) this test may stop and start."""
+    from e2e.pg_instance import private_postgres, skip_reason
+
+    if (reason := skip_reason()) is not None:
+        pytest.skip(reason)
+    with private_postgres() as instance:
+        yield instance
+
+
+async def _every_call_fails_cleanly(store, env) -> None:
+    from flux.store import ListQuery, StoreUnavailable
+
+    calls = [
+        store.ping, lambda: store.hosted(ALICE), lambda: store.get(ALICE, env["id"]),
+        lambda: store.store_message(incoming(envelope(), ALICE)),
+        lambda: store.list(ALICE, ListQuery()), store.stats,
+        lambda: store.lease("w", 0, 1000, 10), lambda: store.register_address(BOB, "k", 1),
+        store.strikes,
+    ]  # fmt: skip
+    for call in calls:
+        with pytest.raises(StoreUnavailable) as exc:
+            await call()
+        assert exc.value.__cause__ is not None, "chained to the driver's error"
+        assert "unreachable" in str(exc.value)
+
+
+async def _until_it_answers(store, within_s: float = 30.0) -> None:
+    """Poll `ping` (a condition, not a sleep-as-synchronisation) until the store answers."""
+    from flux.store import StoreUnavailable
+
+    deadline = asyncio.get_running_loop().time() + within_s
+    while True:
+        try:
+            await store.ping()
+            return
+        except StoreUnavailable:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+async def test_a_database_that_goes_away_is_store_unavailable_then_recovers(private_pg):
+    from flux.store import postgres as pg
+
+    store = pg.PostgresStore(private_pg.dsn, pool_min=2, pool_max=4, connect_timeout_s=5)
+    await store.open()
+    try:
+        env = envelope()
+        assert (await store.store_message(incoming(env, ALICE)))[ALICE] is StoreOutcome.STORED
+        await asyncio.gather(*(store.get(ALICE, env["id"]) for _ in range(8)))  # warm the pool
+        # Stopped with the event loop blocked: the pool's idle connections are dead but
+        # not yet seen to be. They must fail as StoreUnavailable, not as anything else.
+        private_pg.stop()
+        await _every_call_fails_cleanly(store, env)
+        await _every_call_fails_cleanly(store, env)  # and again, now that nothing connects
+        private_pg.start()
+        await _until_it_answers(store)
+        # No broken connection is handed out again: a burst wider than the pool succeeds.
+        got = await asyncio.gather(*(store.get(ALICE, env["id"]) for _ in range(16)))
+        assert all(g is not None and g.id == env["id"] for g in got)
+        assert (await store.store_message(incoming(envelope(), ALICE)))[
+            ALICE
+        ] is StoreOutcome.STORED
+        # A restart the pool never saw (stop and start while the loop is blocked).
+        private_pg.stop()
+        private_pg.start()
+        await _until_it_answers(store)
+        got = await asyncio.gather(*(store.get(ALICE, env["id"]) for _ in range(16)))
+        assert all(g is not None for g in got)
+    finally:
+        await store.close()
+
+
+async def test_a_statement_timeout_is_store_unavailable(pg_dsn, pg):
+    import asyncpg
+
+    from flux.store import StoreUnavailable
+
+    store = pg.PostgresStore(pg_dsn, fresh_schema=True, statement_timeout_ms=200)
+    await store.open()
+    blocker = await asyncpg.connect(pg_dsn)
+    try:
+        # Another session holds ALICE's mailbox lock: the write waits, then is cancelled.
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.execute(
+            "SELECT pg_advisory_xact_lock($1)", store._locks.key("mailbox", ALICE)
+        )
+        with pytest.raises(StoreUnavailable) as exc:
+            await store.store_message(incoming(envelope(), ALICE))
+        assert isinstance(exc.value.__cause__, asyncpg.QueryCanceledError)
+        await tx.rollback()
+        env = envelope()
+        assert (await store.store_message(incoming(env, ALICE)))[ALICE] is StoreOutcome.STORED
+        assert (await store.stats())["deliveries"] == 1  # the cancelled write left nothing
+    finally:
+        await blocker.close()
+        await store.close()
+
+
+async def test_an_exhausted_pool_is_store_unavailable_after_the_acquire_timeout(pg_dsn, pg):
+    from flux.store import StoreUnavailable
+
+    store = pg.PostgresStore(pg_dsn, fresh_schema=True, pool_min=1, pool_max=1,
+                             acquire_timeout_s=0.2)  # fmt: skip
+    await store.open()
+    try:
+        async with store._live_pool().acquire():  # the only connection is taken
+            with pytest.raises(StoreUnavailable) as exc:
+                await store.hosted(ALICE)
+            assert isinstance(exc.value.__cause__, TimeoutError)
+        await store.ping()  # and it is back once the connection is
+    finally:
+        await store.close()

@@ -23,12 +23,18 @@ Crash safety: rows leave the queue only after the peer's answer, so a crash betw
 peer storing a batch and this server settling it makes the batch go again; the peer
 dedupes by (id, recipient) and answers `duplicate`, so each recipient gets each message
 exactly once. A worker that dies holding a lease loses it after `lease_ms`.
+
+Store outages: while the store raises StoreUnavailable (its database is down) the worker
+logs one line per failure and tries again about a second later; a settlement waits for the
+store to come back rather than being dropped, and a bounce that cannot be stored keeps its
+message queued. The worker task itself never ends on a store error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import random
@@ -40,7 +46,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from ..protocol.chain import ChainVerdict, ServerSigner, append_hop
-from ..store.base import Lease, Outbound, Queued, Store
+from ..store.base import Lease, Outbound, Queued, Store, StoreUnavailable
 from .peers import PeerClient
 from .signing import sign_request
 
@@ -51,6 +57,8 @@ Clock = Callable[[], int]
 TRANSIENT_REFUSALS = frozenset({"quota_exceeded", "unavailable", "internal_error"})
 #: per-recipient outcomes that mean the message did not and will not reach that recipient
 UNDELIVERABLE = frozenset({"not_hosted"})
+#: how long to wait before trying the store again while it is unreachable
+STORE_RETRY_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +154,10 @@ class DeliveryWorker:
             try:
                 await self._start_due()
                 due = await self.store.next_due()
-            except Exception:  # the store is down: try again shortly, keep serving
+            except StoreUnavailable as exc:  # the store is down: try again shortly
+                log.warning("event=store_unavailable where=delivery_poll error=%s", exc)
+                due = self.clock() + int(STORE_RETRY_S * 1000)
+            except Exception:  # a bug: log it, try again shortly, keep serving
                 log.exception("event=queue_poll_failed")
                 due = self.clock() + 1_000
             delay = None if due is None else max(0.0, (due - self.clock()) / 1000)
@@ -156,9 +167,13 @@ class DeliveryWorker:
     async def _start_due(self) -> None:
         while True:
             await self._slots.acquire()
-            lease = await self.store.lease(
-                self.holder, self.clock(), self.policy.lease_ms, self.policy.batch
-            )
+            try:
+                lease = await self.store.lease(
+                    self.holder, self.clock(), self.policy.lease_ms, self.policy.batch
+                )
+            except BaseException:
+                self._slots.release()  # the slot was never used
+                raise
             if lease is None:
                 self._slots.release()
                 return
@@ -174,18 +189,34 @@ class DeliveryWorker:
     async def _work(self, lease: Lease) -> None:
         try:
             verdict = await self._deliver(lease)
+        except StoreUnavailable as exc:
+            log.warning("event=store_unavailable where=delivery destination=%s error=%s",
+                        lease.destination, exc)  # fmt: skip
+            verdict = Settlement([], [], "the store was unavailable")
         except Exception as exc:  # never let one destination stop the worker
             log.exception("event=delivery_crashed destination=%s", lease.destination)
             verdict = Settlement([], [], f"internal: {exc}")
         for queued, recipients, reason in verdict.bounces:
             try:
                 await self.bounces.bounce(queued.item, recipients, reason)
+            except StoreUnavailable as exc:  # keep it queued: it bounces on a later attempt
+                log.warning("event=store_unavailable where=bounce id=%s error=%s",
+                            queued.item.envelope.get("id"), exc)  # fmt: skip
+                done = [qid for qid in verdict.done if qid != queued.qid]
+                verdict = dataclasses.replace(verdict, done=done, retry="the store was unavailable")
             except Exception:
                 log.exception("event=bounce_failed id=%s", queued.item.envelope.get("id"))
         retry_at = None
         if verdict.retry is not None:
             retry_at = self.clock() + backoff_delay_ms(lease.attempts, self.policy, self.rand)
-        await self.store.settle(lease, verdict.done, retry_at=retry_at, error=verdict.retry)
+        while True:  # the peer's answer is settled once the store is back, never dropped
+            try:
+                await self.store.settle(lease, verdict.done, retry_at=retry_at, error=verdict.retry)
+                break
+            except StoreUnavailable as exc:
+                log.warning("event=store_unavailable where=settle destination=%s error=%s",
+                            lease.destination, exc)  # fmt: skip
+                await asyncio.sleep(STORE_RETRY_S)  # a retry timer, not synchronisation
         if self.on_settled is not None:
             self.on_settled(lease, verdict)
 

@@ -5,7 +5,10 @@ own classes below) and leaves as `{"ok": false, "error", "code", "field"?}`: ove
 the status from `TABLE`, over the WebSocket as an error frame (the socket stays open) or,
 when authentication fails, as an error frame followed by a close with `ws_close`. Anything
 that is not a `FluxError` is a bug: it is logged with its traceback and answered with a
-generic 500 that reveals nothing.
+generic 500 that reveals nothing. One exception is no bug: `StoreUnavailable` (the database
+cannot be reached) becomes `Unavailable`, a 503 the client may retry, logged as one warning
+line (`event=store_unavailable`) without a traceback; `unexpected` is where that happens,
+for HTTP and the WebSocket alike.
 
 The table is keyed by `code`, not by class, because the code is what the protocol fixes:
 two classes with one code (such as the chain's internal hop failure and `ChainError`) must
@@ -24,6 +27,7 @@ from typing import Any
 from aiohttp import web
 
 from ..protocol.errors import FluxError, InvalidInput
+from ..store.base import StoreUnavailable
 
 log = logging.getLogger("flux.server")
 
@@ -137,7 +141,7 @@ class BadRequest(InvalidInput):
 
 
 class Unavailable(ServerError):
-    """The server is shutting down."""
+    """The server is shutting down, or cannot reach its database: try again later."""
 
     code = "unavailable"
 
@@ -219,6 +223,7 @@ TABLE: dict[str, Row] = {
 }
 
 GENERIC_500 = "internal server error"
+DATABASE_DOWN = "the database is unreachable; try again"
 
 
 def row_for(exc: FluxError) -> Row:
@@ -257,8 +262,15 @@ def from_http_exception(exc: web.HTTPException) -> FluxError:
     return BadRequest(exc.reason or "bad request")
 
 
-def unexpected(exc: BaseException, where: str) -> InternalError:
-    """Log a bug with its traceback; return the generic error the client sees."""
+def unexpected(exc: BaseException, where: str) -> ServerError:
+    """The error the client sees for an exception that is not a FluxError.
+
+    The store being unreachable is an outage, not a bug: one warning line, and 503
+    `unavailable` (the request may be retried; nothing of it was acknowledged). Anything
+    else is a bug: logged with its traceback, answered with the generic 500."""
+    if isinstance(exc, StoreUnavailable):
+        log.warning("event=store_unavailable where=%s error=%s", where, " ".join(str(exc).split()))
+        return Unavailable(DATABASE_DOWN)
     log.error("event=internal_error where=%s error=%s", where, type(exc).__name__, exc_info=exc)
     return InternalError(GENERIC_500)
 

@@ -146,7 +146,7 @@ class PostgresFanout(LocalFanout):
         while True:
             try:
                 conn = await asyncpg.connect(self.dsn, timeout=10)
-            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            except Exception as exc:  # the database is away: try again, never give up
                 log.warning("event=fanout_connect_failed reason=%s", exc)
                 await asyncio.sleep(delay)  # a retry timer, not synchronisation
                 delay = min(delay * 2, 10.0)
@@ -163,8 +163,9 @@ class PostgresFanout(LocalFanout):
                         continue
                     payload = _encode(event, self.dispatcher.process)
                     await conn.execute("SELECT pg_notify($1, $2)", self.channel, payload)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("event=fanout_connection_lost reason=%s", exc)
+            except Exception as exc:  # any failure of this connection (asyncpg raises
+                # several kinds after a restart): reconnect, LISTEN again
+                log.warning("event=fanout_connection_lost reason=%r", exc)
             finally:
                 self.connected.clear()
                 with contextlib.suppress(Exception):

@@ -83,6 +83,7 @@ ERROR_TEXT = {
     "413": "Request body too large",
     "429": "The recipient's pending quota is full (or, at login, too many failures)",
     "451": "Refused as spam (with reasons)",
+    "503": "The database is unreachable (or the server is stopping); try again",
 }
 
 
@@ -211,8 +212,9 @@ def paths() -> dict[str, Any]:
             errors=("403",))},
     }  # fmt: skip
     ops = {
-        "/health": {"get": op("Liveness", ok_obj(version={"type": "string"},
-                                                 domain={"type": "string"}))},
+        "/health": {"get": op("Liveness (503 while the database is unreachable)",
+                              ok_obj(version={"type": "string"}, domain={"type": "string"}),
+                              errors=("503",))},
         "/stats": {"get": op("Server counters (public, no addresses)",
                              ok_obj(store=COUNTS, websockets={"type": "integer"}))},
         "/metrics": {"get": op("Prometheus metrics", {"type": "string"},

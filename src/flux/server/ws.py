@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from ..protocol.errors import FluxError, InvalidValue, WrongType
-from ..store.base import MessageStatus, Store
+from ..store.base import MessageStatus, Store, StoreUnavailable
 from . import wire
 from .auth import Authenticator, Principal
 from .config import ServerConfig
@@ -128,6 +128,9 @@ class WebSocketEndpoint:
             return principal, inbox
         except FluxError as exc:
             await self._refuse(ws, exc, frame.get("action", "auth"), frame)
+            return None, None
+        except StoreUnavailable as exc:  # 503-style refusal; the client retries
+            await self._refuse(ws, unexpected(exc, "ws auth"), "auth", frame)
             return None, None
 
     async def _refuse(

@@ -30,6 +30,7 @@ from .base import (
     Store,
     StoredMessage,
     StoreOutcome,
+    StoreUnavailable,
     Strike,
 )
 from .memory import MemoryStore
@@ -39,7 +40,7 @@ from .sqlite import SQLiteStore
 __all__ = [
     "MAX_PAGE", "STATUS_ORDER", "Change", "ChangeKind", "Changes", "HostedAddress",
     "Incoming", "ListQuery", "MemoryStore", "MessageStatus", "Page", "SQLiteStore",
-    "SchemaTooNew", "Session", "Store", "StoreOutcome", "StoredMessage", "Strike",
+    "SchemaTooNew", "Session", "Store", "StoreOutcome", "StoreUnavailable", "StoredMessage", "Strike",
     "open_store",
 ]  # fmt: skip
 

@@ -8,6 +8,9 @@ Rules every implementation keeps:
 * Durability: a coroutine that writes returns only after its transaction is committed to
   disk (for SQLite: WAL with synchronous=FULL). Concurrent writers share commits (group
   commit), so durability does not cap throughput.
+* A store whose database cannot be reached (or does not answer within its timeout) raises
+  `StoreUnavailable` from the call, never another exception and never a partial write;
+  it recovers by itself once the database is back.
 * A message delivered to several local recipients is stored once (`messages`, keyed by
   its body hash) with one `Delivery` row per recipient, keyed by (recipient, id).
 * Dedupe: storing (id, recipient) again with the same body is a no-op reported as
@@ -42,6 +45,13 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached right now (its database is down, unreachable, or did not
+    answer in time). Nothing about the request is wrong and nothing was acknowledged: the
+    same call may succeed later. The server answers it with 503 `unavailable`
+    (flux/server/errors.py); other failures of a store are bugs and stay what they are."""
 
 
 class MessageStatus(enum.StrEnum):
@@ -228,6 +238,10 @@ class Store(Protocol):
     async def close(self) -> None:
         """Finish in-flight commits, then release resources."""
 
+    async def ping(self) -> None:
+        """Return once the store answers a trivial query (for /health); raise
+        StoreUnavailable if it cannot be reached."""
+
     # -- hosted addresses -------------------------------------------------------------------
     async def register_address(self, address: str, pub: str, now_ms: int) -> bool:
         """Host `address`; False if it already was (not an error)."""
@@ -342,3 +356,18 @@ class Store(Protocol):
     async def set_quarantine_override(self, server: str, lifted: bool, now_ms: int) -> None: ...
 
     async def quarantine_overrides(self) -> dict[str, bool]: ...
+
+    # -- rate counters, shared by every process on one database ------------------------------
+    async def count_hit(self, bucket: str, now_ms: int, window_ms: int, limit: int) -> bool:
+        """Count one hit in `bucket`; True when the bucket already had `limit` hits within
+        the last `window_ms` (the hit is then not counted). flux.protocol.spam.RateLimiter's
+        `hit`: a hit at t counts while t > now_ms - window_ms. Atomic: concurrent calls, from
+        other processes too, never let more than `limit` hits into one window."""
+
+    async def prune_hits(self, now_ms: int, window_ms: int) -> int:
+        """Forget the hits of every bucket at or before now_ms - window_ms; return how many.
+        Pass the longest window any caller counts with (a shorter one would forget hits
+        that another counter still counts)."""
+
+    async def clear_hits(self, bucket: str) -> int:
+        """Forget every hit of `bucket` (a login that succeeded); return how many."""

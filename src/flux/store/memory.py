@@ -9,6 +9,7 @@ something that would not survive the real store's round trip.
 from __future__ import annotations
 
 import json
+from bisect import bisect_right, insort
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -78,12 +79,16 @@ class MemoryStore(MemoryQueue):
         super().__init__()
         self._clock = clock
         self._s = _State()
+        self._hits = HitLog()
 
     async def open(self) -> None:
         return None
 
     async def close(self) -> None:
         return None
+
+    async def ping(self) -> None:
+        return None  # memory is always there
 
     # -- hosted addresses -------------------------------------------------------------------
     async def register_address(self, address: str, pub: str, now_ms: int) -> bool:
@@ -352,3 +357,52 @@ class MemoryStore(MemoryQueue):
 
     async def quarantine_overrides(self) -> dict[str, bool]:
         return dict(self._s.overrides)
+
+    # -- rate counters ----------------------------------------------------------------------
+    async def count_hit(self, bucket: str, now_ms: int, window_ms: int, limit: int) -> bool:
+        return self._hits.count(bucket, now_ms, window_ms, limit)
+
+    async def prune_hits(self, now_ms: int, window_ms: int) -> int:
+        return self._hits.prune(now_ms, window_ms)
+
+    async def clear_hits(self, bucket: str) -> int:
+        return self._hits.clear(bucket)
+
+
+class HitLog:
+    """Sliding-window hit counters in memory: per bucket, the sorted times of its counted
+    hits. MemoryStore's `count_hit`, and flux.server.limits.MemoryHitCounter. Plain method
+    calls with no await inside, so each is atomic on the event loop."""
+
+    def __init__(self) -> None:
+        self._times: dict[str, list[int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._times)
+
+    def __contains__(self, bucket: object) -> bool:
+        return bucket in self._times
+
+    def count(self, bucket: str, now_ms: int, window_ms: int, limit: int) -> bool:
+        """Store.count_hit: True (and nothing counted) when `limit` hits are in the window."""
+        times = self._times.setdefault(bucket, [])
+        del times[: bisect_right(times, now_ms - window_ms)]  # hits that left the window
+        if len(times) >= limit:
+            if not times:
+                del self._times[bucket]
+            return True
+        insort(times, now_ms)
+        return False
+
+    def prune(self, now_ms: int, window_ms: int) -> int:
+        removed = 0
+        for bucket, times in list(self._times.items()):
+            gone = bisect_right(times, now_ms - window_ms)
+            removed += gone
+            del times[:gone]
+            if not times:
+                del self._times[bucket]
+        return removed
+
+    def clear(self, bucket: str) -> int:
+        return len(self._times.pop(bucket, ()))

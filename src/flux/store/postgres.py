@@ -12,6 +12,16 @@ COMMIT, which PostgreSQL makes durable before it answers (the pool pins
 Every statement runs under `statement_timeout`, so a stuck lock or query surfaces as an
 error instead of a hung request.
 
+When the database goes away. Every call borrows its connection through `_borrow`, the one
+place that turns a lost database into `StoreUnavailable` (base.py): refused or broken
+connections, a server shutting down or starting up, a borrow that waits longer than
+`acquire_timeout_s`, a statement cancelled by `statement_timeout`. Anything else (a
+constraint violation, a bug) propagates unchanged. A connection that failed that way is
+terminated before it goes back to the pool, and the pool opens a new one on the next
+borrow, so the store recovers by itself once the database answers again; nothing needs
+restarting. A write either committed (and its call returned) or raised: a call that raised
+StoreUnavailable may be retried, and the dedupe rules make a retry harmless.
+
 Concurrency. A write that changes a mailbox first takes a transaction-scoped advisory lock
 per mailbox it touches (and per message body it may insert), all in one statement, in key
 order (_postgres_locks.py). That gives, without SERIALIZABLE retries:
@@ -34,14 +44,16 @@ drops, so every test starts empty on one shared database.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from . import _postgres_hits as hits
 from . import _postgres_ops as ops
 from . import _postgres_queue as queue
 from . import _rules
@@ -59,6 +71,7 @@ from .base import (
     Session,
     StoredMessage,
     StoreOutcome,
+    StoreUnavailable,
     Strike,
 )
 from .migrations.postgres import migrate, quote_ident
@@ -70,8 +83,31 @@ Conn = asyncpg.Connection
 SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
-class DatabaseUnavailable(ConnectionError):
-    """The database could not be reached or refused the connection (at `open()`)."""
+class DatabaseUnavailable(StoreUnavailable, ConnectionError):
+    """The database could not be reached or refused the connection (at `open()`). A
+    ConnectionError too, which is how the CLI reports it in one line."""
+
+
+#: asyncpg's "the server is going away, or not there yet" (SQLSTATE class 57: admin or crash
+#: shutdown, cannot connect now, statement_timeout's query_canceled) and class 08.
+_UNREACHABLE = (
+    OSError,  # ConnectionError (refused, reset) included
+    TimeoutError,  # connect timeout, acquire timeout
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether `exc` says the database could not be used, not that the call was wrong."""
+    if isinstance(exc, _UNREACHABLE):
+        return True
+    # A connection whose server went away while it sat idle in the pool: asyncpg calls it
+    # closed, or (the server's goodbye read before the socket's end) out of protocol step.
+    if type(exc) in (asyncpg.exceptions.InternalClientError, asyncpg.exceptions.ProtocolError):
+        return True
+    return isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc)
 
 
 class PostgresStore:
@@ -88,6 +124,7 @@ class PostgresStore:
         pool_max: int = 10,
         statement_timeout_ms: int = 10_000,
         connect_timeout_s: float = 10.0,
+        acquire_timeout_s: float = 15.0,
     ) -> None:
         if fresh_schema and schema is not None:
             raise ValueError("pass either fresh_schema or schema, not both")
@@ -103,6 +140,7 @@ class PostgresStore:
         self._pool_size = (pool_min, pool_max)
         self._statement_timeout_ms = statement_timeout_ms
         self._connect_timeout_s = connect_timeout_s
+        self._acquire_timeout_s = acquire_timeout_s
         self._locks = Locks(schema or "")
         self._pool: asyncpg.Pool | None = None
 
@@ -132,12 +170,17 @@ class PostgresStore:
                 f"cannot connect to PostgreSQL at {redact(self.dsn)}: {_reason(exc)}"
             ) from exc
         try:
-            async with pool.acquire() as conn:
+            async with pool.acquire(timeout=self._acquire_timeout_s) as conn:
                 self.schema_version = await migrate(
                     conn, redact(self.dsn), lock_key=self._locks.key("migrate", ""),
                     schema=self.schema,
                 )  # fmt: skip
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, Exception) and unreachable(exc):
+                pool.terminate()  # its connections are gone: do not wait on them
+                raise DatabaseUnavailable(
+                    f"lost PostgreSQL at {redact(self.dsn)} while migrating: {_reason(exc)}"
+                ) from exc
             await pool.close()
             raise
         self._pool = pool
@@ -153,7 +196,13 @@ class PostgresStore:
                 async with pool.acquire() as conn:
                     await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(self.schema)} CASCADE")
         finally:
-            await pool.close()
+            try:
+                await pool.close()
+            except Exception as exc:
+                # Connections the database dropped (it went away, and perhaps came back)
+                # cannot be closed politely; asyncpg has terminated them instead.
+                if not unreachable(exc):
+                    raise
 
     # -- plumbing -----------------------------------------------------------------------------
     def _live_pool(self) -> asyncpg.Pool:
@@ -161,27 +210,62 @@ class PostgresStore:
             raise RuntimeError("PostgresStore is not open")
         return self._pool
 
+    async def _borrow(
+        self, op: Callable[[Conn], Awaitable[T]], transaction: Mapping[str, object] | None
+    ) -> T:
+        """Run `op` on a pooled connection, in a transaction unless `transaction` is None
+        (else its options). The one place where a lost database becomes StoreUnavailable
+        (see "When the database goes away" above)."""
+        pool = self._live_pool()
+        done, result = False, None
+        try:
+            async with pool.acquire(timeout=self._acquire_timeout_s) as conn:
+                try:
+                    if transaction is None:
+                        result = await op(conn)
+                    else:
+                        async with conn.transaction(**transaction):
+                            result = await op(conn)
+                    done = True
+                except Exception as exc:
+                    if unreachable(exc) and not isinstance(exc, asyncpg.QueryCanceledError):
+                        # Never hand a broken connection out again (one the driver saw
+                        # close is already back in the pool without it), and replace the
+                        # idle ones on their next borrow: they most likely went with it.
+                        with contextlib.suppress(asyncpg.InterfaceError):
+                            conn.terminate()
+                        await pool.expire_connections()
+                    raise
+        except Exception as exc:
+            if not unreachable(exc):
+                raise
+            if not done:
+                raise StoreUnavailable(
+                    f"PostgreSQL at {redact(self.dsn)} is unreachable: {_reason(exc)}"
+                ) from exc
+            # `op` finished (a write committed); only handing the connection back failed,
+            # and the pool has dropped that connection: the result stands.
+        return result  # type: ignore[return-value]
+
     async def _write(self, op: Callable[[Conn], Awaitable[T]]) -> T:
         """Run `op` in one READ COMMITTED transaction; return once it has committed."""
-        async with self._live_pool().acquire() as conn, conn.transaction():
-            return await op(conn)
+        return await self._borrow(op, {})
 
     async def _snapshot(self, op: Callable[[Conn], Awaitable[T]]) -> T:
         """Run `op` in one read-only snapshot (several statements that must agree)."""
-        async with (
-            self._live_pool().acquire() as conn,
-            conn.transaction(isolation="repeatable_read", readonly=True),
-        ):
-            return await op(conn)
+        return await self._borrow(op, {"isolation": "repeatable_read", "readonly": True})
 
     async def _read(self, op: Callable[[Conn], Awaitable[T]]) -> T:
         """Run a single-statement read `op` (a statement is its own snapshot)."""
-        async with self._live_pool().acquire() as conn:
-            return await op(conn)
+        return await self._borrow(op, None)
 
     async def _execute(self, sql: str, *args: object) -> int:
         """Run one writing statement (autocommit) and return its row count."""
-        return ops.rowcount(await self._live_pool().execute(sql, *args))
+        return ops.rowcount(await self._borrow(lambda c: c.execute(sql, *args), None))
+
+    async def ping(self) -> None:
+        """One `SELECT 1`: raises StoreUnavailable while the database cannot be used."""
+        await self._read(lambda c: c.fetchval("SELECT 1"))
 
     # -- hosted addresses -------------------------------------------------------------------
     async def register_address(self, address: str, pub: str, now_ms: int) -> bool:
@@ -191,7 +275,7 @@ class PostgresStore:
 
     async def hosted(self, address: str) -> HostedAddress | None:
         sql = "SELECT address, pub, registered_at FROM hosted_addresses WHERE address = $1"
-        row = await self._live_pool().fetchrow(sql, address)
+        row = await self._read(lambda c: c.fetchrow(sql, address))
         return None if row is None else HostedAddress(*row)
 
     # -- mail -------------------------------------------------------------------------------
@@ -274,7 +358,7 @@ class PostgresStore:
     async def session(self, token_hash: str, now_ms: int) -> Session | None:
         sql = """SELECT address, expires_at FROM sessions
                  WHERE token_hash = $1 AND NOT revoked AND expires_at > $2"""
-        row = await self._live_pool().fetchrow(sql, token_hash, now_ms)
+        row = await self._read(lambda c: c.fetchrow(sql, token_hash, now_ms))
         return None if row is None else Session(*row)
 
     async def revoke_session(self, token_hash: str) -> bool:
@@ -335,7 +419,7 @@ class PostgresStore:
 
     async def strikes(self) -> list[Strike]:
         sql = "SELECT offender, proof_id, kind, reporter, msg_id, t FROM strikes ORDER BY n"
-        return [Strike(*r) for r in await self._live_pool().fetch(sql)]
+        return [Strike(*r) for r in await self._read(lambda c: c.fetch(sql))]
 
     async def set_quarantine_override(self, server: str, lifted: bool, now_ms: int) -> None:
         sql = """INSERT INTO quarantine_overrides (server, lifted, set_at) VALUES ($1, $2, $3)
@@ -344,8 +428,21 @@ class PostgresStore:
         await self._execute(sql, server, lifted, now_ms)
 
     async def quarantine_overrides(self) -> dict[str, bool]:
-        rows = await self._live_pool().fetch("SELECT server, lifted FROM quarantine_overrides")
+        sql = "SELECT server, lifted FROM quarantine_overrides"
+        rows = await self._read(lambda c: c.fetch(sql))
         return {server: lifted for server, lifted in rows}
+
+    # -- rate counters (atomic across processes: see _postgres_hits.py) ---------------------
+    async def count_hit(self, bucket: str, now_ms: int, window_ms: int, limit: int) -> bool:
+        return await self._write(
+            lambda c: hits.count_hit(c, self._locks, bucket, now_ms, window_ms, limit)
+        )
+
+    async def prune_hits(self, now_ms: int, window_ms: int) -> int:
+        return await self._write(lambda c: hits.prune_hits(c, now_ms, window_ms))
+
+    async def clear_hits(self, bucket: str) -> int:
+        return await self._write(lambda c: hits.clear_hits(c, self._locks, bucket))
 
     def __repr__(self) -> str:
         where = f", schema={self.schema!r}" if self.schema else ""

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from . import _rules
+from . import _sqlite_hits as hits
 from . import _sqlite_ops as ops
 from . import _sqlite_queue as queue
 from ._sqlite_writer import Writer
@@ -162,6 +163,10 @@ class SQLiteStore:
             return fn(conn)
         finally:
             conn.execute("COMMIT")
+
+    async def ping(self) -> None:
+        """One trivial read on the loop's own connection (an open file always answers)."""
+        await self._lookup(lambda c: c.execute("SELECT 1").fetchone())
 
     # -- hosted addresses -------------------------------------------------------------------
     async def register_address(self, address: str, pub: str, now_ms: int) -> bool:
@@ -306,6 +311,17 @@ class SQLiteStore:
     async def quarantine_overrides(self) -> dict[str, bool]:
         rows = await self._read(_all("SELECT server, lifted FROM quarantine_overrides", ()))
         return {server: bool(lifted) for server, lifted in rows}
+
+    # -- rate counters ----------------------------------------------------------------------
+    async def count_hit(self, bucket: str, now_ms: int, window_ms: int, limit: int) -> bool:
+        # One writer operation: the count and the insert are one write transaction.
+        return await self._write(lambda c: hits.count_hit(c, bucket, now_ms, window_ms, limit))
+
+    async def prune_hits(self, now_ms: int, window_ms: int) -> int:
+        return await self._write(lambda c: hits.prune_hits(c, now_ms, window_ms))
+
+    async def clear_hits(self, bucket: str) -> int:
+        return await self._write(lambda c: hits.clear_hits(c, bucket))
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"

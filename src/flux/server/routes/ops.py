@@ -63,6 +63,12 @@ class OpsRoutes:
         ]
 
     async def health(self, request: web.Request) -> web.Response:
+        """Alive and able to reach its store. While the database is unreachable this
+        answers 503 `unavailable` (the store's StoreUnavailable, mapped in errors.py), not
+        200 with a "database down" flag: a load balancer's health check looks at the status
+        code, and a process that cannot store or read mail should be drained until its
+        database is back (it recovers by itself; the check then passes again)."""
+        await self.store.ping()
         return wire.ok(version=__version__, domain=self.domain)
 
     async def stats(self, request: web.Request) -> web.Response:

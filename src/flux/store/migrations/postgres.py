@@ -17,6 +17,9 @@ PostgreSQL's types:
 Step 2 is SQLite's step 2, the delivery queue, plus an index on (destination, qid): a
 lease reads a destination's oldest messages in queue order without sorting them.
 
+Step 3 is SQLite's step 3, the shared rate counters (`hits`; see _postgres_hits.py for
+how a hit is counted atomically across processes).
+
 Several processes may start at once against one new database: `migrate` holds a
 transaction-scoped advisory lock while it reads the version and applies steps, so exactly
 one of them applies each step and the others then find it applied.
@@ -147,6 +150,18 @@ CREATE TABLE destinations (
     leased_until     BIGINT NOT NULL DEFAULT 0
 );
 CREATE INDEX destinations_due ON destinations (next_attempt_at);
+""",
+    ),
+    Migration(
+        3,
+        "rate counters",
+        """
+CREATE TABLE hits (
+    bucket  TEXT NOT NULL,
+    t       BIGINT NOT NULL
+);
+CREATE INDEX hits_bucket ON hits (bucket, t);
+CREATE INDEX hits_t ON hits (t);
 """,
     ),
 ]

@@ -15,6 +15,9 @@ Step 1 is the schema of the first release. Notes on it:
 Step 2 adds the delivery queue: `outbound` holds each queued copy once per destination
 (`qid` AUTOINCREMENT is the queue order, never reused), `destinations` the backoff and the
 lease of each destination (docs/FEDERATION.md, "Delivery queue").
+
+Step 3 adds `hits`, the shared rate counters (`Store.count_hit`): one row per counted hit,
+(bucket, t), found by bucket and time, and pruned by time.
 """
 
 from __future__ import annotations
@@ -141,6 +144,18 @@ CREATE TABLE destinations (
     leased_until     INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX destinations_due ON destinations (next_attempt_at);
+""",
+    ),
+    Migration(
+        3,
+        "rate counters",
+        """
+CREATE TABLE hits (
+    bucket  TEXT NOT NULL,
+    t       INTEGER NOT NULL
+);
+CREATE INDEX hits_bucket ON hits (bucket, t);
+CREATE INDEX hits_t ON hits (t);
 """,
     ),
 ]

@@ -1,12 +1,19 @@
 """Fixtures for the account tests: real servers on 127.0.0.1 (an ephemeral port), built by
-`create_app` with a real `SQLiteAccountStore` file, and a fake clock the tests move."""
+`create_app` with a real `SQLiteAccountStore` file, and a fake clock the tests move.
+
+`pg_dsn` is FLUX_TEST_POSTGRES_DSN for the PostgresAccountStore tests, as in
+tests/store/conftest.py: skipped when it is unset (or flux.accounts.postgres does not
+import), failed instead when FLUX_TEST_REQUIRE_POSTGRES=1.
+"""
 
 from __future__ import annotations
 
+import importlib
+import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -21,6 +28,24 @@ from flux.server.keys import ServerKey
 from flux.store import MemoryStore
 
 ServerFactory = Callable[..., Awaitable[Harness]]
+
+
+def _skip_or_fail(reason: str) -> NoReturn:
+    if os.environ.get("FLUX_TEST_REQUIRE_POSTGRES") == "1":
+        pytest.fail(f"{reason}, and FLUX_TEST_REQUIRE_POSTGRES=1 requires PostgreSQL")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def pg_dsn() -> str:
+    dsn = os.environ.get("FLUX_TEST_POSTGRES_DSN")
+    if not dsn:
+        _skip_or_fail("FLUX_TEST_POSTGRES_DSN is not set")
+    try:
+        importlib.import_module("flux.accounts.postgres")
+    except ImportError as exc:
+        _skip_or_fail(f"flux.accounts.postgres does not import ({exc})")
+    return dsn
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""The AccountStore contract, run against both implementations; the limiter; names; and the
-runner's accounts file (opened with the server, kept across a restart)."""
+"""The AccountStore contract, run against every implementation (memory, SQLite, PostgreSQL
+when FLUX_TEST_POSTGRES_DSN is set); the limiter; names; and the runner's accounts file
+(opened with the server, kept across a restart)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from flux.accounts.names import username_from
 from flux.accounts.store import AccountSession, Created
 from flux.protocol.errors import InvalidValue, WrongType
 from flux.server import ServerConfig, start_server
+from flux.server.limits import MemoryHitCounter
 
 SEALED = SealedSeed(b"box", b"salt", "custody:1")
 
@@ -33,9 +35,17 @@ def account(name: str, address: str, kind: AccountKind = AccountKind.PASSWORD) -
     return Account(name, kind, address, "pub=", 1, "$argon2id$..." if sealed else None, sealed)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def store(request: Any, tmp_path: Path) -> AsyncIterator[Any]:
-    made = MemoryAccountStore() if request.param == "memory" else SQLiteAccountStore(tmp_path / "a.db")  # fmt: skip
+    if request.param == "postgres":
+        dsn = request.getfixturevalue("pg_dsn")  # skips (or fails) without PostgreSQL
+        from flux.accounts.postgres import PostgresAccountStore
+
+        made: Any = PostgresAccountStore(dsn, fresh_schema=True)
+    elif request.param == "sqlite":
+        made = SQLiteAccountStore(tmp_path / "a.db")
+    else:
+        made = MemoryAccountStore()
     await made.open()
     yield made
     await made.close()
@@ -84,25 +94,24 @@ async def test_a_closed_sqlite_store_refuses_use(tmp_path: Path) -> None:
     await store.close()  # twice is harmless
 
 
-def test_limiter_counts_per_username_and_peer_in_a_window() -> None:
-    limiter = LoginLimiter(max_failures=3, window_ms=1000)
+async def test_limiter_counts_per_username_and_peer_in_a_window() -> None:
+    limiter = LoginLimiter(MemoryHitCounter(limit=3, window_ms=1000))
     key, other_peer = ("ada", "1.2.3.4"), ("ada", "5.6.7.8")
     for t in (0, 100, 200):
-        assert not limiter.blocked(key, t)
-        limiter.failed(key, t)
-    assert limiter.blocked(key, 300) and not limiter.blocked(other_peer, 300)
-    assert limiter.retry_after_ms(key, 300) == 700
-    assert not limiter.blocked(key, 1000)  # the first failure left the window
-    limiter.succeeded(key)
-    assert not limiter.blocked(key, 300)
+        assert await limiter.attempt(key, t) is False  # counted as failed until it succeeds
+    assert await limiter.attempt(key, 300) is True  # refused unchecked, and not counted
+    assert await limiter.attempt(other_peer, 300) is False
+    assert limiter.retry_after_s == 1
+    assert await limiter.attempt(key, 1000) is False  # the first failure left the window
+    await limiter.succeeded(key)  # forgets every failure of the key
+    assert [await limiter.attempt(key, t) for t in (1001, 1002, 1003, 1004)] == [
+        False, False, False, True,
+    ]  # fmt: skip
 
 
-def test_limiter_prunes_when_full() -> None:
-    limiter = LoginLimiter(max_failures=1, window_ms=10, max_keys=2)
-    limiter.failed(("a", ""), 0)
-    limiter.failed(("b", ""), 0)
-    limiter.failed(("c", ""), 100)  # prunes a and b, which have expired
-    assert len(limiter._failures) == 1
+def test_limiter_buckets_are_unambiguous() -> None:
+    assert LoginLimiter.bucket(("a:b", "c")) != LoginLimiter.bucket(("a", "b:c"))
+    assert LoginLimiter.bucket(("ada", "::1")).startswith("login:")
 
 
 def test_usernames() -> None:

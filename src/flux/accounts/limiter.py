@@ -1,60 +1,65 @@
 """`LoginLimiter`: failed logins per (username, peer) in a sliding window.
 
-In memory, owned by one `Accounts` and passed in (never global): a guessing attacker is
-slowed at the process it talks to. It keys on the username *and* the peer so that an
-attacker elsewhere cannot lock a user out of their own account by failing on purpose. The
-clock is passed to each call, so tests drive it.
+It keys on the username *and* the peer so that an attacker elsewhere cannot lock a user
+out of their own account by failing on purpose. It counts with a counter passed in (never
+global), which decides where the count lives: in this process
+(flux.server.limits.MemoryHitCounter), or in the store, shared by every process that
+serves the domain from one PostgreSQL database (StoreHitCounter), so that an attacker who
+spreads guesses over the processes gets no more of them. The counter holds the limit and
+the window (`MAX_FAILURES` in `WINDOW_MS` for logins); the clock is passed to each call.
+
+An attempt is counted as a failure *before* its password is checked, and the count is
+cleared once it succeeds. So guesses sent in parallel cannot all pass while their hashes
+are still being checked, and a check is never started for a (username, peer) that has
+already failed `MAX_FAILURES` times in the window: it is refused at once (429).
 """
 
 from __future__ import annotations
 
-from collections import deque
+import json
+from typing import Protocol
 
-__all__ = ["LoginLimiter"]
+__all__ = ["MAX_FAILURES", "WINDOW_MS", "FailureCounter", "LoginLimiter"]
 
 Key = tuple[str, str]
+MAX_FAILURES = 5
+WINDOW_MS = 15 * 60_000
+
+
+class FailureCounter(Protocol):
+    """What LoginLimiter counts with: the shape of flux.server.limits.HitCounter (this
+    package imports nothing from flux.server)."""
+
+    window_ms: int
+
+    async def hit(self, bucket: str, now_ms: int) -> bool:
+        """Count one hit; True (nothing counted) when the bucket is already full."""
+        ...
+
+    async def clear(self, bucket: str) -> None: ...
 
 
 class LoginLimiter:
-    def __init__(
-        self, *, max_failures: int = 5, window_ms: int = 15 * 60_000, max_keys: int = 100_000
-    ) -> None:
-        self.max_failures = max_failures
-        self.window_ms = window_ms
-        self.max_keys = max_keys  # beyond this, expired entries are pruned before adding
-        self._failures: dict[Key, deque[int]] = {}
+    def __init__(self, counter: FailureCounter) -> None:
+        self.counter = counter
 
-    def _recent(self, key: Key, now_ms: int) -> deque[int] | None:
-        times = self._failures.get(key)
-        if times is None:
-            return None
-        while times and times[0] <= now_ms - self.window_ms:
-            times.popleft()
-        if not times:
-            del self._failures[key]
-            return None
-        return times
+    @staticmethod
+    def bucket(key: Key) -> str:
+        """The counter's bucket for (username, peer): unambiguous whatever either holds,
+        and apart from other users of a shared counter (they do not start with "login:")."""
+        return "login:" + json.dumps(list(key), separators=(",", ":"))
 
-    def blocked(self, key: Key, now_ms: int) -> bool:
-        """True once `max_failures` failures fall inside the window ending now."""
-        times = self._recent(key, now_ms)
-        return times is not None and len(times) >= self.max_failures
+    async def attempt(self, key: Key, now_ms: int) -> bool:
+        """Count an attempt as a failed login (until `succeeded`); True, and nothing counted,
+        when the window already holds the maximum of failures: refuse it unchecked."""
+        return await self.counter.hit(self.bucket(key), now_ms)
 
-    def retry_after_ms(self, key: Key, now_ms: int) -> int:
-        """How long until the oldest counted failure leaves the window (0 if not blocked)."""
-        if not self.blocked(key, now_ms):
-            return 0
-        return self._failures[key][0] + self.window_ms - now_ms
+    async def succeeded(self, key: Key) -> None:
+        """Forget the failures of `key`: its password was right."""
+        await self.counter.clear(self.bucket(key))
 
-    def failed(self, key: Key, now_ms: int) -> None:
-        if key not in self._failures and len(self._failures) >= self.max_keys:
-            self.prune(now_ms)
-        self._recent(key, now_ms)
-        self._failures.setdefault(key, deque()).append(now_ms)
-
-    def succeeded(self, key: Key) -> None:
-        self._failures.pop(key, None)
-
-    def prune(self, now_ms: int) -> None:
-        for key in list(self._failures):
-            self._recent(key, now_ms)
+    @property
+    def retry_after_s(self) -> int:
+        """An upper bound on the wait for a refused key: the counter keeps no per-key
+        time the limiter could ask for, so this is the whole window."""
+        return -(-self.counter.window_ms // 1000)

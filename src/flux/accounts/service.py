@@ -2,8 +2,9 @@
 
 One object per server, built in `create_app` with everything it uses passed in: its own
 `AccountStore`, the main `Store` (to host each account's address, so mail to it is accepted
-in hosted mode, and to spend invite codes), the clock, the domain, the login limiter and the
-custody key. Nothing is global.
+in hosted mode, and to spend invite codes), the clock, the domain, the login limiter (whose
+counter is shared by every process when they share a PostgreSQL database) and the custody
+key. Nothing is global.
 
 Secrets (keys.py): a password account's seed is sealed under its password; a login unseals
 it and wraps it under the new session token; a request presenting the token unwraps it in
@@ -210,16 +211,17 @@ class Accounts:
         """Raises TooManyAttempts, LoginFailed (one message for every reason)."""
         name = username.lower()
         key = (name, peer or "")
-        if self.limiter.blocked(key, self.clock()):
-            wait_s = -(-self.limiter.retry_after_ms(key, self.clock()) // 1000)
-            raise TooManyAttempts(f"too many failed logins; try again in {wait_s} s", field="username")  # fmt: skip
+        # Counted as a failure until it succeeds (limiter.py): parallel guesses cannot slip
+        # past the limit while their hashes are being checked.
+        if await self.limiter.attempt(key, self.clock()):
+            wait_s = self.limiter.retry_after_s
+            raise TooManyAttempts(f"too many failed logins; try again in at most {wait_s} s", field="username")  # fmt: skip
         account = await self.store.account(name) if USERNAME_RE.match(name) else None
         stored = account.password_hash if account is not None else None
         matched = await self._kdf(password_matches, stored or await self._dummy(), password)
         if account is None or stored is None or account.sealed is None or not matched:
-            self.limiter.failed(key, self.clock())
             raise LoginFailed(LOGIN_FAILED)
-        self.limiter.succeeded(key)
+        await self.limiter.succeeded(key)
         seed = await self._kdf(open_password_seed, account.sealed, password)
         return await self.open_session(account, seed)
 

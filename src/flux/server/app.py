@@ -22,17 +22,19 @@ from ..accounts import (
     MemoryAccountStore,
     custody_key_for,
 )
+from ..accounts.limiter import MAX_FAILURES, WINDOW_MS
 from ..federation.delivery import DeliveryWorker
 from ..federation.mesh import load_meshes
 from ..federation.peers import PeerClient, ReportSender
 from ..protocol.chain import ServerSigner
 from ..protocol.spam import RateLimiter
-from ..store.base import Store
+from ..store.base import Store, StoreUnavailable
 from .auth import Authenticator, mac_key_for
 from .config import Backend, ServerConfig
 from .errors import FluxError, error_middleware
 from .fanout import Dispatcher, LocalFanout, PostgresFanout, new_process_id
 from .keys import ServerKey
+from .limits import hit_counter
 from .mailbox import Mailbox
 from .metrics import Metrics
 from .push import Hub
@@ -162,10 +164,13 @@ def build_accounts(
 ) -> Accounts:
     """The account service (flux.accounts): its own store, the main store (to host account
     addresses and spend invites), a login limiter of its own, and the custody key derived
-    from the server's signing key, which never enters the accounts database."""
+    from the server's signing key, which never enters the accounts database. The limiter
+    counts in the main store when processes share a PostgreSQL database (limits.py)."""
+    shared = store if config.backend is Backend.POSTGRES else None
+    limiter = LoginLimiter(hit_counter(limit=MAX_FAILURES, window_ms=WINDOW_MS, shared=shared))
     return Accounts(
         store=accounts_store, hosts=store, clock=clock, domain=config.domain,
-        limiter=LoginLimiter(), admission=Admission(config.registration, config.invites, store),
+        limiter=limiter, admission=Admission(config.registration, config.invites, store),
         custody_key=custody_key_for(key.signer.identity.seed),
         session_ttl_ms=config.account_session_ttl_ms,
     )  # fmt: skip
@@ -186,6 +191,8 @@ def _sweeper(
                 if swept:
                     metrics.expired.inc(swept)
                     log.info("event=expired count=%d", swept)
+            except StoreUnavailable as exc:  # an outage, not a bug: one line, next round
+                log.warning("event=sweep_skipped reason=%s", exc)
             except Exception:
                 log.exception("event=sweep_failed")
 

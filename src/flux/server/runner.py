@@ -48,12 +48,18 @@ def open_configured_store(config: ServerConfig, clock: Callable[[], int]) -> Sto
 
 
 def open_configured_accounts(config: ServerConfig) -> AccountStore:
-    """The accounts store: in memory with the memory backend, else its own SQLite file
-    (with PostgreSQL too, for now: processes on several machines must share that file)."""
+    """The accounts store: in memory with the memory backend; with PostgreSQL, in the same
+    database as the mail (its own tables and migrations), so every process serving the
+    domain, on any machine, sees the same accounts; else its own SQLite file."""
     from ..accounts import MemoryAccountStore, SQLiteAccountStore
 
     if config.backend is Backend.MEMORY:
         return MemoryAccountStore()
+    if config.backend is Backend.POSTGRES:
+        from ..accounts.postgres import PostgresAccountStore  # asyncpg only for this one
+
+        assert config.db_url is not None  # ServerConfig refuses postgres without a URL
+        return PostgresAccountStore(config.db_url)
     config.accounts_database.parent.mkdir(parents=True, exist_ok=True)
     return SQLiteAccountStore(config.accounts_database)
 

@@ -1,0 +1,316 @@
+"""`PostgresAccountStore`: the `AccountStore` on PostgreSQL, for a domain that several FLUX
+processes serve from one database (the only module of flux.accounts that imports asyncpg).
+
+    accounts = PostgresAccountStore("postgresql://flux@db.example/flux")
+    await accounts.open()   # pool, migrations (under their own advisory lock)
+    ...
+    await accounts.close()
+
+The tables are those of SQLiteAccountStore (store.py), in PostgreSQL's types, next to the
+mail store's in the same database and schema (their names do not meet). They have their
+own schema steps and their own version table, `account_schema_version`, so the accounts
+can be migrated, backed up or moved apart from the mail; `open()` applies the missing steps
+in one transaction under a transaction-scoped advisory lock whose key differs from the mail
+store's, so processes starting together apply each step once and never wait on the mail
+store's migration. Schema options as in PostgresStore: the connection's default
+search_path, or `schema` (created if missing), or `fresh_schema=True` (tests: a new schema
+that `close()` drops).
+
+Concurrency: `create_account` checks and inserts in one transaction, and the unique keys
+(username, address, OAuth link) decide between processes that race to create the same
+name: the loser's transaction rolls back whole (nothing half-made) and it reports what was
+taken. Every other call is a single statement. Every write returns after its COMMIT
+(`synchronous_commit=on`), every statement runs under `statement_timeout`, and a database
+that cannot be reached raises StoreUnavailable (503), as the mail store does.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import asyncpg
+
+from ..store._postgres_locks import Locks
+from ..store._postgres_ops import rowcount
+from ..store.base import StoreUnavailable
+from ..store.migrations import Migration, plan
+from ..store.migrations.postgres import quote_ident
+from ..store.postgres import SCHEMA_NAME, DatabaseUnavailable, _reason, redact, unreachable
+from .store import (
+    _ACCOUNT_COLUMNS,
+    Account,
+    AccountSession,
+    ActiveSession,
+    Created,
+    OAuthLink,
+    _account_from,
+    _account_row,
+)
+
+__all__ = ["PostgresAccountStore"]
+
+T = TypeVar("T")
+Conn = asyncpg.Connection
+STATEMENT_TIMEOUT_MS = 10_000
+CONNECT_TIMEOUT_S = 10.0
+ACQUIRE_TIMEOUT_S = 15.0
+
+STEPS: list[Migration] = [
+    Migration(
+        1,
+        "accounts, sessions, OAuth links",
+        """
+CREATE TABLE accounts (
+    username        TEXT PRIMARY KEY,
+    kind            TEXT NOT NULL CHECK (kind IN ('password', 'claimed', 'oauth')),
+    address         TEXT NOT NULL UNIQUE,
+    pub             TEXT NOT NULL,
+    created_at      BIGINT NOT NULL,
+    password_hash   TEXT,
+    sealed_key      BYTEA,
+    key_salt        BYTEA,
+    key_kdf         TEXT,
+    CHECK ((kind = 'claimed') = (sealed_key IS NULL))
+);
+CREATE TABLE account_sessions (
+    token_hash      TEXT PRIMARY KEY,
+    username        TEXT NOT NULL REFERENCES accounts (username),
+    expires_at      BIGINT NOT NULL,
+    revoked         BOOLEAN NOT NULL DEFAULT FALSE,
+    wrapped_seed    BYTEA NOT NULL
+);
+CREATE INDEX account_sessions_expiry ON account_sessions (expires_at);
+CREATE TABLE oauth_links (
+    provider        TEXT NOT NULL,
+    subject         TEXT NOT NULL,
+    username        TEXT NOT NULL REFERENCES accounts (username),
+    PRIMARY KEY (provider, subject)
+);
+""",
+    ),
+]
+
+VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS account_schema_version (
+    version      INTEGER PRIMARY KEY,
+    description  TEXT NOT NULL,
+    applied_at   BIGINT NOT NULL
+                 DEFAULT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT
+)"""
+
+#: the unique key a racing create_account ran into → what it reports
+_TAKEN = {
+    "accounts_pkey": Created.USERNAME_TAKEN,
+    "accounts_address_key": Created.ADDRESS_TAKEN,
+    "oauth_links_pkey": Created.LINK_TAKEN,
+}
+
+
+class PostgresAccountStore:
+    """The PostgreSQL `AccountStore`."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        fresh_schema: bool = False,
+        schema: str | None = None,
+        pool_min: int = 1,
+        pool_max: int = 5,
+    ) -> None:
+        if fresh_schema and schema is not None:
+            raise ValueError("pass either fresh_schema or schema, not both")
+        if fresh_schema:
+            schema = f"flux_test_{uuid.uuid4().hex}"
+        if schema is not None and not SCHEMA_NAME.fullmatch(schema):
+            raise ValueError(f"schema {schema!r} is not a plain SQL identifier")
+        self.dsn = dsn
+        self.schema = schema
+        self.schema_version = 0
+        self._drop_schema_on_close = fresh_schema
+        self._pool_size = (pool_min, pool_max)
+        self._locks = Locks(schema or "")
+        self._pool: asyncpg.Pool | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Connect, create the schema if asked, apply pending account migrations.
+        Raises DatabaseUnavailable, or SchemaTooNew for accounts migrated by a newer FLUX."""
+        if self._pool is not None:
+            return
+        settings = {
+            "statement_timeout": str(STATEMENT_TIMEOUT_MS),
+            "synchronous_commit": "on",  # COMMIT returns once the WAL is flushed
+            "application_name": "flux-accounts",
+        }
+        if self.schema is not None:
+            settings["search_path"] = quote_ident(self.schema)
+        try:
+            pool = await asyncpg.create_pool(
+                self.dsn, min_size=self._pool_size[0], max_size=self._pool_size[1],
+                server_settings=settings, timeout=CONNECT_TIMEOUT_S,
+            )  # fmt: skip
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise DatabaseUnavailable(
+                f"cannot connect to PostgreSQL at {redact(self.dsn)}: {_reason(exc)}"
+            ) from exc
+        try:
+            async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
+                self.schema_version = await self._migrate(conn)
+        except BaseException as exc:
+            pool.terminate()
+            if isinstance(exc, Exception) and unreachable(exc):
+                raise DatabaseUnavailable(
+                    f"lost PostgreSQL at {redact(self.dsn)} while migrating: {_reason(exc)}"
+                ) from exc
+            raise
+        self._pool = pool
+
+    async def _migrate(self, conn: Conn) -> int:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL statement_timeout = 0")  # may wait for another process
+            # Taken before the version is read (two processes opening a new database at
+            # once cannot both apply a step); not the mail store's key, so neither
+            # migration waits for the other.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock($1)", self._locks.key("migrate", "accounts")
+            )
+            if self.schema is not None:
+                await _create_schema(conn, self._locks, self.schema)
+            await conn.execute(VERSION_TABLE)
+            for step in plan(await _version(conn), STEPS, f"accounts at {redact(self.dsn)}"):
+                await conn.execute(step.sql)  # no arguments: a multi-statement script
+                await conn.execute(
+                    "INSERT INTO account_schema_version (version, description) VALUES ($1, $2)",
+                    step.version,
+                    step.description,
+                )
+            return await _version(conn)
+
+    async def close(self) -> None:
+        """Wait for borrowed connections, drop a fresh schema, close the pool."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            if self._drop_schema_on_close and self.schema is not None:
+                async with pool.acquire() as conn:
+                    await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(self.schema)} CASCADE")
+        finally:
+            await pool.close()
+
+    # -- plumbing -----------------------------------------------------------------------------
+    async def _run(self, op: Callable[[Conn], Awaitable[T]], *, transaction: bool = False) -> T:
+        """Run `op` on a pooled connection (in one transaction if asked); a database that
+        cannot be used raises StoreUnavailable, anything else propagates."""
+        if self._pool is None:
+            raise RuntimeError("PostgresAccountStore is not open")
+        try:
+            async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
+                if not transaction:
+                    return await op(conn)
+                async with conn.transaction():
+                    return await op(conn)
+        except Exception as exc:
+            if not unreachable(exc):
+                raise
+            raise StoreUnavailable(
+                f"PostgreSQL at {redact(self.dsn)} is unreachable: {_reason(exc)}"
+            ) from exc
+
+    async def _row(self, sql: str, *args: Any) -> tuple[Any, ...] | None:
+        row = await self._run(lambda c: c.fetchrow(sql, *args))
+        return None if row is None else tuple(row)
+
+    async def _execute(self, sql: str, *args: Any) -> int:
+        return rowcount(await self._run(lambda c: c.execute(sql, *args)))
+
+    # -- accounts -------------------------------------------------------------------------------
+    async def create_account(self, account: Account, link: OAuthLink | None = None) -> Created:
+        async def insert(c: Conn) -> Created:
+            taken = await c.fetchrow(
+                """SELECT EXISTS (SELECT 1 FROM accounts WHERE username = $1),
+                          EXISTS (SELECT 1 FROM accounts WHERE address = $2),
+                          EXISTS (SELECT 1 FROM oauth_links
+                                  WHERE provider = $3 AND subject = $4)""",
+                account.username, account.address,
+                link and link.provider, link and link.subject,
+            )  # fmt: skip
+            for found, outcome in zip(taken, _TAKEN.values(), strict=True):
+                if found:
+                    return outcome
+            await c.execute(
+                f"INSERT INTO accounts ({_ACCOUNT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                *_account_row(account),
+            )  # fmt: skip
+            if link is not None:
+                await c.execute("INSERT INTO oauth_links VALUES ($1, $2, $3)",
+                                link.provider, link.subject, account.username)  # fmt: skip
+            return Created.CREATED
+
+        try:
+            return await self._run(insert, transaction=True)
+        except asyncpg.UniqueViolationError as exc:
+            # Another process created the same name, address or link between the check and
+            # the insert; this transaction rolled back whole.
+            if exc.constraint_name not in _TAKEN:
+                raise
+            return _TAKEN[exc.constraint_name]
+
+    async def account(self, username: str) -> Account | None:
+        row = await self._row(f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE username = $1", username)  # fmt: skip
+        return None if row is None else _account_from(row)
+
+    async def linked_account(self, link: OAuthLink) -> Account | None:
+        sql = (f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE username = "
+               "(SELECT username FROM oauth_links WHERE provider = $1 AND subject = $2)")  # fmt: skip
+        row = await self._row(sql, link.provider, link.subject)
+        return None if row is None else _account_from(row)
+
+    # -- sessions -------------------------------------------------------------------------------
+    async def create_session(self, session: AccountSession) -> None:
+        sql = """INSERT INTO account_sessions (token_hash, username, expires_at, wrapped_seed)
+                 VALUES ($1, $2, $3, $4)"""
+        await self._execute(sql, session.token_hash, session.username, session.expires_at,
+                            session.wrapped_seed)  # fmt: skip
+
+    async def active_session(self, token_hash: str, now_ms: int) -> ActiveSession | None:
+        columns = ", ".join(f"a.{c.strip()}" for c in _ACCOUNT_COLUMNS.split(","))
+        sql = (f"SELECT s.expires_at, s.wrapped_seed, {columns} FROM account_sessions s "
+               "JOIN accounts a ON a.username = s.username "
+               "WHERE s.token_hash = $1 AND NOT s.revoked AND s.expires_at > $2")  # fmt: skip
+        row = await self._row(sql, token_hash, now_ms)
+        if row is None:
+            return None
+        account = _account_from(row[2:])
+        session = AccountSession(token_hash, account.username, row[0], bytes(row[1]))
+        return ActiveSession(session, account)
+
+    async def revoke_session(self, token_hash: str) -> bool:
+        sql = "UPDATE account_sessions SET revoked = TRUE WHERE token_hash = $1 AND NOT revoked"
+        return await self._execute(sql, token_hash) == 1
+
+    async def drop_expired_sessions(self, now_ms: int) -> int:
+        return await self._execute("DELETE FROM account_sessions WHERE expires_at <= $1", now_ms)
+
+    def __repr__(self) -> str:
+        where = f", schema={self.schema!r}" if self.schema else ""
+        return f"PostgresAccountStore({redact(self.dsn)!r}{where})"
+
+
+async def _version(conn: Conn) -> int:
+    return await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM account_schema_version")
+
+
+async def _create_schema(conn: Conn, locks: Locks, schema: str) -> None:
+    """Create `schema` if it is missing. The mail store's migration creates it too, under
+    its own lock, and two concurrent CREATE SCHEMA IF NOT EXISTS can fail on each other;
+    so a missing schema is created under the mail store's migration lock as well (taken
+    after this store's own: the mail store never takes ours, so no cycle)."""
+    exists = "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)"
+    if await conn.fetchval(exists, schema):
+        return
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", locks.key("migrate", ""))
+    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")

@@ -31,9 +31,9 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest import ServerProcess, free_port, now_ms, pct, session_token  # noqa: E402
+from ingest import ServerProcess, free_port, now_ms, pct, session_token
 
-from flux.protocol import Identity, compose  # noqa: E402
+from flux.protocol import Identity, compose
 
 FAST = {"FLUX_SPAM_RATE_PER_MINUTE": "1000000", "FLUX_QUEUE_RETRY_BASE_S": "0.05",
         "FLUX_QUEUE_RETRY_CAP_S": "1"}  # fmt: skip

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -30,6 +31,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -61,11 +64,11 @@ def free_port() -> int:
 class ServerProcess:
     def __init__(
         self, db: str, *, bare: bool = False, port: int | None = None,
-        env: dict[str, str] | None = None,
+        env: dict[str, str] | None = None, data_dir: str | None = None,
     ) -> None:  # fmt: skip
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.dir = tempfile.mkdtemp(prefix="flux-bench-")
+        self.dir = data_dir or tempfile.mkdtemp(prefix="flux-bench-")
         if bare:  # the yardstick: benchmarks/bare_pipeline.py, same machine, same run
             args = [
                 sys.executable, str(ROOT / "benchmarks" / "bare_pipeline.py"), "--server-only",
@@ -134,15 +137,18 @@ async def session_token(http: aiohttp.ClientSession, url: str, ident: Identity) 
 
 
 async def load(
-    http: aiohttp.ClientSession, url: str, bodies: list[bytes], concurrency: int, seconds: float
+    http: aiohttp.ClientSession, url: str | list[str], bodies: list[bytes], concurrency: int,
+    seconds: float,
 ) -> tuple[int, list[float], int]:
-    """Post bodies with `concurrency` workers for `seconds`; return (ok, latencies, errors)."""
+    """Post bodies with `concurrency` workers for `seconds`; return (ok, latencies, errors).
+    With several URLs (processes of one cluster), worker i posts to URL i mod n."""
+    urls = [url] if isinstance(url, str) else url
     latencies: list[float] = []
     errors = 0
     index = 0
     deadline = time.perf_counter() + seconds
 
-    async def worker() -> None:
+    async def worker(url: str) -> None:
         nonlocal index, errors
         while time.perf_counter() < deadline and index < len(bodies):
             body = bodies[index]
@@ -156,7 +162,7 @@ async def load(
                 else:
                     errors += 1
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(urls[i % len(urls)]) for i in range(concurrency)))
     return len(latencies), latencies, errors
 
 
@@ -168,27 +174,38 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def measure_ingest(args: argparse.Namespace) -> dict:
-    server = ServerProcess(args.db)
-    conn = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=conn) as http:
-        try:
-            await server.wait_ready(http)
-            recipients = [Identity.generate().address for _ in range(2000)]
-            expected = int(args.seconds * 6000) + 1000
-            bodies = build_messages(expected, recipients)
-            await load(http, server.url, bodies[:500], args.concurrency, 5)  # warm-up
-            start = time.perf_counter()
-            ok, lat, errors = await load(
-                http, server.url, bodies[500:], args.concurrency, args.seconds
-            )
-            elapsed = time.perf_counter() - start
-            push = await measure_push(http, server.url, recipients, args)
-            cpu_s = cpu_seconds(server.proc.pid)
-            peak = rss_kb(server.proc.pid, "VmHWM")
-            sockets = await measure_sockets(http, server, args.sockets) if args.sockets else None
-        finally:
-            server.stop()
-        bare_rate = await measure_bare(http, bodies, args) if args.bare else float("nan")
+    async with bench_database(args.db) as db:
+        shared = tempfile.mkdtemp(prefix="flux-bench-") if args.processes > 1 else None
+        servers = [ServerProcess(db, data_dir=shared)]
+        conn = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=conn) as http:
+            try:
+                await servers[0].wait_ready(http)  # it makes the key the others then load
+                for _ in range(args.processes - 1):
+                    servers.append(ServerProcess(db, data_dir=shared))
+                    await servers[-1].wait_ready(http)
+                urls = [s.url for s in servers]
+                recipients = [Identity.generate().address for _ in range(2000)]
+                expected = int(args.seconds * 6000) + 1000
+                bodies = build_messages(expected, recipients)
+                await load(http, urls, bodies[:500], args.concurrency, 5)  # warm-up
+                start = time.perf_counter()
+                ok, lat, errors = await load(
+                    http, urls, bodies[500:], args.concurrency, args.seconds
+                )
+                elapsed = time.perf_counter() - start
+                push = await measure_push(http, urls, recipients, args)
+                cpu_s = sum(cpu_seconds(s.proc.pid) for s in servers)
+                peak = max(rss_kb(s.proc.pid, "VmHWM") for s in servers)
+                sockets = (
+                    await measure_sockets(http, servers[0], args.sockets)
+                    if args.sockets and args.processes == 1
+                    else None
+                )
+            finally:
+                for server in servers:
+                    server.stop()
+            bare_rate = await measure_bare(http, bodies, args) if args.bare else float("nan")
     return {
         "msgs_per_s": ok / elapsed, "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99),
         "errors": errors, "push_p50_ms": push[0], "push_p99_ms": push[1],
@@ -196,6 +213,25 @@ async def measure_ingest(args: argparse.Namespace) -> dict:
         "vs_bare_pct": 100 * ok / elapsed / bare_rate,
         "server_cpu_ms_per_msg": 1000 * cpu_s / max(1, ok + 500),
     }  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def bench_database(db: str) -> AsyncIterator[str]:
+    """The --db to give the servers: for PostgreSQL, a fresh schema for this run (dropped
+    after), so runs neither see nor slow each other."""
+    if not db.startswith("postgres"):
+        yield db
+        return
+    import asyncpg
+
+    schema = f"flux_bench_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(db)
+    try:
+        await conn.execute(f"CREATE SCHEMA {schema}")
+        yield f"{db}{'&' if '?' in db else '?'}search_path={schema}"
+    finally:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        await conn.close()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -217,18 +253,21 @@ async def measure_bare(http: aiohttp.ClientSession, bodies: list[bytes], args) -
 
 
 async def measure_push(
-    http: aiohttp.ClientSession, url: str, recipients: list[str], args: argparse.Namespace
+    http: aiohttp.ClientSession, urls: list[str], recipients: list[str], args: argparse.Namespace
 ) -> tuple[float, float]:
+    """The watcher's socket is on the last process, probes go to the first: with two
+    processes every push crosses between them (PostgreSQL LISTEN/NOTIFY)."""
+    url, watch_url = urls[0], urls[-1]
     watcher = Identity.generate()
     prober = Identity.generate()
-    token = await session_token(http, url, watcher)
+    token = await session_token(http, watch_url, watcher)
     background = build_messages(int(args.push_seconds * 3000) + 500, recipients)
     samples: list[float] = []
-    async with http.ws_connect(f"{url.replace('http', 'ws')}/ws") as ws:
+    async with http.ws_connect(f"{watch_url.replace('http', 'ws')}/ws") as ws:
         await ws.send_json({"action": "auth", "token": token})
         authed = await ws.receive_json()
         assert authed.get("action") == "authed", authed
-        loader = asyncio.create_task(load(http, url, background, 16, args.push_seconds))
+        loader = asyncio.create_task(load(http, urls, background, 16, args.push_seconds))
         for i in range(min(200, int(args.push_seconds * 20))):
             msg = compose(prober, watcher.address, f"probe {i}", now_ms=now_ms()).primary
             if i % 18 == 17:
@@ -275,6 +314,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--db", default="sqlite", help="sqlite | memory | postgresql://...")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="server processes sharing the database (PostgreSQL)")  # fmt: skip
     parser.add_argument("--sockets", type=int, default=10_000, help="idle sockets (0: skip)")
     parser.add_argument("--no-bare", dest="bare", action="store_false",
                         help="skip the bare-pipeline yardstick")  # fmt: skip
@@ -287,7 +328,8 @@ def main() -> None:
         print(f"run {run + 1}: " + json.dumps(result, default=str), flush=True)
     keys = ["msgs_per_s", "p50_ms", "p99_ms", "push_p50_ms", "push_p99_ms", "peak_rss_mb",
             "bare_msgs_per_s", "vs_bare_pct", "server_cpu_ms_per_msg"]  # fmt: skip
-    print(f"\nmedians over {args.runs} runs ({args.db}, concurrency {args.concurrency}, "
+    print(f"\nmedians over {args.runs} runs ({args.db}, {args.processes} process(es), "
+          f"concurrency {args.concurrency}, "
           f"{os.cpu_count()} cpus):")  # fmt: skip
     for key in keys:
         print(f"  {key:22s} {statistics.median(r[key] for r in results):10.2f}")

@@ -22,7 +22,7 @@ import pytest
 
 from cli.cli_helpers import Running, free_port
 from federation.fed_helpers import Inbox
-from flux.client import FluxClient
+from flux.client import FluxClient, FluxClientError
 from flux.protocol import Identity
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.postgres]
@@ -50,8 +50,9 @@ async def schema_dsn() -> AsyncIterator[str]:
 
 
 class Cluster:
-    def __init__(self, tmp: Path, dsn: str) -> None:
+    def __init__(self, tmp: Path, dsn: str, **env: str) -> None:
         self.tmp, self.dsn = tmp, dsn
+        self.env = {**FAST, **env}
         self.ports = [free_port(), free_port()]
         self.b_port = free_port()
         # The domain's name: process 2 answers for it (as a load balancer would route to a
@@ -68,7 +69,7 @@ class Cluster:
         self.procs[f"p{n}"] = Running(
             "server", "--host", "127.0.0.1", "--port", str(self.ports[n]), "--db", self.dsn,
             "--data-dir", str(self.tmp / "cluster"),
-            FLUX_DOMAIN=self.name, FLUX_INSECURE_PEERS=peers, **FAST,
+            FLUX_DOMAIN=self.name, FLUX_INSECURE_PEERS=peers, **self.env,
         )  # fmt: skip
         await asyncio.to_thread(self.procs[f"p{n}"].wait_for, r"FLUX server for \S+ at http://")
 
@@ -120,6 +121,28 @@ async def test_pushes_cross_processes_both_ways(cluster: Cluster) -> None:
         ids = await asyncio.wait_for(changes.get(), 30)
         assert ids == [sent.id]  # ...reaches bob's socket on process 1
         assert (await bob_on_1.get(sent.id))["_status"] == "read"
+
+
+async def test_the_sender_rate_limit_is_one_limit_across_processes(
+    tmp_path: Path, schema_dsn: str
+) -> None:
+    cluster = Cluster(tmp_path, schema_dsn, FLUX_SPAM_RATE_PER_MINUTE="4")
+    try:
+        await cluster.start(0)
+        await cluster.start(1)
+        alice, bob = Identity.generate(), Identity.generate()
+        async with aiohttp.ClientSession() as http:
+            clients = [FluxClient(alice, cluster.urls(n), session=http) for n in (0, 1)]
+            await clients[0].register()
+            await FluxClient(bob, cluster.urls(1), session=http).register()
+            for n in range(4):  # 4 through two processes: the limit, not twice the limit
+                await clients[n % 2].send(bob.address, f"note {n}")
+            for client in clients:
+                with pytest.raises(FluxClientError) as refused:
+                    await client.send(bob.address, "one too many")
+                assert refused.value.status == 451 and "rate limit" in refused.value.message
+    finally:
+        cluster.stop()
 
 
 async def stored_at_b(http: aiohttp.ClientSession, cluster: Cluster) -> int:

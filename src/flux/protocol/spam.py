@@ -100,9 +100,12 @@ class RateLimiter:
         return {s: sum(t > cutoff for t in h) for s, h in self._hits.items() if h}
 
 
+RATE_LIMIT_REASON = "rate limit exceeded"
+
+
 def check_spam(msg: Mapping[str, Any], limiter: RateLimiter | None, now_ms: int) -> SpamVerdict:
     """Every spam reason that applies to `msg` (rate first, as the prototype did)."""
     reasons, score = content_reasons(msg)
     if limiter is not None and limiter.hit(str(msg.get("from", "")), now_ms):
-        reasons.insert(0, "rate limit exceeded")
+        reasons.insert(0, RATE_LIMIT_REASON)
     return SpamVerdict(tuple(reasons), score)

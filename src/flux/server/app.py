@@ -34,7 +34,7 @@ from .config import Backend, ServerConfig
 from .errors import FluxError, error_middleware
 from .fanout import Dispatcher, LocalFanout, PostgresFanout, new_process_id
 from .keys import ServerKey
-from .limits import hit_counter
+from .limits import StoreHitCounter, hit_counter
 from .mailbox import Mailbox
 from .metrics import Metrics
 from .push import Hub
@@ -88,6 +88,8 @@ def create_app(
         challenge_ttl_ms=config.challenge_ttl_ms,
         legacy_secret=config.secret if config.legacy_tokens else None,
     )
+    # Processes sharing a PostgreSQL database share their limits and their pushes.
+    cluster = config.backend is Backend.POSTGRES
     fanout = make_fanout(config, Dispatcher(store, hub, new_process_id()))
     mailbox = Mailbox(store, fanout)
     accounts = build_accounts(config, store, key, clock, accounts_store or MemoryAccountStore())
@@ -96,6 +98,8 @@ def create_app(
         store=store, signer=key.signer, clock=clock, limiter=limiter, fanout=fanout, metrics=metrics,
         reputation=reputation, open_mode=config.open_mode, pending_quota=config.pending_quota,
         enforce_quarantine=config.enforce_quarantine, meshes=meshes,
+        shared_rate=StoreHitCounter(store, limit=config.spam_rate_per_minute, window_ms=60_000)
+        if cluster else None,
     )  # fmt: skip
 
     peers = PeerClient(

@@ -51,7 +51,7 @@ from ..protocol.chain import (
 from ..protocol.envelope import Envelope, body_hash, for_storage, verify_envelope
 from ..protocol.errors import ChainError, FluxError, InvalidValue
 from ..protocol.outgoing import make_bounce
-from ..protocol.spam import RateLimiter, check_spam
+from ..protocol.spam import RATE_LIMIT_REASON, RateLimiter, check_spam
 from ..protocol.tamper import bound_seal
 from ..store.base import Incoming, Outbound, Store, StoreOutcome
 from . import wire
@@ -64,6 +64,7 @@ from .errors import (
     UnknownRecipient,
 )
 from .fanout import NEW, LocalFanout, MailEvent
+from .limits import HitCounter
 from .metrics import Metrics
 from .reputation import Reputation
 
@@ -139,6 +140,7 @@ class Submitter:
         enforce_quarantine: bool = True,
         meshes: Mapping[str, Mesh] | None = None,
         on_queued: Callable[[], None] = lambda: None,
+        shared_rate: HitCounter | None = None,
     ) -> None:
         self.store = store
         self.signer = signer
@@ -151,6 +153,8 @@ class Submitter:
         self.pending_quota = pending_quota
         self.enforce_quarantine = enforce_quarantine
         self.meshes = dict(meshes or {})
+        #: the per-sender rate counted in the store, shared by every process on it (limits.py)
+        self.shared_rate = shared_rate
         self.on_queued = on_queued  #: wakes the delivery worker
 
     async def submit(self, raw: bytes | str | Any) -> SubmitResult:
@@ -251,7 +255,7 @@ class Submitter:
             # Mail a peer hands on was rate-limited by the sender's own server when it was
             # submitted; counting it again here would refuse a queue that flushes after an
             # outage as a burst it never was. The content heuristics apply to all mail.
-            self._check_spam(env, now, rate_limited=route.origin)
+            await self._check_spam(env, now, rate_limited=route.origin)
         return _Plan(env, now, cv, started, outcomes, fresh, outgoing)
 
     async def _commit(self, plans: Sequence[_Plan]) -> list[SubmitResult | FluxError]:
@@ -402,10 +406,15 @@ class Submitter:
                 raise Conflict("this id is already stored with another body", field="id")
         return outcomes, fresh
 
-    def _check_spam(self, env: Envelope, now: int, *, rate_limited: bool) -> None:
-        verdict = check_spam(env.data, self.limiter if rate_limited else None, now)
-        if verdict.is_spam:
-            raise SpamRefused(verdict.reasons)
+    async def _check_spam(self, env: Envelope, now: int, *, rate_limited: bool) -> None:
+        if self.shared_rate is None:  # one process: the limiter in memory
+            reasons = check_spam(env.data, self.limiter if rate_limited else None, now).reasons
+        else:  # several processes on one database: the per-sender count is the store's
+            reasons = check_spam(env.data, None, now).reasons
+            if rate_limited and await self.shared_rate.hit(f"send:{env.sender}", now):
+                reasons = (RATE_LIMIT_REASON, *reasons)
+        if reasons:
+            raise SpamRefused(reasons)
 
     async def _queue(self, plans: Sequence[_Plan]) -> None:
         """Queue one copy per destination of every plan (one transaction): a domain, or a

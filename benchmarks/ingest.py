@@ -65,6 +65,7 @@ class ServerProcess:
     def __init__(
         self, db: str, *, bare: bool = False, port: int | None = None,
         env: dict[str, str] | None = None, data_dir: str | None = None,
+        domain: str | None = None,
     ) -> None:  # fmt: skip
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -78,7 +79,7 @@ class ServerProcess:
             return
         args = [
             sys.executable, "-m", "flux", "server", "--host", "127.0.0.1",
-            "--port", str(self.port), "--domain", f"127.0.0.1:{self.port}",
+            "--port", str(self.port), "--domain", domain or f"127.0.0.1:{self.port}",
             "--data-dir", self.dir, "--open",
         ]  # fmt: skip
         if db.startswith("postgres"):
@@ -181,8 +182,9 @@ async def measure_ingest(args: argparse.Namespace) -> dict:
         async with aiohttp.ClientSession(connector=conn) as http:
             try:
                 await servers[0].wait_ready(http)  # it makes the key the others then load
+                domain = f"127.0.0.1:{servers[0].port}"  # one domain, served by every process
                 for _ in range(args.processes - 1):
-                    servers.append(ServerProcess(db, data_dir=shared))
+                    servers.append(ServerProcess(db, data_dir=shared, domain=domain))
                     await servers[-1].wait_ready(http)
                 urls = [s.url for s in servers]
                 recipients = [Identity.generate().address for _ in range(2000)]
@@ -276,7 +278,7 @@ async def measure_push(
             async with http.post(f"{url}/send", json=msg) as r:
                 await r.read()
             while True:
-                frame = await ws.receive_json()
+                frame = await ws.receive_json(timeout=30)  # a lost push fails the run
                 if frame.get("action") == "message" and frame["message"]["id"] == msg["id"]:
                     samples.append(time.perf_counter() - start)
                     break

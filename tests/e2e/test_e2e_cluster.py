@@ -123,6 +123,30 @@ async def test_pushes_cross_processes_both_ways(cluster: Cluster) -> None:
         assert (await bob_on_1.get(sent.id))["_status"] == "read"
 
 
+async def test_sessions_and_challenges_hold_on_every_process(cluster: Cluster) -> None:
+    bob = Identity.generate()
+    async with aiohttp.ClientSession() as http:
+        on_1 = FluxClient(bob, cluster.urls(0), session=http)
+        await on_1.register()
+        token = await on_1.authenticate()  # a session made by process 1...
+        headers = {"Authorization": f"Bearer {token}"}
+        async with http.get(f"{cluster.urls(1)}/inbox/{bob.address}", headers=headers) as r:
+            assert r.status == 200  # ...is valid on process 2
+        # a challenge issued by process 2, answered at process 1, once only
+        async with http.get(f"{cluster.urls(1)}/auth/challenge",
+                            params={"address": bob.address}) as r:  # fmt: skip
+            challenge = await r.json()
+        body = {"address": bob.address, "pub": bob.pub_b64(), "challenge": challenge["challenge"],
+                "sig": bob.sign(f"flux-auth:1:{challenge['domain']}:{challenge['challenge']}")}  # fmt: skip
+        async with http.post(f"{cluster.urls(0)}/auth/session", json=body) as r:
+            assert r.status == 200, await r.text()
+        async with http.post(f"{cluster.urls(1)}/auth/session", json=body) as r:
+            assert r.status == 401  # used: a replay fails on every process
+        await on_1.logout()  # revoked through process 1...
+        async with http.get(f"{cluster.urls(1)}/inbox/{bob.address}", headers=headers) as r:
+            assert r.status == 401  # ...is revoked on process 2
+
+
 async def test_the_sender_rate_limit_is_one_limit_across_processes(
     tmp_path: Path, schema_dsn: str
 ) -> None:

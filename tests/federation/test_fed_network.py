@@ -33,22 +33,24 @@ async def test_mail_crosses_servers_encrypted_with_cc_bcc_and_a_reply(net: Netwo
     net.add("b")
     a, b = await net.start("a"), await net.start("b")
     alice, dave = Identity.generate(), Identity.generate()  # at A
-    bob, carol = Identity.generate(), Identity.generate()  # at B
+    bob, carol, erin = Identity.generate(), Identity.generate(), Identity.generate()  # at B
     async with net.session() as http:
         to_alice = await net.client(http, "a", alice)
-        await net.client(http, "a", dave)
         to_bob, to_carol = await net.client(http, "b", bob), await net.client(http, "b", carol)
         bob_box, carol_box = await Inbox(to_bob).connect(), await Inbox(to_carol).connect()
-        dave_box, alice_box = await Inbox(await net.client(http, "a", dave)).connect(), None
+        dave_box = await Inbox(await net.client(http, "a", dave)).connect()
+        to_erin = await net.client(http, "b", erin)
+        erin_box = await Inbox(to_erin).connect()
 
         await to_bob.claim("bob")  # bob keeps his key; b now resolves bob@b to it
         sent = await to_alice.send(
             f"bob@{b.name}", "across the federation", subject="hello",
-            cc=f"{carol.address}@{b.name}", bcc=dave.address, encrypt=True,
+            cc=f"{carol.address}@{b.name}", bcc=[dave.address, f"{erin.address}@{b.name}"],
+            encrypt=True,
         )  # fmt: skip
         assert to_alice.bindings.get(f"bob@{b.name}") == bob.address  # remembered
         assert sent.recipients == {bob.address: "queued", carol.address: "queued",
-                                   dave.address: "stored"}  # fmt: skip
+                                   dave.address: "stored", erin.address: "queued"}  # fmt: skip
 
         (got,) = await bob_box.wait_for(1)
         (carol_got,) = await carol_box.wait_for(1)
@@ -59,7 +61,12 @@ async def test_mail_crosses_servers_encrypted_with_cc_bcc_and_a_reply(net: Netwo
             assert verified.sender == alice.address and verified.chain.verdict == "pass"
             assert [h["server"] for h in msg["integrity_chain"]] == [a.name, b.name]
             assert client.decrypt(msg) == "across the federation"
-        assert dave_got["bcc"] == [dave.address]
+        (erin_got,) = await erin_box.wait_for(1)
+        for msg, who in ((dave_got, dave), (erin_got, erin)):
+            assert msg["bcc"] == [who.address]  # each BCC copy names only its recipient
+        assert to_erin.decrypt(erin_got) == "across the federation"
+        assert (await to_erin.verify_online(erin_got)).chain.verdict == "pass"
+        assert len(bob_box.messages) == len(carol_box.messages) == 1  # no BCC copy leaked
 
         alice_box = await Inbox(to_alice).connect()
         await to_bob.reply(got, "got it")

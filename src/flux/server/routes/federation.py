@@ -148,9 +148,12 @@ class FederationRoutes:
         if offense is None or offense.offender != peer:
             return False
         if await self._record(offense, self.name):
-            # Tell the other servers that sealed it; they re-prove it before counting.
+            # Tell the other servers that sealed it and this server's mesh peers (both
+            # from signed records or the operator's config, never from unsigned fields);
+            # they re-prove it before counting. The offender is left out (ReportSender).
             report = build_report(offense, self.key.signer, now_ms=self.clock())
-            self.reports.send(report, servers_in_chain(msg))
+            peers = [p for mesh in self.meshes.values() for p in mesh.peers]
+            self.reports.send(report, [*servers_in_chain(msg), *peers])
         return True
 
     async def _record(self, offense: Offense, reporter: str) -> bool:

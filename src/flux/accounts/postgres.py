@@ -26,7 +26,6 @@ that cannot be reached raises StoreUnavailable (503), as the mail store does.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -37,7 +36,7 @@ from ..store._postgres_ops import rowcount
 from ..store.base import StoreUnavailable
 from ..store.migrations import Migration, plan
 from ..store.migrations.postgres import quote_ident
-from ..store.postgres import SCHEMA_NAME, DatabaseUnavailable, _reason, redact, unreachable
+from ..store.postgres import DatabaseUnavailable, _reason, chosen_schema, redact, unreachable
 from .store import (
     _ACCOUNT_COLUMNS,
     Account,
@@ -120,14 +119,8 @@ class PostgresAccountStore:
         pool_min: int = 1,
         pool_max: int = 5,
     ) -> None:
-        if fresh_schema and schema is not None:
-            raise ValueError("pass either fresh_schema or schema, not both")
-        if fresh_schema:
-            schema = f"flux_test_{uuid.uuid4().hex}"
-        if schema is not None and not SCHEMA_NAME.fullmatch(schema):
-            raise ValueError(f"schema {schema!r} is not a plain SQL identifier")
         self.dsn = dsn
-        self.schema = schema
+        self.schema = chosen_schema(fresh_schema, schema)
         self.schema_version = 0
         self._drop_schema_on_close = fresh_schema
         self._pool_size = (pool_min, pool_max)

@@ -45,6 +45,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from ..background import running
 from ..protocol.chain import ChainVerdict, ServerSigner, append_hop
 from ..store.base import Lease, Outbound, Queued, Store, StoreUnavailable
 from .peers import PeerClient
@@ -136,13 +137,10 @@ class DeliveryWorker:
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: Any) -> AsyncIterator[None]:
         """For `app.cleanup_ctx` (after the peer client's): work the queue while serving."""
-        task = asyncio.create_task(self._run(), name="flux-delivery")
         try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            async with running(self._run(), "flux-delivery"):
+                yield
+        finally:  # then the batches in flight: unsettled, they go again after the lease
             for inflight in list(self._inflight):
                 inflight.cancel()
             await asyncio.gather(*self._inflight, return_exceptions=True)

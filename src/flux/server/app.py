@@ -23,6 +23,7 @@ from ..accounts import (
     custody_key_for,
 )
 from ..accounts.limiter import MAX_FAILURES, WINDOW_MS
+from ..background import running
 from ..federation.delivery import DeliveryWorker
 from ..federation.mesh import load_meshes
 from ..federation.peers import PeerClient, ReportSender
@@ -202,12 +203,7 @@ def _sweeper(
 
     @contextlib.asynccontextmanager
     async def ctx(_: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(sweep_forever(), name="flux-sweeper")
-        try:
+        async with running(sweep_forever(), "flux-sweeper"):
             yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     return ctx

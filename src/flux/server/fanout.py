@@ -32,6 +32,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..background import running
 from ..store.base import MessageStatus, Store
 from .push import Hub
 
@@ -130,13 +131,8 @@ class PostgresFanout(LocalFanout):
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: Any) -> AsyncIterator[None]:
-        task = asyncio.create_task(self._run(), name="flux-fanout")
-        try:
+        async with running(self._run(), "flux-fanout"):
             yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     async def _run(self) -> None:
         """LISTEN and NOTIFY on one connection, reconnecting while the database is away."""

@@ -110,6 +110,19 @@ def unreachable(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc)
 
 
+def chosen_schema(fresh_schema: bool, schema: str | None) -> str | None:
+    """The schema a store works in: `schema`, a new unique one (tests), or None (the
+    connection's search_path). Raises ValueError for both, or for a name that is not a
+    plain SQL identifier."""
+    if fresh_schema and schema is not None:
+        raise ValueError("pass either fresh_schema or schema, not both")
+    if fresh_schema:
+        schema = f"flux_test_{uuid.uuid4().hex}"
+    if schema is not None and not SCHEMA_NAME.fullmatch(schema):
+        raise ValueError(f"schema {schema!r} is not a plain SQL identifier")
+    return schema
+
+
 class PostgresStore:
     """The PostgreSQL `Store`. `clock` returns unix ms (for the `expires` hiding rule)."""
 
@@ -126,14 +139,8 @@ class PostgresStore:
         connect_timeout_s: float = 10.0,
         acquire_timeout_s: float = 15.0,
     ) -> None:
-        if fresh_schema and schema is not None:
-            raise ValueError("pass either fresh_schema or schema, not both")
-        if fresh_schema:
-            schema = f"flux_test_{uuid.uuid4().hex}"
-        if schema is not None and not SCHEMA_NAME.fullmatch(schema):
-            raise ValueError(f"schema {schema!r} is not a plain SQL identifier")
         self.dsn = dsn
-        self.schema = schema
+        self.schema = chosen_schema(fresh_schema, schema)
         self.schema_version = 0
         self._clock = clock
         self._drop_schema_on_close = fresh_schema

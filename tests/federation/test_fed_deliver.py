@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from flux.federation.delivery import _by_size
 from flux.federation.signing import sign_request
 from flux.protocol import (
     ChainVerdict,
@@ -207,3 +208,23 @@ def published(servers: dict[str, RunningServer], server_name: str) -> list[Publi
         for s in servers.values()
         if name(s) == server_name
     ]
+
+
+async def test_a_batch_larger_than_a_client_request_is_taken_whole(servers) -> None:
+    """Up to 100 messages and 8 MiB per transaction, beyond the 256 KiB client limit."""
+    a, b = servers["a"], servers["b"]
+    now = int(time.time() * 1000)
+    words = " ".join(f"word{i}" for i in range(7_000))  # ~60 KB of text that is not spam
+    messages = [compose(ALICE, BOB.address, f"{n} {words}", now_ms=now) for n in range(6)]
+    big = [append_hop(m.primary, signer(a), next_hop=name(b), now_ms=now) for m in messages]
+    status, answer = await deliver(signer(a), b, big)
+    assert status == 200, answer
+    assert [r.get("recipients") for r in answer["results"]] == [{BOB.address: "stored"}] * 6, (
+        answer["results"][-1]
+    )
+
+
+def test_the_sender_splits_transactions_by_size() -> None:
+    parts = [b"x" * 400, b"y" * 400, b"z" * 400, b"w" * 2000]
+    assert [len(g) for g in _by_size(parts, 1000)] == [2, 1, 1]  # the big one goes alone
+    assert b"".join(p for g in _by_size(parts, 1000) for p in g) == b"".join(parts)

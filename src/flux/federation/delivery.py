@@ -54,6 +54,9 @@ from .signing import sign_request
 log = logging.getLogger("flux.federation")
 Clock = Callable[[], int]
 
+MAX_BATCH = 100  #: messages in one delivery transaction (docs/FEDERATION.md)
+MAX_BATCH_BYTES = 8 * 1024 * 1024  #: one delivery transaction's body, at most
+
 #: refusals a later attempt may overcome; every other refusal is final (a bounce)
 TRANSIENT_REFUSALS = frozenset({"quota_exceeded", "unavailable", "internal_error"})
 #: per-recipient outcomes that mean the message did not and will not reach that recipient
@@ -64,7 +67,7 @@ STORE_RETRY_S = 1.0
 
 @dataclass(frozen=True, slots=True)
 class QueuePolicy:
-    batch: int = 100  #: messages per transaction (the receiver accepts at most 100)
+    batch: int = MAX_BATCH  #: messages per lease (the receiver accepts at most MAX_BATCH)
     parallel: int = 8  #: destinations worked at once by one process
     lease_ms: int = 60_000  #: a dead worker's destinations are free again after this
     retry_base_ms: int = 5_000  #: the first retry waits about this long
@@ -256,22 +259,32 @@ class DeliveryWorker:
         return self._servers[destination]
 
     async def _post(self, server: str, batch: list[Queued], *, via: str) -> list[Any]:
+        """Seal each message to `server` and hand them over, in order, in as few signed
+        transactions as MAX_BATCH_BYTES allows (one after the other: one in flight)."""
         now = self.clock()
-        sealed = [
-            append_hop(
-                q.item.envelope,
-                self.signer,
-                next_hop=server,
-                now_ms=now,
-                cv=ChainVerdict(q.item.cv),
+        encoded = [
+            _json(
+                append_hop(
+                    q.item.envelope,
+                    self.signer,
+                    next_hop=server,
+                    now_ms=now,
+                    cv=ChainVerdict(q.item.cv),
+                )
             )
             for q in batch
         ]
+        results: list[Any] = []
+        for part in _by_size(encoded, MAX_BATCH_BYTES - 1024):
+            results += await self._transaction(server, part, via=via, now=now)
+        return results
+
+    async def _transaction(
+        self, server: str, messages: list[bytes], *, via: str, now: int
+    ) -> list[Any]:
         txn = uuid.uuid4().hex
-        body = json.dumps(
-            {"txn": txn, "from_server": self.signer.name, "messages": sealed},
-            ensure_ascii=False, separators=(",", ":"),
-        ).encode()  # fmt: skip
+        head = _json({"txn": txn, "from_server": self.signer.name})[:-1]
+        body = head + b',"messages":[' + b",".join(messages) + b"]}"
         path = "/mesh/relay" if via else "/federation/deliver"
         headers = sign_request(self.signer, "POST", server, path, body, now_s=now // 1000)
         headers.update(self.peers.mesh_headers(via, headers))
@@ -285,9 +298,28 @@ class DeliveryWorker:
             code = answer.get("error") if isinstance(answer, dict) else None
             raise DeliveryFailed(f"HTTP {status} {code or ''}".strip())
         results = answer.get("results")
-        if not isinstance(results, list) or len(results) != len(batch):
+        if not isinstance(results, list) or len(results) != len(messages):
             raise DeliveryFailed("the answer does not list one result per message")
         return results
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _by_size(parts: list[bytes], limit: int) -> list[list[bytes]]:
+    """Consecutive groups of `parts` whose joined size stays under `limit` (a part alone
+    over it still goes, alone: the receiver then answers 413 and it is retried, then
+    bounced, rather than blocking those behind it)."""
+    groups: list[list[bytes]] = [[]]
+    size = 0
+    for part in parts:
+        if groups[-1] and size + len(part) + 1 > limit:
+            groups.append([])
+            size = 0
+        groups[-1].append(part)
+        size += len(part) + 1
+    return groups
 
 
 class DeliveryFailed(Exception):

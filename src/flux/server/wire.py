@@ -17,7 +17,7 @@ from ..protocol.canonical import loads_strict
 from ..protocol.envelope import CONTROL_RE, SERVER_RE, require_address, require_id
 from ..protocol.errors import InvalidValue, MalformedJSON, MissingField, TooLarge, WrongType
 from ..protocol.limits import MAX_RECIPIENTS, MAX_TAG_CHARS, MAX_TAGS
-from .errors import dumps
+from .errors import PayloadTooLarge, dumps
 
 MAX_IDS = 500  #: ids in one read/delete request
 INBOX_RE = re.compile(r"^[^\x00-\x1f\x7f/]{1,64}\Z")
@@ -43,6 +43,20 @@ def json_object(data: bytes | str, what: str = "body") -> dict[str, Any]:
     if not isinstance(value, dict):
         raise WrongType(f"the {what} must be a JSON object", field=what)
     return value
+
+
+async def read_limited(request: web.Request, limit: int) -> bytes:
+    """The body, up to `limit` bytes whatever the app's own limit (server-to-server
+    transactions carry up to 100 messages); PayloadTooLarge (413) beyond it."""
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"the body is larger than {limit} bytes", field="body")
+    chunks, size = [], 0
+    async for chunk in request.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the body is larger than {limit} bytes", field="body")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def read_object(request: web.Request) -> dict[str, Any]:

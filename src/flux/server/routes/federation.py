@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ...federation.delivery import MAX_BATCH, MAX_BATCH_BYTES
 from ...federation.keys import KeyFetcher
 from ...federation.mesh import Mesh, check_mesh_header
 from ...federation.peers import ReportSender
@@ -28,8 +29,6 @@ from ...store.base import Store, Strike
 from .. import wire
 from ..keys import ServerKey
 from ..submission import SubmitResult, Submitter
-
-MAX_BATCH = 100
 
 
 class FederationRoutes:
@@ -84,7 +83,7 @@ class FederationRoutes:
         return wire.ok(server=self.name, meshes=meshes)
 
     async def _receive(self, request: web.Request, *, mesh: bool) -> web.Response:
-        body = await request.read()
+        body = await wire.read_limited(request, MAX_BATCH_BYTES)  # beyond the app's limit
         peer = await self._authenticate(request, body)
         through = check_mesh_header(request.headers, self.meshes, peer) if mesh else None
         batch = wire.parse_json(body)

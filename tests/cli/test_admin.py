@@ -93,3 +93,20 @@ def test_queue_shows_what_waits_and_retry_now_makes_it_due(tmp_path: Path) -> No
         line for line in woke.stdout.splitlines() if "b.example" in line and "due" not in line
     )
     assert [c.strip() for c in row.split("│") if c.strip()][4] == "now"
+
+
+def test_rotate_key_retires_the_old_key(tmp_path: Path) -> None:
+    import json
+
+    from flux.server.keys import KEY_FILE, load_or_create
+
+    old = load_or_create(tmp_path, "x.test", 1).signer.identity.pub_b64()
+    result = flux("admin", "rotate-key", "--data-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert f"retired {old}" in result.stdout and "restart the server" in result.stdout
+    data = json.loads((tmp_path / KEY_FILE).read_text())
+    assert data["retired"][0]["pub"] == old and data["private_key"]
+    assert (tmp_path / KEY_FILE).stat().st_mode & 0o777 == 0o600
+    missing = flux("admin", "rotate-key", "--data-dir", str(tmp_path / "none"))
+    assert missing.returncode == 1 and "no server key to rotate" in missing.stderr
+    assert "Traceback" not in missing.stderr

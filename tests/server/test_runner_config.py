@@ -116,6 +116,16 @@ async def test_start_server_sqlite_and_restart_keeps_mail_and_key(tmp_path: Path
     await again.stop()
 
 
+async def test_a_new_data_directory_is_private(tmp_path: Path) -> None:
+    data = tmp_path / "fresh" / "data"
+    server = await start_server(ServerConfig(domain="run.test", port=0, data_dir=data))
+    try:
+        assert data.stat().st_mode & 0o777 == 0o700  # database, accounts, key: owner only
+        assert (data / "flux.db").exists() and (data / "accounts.db").exists()
+    finally:
+        await server.stop()
+
+
 def _ids() -> tuple[Any, Any]:
     from flux.protocol import Identity
 
@@ -265,3 +275,34 @@ async def test_flux_server_names_an_unreachable_database_in_one_line(tmp_path: P
     assert len(lines) == 1, lines
     assert "cannot connect to PostgreSQL" in lines[0] and "127.0.0.1:1" in lines[0]
     assert "s3cret" not in lines[0]
+
+
+async def test_a_rotated_key_is_used_and_the_old_one_stays_published(tmp_path: Path) -> None:
+    from flux.protocol import ServerSigner, append_hop, verify_chain
+    from flux.protocol.encoding import b64d
+    from flux.server.keys import load_or_create, rotate
+
+    before = load_or_create(tmp_path, "run.test", 1_000)
+    alice, bob = _ids()
+    old_hop = append_hop(compose(alice, bob.address, "signed before", now_ms=2_000).primary,
+                         before.signer, next_hop="local", now_ms=2_000)  # fmt: skip
+    old, new = rotate(tmp_path, 5_000)
+    after = load_or_create(tmp_path, "run.test", 9_000)
+    assert after.signer.identity.public_key == new.pub != old.pub
+    assert after.retired == (old,) and old.valid_until == 5_000
+    assert after.custody == before.custody  # custodial accounts stay readable
+    keys = {"run.test": after.all_published()}
+    assert verify_chain(old_hop, lambda s: keys.get(s, ())).verdict == "pass"
+    only_new = {"run.test": [after.published()]}
+    assert verify_chain(old_hop, lambda s: only_new.get(s, ())).verdict == "fail"
+    assert isinstance(after.signer, ServerSigner)
+
+    server = await start_server(ServerConfig(domain="run.test", port=0, data_dir=tmp_path))
+    try:
+        async with aiohttp.ClientSession() as http, http.get(server.url + "/federation/info") as r:
+            info = await r.json()
+        assert b64d(info["keys"][0]["pub"]) == new.pub and info["protocol"] == "1.0"
+        assert [(b64d(k["pub"]), k["valid_until"]) for k in info["retired_keys"]] == [
+            (old.pub, 5_000)]  # fmt: skip
+    finally:
+        await server.stop()

@@ -17,6 +17,7 @@ from typing import TypeVar
 import typer
 from rich.table import Table
 
+from ..protocol.errors import KeyFileError
 from ..server.config import Backend, ServerConfig
 from ..server.reputation import Reputation
 from ..server.runner import open_configured_store
@@ -24,7 +25,8 @@ from ..store.base import Store
 from ._common import CliError, out, run
 
 admin = typer.Typer(
-    help="Operate a server: reputation, quarantine and the delivery queue.", no_args_is_help=True
+    help="Operate a server: reputation, quarantine, the delivery queue, key rotation.",
+    no_args_is_help=True,
 )
 
 DataDirOption = typer.Option(None, "--data-dir", help="The server's data directory.")
@@ -129,3 +131,24 @@ def _when(ms: int | None) -> str:
     if ms is None:
         return ""
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000))
+
+
+@admin.command(name="rotate-key")
+def rotate_key(data_dir: Path | None = DataDirOption) -> None:
+    """Give the server a new signing key; the old one stays published as retired.
+
+    Restart every server process that uses this data directory (copy the file to each
+    machine of a cluster first). Peers fetch the new key when they meet it."""
+    from ..protocol.encoding import b64e
+    from ..server.keys import rotate
+
+    config = ServerConfig.from_env(
+        os.environ, **({"data_dir": data_dir} if data_dir is not None else {})
+    )
+    try:
+        old, new = rotate(config.data_dir, _now_ms())
+    except KeyFileError as exc:
+        raise CliError(str(exc)) from exc
+    out.print(f"✓ new key {b64e(new.pub)} valid from now")
+    out.print(f"  retired {b64e(old.pub)} (still verifies what it signed before)")
+    out.print("  restart the server (every process sharing this key file) to use it")

@@ -54,6 +54,7 @@ from .signing import sign_request
 log = logging.getLogger("flux.federation")
 Clock = Callable[[], int]
 
+IDLE_CHECK_S = 10.0  #: the worker looks at the store at least this often
 MAX_BATCH = 100  #: messages in one delivery transaction (docs/FEDERATION.md)
 MAX_BATCH_BYTES = 8 * 1024 * 1024  #: one delivery transaction's body, at most
 
@@ -161,7 +162,11 @@ class DeliveryWorker:
             except Exception:  # a bug: log it, try again shortly, keep serving
                 log.exception("event=queue_poll_failed")
                 due = self.clock() + 1_000
-            delay = None if due is None else max(0.0, (due - self.clock()) / 1000)
+            # Sleep until the next due destination, but never longer than IDLE_CHECK_S:
+            # other processes on the store (another server process, `flux admin queue
+            # --retry-now`) change the queue without waking this worker.
+            delay = IDLE_CHECK_S if due is None else (due - self.clock()) / 1000
+            delay = min(max(0.0, delay), IDLE_CHECK_S)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
 

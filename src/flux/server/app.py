@@ -176,7 +176,7 @@ def build_accounts(
     return Accounts(
         store=accounts_store, hosts=store, clock=clock, domain=config.domain,
         limiter=limiter, admission=Admission(config.registration, config.invites, store),
-        custody_key=custody_key_for(key.signer.identity.seed),
+        custody_key=custody_key_for(key.custody),
         session_ttl_ms=config.account_session_ttl_ms,
     )  # fmt: skip
 

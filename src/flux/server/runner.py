@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiohttp import web
 
@@ -33,6 +34,12 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def private_dir(path: Path) -> None:
+    """Create a data directory readable by its owner only (0700): it holds the database,
+    password hashes, sealed keys and the server key. An existing one is left as it is."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
 def open_configured_store(config: ServerConfig, clock: Callable[[], int]) -> Store:
     from ..store import MemoryStore, SQLiteStore  # the store pulls in sqlite only when used
 
@@ -43,7 +50,7 @@ def open_configured_store(config: ServerConfig, clock: Callable[[], int]) -> Sto
 
         assert config.db_url is not None  # ServerConfig refuses postgres without a URL
         return PostgresStore(config.db_url, clock=clock)
-    config.database.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(config.database.parent)
     return SQLiteStore(str(config.database), clock=clock)
 
 
@@ -60,7 +67,7 @@ def open_configured_accounts(config: ServerConfig) -> AccountStore:
 
         assert config.db_url is not None  # ServerConfig refuses postgres without a URL
         return PostgresAccountStore(config.db_url)
-    config.accounts_database.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(config.accounts_database.parent)
     return SQLiteAccountStore(config.accounts_database)
 
 

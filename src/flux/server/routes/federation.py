@@ -12,6 +12,7 @@ a strike, counted once per proof. Delivery is idempotent: a retried batch is ans
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
@@ -29,6 +30,8 @@ from ...store.base import Store, Strike
 from .. import wire
 from ..keys import ServerKey
 from ..submission import SubmitResult, Submitter
+
+log = logging.getLogger("flux.federation")
 
 
 class FederationRoutes:
@@ -64,7 +67,7 @@ class FederationRoutes:
 
     def keys(self, server: str) -> Iterable[PublishedKey]:
         if server == self.name:
-            return [self.key.published()]
+            return self.key.all_published()
         return self.fetcher().cache.lookup(server)
 
     async def deliver(self, request: web.Request) -> web.Response:
@@ -161,7 +164,13 @@ class FederationRoutes:
             offense.offender, offense.proof_id, str(offense.kind), reporter, offense.msg_id,
             self.clock(),
         )  # fmt: skip
-        return await self.store.add_strike(strike)
+        if not await self.store.add_strike(strike):
+            return False
+        log.warning(
+            "event=strike offender=%s kind=%s reporter=%s msg_id=%s proof=%s",
+            offense.offender, offense.kind, reporter, offense.msg_id, offense.proof_id[:16],
+        )  # fmt: skip
+        return True
 
     async def tamper_report(self, request: web.Request) -> web.Response:
         """A report from another server: re-proven here, with keys fetched from each named

@@ -34,7 +34,7 @@ class IntegrityRoutes:
         ]
 
     def _own_keys(self, server: str) -> Iterable[PublishedKey]:
-        return [self.key.published()] if server == self.key.signer.name else []
+        return self.key.all_published() if server == self.key.signer.name else []
 
     def _lookup(self, msg: dict[str, Any]) -> KeyLookup | None:
         known = all(s == self.key.signer.name for s in servers_in_chain(msg))

@@ -10,9 +10,10 @@ from aiohttp import web
 
 from ... import __version__
 from ...accounts import Accounts
+from ...protocol.chain import PublishedKey
 from ...protocol.encoding import b64e
 from ...protocol.identity import is_address
-from ...store.base import Store
+from ...store.base import Store, StoreUnavailable
 from .. import openapi, wire
 from ..errors import NotFound
 from ..keys import ServerKey
@@ -89,8 +90,13 @@ class OpsRoutes:
         )
 
     async def prometheus(self, request: web.Request) -> web.Response:
-        queue = await self.store.queue_state()
-        self.metrics.queue_sizes({d.destination: d.queued for d in queue})
+        """The metrics, also while the database is away (the queue gauges then keep their
+        last values): an outage is exactly when an operator needs them."""
+        try:
+            queue = await self.store.queue_state()
+            self.metrics.queue_sizes({d.destination: d.queued for d in queue})
+        except StoreUnavailable:
+            pass
         body = self.metrics.render()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
@@ -106,9 +112,11 @@ class OpsRoutes:
         return wire.ok(server=self.key.signer.name)
 
     async def info(self, request: web.Request) -> web.Response:
-        published = self.key.published()
-        key = {"pub": b64e(published.pub), "valid_from": published.valid_from, "valid_until": None}
-        return wire.ok(domain=self.domain, version=__version__, keys=[key], retired_keys=[])
+        retired = [_key_entry(k) for k in self.key.retired]
+        return wire.ok(
+            domain=self.domain, version=__version__, protocol="1.0",
+            keys=[_key_entry(self.key.published())], retired_keys=retired,
+        )  # fmt: skip
 
     async def resolve(self, request: web.Request) -> web.Response:
         """fx1 addresses hosted here -> their key; account names (any kind) -> their
@@ -123,3 +131,7 @@ class OpsRoutes:
         if hosted is None:
             raise NotFound(f"{name[:60]} is not hosted here", field="name")
         return wire.ok(address=hosted.address, pub=hosted.pub, domain=self.domain)
+
+
+def _key_entry(key: PublishedKey) -> dict[str, Any]:
+    return {"pub": b64e(key.pub), "valid_from": key.valid_from, "valid_until": key.valid_until}

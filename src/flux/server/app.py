@@ -131,7 +131,7 @@ def create_app(
                   started_at=clock(), open_mode=config.open_mode,
                   registration=str(config.registration), accounts=accounts),
         AccountRoutes(accounts=accounts, mailbox=mailbox, submitter=submitter, hosts=store,
-                      page_limit=config.page_limit),
+                      page_limit=config.page_limit, trusted_proxies=config.trusted_proxies),
         FederationRoutes(key=key, submitter=submitter, fetcher=peers.fetcher, store=store,
                          clock=clock, reports=reports, peer_heard=delivery.peer_heard,
                          meshes=meshes),

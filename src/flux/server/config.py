@@ -65,6 +65,8 @@ class ServerConfig:
     invites: frozenset[str] = frozenset()  #: invite codes, each usable once
     #: peers reached over plain HTTP (development); all others over verified HTTPS
     insecure_peers: frozenset[str] = frozenset()
+    #: addresses of load balancers whose X-Forwarded-For is believed (login rate limits)
+    trusted_proxies: frozenset[str] = frozenset()
     #: a PEM CA bundle to trust for peers instead of the system's (tests, private networks)
     peer_ca_file: Path | None = None
     #: mesh relays (federation/mesh.py); default: data_dir / "mesh.config.json" if present
@@ -195,6 +197,7 @@ ENV_VARS = {
     "FLUX_INVITES": "invites",
     "FLUX_INSECURE_PEERS": "insecure_peers",
     "FLUX_PEER_CA": "peer_ca_file",
+    "FLUX_TRUSTED_PROXIES": "trusted_proxies",
     "FLUX_MESH_CONFIG": "mesh_config",
     "FLUX_SPAM_RATE_PER_MINUTE": "spam_rate_per_minute",
     "FLUX_PENDING_QUOTA": "pending_quota",
@@ -285,6 +288,7 @@ _PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "open_mode": _bool,
     "invites": _name_set,
     "insecure_peers": _name_set,
+    "trusted_proxies": _name_set,
     "peer_ca_file": _path,
     "ws_heartbeat_s": _float,
     "ws_auth_timeout_s": _float,

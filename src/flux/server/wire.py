@@ -64,6 +64,20 @@ async def read_object(request: web.Request) -> dict[str, Any]:
     return json_object(await request.read())
 
 
+def client_address(request: web.Request, trusted_proxies: frozenset[str]) -> str | None:
+    """The client's IP address: the connection's, or, when that is a trusted proxy, the
+    nearest address in X-Forwarded-For that is not one (proxies append the address they
+    received from, so anything further left is the client's own claim)."""
+    remote = request.remote
+    if remote not in trusted_proxies:
+        return remote
+    hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",")]
+    for hop in reversed([h for h in hops if h]):
+        if hop not in trusted_proxies:
+            return hop
+    return remote
+
+
 # -- fields --------------------------------------------------------------------------------
 
 

@@ -62,8 +62,12 @@ class AccountRoutes:
         submitter: Submitter,
         hosts: Store,
         page_limit: int,
+        trusted_proxies: frozenset[str] = frozenset(),
     ) -> None:
         self.accounts = accounts
+        #: load balancers whose X-Forwarded-For names the client (login rate limits count
+        #: per client address; behind a proxy the connection's address is the proxy's)
+        self.trusted_proxies = trusted_proxies
         self.mailbox = mailbox
         self.submitter = submitter
         self.hosts = hosts
@@ -106,7 +110,8 @@ class AccountRoutes:
         body = await wire.read_object(request)
         username = wire.string(body, "username", max_len=64)
         password = wire.string(body, "password", max_len=MAX_PASSWORD)
-        login = await self.accounts.login(username, password, request.remote)
+        peer = wire.client_address(request, self.trusted_proxies)
+        login = await self.accounts.login(username, password, peer)
         return wire.ok(session=login.token, expires_at=login.expires_at,
                        **self._public(login.account))  # fmt: skip
 

@@ -18,7 +18,6 @@ and the delay starts small again after a connection that worked.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import json
 import logging
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from ..background import wait_at_most
 from .errors import FluxClientError
 
 if TYPE_CHECKING:
@@ -106,8 +106,7 @@ class Listener:
                 attempt = 0  # it worked for a while: start the backoff afresh
             if self._stopping.is_set():
                 break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.backoff.delay(attempt))
+            await wait_at_most(self._stopping, self.backoff.delay(attempt))
             attempt += 1
 
     async def stop(self) -> None:

@@ -45,7 +45,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from ..background import running
+from ..background import running, wait_at_most
 from ..protocol.chain import ChainVerdict, ServerSigner, append_hop
 from ..store.base import Lease, Outbound, Queued, Store, StoreUnavailable
 from .peers import PeerClient
@@ -167,8 +167,7 @@ class DeliveryWorker:
             # --retry-now`) change the queue without waking this worker.
             delay = IDLE_CHECK_S if due is None else (due - self.clock()) / 1000
             delay = min(max(0.0, delay), IDLE_CHECK_S)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            await wait_at_most(self._wake, delay)
 
     async def _start_due(self) -> None:
         while True:

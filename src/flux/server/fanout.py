@@ -152,8 +152,9 @@ class PostgresFanout(LocalFanout):
                 await conn.add_listener(self.channel, self._heard)
                 self.connected.set()
                 while True:
-                    try:
-                        event = await asyncio.wait_for(self._outbox.get(), KEEPALIVE_S)
+                    try:  # (asyncio.timeout, not wait_for: see background.wait_at_most)
+                        async with asyncio.timeout(KEEPALIVE_S):
+                            event = await self._outbox.get()
                     except TimeoutError:  # idle: notice a lost connection (and LISTEN) soon
                         await conn.execute("SELECT 1")
                         continue

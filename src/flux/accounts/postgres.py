@@ -36,7 +36,14 @@ from ..store._postgres_ops import rowcount
 from ..store.base import StoreUnavailable
 from ..store.migrations import Migration, plan
 from ..store.migrations.postgres import quote_ident
-from ..store.postgres import DatabaseUnavailable, _reason, chosen_schema, redact, unreachable
+from ..store.postgres import (
+    DatabaseUnavailable,
+    _reason,
+    chosen_schema,
+    keep_session,
+    redact,
+    unreachable,
+)
 from .store import (
     _ACCOUNT_COLUMNS,
     Account,
@@ -143,7 +150,7 @@ class PostgresAccountStore:
         try:
             pool = await asyncpg.create_pool(
                 self.dsn, min_size=self._pool_size[0], max_size=self._pool_size[1],
-                server_settings=settings, timeout=CONNECT_TIMEOUT_S,
+                server_settings=settings, timeout=CONNECT_TIMEOUT_S, reset=keep_session,
             )  # fmt: skip
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise DatabaseUnavailable(

@@ -57,6 +57,7 @@ from . import _postgres_hits as hits
 from . import _postgres_ops as ops
 from . import _postgres_queue as queue
 from . import _rules
+from ._coalesce import Coalescer
 from ._postgres_locks import Locks
 from .base import (
     Changes,
@@ -110,6 +111,12 @@ def unreachable(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc)
 
 
+async def keep_session(_conn: asyncpg.Connection) -> None:
+    """The pool's reset on release: nothing. asyncpg's default sends `RESET ALL`, closes
+    cursors, drops LISTENs and session advisory locks: a round trip per borrow, for state
+    this store never leaves behind (its locks and settings are transaction-scoped)."""
+
+
 def chosen_schema(fresh_schema: bool, schema: str | None) -> str | None:
     """The schema a store works in: `schema`, a new unique one (tests), or None (the
     connection's search_path). Raises ValueError for both, or for a name that is not a
@@ -150,6 +157,9 @@ class PostgresStore:
         self._acquire_timeout_s = acquire_timeout_s
         self._locks = Locks(schema or "")
         self._pool: asyncpg.Pool | None = None
+        # Concurrent stores share transactions (_coalesce.py); a few batches at a time,
+        # leaving most of the pool to reads.
+        self._stores = Coalescer(self._store_batch, max_in_flight=max(1, pool_max // 3))
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def open(self) -> None:
@@ -171,6 +181,7 @@ class PostgresStore:
             pool = await asyncpg.create_pool(
                 self.dsn, min_size=self._pool_size[0], max_size=self._pool_size[1],
                 server_settings=settings, timeout=self._connect_timeout_s,
+                reset=keep_session,
             )  # fmt: skip
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise DatabaseUnavailable(
@@ -295,6 +306,9 @@ class PostgresStore:
             _rules.recipients_of(inc)  # refuse a malformed batch before borrowing a connection
         if not batch:
             return []
+        return await self._stores.submit(batch)
+
+    async def _store_batch(self, batch: list[Incoming]) -> list[dict[str, StoreOutcome]]:
         return await self._write(lambda c: ops.store_batch(c, self._locks, batch))
 
     async def pending_count(self, address: str) -> int:

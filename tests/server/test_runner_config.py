@@ -306,3 +306,13 @@ async def test_a_rotated_key_is_used_and_the_old_one_stays_published(tmp_path: P
             (old.pub, 5_000)]  # fmt: skip
     finally:
         await server.stop()
+
+
+def test_database_pool_and_timeout_settings() -> None:
+    config = ServerConfig.from_env(
+        {"FLUX_DB_URL": "postgresql://x@127.0.0.1/flux", "FLUX_DB_POOL_MAX": "4",
+         "FLUX_DB_STATEMENT_TIMEOUT_MS": "2500"}
+    )  # fmt: skip
+    assert (config.db_pool_max, config.db_statement_timeout_ms) == (4, 2500)
+    with pytest.raises(ValueError):
+        ServerConfig.from_env({"FLUX_DB_POOL_MAX": "0"})

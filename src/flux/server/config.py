@@ -52,6 +52,10 @@ class ServerConfig:
     #: the PostgreSQL database (postgresql://user:password@host:port/dbname) of the postgres
     #: backend; given without a backend, it selects that backend
     db_url: str | None = None
+    #: PostgreSQL: connections per process for mail (accounts use 5 more, push 1)
+    db_pool_max: int = 10
+    #: PostgreSQL: a statement running longer is cancelled (503 to the client)
+    db_statement_timeout_ms: int = 10_000
     #: serve HTTPS with this certificate chain and key (PEM); both or neither
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -113,6 +117,8 @@ class ServerConfig:
             raise ValueError("TLS needs both tls_cert and tls_key")
         if self.legacy_tokens and not self.secret:
             raise ValueError("legacy tokens need FLUX_SECRET")
+        if self.db_pool_max < 1 or self.db_statement_timeout_ms < 1:
+            raise ValueError("db_pool_max and db_statement_timeout_ms must be positive")
         if self.backend is Backend.POSTGRES and not self.db_url:
             raise ValueError("the postgres backend needs db_url (FLUX_DB_URL)")
         if self.db_url is not None and not self.db_url.startswith(POSTGRES_SCHEMES):
@@ -198,6 +204,8 @@ ENV_VARS = {
     "FLUX_INSECURE_PEERS": "insecure_peers",
     "FLUX_PEER_CA": "peer_ca_file",
     "FLUX_TRUSTED_PROXIES": "trusted_proxies",
+    "FLUX_DB_POOL_MAX": "db_pool_max",
+    "FLUX_DB_STATEMENT_TIMEOUT_MS": "db_statement_timeout_ms",
     "FLUX_MESH_CONFIG": "mesh_config",
     "FLUX_SPAM_RATE_PER_MINUTE": "spam_rate_per_minute",
     "FLUX_PENDING_QUOTA": "pending_quota",

@@ -49,7 +49,10 @@ def open_configured_store(config: ServerConfig, clock: Callable[[], int]) -> Sto
         from ..store.postgres import PostgresStore  # asyncpg is imported only for this one
 
         assert config.db_url is not None  # ServerConfig refuses postgres without a URL
-        return PostgresStore(config.db_url, clock=clock)
+        return PostgresStore(
+            config.db_url, clock=clock, pool_max=config.db_pool_max,
+            statement_timeout_ms=config.db_statement_timeout_ms,
+        )  # fmt: skip
     private_dir(config.database.parent)
     return SQLiteStore(str(config.database), clock=clock)
 

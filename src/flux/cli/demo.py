@@ -7,6 +7,7 @@ tried against it."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -30,6 +31,9 @@ def demo(
     port: int = typer.Option(0, "--port", help="Port for the demo server (0: any free one)."),
 ) -> None:
     """Run a local server and show alice and bob exchanging signed, encrypted mail."""
+    # The demo narrates each step itself; the servers' own warnings (a strike is one, and
+    # the demo provokes three) would only interleave with it.
+    logging.getLogger("flux").setLevel(logging.ERROR)
     workdir = Path(tempfile.mkdtemp(prefix="flux-demo-"))
     try:
         run(_demo(workdir, once, port))

@@ -100,6 +100,7 @@ def test_demo_once():
         assert step in " ".join(out.split()), out
     assert out.count("✓") >= 12
     assert "Traceback" not in result.stderr
+    assert "event=" not in out + result.stderr  # the narration is not interleaved with logs
 
 
 def test_demo_keeps_running_until_ctrl_c():

@@ -23,6 +23,7 @@ from flux.store import (
     StoreOutcome,
     Strike,
 )
+from flux.store.base import Override
 
 P, D, R, X = (MessageStatus.PENDING, MessageStatus.DELIVERED, MessageStatus.READ,
               MessageStatus.DELETED)  # fmt: skip
@@ -490,7 +491,8 @@ async def test_quarantine_overrides(store):
     await store.set_quarantine_override("evil.example", True, T0)
     await store.set_quarantine_override("bad.example", False, T0)
     await store.set_quarantine_override("evil.example", False, T0 + 1)
-    assert await store.quarantine_overrides() == {"evil.example": False, "bad.example": False}
+    assert await store.quarantine_overrides() == {
+        "evil.example": Override(False, T0 + 1), "bad.example": Override(False, T0)}  # fmt: skip
 
 
 # -- a random walk against a reference model ------------------------------------------------

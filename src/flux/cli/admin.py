@@ -68,7 +68,8 @@ def reputation(data_dir: Path | None = DataDirOption) -> None:
         table.add_column(column)
     servers = sorted(set(standing.strikes) | set(overrides))
     for server in servers:
-        override = {True: "lifted", False: "imposed"}.get(overrides.get(server), "")
+        decision = overrides.get(server)
+        override = "" if decision is None else ("lifted" if decision.lifted else "imposed")
         quarantined = "yes" if server in standing.quarantined else "no"
         table.add_row(server, str(standing.strikes.get(server, 0)), quarantined, override)
     out.print(table if servers else "no strikes, no quarantine")
@@ -86,7 +87,8 @@ def _override(data_dir: Path | None, server: str, lifted: bool) -> None:
 
 @admin.command()
 def lift(server: str, data_dir: Path | None = DataDirOption) -> None:
-    """Lift a server's quarantine (its strikes stay on record)."""
+    """Lift a server's quarantine: its strikes so far are forgiven (they stay on record);
+    new proofs of tampering quarantine it again at the threshold."""
     _override(data_dir, server, True)
 
 

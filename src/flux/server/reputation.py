@@ -1,8 +1,10 @@
 """Server reputation: strikes (distinct proofs) per server, and who is quarantined.
 
-A server is quarantined when it has at least `threshold` strikes, unless an operator lifted
-the quarantine (`override = True`); an operator can also impose one (`override = False`).
-Strikes live in the store, so every process that shares the database agrees.
+A server is quarantined when it has at least `threshold` strikes (distinct proofs). An
+operator can impose a quarantine whatever the strikes, or lift one: a lift forgives the
+strikes recorded until then (they stay on record and in the counts shown), so a server that
+keeps tampering after a lift earns `threshold` new proofs and is quarantined again.
+Strikes and overrides live in the store, so every process that shares the database agrees.
 """
 
 from __future__ import annotations
@@ -24,14 +26,17 @@ class Reputation:
         self.threshold = threshold
 
     async def standing(self) -> Standing:
+        overrides = await self.store.quarantine_overrides()
         proofs: dict[str, set[str]] = {}
+        counting: dict[str, set[str]] = {}  # the proofs no lift has forgiven
         for strike in await self.store.strikes():
             proofs.setdefault(strike.offender, set()).add(strike.proof_id)
+            override = overrides.get(strike.offender)
+            if override is None or not override.lifted or strike.t > override.set_at:
+                counting.setdefault(strike.offender, set()).add(strike.proof_id)
         counts = {server: len(ids) for server, ids in sorted(proofs.items())}
-        overrides = await self.store.quarantine_overrides()
-        quarantined = {s for s, n in counts.items() if n >= self.threshold}
-        quarantined -= {s for s, lifted in overrides.items() if lifted}
-        quarantined |= {s for s, lifted in overrides.items() if not lifted}
+        quarantined = {s for s, ids in counting.items() if len(ids) >= self.threshold}
+        quarantined |= {s for s, o in overrides.items() if not o.lifted}
         return Standing(counts, sorted(quarantined))
 
     async def quarantined(self) -> set[str]:

@@ -165,6 +165,14 @@ class Strike:
 
 
 @dataclass(frozen=True, slots=True)
+class Override:
+    """An operator's decision about one server's quarantine (`flux admin lift|quarantine`)."""
+
+    lifted: bool  #: True: lifted (strikes before `set_at` forgiven); False: imposed
+    set_at: int  #: unix ms
+
+
+@dataclass(frozen=True, slots=True)
 class Outbound:
     """A message to hand to another server: one row of the delivery queue.
 
@@ -355,7 +363,8 @@ class Store(Protocol):
 
     async def set_quarantine_override(self, server: str, lifted: bool, now_ms: int) -> None: ...
 
-    async def quarantine_overrides(self) -> dict[str, bool]: ...
+    async def quarantine_overrides(self) -> dict[str, Override]:
+        """The operator's latest decision per server, with when it was made."""
 
     # -- rate counters, shared by every process on one database ------------------------------
     async def count_hit(self, bucket: str, now_ms: int, window_ms: int, limit: int) -> bool:

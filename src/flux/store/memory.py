@@ -23,6 +23,7 @@ from .base import (
     Incoming,
     ListQuery,
     MessageStatus,
+    Override,
     Page,
     Session,
     StoredMessage,
@@ -67,7 +68,7 @@ class _State:
     sessions: dict[str, _Session] = field(default_factory=dict)
     nonces: dict[str, int] = field(default_factory=dict)
     strikes: dict[str, Strike] = field(default_factory=dict)
-    overrides: dict[str, bool] = field(default_factory=dict)
+    overrides: dict[str, Override] = field(default_factory=dict)
     seq: int = 0
     rowid: int = 0
 
@@ -353,9 +354,9 @@ class MemoryStore(MemoryQueue):
         return list(self._s.strikes.values())
 
     async def set_quarantine_override(self, server: str, lifted: bool, now_ms: int) -> None:
-        self._s.overrides[server] = lifted
+        self._s.overrides[server] = Override(lifted, now_ms)
 
-    async def quarantine_overrides(self) -> dict[str, bool]:
+    async def quarantine_overrides(self) -> dict[str, Override]:
         return dict(self._s.overrides)
 
     # -- rate counters ----------------------------------------------------------------------

@@ -68,6 +68,7 @@ from .base import (
     ListQuery,
     MessageStatus,
     Outbound,
+    Override,
     Page,
     Session,
     StoredMessage,
@@ -448,10 +449,10 @@ class PostgresStore:
                      set_at = EXCLUDED.set_at"""
         await self._execute(sql, server, lifted, now_ms)
 
-    async def quarantine_overrides(self) -> dict[str, bool]:
-        sql = "SELECT server, lifted FROM quarantine_overrides"
+    async def quarantine_overrides(self) -> dict[str, Override]:
+        sql = "SELECT server, lifted, set_at FROM quarantine_overrides"
         rows = await self._read(lambda c: c.fetch(sql))
-        return {server: lifted for server, lifted in rows}
+        return {server: Override(lifted, set_at) for server, lifted, set_at in rows}
 
     # -- rate counters (atomic across processes: see _postgres_hits.py) ---------------------
     async def count_hit(self, bucket: str, now_ms: int, window_ms: int, limit: int) -> bool:

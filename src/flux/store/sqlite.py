@@ -36,6 +36,7 @@ from .base import (
     ListQuery,
     MessageStatus,
     Outbound,
+    Override,
     Page,
     Session,
     StoredMessage,
@@ -308,9 +309,10 @@ class SQLiteStore:
         sql = "INSERT OR REPLACE INTO quarantine_overrides VALUES (?, ?, ?)"
         await self._write(_exec(sql, (server, int(lifted), now_ms)))
 
-    async def quarantine_overrides(self) -> dict[str, bool]:
-        rows = await self._read(_all("SELECT server, lifted FROM quarantine_overrides", ()))
-        return {server: bool(lifted) for server, lifted in rows}
+    async def quarantine_overrides(self) -> dict[str, Override]:
+        sql = "SELECT server, lifted, set_at FROM quarantine_overrides"
+        rows = await self._read(_all(sql, ()))
+        return {server: Override(bool(lifted), set_at) for server, lifted, set_at in rows}
 
     # -- rate counters ----------------------------------------------------------------------
     async def count_hit(self, bucket: str, now_ms: int, window_ms: int, limit: int) -> bool:

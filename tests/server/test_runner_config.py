@@ -316,3 +316,9 @@ def test_database_pool_and_timeout_settings() -> None:
     assert (config.db_pool_max, config.db_statement_timeout_ms) == (4, 2500)
     with pytest.raises(ValueError):
         ServerConfig.from_env({"FLUX_DB_POOL_MAX": "0"})
+
+
+def test_log_level_setting() -> None:
+    assert ServerConfig.from_env({"FLUX_LOG_LEVEL": "DEBUG"}).log_level == "debug"
+    with pytest.raises(ValueError, match="FLUX_LOG_LEVEL"):
+        ServerConfig.from_env({"FLUX_LOG_LEVEL": "loud"})

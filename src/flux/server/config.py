@@ -62,6 +62,7 @@ class ServerConfig:
     accounts_db: Path | None = None  #: the accounts store; default: data_dir / "accounts.db"
     secret: str | None = None  #: FLUX_SECRET, only used for legacy tokens
     legacy_tokens: bool = False  #: accept the prototype's shared-secret token (insecure)
+    log_level: str = "info"  #: debug | info | warning | error
     #: one log line per HTTP request; off by default (it costs ~10 % of peak throughput)
     access_log: bool = False
     open_mode: bool = False  #: accept mail for any address, not only registered ones
@@ -204,6 +205,7 @@ ENV_VARS = {
     "FLUX_INSECURE_PEERS": "insecure_peers",
     "FLUX_PEER_CA": "peer_ca_file",
     "FLUX_TRUSTED_PROXIES": "trusted_proxies",
+    "FLUX_LOG_LEVEL": "log_level",
     "FLUX_DB_POOL_MAX": "db_pool_max",
     "FLUX_DB_STATEMENT_TIMEOUT_MS": "db_statement_timeout_ms",
     "FLUX_MESH_CONFIG": "mesh_config",
@@ -278,6 +280,13 @@ def _opt_str(value: Any, source: str) -> str | None:
     return None if value is None or value == "" else str(value)
 
 
+def _log_level(value: Any, source: str) -> str:
+    text = str(value).strip().lower()
+    if text not in ("debug", "info", "warning", "error"):
+        raise ValueError(f"{source}: {value!r} is not one of debug|info|warning|error")
+    return text
+
+
 _PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "domain": lambda v, s: str(v).strip().lower(),
     "host": _str,
@@ -297,6 +306,7 @@ _PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "invites": _name_set,
     "insecure_peers": _name_set,
     "trusted_proxies": _name_set,
+    "log_level": _log_level,
     "peer_ca_file": _path,
     "ws_heartbeat_s": _float,
     "ws_auth_timeout_s": _float,

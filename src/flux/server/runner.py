@@ -189,7 +189,7 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 def run_server(config: ServerConfig) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully (blocking)."""
-    configure_logging()
+    configure_logging(getattr(logging, config.log_level.upper()))
     try:
         import uvloop  # not on Windows
 

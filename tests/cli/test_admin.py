@@ -110,3 +110,15 @@ def test_rotate_key_retires_the_old_key(tmp_path: Path) -> None:
     missing = flux("admin", "rotate-key", "--data-dir", str(tmp_path / "none"))
     assert missing.returncode == 1 and "no server key to rotate" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_admin_reads_the_servers_toml_file(tmp_path: Path) -> None:
+    seed_strikes(tmp_path / "data", "x.example", 1)
+    toml = tmp_path / "flux.toml"
+    toml.write_text(f'[server]\ndata_dir = "{tmp_path / "data"}"\nquarantine_threshold = 1\n')
+    shown = flux("admin", "--config", str(toml), "reputation")
+    assert shown.returncode == 0, shown.stderr
+    row = next(line for line in shown.stdout.splitlines() if "x.example" in line)
+    assert "yes" in row  # the file's threshold (1), not the default (3)
+    bad = flux("admin", "--config", str(tmp_path / "missing.toml"), "reputation")
+    assert bad.returncode == 1 and "bad server setting" in bad.stderr

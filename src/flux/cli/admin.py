@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+import tomllib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -34,9 +35,31 @@ T = TypeVar("T")
 Action = Callable[[Store, Reputation, int], Awaitable[T]]
 
 
-def _config(data_dir: Path | None) -> ServerConfig:
+@admin.callback()
+def _options(
+    ctx: typer.Context,
+    config: Path | None = typer.Option(
+        None, "--config", help="The server's TOML file (as given to `flux server --config`)."
+    ),
+) -> None:
+    ctx.obj = {"config": config}
+
+
+def _settings(ctx: typer.Context, data_dir: Path | None) -> ServerConfig:
+    """The server's configuration as `flux server` would read it: --config file, FLUX_*
+    variables, then --data-dir."""
     overrides = {"data_dir": data_dir} if data_dir is not None else {}
-    config = ServerConfig.from_env(os.environ, **overrides)
+    toml = (ctx.obj or {}).get("config")  # set by the admin group's --config
+    try:
+        if toml is not None:
+            return ServerConfig.from_toml(toml, os.environ, **overrides)
+        return ServerConfig.from_env(os.environ, **overrides)
+    except (OSError, ValueError, tomllib.TOMLDecodeError) as exc:
+        raise CliError(f"bad server setting: {exc}") from exc
+
+
+def _config(ctx: typer.Context, data_dir: Path | None) -> ServerConfig:
+    config = _settings(ctx, data_dir)
     if config.backend is Backend.SQLITE and not config.database.exists():
         raise CliError(f"no FLUX database at {config.database}")
     return config
@@ -56,13 +79,13 @@ async def _with_reputation(config: ServerConfig, action: Action[T]) -> T:
 
 
 @admin.command()
-def reputation(data_dir: Path | None = DataDirOption) -> None:
+def reputation(ctx: typer.Context, data_dir: Path | None = DataDirOption) -> None:
     """Strikes (distinct proofs) per server, and who is quarantined."""
 
     async def show(store: Store, rep: Reputation, _now: int):
         return await rep.standing(), await store.quarantine_overrides()
 
-    standing, overrides = run(_with_reputation(_config(data_dir), show))
+    standing, overrides = run(_with_reputation(_config(ctx, data_dir), show))
     table = Table(title="reputation")
     for column in ("server", "strikes", "quarantined", "operator override"):
         table.add_column(column)
@@ -75,31 +98,32 @@ def reputation(data_dir: Path | None = DataDirOption) -> None:
     out.print(table if servers else "no strikes, no quarantine")
 
 
-def _override(data_dir: Path | None, server: str, lifted: bool) -> None:
+def _override(ctx: typer.Context, data_dir: Path | None, server: str, lifted: bool) -> None:
     async def apply(store: Store, rep: Reputation, now: int):
         await store.set_quarantine_override(server, lifted, now)
         return await rep.standing()
 
-    standing = run(_with_reputation(_config(data_dir), apply))
+    standing = run(_with_reputation(_config(ctx, data_dir), apply))
     state = "quarantined" if server in standing.quarantined else "not quarantined"
     out.print(f"✓ {server} is now {state}")
 
 
 @admin.command()
-def lift(server: str, data_dir: Path | None = DataDirOption) -> None:
+def lift(ctx: typer.Context, server: str, data_dir: Path | None = DataDirOption) -> None:
     """Lift a server's quarantine: its strikes so far are forgiven (they stay on record);
     new proofs of tampering quarantine it again at the threshold."""
-    _override(data_dir, server, True)
+    _override(ctx, data_dir, server, True)
 
 
 @admin.command()
-def quarantine(server: str, data_dir: Path | None = DataDirOption) -> None:
+def quarantine(ctx: typer.Context, server: str, data_dir: Path | None = DataDirOption) -> None:
     """Quarantine a server by operator decision, whatever its strikes."""
-    _override(data_dir, server, False)
+    _override(ctx, data_dir, server, False)
 
 
 @admin.command()
 def queue(
+    ctx: typer.Context,
     data_dir: Path | None = DataDirOption,
     retry_now: str | None = typer.Option(
         None, "--retry-now", help="Make this destination due at once (after fixing it)."
@@ -111,7 +135,7 @@ def queue(
         woke = await store.wake(retry_now) if retry_now else None
         return woke, await store.queue_state()
 
-    woke, states = run(_with_reputation(_config(data_dir), show))
+    woke, states = run(_with_reputation(_config(ctx, data_dir), show))
     if retry_now:
         out.print(f"✓ {retry_now} is due now" if woke else f"nothing queued for {retry_now}")
     if not states:
@@ -136,7 +160,7 @@ def _when(ms: int | None) -> str:
 
 
 @admin.command(name="rotate-key")
-def rotate_key(data_dir: Path | None = DataDirOption) -> None:
+def rotate_key(ctx: typer.Context, data_dir: Path | None = DataDirOption) -> None:
     """Give the server a new signing key; the old one stays published as retired.
 
     Restart every server process that uses this data directory (copy the file to each
@@ -144,9 +168,7 @@ def rotate_key(data_dir: Path | None = DataDirOption) -> None:
     from ..protocol.encoding import b64e
     from ..server.keys import rotate
 
-    config = ServerConfig.from_env(
-        os.environ, **({"data_dir": data_dir} if data_dir is not None else {})
-    )
+    config = _settings(ctx, data_dir)
     try:
         old, new = rotate(config.data_dir, _now_ms())
     except KeyFileError as exc:

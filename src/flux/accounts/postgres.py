@@ -33,17 +33,9 @@ import asyncpg
 
 from ..store._postgres_locks import Locks
 from ..store._postgres_ops import rowcount
-from ..store.base import StoreUnavailable
-from ..store.migrations import Migration, plan
-from ..store.migrations.postgres import quote_ident
-from ..store.postgres import (
-    DatabaseUnavailable,
-    _reason,
-    chosen_schema,
-    keep_session,
-    redact,
-    unreachable,
-)
+from ..store._postgres_pool import Conn, PgPool, chosen_schema, redact
+from ..store.migrations import Migration
+from ..store.migrations.postgres import migrate
 from .store import (
     _ACCOUNT_COLUMNS,
     Account,
@@ -58,10 +50,6 @@ from .store import (
 __all__ = ["PostgresAccountStore"]
 
 T = TypeVar("T")
-Conn = asyncpg.Connection
-STATEMENT_TIMEOUT_MS = 10_000
-CONNECT_TIMEOUT_S = 10.0
-ACQUIRE_TIMEOUT_S = 15.0
 
 STEPS: list[Migration] = [
     Migration(
@@ -98,14 +86,6 @@ CREATE TABLE oauth_links (
     ),
 ]
 
-VERSION_TABLE = """
-CREATE TABLE IF NOT EXISTS account_schema_version (
-    version      INTEGER PRIMARY KEY,
-    description  TEXT NOT NULL,
-    applied_at   BIGINT NOT NULL
-                 DEFAULT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT
-)"""
-
 #: the unique key a racing create_account ran into → what it reports
 _TAKEN = {
     "accounts_pkey": Created.USERNAME_TAKEN,
@@ -129,96 +109,39 @@ class PostgresAccountStore:
         self.dsn = dsn
         self.schema = chosen_schema(fresh_schema, schema)
         self.schema_version = 0
-        self._drop_schema_on_close = fresh_schema
-        self._pool_size = (pool_min, pool_max)
         self._locks = Locks(schema or "")
-        self._pool: asyncpg.Pool | None = None
+        self._pool = PgPool(
+            dsn, schema=self.schema, drop_schema_on_close=fresh_schema,
+            application_name="flux-accounts", pool_min=pool_min, pool_max=pool_max,
+            statement_timeout_ms=10_000, connect_timeout_s=10.0, acquire_timeout_s=15.0,
+        )  # fmt: skip
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def open(self) -> None:
         """Connect, create the schema if asked, apply pending account migrations.
         Raises DatabaseUnavailable, or SchemaTooNew for accounts migrated by a newer FLUX."""
-        if self._pool is not None:
-            return
-        settings = {
-            "statement_timeout": str(STATEMENT_TIMEOUT_MS),
-            "synchronous_commit": "on",  # COMMIT returns once the WAL is flushed
-            "application_name": "flux-accounts",
-        }
-        if self.schema is not None:
-            settings["search_path"] = quote_ident(self.schema)
-        try:
-            pool = await asyncpg.create_pool(
-                self.dsn, min_size=self._pool_size[0], max_size=self._pool_size[1],
-                server_settings=settings, timeout=CONNECT_TIMEOUT_S, reset=keep_session,
-            )  # fmt: skip
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise DatabaseUnavailable(
-                f"cannot connect to PostgreSQL at {redact(self.dsn)}: {_reason(exc)}"
-            ) from exc
-        try:
-            async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
-                self.schema_version = await self._migrate(conn)
-        except BaseException as exc:
-            pool.terminate()
-            if isinstance(exc, Exception) and unreachable(exc):
-                raise DatabaseUnavailable(
-                    f"lost PostgreSQL at {redact(self.dsn)} while migrating: {_reason(exc)}"
-                ) from exc
-            raise
-        self._pool = pool
+        if not self._pool.is_open:
+            self.schema_version = await self._pool.open(self._migrate)
 
     async def _migrate(self, conn: Conn) -> int:
-        async with conn.transaction():
-            await conn.execute("SET LOCAL statement_timeout = 0")  # may wait for another process
-            # Taken before the version is read (two processes opening a new database at
-            # once cannot both apply a step); not the mail store's key, so neither
-            # migration waits for the other.
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock($1)", self._locks.key("migrate", "accounts")
-            )
-            if self.schema is not None:
-                await _create_schema(conn, self._locks, self.schema)
-            await conn.execute(VERSION_TABLE)
-            for step in plan(await _version(conn), STEPS, f"accounts at {redact(self.dsn)}"):
-                await conn.execute(step.sql)  # no arguments: a multi-statement script
-                await conn.execute(
-                    "INSERT INTO account_schema_version (version, description) VALUES ($1, $2)",
-                    step.version,
-                    step.description,
-                )
-            return await _version(conn)
+        # Not the mail store's lock, so neither migration waits for the other; but a
+        # missing schema is created under the mail store's lock too (it creates it as
+        # well, and the mail store never takes ours, so no cycle).
+        return await migrate(
+            conn, f"accounts at {redact(self.dsn)}", lock_key=self._locks.key("migrate", "accounts"),
+            schema=self.schema, steps=STEPS, table="account_schema_version",
+            schema_lock=self._locks.key("migrate", ""),
+        )  # fmt: skip
 
     async def close(self) -> None:
         """Wait for borrowed connections, drop a fresh schema, close the pool."""
-        pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        try:
-            if self._drop_schema_on_close and self.schema is not None:
-                async with pool.acquire() as conn:
-                    await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(self.schema)} CASCADE")
-        finally:
-            await pool.close()
+        await self._pool.close()
 
     # -- plumbing -----------------------------------------------------------------------------
     async def _run(self, op: Callable[[Conn], Awaitable[T]], *, transaction: bool = False) -> T:
         """Run `op` on a pooled connection (in one transaction if asked); a database that
-        cannot be used raises StoreUnavailable, anything else propagates."""
-        if self._pool is None:
-            raise RuntimeError("PostgresAccountStore is not open")
-        try:
-            async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
-                if not transaction:
-                    return await op(conn)
-                async with conn.transaction():
-                    return await op(conn)
-        except Exception as exc:
-            if not unreachable(exc):
-                raise
-            raise StoreUnavailable(
-                f"PostgreSQL at {redact(self.dsn)} is unreachable: {_reason(exc)}"
-            ) from exc
+        cannot be used raises StoreUnavailable (PgPool.borrow), anything else propagates."""
+        return await self._pool.borrow(op, {} if transaction else None)
 
     async def _row(self, sql: str, *args: Any) -> tuple[Any, ...] | None:
         row = await self._run(lambda c: c.fetchrow(sql, *args))
@@ -298,19 +221,3 @@ class PostgresAccountStore:
     def __repr__(self) -> str:
         where = f", schema={self.schema!r}" if self.schema else ""
         return f"PostgresAccountStore({redact(self.dsn)!r}{where})"
-
-
-async def _version(conn: Conn) -> int:
-    return await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM account_schema_version")
-
-
-async def _create_schema(conn: Conn, locks: Locks, schema: str) -> None:
-    """Create `schema` if it is missing. The mail store's migration creates it too, under
-    its own lock, and two concurrent CREATE SCHEMA IF NOT EXISTS can fail on each other;
-    so a missing schema is created under the mail store's migration lock as well (taken
-    after this store's own: the mail store never takes ours, so no cycle)."""
-    exists = "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)"
-    if await conn.fetchval(exists, schema):
-        return
-    await conn.execute("SELECT pg_advisory_xact_lock($1)", locks.key("migrate", ""))
-    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")

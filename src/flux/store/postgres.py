@@ -12,8 +12,9 @@ COMMIT, which PostgreSQL makes durable before it answers (the pool pins
 Every statement runs under `statement_timeout`, so a stuck lock or query surfaces as an
 error instead of a hung request.
 
-When the database goes away. Every call borrows its connection through `_borrow`, the one
-place that turns a lost database into `StoreUnavailable` (base.py): refused or broken
+When the database goes away. Every call borrows its connection through `_borrow`
+(`_postgres_pool.PgPool.borrow`, shared with the accounts store), the one place that
+turns a lost database into `StoreUnavailable` (base.py): refused or broken
 connections, a server shutting down or starting up, a borrow that waits longer than
 `acquire_timeout_s`, a statement cancelled by `statement_timeout`. Anything else (a
 constraint violation, a bug) propagates unchanged. A connection that failed that way is
@@ -44,12 +45,8 @@ drops, so every test starts empty on one shared database.
 
 from __future__ import annotations
 
-import contextlib
-import re
-import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
@@ -59,6 +56,13 @@ from . import _postgres_queue as queue
 from . import _rules
 from ._coalesce import Coalescer
 from ._postgres_locks import Locks
+from ._postgres_pool import (
+    Conn,
+    DatabaseUnavailable,
+    PgPool,
+    chosen_schema,
+    redact,
+)
 from .base import (
     Changes,
     DestinationState,
@@ -73,62 +77,13 @@ from .base import (
     Session,
     StoredMessage,
     StoreOutcome,
-    StoreUnavailable,
     Strike,
 )
-from .migrations.postgres import migrate, quote_ident
+from .migrations.postgres import migrate
 
 __all__ = ["DatabaseUnavailable", "PostgresStore"]
 
 T = TypeVar("T")
-Conn = asyncpg.Connection
-SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-
-
-class DatabaseUnavailable(StoreUnavailable, ConnectionError):
-    """The database could not be reached or refused the connection (at `open()`). A
-    ConnectionError too, which is how the CLI reports it in one line."""
-
-
-#: asyncpg's "the server is going away, or not there yet" (SQLSTATE class 57: admin or crash
-#: shutdown, cannot connect now, statement_timeout's query_canceled) and class 08.
-_UNREACHABLE = (
-    OSError,  # ConnectionError (refused, reset) included
-    TimeoutError,  # connect timeout, acquire timeout
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.TooManyConnectionsError,
-)
-
-
-def unreachable(exc: BaseException) -> bool:
-    """Whether `exc` says the database could not be used, not that the call was wrong."""
-    if isinstance(exc, _UNREACHABLE):
-        return True
-    # A connection whose server went away while it sat idle in the pool: asyncpg calls it
-    # closed, or (the server's goodbye read before the socket's end) out of protocol step.
-    if type(exc) in (asyncpg.exceptions.InternalClientError, asyncpg.exceptions.ProtocolError):
-        return True
-    return isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc)
-
-
-async def keep_session(_conn: asyncpg.Connection) -> None:
-    """The pool's reset on release: nothing. asyncpg's default sends `RESET ALL`, closes
-    cursors, drops LISTENs and session advisory locks: a round trip per borrow, for state
-    this store never leaves behind (its locks and settings are transaction-scoped)."""
-
-
-def chosen_schema(fresh_schema: bool, schema: str | None) -> str | None:
-    """The schema a store works in: `schema`, a new unique one (tests), or None (the
-    connection's search_path). Raises ValueError for both, or for a name that is not a
-    plain SQL identifier."""
-    if fresh_schema and schema is not None:
-        raise ValueError("pass either fresh_schema or schema, not both")
-    if fresh_schema:
-        schema = f"flux_test_{uuid.uuid4().hex}"
-    if schema is not None and not SCHEMA_NAME.fullmatch(schema):
-        raise ValueError(f"schema {schema!r} is not a plain SQL identifier")
-    return schema
 
 
 class PostgresStore:
@@ -151,13 +106,12 @@ class PostgresStore:
         self.schema = chosen_schema(fresh_schema, schema)
         self.schema_version = 0
         self._clock = clock
-        self._drop_schema_on_close = fresh_schema
-        self._pool_size = (pool_min, pool_max)
-        self._statement_timeout_ms = statement_timeout_ms
-        self._connect_timeout_s = connect_timeout_s
-        self._acquire_timeout_s = acquire_timeout_s
         self._locks = Locks(schema or "")
-        self._pool: asyncpg.Pool | None = None
+        self._pool = PgPool(
+            dsn, schema=self.schema, drop_schema_on_close=fresh_schema, application_name="flux",
+            pool_min=pool_min, pool_max=pool_max, statement_timeout_ms=statement_timeout_ms,
+            connect_timeout_s=connect_timeout_s, acquire_timeout_s=acquire_timeout_s,
+        )  # fmt: skip
         # Concurrent stores share transactions (_coalesce.py); a few batches at a time,
         # leaving most of the pool to reads.
         self._stores = Coalescer(self._store_batch, max_in_flight=max(1, pool_max // 3))
@@ -167,104 +121,28 @@ class PostgresStore:
         """Connect, create the schema if asked, and apply pending migrations.
         Raises DatabaseUnavailable if the server cannot be reached, SchemaTooNew for a
         schema migrated by a newer FLUX."""
-        if self._pool is not None:
+        if self._pool.is_open:
             return
-        settings = {
-            "statement_timeout": str(self._statement_timeout_ms),
-            # The durability rule: COMMIT returns only once the WAL is flushed, whatever
-            # the server's own default says.
-            "synchronous_commit": "on",
-            "application_name": "flux",
-        }
-        if self.schema is not None:
-            settings["search_path"] = quote_ident(self.schema)
-        try:
-            pool = await asyncpg.create_pool(
-                self.dsn, min_size=self._pool_size[0], max_size=self._pool_size[1],
-                server_settings=settings, timeout=self._connect_timeout_s,
-                reset=keep_session,
-            )  # fmt: skip
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise DatabaseUnavailable(
-                f"cannot connect to PostgreSQL at {redact(self.dsn)}: {_reason(exc)}"
-            ) from exc
-        try:
-            async with pool.acquire(timeout=self._acquire_timeout_s) as conn:
-                self.schema_version = await migrate(
-                    conn, redact(self.dsn), lock_key=self._locks.key("migrate", ""),
-                    schema=self.schema,
-                )  # fmt: skip
-        except BaseException as exc:
-            if isinstance(exc, Exception) and unreachable(exc):
-                pool.terminate()  # its connections are gone: do not wait on them
-                raise DatabaseUnavailable(
-                    f"lost PostgreSQL at {redact(self.dsn)} while migrating: {_reason(exc)}"
-                ) from exc
-            await pool.close()
-            raise
-        self._pool = pool
+        self.schema_version = await self._pool.open(
+            lambda conn: migrate(
+                conn, redact(self.dsn), lock_key=self._locks.key("migrate", ""),
+                schema=self.schema,
+            )
+        )  # fmt: skip
 
     async def close(self) -> None:
         """Wait for borrowed connections to come back (their commits finish), drop a
         fresh schema, close the pool."""
-        pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        try:
-            if self._drop_schema_on_close and self.schema is not None:
-                async with pool.acquire() as conn:
-                    await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(self.schema)} CASCADE")
-        finally:
-            try:
-                await pool.close()
-            except Exception as exc:
-                # Connections the database dropped (it went away, and perhaps came back)
-                # cannot be closed politely; asyncpg has terminated them instead.
-                if not unreachable(exc):
-                    raise
+        await self._pool.close()
 
     # -- plumbing -----------------------------------------------------------------------------
     def _live_pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            raise RuntimeError("PostgresStore is not open")
-        return self._pool
+        return self._pool.live()
 
     async def _borrow(
         self, op: Callable[[Conn], Awaitable[T]], transaction: Mapping[str, object] | None
     ) -> T:
-        """Run `op` on a pooled connection, in a transaction unless `transaction` is None
-        (else its options). The one place where a lost database becomes StoreUnavailable
-        (see "When the database goes away" above)."""
-        pool = self._live_pool()
-        done, result = False, None
-        try:
-            async with pool.acquire(timeout=self._acquire_timeout_s) as conn:
-                try:
-                    if transaction is None:
-                        result = await op(conn)
-                    else:
-                        async with conn.transaction(**transaction):
-                            result = await op(conn)
-                    done = True
-                except Exception as exc:
-                    if unreachable(exc) and not isinstance(exc, asyncpg.QueryCanceledError):
-                        # Never hand a broken connection out again (one the driver saw
-                        # close is already back in the pool without it), and replace the
-                        # idle ones on their next borrow: they most likely went with it.
-                        with contextlib.suppress(asyncpg.InterfaceError):
-                            conn.terminate()
-                        await pool.expire_connections()
-                    raise
-        except Exception as exc:
-            if not unreachable(exc):
-                raise
-            if not done:
-                raise StoreUnavailable(
-                    f"PostgreSQL at {redact(self.dsn)} is unreachable: {_reason(exc)}"
-                ) from exc
-            # `op` finished (a write committed); only handing the connection back failed,
-            # and the pool has dropped that connection: the result stands.
-        return result  # type: ignore[return-value]
+        return await self._pool.borrow(op, transaction)
 
     async def _write(self, op: Callable[[Conn], Awaitable[T]]) -> T:
         """Run `op` in one READ COMMITTED transaction; return once it has committed."""
@@ -469,25 +347,3 @@ class PostgresStore:
     def __repr__(self) -> str:
         where = f", schema={self.schema!r}" if self.schema else ""
         return f"PostgresStore({redact(self.dsn)!r}{where})"
-
-
-def redact(dsn: str) -> str:
-    """`dsn` without its password, for messages and logs."""
-    try:
-        parts = urlsplit(dsn)
-        if parts.password is None:
-            return dsn
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-        return urlunsplit(parts._replace(netloc=netloc))
-    except ValueError:
-        return "<unparsable DSN>"
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"  # asyncio's own text names the address again
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    return " ".join(str(exc).split()) or type(exc).__name__

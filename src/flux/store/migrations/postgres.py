@@ -27,6 +27,8 @@ one of them applies each step and the others then find it applied.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import asyncpg
 
 from . import Migration, plan
@@ -166,8 +168,12 @@ CREATE INDEX hits_t ON hits (t);
     ),
 ]
 
-VERSION_TABLE = """
-CREATE TABLE IF NOT EXISTS schema_version (
+
+def version_table(name: str) -> str:
+    """The DDL of a table recording applied steps (`schema_version` for the mail store;
+    the accounts store keeps its own, so the two schemas evolve apart)."""
+    return f"""
+CREATE TABLE IF NOT EXISTS {quote_ident(name)} (
     version      INTEGER PRIMARY KEY,
     description  TEXT NOT NULL,
     applied_at   BIGINT NOT NULL
@@ -180,8 +186,8 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-async def current_version(conn: asyncpg.Connection) -> int:
-    return await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+async def current_version(conn: asyncpg.Connection, table: str = "schema_version") -> int:
+    return await conn.fetchval(f"SELECT COALESCE(MAX(version), 0) FROM {quote_ident(table)}")
 
 
 async def migrate(
@@ -190,13 +196,17 @@ async def migrate(
     *,
     lock_key: int,
     schema: str | None = None,
-    steps: list[Migration] = STEPS,
+    steps: Sequence[Migration] = STEPS,
+    table: str = "schema_version",
+    schema_lock: int | None = None,
 ) -> int:
     """Bring the schema up to the newest step in one transaction; return the version.
 
-    `lock_key` names the advisory lock that serialises concurrent migrations of this
-    schema; `schema`, if given, is created first (the connection's search_path must
-    already point at it). Raises SchemaTooNew.
+    `lock_key` names the advisory lock that serialises concurrent migrations of these
+    steps; `table` records them. `schema`, if given, is created first when missing (the
+    connection's search_path must already point at it), under `schema_lock` too when
+    another set of steps may be creating it at the same time: two concurrent CREATE SCHEMA
+    IF NOT EXISTS can fail on each other. Raises SchemaTooNew.
     """
     async with conn.transaction():
         # A migration (or waiting for another process's) may legitimately take longer than
@@ -206,13 +216,22 @@ async def migrate(
         # once cannot both apply step 1; released by COMMIT or ROLLBACK.
         await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key)
         if schema is not None:
-            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
-        await conn.execute(VERSION_TABLE)
-        for step in plan(await current_version(conn), steps, where):
+            await _create_schema(conn, schema, schema_lock)
+        await conn.execute(version_table(table))
+        for step in plan(await current_version(conn, table), steps, where):
             await conn.execute(step.sql)  # no arguments: a multi-statement script is allowed
             await conn.execute(
-                "INSERT INTO schema_version (version, description) VALUES ($1, $2)",
+                f"INSERT INTO {quote_ident(table)} (version, description) VALUES ($1, $2)",
                 step.version,
                 step.description,
             )
-        return await current_version(conn)
+        return await current_version(conn, table)
+
+
+async def _create_schema(conn: asyncpg.Connection, schema: str, lock: int | None) -> None:
+    exists = "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)"
+    if await conn.fetchval(exists, schema):
+        return
+    if lock is not None:
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", lock)
+    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")

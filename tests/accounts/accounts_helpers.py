@@ -10,27 +10,14 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from clocks import FakeClock
 from flux.accounts import Accounts, claim_payload
 from flux.protocol import Identity
 from flux.server import ServerConfig
 from flux.server.app import PARTS
 
-NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 DOMAIN = "accounts.test"
 PASSWORD = "correct horse battery staple"
-
-
-class FakeClock:
-    """unix ms that only moves when a test moves it."""
-
-    def __init__(self, now: int = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
-
-    def advance(self, ms: int) -> None:
-        self.now += ms
 
 
 def make_identity(label: str) -> Identity:

@@ -19,8 +19,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 sys.path.insert(0, str(Path(__file__).parent))  # the helpers module beside this file
-from accounts_helpers import DOMAIN, NOW, FakeClock, Harness, make_identity
+from accounts_helpers import DOMAIN, Harness, make_identity
 
+from clocks import NOW, FakeClock
 from flux.accounts import SQLiteAccountStore
 from flux.protocol import ServerSigner
 from flux.server import ServerConfig, create_app

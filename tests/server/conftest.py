@@ -15,26 +15,13 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from clocks import NOW, FakeClock
 from flux.protocol import Identity, ServerSigner, compose
 from flux.server import ServerConfig, create_app
 from flux.server.keys import ServerKey
 from flux.store import MemoryStore, SQLiteStore
 
-NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 DOMAIN = "flux.test"
-
-
-class FakeClock:
-    """unix ms that only moves when a test moves it."""
-
-    def __init__(self, now: int = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
-
-    def advance(self, ms: int) -> None:
-        self.now += ms
 
 
 def make_identity(label: str) -> Identity:

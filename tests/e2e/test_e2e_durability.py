@@ -18,9 +18,9 @@ import aiohttp
 import pytest
 
 from cli.cli_helpers import Running
+from e2e.e2e_helpers import mailbox_ids
 from flux.protocol import Identity, compose
 from flux.store import SQLiteStore
-from flux.store.base import ListQuery
 
 WORKERS = 16
 KILL_AFTER = 300
@@ -91,17 +91,7 @@ async def stored_ids(db: Path, acked: list[tuple[str, str]]) -> dict[str, list[s
     store = SQLiteStore(db)
     await store.open()
     try:
-        out: dict[str, list[str]] = {}
-        for rcpt in {to for _, to in acked}:
-            ids: list[str] = []
-            cursor = None
-            while True:
-                page = await store.list(rcpt, ListQuery(limit=500, cursor=cursor))
-                ids += [m.id for m in page.items]
-                if not (cursor := page.next_cursor):
-                    break
-            out[rcpt] = ids
-        return out
+        return await mailbox_ids(store, (to for _, to in acked))
     finally:
         await store.close()
 

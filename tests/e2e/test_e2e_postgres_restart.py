@@ -13,7 +13,6 @@ once. Clients retry what was refused, as real ones do, so the retries go through
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections import Counter
@@ -23,9 +22,10 @@ import aiohttp
 import pytest
 
 from cli.cli_helpers import Running
+from e2e.e2e_helpers import mailbox_ids
 from e2e.pg_instance import PgInstance, skip_reason
+from flux.background import wait_at_most
 from flux.protocol import Identity, compose
-from flux.store.base import ListQuery
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -97,8 +97,7 @@ class Load:
             assert left > 0, f"timed out waiting for {what}: {self.statuses}"
             assert self.queue, f"ran out of messages waiting for {what}"
             self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), left)
+            await wait_at_most(self._changed, left)
 
 
 async def health(http: aiohttp.ClientSession, url: str) -> tuple[int, dict]:
@@ -121,16 +120,7 @@ async def stored(dsn: str, acked: list[tuple[str, str]]) -> dict[str, list[str]]
     store = PostgresStore(dsn)
     await store.open()
     try:
-        out: dict[str, list[str]] = {}
-        for rcpt in {to for _, to in acked}:
-            ids: list[str] = []
-            cursor = None
-            while True:
-                page = await store.list(rcpt, ListQuery(limit=500, cursor=cursor))
-                ids += [m.id for m in page.items]
-                if not (cursor := page.next_cursor):
-                    break
-            out[rcpt] = ids
+        out = await mailbox_ids(store, (to for _, to in acked))
         missing = [(i, to) for i, to in acked if await store.get(to, i) is None]
         assert not missing, f"{len(missing)} acknowledged messages lost, e.g. {missing[:3]}"
         return out

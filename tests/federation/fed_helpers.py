@@ -1,16 +1,23 @@
-"""Real FLUX server processes talking HTTPS to each other under a test CA (trustme).
+"""Real FLUX servers for the federation tests.
 
 `Network` starts `flux server` processes on 127.0.0.1, each named `localhost:<port>`
 (the name peers reach it by, and the name its certificate is issued for), with the CA as
 the peers' trust root, so every server-to-server request is verified TLS.
+
+`local_servers` starts servers in this process instead (memory stores, open mode, plain
+HTTP between peers listed as insecure), for tests that act as one of them: `signer(s)`
+is a running server's key and `deliver` POSTs a signed delivery as any signer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
-from collections.abc import Iterable
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +27,11 @@ import trustme
 
 from cli.cli_helpers import Running, free_port
 from flux.client import FluxClient
-from flux.protocol import Identity
+from flux.federation.signing import sign_request
+from flux.protocol import Identity, ServerSigner
+from flux.server.app import PARTS
+from flux.server.config import ServerConfig
+from flux.server.runner import RunningServer, start_server
 
 #: fast retries, so an outage test takes seconds, not the production minutes
 FAST_QUEUE = {
@@ -145,3 +156,53 @@ class Inbox:
         async with asyncio.timeout(timeout), self._changed:
             await self._changed.wait_for(lambda: len(self.messages) >= count)
         return self.messages
+
+
+# -- servers in this process ----------------------------------------------------------------
+@contextlib.asynccontextmanager
+async def local_servers(
+    tmp: Path, labels: Iterable[str], **overrides: Any
+) -> AsyncIterator[dict[str, RunningServer]]:
+    """Servers named `127.0.0.1:<port>` that know each other as insecure peers, with
+    `overrides` for all; `per_server(label, names)` (optional) adds settings of one server,
+    knowing every server's name before any starts."""
+    ports = {label: free_port() for label in labels}
+    names = {label: f"127.0.0.1:{port}" for label, port in ports.items()}
+    per_server = overrides.pop("per_server", lambda label, names: {})
+    running: dict[str, RunningServer] = {}
+    try:
+        for label, port in ports.items():
+            config = ServerConfig.from_env(
+                {}, host="127.0.0.1", port=port, domain=names[label], data_dir=tmp / label,
+                backend="memory", open_mode=True, insecure_peers=frozenset(names.values()),
+                **{**overrides, **per_server(label, names)},
+            )  # fmt: skip
+            running[label] = await start_server(config)
+        yield running
+    finally:
+        for server in running.values():
+            await server.stop()
+
+
+def signer(server: RunningServer) -> ServerSigner:
+    return server.app[PARTS]["key"].signer
+
+
+def name(server: RunningServer) -> str:
+    return signer(server).name
+
+
+async def deliver(
+    frm: ServerSigner, to: RunningServer, messages: list[dict], **headers: str
+) -> tuple[int, Any]:
+    """POST /federation/deliver to `to`, signed with `frm`'s key: (status, JSON answer)."""
+    body = json.dumps(
+        {"txn": uuid.uuid4().hex, "from_server": frm.name, "messages": messages}
+    ).encode()
+    signed = sign_request(frm, "POST", name(to), "/federation/deliver", body,
+                          now_s=int(time.time()))  # fmt: skip
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{to.url}/federation/deliver", data=body, headers={**signed, **headers}) as r,
+    ):
+        return r.status, await r.json()

@@ -14,9 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
-import json
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -25,8 +23,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from cli.cli_helpers import free_port
-from flux.federation.signing import sign_request
+from federation.fed_helpers import deliver as signed_delivery
+from federation.fed_helpers import local_servers, name, signer
 from flux.protocol import (
     ChainVerdict,
     Identity,
@@ -44,8 +42,7 @@ from flux.protocol.canonical import sha256_hex
 from flux.protocol.chain import seal_payload
 from flux.protocol.tamper import report_payload
 from flux.server.app import PARTS
-from flux.server.config import ServerConfig
-from flux.server.runner import RunningServer, start_server
+from flux.server.runner import RunningServer
 from flux.store.base import Strike
 
 ALICE, BOB = Identity.generate(), Identity.generate()
@@ -64,28 +61,8 @@ def now_ms() -> int:
 async def servers(tmp_path: Path):
     """Four servers that know each other as insecure (plain HTTP) peers: honest a and c,
     the relay x whose key the test abuses, and the honest receiver b."""
-    ports = {label: free_port() for label in "acxb"}
-    names = {label: f"127.0.0.1:{port}" for label, port in ports.items()}
-    running: Servers = {}
-    try:
-        for label, port in ports.items():
-            config = ServerConfig.from_env(
-                {}, host="127.0.0.1", port=port, domain=names[label], data_dir=tmp_path / label,
-                backend="memory", open_mode=True, insecure_peers=frozenset(names.values()),
-            )  # fmt: skip
-            running[label] = await start_server(config)
+    async with local_servers(tmp_path, "acxb") as running:
         yield running
-    finally:
-        for server in running.values():
-            await server.stop()
-
-
-def signer(server: RunningServer) -> ServerSigner:
-    return server.app[PARTS]["key"].signer
-
-
-def name(server: RunningServer) -> str:
-    return signer(server).name
 
 
 def published(s: Servers, server_name: str) -> list[PublishedKey]:
@@ -103,16 +80,10 @@ async def offenders(server: RunningServer) -> Counter[str]:
 
 
 async def deliver(frm: ServerSigner, to: RunningServer, messages: list[dict]) -> dict[str, Any]:
-    """POST /federation/deliver to `to`, the request signed with `frm`'s key."""
-    body = json.dumps({"txn": uuid.uuid4().hex, "from_server": frm.name, "messages": messages})
-    headers = sign_request(frm, "POST", name(to), "/federation/deliver", body.encode(),
-                           now_s=int(time.time()))  # fmt: skip
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(f"{to.url}/federation/deliver", data=body, headers=headers) as response,
-    ):
-        assert response.status == 200, await response.text()
-        return await response.json()
+    """POST /federation/deliver to `to`, the request signed with `frm`'s key: its answer."""
+    status, answer = await signed_delivery(frm, to, messages)
+    assert status == 200, answer
+    return answer
 
 
 async def http_json(server: RunningServer, path: str, post: dict | None = None):

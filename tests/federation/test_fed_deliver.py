@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
-import uuid
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from federation.fed_helpers import deliver, local_servers, name, signer
 from flux.federation.delivery import _by_size
-from flux.federation.signing import sign_request
 from flux.protocol import (
     ChainVerdict,
     Identity,
@@ -29,60 +27,20 @@ from flux.protocol import (
     verify_envelope,
 )
 from flux.server.app import PARTS
-from flux.server.config import ServerConfig
-from flux.server.runner import RunningServer, start_server
+from flux.server.runner import RunningServer
 
 ALICE, BOB = Identity.generate(), Identity.generate()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
 async def servers(tmp_path: Path):
     """Three servers that know each other as insecure (plain HTTP) peers: a, x (a relay), b."""
-    ports = {name: free_port() for name in ("a", "x", "b")}
-    names = {n: f"127.0.0.1:{p}" for n, p in ports.items()}
-    running: dict[str, RunningServer] = {}
-    for n, port in ports.items():
-        config = ServerConfig.from_env(
-            {}, host="127.0.0.1", port=port, domain=names[n], data_dir=tmp_path / n,
-            backend="memory", open_mode=True, insecure_peers=frozenset(names.values()),
-        )  # fmt: skip
-        running[n] = await start_server(config)
-    try:
+    async with local_servers(tmp_path, ("a", "x", "b")) as running:
         yield running
-    finally:
-        for server in running.values():
-            await server.stop()
-
-
-def signer(server: RunningServer) -> ServerSigner:
-    return server.app[PARTS]["key"].signer
-
-
-def name(server: RunningServer) -> str:
-    return signer(server).name
 
 
 def message(content: str = "hello across servers") -> dict:
     return compose(ALICE, BOB.address, content, now_ms=int(time.time() * 1000)).primary
-
-
-async def deliver(frm: ServerSigner, to: RunningServer, messages: list[dict], **headers: str):
-    body = json.dumps(
-        {"txn": uuid.uuid4().hex, "from_server": frm.name, "messages": messages}
-    ).encode()
-    signed = sign_request(frm, "POST", name(to), "/federation/deliver", body,
-                          now_s=int(time.time()))  # fmt: skip
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(f"{to.url}/federation/deliver", data=body, headers={**signed, **headers}) as r,
-    ):
-        return r.status, await r.json()
 
 
 async def stored(server: RunningServer, msg_id: str):

@@ -9,9 +9,7 @@ import time
 
 import pytest
 
-from cli.cli_helpers import free_port
-from federation.fed_helpers import Inbox, Network
-from federation.test_fed_deliver import deliver
+from federation.fed_helpers import Inbox, Network, deliver, local_servers, name, signer
 from flux.federation.mesh import (
     HEADER,
     Mesh,
@@ -25,8 +23,6 @@ from flux.federation.mesh import (
 from flux.protocol import Identity, append_hop, compose
 from flux.protocol.errors import BadRequestSignature
 from flux.server.app import PARTS
-from flux.server.config import ServerConfig
-from flux.server.runner import start_server
 
 RING = ("a:1", "x:1", "b:1", "c:1")
 
@@ -205,26 +201,23 @@ async def test_a_dead_peer_neither_slows_a_send_nor_stops_the_others(net: Networ
 async def test_a_proven_offense_is_also_reported_to_mesh_peers(tmp_path) -> None:
     """b strikes x for a forgery and tells its mesh peer c (which never saw the message),
     as well as a, which sealed a record of it; c re-proves it and counts it."""
-    names = {label: f"127.0.0.1:{free_port()}" for label in ("a", "x", "b", "c")}
     mesh = tmp_path / "mesh.json"
-    mesh.write_text(json.dumps({"meshes": {"m": {"token": "t" * 32, "mode": "chain",
-                                                 "peers": [names["b"], names["c"]]}}}))  # fmt: skip
-    servers = {}
-    try:
-        for label, name in names.items():
-            host, port = name.split(":")
-            servers[label] = await start_server(ServerConfig.from_env(
-                {}, host=host, port=int(port), domain=name, backend="memory", open_mode=True,
-                data_dir=tmp_path / label, insecure_peers=frozenset(names.values()),
-                mesh_config=mesh if label in ("b", "c") else None,
-            ))  # fmt: skip
-        signer = {k: s.app[PARTS]["key"].signer for k, s in servers.items()}
+
+    def in_mesh(label: str, names: dict[str, str]) -> dict:  # b and c are peers; a, x not
+        peers = [names["b"], names["c"]]
+        mesh.write_text(json.dumps({"meshes": {"m": {"token": "t" * 32, "mode": "chain",
+                                                     "peers": peers}}}))  # fmt: skip
+        return {"mesh_config": mesh if label in ("b", "c") else None}
+
+    async with local_servers(tmp_path, ("a", "x", "b", "c"), per_server=in_mesh) as servers:
+        names = {label: name(server) for label, server in servers.items()}
+        signers = {label: signer(server) for label, server in servers.items()}
         now = int(time.time() * 1000)
         msg = compose(Identity.generate(), Identity.generate().address, "pay 10", now_ms=now)
-        via_a = append_hop(msg.primary, signer["a"], next_hop=names["x"], now_ms=now)
-        forged = append_hop({**via_a, "content": "pay 1000"}, signer["x"],
+        via_a = append_hop(msg.primary, signers["a"], next_hop=names["x"], now_ms=now)
+        forged = append_hop({**via_a, "content": "pay 1000"}, signers["x"],
                             next_hop=names["b"], now_ms=now + 1)  # fmt: skip
-        _, answer = await deliver(signer["x"], servers["b"], [forged])
+        _, answer = await deliver(signers["x"], servers["b"], [forged])
         assert answer["results"][0]["struck"] is True
         sent = list(servers["b"].app[PARTS]["reports"].pending)
         assert len(sent) == 2  # to a (in the chain) and c (mesh peer); never to x
@@ -232,6 +225,3 @@ async def test_a_proven_offense_is_also_reported_to_mesh_peers(tmp_path) -> None
         for label in ("a", "c"):
             assert [s.offender for s in await servers[label].store.strikes()] == [names["x"]]
         assert await servers["x"].store.strikes() == []
-    finally:
-        for server in servers.values():
-            await server.stop()

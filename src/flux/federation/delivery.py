@@ -54,6 +54,7 @@ from .signing import sign_request
 log = logging.getLogger("flux.federation")
 Clock = Callable[[], int]
 
+DELEGATION_TTL_MS = 3_600_000  #: how long a /.well-known/flux answer is trusted
 IDLE_CHECK_S = 10.0  #: the worker looks at the store at least this often
 MAX_BATCH = 100  #: messages in one delivery transaction (docs/FEDERATION.md)
 MAX_BATCH_BYTES = 8 * 1024 * 1024  #: one delivery transaction's body, at most
@@ -122,7 +123,8 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(policy.parallel)
         self._inflight: set[asyncio.Task[None]] = set()
-        self._servers: dict[str, str] = {}  # destination -> the server it resolved to
+        #: destination -> (the server it resolved to, when)
+        self._servers: dict[str, tuple[str, int]] = {}
         self.on_settled: Callable[[Lease, Settlement], None] | None = None  # metrics hook
 
     # -- control ------------------------------------------------------------------------
@@ -133,7 +135,7 @@ class DeliveryWorker:
     async def peer_heard(self, server: str) -> None:
         """`server` just reached us, so it is up: retry what waits for it at once."""
         woke = False
-        for destination in {server, *(d for d, s in self._servers.items() if s == server)}:
+        for destination in {server, *(d for d, (s, _) in self._servers.items() if s == server)}:
             woke |= await self.store.wake(destination)
         if woke:
             self.kick()
@@ -227,14 +229,17 @@ class DeliveryWorker:
 
     async def _deliver(self, lease: Lease) -> Settlement:
         now = self.clock()
-        expired = [
-            q for q in lease.messages if now - q.item.enqueued_at >= self.policy.retry_window_ms
-        ]
-        sending = [q for q in lease.messages if q not in expired]
-        why = f"not delivered within {self.policy.retry_window_ms // 3_600_000} h"
-        if lease.attempts:
-            why += f" (last attempt: {await self._last_error(lease.destination)})"
-        bounced = [(q, list(q.item.recipients), why) for q in expired]
+        expired: list[Queued] = []
+        sending: list[Queued] = []
+        for q in lease.messages:
+            too_old = now - q.item.enqueued_at >= self.policy.retry_window_ms
+            (expired if too_old else sending).append(q)
+        bounced = []
+        if expired:
+            why = f"not delivered within {self.policy.retry_window_ms // 3_600_000} h"
+            if lease.attempts:
+                why += f" (last attempt: {await self._last_error(lease.destination)})"
+            bounced = [(q, list(q.item.recipients), why) for q in expired]
         expired_ids = [q.qid for q in expired]
         if not sending:
             return Settlement(expired_ids, bounced, None)
@@ -257,10 +262,14 @@ class DeliveryWorker:
         return "unknown"
 
     async def _server_for(self, destination: str) -> str:
-        """The server a destination domain delegates to (/.well-known/flux), cached."""
-        if destination not in self._servers:
-            self._servers[destination] = await self.peers.delegated_server(destination)
-        return self._servers[destination]
+        """The server a destination domain delegates to (/.well-known/flux), cached for
+        DELEGATION_TTL_MS so a domain that moves is followed without a restart."""
+        cached = self._servers.get(destination)
+        now = self.clock()
+        if cached is None or now - cached[1] >= DELEGATION_TTL_MS:
+            cached = (await self.peers.delegated_server(destination), now)
+            self._servers[destination] = cached
+        return cached[0]
 
     async def _post(self, server: str, batch: list[Queued], *, via: str) -> list[Any]:
         """Seal each message to `server` and hand them over, in order, in as few signed

@@ -132,6 +132,18 @@ LIMIT = query("limit", {"type": "integer", "minimum": 1, "maximum": 500})
 IDS_BODY = obj(["address"], address=ADDRESS, ids={"type": "array", "items": MSG_ID}, id=MSG_ID)
 
 
+def transaction(summary: str) -> dict[str, Any]:
+    """A server-to-server delivery transaction: /federation/deliver and /mesh/relay."""
+    return op(
+        summary,
+        ok_obj(txn={"type": "string"}, results={"type": "array", "items": {"type": "object"}}),
+        body=obj(["txn", "from_server", "messages"], txn={"type": "string"},
+                 from_server={"type": "string"},
+                 messages={"type": "array", "items": {"type": "object"}}),
+        errors=("401",),
+    )  # fmt: skip
+
+
 def paths() -> dict[str, Any]:
     mail = {
         "/send": {"post": op(
@@ -235,23 +247,11 @@ def paths() -> dict[str, Any]:
         "/.well-known/flux": {"get": op(
             "Delegation: the FLUX server that serves this domain",
             ok_obj(server={"type": "string"}))},
-        "/federation/deliver": {"post": op(
-            "A peer server hands on sealed messages (signed request, docs/FEDERATION.md)",
-            ok_obj(txn={"type": "string"}, results={"type": "array",
-                   "items": {"type": "object"}}),
-            body=obj(["txn", "from_server", "messages"], txn={"type": "string"},
-                     from_server={"type": "string"},
-                     messages={"type": "array", "items": {"type": "object"}}),
-            errors=("401",))},
-        "/mesh/relay": {"post": op(
+        "/federation/deliver": {"post": transaction(
+            "A peer server hands on sealed messages (signed request, docs/FEDERATION.md)")},
+        "/mesh/relay": {"post": transaction(
             "A mesh peer hands on messages (as /federation/deliver, plus the Flux-Mesh "
-            "membership MAC); what is not hosted here goes on through the mesh",
-            ok_obj(txn={"type": "string"}, results={"type": "array",
-                   "items": {"type": "object"}}),
-            body=obj(["txn", "from_server", "messages"], txn={"type": "string"},
-                     from_server={"type": "string"},
-                     messages={"type": "array", "items": {"type": "object"}}),
-            errors=("401",))},
+            "membership MAC); what is not hosted here goes on through the mesh")},
         "/mesh/info": {"get": op(
             "The meshes this server relays for (names, modes, peers; never tokens)",
             ok_obj(server={"type": "string"}, meshes={"type": "array",

@@ -8,12 +8,10 @@ import), failed instead when FLUX_TEST_REQUIRE_POSTGRES=1.
 
 from __future__ import annotations
 
-import importlib
-import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -27,26 +25,14 @@ from flux.protocol import ServerSigner
 from flux.server import ServerConfig, create_app
 from flux.server.keys import ServerKey
 from flux.store import MemoryStore
+from postgres_env import postgres_dsn
 
 ServerFactory = Callable[..., Awaitable[Harness]]
 
 
-def _skip_or_fail(reason: str) -> NoReturn:
-    if os.environ.get("FLUX_TEST_REQUIRE_POSTGRES") == "1":
-        pytest.fail(f"{reason}, and FLUX_TEST_REQUIRE_POSTGRES=1 requires PostgreSQL")
-    pytest.skip(reason)
-
-
 @pytest.fixture
 def pg_dsn() -> str:
-    dsn = os.environ.get("FLUX_TEST_POSTGRES_DSN")
-    if not dsn:
-        _skip_or_fail("FLUX_TEST_POSTGRES_DSN is not set")
-    try:
-        importlib.import_module("flux.accounts.postgres")
-    except ImportError as exc:
-        _skip_or_fail(f"flux.accounts.postgres does not import ({exc})")
-    return dsn
+    return postgres_dsn("flux.accounts.postgres")
 
 
 @pytest.fixture

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import sqlite3
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from cli.cli_helpers import Running, free_port
 from federation.fed_helpers import Inbox
 from flux.client import FluxClient, FluxClientError
 from flux.protocol import Identity
+from postgres_env import fresh_schema_url
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.postgres]
 FAST = {"FLUX_QUEUE_RETRY_BASE_S": "0.1", "FLUX_QUEUE_RETRY_CAP_S": "0.5",
@@ -32,21 +31,8 @@ FAST = {"FLUX_QUEUE_RETRY_BASE_S": "0.1", "FLUX_QUEUE_RETRY_CAP_S": "0.5",
 
 @pytest.fixture
 async def schema_dsn() -> AsyncIterator[str]:
-    dsn = os.environ.get("FLUX_TEST_POSTGRES_DSN")
-    if not dsn:
-        if os.environ.get("FLUX_TEST_REQUIRE_POSTGRES"):
-            pytest.fail("FLUX_TEST_REQUIRE_POSTGRES is set but FLUX_TEST_POSTGRES_DSN is not")
-        pytest.skip("FLUX_TEST_POSTGRES_DSN is not set")
-    import asyncpg
-
-    schema = f"flux_cluster_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(dsn)
-    await conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{dsn}{'&' if '?' in dsn else '?'}search_path={schema}"
-    finally:
-        await conn.execute(f"DROP SCHEMA {schema} CASCADE")
-        await conn.close()
+    async with fresh_schema_url("flux_cluster") as url:
+        yield url
 
 
 class Cluster:

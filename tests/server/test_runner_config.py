@@ -16,6 +16,7 @@ import pytest
 from flux.protocol import compose
 from flux.server import Backend, Registration, ServerConfig, start_server
 from flux.server.keys import KEY_FILE, load_or_create
+from postgres_env import fresh_schema_url
 
 # -- configuration ------------------------------------------------------------------------
 
@@ -177,33 +178,11 @@ def test_a_database_url_selects_the_postgres_backend() -> None:
         ServerConfig.from_env({"FLUX_DB_URL": "mysql://db.example/flux"})
 
 
-def _postgres_dsn() -> str:
-    """FLUX_TEST_POSTGRES_DSN; skip without it (fail where FLUX_TEST_REQUIRE_POSTGRES=1)."""
-    dsn = os.environ.get("FLUX_TEST_POSTGRES_DSN")
-    if not dsn:
-        if os.environ.get("FLUX_TEST_REQUIRE_POSTGRES") == "1":
-            pytest.fail("FLUX_TEST_REQUIRE_POSTGRES=1 but FLUX_TEST_POSTGRES_DSN is not set")
-        pytest.skip("FLUX_TEST_POSTGRES_DSN is not set")
-    return dsn
-
-
 @pytest.fixture
 async def postgres_url() -> Any:
-    """A database URL whose search_path is a new schema of the test database (dropped
-    afterwards), so a server started on it begins empty."""
-    import uuid
-
-    import asyncpg
-
-    dsn = _postgres_dsn()
-    schema = f"flux_test_{uuid.uuid4().hex}"
-    conn = await asyncpg.connect(dsn)
-    await conn.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield f"{dsn}{'&' if '?' in dsn else '?'}search_path={schema}"
-    finally:
-        await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        await conn.close()
+    """A database URL on a new, empty schema (dropped afterwards)."""
+    async with fresh_schema_url() as url:
+        yield url
 
 
 @pytest.mark.postgres

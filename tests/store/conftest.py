@@ -9,12 +9,9 @@ To add a back end: one entry in STORES building an unopened store on an empty sc
 
 from __future__ import annotations
 
-import importlib
-import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
 
@@ -23,30 +20,12 @@ sys.path.insert(0, str(Path(__file__).parent))  # store_helpers, like protocol_h
 from store_helpers import Clock
 
 from flux.store import MemoryStore, SQLiteStore, Store
+from postgres_env import postgres_dsn
 
 
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
-
-
-def _skip_or_fail(reason: str) -> NoReturn:
-    """Skip, or fail where PostgreSQL is mandatory (FLUX_TEST_REQUIRE_POSTGRES=1)."""
-    if os.environ.get("FLUX_TEST_REQUIRE_POSTGRES") == "1":
-        pytest.fail(f"{reason}, and FLUX_TEST_REQUIRE_POSTGRES=1 requires PostgreSQL")
-    pytest.skip(reason)
-
-
-def postgres_dsn() -> str:
-    """FLUX_TEST_POSTGRES_DSN, once flux.store.postgres imports; skips (or fails) otherwise."""
-    dsn = os.environ.get("FLUX_TEST_POSTGRES_DSN")
-    if not dsn:
-        _skip_or_fail("FLUX_TEST_POSTGRES_DSN is not set")
-    try:
-        importlib.import_module("flux.store.postgres")
-    except ImportError as exc:
-        _skip_or_fail(f"flux.store.postgres does not import ({exc})")
-    return dsn
 
 
 @pytest.fixture

@@ -123,11 +123,23 @@ class Network:
     def session(self) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self.ssl))
 
-    async def client(self, http: aiohttp.ClientSession, label: str, who: Identity) -> FluxClient:
-        """A client of `label`'s server for `who`, registered there (hosted mode)."""
+    async def client(
+        self, http: aiohttp.ClientSession, label: str, who: Identity, *, register: bool = True
+    ) -> FluxClient:
+        """A client of `label`'s server for `who`, registered there (hosted mode) unless
+        `register` is False (an address registered before)."""
         client = FluxClient(who, self.nodes[label].url, session=http, plain_http_domains=())
-        await client.register()
+        if register:
+            await client.register()
         return client
+
+    async def queues_empty(self, http: aiohttp.ClientSession, *labels: str) -> None:
+        """Until these servers' delivery queues are empty (a peer's answer, which settles
+        the queue, arrives after the push it caused)."""
+        async with asyncio.timeout(30):
+            for label in labels:
+                while (await self.get(http, label, "/stats"))["queue"]["queued"]:
+                    await asyncio.sleep(0.05)  # polling a condition, bounded by the timeout
 
     async def get(self, http: aiohttp.ClientSession, label: str, path: str) -> Any:
         async with http.get(self.nodes[label].url + path) as response:

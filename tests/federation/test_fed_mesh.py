@@ -110,13 +110,6 @@ async def people(net: Network, http):
     return to_alice, to_bob, to_xavier
 
 
-async def settled(net: Network, http, *labels: str) -> None:
-    async with asyncio.timeout(30):
-        for label in labels:
-            while (await net.get(http, label, "/stats"))["queue"]["queued"]:
-                await asyncio.sleep(0.05)  # polling a condition, bounded by the timeout
-
-
 @pytest.mark.parametrize("mode", ["broadcast", "chain"])
 async def test_bare_addresses_reach_their_server_through_the_mesh(net: Network, mode) -> None:
     net.mesh("m", mode, ["a", "x", "b"])
@@ -129,7 +122,7 @@ async def test_bare_addresses_reach_their_server_through_the_mesh(net: Network, 
         assert set(sent.recipients.values()) == {"queued"}
         (got,) = await bob_box.wait_for(1)
         (x_got,) = await xavier_box.wait_for(1)
-        await settled(net, http, "a", "x", "b")
+        await net.queues_empty(http, "a", "x", "b")
         assert (await to_bob.verify_online(got)).chain.verdict == "pass"
         path = [h["server"] for h in got["integrity_chain"]]
         names = {k: n.name for k, n in net.nodes.items()}
@@ -163,7 +156,7 @@ async def test_mail_for_no_member_ends_without_a_loop(net: Network) -> None:
         to_alice, *_ = await people(net, http)
         sent = await to_alice.send(Identity.generate().address, "for nobody")
         assert set(sent.recipients.values()) == {"queued"}
-        await settled(net, http, "a", "x", "b")  # walked a -> x -> b, then stopped
+        await net.queues_empty(http, "a", "x", "b")  # walked a -> x -> b, then stopped
         for label, handed_on in (("a", 1), ("x", 1), ("b", 0)):
             assert (await net.get(http, label, "/stats"))["store"]["deliveries"] == 0
             assert await outbound_delivered(net, http, label) == handed_on

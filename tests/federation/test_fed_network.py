@@ -9,8 +9,6 @@ nothing; mail that cannot be delivered comes back as a signed bounce.
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from federation.fed_helpers import Inbox, Network
@@ -75,53 +73,52 @@ async def test_mail_crosses_servers_encrypted_with_cc_bcc_and_a_reply(net: Netwo
         assert (await to_alice.verify_online(answer)).chain.verdict == "pass"
 
 
-async def test_an_outage_delays_mail_and_loses_none(net: Network) -> None:
-    """B is down while alice sends 100 messages; when B returns all 100 arrive exactly
-    once, in the order alice sent them."""
+async def queued_while_b_is_down(net: Network, http, count: int) -> tuple[Identity, list[str]]:
+    """alice at A sends `count` messages to bob at B while B is down; (bob, the ids sent),
+    each answered `queued`."""
     net.add("a", FLUX_SPAM_RATE_PER_MINUTE="1000")
     net.add("b")
     await net.start("a")
     b = await net.start("b")
     alice, bob = Identity.generate(), Identity.generate()
+    to_alice = await net.client(http, "a", alice)
+    await net.client(http, "b", bob)
+    net.kill("b")
+    ids = []
+    for n in range(count):
+        sent = await to_alice.send(f"{bob.address}@{b.name}", f"message {n}")
+        assert sent.recipients == {bob.address: "queued"}
+        ids.append(sent.id)
+    return bob, ids
+
+
+async def test_an_outage_delays_mail_and_loses_none(net: Network) -> None:
+    """B is down while alice sends 100 messages; when B returns all 100 arrive exactly
+    once, in the order alice sent them."""
     async with net.session() as http:
-        to_alice = await net.client(http, "a", alice)
-        await net.client(http, "b", bob)
-        net.kill("b")
-        ids = []
-        for n in range(100):
-            sent = await to_alice.send(f"{bob.address}@{b.name}", f"message {n}")
-            assert sent.recipients == {bob.address: "queued"}
-            ids.append(sent.id)
+        bob, ids = await queued_while_b_is_down(net, http, 100)
         stats = await net.get(http, "a", "/stats")
         assert stats["queue"]["queued"] == 100
 
         await net.start("b")
-        to_bob = FluxClientFor(net, http, "b", bob)
+        to_bob = await net.client(http, "b", bob, register=False)
         inbox = await Inbox(to_bob).connect()
         await inbox.wait_for(100)
         listed = [m["id"] for m in (await to_bob.inbox(limit=500)).messages]
         assert sorted(listed) == sorted(ids) and len(listed) == 100  # exactly once
         assert list(reversed(listed)) == ids  # newest first: stored in sending order
-        await wait_queue_empty(net, http, "a")
+        await net.queues_empty(http, "a")
 
 
 async def test_a_crash_with_a_full_queue_loses_nothing(net: Network) -> None:
-    net.add("a", FLUX_SPAM_RATE_PER_MINUTE="1000")
-    net.add("b")
-    await net.start("a")
-    b = await net.start("b")
-    alice, bob = Identity.generate(), Identity.generate()
     async with net.session() as http:
-        to_alice = await net.client(http, "a", alice)
-        await net.client(http, "b", bob)
-        net.kill("b")
-        ids = [(await to_alice.send(f"{bob.address}@{b.name}", f"m{n}")).id for n in range(40)]
+        bob, ids = await queued_while_b_is_down(net, http, 40)
         net.kill("a")  # SIGKILL, with 40 messages queued
         await net.start("a")
         await net.start("b")
-        inbox = await Inbox(FluxClientFor(net, http, "b", bob)).connect()
+        inbox = await Inbox(await net.client(http, "b", bob, register=False)).connect()
         await inbox.wait_for(40)
-        await wait_queue_empty(net, http, "a")
+        await net.queues_empty(http, "a")
         listed = [m["id"] for m in (await inbox.client.inbox(limit=500)).messages]
         assert sorted(listed) == sorted(ids)
 
@@ -152,19 +149,6 @@ async def test_undeliverable_mail_bounces_to_the_sender(net: Network) -> None:
 
 
 # -- helpers --------------------------------------------------------------------------------
-def FluxClientFor(net: Network, http, label: str, who: Identity):
-    from flux.client import FluxClient
-
-    return FluxClient(who, net.nodes[label].url, session=http, plain_http_domains=())
-
-
-async def wait_queue_empty(net: Network, http, label: str) -> None:
-    """Until the sender's queue has settled (the peer's answer arrives after the push)."""
-    async with asyncio.timeout(30):
-        while (await net.get(http, label, "/stats"))["queue"]["queued"]:
-            await asyncio.sleep(0.05)  # polling a condition, bounded by the timeout
-
-
 async def info_key(net: Network, name: str) -> str:
     async with net.session() as http, http.get(f"https://{name}/federation/info") as r:
         return (await r.json())["keys"][0]["pub"]

@@ -28,14 +28,13 @@ from ..federation.delivery import DeliveryWorker
 from ..federation.mesh import load_meshes
 from ..federation.peers import PeerClient, ReportSender
 from ..protocol.chain import ServerSigner
-from ..protocol.spam import RateLimiter
 from ..store.base import Store, StoreUnavailable
 from .auth import Authenticator, mac_key_for
 from .config import Backend, ServerConfig
 from .errors import FluxError, error_middleware
 from .fanout import Dispatcher, LocalFanout, PostgresFanout, new_process_id
 from .keys import ServerKey
-from .limits import StoreHitCounter, hit_counter
+from .limits import HitCounter, hit_counter
 from .mailbox import Mailbox
 from .metrics import Metrics
 from .push import Hub
@@ -78,7 +77,6 @@ def create_app(
         raise ValueError(f"signer is for {key.signer.name}, the config for {config.domain}")
     metrics = Metrics()
     hub = Hub(metrics, config.ws_queue_frames)
-    limiter = RateLimiter(limit=config.spam_rate_per_minute)
     reputation = Reputation(store, config.quarantine_threshold)
     auth = Authenticator(
         store=store,
@@ -91,16 +89,18 @@ def create_app(
     )
     # Processes sharing a PostgreSQL database share their limits and their pushes.
     cluster = config.backend is Backend.POSTGRES
+    #: messages per sender per minute (the spam rate limit), counted in the store when
+    #: processes share one (limits.py)
+    rate = hit_counter(limit=config.spam_rate_per_minute, window_ms=60_000,
+                       shared=store if cluster else None)  # fmt: skip
     fanout = make_fanout(config, Dispatcher(store, hub, new_process_id()))
     mailbox = Mailbox(store, fanout)
     accounts = build_accounts(config, store, key, clock, accounts_store or MemoryAccountStore())
     meshes = load_meshes(config.mesh_path)
     submitter = Submitter(
-        store=store, signer=key.signer, clock=clock, limiter=limiter, fanout=fanout, metrics=metrics,
+        store=store, signer=key.signer, clock=clock, rate=rate, fanout=fanout, metrics=metrics,
         reputation=reputation, open_mode=config.open_mode, pending_quota=config.pending_quota,
         enforce_quarantine=config.enforce_quarantine, meshes=meshes,
-        shared_rate=StoreHitCounter(store, limit=config.spam_rate_per_minute, window_ms=60_000)
-        if cluster else None,
     )  # fmt: skip
 
     peers = PeerClient(
@@ -141,13 +141,13 @@ def create_app(
     for part in parts:
         app.add_routes(part.routes())
     app[PARTS] = {"config": config, "store": store, "key": key, "hub": hub, "metrics": metrics,
-                  "limiter": limiter, "submitter": submitter, "auth": auth,
+                  "limiter": rate, "submitter": submitter, "auth": auth,
                   "reports": reports, "delivery": delivery,
                   "accounts": accounts, "fanout": fanout}  # fmt: skip
     app.cleanup_ctx.append(fanout.lifespan)
     app.cleanup_ctx.append(peers.lifespan)
     app.cleanup_ctx.append(delivery.lifespan)  # after the peers: it posts through them
-    app.cleanup_ctx.append(_sweeper(store, limiter, metrics, clock, config.expire_interval_s))
+    app.cleanup_ctx.append(_sweeper(store, rate, metrics, clock, config.expire_interval_s))
 
     async def close_sockets(_: web.Application) -> None:
         await hub.close_all()
@@ -182,9 +182,10 @@ def build_accounts(
 
 
 def _sweeper(
-    store: Store, limiter: RateLimiter, metrics: Metrics, clock: Clock, interval_s: float
+    store: Store, rate: HitCounter, metrics: Metrics, clock: Clock, interval_s: float
 ) -> Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]:
-    """A background task (for the app's lifetime) that expires mail and prunes the limiter."""
+    """A background task (for the app's lifetime) that expires mail and prunes the rate
+    counter."""
 
     async def sweep_forever() -> None:
         while True:
@@ -192,7 +193,7 @@ def _sweeper(
             try:
                 now = clock()
                 swept = await store.expire(now)
-                limiter.prune(now)
+                await rate.prune(now)
                 if swept:
                     metrics.expired.inc(swept)
                     log.info("event=expired count=%d", swept)

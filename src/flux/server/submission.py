@@ -51,7 +51,7 @@ from ..protocol.chain import (
 from ..protocol.envelope import Envelope, body_hash, for_storage, verify_envelope
 from ..protocol.errors import ChainError, FluxError, InvalidValue
 from ..protocol.outgoing import make_bounce
-from ..protocol.spam import RATE_LIMIT_REASON, RateLimiter, check_spam
+from ..protocol.spam import RATE_LIMIT_REASON, check_spam
 from ..protocol.tamper import bound_seal
 from ..store.base import Incoming, Outbound, Store, StoreOutcome
 from . import wire
@@ -131,7 +131,7 @@ class Submitter:
         store: Store,
         signer: ServerSigner,
         clock: Clock,
-        limiter: RateLimiter,
+        rate: HitCounter,
         fanout: LocalFanout,
         metrics: Metrics,
         reputation: Reputation,
@@ -140,12 +140,13 @@ class Submitter:
         enforce_quarantine: bool = True,
         meshes: Mapping[str, Mesh] | None = None,
         on_queued: Callable[[], None] = lambda: None,
-        shared_rate: HitCounter | None = None,
     ) -> None:
         self.store = store
         self.signer = signer
         self.clock = clock
-        self.limiter = limiter
+        #: messages per sender per minute: in memory, or in the store shared by every
+        #: process on it (limits.py)
+        self.rate = rate
         self.fanout = fanout
         self.metrics = metrics
         self.reputation = reputation
@@ -153,8 +154,6 @@ class Submitter:
         self.pending_quota = pending_quota
         self.enforce_quarantine = enforce_quarantine
         self.meshes = dict(meshes or {})
-        #: the per-sender rate counted in the store, shared by every process on it (limits.py)
-        self.shared_rate = shared_rate
         self.on_queued = on_queued  #: wakes the delivery worker
 
     async def submit(self, raw: bytes | str | Any) -> SubmitResult:
@@ -407,12 +406,9 @@ class Submitter:
         return outcomes, fresh
 
     async def _check_spam(self, env: Envelope, now: int, *, rate_limited: bool) -> None:
-        if self.shared_rate is None:  # one process: the limiter in memory
-            reasons = check_spam(env.data, self.limiter if rate_limited else None, now).reasons
-        else:  # several processes on one database: the per-sender count is the store's
-            reasons = check_spam(env.data, None, now).reasons
-            if rate_limited and await self.shared_rate.hit(f"send:{env.sender}", now):
-                reasons = (RATE_LIMIT_REASON, *reasons)
+        reasons = check_spam(env.data, None, now).reasons  # the content heuristics
+        if rate_limited and await self.rate.hit(f"send:{env.sender}", now):
+            reasons = (RATE_LIMIT_REASON, *reasons)
         if reasons:
             raise SpamRefused(reasons)
 

@@ -8,7 +8,7 @@ passes a clock to: no module state, so two servers in one process do not share c
 from __future__ import annotations
 
 import re
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -55,7 +55,9 @@ def content_reasons(msg: Mapping[str, Any]) -> tuple[list[str], int]:
     if not content.strip():
         reasons.append("empty content")
     if len(content) > 10:
-        top = max(content.count(c) for c in set(content))
+        # One pass (Counter), not str.count per distinct character: that was O(n·k), and
+        # 64 KiB of ~20,000 distinct characters cost 0.4 s on the event loop.
+        ((_, top),) = Counter(content).most_common(1)
         if top / len(content) > REPETITION_RATIO:
             reasons.append("repetitive content")
     urls = len(URL_RE.findall(content))

@@ -46,7 +46,8 @@ from typing import Any, Protocol
 import aiohttp
 
 from ..background import running, wait_at_most
-from ..protocol.chain import ChainVerdict, ServerSigner, append_hop
+from ..protocol.chain import ChainVerdict, ServerSigner, append_hop, check_can_append
+from ..protocol.errors import FluxError
 from ..store.base import Lease, Outbound, Queued, Store, StoreUnavailable
 from .peers import PeerClient
 from .signing import sign_request
@@ -240,7 +241,15 @@ class DeliveryWorker:
             if lease.attempts:
                 why += f" (last attempt: {await self._last_error(lease.destination)})"
             bounced = [(q, list(q.item.recipients), why) for q in expired]
-        expired_ids = [q.qid for q in expired]
+        # Never seal what the peer would have to refuse (PROTOCOL.md §7.4): such a message
+        # is bounced now, in words, instead of being sealed, sent and refused.
+        unsealable = [(q, why) for q in sending if (why := _cannot_seal(q.item.envelope))]
+        if unsealable:
+            not_sent = {q.qid for q, _ in unsealable}
+            sending = [q for q in sending if q.qid not in not_sent]
+            bounced += [(q, list(q.item.recipients), f"not sent: {why}") for q, why in unsealable]
+            expired += [q for q, _ in unsealable]
+        expired_ids = [q.qid for q in expired]  # settled without sending: expired or unsealable
         if not sending:
             return Settlement(expired_ids, bounced, None)
         try:
@@ -314,6 +323,16 @@ class DeliveryWorker:
         if not isinstance(results, list) or len(results) != len(messages):
             raise DeliveryFailed("the answer does not list one result per message")
         return results
+
+
+def _cannot_seal(envelope: Mapping[str, Any]) -> str | None:
+    """Why this server must not seal `envelope` on to a peer, in words, or None: the peer
+    would refuse the message with this server's route entry and hop (`check_can_append`)."""
+    try:
+        check_can_append(envelope)
+    except FluxError as exc:
+        return exc.message
+    return None
 
 
 def _json(value: Any) -> bytes:

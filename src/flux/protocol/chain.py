@@ -36,9 +36,10 @@ from typing import Any
 
 from .canonical import MAX_SAFE_INTEGER, canonical_bytes, sha256_hex, without
 from .encoding import b64d
-from .envelope import SERVER_RE, body_hash, integrity_hash
-from .errors import BadSignature, ChainError, FluxError
+from .envelope import SERVER_RE, body_hash, check_shape, integrity_hash
+from .errors import BadSignature, ChainError, FluxError, TooLarge
 from .identity import Identity, verify_signature
+from .limits import MAX_ROUTE_HOPS
 
 SEAL_CONTEXT = b"flux-seal:1:"
 LOCAL_DELIVERY = "local"
@@ -130,6 +131,39 @@ def make_hop(
     return record
 
 
+# A server never seals and hands on what it would itself refuse from a peer (§7.4): its
+# seal is its signature over exactly that message, so an over-long route or chain it
+# sealed would be refused by the next server, and it alone would have made it so. The
+# check is made on the message *as it will leave*, with this server's entry and hop
+# counted, so an honest server cannot produce a message that a peer must refuse for a
+# limit of §8. (Such a refusal is never blamed either, §7.5: it is defence in depth.)
+
+
+def check_room_for_hop(msg: Mapping[str, Any]) -> None:
+    """Raise TooLarge (field `route` or `integrity_chain`) when `msg`, with one more route
+    entry and one more hop, would exceed MAX_ROUTE_HOPS (PROTOCOL.md §7.4, §8).
+
+    For a message that already passed `check_shape`; see `check_can_append` otherwise.
+    """
+    for name, what in (("route", "route entries"), ("integrity_chain", "hops")):
+        held = msg.get(name) or ()
+        if len(held) + 1 > MAX_ROUTE_HOPS:
+            raise TooLarge(
+                f"{name} already has {len(held)} {what}; with this server's own the message "
+                f"would exceed the limit of {MAX_ROUTE_HOPS} that every server applies",
+                field=name,
+            )
+
+
+def check_can_append(msg: Any) -> None:
+    """Raise the error a peer would refuse `msg` with once this server's route entry and
+    sealed hop are appended: `check_shape` of the result (InvalidInput subclasses; TooLarge
+    naming `route` or `integrity_chain` when there is no room for the hop). PROTOCOL.md §7.4.
+    """
+    check_shape(msg)
+    check_room_for_hop(msg)
+
+
 def append_hop(
     msg: Mapping[str, Any],
     signer: ServerSigner,
@@ -138,7 +172,12 @@ def append_hop(
     now_ms: int,
     cv: ChainVerdict = ChainVerdict.PASS,
 ) -> dict[str, Any]:
-    """A new message: `msg` with this server's route entry and sealed hop appended."""
+    """A new message: `msg` with this server's route entry and sealed hop appended.
+
+    Raises TooLarge when there is no room for them (`check_room_for_hop`): the caller is
+    expected to have refused or bounced such a message already (`check_can_append`).
+    """
+    check_room_for_hop(msg)
     out = dict(msg)
     out["route"] = [*(msg.get("route") or []), {"server": signer.name, "t": now_ms}]
     hop = make_hop(msg, signer, next_hop=next_hop, now_ms=now_ms, cv=cv)
@@ -257,7 +296,17 @@ def _check_hop(
     keys: KeyLookup | None,
     hashes: dict[str, str],
 ) -> HopStatus:
-    record = chain[index]
+    status = _check_own(chain[index], index, keys, hashes)
+    if status is HopStatus.SEALED:
+        _check_link(chain, index)
+    return status
+
+
+def _check_own(
+    record: Any, index: int, keys: KeyLookup | None, hashes: dict[str, str]
+) -> HopStatus:
+    """The checks of one record that read nothing but the record, its position and the
+    message body (§7.3 steps 1-8 and 10, without step 7's link)."""
     sealed = _check_record_shape(record)
     _verify_prototype_sig(record)
     if record["hash"] != hashes["hash"]:
@@ -267,18 +316,23 @@ def _check_hop(
     verify_seal(record, keys)
     if record["i"] != index + 1:
         raise _fail(f"i is {record['i']}, but the record is number {index + 1}")
-    expected_prev = record_hash(chain[index - 1]) if index else ""
-    if record["prev"] != expected_prev:
-        raise _fail("prev does not match the previous record")
     if record["bh"] != hashes["bh"]:
         raise _fail("bh does not match the message body")
     # cv describes the chain the server received: "none" exactly when there was none.
     if (record["cv"] == ChainVerdict.NONE) != (index == 0):
         raise _fail(f"cv is {record['cv']!r} for record number {index + 1}")
+    return HopStatus.SEALED
+
+
+def _check_link(chain: Sequence[Any], index: int) -> None:
+    """The checks of a sealed record that read the record before it (§7.3 steps 7, 9)."""
+    record = chain[index]
+    expected_prev = record_hash(chain[index - 1]) if index else ""
+    if record["prev"] != expected_prev:
+        raise _fail("prev does not match the previous record")
     previous = chain[index - 1] if index else None
     if isinstance(previous, dict) and "seal" in previous and previous["next"] != record["server"]:
         raise _fail(f"the previous hop sent the message to {previous['next']}, not here")
-    return HopStatus.SEALED
 
 
 def verify_chain(msg: Mapping[str, Any], keys: KeyLookup | None) -> ChainCheck:
@@ -307,6 +361,60 @@ def verify_chain(msg: Mapping[str, Any], keys: KeyLookup | None) -> ChainCheck:
             broken = True
             results.append(HopCheck(index, str(server), HopStatus.FAILED, exc.message))
     return ChainCheck(tuple(results))
+
+
+# -- what a seal commits to (blame, §7.4) -------------------------------------------------
+#
+# The last record's seal commits to the body (`bh`) and to the record before it (`prev`,
+# a hash of that whole record). That record, if sealed, commits to the one before it in
+# turn, and so on: the seal reaches back exactly as far as the `prev` links hold. Where a
+# link does not hold, or a prototype record (which has no `prev`) stands, everything
+# before is *not* what the last server sealed: anyone holding the message could have
+# swapped it afterwards, so a failure there is evidence against no one. Blame is therefore
+# judged on the committed suffix alone, with each record's own checks and, past its first
+# record, the links between them.
+
+
+def committed_start(chain: Sequence[Any]) -> int:
+    """Index of the first record the last record's seal commits to through `prev` links
+    (len(chain) - 1 when it commits to no earlier record; 0 for an empty chain)."""
+    index = len(chain) - 1
+    while index > 0:
+        record = chain[index]
+        if not (isinstance(record, dict) and "seal" in record):
+            break
+        try:
+            linked = record.get("prev") == record_hash(chain[index - 1])
+        except (TypeError, ValueError, RecursionError):  # not JSON: nothing to commit to
+            linked = False
+        if not linked:
+            break
+        index -= 1
+    return max(index, 0)
+
+
+def first_committed_failure(msg: Mapping[str, Any]) -> HopCheck | None:
+    """The first failing record among those the last record's seal commits to
+    (`committed_start`), checked offline (each seal under its record's own `pub`): what a
+    proof may show against the last server (PROTOCOL.md §7.4 step 5). None when they hold.
+    """
+    chain = msg.get("integrity_chain")
+    if not isinstance(chain, list) or not chain:
+        return None
+    start = committed_start(chain)
+    hashes = {"hash": integrity_hash(msg), "bh": body_hash(msg)}
+    for index in range(start, len(chain)):
+        record = chain[index]
+        try:
+            status = _check_own(record, index, None, hashes)
+            # The link back from the first committed record reads an uncommitted one; the
+            # first record of the whole chain has no such link (its `prev` must be "").
+            if status is HopStatus.SEALED and (index > start or index == 0):
+                _check_link(chain, index)
+        except _HopFailure as exc:
+            server = record.get("server", "?") if isinstance(record, dict) else "?"
+            return HopCheck(index, str(server), HopStatus.FAILED, exc.message)
+    return None
 
 
 def servers_in_chain(msg: Mapping[str, Any]) -> list[str]:

@@ -5,25 +5,40 @@ peer only on a *self-contained proof*: the peer's own seal, as the last record o
 addressed to this server (`next`), committing to exactly the body (`bh`) and chain (`prev`)
 received, over which
 
-* the sender's signature fails (``forged_body``): the peer sealed a forgery;
+* the sender's signature or key binding over the signed core fails (``forged_body``; a
+  missing or malformed `from`, `pub` or `sig` inside the sealed body is a failed
+  signature): the peer sealed a forgery;
 * the peer's own `hash` or hop signature is false (``false_hop``); or
-* an earlier record fails while the peer declared the chain `pass` (``broken_chain``):
-  it dropped, reordered or rewrote records, or vouched for someone who did.
+* a record the peer's seal commits to fails while the peer declared the chain `pass`
+  (``broken_chain``): it dropped, reordered or rewrote records, or vouched for someone who
+  did.
+
+The rule behind all three: **a proof judges only what the accused's seal commits to**.
+Anything outside it (`route`, the retrieval fields, chain records the `prev` links do not
+reach) can be changed by whoever holds the message, the accuser included, so it is never
+evidence; nor is any limit the receiver applies to the message as a whole (route or chain
+length, sizes, counts, unknown fields, version). Such a message is refused without blame,
+and an honest server never seals one (`chain.check_can_append`), so an honest server
+cannot produce a proof against itself, and nobody can build one from its genuine seals.
 
 If the delivery does not meet the first conditions (no seal by the peer, seal for someone
-else, body or chain not the ones sealed), nothing can be proven to a third party: the
-receiver refuses the delivery and blames no one. Hence what cannot frame anyone:
+else, body or chain not the ones sealed, a chain longer than MAX_ROUTE_HOPS), nothing can
+be proven to a third party: the receiver refuses the delivery and blames no one. Hence
+what cannot frame anyone:
 
 * a receiver swapping the body or chain (the peer's seal no longer matches);
+* a receiver changing the unsigned `route`, retrieval fields, or records before the part
+  of the chain the seal commits to (never judged);
 * a sender signing two bodies with one id (each body verifies under its own signature);
 * a made-up baseline hash or a proof replayed under another message id (both recomputed);
 * a record signed with a key the named server does not publish (its seal does not count).
 
 A tamper report carries the prototype's fields (`sig` over
 "tamper:{msg_id}:{offender}:{reporter}:{t}") and, new, the `envelope` exactly as received,
-which *is* the proof. Any server re-runs `find_offense` on it with keys fetched from each
-named server's own domain before it counts a strike; strikes count distinct proofs
-(`proof_id` = SHA-256 of the offender's seal).
+which *is* the proof. Any server re-runs `find_offense` on it with keys fetched from the
+reporter's and the offender's own domains (no other keys are needed, so a long chain of
+made-up names costs a validator nothing) before it counts a strike; strikes count distinct
+proofs (`proof_id` = SHA-256 of the offender's seal).
 """
 
 from __future__ import annotations
@@ -42,16 +57,16 @@ from .chain import (
     _check_record_shape,
     _HopFailure,
     _verify_prototype_sig,
+    first_committed_failure,
     published_key_covers,
     record_hash,
-    servers_in_chain,
-    verify_chain,
     verify_seal,
 )
 from .encoding import b64d
-from .envelope import SERVER_RE, body_hash, check_shape, check_signature, integrity_hash
+from .envelope import SERVER_RE, body_hash, check_signature, integrity_hash
 from .errors import FluxError, InvalidProof, InvalidValue, UnknownServerKey
 from .identity import verify_signature
+from .limits import MAX_ROUTE_HOPS
 
 
 class OffenseKind(enum.StrEnum):
@@ -72,8 +87,21 @@ class Offense:
     detail: str
 
 
+def judgeable_chain(msg: Any) -> list[Any] | None:
+    """`msg`'s chain when a proof can be judged on it at all: a list of 1 to MAX_ROUTE_HOPS
+    records, else None. Checked before any key is looked up: a chain over the limit is
+    refused by every receiver, without blame and without fetching keys for it."""
+    chain = msg.get("integrity_chain") if isinstance(msg, dict) else None
+    if not isinstance(chain, list) or not 1 <= len(chain) <= MAX_ROUTE_HOPS:
+        return None
+    return chain
+
+
 def bound_seal(msg: Mapping[str, Any], keys: KeyLookup, receiver: str) -> dict[str, Any] | None:
-    """The last record if it is a valid seal handing exactly `msg` to `receiver`, else None."""
+    """The last record if it is a valid seal handing exactly `msg` to `receiver`, else None.
+
+    Looks up the keys of the last record's server only (PROTOCOL.md §7.4 step 1).
+    """
     chain = msg.get("integrity_chain")
     if not isinstance(chain, list) or not chain:
         return None
@@ -94,15 +122,19 @@ def bound_seal(msg: Mapping[str, Any], keys: KeyLookup, receiver: str) -> dict[s
     return last if bound else None
 
 
-def find_offense(msg: Mapping[str, Any], keys: KeyLookup, *, receiver: str) -> Offense | None:
-    """The offense the last hop's server provably committed in handing `msg` to `receiver`.
+def find_offense(msg: Any, keys: KeyLookup, *, receiver: str) -> Offense | None:
+    """The offense the last hop's server provably committed in handing `msg` to `receiver`
+    (PROTOCOL.md §7.4), judged only on what its seal commits to.
 
     None when the delivery is innocent *or* when nothing can be proven (see module doc).
+    `keys` is asked for the last record's server only. Never raises for a bad message.
     """
+    if judgeable_chain(msg) is None:
+        return None
     last = bound_seal(msg, keys, receiver)
     if last is None:
         return None
-    offense = _body_offense(msg, last) or _chain_offense(msg, last, keys)
+    offense = _signature_offense(msg) or _hop_offense(msg, last) or _chain_offense(msg, last)
     if offense is None:
         return None
     kind, detail = offense
@@ -111,14 +143,22 @@ def find_offense(msg: Mapping[str, Any], keys: KeyLookup, *, receiver: str) -> O
     )
 
 
-def _body_offense(
-    msg: Mapping[str, Any], last: Mapping[str, Any]
-) -> tuple[OffenseKind, str] | None:
+def _signature_offense(msg: Mapping[str, Any]) -> tuple[OffenseKind, str] | None:
+    # Only the sender's signature over the signed core, and the key that signed it: all of
+    # it inside `bh`, so exactly what the seal vouches for. The shape rules (sizes, counts,
+    # unknown fields, version, route and chain limits) are the receiver's to refuse by.
+    if not all(isinstance(msg.get(name), str) for name in ("from", "pub", "sig")):
+        return OffenseKind.FORGED_BODY, "sealed a message without a sender signature"
     try:
-        check_shape(msg)
         check_signature(msg)
     except FluxError as exc:
         return OffenseKind.FORGED_BODY, f"sealed a message whose {exc.message}"
+    return None
+
+
+def _hop_offense(
+    msg: Mapping[str, Any], last: Mapping[str, Any]
+) -> tuple[OffenseKind, str] | None:
     if last["hash"] != integrity_hash(msg):
         return OffenseKind.FALSE_HOP, "its hop hash does not match the message it sealed"
     try:
@@ -129,21 +169,23 @@ def _body_offense(
 
 
 def _chain_offense(
-    msg: Mapping[str, Any], last: Mapping[str, Any], keys: KeyLookup
+    msg: Mapping[str, Any], last: Mapping[str, Any]
 ) -> tuple[OffenseKind, str] | None:
     if last["cv"] == ChainVerdict.FAIL:
         return None  # it declared the chain broken: honest, if unhelpful
-    # The whole chain, not just the records before the seal: the seal's own link (the
-    # previous hop's `next` naming this server) is part of what it vouched for, so a server
-    # that drops the record just before its own is caught too.
+    # Only the records the seal reaches through `prev` links (chain.committed_start),
+    # the seal's own record included: its link (the previous hop's `next` naming this
+    # server) is part of what it vouched for, so a server that drops the record just
+    # before its own is caught too. Records before the committed part could have been
+    # swapped by the accuser after the fact, so they prove nothing.
     #
-    # Earlier records are judged without the key lookup (`keys=None`): only on what the
-    # proof itself shows (each seal under its record's own `pub`, the links, the hashes).
-    # Whether an upstream server publishes a key is a fact of *now*, not of the proof: an
-    # upstream server that later withdraws or shortens its key, or simply cannot be
-    # reached, must not turn an honest downstream seal into a strike. The offender's own
-    # seal was already checked under the keys it publishes (`bound_seal`).
-    bad = verify_chain(msg, None).first_failure
+    # Judged without the key lookup: only on what the proof itself shows (each seal under
+    # its record's own `pub`, the links, the hashes). Whether an upstream server publishes
+    # a key is a fact of *now*, not of the proof: an upstream server that later withdraws
+    # or shortens its key, or simply cannot be reached, must not turn an honest downstream
+    # seal into a strike. The offender's own seal was already checked under the keys it
+    # publishes (`bound_seal`).
+    bad = first_committed_failure(msg)
     if bad is None:
         return None
     return (
@@ -202,22 +244,42 @@ def _check_report_shape(report: Any) -> None:
 
 
 def servers_named(report: Mapping[str, Any]) -> list[str]:
-    """The servers whose published keys validating `report` needs."""
-    names = [report.get("reporter")] if isinstance(report.get("reporter"), str) else []
-    envelope = report.get("envelope")
-    if isinstance(envelope, dict):
-        names += servers_in_chain(envelope)
+    """The servers whose published keys validating `report` needs: the reporter and the
+    server of the envelope's last record (the accused), nobody else. Earlier records are
+    judged offline (§7.4 step 5), so a chain naming many servers costs no fetches."""
+    names: list[Any] = [report.get("reporter")]
+    chain = judgeable_chain(report.get("envelope"))
+    if chain is not None and isinstance(chain[-1], dict):
+        names.append(chain[-1].get("server"))
     return [n for n in dict.fromkeys(names) if isinstance(n, str) and SERVER_RE.match(n)]
 
 
-def validate_report(report: Any, keys: KeyLookup) -> Offense:
-    """Re-check a received report from first principles; return the proven Offense.
-
-    Raises InvalidProof (or UnknownServerKey) with the reason it does not hold.
-    """
+def check_report_offline(report: Any) -> None:
+    """The checks of a report that need no key (PROTOCOL.md §7.6 steps 1-5): done before
+    any key is fetched for it. Raises InvalidProof naming the field."""
     _check_report_shape(report)
     if report["kind"] not in OffenseKind.__members__.values():
         raise InvalidProof("kind is not a known offense", field="kind")
+    envelope = report["envelope"]
+    if envelope.get("id") != report["msg_id"]:
+        raise InvalidProof("the proof is for another message", field="msg_id")
+    if envelope.get("integrity_chain") != report["integrity_chain"]:
+        raise InvalidProof("integrity_chain differs from the proof's", field="integrity_chain")
+    if judgeable_chain(envelope) is None:
+        raise InvalidProof(
+            f"a proof's chain holds 1 to {MAX_ROUTE_HOPS} records", field="integrity_chain"
+        )
+    if report["msg_hash_baseline"] != integrity_hash(envelope):
+        raise InvalidProof("msg_hash_baseline is not the message's hash", field="msg_hash_baseline")
+
+
+def validate_report(report: Any, keys: KeyLookup) -> Offense:
+    """Re-check a received report from first principles; return the proven Offense
+    (PROTOCOL.md §7.6). `keys` is asked for the reporter's and the accused's keys only.
+
+    Raises InvalidProof (or UnknownServerKey) with the reason it does not hold.
+    """
+    check_report_offline(report)
     reporter_pub = _proof_b64(report["pub"], "pub", 32)
     if not published_key_covers(keys, report["reporter"], reporter_pub, report["t"]):
         raise UnknownServerKey(
@@ -229,14 +291,7 @@ def validate_report(report: Any, keys: KeyLookup) -> Offense:
         verify_signature(reporter_pub, payload, sig)
     except FluxError as exc:
         raise InvalidProof("report signature does not verify", field="sig") from exc
-    envelope = report["envelope"]
-    if envelope.get("id") != report["msg_id"]:
-        raise InvalidProof("the proof is for another message", field="msg_id")
-    if envelope.get("integrity_chain") != report["integrity_chain"]:
-        raise InvalidProof("integrity_chain differs from the proof's", field="integrity_chain")
-    if report["msg_hash_baseline"] != integrity_hash(envelope):
-        raise InvalidProof("msg_hash_baseline is not the message's hash", field="msg_hash_baseline")
-    offense = find_offense(envelope, keys, receiver=report["reporter"])
+    offense = find_offense(report["envelope"], keys, receiver=report["reporter"])
     if offense is None:
         raise InvalidProof("the proof does not show tampering", field="envelope")
     if offense.offender != report["offender"]:
@@ -270,6 +325,7 @@ def validate_report_flow(report: Any) -> KeyFlow:
             except StopIteration as done:
                 offense = done.value; break
     """
+    check_report_offline(report)  # a report that cannot hold costs no fetch
     fetched: dict[str, tuple[PublishedKey, ...]] = {}
     for name in servers_named(report):
         fetched[name] = tuple((yield name))

@@ -45,6 +45,7 @@ from ..protocol.chain import (
     KeyLookup,
     ServerSigner,
     append_hop,
+    check_room_for_hop,
     servers_in_chain,
     verify_chain,
 )
@@ -170,6 +171,9 @@ class Submitter:
             msg = for_storage(msg)
         now = self.clock()
         env = verify_envelope(msg, now_ms=now)
+        # Refused before anything else if this server's own hop would not fit: it never
+        # seals what a peer would refuse (PROTOCOL.md §7.4). 413 naming route/integrity_chain.
+        check_room_for_hop(env.data)
         remote = self._remote(env, domains)
         cv = self._check_chain(env)
         if remote:
@@ -216,6 +220,7 @@ class Submitter:
         if isinstance(msg, dict):
             msg = for_storage(msg)
         env = verify_envelope(msg)
+        check_room_for_hop(env.data)  # before the seal and chain checks (PROTOCOL.md §7.4)
         last = bound_seal(env.data, keys, self.signer.name)
         if last is None or last["server"] != peer:
             raise ChainError(

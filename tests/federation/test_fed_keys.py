@@ -10,6 +10,7 @@ import pytest
 import trustme
 
 from flux.federation.keys import KeyCache, KeyFetcher, parse_info
+from flux.federation.netguard import PeerPolicy
 from flux.protocol import InvalidValue, PublishedKey
 from flux.protocol.encoding import b64d, b64e
 from flux.server.config import ServerConfig
@@ -17,6 +18,8 @@ from flux.server.runner import start_server
 
 PUB = b64e(bytes(32))
 OTHER = b64e(bytes([1]) * 32)
+#: these tests fetch from 127.0.0.1, which the default outbound policy refuses
+LOOPBACK = PeerPolicy.from_settings(["127.0.0.1/32"])
 
 
 def test_parse_info_merges_current_and_retired_keys() -> None:
@@ -55,6 +58,33 @@ def test_cache_refresh_rules() -> None:
     assert cache.lookup("a.example") == (PublishedKey(bytes(32)),)
     assert not cache.wants_fetch("a.example", 2_050)
     assert cache.wants_fetch("a.example", 2_100)
+
+
+def test_cache_is_bounded_and_forgets_the_least_recently_used() -> None:
+    cache = KeyCache(max_servers=3)
+    key = (PublishedKey(bytes(32)),)
+    for n in range(3):
+        cache.put(f"s{n}.example", key, 0)
+    assert cache.lookup("s0.example") == key  # used: now the most recent
+    cache.put("s3.example", key, 0)
+    cache.fetch_failed("s4.example", 0)  # failures take a slot too, and evict likewise
+    assert len(cache) == 3
+    assert cache.lookup("s1.example") == () and cache.lookup("s2.example") == ()
+    assert cache.lookup("s0.example") == key and cache.lookup("s3.example") == key
+
+
+async def test_unlisted_loopback_is_refused_without_a_connection(tmp_path: Path) -> None:
+    server = await serve(tmp_path, None)
+    try:
+        name = f"127.0.0.1:{server.port}"
+        async with aiohttp.ClientSession() as http:
+            # listed insecure: allowed (exactly that name); not listed: no request is made
+            listed = KeyFetcher(http, KeyCache(), lambda: 0, insecure_peers=[name])
+            assert len(await listed.keys(name)) == 1
+            guarded = KeyFetcher(http, KeyCache(), lambda: 0, insecure_peers=["127.0.0.1:1"])
+            assert await guarded.keys(name) == ()
+    finally:
+        await server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -96,11 +126,13 @@ async def test_keys_are_fetched_over_verified_https(ca: trustme.CA, tmp_path: Pa
         assert server.url.startswith("https://")
         name = f"127.0.0.1:{server.port}"
         async with aiohttp.ClientSession() as http:
-            fetcher = KeyFetcher(http, KeyCache(), lambda: now[0], ssl_context=trusting)
+            fetcher = KeyFetcher(
+                http, KeyCache(), lambda: now[0], ssl_context=trusting, policy=LOOPBACK
+            )
             keys = await fetcher.keys(name)
             assert [k.pub for k in keys] == [await published(server.url, trusting)]
             # A client that does not trust the test CA gets nothing: verification is on.
-            strict = KeyFetcher(http, KeyCache(), lambda: now[0])
+            strict = KeyFetcher(http, KeyCache(), lambda: now[0], policy=LOOPBACK)
             assert await strict.keys(name) == ()
             # Plain HTTP to a TLS server is not attempted unless the peer is listed insecure.
             assert fetcher.info_url(name).startswith("https://")
@@ -115,7 +147,7 @@ async def test_plain_http_only_for_listed_insecure_peers(tmp_path: Path) -> None
         async with aiohttp.ClientSession() as http:
             listed = KeyFetcher(http, KeyCache(), lambda: 0, insecure_peers=[name])
             assert len(await listed.keys(name)) == 1
-            unlisted = KeyFetcher(http, KeyCache(), lambda: 0)
+            unlisted = KeyFetcher(http, KeyCache(), lambda: 0, policy=LOOPBACK)
             assert await unlisted.keys(name) == ()  # https to a plain server fails
     finally:
         await server.stop()

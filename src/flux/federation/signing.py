@@ -87,21 +87,32 @@ def sign_request(
     }
 
 
-def verify_request(
-    method: str,
-    path: str,
+@dataclass(frozen=True, slots=True)
+class CheckedRequest:
+    """A request that passed every check that needs no key (`check_request`): who it
+    claims signed it, when, and the parts the signature check needs."""
+
+    server: str  #: the claimed signer (keyid), not yet proven
+    created: int
+    params: str
+    digest: str
+    signature: bytes
+
+
+def check_request(
     headers: Mapping[str, str],
     body: bytes,
     *,
-    keys: KeyLookup,
     now_s: int,
     authority: str,
+    host: str | None = None,
     max_skew_s: int = MAX_SKEW_S,
-) -> SignedRequest:
-    """Check a received request signed for this server (`authority`, its own name).
-
-    `headers` must be looked up case-insensitively (aiohttp's request.headers is).
-    Returns who signed it; raises BadRequestSignature naming the header at fault.
+) -> CheckedRequest:
+    """Everything about a received request that can be checked without the signer's keys:
+    the body's digest, the signature parameters, `created` within ±`max_skew_s`, and, when
+    `host` (the request's Host header) is given, that the request was aimed at this
+    server's `authority`. The receiver runs this *before* fetching any key, so a request
+    that could never verify never makes it reach out (issue 9). Raises BadRequestSignature.
     """
     digest = _header(headers, "Content-Digest")
     match = _DIGEST_RE.match(digest)
@@ -118,12 +129,33 @@ def verify_request(
         raise BadRequestSignature("keyid is not a server name", field="Signature-Input")
     if abs(now_s - created) > max_skew_s:
         raise BadRequestSignature("created is too far from now", field="Signature-Input")
+    if host is not None and not authority_matches(host, authority):
+        raise BadRequestSignature(f"the request is for {host[:100]!r}, not this server",
+                                  field="@authority")  # fmt: skip
     sig_match = _SIG_RE.match(_header(headers, "Signature"))
     if not sig_match:
         raise BadRequestSignature("Signature is not flux=:<base64>:", field="Signature")
     signature = _b64(sig_match.group(1), "Signature")
-    params = sig_input[len(LABEL) + 1 :]
-    base = signature_base(method, authority, path, digest, params)
+    return CheckedRequest(server, created, sig_input[len(LABEL) + 1 :], digest, signature)
+
+
+def authority_matches(host: str, authority: str) -> bool:
+    """Is the Host header `host` this server's name (a default port may be left out)?"""
+    host, authority = host.strip().lower(), authority.lower()
+    return (
+        host == authority
+        or host in (f"{authority}:443", f"{authority}:80")
+        or (authority.endswith((":443", ":80")) and host == authority.rsplit(":", 1)[0])
+    )
+
+
+def verify_checked(
+    method: str, path: str, checked: CheckedRequest, *, keys: KeyLookup, authority: str
+) -> SignedRequest:
+    """The signature of a `check_request`-ed request under the keys its server publishes.
+    Raises BadRequestSignature."""
+    base = signature_base(method, authority, path, checked.digest, checked.params)
+    created, server = checked.created, checked.server
     # Any key the server publishes for that moment will do (rotation overlaps keys).
     for key in keys(server):
         # `created` has whole seconds: the key counts if valid at any moment of that second
@@ -131,13 +163,34 @@ def verify_request(
         if not (key.covers(created * 1000) or key.covers(created * 1000 + 999)):
             continue
         try:
-            verify_signature(key.pub, base, signature)
+            verify_signature(key.pub, base, checked.signature)
         except FluxError:
             continue
         return SignedRequest(server, created)
     raise BadRequestSignature(
         f"the signature does not verify under a key {server} publishes", field="Signature"
     )
+
+
+def verify_request(
+    method: str,
+    path: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    keys: KeyLookup,
+    now_s: int,
+    authority: str,
+    max_skew_s: int = MAX_SKEW_S,
+) -> SignedRequest:
+    """Check a received request signed for this server (`authority`, its own name):
+    `check_request` then `verify_checked`.
+
+    `headers` must be looked up case-insensitively (aiohttp's request.headers is).
+    Returns who signed it; raises BadRequestSignature naming the header at fault.
+    """
+    checked = check_request(headers, body, now_s=now_s, authority=authority, max_skew_s=max_skew_s)
+    return verify_checked(method, path, checked, keys=keys, authority=authority)
 
 
 def claimed_server(headers: Mapping[str, str]) -> str | None:

@@ -29,7 +29,7 @@ from ..federation.mesh import load_meshes
 from ..federation.peers import PeerClient, ReportSender
 from ..protocol.chain import ServerSigner
 from ..store.base import Store, StoreUnavailable
-from .auth import Authenticator, mac_key_for
+from .auth import Authenticator, OperatorAuth, mac_key_for
 from .config import Backend, ServerConfig
 from .errors import FluxError, error_middleware
 from .fanout import Dispatcher, LocalFanout, PostgresFanout, new_process_id
@@ -105,7 +105,7 @@ def create_app(
 
     peers = PeerClient(
         clock=clock, insecure_peers=config.insecure_peers, ca_file=config.peer_ca_file,
-        meshes=meshes,
+        meshes=meshes, policy=config.peer_policy,
     )  # fmt: skip
 
     reports = ReportSender(peers, key.signer.name)
@@ -129,7 +129,8 @@ def create_app(
         IntegrityRoutes(key=key, reputation=reputation),
         OpsRoutes(store=store, key=key, metrics=metrics, hub=hub, clock=clock,
                   started_at=clock(), open_mode=config.open_mode,
-                  registration=str(config.registration), accounts=accounts),
+                  registration=str(config.registration), accounts=accounts,
+                  operator=OperatorAuth(config.operator_token, config.trusted_proxies)),
         AccountRoutes(accounts=accounts, mailbox=mailbox, submitter=submitter, hosts=store,
                       page_limit=config.page_limit, trusted_proxies=config.trusted_proxies),
         FederationRoutes(key=key, submitter=submitter, fetcher=peers.fetcher, store=store,
@@ -152,7 +153,11 @@ def create_app(
     async def close_sockets(_: web.Application) -> None:
         await hub.close_all()
 
+    async def drop_reports(_: web.Application) -> None:
+        await reports.close()
+
     app.on_shutdown.append(close_sockets)
+    app.on_shutdown.append(drop_reports)
     return app
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -191,3 +192,45 @@ def mac_key_for(seed: bytes) -> bytes:
     """The challenge MAC key, derived from the server's signing seed (stable across restarts
     and shared by every process that holds the same server key)."""
     return hashlib.sha256(b"flux-challenge-mac:1:" + seed).digest()
+
+
+class OperatorAuth:
+    """Who may see operator detail (/metrics, the per-destination part of /stats).
+
+    With `operator_token` set: a request carrying `Authorization: Bearer <token>` (compared
+    in constant time). Without it: only a client connecting from a loopback address with no
+    forwarding header, i.e. someone on the machine itself; a reverse proxy on the same
+    machine forwards strangers from 127.0.0.1, which is why a forwarded request (or one from
+    a trusted proxy) never counts as local. Behind a proxy, set a token.
+    """
+
+    def __init__(self, token: str | None, trusted_proxies: frozenset[str] = frozenset()) -> None:
+        self._token = token.encode() if token else None
+        self.trusted_proxies = trusted_proxies
+
+    def allows(self, request: web.Request) -> bool:
+        if self._token is not None:
+            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+            return scheme.lower() == "bearer" and hmac.compare_digest(
+                given.strip().encode(), self._token
+            )
+        forwarded = "X-Forwarded-For" in request.headers or "Forwarded" in request.headers
+        remote = request.remote or ""
+        return not forwarded and remote not in self.trusted_proxies and _is_loopback(remote)
+
+    def require(self, request: web.Request) -> None:
+        """Raise Unauthorized (401) unless the request is the operator's."""
+        if not self.allows(request):
+            raise Unauthorized(
+                "operator only: send Authorization: Bearer <FLUX_OPERATOR_TOKEN>"
+                if self._token is not None
+                else "operator only: from this machine, or set FLUX_OPERATOR_TOKEN",
+                field="Authorization",
+            )
+
+
+def _is_loopback(remote: str) -> bool:
+    try:
+        return ipaddress.ip_address(remote).is_loopback
+    except ValueError:
+        return False

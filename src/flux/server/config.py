@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..federation.delivery import QueuePolicy
+from ..federation.netguard import PeerPolicy
 from ..protocol.envelope import SERVER_RE
 from ..protocol.limits import MAX_PENDING_PER_ADDRESS, TAMPER_STRIKE_THRESHOLD, WS_HEARTBEAT_S
 
@@ -70,6 +71,13 @@ class ServerConfig:
     invites: frozenset[str] = frozenset()  #: invite codes, each usable once
     #: peers reached over plain HTTP (development); all others over verified HTTPS
     insecure_peers: frozenset[str] = frozenset()
+    #: peers that may be reached at loopback/private/link-local addresses (development,
+    #: private federations): CIDRs, host names or host:port (federation/netguard.py); the
+    #: insecure peers are allowed too. Everything else must resolve to a global address.
+    allow_private_peers: frozenset[str] = frozenset()
+    #: `Authorization: Bearer <token>` for /metrics and the detailed /stats; unset: those
+    #: are served to loopback clients only (docs/OPERATING.md)
+    operator_token: str | None = None
     #: addresses of load balancers whose X-Forwarded-For is believed (login rate limits)
     trusted_proxies: frozenset[str] = frozenset()
     #: a PEM CA bundle to trust for peers instead of the system's (tests, private networks)
@@ -124,6 +132,14 @@ class ServerConfig:
             raise ValueError("the postgres backend needs db_url (FLUX_DB_URL)")
         if self.db_url is not None and not self.db_url.startswith(POSTGRES_SCHEMES):
             raise ValueError("db_url must be a postgresql:// URL")
+        if self.operator_token is not None and len(self.operator_token) < 16:
+            raise ValueError("operator_token must be at least 16 characters")
+        self.peer_policy  # noqa: B018 -- refuses a malformed allow_private_peers entry now
+
+    @property
+    def peer_policy(self) -> PeerPolicy:
+        """Where outbound connections may go (federation/netguard.py)."""
+        return PeerPolicy.from_settings(self.allow_private_peers, self.insecure_peers)
 
     @property
     def mesh_path(self) -> Path:
@@ -203,6 +219,8 @@ ENV_VARS = {
     "FLUX_ENFORCE_QUARANTINE": "enforce_quarantine",
     "FLUX_INVITES": "invites",
     "FLUX_INSECURE_PEERS": "insecure_peers",
+    "FLUX_ALLOW_PRIVATE_PEERS": "allow_private_peers",
+    "FLUX_OPERATOR_TOKEN": "operator_token",
     "FLUX_PEER_CA": "peer_ca_file",
     "FLUX_TRUSTED_PROXIES": "trusted_proxies",
     "FLUX_LOG_LEVEL": "log_level",
@@ -305,6 +323,8 @@ _PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "open_mode": _bool,
     "invites": _name_set,
     "insecure_peers": _name_set,
+    "allow_private_peers": _name_set,
+    "operator_token": _opt_str,
     "trusted_proxies": _name_set,
     "log_level": _log_level,
     "peer_ca_file": _path,

@@ -8,6 +8,18 @@ dedupe, spam and storage steps). A message that fails is refused in the answer; 
 failure is *provable* against the peer (its own seal over a forgery, §7.4), the peer gets
 a strike, counted once per proof. Delivery is idempotent: a retried batch is answered with
 `duplicate` for what is already stored.
+
+Unauthenticated input never drives the network (issue 9 §2). Every request is checked
+locally first, in this order, and refused before any fetch: body size, JSON shape, the
+signature parameters (Content-Digest, `created` within ±5 min, the Host being this server:
+signing.check_request) and, for a mesh relay, the Flux-Mesh MAC. Only then are the claimed
+server's keys fetched (one fetch per server in flight, keys.py). Keys of the other servers
+a batch's chains name are fetched only once the peer is authenticated, concurrently, at most
+MAX_CHAIN_FETCHES new ones per transaction.
+
+Tamper reports: shape, names, time window and "not from or about this server" first; then
+only the reporter's keys, the reporter's signature over the report, and only then the keys
+the proof needs, at most MAX_REPORT_FETCHES servers.
 """
 
 from __future__ import annotations
@@ -22,16 +34,42 @@ from ...federation.delivery import MAX_BATCH, MAX_BATCH_BYTES
 from ...federation.keys import KeyFetcher
 from ...federation.mesh import Mesh, check_mesh_header
 from ...federation.peers import ReportSender
-from ...federation.signing import claimed_server, verify_request
-from ...protocol.chain import PublishedKey, servers_in_chain
-from ...protocol.errors import BadRequestSignature, FluxError, InvalidValue, WrongType
-from ...protocol.tamper import Offense, build_report, find_offense, validate_report_flow
+from ...federation.signing import CheckedRequest, check_request, verify_checked
+from ...protocol.chain import PublishedKey, published_key_covers, servers_in_chain
+from ...protocol.encoding import b64d
+from ...protocol.envelope import SERVER_RE
+from ...protocol.errors import (
+    BadRequestSignature,
+    FluxError,
+    InvalidProof,
+    InvalidValue,
+    UnknownServerKey,
+    WrongType,
+)
+from ...protocol.identity import verify_signature
+from ...protocol.tamper import (
+    Offense,
+    build_report,
+    find_offense,
+    report_payload,
+    validate_report_flow,
+)
 from ...store.base import Store, Strike
 from .. import wire
+from ..errors import Unavailable
 from ..keys import ServerKey
 from ..submission import SubmitResult, Submitter
 
 log = logging.getLogger("flux.federation")
+
+#: keys of servers not yet cached that one delivery's chains may make this server fetch;
+#: past it the peer is told to come back (503) and the next attempt finds these cached
+MAX_CHAIN_FETCHES = 32
+#: servers whose keys one tamper report may make this server fetch (reporter included)
+MAX_REPORT_FETCHES = 4
+#: a report is sent right after the offense is found: older (or from the future) is junk
+REPORT_MAX_AGE_MS = 86_400_000
+REPORT_MAX_AHEAD_MS = 300_000
 
 
 class FederationRoutes:
@@ -87,42 +125,56 @@ class FederationRoutes:
 
     async def _receive(self, request: web.Request, *, mesh: bool) -> web.Response:
         body = await wire.read_limited(request, MAX_BATCH_BYTES)  # beyond the app's limit
-        peer = await self._authenticate(request, body)
-        through = check_mesh_header(request.headers, self.meshes, peer) if mesh else None
+        checked = check_request(
+            request.headers, body, now_s=self.clock() // 1000, authority=self.name,
+            host=request.host,
+        )  # fmt: skip
+        through = check_mesh_header(request.headers, self.meshes, checked.server) if mesh else None
         batch = wire.parse_json(body)
-        messages = self._messages(batch, peer)
-        fetcher = self.fetcher()
-        await fetcher.prefetch(
-            s
-            for m in messages
-            if isinstance(m, dict)
-            for s in servers_in_chain(m)
-            if s != self.name
-        )
+        messages = self._messages(batch, checked.server)
+        peer = await self._authenticate(request, checked)
+        await self._fetch_chain_keys(messages)
         accepted = await self.submitter.accept_batch(
             messages, peer=peer, keys=self.keys, mesh=through
         )
         results = [await self._result(m, r, peer) for m, r in zip(messages, accepted, strict=True)]
         return wire.ok(txn=batch["txn"], results=results)
 
-    async def _authenticate(self, request: web.Request, body: bytes) -> str:
-        server = claimed_server(request.headers)
-        if server is None:
-            raise BadRequestSignature("Signature-Input names no server", field="Signature-Input")
+    async def _authenticate(self, request: web.Request, checked: CheckedRequest) -> str:
+        """The claimed server's keys (fetched now: every local check has passed) verify the
+        signature; a miss may refresh them once, within the cache's rules."""
         fetcher = self.fetcher()
         for after_miss in (False, True):  # a rotated key: refresh once, within the rules
-            await fetcher.keys(server, after_miss=after_miss)
+            if checked.server != self.name:
+                await fetcher.keys(checked.server, after_miss=after_miss)
             try:
-                signed = verify_request(
-                    request.method, request.path_qs, request.headers, body,
-                    keys=self.keys, now_s=self.clock() // 1000, authority=self.name,
-                )  # fmt: skip
+                signed = verify_checked(
+                    request.method, request.path_qs, checked, keys=self.keys, authority=self.name
+                )
                 await self.peer_heard(signed.server)
                 return signed.server
             except BadRequestSignature:
                 if after_miss:
                     raise
         raise AssertionError("unreachable")
+
+    async def _fetch_chain_keys(self, messages: list[Any]) -> None:
+        """Keys of the servers the chains name, for an authenticated peer: deduplicated,
+        fetched concurrently in the key pool, at most MAX_CHAIN_FETCHES not yet cached."""
+        fetcher = self.fetcher()
+        named = dict.fromkeys(
+            s for m in messages if isinstance(m, dict) for s in servers_in_chain(m)
+            if s != self.name
+        )  # fmt: skip
+        now = self.clock()
+        missing = [s for s in named if fetcher.cache.wants_fetch(s, now)]
+        await fetcher.prefetch(missing[:MAX_CHAIN_FETCHES])
+        if len(missing) > MAX_CHAIN_FETCHES:
+            raise Unavailable(
+                f"the chains name {len(missing)} servers whose keys are not known here yet "
+                f"(at most {MAX_CHAIN_FETCHES} fetched per transaction); retry",
+                field="messages",
+            )
 
     def _messages(self, batch: Any, peer: str) -> list[Any]:
         if not isinstance(batch, dict):
@@ -174,19 +226,75 @@ class FederationRoutes:
 
     async def tamper_report(self, request: web.Request) -> web.Response:
         """A report from another server: re-proven here, with keys fetched from each named
-        server's own domain, before it counts (PROTOCOL.md §7.6). Raises InvalidProof."""
+        server's own domain, before it counts (PROTOCOL.md §7.6). Checked locally first,
+        then under the reporter's keys alone, before any other fetch (module doc).
+        Raises InvalidProof, UnknownServerKey, InvalidValue (too many servers named)."""
         report = await wire.read_object(request)
+        reporter = self._check_report_locally(report)
+        await self._check_reporter_signature(report, reporter)
         flow = validate_report_flow(report)
+        fetched = {reporter}
         try:
             server = next(flow)
             while True:
-                if server != self.name:
+                if server != self.name and server not in fetched:
+                    if len(fetched) >= MAX_REPORT_FETCHES:
+                        raise InvalidValue(
+                            f"the proof needs the keys of more than {MAX_REPORT_FETCHES} "
+                            "servers", field="integrity_chain",
+                        )  # fmt: skip
+                    fetched.add(server)
                     await self.fetcher().keys(server)
                 server = flow.send(tuple(self.keys(server)))
         except StopIteration as done:
             offense: Offense = done.value
-        counted = await self._record(offense, report["reporter"])
+        counted = await self._record(offense, reporter)
         return wire.ok(
             offender=offense.offender, kind=str(offense.kind), proof_id=offense.proof_id,
             counted=counted,
         )  # fmt: skip
+
+    def _check_report_locally(self, report: dict[str, Any]) -> str:
+        """What needs no key: the names, the time, and that it is not about this server
+        (we do not strike ourselves). A report *from* this server (a replay of one we sent)
+        is checked under our own keys, with no fetch, and counts at most once like any.
+        Returns the reporter; raises InvalidProof naming the field."""
+        for name in ("reporter", "offender"):
+            value = report.get(name)
+            if not isinstance(value, str) or not SERVER_RE.match(value):
+                raise InvalidProof(f"{name} is not a server name", field=name)
+        if report["offender"] == self.name:
+            raise InvalidProof("the accused is this server", field="offender")
+        if report["reporter"] == report["offender"]:
+            raise InvalidProof("a server does not report itself", field="offender")
+        t, now = report.get("t"), self.clock()
+        if not isinstance(t, int) or isinstance(t, bool):
+            raise InvalidProof("t must be an integer (ms)", field="t")
+        if not now - REPORT_MAX_AGE_MS <= t <= now + REPORT_MAX_AHEAD_MS:
+            raise InvalidProof("t is outside the window reports are taken in", field="t")
+        for name in ("msg_id", "sig", "pub"):
+            if not isinstance(report.get(name), str):
+                raise InvalidProof(f"{name} must be a string", field=name)
+        if not isinstance(report.get("envelope"), dict):
+            raise InvalidProof("envelope must be an object", field="envelope")
+        return report["reporter"]
+
+    async def _check_reporter_signature(self, report: dict[str, Any], reporter: str) -> None:
+        """The reporter's own signature over the report, under a key it publishes: the one
+        fetch an unproven report may cause. Raises InvalidProof."""
+        try:
+            pub = b64d(report["pub"], field="pub", length=32)
+            sig = b64d(report["sig"], field="sig", length=64)
+        except InvalidValue as exc:
+            raise InvalidProof(exc.message, field=exc.field) from exc
+        if reporter != self.name:
+            await self.fetcher().keys(reporter)
+        if not published_key_covers(self.keys, reporter, pub, report["t"]):
+            raise UnknownServerKey(
+                "the report is not signed with a key its reporter publishes", field="pub"
+            )
+        payload = report_payload(report["msg_id"], report["offender"], reporter, report["t"])
+        try:
+            verify_signature(pub, payload, sig)
+        except FluxError as exc:
+            raise InvalidProof("the report's signature does not verify", field="sig") from exc

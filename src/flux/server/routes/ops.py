@@ -1,4 +1,11 @@
-"""Operator and discovery routes: health, stats, metrics, the API description, federation info."""
+"""Operator and discovery routes: health, stats, metrics, the API description, federation info.
+
+Public answers reveal nothing about users: `/stats` tells anyone only aggregates (version,
+uptime, counts, the queue's total). Which domains this server's users write to, and each
+destination's last connection error, are operator detail (`/stats` with operator auth,
+`/metrics`), see `OperatorAuth` in auth.py: an error text like "connection refused to
+10.0.0.5:5432" answered to anyone would make the server a free internal port scanner.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ from ...protocol.encoding import b64e
 from ...protocol.identity import is_address
 from ...store.base import Store, StoreUnavailable
 from .. import openapi, wire
+from ..auth import OperatorAuth
 from ..errors import NotFound
 from ..keys import ServerKey
 from ..metrics import CONTENT_TYPE, Metrics
@@ -34,6 +42,7 @@ class OpsRoutes:
         open_mode: bool,
         registration: str,
         accounts: Accounts | None = None,
+        operator: OperatorAuth | None = None,
     ) -> None:
         self.store = store
         self.key = key
@@ -44,6 +53,7 @@ class OpsRoutes:
         self.open_mode = open_mode
         self.registration = registration
         self.accounts = accounts
+        self.operator = operator or OperatorAuth(None)
         self._spec = openapi.document(key.signer.name, __version__)
         self._docs = openapi.docs_html(self._spec)
 
@@ -73,8 +83,16 @@ class OpsRoutes:
         return wire.ok(version=__version__, domain=self.domain)
 
     async def stats(self, request: web.Request) -> web.Response:
+        """Aggregates for anyone; the per-destination queue (names, attempts, last errors)
+        only for the operator (module doc)."""
         counts: dict[str, Any] = dict(await self.store.stats())
         queue = await self.store.queue_state()
+        summary: dict[str, Any] = {
+            "queued": sum(d.queued for d in queue),
+            "destinations": len(queue),
+        }
+        if self.operator.allows(request):
+            summary["destinations"] = [dataclasses.asdict(d) for d in queue]
         return wire.ok(
             domain=self.domain,
             version=__version__,
@@ -83,15 +101,14 @@ class OpsRoutes:
             mode="open" if self.open_mode else "hosted",
             registration=self.registration,
             **{"store": counts},
-            queue={
-                "queued": sum(d.queued for d in queue),
-                "destinations": [dataclasses.asdict(d) for d in queue],
-            },
+            queue=summary,
         )
 
     async def prometheus(self, request: web.Request) -> web.Response:
-        """The metrics, also while the database is away (the queue gauges then keep their
-        last values): an outage is exactly when an operator needs them."""
+        """The metrics, for the operator only (they name destinations), also while the
+        database is away (the queue gauges then keep their last values): an outage is
+        exactly when an operator needs them."""
+        self.operator.require(request)
         try:
             queue = await self.store.queue_state()
             self.metrics.queue_sizes({d.destination: d.queued for d in queue})

@@ -196,7 +196,7 @@ async def test_store_many_is_one_transaction(pg_store):
     from asyncpg.exceptions import NotNullViolationError
 
     ok = incoming(envelope(), ALICE)
-    bad = Incoming(envelope={"id": None}, body_hash="h", recipients=[ALICE], received_at=1)
+    bad = Incoming(envelope={"id": None, "from": ALICE}, body_hash="h", recipients=[ALICE], received_at=1)
     with pytest.raises(NotNullViolationError):  # a message without an id
         await pg_store.store_many([ok, bad])
     assert (await pg_store.stats())["deliveries"] == 0  # the first was rolled back too

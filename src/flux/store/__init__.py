@@ -18,12 +18,14 @@ from . import _rules
 from .base import (
     MAX_PAGE,
     STATUS_ORDER,
+    AmbiguousMessage,
     Change,
     ChangeKind,
     Changes,
     HostedAddress,
     Incoming,
     ListQuery,
+    MessageRef,
     MessageStatus,
     Page,
     Session,
@@ -38,8 +40,8 @@ from .migrations import SchemaTooNew
 from .sqlite import SQLiteStore
 
 __all__ = [
-    "MAX_PAGE", "STATUS_ORDER", "Change", "ChangeKind", "Changes", "HostedAddress",
-    "Incoming", "ListQuery", "MemoryStore", "MessageStatus", "Page", "SQLiteStore",
+    "MAX_PAGE", "STATUS_ORDER", "AmbiguousMessage", "Change", "ChangeKind", "Changes", "HostedAddress",
+    "Incoming", "ListQuery", "MemoryStore", "MessageRef", "MessageStatus", "Page", "SQLiteStore",
     "SchemaTooNew", "Session", "Store", "StoreOutcome", "StoreUnavailable", "StoredMessage", "Strike",
     "open_store",
 ]  # fmt: skip

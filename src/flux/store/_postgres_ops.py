@@ -12,7 +12,8 @@ come from _rules.py, shared with the other stores.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import asyncpg
 
@@ -24,6 +25,7 @@ from .base import (
     Changes,
     Incoming,
     ListQuery,
+    MessageRef,
     MessageStatus,
     Page,
     StoredMessage,
@@ -31,7 +33,7 @@ from .base import (
 )
 
 ROW = """d.recipient, d.status, d.inbox, d.tags, d.received_at, d.seq, d.hide_at,
-         m.envelope, d.id, d.msg_id"""
+         m.envelope, d.id, d.msg_id, d.sender"""
 FROM = "deliveries d JOIN messages m ON m.body_hash = d.body_hash"
 
 
@@ -41,7 +43,7 @@ def visible(now: str) -> str:
 
 
 def to_message(row: asyncpg.Record, now: int) -> StoredMessage:
-    rcpt, status, inbox, tags, received_at, seq, hide_at, envelope, _id, _msg_id = row
+    rcpt, status, inbox, tags, received_at, seq, hide_at, envelope, _id, _msg_id, _sender = row
     return StoredMessage(
         envelope=json.loads(envelope), recipient=rcpt,
         status=_rules.effective_status(MessageStatus(status), hide_at, now), inbox=inbox,
@@ -67,11 +69,12 @@ async def store_batch(
 
 STORE_DELIVERY = """
 WITH c AS (
-    INSERT INTO changes (address, msg_id, kind) VALUES ($1, $2, 'created') RETURNING seq
+    INSERT INTO changes (address, sender, msg_id, kind)
+    VALUES ($1, $10, $2, 'created') RETURNING seq
 ), d AS (
-    INSERT INTO deliveries (recipient, msg_id, body_hash, status, inbox, tags, received_at,
-                            seq, delete_on_read, hide_at, thread_root)
-    SELECT $1, $2, $3, 'pending', $4, $5::text[], $6, c.seq, $7, $8, $9 FROM c
+    INSERT INTO deliveries (recipient, sender, msg_id, re, body_hash, status, inbox, tags,
+                            received_at, seq, delete_on_read, hide_at, thread_root)
+    SELECT $1, $10, $2, $11, $3, 'pending', $4, $5::text[], $6, c.seq, $7, $8, $9 FROM c
     RETURNING id
 )
 INSERT INTO delivery_tags (delivery_id, tag, recipient, received_at)
@@ -83,14 +86,15 @@ async def store(
 ) -> dict[str, StoreOutcome]:
     """One message; the caller holds the locks of its recipients and body."""
     env = inc.envelope
-    msg_id = env["id"]
+    msg_id, sender = env["id"], env["from"]
+    re_id = env.get("re") if isinstance(env.get("re"), str) else None
     delete_on_read, hide_at = _rules.expiry_of(env)
     tags = list(_rules.normalise_tags(inc.tags))
     existing = dict(
         await conn.fetch(
             "SELECT recipient, body_hash FROM deliveries "
-            "WHERE msg_id = $1 AND recipient = ANY($2::text[])",
-            msg_id, recipients,
+            "WHERE msg_id = $1 AND sender = $3 AND recipient = ANY($2::text[])",
+            msg_id, recipients, sender,
         )
     )  # fmt: skip
     quota = inc.pending_quota
@@ -111,10 +115,10 @@ async def store(
         if not body_saved:
             await save_body(conn, inc)
             body_saved = True
-        root = await thread_root(conn, rcpt, msg_id, env.get("re"))
+        root = await thread_root(conn, rcpt, env)
         await conn.execute(
             STORE_DELIVERY, rcpt, msg_id, inc.body_hash, inc.inbox, tags, inc.received_at,
-            delete_on_read, hide_at, root,
+            delete_on_read, hide_at, root, sender, re_id,
         )  # fmt: skip
         out[rcpt] = StoreOutcome.STORED
     return out
@@ -131,85 +135,116 @@ async def save_body(conn: asyncpg.Connection, inc: Incoming) -> None:
     )  # fmt: skip
 
 
-async def thread_root(conn: asyncpg.Connection, rcpt: str, msg_id: str, re_id: object) -> str:
-    """Root of the replied-to message if `rcpt` has it, else `re`, else own id; replies
-    stored before this message (rooted at its id) move under the new root."""
-    if not (isinstance(re_id, str) and re_id):
-        return msg_id
-    parent_root = await conn.fetchval(
-        "SELECT thread_root FROM deliveries WHERE recipient = $1 AND msg_id = $2", rcpt, re_id
-    )
-    root = re_id if parent_root is None else parent_root
-    if root != msg_id:
-        await conn.execute(
-            "UPDATE deliveries SET thread_root = $1 WHERE recipient = $2 AND thread_root = $3",
-            root, rcpt, msg_id,
+async def thread_root(conn: asyncpg.Connection, rcpt: str, env: Mapping[str, Any]) -> str:
+    """The root of a new message (base.py, "Threads"); the replies waiting for it that its
+    participants sent move under it."""
+    re_id = env.get("re")
+    parent = None
+    if isinstance(re_id, str) and re_id:
+        rows = await conn.fetch(
+            f"""SELECT m.envelope, d.thread_root FROM {FROM}
+                WHERE d.recipient = $1 AND d.msg_id = $2 ORDER BY d.received_at, d.id""",
+            rcpt, re_id,
         )  # fmt: skip
+        parent = _rules.parent_root(env, rcpt, [(json.loads(e), r) for e, r in rows])
+    root = _rules.thread_start(env, parent)
+    await conn.execute(
+        "UPDATE deliveries SET thread_root = $1 "
+        "WHERE recipient = $2 AND thread_root = ANY($3::text[])",
+        root, rcpt, _rules.adoptable(env, rcpt),
+    )  # fmt: skip
     return root
 
 
 SET_STATUSES = """
 WITH u AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
-        WITH ORDINALITY AS u (address, msg_id, status, n)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+        WITH ORDINALITY AS u (address, sender, msg_id, status, n)
 ), c AS (
-    INSERT INTO changes (address, msg_id, kind)
-    SELECT address, msg_id, 'updated' FROM u ORDER BY n
-    RETURNING seq, address, msg_id
+    INSERT INTO changes (address, sender, msg_id, kind)
+    SELECT address, sender, msg_id, 'updated' FROM u ORDER BY n
+    RETURNING seq, address, sender, msg_id
 )
 UPDATE deliveries d SET status = u.status, seq = c.seq
-FROM c JOIN u USING (address, msg_id)
-WHERE d.recipient = c.address AND d.msg_id = c.msg_id"""
+FROM c JOIN u USING (address, sender, msg_id)
+WHERE d.recipient = c.address AND d.msg_id = c.msg_id AND d.sender = c.sender"""
 
 
-async def set_statuses(conn: asyncpg.Connection, rows: Sequence[tuple[str, str, str]]) -> None:
-    """Apply (address, msg_id, status) rows with one change each, seqs in `rows` order
-    (the INSERT draws them from the sequence in the ORDER BY order); the pairs are
-    distinct."""
+async def set_statuses(
+    conn: asyncpg.Connection, rows: Sequence[tuple[str, str, str, str]]
+) -> None:
+    """Apply (address, sender, msg_id, status) rows with one change each, seqs in `rows`
+    order (the INSERT draws them from the sequence in the ORDER BY order); the triples
+    (address, sender, msg_id) are distinct."""
     if rows:
-        addresses, ids, statuses = (list(col) for col in zip(*rows, strict=True))
-        await conn.execute(SET_STATUSES, addresses, ids, statuses)
+        addresses, senders_, ids, statuses = (list(col) for col in zip(*rows, strict=True))
+        await conn.execute(SET_STATUSES, addresses, senders_, ids, statuses)
 
 
 def update_with_change(assignment: str) -> str:
-    """An UPDATE of one delivery ($1 recipient, $2 msg_id) that records one change."""
+    """An UPDATE of one delivery ($1 recipient, $2 msg_id, $4 sender) that records one
+    change."""
     return f"""
 WITH c AS (
-    INSERT INTO changes (address, msg_id, kind) VALUES ($1, $2, 'updated') RETURNING seq
+    INSERT INTO changes (address, sender, msg_id, kind)
+    VALUES ($1, $4, $2, 'updated') RETURNING seq
 )
 UPDATE deliveries d SET {assignment}, seq = c.seq FROM c
-WHERE d.recipient = $1 AND d.msg_id = $2"""
+WHERE d.recipient = $1 AND d.msg_id = $2 AND d.sender = $4"""
 
 
 SET_TAGS = update_with_change("tags = $3::text[]")
 SET_INBOX = update_with_change("inbox = $3")
 
 
+async def senders_of(
+    conn: asyncpg.Connection, address: str, msg_ids: Sequence[str]
+) -> dict[str, list[str]]:
+    """{id: senders holding it in `address`'s mailbox}."""
+    rows = await conn.fetch(
+        "SELECT msg_id, sender FROM deliveries WHERE recipient = $1 AND msg_id = ANY($2::text[])",
+        address, list(msg_ids),
+    )  # fmt: skip
+    out: dict[str, list[str]] = {}
+    for msg_id, sender in rows:
+        out.setdefault(msg_id, []).append(sender)
+    return out
+
+
+async def find(
+    conn: asyncpg.Connection, address: str, msg_id: str, sender: str | None
+) -> str | None:
+    """The sender of the row `msg_id` names (base.py); raises AmbiguousMessage."""
+    held = await senders_of(conn, address, [msg_id])
+    return _rules.pick(MessageRef(msg_id, sender), held.get(msg_id, ()))
+
+
 async def mark(
-    conn: asyncpg.Connection, locks: Locks, address: str, msg_ids: Sequence[str],
+    conn: asyncpg.Connection, locks: Locks, address: str, msg_ids: Sequence[str | MessageRef],
     status: MessageStatus, now: int,
 ) -> list[StoredMessage]:  # fmt: skip
     await locks.take(conn, [address])
-    ids = list(dict.fromkeys(msg_ids))
+    wanted = _rules.refs(msg_ids)
     rows = await conn.fetch(
-        "SELECT msg_id, status, delete_on_read, hide_at FROM deliveries "
+        "SELECT sender, msg_id, status, delete_on_read, hide_at FROM deliveries "
         "WHERE recipient = $1 AND msg_id = ANY($2::text[])",
-        address, ids,
+        address, list({r.id for r in wanted}),
     )  # fmt: skip
-    found = {r["msg_id"]: r for r in rows}
-    changed: list[tuple[str, str, str]] = []
-    for msg_id in ids:
-        row = found.get(msg_id)
-        if row is None:
-            continue
+    found = {(r["sender"], r["msg_id"]): r for r in rows}
+    held: dict[str, list[str]] = {}
+    for sender, msg_id in found:
+        held.setdefault(msg_id, []).append(sender)
+    changed: list[tuple[str, str, str, str]] = []
+    for key in _rules.resolve_all(wanted, held):
+        row = found[key]
         new = _rules.next_status(
             MessageStatus(row["status"]), MessageStatus(status),
             delete_on_read=row["delete_on_read"], hidden=_rules.is_hidden(row["hide_at"], now),
         )  # fmt: skip
         if new is not None:
-            changed.append((address, msg_id, str(new)))
+            changed.append((address, *key, str(new)))
     await set_statuses(conn, changed)
-    return await get_many(conn, address, [c[1] for c in changed], now)
+    return await get_many(conn, address, [(c[1], c[2]) for c in changed], now)
 
 
 async def fetch_pending(
@@ -217,32 +252,34 @@ async def fetch_pending(
 ) -> list[StoredMessage]:
     await locks.take(conn, [address])  # two fetches of one mailbox never hand out one row
     rows = await conn.fetch(
-        f"""SELECT d.msg_id FROM deliveries d
+        f"""SELECT d.sender, d.msg_id FROM deliveries d
             WHERE d.recipient = $1 AND d.status = 'pending' AND {visible("$2")}
             ORDER BY d.received_at, d.id LIMIT $3""",
         address, now, _rules.clamp_limit(limit),
     )  # fmt: skip
-    ids = [r[0] for r in rows]
-    await set_statuses(conn, [(address, m, str(MessageStatus.DELIVERED)) for m in ids])
-    return await get_many(conn, address, ids, now)
+    keys = [(r[0], r[1]) for r in rows]
+    await set_statuses(conn, [(address, s, m, str(MessageStatus.DELIVERED)) for s, m in keys])
+    return await get_many(conn, address, keys, now)
 
 
 async def tag(
     conn: asyncpg.Connection, locks: Locks, address: str, msg_id: str, add: Sequence[str],
-    remove: Sequence[str], now: int,
+    remove: Sequence[str], now: int, sender: str | None = None,
 ) -> StoredMessage | None:  # fmt: skip
     await locks.take(conn, [address])
-    row = await conn.fetchrow(
-        "SELECT id, tags, received_at FROM deliveries WHERE recipient = $1 AND msg_id = $2",
-        address, msg_id,
-    )  # fmt: skip
-    if row is None:
+    sender = await find(conn, address, msg_id, sender)
+    if sender is None:
         return None
+    row = await conn.fetchrow(
+        "SELECT id, tags, received_at FROM deliveries "
+        "WHERE recipient = $1 AND msg_id = $2 AND sender = $3",
+        address, msg_id, sender,
+    )  # fmt: skip
     did, received_at = row["id"], row["received_at"]
     old = set(row["tags"])
     new = (old | set(add)) - set(remove)
     if new != old:
-        await conn.execute(SET_TAGS, address, msg_id, list(_rules.normalise_tags(new)))
+        await conn.execute(SET_TAGS, address, msg_id, list(_rules.normalise_tags(new)), sender)
         await conn.execute(
             "DELETE FROM delivery_tags WHERE delivery_id = $1 AND tag = ANY($2::text[])",
             did, sorted(old - new),
@@ -252,21 +289,24 @@ async def tag(
             "SELECT $1, t, $2, $3 FROM unnest($4::text[]) AS t",
             did, address, received_at, sorted(new - old),
         )  # fmt: skip
-    return await get(conn, address, msg_id, now)
+    return await get(conn, address, msg_id, now, sender)
 
 
 async def move(
-    conn: asyncpg.Connection, locks: Locks, address: str, msg_id: str, inbox: str, now: int
-) -> StoredMessage | None:
+    conn: asyncpg.Connection, locks: Locks, address: str, msg_id: str, inbox: str, now: int,
+    sender: str | None = None,
+) -> StoredMessage | None:  # fmt: skip
     await locks.take(conn, [address])
-    current = await conn.fetchval(
-        "SELECT inbox FROM deliveries WHERE recipient = $1 AND msg_id = $2", address, msg_id
-    )
-    if current is None:
+    sender = await find(conn, address, msg_id, sender)
+    if sender is None:
         return None
+    current = await conn.fetchval(
+        "SELECT inbox FROM deliveries WHERE recipient = $1 AND msg_id = $2 AND sender = $3",
+        address, msg_id, sender,
+    )  # fmt: skip
     if current != inbox:
-        await conn.execute(SET_INBOX, address, msg_id, inbox)
-    return await get(conn, address, msg_id, now)
+        await conn.execute(SET_INBOX, address, msg_id, inbox, sender)
+    return await get(conn, address, msg_id, now, sender)
 
 
 EXPIRED = """SELECT {cols} FROM deliveries
@@ -281,36 +321,39 @@ async def expire(conn: asyncpg.Connection, locks: Locks, now: int) -> int:
         return 0
     await locks.take(conn, owners)
     rows = await conn.fetch(
-        EXPIRED.format(cols="recipient, msg_id")
+        EXPIRED.format(cols="recipient, sender, msg_id")
         + " AND recipient = ANY($2::text[]) ORDER BY received_at, id",
         now, owners,
     )  # fmt: skip
-    await set_statuses(conn, [(r, m, str(MessageStatus.DELETED)) for r, m in rows])
+    await set_statuses(conn, [(r, s, m, str(MessageStatus.DELETED)) for r, s, m in rows])
     return len(rows)
 
 
 # -- reads ----------------------------------------------------------------------------------
 async def get(
-    conn: asyncpg.Connection, address: str, msg_id: str, now: int
+    conn: asyncpg.Connection, address: str, msg_id: str, now: int, sender: str | None = None
 ) -> StoredMessage | None:
-    row = await conn.fetchrow(
+    """One statement: every row of that id, then the one `sender` names (base.py)."""
+    rows = await conn.fetch(
         f"SELECT {ROW} FROM {FROM} WHERE d.recipient = $1 AND d.msg_id = $2", address, msg_id
     )
-    return None if row is None else to_message(row, now)
+    by_sender = {r["sender"]: r for r in rows}
+    who = _rules.pick(MessageRef(msg_id, sender), by_sender)
+    return None if who is None else to_message(by_sender[who], now)
 
 
 async def get_many(
-    conn: asyncpg.Connection, address: str, msg_ids: Sequence[str], now: int
+    conn: asyncpg.Connection, address: str, keys: Sequence[tuple[str, str]], now: int
 ) -> list[StoredMessage]:
-    """The rows of `msg_ids` that exist, in `msg_ids` order."""
-    if not msg_ids:
+    """The rows of the (sender, msg_id) `keys` that exist, in `keys` order."""
+    if not keys:
         return []
     rows = await conn.fetch(
         f"SELECT {ROW} FROM {FROM} WHERE d.recipient = $1 AND d.msg_id = ANY($2::text[])",
-        address, list(msg_ids),
+        address, list({m for _, m in keys}),
     )  # fmt: skip
-    by_id = {r["msg_id"]: r for r in rows}
-    return [to_message(by_id[m], now) for m in msg_ids if m in by_id]
+    by_key = {(r["sender"], r["msg_id"]): r for r in rows}
+    return [to_message(by_key[k], now) for k in keys if k in by_key]
 
 
 class Placeholders:
@@ -402,15 +445,19 @@ async def inboxes(conn: asyncpg.Connection, address: str, now: int) -> dict[str,
 
 
 async def thread(
-    conn: asyncpg.Connection, address: str, msg_id: str, now: int
+    conn: asyncpg.Connection, address: str, msg_id: str, now: int, sender: str | None = None
 ) -> list[StoredMessage]:
+    """Run in one snapshot (the caller's transaction)."""
+    sender = await find(conn, address, msg_id, sender)
+    if sender is None:
+        return []
     rows = await conn.fetch(
         f"""SELECT {ROW} FROM {FROM}
             WHERE d.recipient = $1 AND d.status <> 'deleted' AND {visible("$3")}
               AND d.thread_root = (SELECT thread_root FROM deliveries
-                                   WHERE recipient = $1 AND msg_id = $2)
+                                   WHERE recipient = $1 AND msg_id = $2 AND sender = $4)
             ORDER BY d.received_at, d.id""",
-        address, msg_id, now,
+        address, msg_id, now, sender,
     )  # fmt: skip
     return [to_message(r, now) for r in rows]
 
@@ -418,11 +465,11 @@ async def thread(
 async def changes(conn: asyncpg.Connection, address: str, since: int, limit: int) -> Changes:
     limit = max(1, int(limit))
     rows = await conn.fetch(
-        "SELECT seq, msg_id, kind FROM changes WHERE address = $1 AND seq > $2 "
+        "SELECT seq, msg_id, kind, sender FROM changes WHERE address = $1 AND seq > $2 "
         "ORDER BY seq LIMIT $3",
         address, since, limit + 1,
     )  # fmt: skip
-    page = [Change(seq, m, ChangeKind(k)) for seq, m, k in rows[:limit]]
+    page = [Change(seq, m, ChangeKind(k), who) for seq, m, k, who in rows[:limit]]
     return Changes(page, page[-1].seq if page else since, len(rows) > limit)
 
 

@@ -10,12 +10,12 @@ import base64
 import binascii
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from flux.protocol.errors import InvalidValue
 
-from .base import MAX_PAGE, STATUS_ORDER, Incoming, MessageStatus
+from .base import MAX_PAGE, STATUS_ORDER, AmbiguousMessage, Incoming, MessageRef, MessageStatus
 
 DEFAULT_INBOX = "inbox"
 LIVE_STATUSES = (MessageStatus.PENDING, MessageStatus.DELIVERED, MessageStatus.READ)
@@ -112,3 +112,95 @@ def decode_cursor(cursor: str) -> tuple[int, int]:
         return int(a), int(b)
     except (ValueError, UnicodeError, binascii.Error, AttributeError):
         raise InvalidValue("not a cursor this server issued", field="cursor") from None
+
+
+# -- message identity and threads (base.py, "Threads"; PROTOCOL.md §4.4) ---------------------
+def refs(msg_ids: Iterable[str | MessageRef]) -> list[MessageRef]:
+    """Distinct refs, in order; a bare id is a ref without sender."""
+    return list(dict.fromkeys(MessageRef(m) if isinstance(m, str) else MessageRef(*m) for m in msg_ids))
+
+
+def pick(ref: MessageRef, senders: Iterable[str]) -> str | None:
+    """The sender `ref` names among the `senders` holding its id in one mailbox: its own
+    sender if that holds it, else the only one; None if none. Raises AmbiguousMessage."""
+    found = sorted(set(senders))
+    if ref.sender is not None:
+        return ref.sender if ref.sender in found else None
+    if len(found) > 1:
+        raise AmbiguousMessage({ref.id: found})
+    return found[0] if found else None
+
+
+def resolve_all(
+    wanted: Sequence[MessageRef], held: Mapping[str, Iterable[str]]
+) -> list[tuple[str, str]]:
+    """(sender, id) of each ref found (`held`: id -> senders holding it in the mailbox), in
+    order. Raises one AmbiguousMessage naming every ambiguous id, before anything changes."""
+    out: list[tuple[str, str]] = []
+    ambiguous: dict[str, list[str]] = {}
+    for ref in wanted:
+        try:
+            sender = pick(ref, held.get(ref.id, ()))
+        except AmbiguousMessage as exc:
+            ambiguous.update(exc.candidates)
+            continue
+        if sender is not None:
+            out.append((sender, ref.id))
+    if ambiguous:
+        raise AmbiguousMessage(ambiguous)
+    return list(dict.fromkeys(out))
+
+
+def root_key(sender: str, msg_id: str) -> str:
+    """The thread root naming the message (sender, id), which starts a thread."""
+    return f"{msg_id} {sender}"
+
+
+def waiting_key(sender: str, re_id: str) -> str:
+    """The placeholder root of `sender`'s replies to an id not (yet) in the mailbox. Apart
+    from root keys, so a message arriving later can adopt waiting replies only, never
+    another message's settled thread."""
+    return f"re {re_id} {sender}"
+
+
+def participants(envelope: Mapping[str, Any], owner: str) -> set[str]:
+    """Who may file a reply under this message: its sender, `to`, `cc`, the mailbox owner."""
+    out = {owner}
+    for name in ("from", "to"):
+        if isinstance(envelope.get(name), str):
+            out.add(envelope[name])
+    cc = envelope.get("cc")
+    if isinstance(cc, list):
+        out.update(a for a in cc if isinstance(a, str))
+    return out
+
+
+def parent_root(
+    reply: Mapping[str, Any], owner: str, candidates: Sequence[tuple[Mapping[str, Any], str]]
+) -> str | None:
+    """The thread root a reply joins: among `candidates` ((envelope, thread_root) of the
+    owner's messages with id == reply["re"], oldest first), those the reply's sender is a
+    participant of; preferring one whose sender the reply is addressed to. None: none."""
+    sender = reply.get("from")
+    allowed = [(env, root) for env, root in candidates if sender in participants(env, owner)]
+    if not allowed:
+        return None
+    addressed = participants(reply, owner) - {owner}
+    preferred = [root for env, root in allowed if env.get("from") in addressed]
+    return preferred[0] if preferred else allowed[0][1]
+
+
+def thread_start(reply: Mapping[str, Any], parent: str | None) -> str:
+    """The root of a newly stored message, given its parent's root (or None)."""
+    if parent is not None:
+        return parent
+    re_id = reply.get("re")
+    if isinstance(re_id, str) and re_id:
+        return waiting_key(reply["from"], re_id)
+    return root_key(reply["from"], reply["id"])
+
+
+def adoptable(envelope: Mapping[str, Any], owner: str) -> list[str]:
+    """The placeholder roots a newly stored message takes over: those of its participants'
+    replies to its id."""
+    return sorted(waiting_key(who, envelope["id"]) for who in participants(envelope, owner))

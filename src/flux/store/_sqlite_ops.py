@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from . import _rules
 from .base import (
@@ -19,6 +20,7 @@ from .base import (
     Changes,
     Incoming,
     ListQuery,
+    MessageRef,
     MessageStatus,
     Page,
     StoredMessage,
@@ -40,25 +42,39 @@ def to_message(row: sqlite3.Row | tuple, now: int) -> StoredMessage:
     )  # fmt: skip
 
 
-def new_change(conn: sqlite3.Connection, address: str, msg_id: str, kind: ChangeKind) -> int:
+def new_change(
+    conn: sqlite3.Connection, address: str, sender: str, msg_id: str, kind: ChangeKind
+) -> int:
     cur = conn.execute(
-        "INSERT INTO changes (address, msg_id, kind) VALUES (?, ?, ?)",
-        (address, msg_id, str(kind)),
+        "INSERT INTO changes (address, sender, msg_id, kind) VALUES (?, ?, ?, ?)",
+        (address, sender, msg_id, str(kind)),
     )
     return cur.lastrowid  # type: ignore[return-value]
+
+
+def senders(conn: sqlite3.Connection, address: str, msg_id: str) -> list[str]:
+    sql = "SELECT sender FROM deliveries WHERE recipient = ? AND msg_id = ?"
+    return [r[0] for r in conn.execute(sql, (address, msg_id))]
+
+
+def find(conn: sqlite3.Connection, address: str, msg_id: str, sender: str | None) -> str | None:
+    """The sender of the row `msg_id` names (base.py); raises AmbiguousMessage."""
+    return _rules.pick(MessageRef(msg_id, sender), senders(conn, address, msg_id))
 
 
 # -- writes ---------------------------------------------------------------------------------
 def store(conn: sqlite3.Connection, inc: Incoming) -> dict[str, StoreOutcome]:
     env = inc.envelope
-    msg_id = env["id"]
+    msg_id, sender = env["id"], env["from"]
+    re_id = env.get("re") if isinstance(env.get("re"), str) else None
     delete_on_read, hide_at = _rules.expiry_of(env)
     tags = _rules.normalise_tags(inc.tags)
     out: dict[str, StoreOutcome] = {}
     body_saved = False
     for rcpt in _rules.recipients_of(inc):
         row = conn.execute(
-            "SELECT body_hash FROM deliveries WHERE recipient = ? AND msg_id = ?", (rcpt, msg_id)
+            "SELECT body_hash FROM deliveries WHERE recipient = ? AND msg_id = ? AND sender = ?",
+            (rcpt, msg_id, sender),
         ).fetchone()
         if row is not None:
             same = row[0] == inc.body_hash
@@ -71,14 +87,14 @@ def store(conn: sqlite3.Connection, inc: Incoming) -> dict[str, StoreOutcome]:
         if not body_saved:
             save_body(conn, inc)
             body_saved = True
-        root = thread_root(conn, rcpt, msg_id, env.get("re"))
-        seq = new_change(conn, rcpt, msg_id, ChangeKind.CREATED)
+        root = thread_root(conn, rcpt, env)
+        seq = new_change(conn, rcpt, sender, msg_id, ChangeKind.CREATED)
         cur = conn.execute(
-            """INSERT INTO deliveries (recipient, msg_id, body_hash, status, inbox, tags,
-                   received_at, seq, delete_on_read, hide_at, thread_root)
-               VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)""",
-            (rcpt, msg_id, inc.body_hash, inc.inbox, json.dumps(tags), inc.received_at, seq,
-             int(delete_on_read), hide_at, root),
+            """INSERT INTO deliveries (recipient, sender, msg_id, re, body_hash, status, inbox,
+                   tags, received_at, seq, delete_on_read, hide_at, thread_root)
+               VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)""",
+            (rcpt, sender, msg_id, re_id, inc.body_hash, inc.inbox, json.dumps(tags),
+             inc.received_at, seq, int(delete_on_read), hide_at, root),
         )  # fmt: skip
         conn.executemany(
             "INSERT INTO delivery_tags (delivery_id, tag, recipient, received_at) "
@@ -101,86 +117,96 @@ def save_body(conn: sqlite3.Connection, inc: Incoming) -> None:
     )  # fmt: skip
 
 
-def thread_root(conn: sqlite3.Connection, rcpt: str, msg_id: str, re_id: object) -> str:
-    """Root of the replied-to message if `rcpt` has it, else `re`, else own id; replies
-    stored before this message (rooted at its id) move under the new root."""
-    if not (isinstance(re_id, str) and re_id):
-        return msg_id
-    row = conn.execute(
-        "SELECT thread_root FROM deliveries WHERE recipient = ? AND msg_id = ?", (rcpt, re_id)
-    ).fetchone()
-    root = row[0] if row is not None else re_id
-    if root != msg_id:
-        conn.execute(
-            "UPDATE deliveries SET thread_root = ? WHERE recipient = ? AND thread_root = ?",
-            (root, rcpt, msg_id),
-        )
+def thread_root(conn: sqlite3.Connection, rcpt: str, env: Mapping[str, Any]) -> str:
+    """The root of a new message (base.py, "Threads"); the replies waiting for it that its
+    participants sent move under it."""
+    re_id = env.get("re")
+    parent = None
+    if isinstance(re_id, str) and re_id:
+        rows = conn.execute(
+            f"""SELECT m.envelope, d.thread_root FROM {FROM}
+                WHERE d.recipient = ? AND d.msg_id = ? ORDER BY d.received_at, d.id""",
+            (rcpt, re_id),
+        ).fetchall()
+        parent = _rules.parent_root(env, rcpt, [(json.loads(e), r) for e, r in rows])
+    root = _rules.thread_start(env, parent)
+    waiting = _rules.adoptable(env, rcpt)
+    conn.execute(
+        f"""UPDATE deliveries SET thread_root = ? WHERE recipient = ?
+            AND thread_root IN ({", ".join("?" * len(waiting))})""",
+        (root, rcpt, *waiting),
+    )
     return root
 
 
-def set_status(conn: sqlite3.Connection, address: str, msg_id: str, status: str) -> None:
-    seq = new_change(conn, address, msg_id, ChangeKind.UPDATED)
+def set_status(
+    conn: sqlite3.Connection, address: str, sender: str, msg_id: str, status: str
+) -> None:
+    seq = new_change(conn, address, sender, msg_id, ChangeKind.UPDATED)
     conn.execute(
-        "UPDATE deliveries SET status = ?, seq = ? WHERE recipient = ? AND msg_id = ?",
-        (status, seq, address, msg_id),
+        "UPDATE deliveries SET status = ?, seq = ? "
+        "WHERE recipient = ? AND msg_id = ? AND sender = ?",
+        (status, seq, address, msg_id, sender),
     )
 
 
 def mark(
-    conn: sqlite3.Connection, address: str, msg_ids: Sequence[str], status: MessageStatus,
-    now: int,
+    conn: sqlite3.Connection, address: str, msg_ids: Sequence[str | MessageRef],
+    status: MessageStatus, now: int,
 ) -> list[StoredMessage]:  # fmt: skip
+    wanted = _rules.refs(msg_ids)
+    held = {r.id: senders(conn, address, r.id) for r in wanted}
     changed = []
-    for msg_id in dict.fromkeys(msg_ids):
+    for sender, msg_id in _rules.resolve_all(wanted, held):
         row = conn.execute(
             "SELECT status, delete_on_read, hide_at FROM deliveries "
-            "WHERE recipient = ? AND msg_id = ?",
-            (address, msg_id),
+            "WHERE recipient = ? AND msg_id = ? AND sender = ?",
+            (address, msg_id, sender),
         ).fetchone()
-        if row is None:
-            continue
         new = _rules.next_status(
             MessageStatus(row[0]), MessageStatus(status), delete_on_read=bool(row[1]),
             hidden=_rules.is_hidden(row[2], now),
         )  # fmt: skip
         if new is not None:
-            set_status(conn, address, msg_id, str(new))
-            changed.append(msg_id)
-    return [get(conn, address, m, now) for m in changed]  # type: ignore[misc]
+            set_status(conn, address, sender, msg_id, str(new))
+            changed.append((sender, msg_id))
+    return [exact(conn, address, who, m, now) for who, m in changed]  # type: ignore[misc]
 
 
 def fetch_pending(
     conn: sqlite3.Connection, address: str, limit: int, now: int
 ) -> list[StoredMessage]:
     ids = [
-        r[0]
+        (r[0], r[1])
         for r in conn.execute(
-            f"""SELECT d.msg_id FROM deliveries d
+            f"""SELECT d.sender, d.msg_id FROM deliveries d
                 WHERE d.recipient = :a AND d.status = 'pending' AND {VISIBLE}
                 ORDER BY d.received_at, d.id LIMIT :n""",
             {"a": address, "now": now, "n": _rules.clamp_limit(limit)},
         )
     ]
-    for msg_id in ids:
-        set_status(conn, address, msg_id, str(MessageStatus.DELIVERED))
-    return [get(conn, address, m, now) for m in ids]  # type: ignore[misc]
+    for sender, msg_id in ids:
+        set_status(conn, address, sender, msg_id, str(MessageStatus.DELIVERED))
+    return [exact(conn, address, who, m, now) for who, m in ids]  # type: ignore[misc]
 
 
 def tag(
     conn: sqlite3.Connection, address: str, msg_id: str, add: Sequence[str],
-    remove: Sequence[str], now: int,
+    remove: Sequence[str], now: int, sender: str | None = None,
 ) -> StoredMessage | None:  # fmt: skip
-    row = conn.execute(
-        "SELECT id, tags, received_at FROM deliveries WHERE recipient = ? AND msg_id = ?",
-        (address, msg_id),
-    ).fetchone()
-    if row is None:
+    sender = find(conn, address, msg_id, sender)
+    if sender is None:
         return None
+    row = conn.execute(
+        "SELECT id, tags, received_at FROM deliveries "
+        "WHERE recipient = ? AND msg_id = ? AND sender = ?",
+        (address, msg_id, sender),
+    ).fetchone()
     did, old_json, received_at = row
     old = set(json.loads(old_json))
     new = (old | set(add)) - set(remove)
     if new != old:
-        seq = new_change(conn, address, msg_id, ChangeKind.UPDATED)
+        seq = new_change(conn, address, sender, msg_id, ChangeKind.UPDATED)
         conn.execute(
             "UPDATE deliveries SET tags = ?, seq = ? WHERE id = ?",
             (json.dumps(_rules.normalise_tags(new)), seq, did),
@@ -194,42 +220,52 @@ def tag(
             "VALUES (?, ?, ?, ?)",
             [(did, t, address, received_at) for t in sorted(new - old)],
         )
-    return get(conn, address, msg_id, now)
+    return exact(conn, address, sender, msg_id, now)
 
 
 def move(
-    conn: sqlite3.Connection, address: str, msg_id: str, inbox: str, now: int
-) -> StoredMessage | None:
-    row = conn.execute(
-        "SELECT inbox FROM deliveries WHERE recipient = ? AND msg_id = ?", (address, msg_id)
-    ).fetchone()
-    if row is None:
+    conn: sqlite3.Connection, address: str, msg_id: str, inbox: str, now: int,
+    sender: str | None = None,
+) -> StoredMessage | None:  # fmt: skip
+    sender = find(conn, address, msg_id, sender)
+    if sender is None:
         return None
-    if row[0] != inbox:
-        seq = new_change(conn, address, msg_id, ChangeKind.UPDATED)
-        conn.execute(
-            "UPDATE deliveries SET inbox = ?, seq = ? WHERE recipient = ? AND msg_id = ?",
-            (inbox, seq, address, msg_id),
-        )
-    return get(conn, address, msg_id, now)
+    row = conn.execute(
+        "SELECT id, inbox FROM deliveries WHERE recipient = ? AND msg_id = ? AND sender = ?",
+        (address, msg_id, sender),
+    ).fetchone()
+    if row[1] != inbox:
+        seq = new_change(conn, address, sender, msg_id, ChangeKind.UPDATED)
+        conn.execute("UPDATE deliveries SET inbox = ?, seq = ? WHERE id = ?", (inbox, seq, row[0]))
+    return exact(conn, address, sender, msg_id, now)
 
 
 def expire(conn: sqlite3.Connection, now: int) -> int:
     rows = conn.execute(
-        """SELECT recipient, msg_id FROM deliveries
+        """SELECT recipient, sender, msg_id FROM deliveries
            WHERE hide_at IS NOT NULL AND status != 'deleted' AND hide_at <= ?
            ORDER BY received_at, id""",
         (now,),
     ).fetchall()
-    for rcpt, msg_id in rows:
-        set_status(conn, rcpt, msg_id, str(MessageStatus.DELETED))
+    for rcpt, sender, msg_id in rows:
+        set_status(conn, rcpt, sender, msg_id, str(MessageStatus.DELETED))
     return len(rows)
 
 
 # -- reads ----------------------------------------------------------------------------------
-def get(conn: sqlite3.Connection, address: str, msg_id: str, now: int) -> StoredMessage | None:
+def get(
+    conn: sqlite3.Connection, address: str, msg_id: str, now: int, sender: str | None = None
+) -> StoredMessage | None:
+    sender = find(conn, address, msg_id, sender)
+    return None if sender is None else exact(conn, address, sender, msg_id, now)
+
+
+def exact(
+    conn: sqlite3.Connection, address: str, sender: str, msg_id: str, now: int
+) -> StoredMessage | None:
     row = conn.execute(
-        f"SELECT {ROW} FROM {FROM} WHERE d.recipient = ? AND d.msg_id = ?", (address, msg_id)
+        f"SELECT {ROW} FROM {FROM} WHERE d.recipient = ? AND d.msg_id = ? AND d.sender = ?",
+        (address, msg_id, sender),
     ).fetchone()
     return None if row is None else to_message(row, now)
 
@@ -300,14 +336,19 @@ def inboxes(conn: sqlite3.Connection, address: str, now: int) -> dict[str, dict[
     return out
 
 
-def thread(conn: sqlite3.Connection, address: str, msg_id: str, now: int) -> list[StoredMessage]:
+def thread(
+    conn: sqlite3.Connection, address: str, msg_id: str, now: int, sender: str | None = None
+) -> list[StoredMessage]:
+    sender = find(conn, address, msg_id, sender)
+    if sender is None:
+        return []
     rows = conn.execute(
         f"""SELECT {ROW} FROM {FROM}
             WHERE d.recipient = :a AND d.status != 'deleted' AND {VISIBLE}
               AND d.thread_root = (SELECT thread_root FROM deliveries
-                                   WHERE recipient = :a AND msg_id = :m)
+                                   WHERE recipient = :a AND msg_id = :m AND sender = :s)
             ORDER BY d.received_at, d.id""",
-        {"a": address, "m": msg_id, "now": now},
+        {"a": address, "m": msg_id, "s": sender, "now": now},
     ).fetchall()
     return [to_message(r, now) for r in rows]
 
@@ -315,10 +356,11 @@ def thread(conn: sqlite3.Connection, address: str, msg_id: str, now: int) -> lis
 def changes(conn: sqlite3.Connection, address: str, since: int, limit: int) -> Changes:
     limit = max(1, int(limit))
     rows = conn.execute(
-        "SELECT seq, msg_id, kind FROM changes WHERE address = ? AND seq > ? ORDER BY seq LIMIT ?",
+        "SELECT seq, msg_id, kind, sender FROM changes WHERE address = ? AND seq > ? "
+        "ORDER BY seq LIMIT ?",
         (address, since, limit + 1),
     ).fetchall()
-    page = [Change(seq, m, ChangeKind(k)) for seq, m, k in rows[:limit]]
+    page = [Change(seq, m, ChangeKind(k), who) for seq, m, k, who in rows[:limit]]
     return Changes(page, page[-1].seq if page else since, len(rows) > limit)
 
 

@@ -12,9 +12,17 @@ Rules every implementation keeps:
   `StoreUnavailable` from the call, never another exception and never a partial write;
   it recovers by itself once the database is back.
 * A message delivered to several local recipients is stored once (`messages`, keyed by
-  its body hash) with one `Delivery` row per recipient, keyed by (recipient, id).
-* Dedupe: storing (id, recipient) again with the same body is a no-op reported as
-  DUPLICATE; with a different body it is refused as CONFLICT and never overwrites.
+  its body hash) with one `Delivery` row per recipient, keyed by (recipient, sender, id).
+  The id is chosen by the sender, so it names a message only together with its sender
+  (PROTOCOL.md §4.4): two senders' messages with one id are two messages, stored apart.
+* Dedupe: storing (recipient, sender, id) again with the same body is a no-op reported as
+  DUPLICATE; with a different body it is refused as CONFLICT and never overwrites. Only
+  the sender's own mail can make either happen, so neither outcome tells a sender
+  anything about another sender's mail.
+* Lookups by id (`get`, `mark`, `tag`, `move`, `thread`) take the sender as well. Without
+  it, the one message of that id in the mailbox is meant; if several senders' messages
+  share the id the call raises `AmbiguousMessage` (naming their senders) and changes
+  nothing.
 * Every change to a recipient's mailbox gets a new value of one store-wide, strictly
   increasing sequence number (`seq`); `changes(address, since)` replays them in order.
   A client's "state token" is the highest seq it has seen.
@@ -37,6 +45,15 @@ Lifecycle and `expires` (PROTOCOL.md §11.1), the same in every implementation:
   (`clock: Callable[[], int]` returning unix ms; wall time by default), so tests can move it.
 * Every new delivery and every status, tag or inbox change appends a `Change` with a new
   `seq`; the row's `StoredMessage.seq` is the seq of its last change.
+
+Threads (`re`, PROTOCOL.md §4.4): a message R is filed under the message P of its
+mailbox with P.id == R.re only if R's sender is a participant of P (P's sender, one of its
+`to`/`cc`, or the mailbox owner): a stranger can neither collect replies under a message
+whose id it squatted nor slip its "reply" into someone else's thread. When several such P
+exist, one whose sender is a participant of R wins, then the oldest. A reply whose parent
+is not (yet) in the mailbox waits under a placeholder of (its sender, `re`); when a
+message with that id arrives, it adopts the placeholders of its own participants only.
+(`_rules.py` holds these decisions, shared by every store.)
 """
 
 from __future__ import annotations
@@ -44,7 +61,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 
 class StoreUnavailable(Exception):
@@ -52,6 +69,25 @@ class StoreUnavailable(Exception):
     answer in time). Nothing about the request is wrong and nothing was acknowledged: the
     same call may succeed later. The server answers it with 503 `unavailable`
     (flux/server/errors.py); other failures of a store are bugs and stay what they are."""
+
+
+class AmbiguousMessage(LookupError):
+    """Several senders' messages in one mailbox share an id and the call named no sender.
+
+    `candidates` maps each such id to the senders holding it there (sorted). Only the
+    mailbox's owner can ask, so this reveals nothing beyond their own mailbox. The server
+    answers 409 `ambiguous` (flux/server/errors.py)."""
+
+    def __init__(self, candidates: Mapping[str, Sequence[str]]) -> None:
+        self.candidates = {k: sorted(v) for k, v in candidates.items()}
+        super().__init__("ambiguous message id: " + ", ".join(self.candidates))
+
+
+class MessageRef(NamedTuple):
+    """A message named within one mailbox: its id and, when known, its sender."""
+
+    id: str
+    sender: str | None = None
 
 
 class MessageStatus(enum.StrEnum):
@@ -72,8 +108,8 @@ STATUS_ORDER = {s: i for i, s in enumerate(MessageStatus)}
 
 class StoreOutcome(enum.StrEnum):
     STORED = "stored"
-    DUPLICATE = "duplicate"  #: same (id, recipient) and same body: nothing changed
-    CONFLICT = "conflict"  #: same (id, recipient), different body: refused
+    DUPLICATE = "duplicate"  #: same (recipient, sender, id) and same body: nothing changed
+    CONFLICT = "conflict"  #: same (recipient, sender, id), different body: refused
     OVER_QUOTA = "over_quota"  #: the recipient already has `pending_quota` pending messages
 
 
@@ -98,6 +134,14 @@ class StoredMessage:
     def id(self) -> str:
         return self.envelope["id"]
 
+    @property
+    def sender(self) -> str:
+        return self.envelope["from"]
+
+    @property
+    def ref(self) -> MessageRef:
+        return MessageRef(self.id, self.sender)
+
     def to_wire(self) -> dict[str, Any]:
         """The envelope plus the unsigned retrieval fields `_status`, `_inbox`, `_tags`."""
         return {**self.envelope, "_status": str(self.status), "_inbox": self.inbox,
@@ -115,6 +159,7 @@ class Change:
     seq: int
     msg_id: str
     kind: ChangeKind
+    sender: str  #: with `msg_id`, names the row that changed
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,8 +310,11 @@ class Store(Protocol):
 
     async def pending_count(self, address: str) -> int: ...
 
-    async def get(self, address: str, msg_id: str) -> StoredMessage | None:
-        """The row whatever its status (deleted and expired rows too: status DELETED)."""
+    async def get(
+        self, address: str, msg_id: str, sender: str | None = None
+    ) -> StoredMessage | None:
+        """The row whatever its status (deleted and expired rows too: status DELETED).
+        Raises AmbiguousMessage when `sender` is None and several senders used `msg_id`."""
 
     async def list(self, address: str, query: ListQuery) -> Page: ...
 
@@ -274,26 +322,37 @@ class Store(Protocol):
         """Return pending messages (oldest first) and mark them delivered."""
 
     async def mark(
-        self, address: str, msg_ids: Sequence[str], status: MessageStatus
+        self, address: str, msg_ids: Sequence[str | MessageRef], status: MessageStatus
     ) -> list[StoredMessage]:
         """Advance status (never backwards); return the rows that changed, in `msg_ids`
-        order. Marking READ a message with `expires` 0 (or past) soft-deletes it."""
+        order. Marking READ a message with `expires` 0 (or past) soft-deletes it. A bare
+        id (or a ref without sender) is the mailbox's one message of that id; raises
+        AmbiguousMessage, changing nothing, if any of them names several."""
 
     async def tag(
-        self, address: str, msg_id: str, add: Sequence[str], remove: Sequence[str]
-    ) -> StoredMessage | None:
+        self, address: str, msg_id: str, add: Sequence[str], remove: Sequence[str],
+        sender: str | None = None,
+    ) -> StoredMessage | None:  # fmt: skip
         """Add then remove tags (a tag in both ends up removed); None if no such row.
-        Tags come back sorted. A change is recorded only if the set changed."""
+        Tags come back sorted. A change is recorded only if the set changed.
+        Raises AmbiguousMessage as `get`."""
 
-    async def move(self, address: str, msg_id: str, inbox: str) -> StoredMessage | None:
-        """None if no such row; a change is recorded only if the inbox changed."""
+    async def move(
+        self, address: str, msg_id: str, inbox: str, sender: str | None = None
+    ) -> StoredMessage | None:
+        """None if no such row; a change is recorded only if the inbox changed.
+        Raises AmbiguousMessage as `get`."""
 
     async def inboxes(self, address: str) -> dict[str, dict[str, int]]:
         """{inbox: {"pending": n, "delivered": n, "read": n}} over non-deleted messages;
         an inbox whose messages are all deleted is left out."""
 
-    async def thread(self, address: str, msg_id: str) -> list[StoredMessage]:
-        """Every message of `address` in the conversation of `msg_id` (by `re`), oldest first."""
+    async def thread(
+        self, address: str, msg_id: str, sender: str | None = None
+    ) -> list[StoredMessage]:
+        """Every message of `address` in the conversation of (`sender`, `msg_id`) (by `re`
+        and the participant rule above), oldest first; [] if no such message.
+        Raises AmbiguousMessage as `get`."""
 
     async def changes(self, address: str, since: int, limit: int) -> Changes:
         """Changes with seq > `since`, in seq order, at most `limit` (not collapsed: a row

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 from bisect import bisect_right, insort
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import _rules
 from ._memory_queue import MemoryQueue
@@ -22,6 +23,7 @@ from .base import (
     HostedAddress,
     Incoming,
     ListQuery,
+    MessageRef,
     MessageStatus,
     Override,
     Page,
@@ -36,6 +38,7 @@ from .base import (
 class _Delivery:
     rowid: int
     recipient: str
+    sender: str
     msg_id: str
     body_hash: str
     status: MessageStatus
@@ -62,8 +65,11 @@ class _Session:
 @dataclass(slots=True)
 class _State:
     messages: dict[str, str] = field(default_factory=dict)  # body_hash -> envelope JSON
-    deliveries: dict[tuple[str, str], _Delivery] = field(default_factory=dict)
-    changes: list[tuple[int, str, str, ChangeKind]] = field(default_factory=list)
+    #: (recipient, sender, id) -> row: a message is named by its sender and id together
+    deliveries: dict[tuple[str, str, str], _Delivery] = field(default_factory=dict)
+    #: (recipient, id) -> senders holding that id there (for lookups by bare id)
+    senders: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    changes: list[tuple[int, str, str, ChangeKind, str]] = field(default_factory=list)
     hosted: dict[str, HostedAddress] = field(default_factory=dict)
     sessions: dict[str, _Session] = field(default_factory=dict)
     nonces: dict[str, int] = field(default_factory=dict)
@@ -110,12 +116,11 @@ class MemoryStore(MemoryQueue):
 
     def _store(self, inc: Incoming) -> dict[str, StoreOutcome]:
         text = json.dumps(inc.envelope, ensure_ascii=False, separators=(",", ":"))
-        msg_id = inc.envelope["id"]
-        re_id = inc.envelope.get("re")
+        msg_id, sender = inc.envelope["id"], inc.envelope["from"]
         delete_on_read, hide_at = _rules.expiry_of(inc.envelope)
         out: dict[str, StoreOutcome] = {}
         for rcpt in _rules.recipients_of(inc):
-            old = self._s.deliveries.get((rcpt, msg_id))
+            old = self._s.deliveries.get((rcpt, sender, msg_id))
             if old is not None:
                 same = old.body_hash == inc.body_hash
                 out[rcpt] = StoreOutcome.DUPLICATE if same else StoreOutcome.CONFLICT
@@ -127,37 +132,48 @@ class MemoryStore(MemoryQueue):
                 out[rcpt] = StoreOutcome.OVER_QUOTA
                 continue
             self._s.messages.setdefault(inc.body_hash, text)
-            root = self._thread_root(rcpt, msg_id, re_id)
+            root = self._thread_root(rcpt, inc.envelope)
             self._s.rowid += 1
             d = _Delivery(
-                rowid=self._s.rowid, recipient=rcpt, msg_id=msg_id, body_hash=inc.body_hash,
+                rowid=self._s.rowid, recipient=rcpt, sender=sender, msg_id=msg_id, body_hash=inc.body_hash,
                 status=MessageStatus.PENDING, inbox=inc.inbox, tags=set(inc.tags),
                 received_at=inc.received_at, seq=0, delete_on_read=delete_on_read,
                 hide_at=hide_at, thread_root=root,
             )  # fmt: skip
-            self._s.deliveries[(rcpt, msg_id)] = d
+            self._s.deliveries[(rcpt, sender, msg_id)] = d
+            self._s.senders.setdefault((rcpt, msg_id), []).append(sender)
             self._change(d, ChangeKind.CREATED)
             out[rcpt] = StoreOutcome.STORED
         return out
 
-    def _thread_root(self, rcpt: str, msg_id: str, re_id: object) -> str:
-        """Root of the replied-to message if this recipient has it, else `re`, else own id;
-        replies that arrived before this message are re-rooted under it."""
+    def _thread_root(self, rcpt: str, env: Mapping[str, Any]) -> str:
+        """The root of a new message (base.py, "Threads"); the replies waiting for it that
+        its participants sent move under it."""
+        re_id = env.get("re")
+        parent = None
         if isinstance(re_id, str) and re_id:
-            parent = self._s.deliveries.get((rcpt, re_id))
-            root = parent.thread_root if parent is not None else re_id
-        else:
-            root = msg_id
-        if root != msg_id:
-            for d in self._s.deliveries.values():
-                if d.recipient == rcpt and d.thread_root == msg_id:
-                    d.thread_root = root
+            found = sorted(
+                (self._s.deliveries[(rcpt, s, re_id)] for s in self._s.senders.get((rcpt, re_id), ())),
+                key=lambda d: d.order,
+            )  # fmt: skip
+            candidates = [(json.loads(self._s.messages[d.body_hash]), d.thread_root) for d in found]
+            parent = _rules.parent_root(env, rcpt, candidates)
+        root = _rules.thread_start(env, parent)
+        waiting = set(_rules.adoptable(env, rcpt))
+        for d in self._s.deliveries.values():
+            if d.recipient == rcpt and d.thread_root in waiting:
+                d.thread_root = root
         return root
+
+    def _find(self, address: str, msg_id: str, sender: str | None) -> _Delivery | None:
+        """The row (address, sender, msg_id); raises AmbiguousMessage (base.py)."""
+        who = _rules.pick(MessageRef(msg_id, sender), self._s.senders.get((address, msg_id), ()))
+        return None if who is None else self._s.deliveries[(address, who, msg_id)]
 
     def _change(self, d: _Delivery, kind: ChangeKind) -> None:
         self._s.seq += 1
         d.seq = self._s.seq
-        self._s.changes.append((d.seq, d.recipient, d.msg_id, kind))
+        self._s.changes.append((d.seq, d.recipient, d.msg_id, kind, d.sender))
 
     async def fetch_pending(self, address: str, limit: int) -> list[StoredMessage]:
         now = self._clock()
@@ -172,14 +188,14 @@ class MemoryStore(MemoryQueue):
         return [self._view(d, now) for d in rows]
 
     async def mark(
-        self, address: str, msg_ids: Sequence[str], status: MessageStatus
+        self, address: str, msg_ids: Sequence[str | MessageRef], status: MessageStatus
     ) -> list[StoredMessage]:
         now = self._clock()
+        wanted = _rules.refs(msg_ids)
+        held = {r.id: self._s.senders.get((address, r.id), ()) for r in wanted}
         changed = []
-        for msg_id in dict.fromkeys(msg_ids):
-            d = self._s.deliveries.get((address, msg_id))
-            if d is None:
-                continue
+        for sender, msg_id in _rules.resolve_all(wanted, held):
+            d = self._s.deliveries[(address, sender, msg_id)]
             new = _rules.next_status(
                 d.status, MessageStatus(status), delete_on_read=d.delete_on_read,
                 hidden=_rules.is_hidden(d.hide_at, now),
@@ -192,9 +208,10 @@ class MemoryStore(MemoryQueue):
         return changed
 
     async def tag(
-        self, address: str, msg_id: str, add: Sequence[str], remove: Sequence[str]
-    ) -> StoredMessage | None:
-        d = self._s.deliveries.get((address, msg_id))
+        self, address: str, msg_id: str, add: Sequence[str], remove: Sequence[str],
+        sender: str | None = None,
+    ) -> StoredMessage | None:  # fmt: skip
+        d = self._find(address, msg_id, sender)
         if d is None:
             return None
         new = (d.tags | set(add)) - set(remove)
@@ -203,8 +220,10 @@ class MemoryStore(MemoryQueue):
             self._change(d, ChangeKind.UPDATED)
         return self._view(d, self._clock())
 
-    async def move(self, address: str, msg_id: str, inbox: str) -> StoredMessage | None:
-        d = self._s.deliveries.get((address, msg_id))
+    async def move(
+        self, address: str, msg_id: str, inbox: str, sender: str | None = None
+    ) -> StoredMessage | None:
+        d = self._find(address, msg_id, sender)
         if d is None:
             return None
         if d.inbox != inbox:
@@ -242,8 +261,10 @@ class MemoryStore(MemoryQueue):
             if _rules.effective_status(d.status, d.hide_at, now) == MessageStatus.PENDING
         )  # fmt: skip
 
-    async def get(self, address: str, msg_id: str) -> StoredMessage | None:
-        d = self._s.deliveries.get((address, msg_id))
+    async def get(
+        self, address: str, msg_id: str, sender: str | None = None
+    ) -> StoredMessage | None:
+        d = self._find(address, msg_id, sender)
         return None if d is None else self._view(d, self._clock())
 
     async def list(self, address: str, query: ListQuery) -> Page:
@@ -283,8 +304,10 @@ class MemoryStore(MemoryQueue):
             counts[str(status)] += 1
         return out
 
-    async def thread(self, address: str, msg_id: str) -> list[StoredMessage]:
-        start = self._s.deliveries.get((address, msg_id))
+    async def thread(
+        self, address: str, msg_id: str, sender: str | None = None
+    ) -> list[StoredMessage]:
+        start = self._find(address, msg_id, sender)
         if start is None:
             return []
         now = self._clock()
@@ -298,7 +321,7 @@ class MemoryStore(MemoryQueue):
     async def changes(self, address: str, since: int, limit: int) -> Changes:
         limit = max(1, int(limit))
         found = [c for c in self._s.changes if c[1] == address and c[0] > since]
-        page = [Change(seq, msg_id, kind) for seq, _, msg_id, kind in found[:limit]]
+        page = [Change(seq, msg_id, kind, who) for seq, _, msg_id, kind, who in found[:limit]]
         state = page[-1].seq if page else since
         return Changes(page, state, len(found) > limit)
 

@@ -34,6 +34,7 @@ from .base import (
     Incoming,
     Lease,
     ListQuery,
+    MessageRef,
     MessageStatus,
     Outbound,
     Override,
@@ -190,9 +191,11 @@ class SQLiteStore:
         now = self._clock()
         return await self._lookup(lambda c: ops.pending_count(c, address, now))
 
-    async def get(self, address: str, msg_id: str) -> StoredMessage | None:
+    async def get(
+        self, address: str, msg_id: str, sender: str | None = None
+    ) -> StoredMessage | None:
         now = self._clock()
-        return await self._lookup(lambda c: ops.get(c, address, msg_id, now))
+        return await self._lookup(lambda c: ops.get(c, address, msg_id, now, sender))
 
     async def list(self, address: str, query: ListQuery) -> Page:
         if query.cursor:
@@ -205,28 +208,33 @@ class SQLiteStore:
         return await self._write(lambda c: ops.fetch_pending(c, address, limit, now))
 
     async def mark(
-        self, address: str, msg_ids: Sequence[str], status: MessageStatus
+        self, address: str, msg_ids: Sequence[str | MessageRef], status: MessageStatus
     ) -> list[StoredMessage]:
         now, ids = self._clock(), list(msg_ids)
         return await self._write(lambda c: ops.mark(c, address, ids, status, now))
 
     async def tag(
-        self, address: str, msg_id: str, add: Sequence[str], remove: Sequence[str]
-    ) -> StoredMessage | None:
+        self, address: str, msg_id: str, add: Sequence[str], remove: Sequence[str],
+        sender: str | None = None,
+    ) -> StoredMessage | None:  # fmt: skip
         now, add, remove = self._clock(), list(add), list(remove)
-        return await self._write(lambda c: ops.tag(c, address, msg_id, add, remove, now))
+        return await self._write(lambda c: ops.tag(c, address, msg_id, add, remove, now, sender))
 
-    async def move(self, address: str, msg_id: str, inbox: str) -> StoredMessage | None:
+    async def move(
+        self, address: str, msg_id: str, inbox: str, sender: str | None = None
+    ) -> StoredMessage | None:
         now = self._clock()
-        return await self._write(lambda c: ops.move(c, address, msg_id, inbox, now))
+        return await self._write(lambda c: ops.move(c, address, msg_id, inbox, now, sender))
 
     async def inboxes(self, address: str) -> dict[str, dict[str, int]]:
         now = self._clock()
         return await self._read(lambda c: ops.inboxes(c, address, now))
 
-    async def thread(self, address: str, msg_id: str) -> list[StoredMessage]:
+    async def thread(
+        self, address: str, msg_id: str, sender: str | None = None
+    ) -> list[StoredMessage]:
         now = self._clock()
-        return await self._read(lambda c: ops.thread(c, address, msg_id, now))
+        return await self._read(lambda c: ops.thread(c, address, msg_id, now, sender))
 
     async def changes(self, address: str, since: int, limit: int) -> Changes:
         return await self._read(lambda c: ops.changes(c, address, since, limit))

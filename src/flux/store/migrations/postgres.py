@@ -20,6 +20,12 @@ lease reads a destination's oldest messages in queue order without sorting them.
 Step 3 is SQLite's step 3, the shared rate counters (`hits`; see _postgres_hits.py for
 how a hit is counted atomically across processes).
 
+Step 4 is SQLite's step 4 (read its notes): deliveries keyed by (recipient, sender, id),
+with `sender` and `re` copied from `messages`, thread roots rewritten as keys naming a
+message by sender and id, and `changes.sender`. PostgreSQL alters the tables in place; the
+UPDATE's subqueries read the rows as they were before the statement, so each old root is
+mapped from the old values.
+
 Several processes may start at once against one new database: `migrate` holds a
 transaction-scoped advisory lock while it reads the version and applies steps, so exactly
 one of them applies each step and the others then find it applied.
@@ -164,6 +170,28 @@ CREATE TABLE hits (
 );
 CREATE INDEX hits_bucket ON hits (bucket, t);
 CREATE INDEX hits_t ON hits (t);
+""",
+    ),
+    Migration(
+        4,
+        "messages keyed by (recipient, sender, id)",
+        """
+ALTER TABLE deliveries ADD COLUMN sender TEXT, ADD COLUMN re TEXT;
+UPDATE deliveries d SET sender = m.sender, re = m.re FROM messages m
+ WHERE m.body_hash = d.body_hash;
+ALTER TABLE deliveries ALTER COLUMN sender SET NOT NULL;
+ALTER TABLE deliveries DROP CONSTRAINT deliveries_recipient_msg_id_key;
+ALTER TABLE deliveries ADD CONSTRAINT deliveries_recipient_msg_id_sender_key
+    UNIQUE (recipient, msg_id, sender);
+UPDATE deliveries d SET thread_root = COALESCE(
+    (SELECT r.msg_id || ' ' || r.sender FROM deliveries r
+      WHERE r.recipient = d.recipient AND r.msg_id = d.thread_root),
+    (SELECT 're ' || d.thread_root || ' ' || f.sender FROM deliveries f
+      WHERE f.recipient = d.recipient AND f.thread_root = d.thread_root
+      ORDER BY f.received_at, f.id LIMIT 1));
+ALTER TABLE changes ADD COLUMN sender TEXT NOT NULL DEFAULT '';
+UPDATE changes c SET sender = d.sender FROM deliveries d
+ WHERE d.recipient = c.address AND d.msg_id = c.msg_id;
 """,
     ),
 ]

@@ -18,6 +18,19 @@ lease of each destination (docs/FEDERATION.md, "Delivery queue").
 
 Step 3 adds `hits`, the shared rate counters (`Store.count_hit`): one row per counted hit,
 (bucket, t), found by bucket and time, and pruned by time.
+
+Step 4 keys a delivery by (recipient, sender, id) instead of (recipient, id): the id is
+the sender's choice, so it names a message only with its sender (PROTOCOL.md §4.4).
+`deliveries` gains `sender` and `re` (copied from `messages`) and is rebuilt, since SQLite
+cannot drop a UNIQUE constraint; its unique index (recipient, msg_id, sender) also serves
+lookups by bare id. `thread_root` becomes a key naming a message by sender and id
+(`_rules.root_key`), or a reply's placeholder while its parent is missing
+(`_rules.waiting_key`): a root that was a stored message's id names that message; one
+that was a missing parent's id names the group's oldest reply's placeholder, so existing
+threads stay together. `changes` gains `sender`. Row ids are kept, so `delivery_tags`,
+cursors and seqs stay valid. The renames rewrite `delivery_tags`' foreign key to follow
+the old table, which is why `delivery_tags` is rebuilt too, and both old tables are
+dropped child first.
 """
 
 from __future__ import annotations
@@ -156,6 +169,70 @@ CREATE TABLE hits (
 );
 CREATE INDEX hits_bucket ON hits (bucket, t);
 CREATE INDEX hits_t ON hits (t);
+""",
+    ),
+    Migration(
+        4,
+        "messages keyed by (recipient, sender, id)",
+        """
+ALTER TABLE deliveries RENAME TO deliveries_v3;
+ALTER TABLE delivery_tags RENAME TO delivery_tags_v3;
+
+CREATE TABLE deliveries (
+    id              INTEGER PRIMARY KEY,
+    recipient       TEXT NOT NULL,
+    sender          TEXT NOT NULL,
+    msg_id          TEXT NOT NULL,
+    re              TEXT,
+    body_hash       TEXT NOT NULL REFERENCES messages (body_hash),
+    status          TEXT NOT NULL
+                    CHECK (status IN ('pending', 'delivered', 'read', 'deleted')),
+    inbox           TEXT NOT NULL,
+    tags            TEXT NOT NULL DEFAULT '[]',
+    received_at     INTEGER NOT NULL,
+    seq             INTEGER NOT NULL,
+    delete_on_read  INTEGER NOT NULL DEFAULT 0,
+    hide_at         INTEGER,
+    thread_root     TEXT NOT NULL,
+    UNIQUE (recipient, msg_id, sender)
+);
+INSERT INTO deliveries (id, recipient, sender, msg_id, re, body_hash, status, inbox, tags,
+                        received_at, seq, delete_on_read, hide_at, thread_root)
+SELECT d.id, d.recipient, m.sender, d.msg_id, m.re, d.body_hash, d.status, d.inbox, d.tags,
+       d.received_at, d.seq, d.delete_on_read, d.hide_at,
+       COALESCE(
+           (SELECT r.msg_id || ' ' || rm.sender
+              FROM deliveries_v3 r JOIN messages rm ON rm.body_hash = r.body_hash
+             WHERE r.recipient = d.recipient AND r.msg_id = d.thread_root),
+           (SELECT 're ' || d.thread_root || ' ' || fm.sender
+              FROM deliveries_v3 f JOIN messages fm ON fm.body_hash = f.body_hash
+             WHERE f.recipient = d.recipient AND f.thread_root = d.thread_root
+             ORDER BY f.received_at, f.id LIMIT 1))
+  FROM deliveries_v3 d JOIN messages m ON m.body_hash = d.body_hash;
+
+CREATE TABLE delivery_tags (
+    delivery_id  INTEGER NOT NULL REFERENCES deliveries (id),
+    tag          TEXT NOT NULL,
+    recipient    TEXT NOT NULL,
+    received_at  INTEGER NOT NULL,
+    PRIMARY KEY (delivery_id, tag)
+) WITHOUT ROWID;
+INSERT INTO delivery_tags SELECT delivery_id, tag, recipient, received_at FROM delivery_tags_v3;
+DROP TABLE delivery_tags_v3;
+DROP TABLE deliveries_v3;
+
+CREATE INDEX deliveries_list ON deliveries (recipient, received_at, id);
+CREATE INDEX deliveries_inbox ON deliveries (recipient, inbox, received_at, id);
+CREATE INDEX deliveries_status ON deliveries (recipient, status, received_at, id);
+CREATE INDEX deliveries_thread ON deliveries (recipient, thread_root);
+CREATE INDEX deliveries_hide ON deliveries (hide_at)
+    WHERE hide_at IS NOT NULL AND status != 'deleted';
+CREATE INDEX delivery_tags_list ON delivery_tags (recipient, tag, received_at, delivery_id);
+
+ALTER TABLE changes ADD COLUMN sender TEXT NOT NULL DEFAULT '';
+UPDATE changes SET sender = COALESCE(
+    (SELECT d.sender FROM deliveries d
+      WHERE d.recipient = changes.address AND d.msg_id = changes.msg_id), '');
 """,
     ),
 ]

@@ -50,7 +50,7 @@ from flux.protocol.canonical import sha256_hex
 from flux.protocol.chain import seal_payload
 from flux.protocol.tamper import servers_named
 
-A, X, B, C = SERVER_POOL[:4]  # A honest relay, X the tamperer, B the receiver, C a bystander
+A, X, B, C, D = SERVER_POOL[:5]  # A, D honest relays, X the tamperer, B the receiver, C a bystander
 MSG = plain_message("Pay 10 EUR to Bob", subject="invoice")
 
 # -- tampering moves ----------------------------------------------------------------------
@@ -72,10 +72,10 @@ def tamper(received: dict[str, Any], move: str) -> dict[str, Any]:
         del chain[0]
     elif move == "drop-previous":
         del chain[-1]
-    elif move == "reorder":
-        chain[0], chain[1] = chain[1], chain[0]
-    elif move == "rewrite":  # an earlier record altered (its cv), so its seal breaks
-        chain[0] = {**chain[0], "cv": "fail" if chain[0]["cv"] != "fail" else "pass"}
+    elif move == "reorder":  # the last two it received (swapping two further back is not
+        chain[-2], chain[-1] = chain[-1], chain[-2]  # provable: see the test below)
+    elif move == "rewrite":  # the record it received altered (its cv), so its seal breaks
+        chain[-1] = {**chain[-1], "cv": "fail" if chain[-1]["cv"] != "fail" else "pass"}
     else:  # pragma: no cover
         raise AssertionError(move)
     return {**received, "integrity_chain": chain}
@@ -97,7 +97,7 @@ def tampered_route(route: list[ServerSigner], k: int, move: str) -> list[dict[st
     After a body move honest servers refuse the message (the sender signature fails), so
     the route stops at the tamperer.
     """
-    states = relay(MSG, route[:k])
+    states = relay(MSG, route[:k], final_next=route[k].name)  # honestly handed to the tamperer
     received = states[-1] if states else MSG
     sealed = append_hop(
         tamper(received, move), route[k], next_hop=next_of(route, k), now_ms=NOW + 5_000 + k
@@ -143,6 +143,32 @@ def test_dropping_the_record_just_before_its_own_is_named() -> None:
     assert check.hops[-1].status is HopStatus.FAILED and C.name in check.hops[-1].reason
     offense = find_offense(states[2], POOL_KEYS, receiver=B.name)
     assert offense is not None and offense.offender == X.name
+
+
+def test_rewriting_a_record_the_seal_does_not_reach_proves_nothing() -> None:
+    # X alters A's record, two links back: C's `prev` no longer matches it. Whoever holds
+    # the message could have done that after X sealed it (the accuser included), so it is
+    # refused (the chain fails) but blamed on no one (PROTOCOL.md §7.4 step 5).
+    received = relay(MSG, [A, C], final_next=X.name)[-1]
+    chain = list(received["integrity_chain"])
+    chain[0] = {**chain[0], "t": chain[0]["t"] + 1}
+    sealed = append_hop({**received, "integrity_chain": chain}, X, next_hop=B.name, now_ms=NOW)
+    assert verify_chain(sealed, POOL_KEYS).verdict is ChainVerdict.FAIL
+    assert find_offense(sealed, POOL_KEYS, receiver=B.name) is None
+    # ...and the same change made by B to an honest X's delivery frames nobody either.
+    honest = relay(MSG, [A, C, X], final_next=B.name)[-1]
+    chain = list(honest["integrity_chain"])
+    chain[0] = {**chain[0], "t": chain[0]["t"] + 1}
+    assert find_offense({**honest, "integrity_chain": chain}, POOL_KEYS, receiver=B.name) is None
+
+
+def test_reordering_records_the_seal_does_not_reach_proves_nothing() -> None:
+    received = relay(MSG, [A, C, D], final_next=X.name)[-1]
+    chain = list(received["integrity_chain"])
+    chain[0], chain[1] = chain[1], chain[0]
+    sealed = append_hop({**received, "integrity_chain": chain}, X, next_hop=B.name, now_ms=NOW)
+    assert verify_chain(sealed, POOL_KEYS).verdict is ChainVerdict.FAIL
+    assert find_offense(sealed, POOL_KEYS, receiver=B.name) is None
 
 
 def false_hop(received: dict[str, Any], signer: ServerSigner, *, lie: str) -> dict[str, Any]:

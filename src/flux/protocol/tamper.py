@@ -156,9 +156,7 @@ def _signature_offense(msg: Mapping[str, Any]) -> tuple[OffenseKind, str] | None
     return None
 
 
-def _hop_offense(
-    msg: Mapping[str, Any], last: Mapping[str, Any]
-) -> tuple[OffenseKind, str] | None:
+def _hop_offense(msg: Mapping[str, Any], last: Mapping[str, Any]) -> tuple[OffenseKind, str] | None:
     if last["hash"] != integrity_hash(msg):
         return OffenseKind.FALSE_HOP, "its hop hash does not match the message it sealed"
     try:

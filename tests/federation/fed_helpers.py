@@ -179,7 +179,9 @@ async def local_servers(
 ) -> AsyncIterator[dict[str, RunningServer]]:
     """Servers named `127.0.0.1:<port>` that know each other as insecure peers, with
     `overrides` for all; `per_server(label, names)` (optional) adds settings of one server,
-    knowing every server's name before any starts."""
+    knowing every server's name before any starts; `extra_insecure` names more plain-HTTP
+    peers (a hostile peer: listing it is also what allows its loopback address)."""
+    extra_insecure = frozenset(overrides.pop("extra_insecure", ()))
     ports = {label: free_port() for label in labels}
     names = {label: f"127.0.0.1:{port}" for label, port in ports.items()}
     per_server = overrides.pop("per_server", lambda label, names: {})
@@ -188,7 +190,8 @@ async def local_servers(
         for label, port in ports.items():
             config = ServerConfig.from_env(
                 {}, host="127.0.0.1", port=port, domain=names[label], data_dir=tmp / label,
-                backend="memory", open_mode=True, insecure_peers=frozenset(names.values()),
+                backend="memory", open_mode=True,
+                insecure_peers=frozenset(names.values()) | extra_insecure,
                 **{**overrides, **per_server(label, names)},
             )  # fmt: skip
             running[label] = await start_server(config)

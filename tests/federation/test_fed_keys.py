@@ -60,6 +60,13 @@ def test_cache_refresh_rules() -> None:
     assert cache.wants_fetch("a.example", 2_100)
 
 
+def test_a_failed_fetch_is_not_repeated_on_a_signature_miss() -> None:
+    cache = KeyCache(max_age_ms=1_000, miss_interval_ms=100)
+    cache.fetch_failed("gone.example", 0)
+    assert not cache.wants_fetch("gone.example", 50, after_miss=True)  # no fetch per request
+    assert cache.wants_fetch("gone.example", 100)
+
+
 def test_cache_is_bounded_and_forgets_the_least_recently_used() -> None:
     cache = KeyCache(max_servers=3)
     key = (PublishedKey(bytes(32)),)

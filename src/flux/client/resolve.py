@@ -10,10 +10,18 @@ Parsing is pure (`parse_recipient`); resolving a name is one GET (`resolve_name`
 HTTPS except for localhost. A key fetched for an fx1 address proves itself (the address is
 its hash); a name binding is only as good as the domain, which is why the client keeps
 `KnownBindings`. `Recipient.domain` is kept so that federated delivery can route on it.
+
+Answers are read the way a server reads its peers' (issue 9 §2): no redirect is followed
+(a 3xx is a failure naming where it pointed, so a domain cannot send the lookup to another
+host or down to plain HTTP), at most ANSWER_MAX_BYTES are read, and each GET has a total
+deadline of TIMEOUT_S. The client does not apply the server's private-address policy: it
+runs for one person, reaching the domains that person writes (localhost in development).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +38,31 @@ __all__ = ["Recipient", "domain_url", "parse_recipient", "resolve_name", "resolv
 _NAME_RE = re.compile(r"^[A-Za-z0-9._+-]{1,64}\Z")
 _DOMAIN_RE = re.compile(r"^[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?\Z|^\[[0-9a-fA-F:]+\](:[0-9]{1,5})?\Z")
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "[::1]"}
+ANSWER_MAX_BYTES = 64 * 1024  #: a binding or a delegation is a small JSON object
+TIMEOUT_S = 10.0  #: the whole GET: connect, headers and body
+
+
+async def _get_json(session: aiohttp.ClientSession, url: str) -> tuple[int, object]:
+    """GET `url` without following redirects; (status, parsed JSON or None). Raises
+    aiohttp.ClientError, TimeoutError, ValueError (a redirect, or an answer over the cap)."""
+    async with asyncio.timeout(TIMEOUT_S), session.get(
+        url, allow_redirects=False, timeout=aiohttp.ClientTimeout(total=TIMEOUT_S)
+    ) as resp:  # fmt: skip
+        if 300 <= resp.status < 400:
+            where = resp.headers.get("Location", "")[:100]
+            raise ValueError(f"HTTP {resp.status} redirect to {where!r} not followed")
+        chunks, size = [], 0
+        async for chunk in resp.content.iter_chunked(16 * 1024):
+            size += len(chunk)
+            if size > ANSWER_MAX_BYTES:
+                resp.close()
+                raise ValueError(f"answer larger than {ANSWER_MAX_BYTES} bytes")
+            chunks.append(chunk)
+        data = b"".join(chunks)
+        try:
+            return resp.status, json.loads(data) if data else None
+        except (ValueError, RecursionError):
+            return resp.status, None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,9 +134,7 @@ async def resolve_name(
     server = await delegated_server(session, domain, plain_http=plain_http)
     target = url or resolve_url(server, name, plain_http=plain_http)
     try:
-        async with session.get(target) as resp:
-            body = await resp.json(content_type=None)
-            status = resp.status
+        status, body = await _get_json(session, target)
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         raise FluxClientError(
             f"cannot resolve {name}@{domain}: {exc}", code="resolve_failed", field="to"
@@ -130,8 +161,8 @@ async def delegated_server(
     """
     try:
         url = f"{domain_url(domain, plain_http=plain_http)}/.well-known/flux"
-        async with session.get(url) as resp:
-            body = await resp.json(content_type=None) if resp.status == 200 else None
+        status, body = await _get_json(session, url)
+        body = body if status == 200 else None
     except (aiohttp.ClientError, TimeoutError, ValueError):
         return domain
     server = body.get("server") if isinstance(body, dict) else None

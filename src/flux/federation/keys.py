@@ -75,6 +75,7 @@ def _is_int(value: Any) -> bool:
 class _Entry:
     keys: tuple[PublishedKey, ...]
     fetched_at: int
+    failed: bool = False  #: the last fetch failed: asked again after the miss interval
 
 
 class KeyCache:
@@ -113,20 +114,24 @@ class KeyCache:
         if entry is None:
             return True
         age = now_ms - entry.fetched_at
+        if entry.failed:  # whatever the caller: a failed fetch is not repeated sooner
+            return age >= self.miss_interval_ms
         return age >= self.max_age_ms or (after_miss and age >= self.miss_interval_ms)
 
-    def put(self, server: str, keys: tuple[PublishedKey, ...], now_ms: int) -> None:
-        self._entries[server] = _Entry(keys, now_ms)
+    def put(
+        self, server: str, keys: tuple[PublishedKey, ...], now_ms: int, *, failed: bool = False
+    ) -> None:
+        self._entries[server] = _Entry(keys, now_ms, failed)
         self._entries.move_to_end(server)
         while len(self._entries) > self.max_servers:
             self._entries.popitem(last=False)
 
     def fetch_failed(self, server: str, now_ms: int) -> None:
-        """Remember a failed fetch for the miss interval (keeps what was known before)."""
+        """Remember a failed fetch for the miss interval (keeps what was known before).
+        A signature miss does not shorten it: otherwise every request naming an
+        unreachable server would make this server try it again."""
         old = self._entries.get(server)
-        keys = old.keys if old else ()
-        age = self.max_age_ms - self.miss_interval_ms  # due again after the miss interval
-        self.put(server, keys, now_ms - age)
+        self.put(server, old.keys if old else (), now_ms, failed=True)
 
 
 class KeyFetcher:

@@ -28,6 +28,7 @@ server as a development peer is already the operator saying where it lives.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
 import socket
@@ -52,7 +53,11 @@ __all__ = [
 
 class RefusedAddress(OSError):
     """The policy refused every address of a peer. An OSError, so aiohttp reports it as a
-    connection failure (ClientConnectorError) like any unreachable host."""
+    connection failure (ClientConnectorError) like any unreachable host; the reason is the
+    OSError's strerror, which aiohttp keeps in its message (the queue's last error)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(errno.EACCES, reason)
 
 
 def forbidden_address(ip: IPAddress) -> bool:

@@ -8,7 +8,7 @@ routes and WebSocket actions stay thin and answer alike.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -167,10 +167,17 @@ def inbox(obj: Mapping[str, Any], name: str = "inbox") -> str:
     return check_inbox(field(obj, name), name)
 
 
-def submission(value: Any) -> tuple[Any, dict[str, str]]:
+def submission(
+    value: Any, *, refused: Callable[[str], bool] | None = None
+) -> tuple[Any, dict[str, str]]:
     """A `/send` body: a bare envelope, or `{"message": envelope, "domains": {fx1: domain}}`
     where `domains` says which recipients live at another domain (the SMTP envelope's
-    role). Returns (message, domains); the message itself is checked by the pipeline."""
+    role). Returns (message, domains); the message itself is checked by the pipeline.
+
+    `refused(domain)` (the outbound policy's `PeerPolicy.literal_refused`) turns away, at
+    once and naming `domains.<addr>`, a domain that is an IP literal no connection would
+    be allowed to (`127.0.0.1:5432`, `169.254.169.254`), rather than queueing mail that
+    can only bounce. Names are judged when the delivery worker resolves them."""
     if not isinstance(value, dict) or "message" not in value or "id" in value:
         return value, {}
     domains = value.get("domains", {})
@@ -185,6 +192,12 @@ def submission(value: Any) -> tuple[Any, dict[str, str]]:
             raise WrongType(f"{where} must be a domain name", field=where)
         if not SERVER_RE.match(domain):
             raise InvalidValue(f"{where} must be a lower-case host or host:port", field=where)
+        if refused is not None and refused(domain):
+            raise InvalidValue(
+                f"{where} is a private, loopback or reserved address this server does not "
+                "deliver to",
+                field=where,
+            )
     return value["message"], domains
 
 

@@ -1,0 +1,390 @@
+"""Unauthenticated input never drives the network (issue 9 §2), against a hostile peer.
+
+The hostile peer (hostile_peer.py) is a real server on 127.0.0.1 that answers slowly,
+hugely, with junk or with redirects, and records what reached it. Servers are in-process
+(fed_helpers.local_servers). Every test is bounded in time and in the requests it makes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import resource
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from federation.fed_helpers import local_servers, name, signer
+from federation.hostile_peer import HostilePeer
+from flux.client.errors import FluxClientError
+from flux.client.resolve import delegated_server, resolve_name
+from flux.federation.netguard import PeerPolicy, forbidden_address
+from flux.federation.signing import sign_request
+from flux.protocol import Identity, ServerSigner, append_hop, compose
+from flux.protocol.encoding import b64e
+from flux.protocol.errors import InvalidValue
+from flux.protocol.tamper import report_payload
+from flux.server import wire
+from flux.server.app import PARTS
+from flux.server.routes.federation import MAX_REPORT_FETCHES
+from flux.server.runner import RunningServer
+
+ALICE, BOB = Identity.generate(), Identity.generate()
+TOKEN = "operator-token-for-tests-0123456789"
+
+
+def now_s() -> int:
+    return int(time.time())
+
+
+def fetches(server: RunningServer) -> int:
+    return server.app[PARTS]["reports"].peers.fetcher().fetches
+
+
+async def post_signed(
+    server: RunningServer,
+    frm: ServerSigner,
+    body: bytes,
+    *,
+    path: str = "/federation/deliver",
+    authority: str | None = None,
+    created: int | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
+    signed = sign_request(frm, "POST", authority or name(server), path, body,
+                          now_s=created or now_s())  # fmt: skip
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(server.url + path, data=body, headers={**signed, **(headers or {})}) as r,
+    ):
+        return r.status, await r.json()
+
+
+def batch(frm: str, messages: list[dict] | None = None) -> bytes:
+    msgs = messages if messages is not None else [{"id": "x"}]
+    return json.dumps({"txn": uuid.uuid4().hex, "from_server": frm, "messages": msgs}).encode()
+
+
+async def get(server: RunningServer, path: str, **headers: str) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as http, http.get(server.url + path, headers=headers) as r:
+        return r.status, await r.json(
+            content_type=None
+        ) if r.status != 200 or path != "/metrics" else await r.text()
+
+
+# -- ordering: local checks before any fetch ------------------------------------------------
+
+
+@pytest.mark.parametrize("fault", ["digest", "old", "authority", "mesh"])
+async def test_made_up_keyid_is_refused_before_any_fetch(tmp_path: Path, fault: str) -> None:
+    async with HostilePeer() as hostile, local_servers(
+        tmp_path, ["a"], extra_insecure=[]
+    ) as servers:  # fmt: skip
+        a = servers["a"]
+        claimed = ServerSigner(hostile.name, Identity.generate())
+        body = batch(hostile.name)
+        path = "/mesh/relay" if fault == "mesh" else "/federation/deliver"
+        kwargs: dict[str, Any] = {"path": path}
+        if fault == "digest":
+            kwargs["headers"] = {"Content-Digest": "sha-256=:" + b64e(bytes(32)) + ":"}
+        elif fault == "old":
+            kwargs["created"] = now_s() - 3600
+        elif fault == "authority":
+            kwargs["authority"] = "other.example"
+            kwargs["headers"] = {"Host": "other.example"}
+        status, answer = await post_signed(a, claimed, body, **kwargs)
+        assert status == 401, answer
+        assert hostile.reached == [] and fetches(a) == 0
+
+
+async def test_junk_report_fetches_nothing_beyond_the_reporter(tmp_path: Path) -> None:
+    async with HostilePeer(mode="keys") as hostile, local_servers(
+        tmp_path, ["a"], extra_insecure=[hostile_name := f"127.0.0.1:{hostile.port}"]
+    ) as servers:  # fmt: skip
+        a = servers["a"]
+        chain = [{"server": f"127.0.0.1:{1000 + n}"} for n in range(33)]
+        junk = {
+            "type": "tamper_report", "msg_id": "m", "offender": "127.0.0.1:999",
+            "reporter": hostile_name, "t": int(time.time() * 1000), "sig": b64e(bytes(64)),
+            "pub": b64e(bytes(32)), "integrity_chain": chain, "msg_hash_baseline": "",
+            "kind": "forged_body", "envelope": {"id": "m", "integrity_chain": chain},
+        }  # fmt: skip
+        async with aiohttp.ClientSession() as http:
+            for report in (junk, {**junk, "offender": name(a)}, {**junk, "t": 5}):
+                async with http.post(a.url + "/integrity/tamper_report", json=report) as r:
+                    assert r.status in (400, 401), await r.text()
+        # one fetch, the reporter's, for the first report; the others stop before any
+        assert hostile.paths() == ["/federation/info"] and fetches(a) == 1
+
+
+async def test_a_signed_report_may_fetch_at_most_the_cap(tmp_path: Path) -> None:
+    reporter = ServerSigner("placeholder", Identity.generate())
+    async with HostilePeer(signer=reporter) as hostile, local_servers(
+        tmp_path, ["a"], extra_insecure=[f"127.0.0.1:{hostile.port}"]
+    ) as servers:  # fmt: skip
+        a = servers["a"]
+        chain = [{"server": f"127.0.0.1:{1000 + n}"} for n in range(33)]
+        t = int(time.time() * 1000)
+        sig = reporter.identity.sign_bytes(report_payload("m", "127.0.0.1:999", hostile.name, t))
+        report = {
+            "type": "tamper_report", "msg_id": "m", "offender": "127.0.0.1:999",
+            "reporter": hostile.name, "t": t, "sig": b64e(sig),
+            "pub": b64e(reporter.identity.public_key), "integrity_chain": chain,
+            "msg_hash_baseline": "", "kind": "forged_body",
+            "envelope": {"id": "m", "integrity_chain": chain},
+        }  # fmt: skip
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(a.url + "/integrity/tamper_report", json=report) as r,
+        ):
+            assert r.status == 400
+        assert fetches(a) <= MAX_REPORT_FETCHES
+
+
+# -- bounded answers, deduplicated fetches, separate pools ----------------------------------
+
+
+async def health_times(server: RunningServer, count: int) -> list[float]:
+    async def one(http: aiohttp.ClientSession) -> float:
+        started = time.perf_counter()
+        async with http.get(server.url + "/health") as r:
+            assert r.status == 200
+        return time.perf_counter() - started
+
+    async with aiohttp.ClientSession() as http:
+        return list(await asyncio.gather(*(one(http) for _ in range(count))))
+
+
+async def test_a_100mb_key_answer_is_cut_at_the_cap_and_health_stays_responsive(
+    tmp_path: Path,
+) -> None:
+    async with HostilePeer(mode="huge") as hostile, local_servers(
+        tmp_path, ["a"], extra_insecure=[f"127.0.0.1:{hostile.port}"]
+    ) as servers:  # fmt: skip
+        a = servers["a"]
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        claimed = ServerSigner(hostile.name, Identity.generate())
+        attack = asyncio.ensure_future(post_signed(a, claimed, batch(hostile.name)))
+        slowest = max(await health_times(a, 5))
+        status, _ = await asyncio.wait_for(attack, 10)
+        grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+        assert status == 401
+        assert hostile.sent_bytes < 20 * 1024 * 1024  # hung up near the 64 KiB cap
+        assert grown_kib < 64 * 1024  # not the ~900 MB of the issue
+        assert slowest < 2.0
+
+
+async def test_concurrent_requests_for_one_keyid_fetch_once(tmp_path: Path) -> None:
+    async with HostilePeer(mode="slow", delay_s=0.5) as hostile, local_servers(
+        tmp_path, ["a"], extra_insecure=[f"127.0.0.1:{hostile.port}"]
+    ) as servers:  # fmt: skip
+        a = servers["a"]
+        claimed = ServerSigner(hostile.name, Identity.generate())  # not the key it publishes
+        answers = await asyncio.gather(
+            *(post_signed(a, claimed, batch(hostile.name)) for _ in range(20))
+        )
+        assert {status for status, _ in answers} == {401}
+        # one fetch for all 20 (the others awaited it), plus at most the one refresh a miss
+        # may ask for (once a minute): never one per request
+        assert len(hostile.paths()) == 1 and fetches(a) == 1
+
+
+async def test_a_slow_host_does_not_stall_delivery_between_honest_servers(tmp_path: Path) -> None:
+    async with HostilePeer(mode="slow", delay_s=30) as hostile, local_servers(
+        tmp_path, ["a", "b"], extra_insecure=[f"127.0.0.1:{hostile.port}"]
+    ) as servers:  # fmt: skip
+        a, b = servers["a"], servers["b"]
+        claimed = ServerSigner(hostile.name, Identity.generate())
+        junk = [asyncio.ensure_future(post_signed(a, claimed, batch(hostile.name)))
+                for _ in range(30)]  # fmt: skip
+        reports = a.app[PARTS]["reports"]
+        for n in range(300):  # a flood of reports to send, all to the slow host
+            reports.send({"offender": "127.0.0.1:9", "n": n}, [hostile.name])
+        assert len(reports.pending) <= reports.max_backlog and reports.dropped > 0
+        sealed = append_hop(
+            compose(ALICE, BOB.address, "hi", now_ms=int(time.time() * 1000)).primary,
+            signer(a), next_hop=name(b), now_ms=int(time.time() * 1000),
+        )  # fmt: skip
+        started = time.perf_counter()
+        status, answer = await asyncio.wait_for(
+            post_signed(b, signer(a), batch(name(a), [sealed])), 5
+        )
+        assert status == 200, answer
+        assert time.perf_counter() - started < 3.0
+        # and the delivery worker's own pool still reaches b while the report pool is busy
+        submitter = a.app[PARTS]["submitter"]
+        msg = compose(ALICE, BOB.address, "queued", now_ms=int(time.time() * 1000)).primary
+        await submitter.submit({"message": msg, "domains": {BOB.address: name(b)}})
+        async with asyncio.timeout(5):
+            while await b.store.get(BOB.address, msg["id"]) is None:
+                await asyncio.sleep(0.05)  # polling a condition, bounded by the timeout
+        for task in junk:
+            task.cancel()
+        await asyncio.gather(*junk, return_exceptions=True)
+
+
+# -- redirects ------------------------------------------------------------------------------
+
+
+async def wait_last_error(server: RunningServer, destination: str) -> str:
+    async with asyncio.timeout(10):
+        while True:
+            for state in await server.store.queue_state():
+                if state.destination == destination and state.last_error:
+                    return state.last_error
+            await asyncio.sleep(0.05)  # polling a condition, bounded by the timeout
+
+
+@pytest.mark.parametrize("target", ["other_host", "plain_http", "internal_port"])
+async def test_redirects_are_never_followed(tmp_path: Path, target: str) -> None:
+    async with HostilePeer() as elsewhere, HostilePeer(mode="redirect") as hostile:
+        hostile.redirect_to = {
+            "other_host": f"http://localhost:{elsewhere.port}",
+            "plain_http": f"http://{elsewhere.name}",
+            "internal_port": f"http://127.0.0.1:{elsewhere.port}",
+        }[target]
+        async with local_servers(
+            tmp_path, ["a"], extra_insecure=[hostile.name, elsewhere.name]
+        ) as servers:  # fmt: skip
+            a = servers["a"]
+            # key fetch: a signed delivery claiming to be the redirecting host
+            claimed = ServerSigner(hostile.name, Identity.generate())
+            assert (await post_signed(a, claimed, batch(hostile.name)))[0] == 401
+            # well-known delegation and a signed delivery, by the worker
+            msg = compose(ALICE, BOB.address, "hi", now_ms=int(time.time() * 1000)).primary
+            await a.app[PARTS]["submitter"].submit(
+                {"message": msg, "domains": {BOB.address: hostile.name}}
+            )
+            assert "redirect" in await wait_last_error(a, hostile.name)
+            # the client library's name resolution
+            async with aiohttp.ClientSession() as http:
+                assert (
+                    await delegated_server(http, hostile.name, plain_http=lambda d: True)
+                    == hostile.name
+                )
+                with pytest.raises(FluxClientError, match="redirect"):
+                    await resolve_name(http, hostile.name, "bob", plain_http=lambda d: True)
+        assert {"/federation/info", "/.well-known/flux", "/federation/deliver"} <= set(
+            hostile.paths()
+        )
+        assert elsewhere.reached == []  # nothing, signed or not, reached the other host
+        signed = [r for r in hostile.reached if "Signature" in r.headers]
+        assert signed and all(name(a) in r.headers["Signature-Input"] for r in signed)
+
+
+async def test_a_huge_or_malformed_delivery_answer_fails_cleanly(tmp_path: Path) -> None:
+    for mode in ("huge", "malformed"):
+        async with HostilePeer(mode=mode) as hostile, local_servers(
+            tmp_path / mode, ["a"], extra_insecure=[hostile.name]
+        ) as servers:  # fmt: skip
+            a = servers["a"]
+            msg = compose(ALICE, BOB.address, mode, now_ms=int(time.time() * 1000)).primary
+            await a.app[PARTS]["submitter"].submit(
+                {"message": msg, "domains": {BOB.address: hostile.name}}
+            )
+            error = await wait_last_error(a, hostile.name)
+            assert ("larger than" in error) if mode == "huge" else ("HTTP 200" in error), error
+            assert hostile.sent_bytes < 20 * 1024 * 1024
+
+
+# -- private addresses ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def test_private_addresses_are_refused_unless_allowed(tmp_path: Path, host: str) -> None:
+    async with HostilePeer() as hostile, local_servers(tmp_path, ["a"]) as servers:
+        a = servers["a"]
+        destination = f"{host}:{hostile.port}"
+        msg = compose(ALICE, BOB.address, "hi", now_ms=int(time.time() * 1000)).primary
+        await a.app[PARTS]["submitter"].submit(
+            {"message": msg, "domains": {BOB.address: destination}}
+        )
+        error = await wait_last_error(a, destination)
+        assert "private or reserved" in error, error
+        claimed = ServerSigner(destination, Identity.generate())
+        assert (await post_signed(a, claimed, batch(destination)))[0] == 401
+        assert hostile.reached == []  # no connection: refused before connecting
+
+
+async def test_private_addresses_are_reached_when_the_operator_allows(tmp_path: Path) -> None:
+    async with HostilePeer() as hostile, local_servers(
+        tmp_path, ["a"], allow_private_peers="127.0.0.0/8"
+    ) as servers:  # fmt: skip
+        a = servers["a"]
+        # allowed by CIDR, but over HTTPS (not listed insecure): the connection is made
+        claimed = ServerSigner(f"localhost:{hostile.port}", Identity.generate())
+        await post_signed(a, claimed, batch(claimed.name))
+        assert fetches(a) == 1
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1",
+     "0.0.0.0", "224.0.0.1", "240.0.0.1", "::1", "fe80::1", "fc00::1", "::ffff:127.0.0.1",
+     "::", "ff02::1"],
+)  # fmt: skip
+def test_forbidden_ranges(address: str) -> None:
+    assert forbidden_address(ipaddress.ip_address(address))
+
+
+def test_policy_allowances() -> None:
+    assert not forbidden_address(ipaddress.ip_address("93.184.216.34"))
+    policy = PeerPolicy.from_settings(["10.0.0.0/8", "dev.internal", "box:8443"], ["127.0.0.1:9"])
+    ip = ipaddress.ip_address
+    assert policy.permits("x.example", 443, ip("10.9.9.9"))
+    assert policy.permits("dev.internal", 1, ip("192.168.0.1"))
+    assert policy.permits("box", 8443, ip("127.0.0.1")) and not policy.permits(
+        "box", 22, ip("127.0.0.1")
+    )
+    assert policy.literal_refused("127.0.0.1:5432") and not policy.literal_refused("127.0.0.1:9")
+    assert policy.literal_refused("169.254.169.254") and not policy.literal_refused("mail.example")
+    with pytest.raises(ValueError):
+        PeerPolicy.from_settings(["not a/cidr!"])
+
+
+def test_a_submission_to_a_forbidden_literal_is_refused_naming_the_field() -> None:
+    policy = PeerPolicy()
+    value = {"message": {}, "domains": {BOB.address: "169.254.169.254"}}
+    with pytest.raises(InvalidValue) as err:
+        wire.submission(value, refused=policy.literal_refused)
+    assert err.value.field == f"domains.{BOB.address}"
+    ok = {"message": {}, "domains": {BOB.address: "mail.example"}}
+    assert wire.submission(ok, refused=policy.literal_refused)[1] == ok["domains"]
+
+
+# -- what /stats and /metrics tell whom -----------------------------------------------------
+
+
+async def test_stats_reveal_destinations_and_errors_only_to_the_operator(tmp_path: Path) -> None:
+    async with local_servers(tmp_path, ["a"], operator_token=TOKEN) as servers:
+        a = servers["a"]
+        msg = compose(ALICE, BOB.address, "hi", now_ms=int(time.time() * 1000)).primary
+        await a.app[PARTS]["submitter"].submit(
+            {"message": msg, "domains": {BOB.address: "10.0.0.5:5432"}}
+        )
+        await wait_last_error(a, "10.0.0.5:5432")
+        status, public = await get(a, "/stats")
+        assert status == 200 and public["queue"] == {"queued": 1, "destinations": 1}
+        assert "10.0.0.5" not in json.dumps(public)
+        _, detail = await get(a, "/stats", Authorization=f"Bearer {TOKEN}")
+        (dest,) = detail["queue"]["destinations"]
+        assert dest["destination"] == "10.0.0.5:5432" and dest["last_error"]
+        assert (await get(a, "/metrics"))[0] == 401
+        assert (await get(a, "/metrics", Authorization="Bearer wrong-token-0123456789"))[0] == 401
+        status, text = await get(a, "/metrics", Authorization=f"Bearer {TOKEN}")
+        assert status == 200 and "flux_outbound_queued" in text
+
+
+async def test_without_a_token_only_local_unforwarded_clients_are_operators(tmp_path: Path) -> None:
+    async with local_servers(tmp_path, ["a"]) as servers:
+        a = servers["a"]
+        assert (await get(a, "/metrics"))[0] == 200  # from this machine
+        # a reverse proxy on this machine forwards strangers from 127.0.0.1
+        assert (await get(a, "/metrics", **{"X-Forwarded-For": "203.0.113.9"}))[0] == 401
+        _, stats = await get(a, "/stats", **{"X-Forwarded-For": "203.0.113.9"})
+        assert isinstance(stats["queue"]["destinations"], int)

@@ -51,7 +51,8 @@ from flux.protocol import (
 )
 from flux.protocol.chain import seal_payload
 from flux.protocol.e2e import unwrap_cek
-from flux.protocol.envelope import UNHASHED_FIELDS, UNSEALED_FIELDS
+from flux.protocol.envelope import UNHASHED_FIELDS, UNSEALED_FIELDS, sign_envelope
+from flux.protocol.limits import MAX_ROUTE_HOPS
 from flux.protocol.tamper import report_payload
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -397,6 +398,109 @@ def declared_fail_delivery() -> dict[str, Any]:
     return append_hop(forged, X, next_hop=B.name, now_ms=NOW + 2_000, cv=ChainVerdict.FAIL)
 
 
+# -- blame only what the accused sealed (PROTOCOL.md §7.4-§7.5): the negative cases -------
+
+
+def sealed_unchecked(
+    msg: dict[str, Any], signer: ServerSigner, next_hop: str, t: int
+) -> dict[str, Any]:
+    """`signer`'s genuine route entry and seal on `msg`, without the check before sealing
+    (what a server that did not apply it handed on): the proofs below must ignore it."""
+    chain = msg.get("integrity_chain") or []
+    hop = make_hop(msg, signer, next_hop=next_hop, now_ms=t,
+                   cv=ChainVerdict.PASS if chain else ChainVerdict.NONE)  # fmt: skip
+    route = [*(msg.get("route") or []), {"server": signer.name, "t": t}]
+    return {**msg, "route": route, "integrity_chain": [*chain, hop]}
+
+
+def sender_signed(**changes: Any) -> dict[str, Any]:
+    """The tamper message with `changes` to its signed core, signed again by alice."""
+    fields = {k: v for k, v in tamper_message().items() if k not in ("sig", "pub")}
+    return sign_envelope({**fields, **changes}, ALICE)
+
+
+def route_past_limit() -> dict[str, Any]:
+    """The issue's case: 32 route entries from the user, a.example's own makes 33."""
+    full = {**tamper_message(), "route": [{"server": "u.example", "t": NOW}] * MAX_ROUTE_HOPS}
+    return sealed_unchecked(full, A, B.name, NOW + 1_000)
+
+
+def chain_past_limit() -> dict[str, Any]:
+    """33 genuine seals, alternately a.example's and x.example's, the last one to b.example."""
+    msg = tamper_message()
+    for k in range(MAX_ROUTE_HOPS + 1):
+        here, there = (A, X) if k % 2 == 0 else (X, A)
+        last = k == MAX_ROUTE_HOPS
+        msg = sealed_unchecked(msg, here, B.name if last else there.name, NOW + 1_000 + k)
+    return msg
+
+
+def earlier_record_altered() -> dict[str, Any]:
+    """An honest a -> c -> x -> b delivery in which b (the holder) altered a.example's
+    record, which x.example's seal reaches only through c.example's `prev`."""
+    after_a = append_hop(tamper_message(), A, next_hop=C.name, now_ms=NOW + 1_000)
+    after_c = append_hop(after_a, C, next_hop=X.name, now_ms=NOW + 1_500)
+    honest = append_hop(after_c, X, next_hop=B.name, now_ms=NOW + 2_000)
+    chain = list(honest["integrity_chain"])
+    chain[0] = {**chain[0], "t": chain[0]["t"] + 1}
+    return with_chain(honest, chain)
+
+
+def key_swapped_delivery() -> dict[str, Any]:
+    """x.example seals a body whose `pub` it replaced: the key no longer hashes to `from`."""
+    after_a = append_hop(tamper_message(), A, next_hop=X.name, now_ms=NOW + 1_000)
+    return append_hop(
+        {**after_a, "pub": C.identity.pub_b64()}, X, next_hop=B.name, now_ms=NOW + 2_000
+    )
+
+
+def malformed_sig_delivery() -> dict[str, Any]:
+    """x.example seals a body whose `sig` is not even base64url: a failed signature."""
+    after_a = append_hop(tamper_message(), A, next_hop=X.name, now_ms=NOW + 1_000)
+    return append_hop({**after_a, "sig": "not a signature"}, X, next_hop=B.name, now_ms=NOW + 2_000)
+
+
+def blame_cases() -> list[tuple[str, str, dict[str, Any], str]]:
+    """Changes outside the seal and whole-message limits prove nothing (expected null);
+    failures of the sender's signature inside it do (forged_body)."""
+    honest = honest_delivery()
+    return [
+        ("blame-route-past-limit",
+         "a.example sealed to b.example a message whose route (unsigned) holds 33 entries",
+         route_past_limit(), B.name),
+        ("blame-chain-past-limit",
+         "33 genuine seals, the last x.example's to b.example: over the limit, judged on nothing",
+         chain_past_limit(), B.name),
+        ("blame-route-added",
+         "an honest delivery whose route the holder extended by 40 entries",
+         {**honest, "route": honest["route"] * 20}, B.name),
+        ("blame-route-removed",
+         "an honest delivery whose route the holder emptied",
+         {**honest, "route": []}, B.name),
+        ("blame-route-garbage",
+         "an honest delivery whose route the holder replaced with a string",
+         {**honest, "route": "anything"}, B.name),
+        ("blame-retrieval-fields",
+         "an honest delivery with _status, _inbox and _tags added by the holder",
+         {**honest, "_status": 1, "_inbox": [], "_tags": {"x": None}}, B.name),
+        ("blame-earlier-record-altered",
+         "a record before the part x.example's seal reaches through prev links was altered",
+         earlier_record_altered(), B.name),
+        ("blame-unknown-field-signed",
+         "alice signed a field v1.0 does not know, a.example sealed it: refused, not blamed",
+         sealed_unchecked(sender_signed(x_extra="?"), A, B.name, NOW + 1_000), B.name),
+        ("blame-subject-past-limit",
+         "alice signed a subject over 4096 bytes, a.example sealed it: refused, not blamed",
+         sealed_unchecked(sender_signed(subject="s" * 5_000), A, B.name, NOW + 1_000), B.name),
+        ("blame-key-swapped",
+         "x.example replaced the sender's pub and sealed it: forged_body",
+         key_swapped_delivery(), B.name),
+        ("blame-malformed-sig",
+         "x.example sealed a body whose sig is not base64url: forged_body",
+         malformed_sig_delivery(), B.name),
+    ]  # fmt: skip
+
+
 def offenses() -> list[dict[str, Any]]:
     cases = [
         ("forged-body", "x.example changed the content and sealed it", forged_delivery(), B.name),
@@ -425,6 +529,7 @@ def offenses() -> list[dict[str, Any]]:
             declared_fail_delivery(),
             B.name,
         ),
+        *blame_cases(),
     ]
     return [
         {

@@ -272,6 +272,30 @@ def test_offense(case: dict[str, Any]) -> None:
     assert (last["server"], last["next"]) == (expected["offender"], case["receiver"])
 
 
+BLAME_NEGATIVE = {
+    "blame-route-past-limit", "blame-chain-past-limit", "blame-route-added",
+    "blame-route-removed", "blame-route-garbage", "blame-retrieval-fields",
+    "blame-earlier-record-altered", "blame-unknown-field-signed", "blame-subject-past-limit",
+}  # fmt: skip
+
+
+def test_blame_vectors_cover_what_is_never_evidence() -> None:
+    # PROTOCOL.md §7.5: unsigned fields, records beyond the seal's prev links and
+    # whole-message limits never prove anything; a failed sender signature does.
+    cases = {c["name"]: c for c in TAMPER["offenses"]}
+    assert cases.keys() >= BLAME_NEGATIVE
+    assert all(cases[name]["expected"] is None for name in BLAME_NEGATIVE)
+    for name in ("blame-key-swapped", "blame-malformed-sig"):
+        assert cases[name]["expected"]["kind"] == "forged_body"
+    asked: list[str] = []
+    over = cases["blame-chain-past-limit"]
+    assert (
+        find_offense(over["envelope"], lambda s: asked.append(s) or keys(s), receiver="b.example")
+        is None
+    )
+    assert asked == []  # refused on its length, before any key is looked up
+
+
 def test_genuine_report() -> None:
     genuine = TAMPER["genuine"]
     report = genuine["report"]

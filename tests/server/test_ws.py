@@ -58,9 +58,11 @@ async def test_actions_echo_rid_and_push_changes_to_other_devices(
     mid = msg["id"]
     await phone.send_json({"action": "read", "ids": [mid], "rid": "r1"})
     answer = await phone.receive_json(timeout=5)
-    assert answer == {"ok": True, "action": "read", "rid": "r1", "updated": [mid]}
+    ref = {"id": mid, "from": alice.address}
+    assert answer == {"ok": True, "action": "read", "rid": "r1", "updated": [mid], "refs": [ref]}
     changed = await laptop.receive_json(timeout=5)
     assert changed["action"] == "changed" and changed["ids"] == [mid]
+    assert changed["refs"] == [ref]
     await phone.send_json({"action": "tag", "id": mid, "add": ["important"], "rid": 2})
     assert (await phone.receive_json(timeout=5))["tags"] == ["important"]
     await phone.send_json({"action": "move", "id": mid, "inbox": "later", "rid": 3})

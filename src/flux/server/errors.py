@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,6 +103,21 @@ class Conflict(ServerError):
     """The message id is already stored for a recipient with another body."""
 
     code = "conflict"
+
+
+class Ambiguous(Conflict):
+    """A bare id names messages of several senders in the caller's own mailbox; the answer
+    lists them (`ambiguous: [{id, senders}]`) so the client can repeat with `from`."""
+
+    code = "ambiguous"
+
+    def __init__(self, candidates: Mapping[str, Sequence[str]]) -> None:
+        super().__init__("several senders' messages have this id: name one with `from`", field="from")
+        self.candidates = {k: list(v) for k, v in candidates.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        found = [{"id": k, "senders": v} for k, v in self.candidates.items()]
+        return {**super().to_dict(), "ambiguous": found}
 
 
 class PayloadTooLarge(ServerError):
@@ -208,6 +223,7 @@ TABLE: dict[str, Row] = {
     "unknown_recipient": Row(404, 1008),
     "method_not_allowed": Row(405, 1008),
     "conflict": Row(409, 1008),
+    "ambiguous": Row(409, 1008),
     "payload_too_large": Row(413, 1009),
     "quota_exceeded": Row(429, 1008),
     "spam": Row(451, 1008),

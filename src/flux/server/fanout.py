@@ -17,7 +17,10 @@ the mail is still pending (it is delivered by the next `authed` or fetch) and `/
 replays every change since a client's last state. Events for this process's own sockets
 are dispatched directly, without the database round trip.
 
-A NOTIFY payload is limited to 8000 bytes, so an event naming many ids is split.
+A NOTIFY payload is limited to 8000 bytes, so an event naming many messages is split.
+Events name messages by (id, sender) (`MessageRef`): an id alone names a message only
+together with its sender (PROTOCOL.md §4.4), so a push never looks up another sender's
+message that happens to share the id.
 """
 
 from __future__ import annotations
@@ -33,14 +36,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..background import running
-from ..store.base import MessageStatus, Store
+from ..store.base import MessageRef, MessageStatus, Store
 from .push import Hub
 
 log = logging.getLogger("flux.server")
 
-NEW = "new"  #: mail stored for the address (ids of the new messages)
-CHANGED = "changed"  #: status, tags or folder of these ids changed
-IDS_PER_EVENT = 100  #: 100 ids of 32 characters keep a payload far under 8000 bytes
+NEW = "new"  #: mail stored for the address (the new messages)
+CHANGED = "changed"  #: status, tags or folder of these messages changed
+#: 20 (id, sender) pairs, an address being at most a few hundred characters, keep a
+#: payload far under 8000 bytes
+IDS_PER_EVENT = 20
 KEEPALIVE_S = 5.0  #: an idle listening connection is checked this often
 OUTBOX_LIMIT = 10_000  #: events waiting for NOTIFY; beyond, dropped (clients catch up)
 
@@ -49,7 +54,7 @@ OUTBOX_LIMIT = 10_000  #: events waiting for NOTIFY; beyond, dropped (clients ca
 class MailEvent:
     address: str
     kind: str  #: NEW or CHANGED
-    ids: tuple[str, ...]
+    ids: tuple[MessageRef, ...]  #: (id, sender) of each message
     state: int = 0  #: the address's state token after the change (CHANGED)
     origin: str = ""  #: "<process>/<socket>" whose request made the change: not echoed to it
 
@@ -69,17 +74,19 @@ class Dispatcher:
         if not self.hub.listening(event.address):
             return
         if event.kind == NEW:
-            for msg_id in event.ids:
-                await self._push_message(event.address, msg_id)
+            for ref in event.ids:
+                await self._push_message(event.address, ref)
             return
-        frame = {"action": "changed", "ids": list(event.ids), "state": event.state}
+        frame = {"action": "changed", "ids": [r.id for r in event.ids],
+                 "refs": [{"id": r.id, "from": r.sender} for r in event.ids],
+                 "state": event.state}  # fmt: skip
         self.hub.push(event.address, frame, exclude=self._own_socket(event))
 
-    async def _push_message(self, address: str, msg_id: str) -> None:
+    async def _push_message(self, address: str, ref: MessageRef) -> None:
         # The pushed copy is marked delivered first. When another process's socket (or
         # an `authed` fetch) took it first, it is pushed as it now stands.
-        rows = await self.store.mark(address, [msg_id], MessageStatus.DELIVERED)
-        row = rows[0] if rows else await self.store.get(address, msg_id)
+        rows = await self.store.mark(address, [ref], MessageStatus.DELIVERED)
+        row = rows[0] if rows else await self.store.get(address, ref.id, ref.sender)
         if row is not None and row.status is not MessageStatus.DELETED:
             self.hub.push(
                 address, {"action": "message", "message": row.to_wire(), "state": row.seq}
@@ -197,13 +204,18 @@ def _split(event: MailEvent) -> Sequence[MailEvent]:
 
 
 def _encode(event: MailEvent, process: str) -> str:
-    return json.dumps({"p": process, "a": event.address, "k": event.kind, "i": list(event.ids),
+    ids = [[r.id, r.sender] for r in event.ids]
+    return json.dumps({"p": process, "a": event.address, "k": event.kind, "i": ids,
                        "s": event.state, "o": event.origin}, separators=(",", ":"))  # fmt: skip
 
 
 def _decode(payload: str) -> tuple[str, MailEvent]:
     d = json.loads(payload)
-    if d["k"] not in (NEW, CHANGED) or not all(isinstance(i, str) for i in d["i"]):
+    pairs = d["i"]
+    if d["k"] not in (NEW, CHANGED) or not all(
+        isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in pairs
+    ):
         raise ValueError("not a mail event")
-    event = MailEvent(str(d["a"]), d["k"], tuple(d["i"]), int(d["s"]), str(d["o"]))
+    refs = tuple(MessageRef(i, s) for i, s in pairs)
+    event = MailEvent(str(d["a"]), d["k"], refs, int(d["s"]), str(d["o"]))
     return str(d["p"]), event

@@ -3,18 +3,34 @@
 The caller has already proved it owns `address`; this module reads and changes that one
 mailbox through the store and tells the owner's other sockets what changed ("changed"
 frames), so every device stays in step whichever one made the change.
+
+Message identity (docs/API.md, "Message identity"; PROTOCOL.md §4.4). A message is named by
+its sender and id together: the id is the sender's choice, so two senders may use one id.
+Requests keep naming a message by bare id (`id`, `ids`), with an optional `from` (the
+sender) to choose; `ids` items may also be `{id, from}`. A bare id that names messages of
+several senders in this mailbox is refused with 409 `ambiguous` listing their senders —
+only the owner sees their own mailbox, so that tells them nothing about anyone else's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..protocol.errors import InvalidValue
-from ..store.base import ChangeKind, ListQuery, MessageStatus, Store, StoredMessage
+from ..protocol.errors import InvalidValue, TooLarge, WrongType
+from ..store.base import (
+    AmbiguousMessage,
+    ChangeKind,
+    ListQuery,
+    MessageRef,
+    MessageStatus,
+    Store,
+    StoredMessage,
+)
 from . import wire
-from .errors import NotFound
+from .errors import Ambiguous, NotFound
 from .fanout import CHANGED, LocalFanout, MailEvent
 from .push import Connection
 
@@ -26,15 +42,62 @@ class TagRequest:
     id: str
     add: list[str]
     remove: list[str]
+    sender: str | None = None  #: the `from` naming which sender's message, if given
+
+
+def parse_sender(obj: Mapping[str, Any], name: str = "from") -> str | None:
+    """The optional sender (`from`) that chooses among messages sharing an id."""
+    value = obj.get(name)
+    return None if value is None else wire.check_address(value, name)
+
+
+def parse_ref(obj: Mapping[str, Any]) -> MessageRef:
+    """`{id, from?}`."""
+    return MessageRef(wire.message_id(obj), parse_sender(obj))
+
+
+def parse_refs(obj: Mapping[str, Any]) -> list[MessageRef]:
+    """`ids: [id | {id, from?}, ...]` or a single `id`, each with the request's `from`
+    unless the item names its own."""
+    default = parse_sender(obj)
+    ids = obj.get("ids")
+    if not (isinstance(ids, list) and any(isinstance(i, Mapping) for i in ids)):
+        return [MessageRef(i, default) for i in wire.id_list(obj)]
+    if len(ids) > wire.MAX_IDS:
+        raise TooLarge(f"at most {wire.MAX_IDS} ids at once", field="ids")
+    refs: list[MessageRef] = []
+    for n, item in enumerate(ids):
+        if isinstance(item, Mapping):
+            sender = parse_sender(item, "from") if "from" in item else default
+            refs.append(MessageRef(wire.check_id(item.get("id"), f"ids[{n}].id"), sender))
+        elif isinstance(item, str):
+            refs.append(MessageRef(wire.check_id(item, f"ids[{n}]"), default))
+        else:
+            raise WrongType("ids items are message ids or {id, from}", field=f"ids[{n}]")
+    return list(dict.fromkeys(refs))
 
 
 def parse_tag(obj: Mapping[str, Any]) -> TagRequest:
-    req = TagRequest(wire.message_id(obj), wire.tag_list(obj, "add"), wire.tag_list(obj, "remove"))
-    return req
+    ref = parse_ref(obj)
+    return TagRequest(ref.id, wire.tag_list(obj, "add"), wire.tag_list(obj, "remove"), ref.sender)
 
 
-def parse_move(obj: Mapping[str, Any]) -> tuple[str, str]:
-    return wire.message_id(obj), wire.inbox(obj)
+def parse_move(obj: Mapping[str, Any]) -> tuple[MessageRef, str]:
+    return parse_ref(obj), wire.inbox(obj)
+
+
+def ref_wire(row: StoredMessage) -> dict[str, str]:
+    """How a client addresses one message: `{id, from}`."""
+    return {"id": row.id, "from": row.sender}
+
+
+@contextlib.contextmanager
+def _one_sender() -> Iterator[None]:
+    """The store's AmbiguousMessage as the 409 `ambiguous` answer."""
+    try:
+        yield
+    except AmbiguousMessage as exc:
+        raise Ambiguous(exc.candidates) from None
 
 
 def parse_status(text: str | None) -> MessageStatus | None:
@@ -57,7 +120,7 @@ class Mailbox:
     ) -> None:
         """Tell the address's other sockets (in every process) what changed."""
         if rows:
-            event = MailEvent(address, CHANGED, tuple(r.id for r in rows),
+            event = MailEvent(address, CHANGED, tuple(r.ref for r in rows),
                               max(r.seq for r in rows), self.fanout.origin(origin))  # fmt: skip
             await self.fanout.publish(event)
 
@@ -75,27 +138,32 @@ class Mailbox:
         page = await self.store.list(address, ListQuery(status=MessageStatus.PENDING, limit=limit))
         return await self.store.pending_count(address), [r.to_wire() for r in page.items]
 
-    async def get(self, address: str, msg_id: str) -> Wire:
-        row = await self.store.get(address, msg_id)
+    async def get(self, address: str, ref: MessageRef) -> Wire:
+        """Raises NotFound, Ambiguous (409: the id names several senders' messages)."""
+        with _one_sender():
+            row = await self.store.get(address, ref.id, ref.sender)
         if row is None:
             raise NotFound("no such message in this mailbox", field="id")
         return row.to_wire()
 
-    async def thread(self, address: str, msg_id: str) -> list[Wire]:
-        rows = await self.store.thread(address, msg_id)
-        if not rows and await self.store.get(address, msg_id) is None:
-            raise NotFound("no such message in this mailbox", field="id")
+    async def thread(self, address: str, ref: MessageRef) -> list[Wire]:
+        """The conversation of one message (base.py, "Threads"). Raises NotFound,
+        Ambiguous."""
+        with _one_sender():
+            rows = await self.store.thread(address, ref.id, ref.sender)
+            if not rows and await self.store.get(address, ref.id, ref.sender) is None:
+                raise NotFound("no such message in this mailbox", field="id")
         return [r.to_wire() for r in rows]
 
     async def changes(self, address: str, since: int, limit: int) -> dict[str, Any]:
         found = await self.store.changes(address, since, limit)
-        kinds: dict[str, ChangeKind] = {}
+        kinds: dict[tuple[str, str], ChangeKind] = {}
         for change in found.changes:  # a row created and then changed is reported as created
-            kinds.setdefault(change.msg_id, change.kind)
+            kinds.setdefault((change.sender, change.msg_id), change.kind)
         created: list[Wire] = []
         updated: list[Wire] = []
-        for msg_id, kind in kinds.items():
-            row = await self.store.get(address, msg_id)
+        for (sender, msg_id), kind in kinds.items():
+            row = await self.store.get(address, msg_id, sender)
             if row is not None:
                 (created if kind == ChangeKind.CREATED else updated).append(row.to_wire())
         return {"state": found.state, "has_more": found.has_more, "created": created,
@@ -113,19 +181,24 @@ class Mailbox:
     async def mark(
         self,
         address: str,
-        ids: Sequence[str],
+        refs: Sequence[MessageRef],
         status: MessageStatus,
         origin: Connection | None = None,
-    ) -> list[str]:
-        rows = await self.store.mark(address, ids, status)
+    ) -> list[StoredMessage]:
+        """The rows that changed. Raises Ambiguous (changing nothing) if any bare id names
+        several senders' messages."""
+        with _one_sender():
+            rows = await self.store.mark(address, refs, status)
         await self._changed(address, rows, origin)
-        return [r.id for r in rows]
+        return rows
 
     async def tag(
         self, address: str, req: TagRequest, origin: Connection | None = None
     ) -> list[str]:
-        before = await self.store.get(address, req.id)
-        row = await self.store.tag(address, req.id, req.add, req.remove)
+        """The message's tags after the change. Raises NotFound, Ambiguous."""
+        with _one_sender():
+            before = await self.store.get(address, req.id, req.sender)
+            row = await self.store.tag(address, req.id, req.add, req.remove, req.sender)
         if row is None or before is None:
             raise NotFound("no such message in this mailbox", field="id")
         if row.seq != before.seq:
@@ -133,12 +206,19 @@ class Mailbox:
         return list(row.tags)
 
     async def move(
-        self, address: str, msg_id: str, inbox: str, origin: Connection | None = None
+        self, address: str, ref: MessageRef, inbox: str, origin: Connection | None = None
     ) -> str:
-        before = await self.store.get(address, msg_id)
-        row = await self.store.move(address, msg_id, inbox)
+        """The message's inbox after the move. Raises NotFound, Ambiguous."""
+        with _one_sender():
+            before = await self.store.get(address, ref.id, ref.sender)
+            row = await self.store.move(address, ref.id, inbox, ref.sender)
         if row is None or before is None:
             raise NotFound("no such message in this mailbox", field="id")
         if row.seq != before.seq:
             await self._changed(address, [row], origin)
         return row.inbox
+
+
+def updated_wire(rows: Sequence[StoredMessage]) -> dict[str, Any]:
+    """The answer to read/delete: `updated` (ids, as before) and `refs` ({id, from})."""
+    return {"updated": [r.id for r in rows], "refs": [ref_wire(r) for r in rows]}

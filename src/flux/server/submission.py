@@ -13,10 +13,13 @@ In order, each step refusing with its own error (the table in errors.py gives th
    queued for that domain, and only for a sender this server hosts (403 `relay_denied`
    otherwise: no open relay; open mode allows it). In hosted mode only registered
    addresses are local; no local and no remote recipient at all is 404;
-5. dedupe: a recipient that already holds this id with the same body is a duplicate
-   (nothing changes, 200 `duplicate`); with another body it is a 409 conflict. A replay
-   of a stored message therefore passes no further step: it is neither spam-counted nor
-   quota-counted;
+5. dedupe, by (recipient, sender, id): a message is named by its sender and id together
+   (PROTOCOL.md §4.4), so only the sender's own mail is compared. A recipient that already
+   holds this sender's message with this id and the same body is a duplicate (nothing
+   changes, 200 `duplicate`); with another body it is a 409 conflict. Another sender's
+   message with the same id is another message: it changes no answer (no oracle of who
+   got what, no squatting an id ahead of its sender). A replay of a stored message passes
+   no further step: it is neither spam-counted nor quota-counted;
 6. spam (451 with every reason; a refused message never reaches the quota);
 7. pending quota per recipient, checked in the storing transaction (429 when every new
    recipient is full; the others still get the message);
@@ -54,7 +57,7 @@ from ..protocol.errors import ChainError, FluxError, InvalidValue
 from ..protocol.outgoing import make_bounce
 from ..protocol.spam import RATE_LIMIT_REASON, check_spam
 from ..protocol.tamper import bound_seal
-from ..store.base import Incoming, Outbound, Store, StoreOutcome
+from ..store.base import Incoming, MessageRef, Outbound, Store, StoreOutcome
 from . import wire
 from .errors import (
     Conflict,
@@ -71,6 +74,9 @@ from .reputation import Reputation
 
 log = logging.getLogger("flux.server")
 Clock = Callable[[], int]
+
+#: the 409 for reusing one's own id with another body (only the sender's mail can cause it)
+CONFLICT_TEXT = "you already sent a message with this id and another body"
 
 #: per-recipient outcomes beyond the store's own
 NOT_HOSTED = "not_hosted"
@@ -288,7 +294,7 @@ class Submitter:
                 continue
             for rcpt, outcome in plan.outcomes.items():
                 if outcome == StoreOutcome.STORED:
-                    await self.push_new(rcpt, plan.env.id)
+                    await self.push_new(rcpt, plan.env.id, plan.env.sender)
             results.append(self._done(plan))
         return results
 
@@ -307,7 +313,7 @@ class Submitter:
         if StoreOutcome.STORED in outcome.values():
             return None
         if StoreOutcome.CONFLICT in outcome.values():
-            return Conflict("this id is already stored with another body", field="id")
+            return Conflict(CONFLICT_TEXT, field="id")
         if StoreOutcome.OVER_QUOTA in outcome.values():
             return QuotaExceeded(f"the recipient has {self.pending_quota} pending messages", field="to")  # fmt: skip
         return None
@@ -401,13 +407,13 @@ class Submitter:
         outcomes: dict[str, str] = {r: why for r, why in hosted.items() if why}
         fresh: list[str] = []
         for rcpt in (r for r, why in hosted.items() if not why):
-            existing = await self.store.get(rcpt, env.id)
+            existing = await self.store.get(rcpt, env.id, env.sender)  # this sender's only
             if existing is None:
                 fresh.append(rcpt)
             elif body_hash(existing.envelope) == env.body_hash:
                 outcomes[rcpt] = StoreOutcome.DUPLICATE
             else:
-                raise Conflict("this id is already stored with another body", field="id")
+                raise Conflict(CONFLICT_TEXT, field="id")
         return outcomes, fresh
 
     async def _check_spam(self, env: Envelope, now: int, *, rate_limited: bool) -> None:
@@ -454,6 +460,6 @@ class Submitter:
         self.metrics.refused("bounced")
         log.info("event=bounce id=%s re=%s to=%s", env.id, original["id"], sender)
 
-    async def push_new(self, address: str, msg_id: str) -> None:
+    async def push_new(self, address: str, msg_id: str, sender: str) -> None:
         """Tell `address`'s live sockets, in every process, of a message just stored."""
-        await self.fanout.publish(MailEvent(address, NEW, (msg_id,)))
+        await self.fanout.publish(MailEvent(address, NEW, (MessageRef(msg_id, sender),)))

@@ -25,7 +25,7 @@ from . import wire
 from .auth import Authenticator, Principal
 from .config import ServerConfig
 from .errors import Forbidden, UnknownAction, dumps, error_body, row_for, unexpected
-from .mailbox import Mailbox, parse_move, parse_tag
+from .mailbox import Mailbox, parse_move, parse_refs, parse_tag, updated_wire
 from .metrics import Metrics
 from .push import Connection, Hub
 from .submission import Submitter
@@ -191,19 +191,19 @@ class WebSocketEndpoint:
         return (await self.submitter.submit(message)).to_wire()
 
     async def _read(self, p: Principal, frame: dict[str, Any], conn: Connection) -> dict[str, Any]:
-        ids = wire.id_list(frame)
-        return {"updated": await self.mailbox.mark(p.address, ids, MessageStatus.READ, conn)}
+        rows = await self.mailbox.mark(p.address, parse_refs(frame), MessageStatus.READ, conn)
+        return updated_wire(rows)
 
     async def _delete(self, p: Principal, frame: dict[str, Any], conn: Connection) -> dict[str, Any]:  # fmt: skip
-        ids = wire.id_list(frame)
-        return {"updated": await self.mailbox.mark(p.address, ids, MessageStatus.DELETED, conn)}
+        rows = await self.mailbox.mark(p.address, parse_refs(frame), MessageStatus.DELETED, conn)
+        return updated_wire(rows)
 
     async def _tag(self, p: Principal, frame: dict[str, Any], conn: Connection) -> dict[str, Any]:
         return {"tags": await self.mailbox.tag(p.address, parse_tag(frame), conn)}
 
     async def _move(self, p: Principal, frame: dict[str, Any], conn: Connection) -> dict[str, Any]:
-        msg_id, inbox = parse_move(frame)
-        return {"inbox": await self.mailbox.move(p.address, msg_id, inbox, conn)}
+        ref, inbox = parse_move(frame)
+        return {"inbox": await self.mailbox.move(p.address, ref, inbox, conn)}
 
     async def _ping(self, p: Principal, frame: dict[str, Any], conn: Connection) -> dict[str, Any]:
         return {"action": "pong"}

@@ -27,7 +27,7 @@ from ...protocol.outgoing import Outgoing, compose
 from ...store.base import ListQuery, MessageStatus, Store, StoreOutcome
 from .. import wire
 from ..errors import Forbidden, UnknownRecipient
-from ..mailbox import Mailbox, parse_move, parse_status, parse_tag
+from ..mailbox import Mailbox, parse_move, parse_refs, parse_status, parse_tag, updated_wire
 from ..submission import NOT_HOSTED, Submitter
 
 SESSION_HEADER = "X-Flux-Session"
@@ -185,13 +185,13 @@ class AccountRoutes:
 
     async def read(self, request: web.Request) -> web.Response:
         address, body = await self._owner_of_body(request)
-        ids = wire.id_list(body)
-        return wire.ok(updated=await self.mailbox.mark(address, ids, MessageStatus.READ))
+        refs = parse_refs(body)
+        return wire.ok(**updated_wire(await self.mailbox.mark(address, refs, MessageStatus.READ)))
 
     async def delete(self, request: web.Request) -> web.Response:
         address, body = await self._owner_of_body(request)
-        ids = wire.id_list(body)
-        return wire.ok(updated=await self.mailbox.mark(address, ids, MessageStatus.DELETED))
+        refs = parse_refs(body)
+        return wire.ok(**updated_wire(await self.mailbox.mark(address, refs, MessageStatus.DELETED)))
 
     async def tag(self, request: web.Request) -> web.Response:
         address, body = await self._owner_of_body(request)
@@ -199,8 +199,8 @@ class AccountRoutes:
 
     async def move(self, request: web.Request) -> web.Response:
         address, body = await self._owner_of_body(request)
-        msg_id, inbox = parse_move(body)
-        return wire.ok(inbox=await self.mailbox.move(address, msg_id, inbox))
+        ref, inbox = parse_move(body)
+        return wire.ok(inbox=await self.mailbox.move(address, ref, inbox))
 
     # -- sending ----------------------------------------------------------------------------
 

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ...store.base import ListQuery, MessageStatus
+from ...store.base import ListQuery, MessageRef, MessageStatus
 from .. import wire
 from ..auth import Authenticator
-from ..mailbox import Mailbox, parse_move, parse_status, parse_tag
+from ..mailbox import Mailbox, parse_move, parse_refs, parse_status, parse_tag, updated_wire
 from ..submission import Submitter
+
+
+def query_sender(request: web.Request) -> str | None:
+    """The optional `from` query parameter choosing among senders sharing an id."""
+    value = wire.query_str(request, "from")
+    return None if value is None else wire.check_address(value, "from")
 
 
 class MailRoutes:
@@ -98,18 +104,18 @@ class MailRoutes:
 
     async def message(self, request: web.Request) -> web.Response:
         address = await self._owner_in_path(request)
-        msg_id = wire.check_id(request.match_info["id"])
-        return wire.ok(message=await self.mailbox.get(address, msg_id))
+        ref = MessageRef(wire.check_id(request.match_info["id"]), query_sender(request))
+        return wire.ok(message=await self.mailbox.get(address, ref))
 
     async def read(self, request: web.Request) -> web.Response:
         address, body = await self._owner_in_body(request)
-        ids = wire.id_list(body)
-        return wire.ok(updated=await self.mailbox.mark(address, ids, MessageStatus.READ))
+        refs = parse_refs(body)
+        return wire.ok(**updated_wire(await self.mailbox.mark(address, refs, MessageStatus.READ)))
 
     async def delete(self, request: web.Request) -> web.Response:
         address, body = await self._owner_in_body(request)
-        ids = wire.id_list(body)
-        return wire.ok(updated=await self.mailbox.mark(address, ids, MessageStatus.DELETED))
+        refs = parse_refs(body)
+        return wire.ok(**updated_wire(await self.mailbox.mark(address, refs, MessageStatus.DELETED)))
 
     async def tag(self, request: web.Request) -> web.Response:
         address, body = await self._owner_in_body(request)
@@ -117,13 +123,13 @@ class MailRoutes:
 
     async def move(self, request: web.Request) -> web.Response:
         address, body = await self._owner_in_body(request)
-        msg_id, inbox = parse_move(body)
-        return wire.ok(inbox=await self.mailbox.move(address, msg_id, inbox))
+        ref, inbox = parse_move(body)
+        return wire.ok(inbox=await self.mailbox.move(address, ref, inbox))
 
     async def thread(self, request: web.Request) -> web.Response:
-        msg_id = wire.check_id(request.match_info["id"])
+        ref = MessageRef(wire.check_id(request.match_info["id"]), query_sender(request))
         address = await self._owner_in_query(request)
-        return wire.ok(messages=await self.mailbox.thread(address, msg_id))
+        return wire.ok(messages=await self.mailbox.thread(address, ref))
 
     async def changes(self, request: web.Request) -> web.Response:
         since = wire.query_int(request, "since", 0)

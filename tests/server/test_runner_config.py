@@ -43,6 +43,18 @@ def test_env_then_overrides() -> None:
     assert config.host == "0.0.0.0" and config.data_dir == Path("/tmp/d")
 
 
+def test_outbound_policy_and_operator_token_settings() -> None:
+    assert ServerConfig.from_env({}).peer_policy.literal_refused("127.0.0.1:5432")
+    config = ServerConfig.from_env(
+        {"FLUX_ALLOW_PRIVATE_PEERS": "10.0.0.0/8,localhost", "FLUX_INSECURE_PEERS": "127.0.0.1:9",
+         "FLUX_OPERATOR_TOKEN": "t" * 16},
+    )  # fmt: skip
+    policy = config.peer_policy
+    assert not policy.literal_refused("10.1.2.3:443") and not policy.literal_refused("127.0.0.1:9")
+    assert policy.literal_refused("127.0.0.1:5432") and policy.name_allowed("localhost", 1)
+    assert config.operator_token == "t" * 16
+
+
 def test_toml_below_env(tmp_path: Path) -> None:
     path = tmp_path / "flux.toml"
     path.write_text('[server]\ndomain = "toml.example"\nport = 1234\nopen_mode = true\n'
@@ -64,6 +76,8 @@ def test_toml_below_env(tmp_path: Path) -> None:
         ({"FLUX_LEGACY_TOKENS": "1"}, {}),  # without a secret
         ({}, {"port": 70000}),
         ({}, {"no_such_option": 1}),
+        ({"FLUX_ALLOW_PRIVATE_PEERS": "10.0.0.0/8, not a/cidr!"}, {}),
+        ({"FLUX_OPERATOR_TOKEN": "short"}, {}),
     ],
 )
 def test_bad_configuration(env: dict, overrides: dict) -> None:

@@ -227,10 +227,15 @@ def paths() -> dict[str, Any]:
         "/health": {"get": op("Liveness (503 while the database is unreachable)",
                               ok_obj(version={"type": "string"}, domain={"type": "string"}),
                               errors=("503",))},
-        "/stats": {"get": op("Server counters (public, no addresses)",
-                             ok_obj(store=COUNTS, websockets={"type": "integer"}))},
-        "/metrics": {"get": op("Prometheus metrics", {"type": "string"},
-                               content_type="text/plain")},
+        "/stats": {"get": op(
+            "Server counters. Anyone: aggregates only (queue.destinations is a count). The "
+            "operator (Authorization: Bearer FLUX_OPERATOR_TOKEN, or a local client when no "
+            "token is set): queue.destinations lists each destination and its last error",
+            ok_obj(store=COUNTS, websockets={"type": "integer"}))},
+        "/metrics": {"get": op("Prometheus metrics (operator only: Bearer "
+                               "FLUX_OPERATOR_TOKEN, or a local client when no token is set)",
+                               {"type": "string"}, content_type="text/plain",
+                               errors=("401",))},
         "/openapi.json": {"get": op("This document", {"type": "object"})},
         "/docs": {"get": op("This document as HTML", {"type": "string"},
                             content_type="text/html")},

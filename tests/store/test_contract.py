@@ -551,3 +551,80 @@ async def test_recipients_must_be_a_sequence_not_a_string(store):
     with pytest.raises(TypeError):
         await store.store_message(inc)
     assert (await store.stats())["deliveries"] == 0
+
+
+# -- message identity: (recipient, sender, id) (base.py; issue 9 §3) ------------------------
+MALLORY = "fx1" + "e" * 40
+
+
+async def test_two_senders_one_id_are_two_messages(store):
+    from flux.store import AmbiguousMessage, MessageRef
+
+    mine = envelope(**{"from": ALICE, "to": BOB})
+    squat = envelope(**{"from": MALLORY, "to": BOB, "id": mine["id"]})
+    assert await store.store_message(incoming(squat, BOB)) == {BOB: StoreOutcome.STORED}
+    assert await store.store_message(incoming(mine, BOB)) == {BOB: StoreOutcome.STORED}
+    # dedupe and conflict are the sender's own: a replay is DUPLICATE, another body CONFLICT
+    assert await store.store_message(incoming(mine, BOB)) == {BOB: StoreOutcome.DUPLICATE}
+    other = {**mine, "content": "changed"}
+    assert await store.store_message(incoming(other, BOB)) == {BOB: StoreOutcome.CONFLICT}
+    mid = mine["id"]
+    with pytest.raises(AmbiguousMessage) as err:
+        await store.get(BOB, mid)
+    assert err.value.candidates == {mid: sorted([ALICE, MALLORY])}
+    assert dict((await store.get(BOB, mid, ALICE)).envelope) == mine
+    assert dict((await store.get(BOB, mid, MALLORY)).envelope) == squat
+    assert await store.get(BOB, mid, CAROL) is None
+    for call in (store.mark(BOB, [mid], R), store.tag(BOB, mid, ["t"], []),
+                 store.move(BOB, mid, "x"), store.thread(BOB, mid)):  # fmt: skip
+        with pytest.raises(AmbiguousMessage):
+            await call
+    assert (await store.get(BOB, mid, ALICE)).status == P  # nothing changed
+    rows = await store.mark(BOB, [MessageRef(mid, ALICE)], R)
+    assert [(r.id, r.sender, r.status) for r in rows] == [(mid, ALICE, R)]
+    assert (await store.tag(BOB, mid, ["t"], [], MALLORY)).tags == ("t",)
+    assert (await store.move(BOB, mid, "x", ALICE)).inbox == "x"
+    assert (await store.get(BOB, mid, MALLORY)).inbox == "inbox"
+    changes = (await store.changes(BOB, 0, 100)).changes
+    assert {(c.msg_id, c.sender) for c in changes} == {(mid, ALICE), (mid, MALLORY)}
+    assert (await store.stats())["deliveries"] == 2
+
+
+async def test_thread_participant_rule(store):
+    real = envelope(**{"from": ALICE, "to": BOB, "cc": [CAROL]})
+    squat = envelope(**{"from": MALLORY, "to": BOB, "id": real["id"]})
+    await store.store_message(incoming(squat, BOB, at=T0 + 1))
+    await store.store_message(incoming(real, BOB, at=T0 + 2))
+    reply = envelope(**{"from": CAROL, "to": ALICE, "cc": [BOB], "re": real["id"]})
+    stranger = envelope(**{"from": SENDER_X, "to": BOB, "re": real["id"]})
+    await store.store_message(incoming(reply, BOB, at=T0 + 3))
+    await store.store_message(incoming(stranger, BOB, at=T0 + 4))
+    ids = lambda rows: [(m.sender, m.id) for m in rows]  # noqa: E731
+    assert ids(await store.thread(BOB, real["id"], ALICE)) == [(ALICE, real["id"]), (CAROL, reply["id"])]  # fmt: skip
+    assert ids(await store.thread(BOB, real["id"], MALLORY)) == [(MALLORY, real["id"])]
+    assert ids(await store.thread(BOB, stranger["id"])) == [(SENDER_X, stranger["id"])]
+
+
+async def test_waiting_replies_are_adopted_only_by_a_parent_they_take_part_in(store):
+    parent = envelope(**{"from": ALICE, "to": BOB})
+    mine = envelope(**{"from": ALICE, "to": BOB, "re": parent["id"]})
+    stranger = envelope(**{"from": MALLORY, "to": BOB, "re": parent["id"]})
+    await store.store_message(incoming(mine, BOB, at=T0 + 1))
+    await store.store_message(incoming(stranger, BOB, at=T0 + 2))
+    await store.store_message(incoming(parent, BOB, at=T0 + 3))
+    got = [m.id for m in await store.thread(BOB, parent["id"])]
+    assert got == [mine["id"], parent["id"]]
+
+
+async def test_queue_dedupe_is_per_sender(store):
+    from flux.store.base import Outbound
+
+    a = envelope(**{"from": ALICE, "to": BOB})
+    b = envelope(**{"from": MALLORY, "to": BOB, "id": a["id"]})
+    items = [Outbound("peer.example", e, incoming(e, BOB).body_hash, (BOB,), "pass", T0)
+             for e in (b, a)]  # fmt: skip
+    assert await store.enqueue(items) == [True, True]
+    assert await store.enqueue(items[1:]) == [False]
+
+
+SENDER_X = "fx1" + "9" * 40

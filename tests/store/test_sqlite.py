@@ -299,3 +299,57 @@ async def test_fetch_pending_and_counts_use_indexes(sqlite_store):
         )
         detail = " | ".join(r[3] for r in rows)
         assert "TEMP B-TREE" not in detail and "INDEX" in detail, detail
+
+
+async def test_step_4_migrates_mail_stored_at_step_3(tmp_path):
+    """A database made at step 3 (deliveries keyed by (recipient, id)) opens at step 4 with
+    its mail, tags, changes and threads, now keyed by (recipient, sender, id)."""
+    import json
+    import sqlite3
+
+    from store_helpers import SENDER, envelope
+
+    from flux.protocol import body_hash
+    from flux.store.migrations.sqlite import STEPS, migrate
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    assert migrate(conn, str(path), STEPS[:3]) == 3
+    root = envelope()
+    reply = envelope(re=root["id"])
+    orphan = envelope(re="f" * 32)
+    for n, (env, thread_root) in enumerate(
+        ((root, root["id"]), (reply, root["id"]), (orphan, "f" * 32)), start=1
+    ):
+        bh = body_hash(env)
+        conn.execute("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?)",
+                     (bh, env["id"], SENDER, env["t"], env.get("re"), json.dumps(env)))  # fmt: skip
+        conn.execute(
+            "INSERT INTO changes (address, msg_id, kind) VALUES (?, ?, 'created')",
+            (ALICE, env["id"]),
+        )
+        conn.execute(
+            """INSERT INTO deliveries (id, recipient, msg_id, body_hash, status, inbox, tags,
+                   received_at, seq, thread_root) VALUES (?, ?, ?, ?, 'pending', 'inbox',
+                   '["old"]', ?, ?, ?)""",
+            (n, ALICE, env["id"], bh, env["t"], n, thread_root),
+        )
+        conn.execute("INSERT INTO delivery_tags VALUES (?, 'old', ?, ?)", (n, ALICE, env["t"]))
+    conn.close()
+
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        assert store.schema_version == 4
+        got = await store.get(ALICE, root["id"])
+        assert dict(got.envelope) == root and got.sender == SENDER and got.tags == ("old",)
+        assert [m.id for m in await store.thread(ALICE, reply["id"], SENDER)] == [root["id"], reply["id"]]  # fmt: skip
+        assert [m.id for m in await store.thread(ALICE, orphan["id"])] == [orphan["id"]]
+        assert [m.id for m in (await store.list(ALICE, ListQuery(tag="old"))).items] == [
+            orphan["id"], reply["id"], root["id"]]  # fmt: skip
+        assert {c.sender for c in (await store.changes(ALICE, 0, 10)).changes} == {SENDER}
+        # new mail keeps working: another sender may now use the same id
+        other = envelope(**{"from": BOB, "id": root["id"]})
+        assert await store.store_message(incoming(other, ALICE)) == {ALICE: StoreOutcome.STORED}
+    finally:
+        await store.close()

@@ -1,5 +1,5 @@
 """A message is named by (sender, id) everywhere (issue 9 §3, "No oracles, no squatting";
-PROTOCOL.md §4.4, docs/API.md "Message identity"). Real servers on a real SQLite store
+PROTOCOL.md §4.5, docs/API.md "Message identity"). Real servers on a real SQLite store
 and on the memory store; the store contract (tests/store/test_contract.py) covers
 PostgreSQL too."""
 

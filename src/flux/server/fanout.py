@@ -19,7 +19,7 @@ are dispatched directly, without the database round trip.
 
 A NOTIFY payload is limited to 8000 bytes, so an event naming many messages is split.
 Events name messages by (id, sender) (`MessageRef`): an id alone names a message only
-together with its sender (PROTOCOL.md §4.4), so a push never looks up another sender's
+together with its sender (PROTOCOL.md §4.5), so a push never looks up another sender's
 message that happens to share the id.
 """
 

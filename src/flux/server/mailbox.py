@@ -4,7 +4,7 @@ The caller has already proved it owns `address`; this module reads and changes t
 mailbox through the store and tells the owner's other sockets what changed ("changed"
 frames), so every device stays in step whichever one made the change.
 
-Message identity (docs/API.md, "Message identity"; PROTOCOL.md §4.4). A message is named by
+Message identity (docs/API.md, "Message identity"; PROTOCOL.md §4.5). A message is named by
 its sender and id together: the id is the sender's choice, so two senders may use one id.
 Requests keep naming a message by bare id (`id`, `ids`), with an optional `from` (the
 sender) to choose; `ids` items may also be `{id, from}`. A bare id that names messages of

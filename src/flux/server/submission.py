@@ -14,7 +14,7 @@ In order, each step refusing with its own error (the table in errors.py gives th
    otherwise: no open relay; open mode allows it). In hosted mode only registered
    addresses are local; no local and no remote recipient at all is 404;
 5. dedupe, by (recipient, sender, id): a message is named by its sender and id together
-   (PROTOCOL.md §4.4), so only the sender's own mail is compared. A recipient that already
+   (PROTOCOL.md §4.5), so only the sender's own mail is compared. A recipient that already
    holds this sender's message with this id and the same body is a duplicate (nothing
    changes, 200 `duplicate`); with another body it is a 409 conflict. Another sender's
    message with the same id is another message: it changes no answer (no oracle of who

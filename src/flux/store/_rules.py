@@ -114,7 +114,7 @@ def decode_cursor(cursor: str) -> tuple[int, int]:
         raise InvalidValue("not a cursor this server issued", field="cursor") from None
 
 
-# -- message identity and threads (base.py, "Threads"; PROTOCOL.md §4.4) ---------------------
+# -- message identity and threads (base.py, "Threads"; PROTOCOL.md §4.5) ---------------------
 def refs(msg_ids: Iterable[str | MessageRef]) -> list[MessageRef]:
     """Distinct refs, in order; a bare id is a ref without sender."""
     return list(dict.fromkeys(MessageRef(m) if isinstance(m, str) else MessageRef(*m) for m in msg_ids))

@@ -14,7 +14,7 @@ Rules every implementation keeps:
 * A message delivered to several local recipients is stored once (`messages`, keyed by
   its body hash) with one `Delivery` row per recipient, keyed by (recipient, sender, id).
   The id is chosen by the sender, so it names a message only together with its sender
-  (PROTOCOL.md §4.4): two senders' messages with one id are two messages, stored apart.
+  (PROTOCOL.md §4.5): two senders' messages with one id are two messages, stored apart.
 * Dedupe: storing (recipient, sender, id) again with the same body is a no-op reported as
   DUPLICATE; with a different body it is refused as CONFLICT and never overwrites. Only
   the sender's own mail can make either happen, so neither outcome tells a sender
@@ -46,7 +46,7 @@ Lifecycle and `expires` (PROTOCOL.md §11.1), the same in every implementation:
 * Every new delivery and every status, tag or inbox change appends a `Change` with a new
   `seq`; the row's `StoredMessage.seq` is the seq of its last change.
 
-Threads (`re`, PROTOCOL.md §4.4): a message R is filed under the message P of its
+Threads (`re`, PROTOCOL.md §4.5): a message R is filed under the message P of its
 mailbox with P.id == R.re only if R's sender is a participant of P (P's sender, one of its
 `to`/`cc`, or the mailbox owner): a stranger can neither collect replies under a message
 whose id it squatted nor slip its "reply" into someone else's thread. When several such P

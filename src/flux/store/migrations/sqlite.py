@@ -20,7 +20,7 @@ Step 3 adds `hits`, the shared rate counters (`Store.count_hit`): one row per co
 (bucket, t), found by bucket and time, and pruned by time.
 
 Step 4 keys a delivery by (recipient, sender, id) instead of (recipient, id): the id is
-the sender's choice, so it names a message only with its sender (PROTOCOL.md §4.4).
+the sender's choice, so it names a message only with its sender (PROTOCOL.md §4.5).
 `deliveries` gains `sender` and `re` (copied from `messages`) and is rebuilt, since SQLite
 cannot drop a UNIQUE constraint; its unique index (recipient, msg_id, sender) also serves
 lookups by bare id. `thread_root` becomes a key naming a message by sender and id

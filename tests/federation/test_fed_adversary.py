@@ -25,6 +25,7 @@ import pytest
 
 from federation.fed_helpers import deliver as signed_delivery
 from federation.fed_helpers import local_servers, name, signer
+from federation.hostile_peer import HostilePeer
 from flux.protocol import (
     ChainVerdict,
     Identity,
@@ -390,3 +391,21 @@ async def test_forged_or_replayed_reports_never_strike_honest_a(
     assert await offenders(b) == {name(x): 1}  # X's one proof; never a strike against A
     await reports_settled(b)
     assert name(a) not in await offenders(a)
+
+
+async def test_reports_go_only_to_servers_that_provably_sealed(tmp_path: Path) -> None:
+    """X's forgery carries a record it made up in the name of a host it wants B to contact:
+    B strikes X and reports to A (whose seal is genuine), never to the made-up name."""
+    lure = HostilePeer()  # publishes a random key: the made-up record's is not it
+    async with lure, local_servers(tmp_path, "axb", extra_insecure={lure.name}) as s:
+        got = upstream(s, "a")
+        fake = append_hop(
+            got, ServerSigner(lure.name, Identity.generate()), next_hop=name(s["x"]),
+            now_ms=now_ms(),
+        )  # fmt: skip
+        forged = x_seals(s, {**fake, "content": "pay mallory instead"})
+        result = (await deliver(signer(s["x"]), s["b"], [forged]))["results"][0]
+        assert (result["refused"], result["struck"]) == ("bad_signature", True)
+        await reports_settled(s["b"])
+        assert [st.reporter for st in await strikes(s["a"])] == [name(s["b"])]
+        assert "/integrity/tamper_report" not in lure.paths()

@@ -417,6 +417,28 @@ def first_committed_failure(msg: Mapping[str, Any]) -> HopCheck | None:
     return None
 
 
+def witnesses(msg: Mapping[str, Any], keys: KeyLookup) -> list[str]:
+    """Servers that provably handled `msg` before its last hop: those with a record in its
+    chain sealed under a key they publish (whatever else is wrong with the chain). These
+    are who a tamper report goes to (§7.6): a name the offender merely wrote into its chain
+    is not one, so a forger cannot aim this server's reports at hosts of its choosing.
+    """
+    chain = msg.get("integrity_chain")
+    if not isinstance(chain, list):
+        return []
+    names: list[str] = []
+    for record in chain[:-1]:
+        try:
+            if not _check_record_shape(record):
+                continue  # a prototype record proves nothing about who handled the message
+            verify_seal(record, keys)
+        except _HopFailure:
+            continue
+        if record["server"] not in names:
+            names.append(record["server"])
+    return names
+
+
 def servers_in_chain(msg: Mapping[str, Any]) -> list[str]:
     """Names of every server whose keys verifying this chain needs (well-formed names only)."""
     names: list[str] = []

@@ -35,7 +35,7 @@ from ...federation.keys import KeyFetcher
 from ...federation.mesh import Mesh, check_mesh_header
 from ...federation.peers import ReportSender
 from ...federation.signing import CheckedRequest, check_request, verify_checked
-from ...protocol.chain import PublishedKey, published_key_covers, servers_in_chain
+from ...protocol.chain import PublishedKey, published_key_covers, servers_in_chain, witnesses
 from ...protocol.encoding import b64d
 from ...protocol.envelope import SERVER_RE
 from ...protocol.errors import (
@@ -202,12 +202,13 @@ class FederationRoutes:
         if offense is None or offense.offender != peer:
             return False
         if await self._record(offense, self.name):
-            # Tell the other servers that sealed it and this server's mesh peers (both
-            # from signed records or the operator's config, never from unsigned fields);
-            # they re-prove it before counting. The offender is left out (ReportSender).
+            # Tell the servers that provably sealed it before the offender (records its
+            # seal commits to, under keys they publish: never a name it merely wrote into
+            # its chain) and this server's mesh peers (the operator's config); they
+            # re-prove it before counting. The offender is left out (ReportSender).
             report = build_report(offense, self.key.signer, now_ms=self.clock())
             peers = [p for mesh in self.meshes.values() for p in mesh.peers]
-            self.reports.send(report, [*servers_in_chain(msg), *peers])
+            self.reports.send(report, [*witnesses(msg, self.keys), *peers])
         return True
 
     async def _record(self, offense: Offense, reporter: str) -> bool:

@@ -301,11 +301,14 @@ async def test_private_addresses_are_refused_unless_allowed(tmp_path: Path, host
         a = servers["a"]
         destination = f"{host}:{hostile.port}"
         msg = compose(ALICE, BOB.address, "hi", now_ms=int(time.time() * 1000)).primary
-        await a.app[PARTS]["submitter"].submit(
-            {"message": msg, "domains": {BOB.address: destination}}
-        )
-        error = await wait_last_error(a, destination)
-        assert "private or reserved" in error, error
+        submission = {"message": msg, "domains": {BOB.address: destination}}
+        if host == "localhost":  # a name: queued, and refused when it resolves
+            await a.app[PARTS]["submitter"].submit(submission)
+            error = await wait_last_error(a, destination)
+            assert "private or reserved" in error, error
+        else:  # an IP literal: refused at once, naming the field
+            with pytest.raises(InvalidValue):
+                await a.app[PARTS]["submitter"].submit(submission)
         claimed = ServerSigner(destination, Identity.generate())
         assert (await post_signed(a, claimed, batch(destination)))[0] == 401
         assert hostile.reached == []  # no connection: refused before connecting
@@ -357,6 +360,23 @@ def test_a_submission_to_a_forbidden_literal_is_refused_naming_the_field() -> No
     assert wire.submission(ok, refused=policy.literal_refused)[1] == ok["domains"]
 
 
+@pytest.mark.parametrize("literal", ["169.254.169.254", "127.0.0.1:5432", "10.0.0.5"])
+async def test_send_to_a_forbidden_literal_is_refused_at_submission(
+    tmp_path: Path, literal: str
+) -> None:
+    """The same rule through the server's own submit path: 400 naming `domains.<addr>`,
+    nothing queued (no mail that can only bounce)."""
+    async with local_servers(tmp_path, ["a"]) as servers:
+        a = servers["a"]
+        msg = compose(ALICE, BOB.address, "hi", now_ms=int(time.time() * 1000)).primary
+        async with aiohttp.ClientSession() as http:
+            body = {"message": msg, "domains": {BOB.address: literal}}
+            async with http.post(a.url + "/send", json=body) as response:
+                status, answer = response.status, await response.json()
+        assert status == 400 and answer["field"] == f"domains.{BOB.address}", answer
+        assert await a.app[PARTS]["store"].queue_state() == []
+
+
 # -- what /stats and /metrics tell whom -----------------------------------------------------
 
 
@@ -365,15 +385,15 @@ async def test_stats_reveal_destinations_and_errors_only_to_the_operator(tmp_pat
         a = servers["a"]
         msg = compose(ALICE, BOB.address, "hi", now_ms=int(time.time() * 1000)).primary
         await a.app[PARTS]["submitter"].submit(
-            {"message": msg, "domains": {BOB.address: "10.0.0.5:5432"}}
-        )
-        await wait_last_error(a, "10.0.0.5:5432")
+            {"message": msg, "domains": {BOB.address: "localhost:5432"}}
+        )  # a name (IP literals are refused at submission): refused when it resolves
+        await wait_last_error(a, "localhost:5432")
         status, public = await get(a, "/stats")
         assert status == 200 and public["queue"] == {"queued": 1, "destinations": 1}
-        assert "10.0.0.5" not in json.dumps(public)
+        assert "localhost" not in json.dumps(public)
         _, detail = await get(a, "/stats", Authorization=f"Bearer {TOKEN}")
         (dest,) = detail["queue"]["destinations"]
-        assert dest["destination"] == "10.0.0.5:5432" and dest["last_error"]
+        assert dest["destination"] == "localhost:5432" and dest["last_error"]
         assert (await get(a, "/metrics"))[0] == 401
         assert (await get(a, "/metrics", Authorization="Bearer wrong-token-0123456789"))[0] == 401
         status, text = await get(a, "/metrics", Authorization=f"Bearer {TOKEN}")

@@ -101,6 +101,7 @@ def create_app(
         store=store, signer=key.signer, clock=clock, rate=rate, fanout=fanout, metrics=metrics,
         reputation=reputation, open_mode=config.open_mode, pending_quota=config.pending_quota,
         enforce_quarantine=config.enforce_quarantine, meshes=meshes,
+        refused_domain=config.peer_policy.literal_refused,
     )  # fmt: skip
 
     peers = PeerClient(

@@ -147,6 +147,7 @@ class Submitter:
         enforce_quarantine: bool = True,
         meshes: Mapping[str, Mesh] | None = None,
         on_queued: Callable[[], None] = lambda: None,
+        refused_domain: Callable[[str], bool] | None = None,
     ) -> None:
         self.store = store
         self.signer = signer
@@ -162,6 +163,9 @@ class Submitter:
         self.enforce_quarantine = enforce_quarantine
         self.meshes = dict(meshes or {})
         self.on_queued = on_queued  #: wakes the delivery worker
+        #: the outbound policy's verdict on an IP-literal domain (netguard.PeerPolicy): such
+        #: a `domains` entry is refused at once rather than queued to bounce later
+        self.refused_domain = refused_domain
 
     async def submit(self, raw: bytes | str | Any) -> SubmitResult:
         """Run the pipeline on one submission: raw JSON or an already strictly-parsed value,
@@ -172,7 +176,7 @@ class Submitter:
         """
         started = time.perf_counter()
         value = wire.parse_json(raw) if isinstance(raw, bytes | str) else raw
-        msg, domains = wire.submission(value)
+        msg, domains = wire.submission(value, refused=self.refused_domain)
         if isinstance(msg, dict):
             msg = for_storage(msg)
         now = self.clock()

@@ -14,12 +14,13 @@ async with FluxClient(FluxIdentity.load("alice.json"), "http://localhost:8765") 
 
 from .bindings import KnownBindings
 from .client import FluxClient
-from .errors import BindingChanged, FluxClientError
+from .errors import AmbiguousId, BindingChanged, FluxClientError
 from .resolve import Recipient, parse_recipient, resolve_name, resolve_url
 from .results import Changes, Page, Peek, SendResult, Verified
 from .ws import Backoff
 
 __all__ = [
+    "AmbiguousId",
     "Backoff",
     "BindingChanged",
     "Changes",

@@ -39,7 +39,14 @@ from ..protocol import (
 )
 from .bindings import KnownBindings
 from .errors import FluxClientError
-from .resolve import Recipient, domain_url, is_local, parse_recipient, resolve_name
+from .resolve import (
+    Recipient,
+    domain_url,
+    get_json_capped,
+    is_local,
+    parse_recipient,
+    resolve_name,
+)
 from .results import Changes, Page, Peek, SendResult, Verified
 from .ws import Backoff, Listener
 
@@ -47,11 +54,19 @@ __all__ = ["FluxClient"]
 
 Message = dict[str, Any]
 Handler = Callable[[Message], Awaitable[None] | None]
-Ids = str | Iterable[str]
+#: message ids: one id, or several, each an id or `{"id": ..., "from": sender}`
+Ids = str | Iterable[str | Mapping[str, str]]
 
 
-def _id_list(ids: Ids) -> list[str]:
-    return [ids] if isinstance(ids, str) else list(ids)
+def _id_list(ids: Ids) -> list[Any]:
+    return [ids] if isinstance(ids, str) else [i if isinstance(i, str) else dict(i) for i in ids]
+
+
+def _with_sender(body: dict[str, Any], sender: str | None) -> dict[str, Any]:
+    """`body` naming the message's sender as `from` when one is given (PROTOCOL.md §4.5:
+    a message is named by its sender and id; the server needs `from` only when two
+    senders' messages in the mailbox share the id, and says so with 409 `ambiguous`)."""
+    return body if sender is None else {**body, "from": sender}
 
 
 def _addr_list(value: str | Iterable[str] | None) -> list[str]:
@@ -152,9 +167,19 @@ class FluxClient:
     ) -> tuple[int, Any]:
         session = await self._http()
         try:
+            # Never follow a redirect: it would carry the bearer token (or the session) to
+            # wherever the answer points. A server that moved is named in the error instead.
             async with session.request(
-                method, self.url + path, json=json, params=query, headers=headers
-            ) as resp:
+                method, self.url + path, json=json, params=query, headers=headers,
+                allow_redirects=False,
+            ) as resp:  # fmt: skip
+                if 300 <= resp.status < 400:
+                    where = resp.headers.get("Location", "")[:200]
+                    raise FluxClientError(
+                        f"{self.url} redirected to {where!r}; not followed (set the server "
+                        "URL to where it points if you trust it)",
+                        code="redirected",
+                    )
                 try:
                     body = await resp.json(content_type=None)
                 except ValueError:
@@ -413,36 +438,48 @@ class FluxClient:
         body = await self._request("GET", f"/peek/{self.address}")
         return Peek(int(body.get("pending", 0)), list(body.get("messages") or ()))
 
-    async def get(self, message_id: str) -> Message:
-        """One message of this mailbox by id."""
-        return dict(
-            (await self._request("GET", f"/message/{self.address}/{message_id}"))["message"]
-        )
+    # Every call naming a message takes `sender` (sent as `from`): needed only when two
+    # senders' messages in this mailbox share the id, which the server refuses with 409
+    # `ambiguous` (raised as AmbiguousId, listing the senders to choose from).
 
-    async def read(self, ids: Ids) -> list[str]:
-        """Mark read; returns the ids whose status changed."""
-        body = {"address": self.address, "ids": _id_list(ids)}
+    async def get(self, message_id: str, *, sender: str | None = None) -> Message:
+        """One message of this mailbox by id (and `sender`). Raises AmbiguousId."""
+        path = f"/message/{self.address}/{message_id}"
+        return dict((await self._request("GET", path, params={"from": sender}))["message"])
+
+    async def read(self, ids: Ids, *, sender: str | None = None) -> list[str]:
+        """Mark read; returns the ids whose status changed. `sender` names the sender of
+        every bare id; an item `{"id", "from"}` names its own. Raises AmbiguousId."""
+        body = _with_sender({"address": self.address, "ids": _id_list(ids)}, sender)
         return list((await self._request("POST", "/read", json=body)).get("updated") or ())
 
-    async def delete(self, ids: Ids) -> list[str]:
-        """Soft-delete (the server keeps the message); returns the ids changed."""
-        body = {"address": self.address, "ids": _id_list(ids)}
+    async def delete(self, ids: Ids, *, sender: str | None = None) -> list[str]:
+        """Soft-delete (the server keeps the message); returns the ids changed. `sender`
+        and `ids` as for `read`. Raises AmbiguousId."""
+        body = _with_sender({"address": self.address, "ids": _id_list(ids)}, sender)
         return list((await self._request("POST", "/delete", json=body)).get("updated") or ())
 
     async def tag(
-        self, message_id: str, add: Iterable[str] = (), remove: Iterable[str] = ()
+        self,
+        message_id: str,
+        add: Iterable[str] = (),
+        remove: Iterable[str] = (),
+        *,
+        sender: str | None = None,
     ) -> list[str]:
         """Change this mailbox's tags on a message; returns its tags afterwards."""
         body = {"address": self.address, "id": message_id, "add": list(add), "remove": list(remove)}
-        return list((await self._request("POST", "/tag", json=body)).get("tags") or ())
+        answer = await self._request("POST", "/tag", json=_with_sender(body, sender))
+        return list(answer.get("tags") or ())
 
-    async def move(self, message_id: str, inbox: str) -> str:
-        body = {"address": self.address, "id": message_id, "inbox": inbox}
+    async def move(self, message_id: str, inbox: str, *, sender: str | None = None) -> str:
+        body = _with_sender({"address": self.address, "id": message_id, "inbox": inbox}, sender)
         return str((await self._request("POST", "/move", json=body))["inbox"])
 
-    async def thread(self, message_id: str) -> list[Message]:
-        """The conversation `message_id` belongs to (linked by `re`), oldest first."""
-        params = {"address": self.address}
+    async def thread(self, message_id: str, *, sender: str | None = None) -> list[Message]:
+        """The conversation `message_id` (from `sender`) belongs to (linked by `re`), oldest
+        first. Raises AmbiguousId."""
+        params = {"address": self.address, "from": sender}
         return list(
             (await self._request("GET", f"/thread/{message_id}", params=params))["messages"]
         )
@@ -490,10 +527,8 @@ class FluxClient:
             self._domain = domain
             base = self.url if server == domain else domain_url(server, plain_http=self._plain_http)
             session = await self._http()
-            try:
-                async with session.get(f"{base}/federation/info") as resp:
-                    body = await resp.json(content_type=None)
-                    status = resp.status
+            try:  # another server's answer: no redirects, capped, with a deadline
+                status, body = await get_json_capped(session, f"{base}/federation/info")
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 raise FluxClientError(
                     f"cannot get {server}'s keys: {exc}", code="unreachable"

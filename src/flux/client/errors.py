@@ -12,7 +12,7 @@ from typing import Any
 
 from ..protocol.errors import FluxError, VerificationError
 
-__all__ = ["BindingChanged", "FluxClientError"]
+__all__ = ["AmbiguousId", "BindingChanged", "FluxClientError"]
 
 
 class FluxClientError(FluxError):
@@ -58,6 +58,8 @@ class FluxClientError(FluxError):
             return cls(f"server answered HTTP {status}", status=status, code="bad_answer")
         message = str(body.get("error") or f"server answered HTTP {status}")
         field = body.get("field")
+        if body.get("code") == AmbiguousId.code and cls is FluxClientError:
+            cls = AmbiguousId
         return cls(
             message,
             status=status,
@@ -65,6 +67,25 @@ class FluxClientError(FluxError):
             field=str(field) if field is not None else None,
             body=body,
         )
+
+
+class AmbiguousId(FluxClientError):
+    """409 `ambiguous`: this mailbox holds messages from several senders under an id the
+    call named without a sender (PROTOCOL.md §4.5). `candidates` maps each such id to its
+    senders (sorted, from the answer's `ambiguous: [{id, senders}]`); repeat the call with
+    `sender=` one of them."""
+
+    code = "ambiguous"
+
+    @property
+    def candidates(self) -> dict[str, list[str]]:
+        found = self.body.get("ambiguous")
+        entries = found if isinstance(found, list) else []
+        return {
+            str(e["id"]): [str(s) for s in e.get("senders") or ()]
+            for e in entries
+            if isinstance(e, Mapping) and "id" in e
+        }
 
 
 class BindingChanged(VerificationError):

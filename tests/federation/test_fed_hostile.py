@@ -21,6 +21,7 @@ import pytest
 
 from federation.fed_helpers import local_servers, name, signer
 from federation.hostile_peer import HostilePeer
+from flux.client import FluxClient
 from flux.client.errors import FluxClientError
 from flux.client.resolve import delegated_server, resolve_name
 from flux.federation.netguard import PeerPolicy, forbidden_address
@@ -275,6 +276,22 @@ async def test_redirects_are_never_followed(tmp_path: Path, target: str) -> None
         assert elsewhere.reached == []  # nothing, signed or not, reached the other host
         signed = [r for r in hostile.reached if "Signature" in r.headers]
         assert signed and all(name(a) in r.headers["Signature-Input"] for r in signed)
+
+
+async def test_the_client_library_follows_no_redirect_with_its_token_or_for_keys() -> None:
+    """FluxClient's API calls carry its key proof and token: a redirecting server (or a
+    man in the middle on plain HTTP) must not make it send the token elsewhere. Another
+    server's published keys are fetched without redirects too."""
+    async with HostilePeer() as elsewhere, HostilePeer(mode="redirect") as hostile:
+        hostile.redirect_to = f"http://{elsewhere.name}"
+        async with FluxClient(ALICE, hostile.url) as client:
+            with pytest.raises(FluxClientError) as err:
+                await client.inbox()
+            assert err.value.code == "redirected" and elsewhere.name in str(err.value)
+            client._domain = "self.example"  # skip /health: ask another server's keys
+            with pytest.raises(FluxClientError, match="redirect"):
+                await client.published_keys(hostile.name)
+        assert elsewhere.reached == []
 
 
 async def test_a_huge_or_malformed_delivery_answer_fails_cleanly(tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ ANSWER_MAX_BYTES = 64 * 1024  #: a binding or a delegation is a small JSON objec
 TIMEOUT_S = 10.0  #: the whole GET: connect, headers and body
 
 
-async def _get_json(session: aiohttp.ClientSession, url: str) -> tuple[int, object]:
+async def get_json_capped(session: aiohttp.ClientSession, url: str) -> tuple[int, object]:
     """GET `url` without following redirects; (status, parsed JSON or None). Raises
     aiohttp.ClientError, TimeoutError, ValueError (a redirect, or an answer over the cap)."""
     async with asyncio.timeout(TIMEOUT_S), session.get(
@@ -134,7 +134,7 @@ async def resolve_name(
     server = await delegated_server(session, domain, plain_http=plain_http)
     target = url or resolve_url(server, name, plain_http=plain_http)
     try:
-        status, body = await _get_json(session, target)
+        status, body = await get_json_capped(session, target)
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         raise FluxClientError(
             f"cannot resolve {name}@{domain}: {exc}", code="resolve_failed", field="to"
@@ -161,7 +161,7 @@ async def delegated_server(
     """
     try:
         url = f"{domain_url(domain, plain_http=plain_http)}/.well-known/flux"
-        status, body = await _get_json(session, url)
+        status, body = await get_json_capped(session, url)
         body = body if status == 200 else None
     except (aiohttp.ClientError, TimeoutError, ValueError):
         return domain

@@ -79,6 +79,65 @@ async def test_migrations_are_idempotent(pg_dsn, pg, schema):
         await again.close()
 
 
+async def test_step_4_migrates_mail_stored_at_step_3(pg_dsn, pg, schema):
+    """A schema made at step 3 (deliveries keyed by (recipient, id)) opens at step 4 with
+    its mail, tags, changes and threads, now keyed by (recipient, sender, id): the
+    PostgreSQL twin of test_sqlite.py's test of the same name."""
+    import json
+
+    import asyncpg
+    from store_helpers import SENDER
+
+    from flux.protocol import body_hash
+    from flux.store import ListQuery
+    from flux.store.migrations.postgres import STEPS, migrate
+
+    conn = await asyncpg.connect(pg_dsn, server_settings={"search_path": schema})
+    try:
+        assert await migrate(conn, "test", lock_key=4, schema=schema, steps=STEPS[:3]) == 3
+        root = envelope()
+        reply = envelope(re=root["id"])
+        orphan = envelope(re="f" * 32)
+        for n, (env, thread_root) in enumerate(
+            ((root, root["id"]), (reply, root["id"]), (orphan, "f" * 32)), start=1
+        ):
+            bh = body_hash(env)
+            await conn.execute("INSERT INTO messages VALUES ($1, $2, $3, $4, $5, $6)",
+                               bh, env["id"], SENDER, env["t"], env.get("re"), json.dumps(env))  # fmt: skip
+            await conn.execute(
+                "INSERT INTO changes (address, msg_id, kind) VALUES ($1, $2, 'created')",
+                ALICE, env["id"],
+            )  # fmt: skip
+            delivery = await conn.fetchval(
+                """INSERT INTO deliveries (recipient, msg_id, body_hash, status, inbox, tags,
+                       received_at, seq, thread_root) VALUES ($1, $2, $3, 'pending', 'inbox',
+                       '{old}', $4, $5, $6) RETURNING id""",
+                ALICE, env["id"], bh, env["t"], n, thread_root,
+            )  # fmt: skip
+            await conn.execute("INSERT INTO delivery_tags VALUES ($1, 'old', $2, $3)",
+                               delivery, ALICE, env["t"])  # fmt: skip
+    finally:
+        await conn.close()
+
+    store = pg.PostgresStore(pg_dsn, schema=schema)
+    await store.open()
+    try:
+        assert store.schema_version == 4 == STEPS[-1].version
+        got = await store.get(ALICE, root["id"])
+        assert dict(got.envelope) == root and got.sender == SENDER and got.tags == ("old",)
+        assert [m.id for m in await store.thread(ALICE, reply["id"], SENDER)] == [root["id"], reply["id"]]  # fmt: skip
+        assert [m.id for m in await store.thread(ALICE, orphan["id"])] == [orphan["id"]]
+        assert [m.id for m in (await store.list(ALICE, ListQuery(tag="old"))).items] == [
+            orphan["id"], reply["id"], root["id"]]  # fmt: skip
+        assert {c.sender for c in (await store.changes(ALICE, 0, 10)).changes} == {SENDER}
+        # new mail keeps working: another sender may now use the same id
+        other = envelope(**{"from": BOB, "id": root["id"]})
+        assert await store.store_message(incoming(other, ALICE)) == {ALICE: StoreOutcome.STORED}
+        assert (await store.get(ALICE, root["id"], SENDER)).envelope == root
+    finally:
+        await store.close()
+
+
 async def test_stores_opening_one_new_schema_at_once_migrate_it_once(pg_dsn, pg, schema):
     stores = [pg.PostgresStore(pg_dsn, schema=schema) for _ in range(4)]
     await asyncio.gather(*(s.open() for s in stores))  # like processes starting together
@@ -196,7 +255,9 @@ async def test_store_many_is_one_transaction(pg_store):
     from asyncpg.exceptions import NotNullViolationError
 
     ok = incoming(envelope(), ALICE)
-    bad = Incoming(envelope={"id": None, "from": ALICE}, body_hash="h", recipients=[ALICE], received_at=1)
+    bad = Incoming(
+        envelope={"id": None, "from": ALICE}, body_hash="h", recipients=[ALICE], received_at=1
+    )
     with pytest.raises(NotNullViolationError):  # a message without an id
         await pg_store.store_many([ok, bad])
     assert (await pg_store.stats())["deliveries"] == 0  # the first was rolled back too

@@ -2,9 +2,14 @@
 
 In order, each step refusing with its own error (the table in errors.py gives the status):
 
-1. strict parse (loads_strict): FLUX's JSON data model, or 400 `malformed_json`;
+1. strict parse (loads_strict): FLUX's JSON data model, or 400 `malformed_json`; a
+   `domains` entry that is an IP literal the outbound policy forbids (loopback, private,
+   link-local...) is refused here, naming `domains.<addr>`;
 2. `verify_envelope(now)`: shape, version, values, freshness ±5 min, key ↔ address,
-   signature (400 naming the field and reason);
+   signature (400 naming the field and reason); then room for this server's own route
+   entry and hop (400 `too_large` naming `route` or `integrity_chain`): a server never
+   seals a message its peer would refuse (PROTOCOL.md §7.2), so it can never be blamed
+   for one;
 3. the integrity chain must verify (400 `chain_invalid`: a forgery is refused, never
    passed on); a message that passed through a quarantined server is refused (403);
 4. recipients: `to` + `cc`, or for a BCC copy only its `bcc` (BRIEF §2.1: each BCC copy

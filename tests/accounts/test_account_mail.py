@@ -190,3 +190,55 @@ async def test_a_recipient_at_another_domain_is_queued_for_it(srv: Any) -> None:
     assert sent["recipients"] == {far: "queued"} and sent["duplicate"] is False
     bad = await srv.send(ada, expect=400, to=f"{far}@Not_A_Domain", content="nowhere")
     assert (bad["code"], bad["field"]) == ("invalid_value", "to")
+
+
+async def test_two_senders_sharing_an_id_are_ambiguous_until_from_chooses(srv: Any) -> None:
+    """PROTOCOL.md §4.5 through /mail/*: a stranger who used an id first squats nothing; the
+    account's calls naming only the id answer 409 `ambiguous` listing both senders, change
+    nothing, and `from` (on the body or on an `ids` item) names the one meant."""
+    from flux.protocol import compose
+
+    bob = await srv.account("bob")
+    h = bob.headers
+    x = "9e" * 16
+    real, squatter = make_identity("real-sender"), make_identity("squatter")
+    for sender, content in ((squatter, "planted first"), (real, "the real one")):
+        msg = compose(sender, bob.address, content, now_ms=srv.clock.now, message_id=x).primary
+        answer = await srv.call("POST", "/send", json_body=msg)
+        assert answer["recipients"] == {bob.address: "stored"}
+    want = [{"id": x, "senders": sorted([real.address, squatter.address])}]
+    for path, body in (("/mail/read", {"ids": [x]}), ("/mail/read", {"id": x}),
+                       ("/mail/delete", {"ids": [x]}), ("/mail/tag", {"id": x, "add": ["t"]}),
+                       ("/mail/move", {"id": x, "inbox": "later"})):  # fmt: skip
+        refused = await srv.call("POST", path, headers=h, json_body=body, expect=409)
+        assert (refused["code"], refused["field"], refused["ambiguous"]) == ("ambiguous", "from", want)  # fmt: skip
+
+    inbox = {m["from"]: m for m in (await srv.call("GET", "/mail/inbox", headers=h))["messages"]}
+    # nothing was changed by the refusals
+    assert len(inbox) == 2
+    assert {(m["_status"], tuple(m["_tags"]), m["_inbox"]) for m in inbox.values()} == {
+        ("pending", (), "inbox")
+    }
+
+    tagged = await srv.call("POST", "/mail/tag", headers=h,
+                            json_body={"id": x, "from": real.address, "add": ["t"]})  # fmt: skip
+    assert tagged["tags"] == ["t"]
+    moved = await srv.call("POST", "/mail/move", headers=h,
+                           json_body={"id": x, "from": real.address, "inbox": "later"})  # fmt: skip
+    assert moved["inbox"] == "later"
+    read = await srv.call("POST", "/mail/read", headers=h,
+                          json_body={"ids": [{"id": x, "from": real.address}]})  # fmt: skip
+    assert read["refs"] == [{"id": x, "from": real.address}]
+    deleted = await srv.call("POST", "/mail/delete", headers=h,
+                             json_body={"ids": [x], "from": squatter.address})  # fmt: skip
+    assert deleted["refs"] == [{"id": x, "from": squatter.address}]
+    both = {}
+    for inbox_name in ("inbox", "later"):
+        page = await srv.call("GET", "/mail/inbox", headers=h, params={"inbox": inbox_name})
+        both.update({m["from"]: m for m in page["messages"]})
+    got = both[real.address]
+    assert (got["content"], got["_status"], got["_tags"], got["_inbox"]) == (
+        "the real one", "read", ["t"], "later")  # fmt: skip
+    assert squatter.address not in both  # deleted: listed no more, but only it
+    gone = await srv.call("GET", "/mail/inbox", headers=h, params={"status": "deleted"})
+    assert [(m["from"], m["content"]) for m in gone["messages"]] == [(squatter.address, "planted first")]  # fmt: skip

@@ -128,3 +128,65 @@ def test_schemathesis_finds_no_server_errors(live: ThreadedServer) -> None:
 
     run()
     assert failures == []
+
+
+IDENTITY_OPS = {  # every operation that names a message by id (PROTOCOL.md §4.5)
+    ("get", "/message/{address}/{id}"), ("get", "/thread/{id}"), ("post", "/read"),
+    ("post", "/delete"), ("post", "/tag"), ("post", "/move"), ("post", "/mail/read"),
+    ("post", "/mail/delete"), ("post", "/mail/tag"), ("post", "/mail/move"),
+}  # fmt: skip
+
+
+def test_message_identity_is_described(live: ThreadedServer) -> None:
+    """`from` on every call naming a message, `ids` items as an id or {id, from}, `refs` in
+    read/delete answers, 409 `ambiguous` where an id may be shared, 409 `conflict` on send."""
+    spec = requests.get(live.url + "/openapi.json", timeout=10).json()
+    schemas = spec["components"]["schemas"]
+    for method, path in sorted(IDENTITY_OPS):
+        op = spec["paths"][path][method]
+        conflict = op["responses"]["409"]
+        assert conflict["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Ambiguous"}, path  # fmt: skip
+        assert "ambiguous" in conflict["description"], path
+        if method == "get":
+            assert "from" in {p["name"] for p in op["parameters"] if p["in"] == "query"}, path
+            continue
+        body = op["requestBody"]["content"]["application/json"]["schema"]
+        assert "from" in body["properties"], path
+        if path.endswith(("/read", "/delete")):
+            items = body["properties"]["ids"]["items"]["oneOf"]
+            assert [i.get("type") for i in items] == ["string", "object"], path
+            assert set(items[1]["properties"]) == {"id", "from"}, path
+            answer = op["responses"]["200"]["content"]["application/json"]["schema"]
+            assert set(answer["properties"]["refs"]["items"]["required"]) == {"id", "from"}
+    ambiguous = schemas["Ambiguous"]["allOf"][1]
+    assert set(ambiguous["required"]) == {"code", "field", "ambiguous"}
+    assert "ambiguous" in schemas["Error"]["properties"]
+    for path in ("/send", "/mail/send"):
+        assert "`conflict`" in spec["paths"][path]["post"]["responses"]["409"]["description"]
+
+
+def test_a_real_ambiguous_answer_matches_its_description(live: ThreadedServer) -> None:
+    from flux.protocol import compose
+
+    bob = Identity.generate()
+    token = _login(live.url, bob)
+    x = "7a" * 16
+    for sender in (Identity.generate(), Identity.generate()):
+        msg = compose(sender, bob.address, "hi", now_ms=int(time.time() * 1000), message_id=x)
+        assert requests.post(live.url + "/send", json=msg.primary, timeout=10).status_code == 200
+    spec = requests.get(live.url + "/openapi.json", timeout=10).json()
+    described = spec["components"]["schemas"]["Ambiguous"]["allOf"][1]
+    headers = {"Authorization": f"Bearer {token}"}
+    for answer in (
+        requests.get(f"{live.url}/message/{bob.address}/{x}", headers=headers, timeout=10),
+        requests.post(
+            f"{live.url}/read",
+            json={"address": bob.address, "ids": [x]},
+            headers=headers,
+            timeout=10,
+        ),
+    ):
+        body = answer.json()
+        assert answer.status_code == 409 and set(described["required"]) <= set(body), body
+        assert (body["code"], body["field"]) == ("ambiguous", "from")
+        assert [set(e) for e in body["ambiguous"]] == [{"id", "senders"}]

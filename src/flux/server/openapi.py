@@ -69,7 +69,22 @@ ERROR = obj(
     code={"type": "string", "description": "the stable code (see flux/server/errors.py)"},
     field={"type": "string", "description": "the field to blame, when there is one"},
     reasons={"type": "array", "items": {"type": "string"}, "description": "spam only"},
+    ambiguous={
+        "type": "array",
+        "description": "409 `ambiguous` only: each id the request named without `from` and "
+        "the senders whose messages in this mailbox have it",
+        "items": obj(
+            ["id", "senders"], id=MSG_ID, senders={"type": "array", "items": ADDRESS, "minItems": 2}
+        ),
+    },
 )
+#: 409 `ambiguous` (PROTOCOL.md §4.5): an Error that lists the candidates
+AMBIGUOUS_ERROR = {
+    "allOf": [
+        ref("Error"),
+        obj(["code", "field", "ambiguous"], code={"const": "ambiguous"}, field={"const": "from"}),
+    ]
+}
 MESSAGES = {"type": "array", "items": ref("Message")}
 COUNTS = {"type": "object", "additionalProperties": {"type": "integer"}}
 INBOXES = {"type": "object", "additionalProperties": COUNTS}
@@ -79,7 +94,12 @@ ERROR_TEXT = {
     "401": "No valid session token",
     "403": "Not this caller's mailbox, or refused by policy",
     "404": "Not found",
-    "409": "The message id is stored with another body",
+    "409": "Already taken (the code says what)",
+    "409-conflict": "`conflict`: this sender already sent a message with this id and another body "
+    "to a recipient (another sender's message with the same id is another message and "
+    "changes nothing)",
+    "409-ambiguous": "`ambiguous`: an id named without `from` matches messages of several "
+    "senders in this mailbox; `ambiguous` lists them, repeat with `from`",
     "413": "Request body too large",
     "429": "The recipient's pending quota is full (or, at login, too many failures)",
     "451": "Refused as spam (with reasons)",
@@ -91,7 +111,9 @@ def _errors(*codes: str) -> dict[str, Any]:
     out = {}
     for code in ("400", "405", "413", *codes):
         text = ERROR_TEXT.get(code, "Method not allowed")
-        out[code] = {"description": text, "content": {"application/json": {"schema": ref("Error")}}}  # fmt: skip
+        status = code.split("-")[0]  # "409-ambiguous": which 409 this operation answers
+        schema = ref("Ambiguous") if code == "409-ambiguous" else ref("Error")
+        out[status] = {"description": text, "content": {"application/json": {"schema": schema}}}  # fmt: skip
     return out
 
 
@@ -129,7 +151,23 @@ def query(name: str, schema: dict[str, Any], required: bool = False) -> dict[str
 
 ADDR_PATH = path_param("address", ADDRESS)
 LIMIT = query("limit", {"type": "integer", "minimum": 1, "maximum": 500})
-IDS_BODY = obj(["address"], address=ADDRESS, ids={"type": "array", "items": MSG_ID}, id=MSG_ID)
+
+# Message identity (PROTOCOL.md §4.5, docs/API.md "Message identity"): a message is named
+# by its sender and id. Every request naming one takes an optional `from`; without it, an
+# id that several senders' messages in the mailbox share is a 409 `ambiguous`.
+SENDER = {**ADDRESS, "description": "the sender (`from`) of the message meant: needed only "
+          "when several senders' messages in this mailbox share the id"}  # fmt: skip
+FROM_QUERY = {**query("from", SENDER), "description": SENDER["description"]}
+REF = obj(["id", "from"], id=MSG_ID, **{"from": ADDRESS})
+ID_ITEM = {"oneOf": [MSG_ID, obj(["id"], id=MSG_ID, **{"from": SENDER})],
+           "description": "a message id, or {id, from} naming its sender"}  # fmt: skip
+IDS = {"type": "array", "items": ID_ITEM}
+UPDATED = ok_obj(
+    updated={"type": "array", "items": MSG_ID, "description": "the ids whose status changed"},
+    refs={"type": "array", "items": REF, "description": "the same messages as {id, from}"},
+)
+AMBIGUOUS = "409-ambiguous"
+IDS_BODY = obj(["address"], address=ADDRESS, ids=IDS, id=MSG_ID, **{"from": SENDER})
 
 
 def transaction(summary: str) -> dict[str, Any]:
@@ -155,7 +193,7 @@ def paths() -> dict[str, Any]:
             body={"oneOf": [ref("Envelope"), obj(
                 ["message"], message=ref("Envelope"),
                 domains={"type": "object", "additionalProperties": {"type": "string"}})]},
-            errors=("403", "404", "409", "429", "451"))},
+            errors=("403", "404", "409-conflict", "429", "451"))},
         "/fetch/{address}": {"get": op(
             "Pending messages, now marked delivered", ok_obj(messages=MESSAGES),
             params=[ADDR_PATH, LIMIT], auth=True)},
@@ -170,25 +208,27 @@ def paths() -> dict[str, Any]:
             "Pending messages, not marked", ok_obj(pending={"type": "integer"}, messages=MESSAGES),
             params=[ADDR_PATH, LIMIT], auth=True)},
         "/message/{address}/{id}": {"get": op(
-            "One message", ok_obj(message=ref("Message")),
-            params=[ADDR_PATH, path_param("id", MSG_ID)], auth=True, errors=("404",))},
-        "/read": {"post": op("Mark read", ok_obj(updated={"type": "array", "items": MSG_ID}),
-                             body=IDS_BODY, auth=True)},
-        "/delete": {"post": op("Soft-delete", ok_obj(updated={"type": "array", "items": MSG_ID}),
-                               body=IDS_BODY, auth=True)},
+            "One message, by id and (when the id is shared) `from`", ok_obj(message=ref("Message")),
+            params=[ADDR_PATH, path_param("id", MSG_ID), FROM_QUERY], auth=True,
+            errors=("404", AMBIGUOUS))},
+        "/read": {"post": op("Mark read", UPDATED, body=IDS_BODY, auth=True, errors=(AMBIGUOUS,))},
+        "/delete": {"post": op("Soft-delete", UPDATED, body=IDS_BODY, auth=True,
+                               errors=(AMBIGUOUS,))},
         "/tag": {"post": op(
             "Add and remove the caller's own tags", ok_obj(tags={"type": "array", "items": TAG}),
-            body=obj(["address", "id"], address=ADDRESS, id=MSG_ID,
-                     add={"type": "array", "items": TAG}, remove={"type": "array", "items": TAG}),
-            auth=True, errors=("404",))},
+            body=obj(["address", "id"], address=ADDRESS, id=MSG_ID, add={"type": "array", "items": TAG},
+                     remove={"type": "array", "items": TAG}, **{"from": SENDER}),
+            auth=True, errors=("404", AMBIGUOUS))},
         "/move": {"post": op(
             "Move to another inbox", ok_obj(inbox=INBOX),
-            body=obj(["address", "id", "inbox"], address=ADDRESS, id=MSG_ID, inbox=INBOX),
-            auth=True, errors=("404",))},
+            body=obj(["address", "id", "inbox"], address=ADDRESS, id=MSG_ID, inbox=INBOX,
+                     **{"from": SENDER}),
+            auth=True, errors=("404", AMBIGUOUS))},
         "/thread/{id}": {"get": op(
-            "The conversation by `re`, oldest first", ok_obj(messages=MESSAGES),
-            params=[path_param("id", MSG_ID), query("address", ADDRESS, True)], auth=True,
-            errors=("404",))},
+            "The conversation by `re`, oldest first (a reply joins its parent only if its "
+            "sender is a participant of the parent)", ok_obj(messages=MESSAGES),
+            params=[path_param("id", MSG_ID), query("address", ADDRESS, True), FROM_QUERY],
+            auth=True, errors=("404", AMBIGUOUS))},
         "/changes": {"get": op(
             "What changed after state `since`",
             ok_obj(state={"type": "integer"}, has_more={"type": "boolean"}, created=MESSAGES,
@@ -295,7 +335,6 @@ def session_op(summary: str, answer: dict[str, Any], *, errors: tuple[str, ...] 
 
 def account_paths() -> dict[str, Any]:
     """docs/API.md, "Accounts"."""
-    ids = {"type": "array", "items": MSG_ID}
     recipient = {"type": "string", "description": "fx1…, fx1…@domain, name or name@this-domain"}
     return {
         "/account/register": {"post": op(
@@ -327,7 +366,7 @@ def account_paths() -> dict[str, Any]:
                      subject={"type": "string"}, cc={"type": "array", "items": recipient},
                      bcc={"type": "array", "items": recipient}, tags={"type": "array", "items": TAG},
                      re=MSG_ID, expires={"type": "integer"}, encrypt={"type": "boolean"}),
-            errors=("404", "409", "429", "451"))},
+            errors=("404", "409-conflict", "429", "451"))},
         "/mail/inbox": {"get": session_op(
             "The session's messages, newest first (as GET /inbox/{address})",
             ok_obj(messages=MESSAGES, next_cursor={"type": ["string", "null"]}),
@@ -339,16 +378,20 @@ def account_paths() -> dict[str, Any]:
             "Pending messages, not marked", ok_obj(pending={"type": "integer"}, messages=MESSAGES),
             params=[LIMIT])},
         "/mail/read": {"post": session_op(
-            "Mark read", ok_obj(updated=ids), body=obj([], ids=ids, id=MSG_ID))},
+            "Mark read", UPDATED, body=obj([], ids=IDS, id=MSG_ID, **{"from": SENDER}),
+            errors=(AMBIGUOUS,))},
         "/mail/delete": {"post": session_op(
-            "Soft-delete", ok_obj(updated=ids), body=obj([], ids=ids, id=MSG_ID))},
+            "Soft-delete", UPDATED, body=obj([], ids=IDS, id=MSG_ID, **{"from": SENDER}),
+            errors=(AMBIGUOUS,))},
         "/mail/tag": {"post": session_op(
             "Add and remove tags", ok_obj(tags={"type": "array", "items": TAG}),
             body=obj(["id"], id=MSG_ID, add={"type": "array", "items": TAG},
-                     remove={"type": "array", "items": TAG}), errors=("404",))},
+                     remove={"type": "array", "items": TAG}, **{"from": SENDER}),
+            errors=("404", AMBIGUOUS))},
         "/mail/move": {"post": session_op(
             "Move to another inbox", ok_obj(inbox=INBOX),
-            body=obj(["id", "inbox"], id=MSG_ID, inbox=INBOX), errors=("404",))},
+            body=obj(["id", "inbox"], id=MSG_ID, inbox=INBOX, **{"from": SENDER}),
+            errors=("404", AMBIGUOUS))},
     }  # fmt: skip
 
 
@@ -363,7 +406,12 @@ def document(domain: str, version: str) -> dict[str, Any]:
         },
         "paths": paths(),
         "components": {
-            "schemas": {"Envelope": ENVELOPE, "Message": MESSAGE, "Error": ERROR},
+            "schemas": {
+                "Envelope": ENVELOPE,
+                "Message": MESSAGE,
+                "Error": ERROR,
+                "Ambiguous": AMBIGUOUS_ERROR,
+            },
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "fluxToken": {"type": "apiKey", "in": "header", "name": "X-Flux-Token"},

@@ -364,7 +364,7 @@ FORGED_REPORTS = [
     (frame_altered_body, "invalid_proof", "envelope"),
     (frame_impostor_seal, "invalid_proof", "envelope"),
     (changed_offender, "invalid_proof", "sig"),
-    (changed_offender_resigned, "invalid_proof", "envelope"),
+    (changed_offender_resigned, "invalid_proof", "offender"),
     (rogue_reporter_key, "unknown_server_key", "pub"),
     (wrong_key_signature, "invalid_proof", "sig"),
 ]

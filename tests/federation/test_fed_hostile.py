@@ -352,6 +352,19 @@ def test_forbidden_ranges(address: str) -> None:
     assert forbidden_address(ipaddress.ip_address(address))
 
 
+@pytest.mark.parametrize(
+    "server", ["127.1:5432", "0:80", "2130706433:80", "0x7f.1:80", "0177.0.0.1:80", "10.1:80"]
+)
+def test_legacy_ipv4_forms_are_literals_too(server: str) -> None:
+    """`getaddrinfo` reads these as addresses; they must not pass the literal check as
+    names (then only aiohttp's own canonical-IPv4 check would stand in the way)."""
+    assert PeerPolicy().literal_refused(server)
+
+
+def test_names_that_look_hexadecimal_stay_names() -> None:
+    assert not PeerPolicy().literal_refused("cafe.be") and not PeerPolicy().literal_refused("deadbeef")
+
+
 def test_policy_allowances() -> None:
     assert not forbidden_address(ipaddress.ip_address("93.184.216.34"))
     policy = PeerPolicy.from_settings(["10.0.0.0/8", "dev.internal", "box:8443"], ["127.0.0.1:9"])

@@ -392,7 +392,7 @@ FORGERIES = [
     (forged_swapped_body, InvalidProof),
     (forged_swapped_signed_body, InvalidProof),
     (forged_unpublished_reporter, UnknownServerKey),
-    (forged_unknown_reporter, UnknownServerKey),
+    (forged_unknown_reporter, InvalidProof),  # refused offline: x sealed to b, not to it
     (forged_honest_offender, InvalidProof),
     (forged_third_party_reporter, InvalidProof),
     (forged_report_signature, InvalidProof),

@@ -31,6 +31,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import json
+import re
 import socket
 import ssl
 from collections.abc import Iterable
@@ -75,12 +76,27 @@ def forbidden_address(ip: IPAddress) -> bool:
     )
 
 
+_NUMERIC_HOST = re.compile(r"^[0-9a-fx.]+\Z", re.IGNORECASE)
+
+
 def ip_literal(host: str) -> IPAddress | None:
-    """The address `host` spells (`[::1]` brackets allowed), or None for a name."""
+    """The address `host` spells (`[::1]` brackets allowed), or None for a name.
+
+    The legacy IPv4 forms that C's `inet_aton` (and so `getaddrinfo`) reads as addresses
+    count too: `127.1`, `0`, `2130706433`, `0x7f.1`, `0177.0.0.1`. `ipaddress` refuses them,
+    so without this they would pass as names and skip the literal check.
+    """
+    bare = host.strip("[]")
     try:
-        return ipaddress.ip_address(host.strip("[]"))
+        return ipaddress.ip_address(bare)
     except ValueError:
-        return None
+        pass
+    if _NUMERIC_HOST.match(bare):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(bare))
+        except OSError:
+            return None
+    return None
 
 
 def split_server(server: str) -> tuple[str, int | None]:

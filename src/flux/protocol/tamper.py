@@ -269,6 +269,18 @@ def check_report_offline(report: Any) -> None:
         )
     if report["msg_hash_baseline"] != integrity_hash(envelope):
         raise InvalidProof("msg_hash_baseline is not the message's hash", field="msg_hash_baseline")
+    # What binds the last record to this report and this body needs no key either: checked
+    # here so that a report whose last record names some other server (or a body it never
+    # sealed) costs no fetch of that server's keys. The report's `sig` covers only its
+    # prototype fields, so a genuine report can be replayed with another envelope: these
+    # checks are what keep such a replay from steering this server's key fetches.
+    last = report["integrity_chain"][-1]
+    if not isinstance(last, dict) or last.get("server") != report["offender"]:
+        raise InvalidProof("the last record is not the accused's", field="offender")
+    if last.get("next") != report["reporter"]:
+        raise InvalidProof("the accused did not hand this message to the reporter", field="reporter")
+    if last.get("bh") != body_hash(envelope):
+        raise InvalidProof("the accused's record does not commit to this body", field="envelope")
 
 
 def validate_report(report: Any, keys: KeyLookup) -> Offense:

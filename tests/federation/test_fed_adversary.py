@@ -363,10 +363,11 @@ FORGED_REPORTS = [
     (frame_honest_seal, "invalid_proof", "envelope"),
     (frame_altered_body, "invalid_proof", "envelope"),
     (frame_impostor_seal, "invalid_proof", "envelope"),
-    (changed_offender, "invalid_proof", "sig"),
+    # Naming A while the last record is X's: refused before any key is fetched.
+    (changed_offender, "invalid_proof", "offender"),
     (changed_offender_resigned, "invalid_proof", "offender"),
-    (rogue_reporter_key, "unknown_server_key", "pub"),
-    (wrong_key_signature, "invalid_proof", "sig"),
+    (rogue_reporter_key, "invalid_proof", "offender"),
+    (wrong_key_signature, "invalid_proof", "offender"),
 ]
 
 
@@ -409,3 +410,26 @@ async def test_reports_go_only_to_servers_that_provably_sealed(tmp_path: Path) -
         await reports_settled(s["b"])
         assert [st.reporter for st in await strikes(s["a"])] == [name(s["b"])]
         assert "/integrity/tamper_report" not in lure.paths()
+
+
+async def test_a_genuine_report_replayed_with_another_envelope_steers_no_fetch(
+    tmp_path: Path,
+) -> None:
+    """A report's `sig` covers only its prototype fields, so whoever holds B's genuine
+    report can swap its envelope. An envelope whose last record names a host of the
+    replayer's choosing is refused before any key is fetched: the host is never asked."""
+    lure = HostilePeer()
+    async with lure, local_servers(tmp_path, "axbc", extra_insecure={lure.name}) as s:
+        b, c = s["b"], s["c"]
+        forgery = altered_content(s)
+        offense = find_offense(forgery, lambda n: published(s, n), receiver=name(b))
+        assert offense is not None
+        genuine = build_report(offense, signer(b), now_ms=now_ms())
+        lured = append_hop(
+            upstream(s, "a"), ServerSigner(lure.name, Identity.generate()), next_hop=name(b),
+            now_ms=now_ms(),
+        )  # fmt: skip
+        swapped = {**genuine, "envelope": lured, "integrity_chain": lured["integrity_chain"]}
+        status, answer = await http_json(c, "/integrity/tamper_report", swapped)
+        assert (status, answer["code"]) == (400, "invalid_proof"), answer
+        assert lure.reached == [] and await strikes(c) == []

@@ -50,6 +50,7 @@ from ...protocol.identity import verify_signature
 from ...protocol.tamper import (
     Offense,
     build_report,
+    check_report_offline,
     find_offense,
     report_payload,
     validate_report_flow,
@@ -278,6 +279,10 @@ class FederationRoutes:
                 raise InvalidProof(f"{name} must be a string", field=name)
         if not isinstance(report.get("envelope"), dict):
             raise InvalidProof("envelope must be an object", field="envelope")
+        # The rest of the proof that needs no key (its shape, the last record naming the
+        # accused, sealed to the reporter, over this body): a report that cannot hold, or a
+        # genuine one replayed with another envelope, costs no fetch at all.
+        check_report_offline(report)
         return report["reporter"]
 
     async def _check_reporter_signature(self, report: dict[str, Any], reporter: str) -> None:

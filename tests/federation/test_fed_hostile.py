@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from federation.fed_helpers import local_servers, name, signer
 from federation.hostile_peer import HostilePeer
@@ -292,6 +293,35 @@ async def test_the_client_library_follows_no_redirect_with_its_token_or_for_keys
             with pytest.raises(FluxClientError, match="redirect"):
                 await client.published_keys(hostile.name)
         assert elsewhere.reached == []
+
+
+class _ZoneResolver(AbstractResolver):
+    """A DNS zone of the test's own: `evil.example` is the hostile peer on 127.0.0.1."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    async def resolve(self, host: str, port: int = 0, family: Any = 0) -> list[ResolveResult]:
+        return [ResolveResult(hostname=host, host="127.0.0.1", port=self.port, family=2,
+                              proto=0, flags=0)]  # fmt: skip
+
+    async def close(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("target", ["127.0.0.1:{port}", "localhost:{port}", "10.0.0.5:80"])
+async def test_a_public_domain_cannot_delegate_the_client_into_private_space(
+    target: str,
+) -> None:
+    """`evil.example` (a name on the network, not one of the person's local names) answers
+    /.well-known/flux with a loopback or private target: the client ignores it."""
+    async with HostilePeer() as canary, HostilePeer() as evil:
+        evil.delegate = target.format(port=canary.port)
+        connector = aiohttp.TCPConnector(resolver=_ZoneResolver(evil.port))
+        async with aiohttp.ClientSession(connector=connector) as http:
+            found = await delegated_server(http, "evil.example", plain_http=lambda d: True)
+        assert found == "evil.example" and evil.paths() == ["/.well-known/flux"]
+        assert canary.reached == []
 
 
 async def test_a_huge_or_malformed_delivery_answer_fails_cleanly(tmp_path: Path) -> None:

@@ -14,8 +14,9 @@ its hash); a name binding is only as good as the domain, which is why the client
 Answers are read the way a server reads its peers' (issue 9 §2): no redirect is followed
 (a 3xx is a failure naming where it pointed, so a domain cannot send the lookup to another
 host or down to plain HTTP), at most ANSWER_MAX_BYTES are read, and each GET has a total
-deadline of TIMEOUT_S. The client does not apply the server's private-address policy: it
-runs for one person, reaching the domains that person writes (localhost in development).
+deadline of TIMEOUT_S. The client does not apply the server's private-address policy to the
+domains its person writes (localhost in development), but a delegation from a domain out on
+the network into loopback, private or link-local space (or localhost) is ignored.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from ..federation.netguard import forbidden_address, ip_literal, split_server
 from ..protocol import address_from_pub, b64d, is_address
 from ..protocol.errors import AddressMismatch, InvalidValue
 from .errors import FluxClientError
@@ -166,7 +168,23 @@ async def delegated_server(
     except (aiohttp.ClientError, TimeoutError, ValueError):
         return domain
     server = body.get("server") if isinstance(body, dict) else None
-    return server.lower() if isinstance(server, str) and _DOMAIN_RE.match(server) else domain
+    if not isinstance(server, str) or not _DOMAIN_RE.match(server):
+        return domain
+    server = server.lower()
+    # A domain out on the network must not point this client into the person's own
+    # machine or network (a loopback, private or link-local address, or localhost): the
+    # person chose the domain, the domain does not get to choose such a target.
+    if _private_target(server) and not _private_target(domain):
+        return domain
+    return server
+
+
+def _private_target(server: str) -> bool:
+    """localhost, or an IP literal the servers' outbound policy would refuse."""
+    if is_local(server):
+        return True
+    ip = ip_literal(split_server(server)[0])
+    return ip is not None and forbidden_address(ip)
 
 
 def _checked_binding(body: dict, who: str) -> tuple[str, str]:

@@ -10,7 +10,7 @@ import pytest
 
 from flux.protocol import Identity
 
-ELSEWHERE = "127.0.0.1:9"
+ELSEWHERE = "localhost:9"  # a name: IP literals of private ranges are refused at submission
 
 
 async def test_remote_recipients_are_queued_and_local_ones_stored(srv, alice, bob) -> None:

@@ -194,6 +194,11 @@ def mac_key_for(seed: bytes) -> bytes:
     return hashlib.sha256(b"flux-challenge-mac:1:" + seed).digest()
 
 
+#: headers a reverse proxy sets to name the client it forwards (any one makes a request
+#: "forwarded": the peer address is then the proxy's, not the client's)
+FORWARDING_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP", "X-Client-IP", "True-Client-IP")
+
+
 class OperatorAuth:
     """Who may see operator detail (/metrics, the per-destination part of /stats).
 
@@ -214,7 +219,7 @@ class OperatorAuth:
             return scheme.lower() == "bearer" and hmac.compare_digest(
                 given.strip().encode(), self._token
             )
-        forwarded = "X-Forwarded-For" in request.headers or "Forwarded" in request.headers
+        forwarded = any(h in request.headers for h in FORWARDING_HEADERS)
         remote = request.remote or ""
         return not forwarded and remote not in self.trusted_proxies and _is_loopback(remote)
 

@@ -268,9 +268,10 @@ def paths() -> dict[str, Any]:
                               ok_obj(version={"type": "string"}, domain={"type": "string"}),
                               errors=("503",))},
         "/stats": {"get": op(
-            "Server counters. Anyone: aggregates only (queue.destinations is a count). The "
-            "operator (Authorization: Bearer FLUX_OPERATOR_TOKEN, or a local client when no "
-            "token is set): queue.destinations lists each destination and its last error",
+            "What the server is (domain, version, uptime, mode) for anyone. The operator "
+            "(Authorization: Bearer FLUX_OPERATOR_TOKEN, or a local client when no token is "
+            "set) also gets the counters: websockets, store and the queue, with each "
+            "destination and its last error",
             ok_obj(store=COUNTS, websockets={"type": "integer"}))},
         "/metrics": {"get": op("Prometheus metrics (operator only: Bearer "
                                "FLUX_OPERATOR_TOKEN, or a local client when no token is set)",

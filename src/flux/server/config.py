@@ -107,6 +107,11 @@ class ServerConfig:
     ws_heartbeat_s: float = float(WS_HEARTBEAT_S)  #: ping period; no pong in half of it: closed
     ws_auth_timeout_s: float = 10.0  #: the auth frame must come within this
     ws_queue_frames: int = 256  #: frames queued per socket before it is closed with 1008
+    #: connections (docs/OPERATING.md, "Timeouts and connection caps"); 0 turns one off
+    keepalive_timeout_s: float = 75.0  #: an idle connection (no request yet, or between two)
+    header_timeout_s: float = 10.0  #: a request head must be complete this long after it began
+    body_timeout_s: float = 60.0  #: a request body must be complete this long after its head
+    max_connections_per_address: int = 64  #: per client IPv4 address or IPv6 /64
     page_limit: int = 500  #: the largest `limit` a listing accepts
     expire_interval_s: float = 60.0  #: how often expired messages are swept
     shutdown_timeout_s: float = 10.0  #: how long in-flight requests get on shutdown
@@ -233,6 +238,10 @@ ENV_VARS = {
     "FLUX_QUEUE_RETRY_BASE_S": "queue_retry_base_s",
     "FLUX_QUEUE_RETRY_CAP_S": "queue_retry_cap_s",
     "FLUX_QUEUE_LEASE_S": "queue_lease_s",
+    "FLUX_KEEPALIVE_TIMEOUT_S": "keepalive_timeout_s",
+    "FLUX_HEADER_TIMEOUT_S": "header_timeout_s",
+    "FLUX_BODY_TIMEOUT_S": "body_timeout_s",
+    "FLUX_MAX_CONNECTIONS_PER_ADDRESS": "max_connections_per_address",
 }
 
 
@@ -337,6 +346,9 @@ _PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "queue_retry_base_s": _float,
     "queue_retry_cap_s": _float,
     "queue_lease_s": _float,
+    "keepalive_timeout_s": _float,
+    "header_timeout_s": _float,
+    "body_timeout_s": _float,
 }
 
 

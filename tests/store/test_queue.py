@@ -94,3 +94,39 @@ async def test_concurrent_workers_never_share_a_destination(store):
     leases = await asyncio.gather(*(store.lease(f"w{i}", T0, 60_000, 10) for i in range(30)))
     taken = [lease.destination for lease in leases if lease is not None]
     assert len(taken) == 20 and len(set(taken)) == 20
+
+
+async def test_only_the_lease_holder_settles(store):
+    """A worker whose lease lapsed and went to another worker changes nothing when it
+    settles: not the queue, not the backoff, not the new holder's lease (issue 10 §5)."""
+    await store.enqueue([outbound(), outbound()])
+    stale = await store.lease("w1#1", T0, 1_000, 10)
+    fresh = await store.lease("w2#1", T0 + 1_000, 60_000, 10)  # w1's lease lapsed
+    assert fresh is not None
+    done = [q.qid for q in stale.messages]
+    assert await store.settle(stale, done, retry_at=T0 + 3_600_000, error="timeout") is False
+    (state,) = await store.queue_state()
+    assert (state.queued, state.attempts, state.next_attempt_at, state.last_error) == (
+        2, 0, 0, None)  # fmt: skip
+    assert state.leased_until == T0 + 61_000  # still the new holder's
+    assert await store.renew(stale, T0 + 2_000, 60_000) is False
+    assert await store.settle(fresh, [q.qid for q in fresh.messages]) is True
+    assert await store.queue_state() == []
+    assert await store.settle(fresh, []) is False  # settled already: once only
+
+
+async def test_a_renewed_lease_does_not_lapse(store):
+    await store.enqueue([outbound()])
+    lease = await store.lease("w1#1", T0, 1_000, 10)
+    assert await store.renew(lease, T0 + 900, 1_000) is True
+    assert await store.lease("w2#1", T0 + 1_500, 1_000, 10) is None  # renewed to T0 + 1_900
+    (state,) = await store.queue_state()
+    assert state.leased_until == T0 + 1_900
+    assert await store.next_due() == T0 + 1_900
+    taken = await store.lease("w2#1", T0 + 1_900, 1_000, 10)  # unrenewed, it lapses
+    assert taken is not None and taken.holder == "w2#1"
+    assert await store.renew(lease, T0 + 2_000, 1_000) is False
+    assert await store.settle(lease, [], retry_at=T0 + 9_000, error="x") is False
+    assert await store.settle(taken, [], retry_at=T0 + 5_000, error="refused") is True
+    (state,) = await store.queue_state()
+    assert (state.attempts, state.next_attempt_at, state.last_error) == (1, T0 + 5_000, "refused")

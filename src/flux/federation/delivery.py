@@ -24,6 +24,15 @@ peer storing a batch and this server settling it makes the batch go again; the p
 dedupes by (id, recipient) and answers `duplicate`, so each recipient gets each message
 exactly once. A worker that dies holding a lease loses it after `lease_ms`.
 
+Leases and slow peers: a send can outlast the lease (a batch split into several
+transactions, each allowed `timeout_s`), and a lapsed lease lets another process take the
+destination, so two batches would be in flight for one peer and the stale worker's
+settlement (a failure backoff, say) would overwrite what the new holder did. So a worker
+renews its lease every third of `lease_ms` while it works (`Store.renew`), sends no
+further transaction once the lease is lost, and only the holder settles: each lease gets
+a holder name of its own (the worker's name and a sequence number), and the store
+ignores, and the worker logs, a settlement from anyone else (`Store.settle` -> False).
+
 Store outages: while the store raises StoreUnavailable (its database is down) the worker
 logs one line per failure and tries again about a second later; a settlement waits for the
 store to come back rather than being dropped, and a bounce that cannot be stored keeps its
@@ -35,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import json
 import logging
 import random
@@ -121,6 +131,7 @@ class DeliveryWorker:
         self.policy = policy
         self.holder = holder or f"{signer.name}/{uuid.uuid4().hex[:12]}"
         self.rand = rand
+        self._lease_numbers = itertools.count(1)  #: each lease gets a holder name of its own
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(policy.parallel)
         self._inflight: set[asyncio.Task[None]] = set()
@@ -176,8 +187,9 @@ class DeliveryWorker:
         while True:
             await self._slots.acquire()
             try:
+                holder = f"{self.holder}#{next(self._lease_numbers)}"
                 lease = await self.store.lease(
-                    self.holder, self.clock(), self.policy.lease_ms, self.policy.batch
+                    holder, self.clock(), self.policy.lease_ms, self.policy.batch
                 )
             except BaseException:
                 self._slots.release()  # the slot was never used
@@ -195,8 +207,12 @@ class DeliveryWorker:
         self.kick()  # a slot is free, and the destination may have more
 
     async def _work(self, lease: Lease) -> None:
+        held = _Held()
+        renewing = asyncio.create_task(self._renew(lease, held))
         try:
-            verdict = await self._deliver(lease)
+            verdict = await self._deliver(lease, held)
+        except LeaseLost:
+            verdict = None
         except StoreUnavailable as exc:
             log.warning("event=store_unavailable where=delivery destination=%s error=%s",
                         lease.destination, exc)  # fmt: skip
@@ -204,6 +220,16 @@ class DeliveryWorker:
         except Exception as exc:  # never let one destination stop the worker
             log.exception("event=delivery_crashed destination=%s", lease.destination)
             verdict = Settlement([], [], f"internal: {exc}")
+        finally:
+            renewing.cancel()
+            await asyncio.gather(renewing, return_exceptions=True)
+        if verdict is None or held.lost:
+            # Another worker holds the destination now: what this one learnt is settled by
+            # the new holder's own attempt (the peer dedupes), not written over its outcome.
+            log.warning(
+                "event=lease_lost destination=%s holder=%s", lease.destination, lease.holder
+            )
+            return
         for queued, recipients, reason in verdict.bounces:
             try:
                 await self.bounces.bounce(queued.item, recipients, reason)
@@ -219,16 +245,36 @@ class DeliveryWorker:
             retry_at = self.clock() + backoff_delay_ms(lease.attempts, self.policy, self.rand)
         while True:  # the peer's answer is settled once the store is back, never dropped
             try:
-                await self.store.settle(lease, verdict.done, retry_at=retry_at, error=verdict.retry)
+                settled = await self.store.settle(
+                    lease, verdict.done, retry_at=retry_at, error=verdict.retry
+                )
                 break
             except StoreUnavailable as exc:
                 log.warning("event=store_unavailable where=settle destination=%s error=%s",
                             lease.destination, exc)  # fmt: skip
                 await asyncio.sleep(STORE_RETRY_S)  # a retry timer, not synchronisation
+        if not settled:  # the lease lapsed between the last renewal and now
+            log.warning(
+                "event=stale_settle destination=%s holder=%s", lease.destination, lease.holder
+            )
+            return
         if self.on_settled is not None:
             self.on_settled(lease, verdict)
 
-    async def _deliver(self, lease: Lease) -> Settlement:
+    async def _renew(self, lease: Lease, held: _Held) -> None:
+        """Keep `lease` alive while its batch is worked on; mark it lost if it lapsed."""
+        every_s = self.policy.lease_ms / 3 / 1000
+        while True:
+            await asyncio.sleep(every_s)  # a renewal timer, not synchronisation
+            try:
+                if not await self.store.renew(lease, self.clock(), self.policy.lease_ms):
+                    held.lost = True
+                    return
+            except StoreUnavailable as exc:  # the lease may lapse: settle will say so
+                log.warning("event=store_unavailable where=renew destination=%s error=%s",
+                            lease.destination, exc)  # fmt: skip
+
+    async def _deliver(self, lease: Lease, held: _Held) -> Settlement:
         now = self.clock()
         expired: list[Queued] = []
         sending: list[Queued] = []
@@ -254,7 +300,7 @@ class DeliveryWorker:
             return Settlement(expired_ids, bounced, None)
         try:
             server = await self._server_for(lease.destination)
-            results = await self._post(server, sending, via=sending[0].item.via)
+            results = await self._post(server, sending, via=sending[0].item.via, held=held)
         except DeliveryFailed as exc:
             log.warning("event=delivery_deferred destination=%s attempts=%d reason=%s",
                         lease.destination, lease.attempts + 1, exc)  # fmt: skip
@@ -280,7 +326,7 @@ class DeliveryWorker:
             self._servers[destination] = cached
         return cached[0]
 
-    async def _post(self, server: str, batch: list[Queued], *, via: str) -> list[Any]:
+    async def _post(self, server: str, batch: list[Queued], *, via: str, held: _Held) -> list[Any]:
         """Seal each message to `server` and hand them over, in order, in as few signed
         transactions as MAX_BATCH_BYTES allows (one after the other: one in flight)."""
         now = self.clock()
@@ -298,6 +344,8 @@ class DeliveryWorker:
         ]
         results: list[Any] = []
         for part in _by_size(encoded, MAX_BATCH_BYTES - 1024):
+            if held.lost:  # another worker has the destination: one batch in flight per peer
+                raise LeaseLost
             results += await self._transaction(server, part, via=via, now=now)
         return results
 
@@ -356,6 +404,17 @@ def _by_size(parts: list[bytes], limit: int) -> list[list[bytes]]:
 
 class DeliveryFailed(Exception):
     """The peer could not be reached or did not answer as the contract says."""
+
+
+class LeaseLost(Exception):
+    """The destination's lease lapsed and was taken while this worker was sending."""
+
+
+@dataclass(slots=True)
+class _Held:
+    """Whether a worker still holds its lease (its renewal task clears it)."""
+
+    lost: bool = False
 
 
 def _judge(batch: list[Queued], results: list[Any], *, mesh: bool) -> Settlement:

@@ -52,10 +52,10 @@ class MemoryQueue:
         *,
         retry_at: int | None = None,
         error: str | None = None,
-    ) -> None:
+    ) -> bool:
         dest = self._destinations.get(lease.destination)
-        if dest is None:
-            return
+        if dest is None or dest.holder != lease.holder:
+            return False  # stale: the lease lapsed and went to another worker
         for qid in done:
             dest.messages.pop(qid, None)
         if retry_at is None:
@@ -66,8 +66,15 @@ class MemoryQueue:
                 retry_at,
                 error,
             )
-        if dest.holder == lease.holder:
-            dest.holder, dest.leased_until = None, 0
+        dest.holder, dest.leased_until = None, 0
+        return True
+
+    async def renew(self, lease: Lease, now_ms: int, lease_ms: int) -> bool:
+        dest = self._destinations.get(lease.destination)
+        if dest is None or dest.holder != lease.holder:
+            return False
+        dest.leased_until = now_ms + lease_ms
+        return True
 
     async def wake(self, destination: str) -> bool:
         dest = self._destinations.get(destination)

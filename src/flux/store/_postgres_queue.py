@@ -79,7 +79,16 @@ async def settle(
     done: Sequence[int],
     retry_at: int | None,
     error: str | None,
-) -> None:
+) -> bool:
+    # Only the lease's holder settles: the row lock taken here (FOR UPDATE) serialises this
+    # with a CLAIM by another worker, so a lease that lapsed and went elsewhere is seen as
+    # gone and its old holder's stale backoff is not written over the new holder's outcome.
+    held = await conn.fetchval(
+        "SELECT 1 FROM destinations WHERE destination = $1 AND holder = $2 FOR UPDATE",
+        lease.destination, lease.holder,
+    )  # fmt: skip
+    if held is None:
+        return False
     await conn.execute(
         "DELETE FROM outbound WHERE destination = $1 AND qid = ANY($2::bigint[])",
         lease.destination, list(done),
@@ -88,17 +97,22 @@ async def settle(
         backoff = "attempts = 0, next_attempt_at = 0, last_error = NULL"
         args: tuple = ()
     else:
-        backoff = "attempts = attempts + 1, next_attempt_at = $3, last_error = $4"
+        backoff = "attempts = attempts + 1, next_attempt_at = $2, last_error = $3"
         args = (retry_at, error)
-    # Both CASEs read the row as it was: a lease that lapsed and went to another worker
-    # is not released by its old holder.
     await conn.execute(
-        f"""UPDATE destinations SET {backoff},
-                holder = CASE WHEN holder = $2 THEN NULL ELSE holder END,
-                leased_until = CASE WHEN holder = $2 THEN 0 ELSE leased_until END
+        f"""UPDATE destinations SET {backoff}, holder = NULL, leased_until = 0
             WHERE destination = $1""",
-        lease.destination, lease.holder, *args,
+        lease.destination, *args,
     )  # fmt: skip
+    return True
+
+
+async def renew(conn: asyncpg.Connection, lease: Lease, now: int, lease_ms: int) -> bool:
+    status = await conn.execute(
+        "UPDATE destinations SET leased_until = $3 WHERE destination = $1 AND holder = $2",
+        lease.destination, lease.holder, now + lease_ms,
+    )  # fmt: skip
+    return rowcount(status) == 1
 
 
 async def wake(conn: asyncpg.Connection, destination: str) -> bool:

@@ -70,7 +70,15 @@ def settle(
     done: Sequence[int],
     retry_at: int | None,
     error: str | None,
-) -> None:
+) -> bool:
+    # Only the lease's holder settles: a worker whose lease lapsed and went to another
+    # worker would otherwise write its stale backoff over the new holder's outcome.
+    held = conn.execute(
+        "SELECT 1 FROM destinations WHERE destination = ? AND holder = ?",
+        (lease.destination, lease.holder),
+    ).fetchone()
+    if held is None:
+        return False
     conn.executemany(
         "DELETE FROM outbound WHERE qid = ? AND destination = ?",
         [(qid, lease.destination) for qid in done],
@@ -82,12 +90,19 @@ def settle(
         backoff = "attempts = attempts + 1, next_attempt_at = ?, last_error = ?"
         params = (retry_at, error)
     conn.execute(
-        f"""UPDATE destinations SET {backoff},
-                holder = CASE WHEN holder = ? THEN NULL ELSE holder END,
-                leased_until = CASE WHEN holder = ? THEN 0 ELSE leased_until END
+        f"""UPDATE destinations SET {backoff}, holder = NULL, leased_until = 0
             WHERE destination = ?""",
-        (*params, lease.holder, lease.holder, lease.destination),
+        (*params, lease.destination),
     )
+    return True
+
+
+def renew(conn: sqlite3.Connection, lease: Lease, now: int, lease_ms: int) -> bool:
+    cur = conn.execute(
+        "UPDATE destinations SET leased_until = ? WHERE destination = ? AND holder = ?",
+        (now + lease_ms, lease.destination, lease.holder),
+    )
+    return cur.rowcount == 1
 
 
 def wake(conn: sqlite3.Connection, destination: str) -> bool:

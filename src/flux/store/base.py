@@ -111,6 +111,8 @@ class StoreOutcome(enum.StrEnum):
     DUPLICATE = "duplicate"  #: same (recipient, sender, id) and same body: nothing changed
     CONFLICT = "conflict"  #: same (recipient, sender, id), different body: refused
     OVER_QUOTA = "over_quota"  #: the recipient already has `pending_quota` pending messages
+    #: the sender is a stranger to the recipient and the strangers' share is full
+    OVER_STRANGER_SHARE = "over_stranger_share"
 
 
 class ChangeKind(enum.StrEnum):
@@ -266,6 +268,19 @@ class DestinationState:
 
 
 @dataclass(frozen=True, slots=True)
+class StrangerShare:
+    """The part of a recipient's pending quota that senders it has never written to may
+    hold (the "requests" share of mail servers with reputation): `total` pending messages
+    from all strangers together, `per_sender` from any one of them. A sender is known to a
+    recipient once the recipient has written to it through this server (`add_contacts`),
+    and a recipient is never a stranger to itself. Throwaway keys cost nothing to make, so
+    without this a few of them fill the whole quota and real correspondents get 429."""
+
+    total: int
+    per_sender: int
+
+
+@dataclass(frozen=True, slots=True)
 class Incoming:
     """One message to store for the given local recipients (one transaction)."""
 
@@ -280,6 +295,9 @@ class Incoming:
     #: refuse (OVER_QUOTA) a recipient already holding this many pending messages; checked
     #: in the storing transaction, so concurrent submissions cannot overshoot it
     pending_quota: int | None = None
+    #: refuse (OVER_STRANGER_SHARE) a sender the recipient has never written to when the
+    #: strangers' share of its pending mail is full; decided in the same transaction
+    stranger_share: StrangerShare | None = None
 
 
 class Store(Protocol):
@@ -364,6 +382,19 @@ class Store(Protocol):
     async def expire(self, now_ms: int) -> int:
         """Soft-delete messages whose `expires` time (ms > 0) has passed; return the count."""
 
+    async def purge_expired(self, before_ms: int) -> int:
+        """Remove for good the deliveries whose `expires` time (ms > 0) is at or before
+        `before_ms` (their tags too, and each body no delivery holds any more); return how
+        many deliveries. Expired mail is nobody's to read: kept, it is storage that no
+        quota counts. Their change records stay (`get` then answers None)."""
+
+    # -- contacts (who each address has written to: base.py StrangerShare) -------------------
+    async def add_contacts(self, owner: str, peers: Sequence[str], now_ms: int) -> None:
+        """Record that `owner` has written to each of `peers` (idempotent)."""
+
+    async def is_contact(self, owner: str, peer: str) -> bool:
+        """True when `owner` has written to `peer` (or they are the same address)."""
+
     async def stats(self) -> dict[str, int]:
         """Counts for /stats: "messages" (stored once), "deliveries", "pending",
         "delivered", "read", "deleted" (stored status), "hosted_addresses", "sessions"
@@ -400,9 +431,19 @@ class Store(Protocol):
         *,
         retry_at: int | None = None,
         error: str | None = None,
-    ) -> None:
+    ) -> bool:
         """Remove the `done` qids and release the lease. `retry_at` None: the peer answered,
-        reset its backoff; else count a failed attempt and wait until `retry_at`."""
+        reset its backoff; else count a failed attempt and wait until `retry_at`.
+
+        Only the lease's holder settles: when the destination is no longer held by
+        `lease.holder` (the lease lapsed and another worker took it, or it was settled
+        already) nothing changes and the answer is False. A holder names one lease (the
+        worker takes a fresh name per lease), so a lapsed lease is never mistaken for a
+        later one of the same worker."""
+
+    async def renew(self, lease: Lease, now_ms: int, lease_ms: int) -> bool:
+        """Extend a lease still held by `lease.holder` to `now_ms + lease_ms` (a long send);
+        False, changing nothing, when it is held no more."""
 
     async def wake(self, destination: str) -> bool:
         """Make a destination due now (its peer was heard from); True if it had mail."""

@@ -253,6 +253,17 @@ class PostgresStore:
     async def expire(self, now_ms: int) -> int:
         return await self._write(lambda c: ops.expire(c, self._locks, now_ms))
 
+    async def purge_expired(self, before_ms: int) -> int:
+        return await self._write(lambda c: ops.purge_expired(c, self._locks, before_ms))
+
+    async def add_contacts(self, owner: str, peers: Sequence[str], now_ms: int) -> None:
+        peers = list(peers)
+        await self._write(lambda c: ops.add_contacts(c, owner, peers, now_ms))
+
+    async def is_contact(self, owner: str, peer: str) -> bool:
+        sql = "SELECT 1 FROM contacts WHERE owner = $1 AND peer = $2"
+        return owner == peer or await self._read(lambda c: c.fetchval(sql, owner, peer)) is not None
+
     async def stats(self) -> dict[str, int]:
         now = self._clock()
         return await self._snapshot(lambda c: ops.stats(c, now))
@@ -306,9 +317,12 @@ class PostgresStore:
         *,
         retry_at: int | None = None,
         error: str | None = None,
-    ) -> None:
+    ) -> bool:
         done = list(done)
-        await self._write(lambda c: queue.settle(c, lease, done, retry_at, error))
+        return await self._write(lambda c: queue.settle(c, lease, done, retry_at, error))
+
+    async def renew(self, lease: Lease, now_ms: int, lease_ms: int) -> bool:
+        return await self._write(lambda c: queue.renew(c, lease, now_ms, lease_ms))
 
     async def wake(self, destination: str) -> bool:
         return await self._write(lambda c: queue.wake(c, destination))

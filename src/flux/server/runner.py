@@ -1,6 +1,9 @@
 """Running a server: `start_server` (in a running loop: tests, the demo) and `run_server`
 (blocking, for `flux server`: uvloop, SIGTERM/SIGINT → graceful shutdown).
 
+Connections: aiohttp's keep-alive timer closes idle ones; connections.py adds the header and
+body deadlines and the per-address cap, and aborts whatever it gives up on.
+
 Shutdown order: stop accepting connections, close WebSockets (1001), let in-flight requests
 finish (their store commits complete) for up to `shutdown_timeout_s`, then close the store.
 """
@@ -25,6 +28,7 @@ from ..accounts import AccountStore
 from ..store.base import Store
 from .app import create_app
 from .config import Backend, ServerConfig
+from .connections import ConnectionPolicy, GuardedAppRunner
 from .keys import load_or_create
 
 log = logging.getLogger("flux.server")
@@ -122,14 +126,18 @@ async def start_server(
     accounts = open_configured_accounts(config)
     await accounts.open()
     app = create_app(config, store, key, clock, accounts_store=accounts)
-    runner = web.AppRunner(
+    runner = GuardedAppRunner(
         app,
+        policy=connection_policy(config),
         handle_signals=False,
         access_log=logging.getLogger("flux.access") if config.access_log else None,
         shutdown_timeout=config.shutdown_timeout_s,
         max_line_size=config.max_header_bytes,
         max_field_size=config.max_header_bytes,
         max_headers=config.max_headers,
+        # aiohttp's idle timer: from accept and after each response, not pushed back by
+        # incoming bytes, so it also ends a request head that never completes
+        keepalive_timeout=config.keepalive_timeout_s,
     )
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, ssl_context=server_tls(config))
@@ -145,6 +153,15 @@ async def start_server(
     log.info("event=server_started domain=%s host=%s port=%d", config.domain, config.host, port)
     tls = config.tls_cert is not None
     return RunningServer(app, runner, store, port, config.host, owns, tls, accounts)
+
+
+def connection_policy(config: ServerConfig) -> ConnectionPolicy:
+    """The deadlines and per-address cap aiohttp has no setting for (connections.py)."""
+    return ConnectionPolicy(
+        header_timeout_s=config.header_timeout_s, body_timeout_s=config.body_timeout_s,
+        max_per_address=config.max_connections_per_address,
+        trusted_proxies=config.trusted_proxies,
+    )  # fmt: skip
 
 
 def server_tls(config: ServerConfig) -> ssl.SSLContext | None:

@@ -41,12 +41,45 @@ def mesh(mode: str) -> Mesh:
         ("chain", "c:1", ["a:1", "x:1", "b:1"], False, []),  # the ring is done: no loop
         ("chain", "b:1", ["a:1", "x:1"], False, ["c:1"]),
         ("hybrid", "a:1", [], True, ["x:1", "b:1", "c:1"]),
-        ("hybrid", "x:1", ["a:1"], False, ["b:1"]),
-        ("hybrid", "c:1", ["a:1", "x:1"], False, ["b:1"]),  # wraps, skipping seen servers
+        ("hybrid", "x:1", ["a:1"], False, []),  # the first server did not say what it lists
     ],
 )
 def test_relay_targets(mode, own, seen, first, expected) -> None:
     assert relay_targets(mesh(mode), own, seen, first=first) == expected
+
+
+@pytest.mark.parametrize(
+    ("own", "seen", "listed", "expected"),
+    [
+        ("x:1", ["a:1"], RING, []),  # a broadcast to every member: nothing to pass on
+        ("x:1", ["a:1"], ["a:1", "x:1"], ["b:1", "c:1"]),  # a lists only x: x covers the rest
+        ("x:1", ["a:1"], ["a:1", "x:1", "c:1"], ["b:1"]),  # c got it from a, and covers on
+        ("c:1", ["a:1"], ["x:1", "c:1"], []),  # wraps to a (seen), then x (listed): stop
+        ("b:1", ["a:1", "x:1"], ["a:1", "x:1"], []),  # passed on to b: b passes nothing on
+    ],
+)
+def test_hybrid_receivers_pass_on_only_past_what_the_first_server_reached(
+    own, seen, listed, expected
+) -> None:
+    targets = relay_targets(mesh("hybrid"), own, seen, first=False, sender_lists=listed)
+    assert targets == expected
+
+
+@pytest.mark.parametrize("mode", list(MeshMode))
+@pytest.mark.parametrize("n", [2, 3, 5, 8])
+def test_every_member_receives_a_message_at_most_once_per_mesh(mode, n) -> None:
+    """Walk the relays of one message no member hosts, as the servers would (issue 10 §1:
+    a five-server hybrid mesh made 10-12 relays where 4 do)."""
+    ring = tuple(f"s{i}:1" for i in range(n))
+    m = Mesh("m", "t" * 32, MeshMode(mode), ring)
+    received: list[str] = []
+    pending = [(ring[0], [], True, None)]  # (server, chain, first, sender's list)
+    while pending:
+        server, chain, first, listed = pending.pop()
+        for peer in relay_targets(m, server, chain, first=first, sender_lists=listed):
+            received.append(peer)
+            pending.append((peer, [*chain, server], False, ring))
+    assert sorted(received) == sorted(ring[1:])  # each other member once
 
 
 def test_a_server_already_in_the_chain_is_never_a_target() -> None:
@@ -218,3 +251,26 @@ async def test_a_proven_offense_is_also_reported_to_mesh_peers(tmp_path) -> None
         for label in ("a", "c"):
             assert [s.offender for s in await servers[label].store.strikes()] == [names["x"]]
         assert await servers["x"].store.strikes() == []
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "broadcast", "chain"])
+async def test_a_five_server_mesh_relays_mail_for_nobody_four_times(tmp_path, mode) -> None:
+    """Issue 10 §1: mail no member hosts, in a five-server mesh, reaches each other member
+    once: 4 relays (hybrid made 10-12, growing as (N - 1)²)."""
+    net = Network(tmp_path)
+    labels = [f"s{i}" for i in range(5)]
+    for label in labels:
+        net.add(label)
+    net.mesh("m", mode, labels)
+    try:
+        await asyncio.gather(*(net.start(label) for label in labels))
+        async with net.session() as http:
+            sender = await net.client(http, "s0", Identity.generate())
+            sent = await sender.send(Identity.generate().address, "for nobody")
+            assert set(sent.recipients.values()) == {"queued"}
+            for _ in range(2):  # a relay queued while an earlier queue was being looked at
+                await net.queues_empty(http, *labels)
+            relays = [await outbound_delivered(net, http, label) for label in labels]
+    finally:
+        net.stop_all()
+    assert sum(relays) == 4, relays

@@ -353,7 +353,10 @@ class DeliveryWorker:
         self, server: str, messages: list[bytes], *, via: str, now: int
     ) -> list[Any]:
         txn = uuid.uuid4().hex
-        head = _json({"txn": txn, "from_server": self.signer.name})[:-1]
+        head_fields: dict[str, Any] = {"txn": txn, "from_server": self.signer.name}
+        if via:  # which peers this server reaches itself: a hybrid receiver goes on past them
+            head_fields["mesh_peers"] = list(self.peers.meshes[via].peers)
+        head = _json(head_fields)[:-1]
         body = head + b',"messages":[' + b",".join(messages) + b"]}"
         path = "/mesh/relay" if via else "/federation/deliver"
         headers = sign_request(self.signer, "POST", server, path, body, now_s=now // 1000)

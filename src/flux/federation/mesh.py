@@ -15,6 +15,17 @@ Modes (which peers a server hands a message to; `relay_targets`):
 * hybrid: the first server broadcasts; a peer that does not host a recipient passes it
   on along the ring, so members the first server does not list are still reached.
 
+Each member receives a message at most once per mesh (relays grow as N - 1, not
+(N - 1)²). Broadcast and chain give that by construction. In hybrid, passing on along the
+ring from every broadcast receiver would hand each member the message again from its
+ring predecessor; so the first server's relay transaction says which peers it lists
+(`mesh_peers`, in the signed body), and only a peer it handed the message to directly
+passes it on: to the members after itself on its own ring up to the next one the first
+server lists (that one got the broadcast and covers the stretch after it). Members that
+agree on the ring split it into disjoint stretches; a member the first server does not
+list is reached by the broadcast receiver before it. A peer the message was passed on to
+passes nothing on.
+
 Loops are impossible: a server never hands a message to a server whose sealed hop is
 already in its chain (nor to itself), and every hop adds one, so each server sees a
 message at most once per path; receivers also dedupe by (id, recipient).
@@ -37,7 +48,7 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +57,7 @@ from ..protocol.envelope import SERVER_RE
 from ..protocol.errors import BadRequestSignature
 
 HEADER = "Flux-Mesh"
+MAX_MESH_PEERS = 256  #: the most peers a relay transaction's `mesh_peers` may list
 MAC_CONTEXT = b"flux-mesh:1:"
 _HEADER_RE = re.compile(r"^([A-Za-z0-9._-]{1,64});mac=([A-Za-z0-9+/]{43}=)\Z")
 
@@ -102,20 +114,45 @@ def load_meshes(path: Path | None) -> dict[str, Mesh]:
     return parse_meshes(data, str(path))
 
 
-def relay_targets(mesh: Mesh, own: str, seen: Iterable[str], *, first: bool) -> list[str]:
+def relay_targets(
+    mesh: Mesh,
+    own: str,
+    seen: Sequence[str],
+    *,
+    first: bool,
+    sender_lists: Iterable[str] | None = None,
+) -> list[str]:
     """The peers to hand a message to. `first`: this server took the submission (it did
-    not receive the message through the mesh). `seen`: servers already in its chain."""
+    not receive the message through the mesh). `seen`: servers already in its chain.
+    `sender_lists`: the peers the server that handed it here lists for this mesh (its
+    relay transaction's `mesh_peers`), None if it did not say."""
     skip = {own, *seen}
-    if mesh.mode is MeshMode.BROADCAST and not first:
-        return []
-    if mesh.mode is not MeshMode.CHAIN and first:
+    if first:
+        if mesh.mode is MeshMode.CHAIN:
+            return _ring_after(mesh, own, skip)[:1]
         return [p for p in mesh.peers if p not in skip]
-    ring = list(mesh.peers)
+    if mesh.mode is MeshMode.BROADCAST:
+        return []
+    if mesh.mode is MeshMode.CHAIN:
+        return _ring_after(mesh, own, skip)[:1]
+    # hybrid: only a direct receiver of the first server's broadcast passes it on, up to
+    # the next member the first server reached itself (see the module docstring)
+    if sender_lists is None or len(set(seen)) != 1:
+        return []
+    return _ring_after(mesh, own, skip, stop=set(sender_lists))
+
+
+def _ring_after(mesh: Mesh, own: str, skip: set[str], stop: Iterable[str] = ()) -> list[str]:
+    """The ring's members after `own` (wrapping), leaving out `skip`, until one in `stop`."""
+    ring, stop = list(mesh.peers), set(stop)
     start = ring.index(own) + 1 if own in ring else 0
+    out = []
     for peer in ring[start:] + ring[:start]:
+        if peer in stop:
+            break
         if peer not in skip:
-            return [peer]
-    return []
+            out.append(peer)
+    return out
 
 
 def mesh_mac(token: str, signature_header: str) -> str:

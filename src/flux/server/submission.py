@@ -2,6 +2,8 @@
 
 In order, each step refusing with its own error (the table in errors.py gives the status):
 
+0. the client's network address has a budget of messages (fair.py; 429 `rate_limited`),
+   counted before anything is parsed, for every transport (HTTP, WebSocket, /mail/send);
 1. strict parse (loads_strict): FLUX's JSON data model, or 400 `malformed_json`; a
    `domains` entry that is an IP literal the outbound policy forbids (loopback, private,
    link-local...) is refused here, naming `domains.<addr>`;
@@ -27,12 +29,19 @@ In order, each step refusing with its own error (the table in errors.py gives th
    no further step: it is neither spam-counted nor quota-counted;
 6. spam (451 with every reason; a refused message never reaches the quota);
 7. pending quota per recipient, checked in the storing transaction (429 when every new
-   recipient is full; the others still get the message);
+   recipient is full; the others still get the message); within it, a sender the
+   recipient has never written to is a stranger, and strangers hold at most their share
+   of it (store/base.py StrangerShare; 429 naming `from`); a message whose signed
+   `expires` has already passed is refused before any of this (400 naming `expires`): it
+   could only be stored invisible, outside every quota. Over federation that refusal is
+   final, so the sender's server bounces it rather than retrying;
 8. this server's route entry and sealed hop (`next` = "local"), then the store, awaiting
    the durable commit; remote copies go into the durable delivery queue (sealed later, to
    the server actually reached: federation/delivery.py) and are answered `queued`;
 9. only then the push to the recipients' live sockets (the pushed copy is marked
-   delivered first, so a client never sees mail the store could still lose).
+   delivered first, so a client never sees mail the store could still lose);
+10. a sender this server hosts now knows every recipient it wrote to (`add_contacts`):
+   their mail to it is no stranger's.
 
 The store repeats the dedupe check atomically (two submissions of one id can race between
 step 5 and step 8); its CONFLICT outcome is reported the same way.
@@ -62,7 +71,7 @@ from ..protocol.errors import ChainError, FluxError, InvalidValue
 from ..protocol.outgoing import make_bounce
 from ..protocol.spam import RATE_LIMIT_REASON, check_spam
 from ..protocol.tamper import bound_seal
-from ..store.base import Incoming, MessageRef, Outbound, Store, StoreOutcome
+from ..store.base import Incoming, MessageRef, Outbound, Store, StoreOutcome, StrangerShare
 from . import wire
 from .errors import (
     Conflict,
@@ -72,6 +81,7 @@ from .errors import (
     SpamRefused,
     UnknownRecipient,
 )
+from .fair import ClientLimits
 from .fanout import NEW, LocalFanout, MailEvent
 from .limits import HitCounter
 from .metrics import Metrics
@@ -100,6 +110,15 @@ class SubmitResult:
 
     def to_wire(self) -> dict[str, Any]:
         return {"id": self.id, "recipients": self.recipients, "duplicate": self.duplicate}
+
+
+def _check_expires(env: Envelope, now: int) -> None:
+    """Refuse a message whose signed `expires` time (ms > 0) is already past: nobody could
+    ever read it, so storing it would only spend disk outside every quota (PROTOCOL.md
+    §11.1). `expires: 0` (deleted on first read) is a time that never passes."""
+    expires = env.data.get("expires")
+    if isinstance(expires, int) and not isinstance(expires, bool) and 0 < expires <= now:
+        raise InvalidValue("expires is already past: this message could never be read", field="expires")  # fmt: skip
 
 
 def local_recipients(env: Envelope) -> tuple[str, ...]:
@@ -134,6 +153,8 @@ class Routing:
     #: the mesh a relayed message came through (its unhosted recipients go on through it);
     #: mail handed on directly (not through a mesh) is delivered here or refused
     relayed_through: Mesh | None = None
+    #: the peers the relaying server lists for that mesh (its transaction's `mesh_peers`)
+    sender_lists: tuple[str, ...] | None = None
 
 
 class Submitter:
@@ -153,6 +174,8 @@ class Submitter:
         meshes: Mapping[str, Mesh] | None = None,
         on_queued: Callable[[], None] = lambda: None,
         refused_domain: Callable[[str], bool] | None = None,
+        stranger_share: StrangerShare | None = None,
+        limits: ClientLimits | None = None,
     ) -> None:
         self.store = store
         self.signer = signer
@@ -171,6 +194,10 @@ class Submitter:
         #: the outbound policy's verdict on an IP-literal domain (netguard.PeerPolicy): such
         #: a `domains` entry is refused at once rather than queued to bounce later
         self.refused_domain = refused_domain
+        #: the part of each recipient's quota strangers may hold (None: no such share)
+        self.stranger_share = stranger_share
+        #: per client address and per peer server budgets (fair.py); None: not counted
+        self.limits = limits
 
     async def submit(self, raw: bytes | str | Any) -> SubmitResult:
         """Run the pipeline on one submission: raw JSON or an already strictly-parsed value,
@@ -180,6 +207,8 @@ class Submitter:
         UnknownRecipient, Conflict, SpamRefused, QuotaExceeded.
         """
         started = time.perf_counter()
+        if self.limits is not None:
+            await self.limits.submission()  # the cheapest refusal: before any parsing
         value = wire.parse_json(raw) if isinstance(raw, bytes | str) else raw
         msg, domains = wire.submission(value, refused=self.refused_domain)
         if isinstance(msg, dict):
@@ -193,7 +222,10 @@ class Submitter:
         cv = self._check_chain(env)
         if remote:
             await self._check_relay(env)
-        return await self._deliver(env, now, cv, started, Routing(remote=remote))
+        result = await self._deliver(env, now, cv, started, Routing(remote=remote))
+        if self.open_mode or await self.store.hosted(env.sender):
+            await self.store.add_contacts(env.sender, local_recipients(env), now)
+        return result
 
     async def accept_relayed(
         self, msg: Any, *, peer: str, keys: KeyLookup, mesh: Mesh | None = None
@@ -205,7 +237,13 @@ class Submitter:
         return result
 
     async def accept_batch(
-        self, messages: Sequence[Any], *, peer: str, keys: KeyLookup, mesh: Mesh | None = None
+        self,
+        messages: Sequence[Any],
+        *,
+        peer: str,
+        keys: KeyLookup,
+        mesh: Mesh | None = None,
+        sender_lists: Sequence[str] | None = None,
     ) -> list[SubmitResult | FluxError]:
         """Messages the server `peer` handed on in one transaction (POST /federation/deliver,
         or /mesh/relay with the `mesh` they came through: then what is not hosted here is
@@ -216,7 +254,8 @@ class Submitter:
         seal handing exactly this message to this server, and the whole chain must verify
         under the keys each server publishes (`keys` must hold them already).
         """
-        route = Routing(origin=False, relayed_through=mesh)
+        listed = None if sender_lists is None else tuple(sender_lists)
+        route = Routing(origin=False, relayed_through=mesh, sender_lists=listed)
         results: list[SubmitResult | FluxError | _Plan] = []
         for msg in messages:
             started = time.perf_counter()
@@ -259,6 +298,7 @@ class Submitter:
     ) -> _Plan:
         """The checks after authenticity: route, recipients, dedupe, spam. Nothing is
         written; `_commit` writes what the plan says."""
+        _check_expires(env, now)
         await self._check_route(env)
         elsewhere = {r for rcpts in route.remote.values() for r in rcpts}
         hosted = await self._hosted(env, elsewhere)
@@ -316,6 +356,8 @@ class Submitter:
         return Incoming(
             stamped, env.body_hash, tuple(plan.fresh), plan.now, tags=tags,
             pending_quota=self.pending_quota,
+            # this server's own bounces are the sender's own server speaking: no stranger
+            stranger_share=None if env.sender == self.signer.identity.address else self.stranger_share,
         )  # fmt: skip
 
     def _refusal(self, outcome: Mapping[str, StoreOutcome]) -> FluxError | None:
@@ -325,6 +367,14 @@ class Submitter:
             return Conflict(CONFLICT_TEXT, field="id")
         if StoreOutcome.OVER_QUOTA in outcome.values():
             return QuotaExceeded(f"the recipient has {self.pending_quota} pending messages", field="to")  # fmt: skip
+        if StoreOutcome.OVER_STRANGER_SHARE in outcome.values():
+            share = self.stranger_share
+            return QuotaExceeded(
+                "the recipient has not written to you, and the stranger share of its pending "
+                f"mail is full ({share.total if share else 0} from all strangers, "
+                f"{share.per_sender if share else 0} from any one); try again once it has read them",
+                field="from",
+            )
         return None
 
     def _done(self, plan: _Plan) -> SubmitResult:
@@ -348,7 +398,10 @@ class Submitter:
         seen = servers_in_chain(env.data)
         relays: dict[tuple[str, str], list[str]] = {}
         for mesh in meshes:
-            for peer in relay_targets(mesh, self.signer.name, seen, first=route.origin):
+            targets = relay_targets(
+                mesh, self.signer.name, seen, first=route.origin, sender_lists=route.sender_lists
+            )
+            for peer in targets:
                 relays.setdefault((peer, mesh.name), []).extend(unhosted)
         return relays
 

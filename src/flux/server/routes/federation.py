@@ -32,7 +32,7 @@ from aiohttp import web
 
 from ...federation.delivery import MAX_BATCH, MAX_BATCH_BYTES
 from ...federation.keys import KeyFetcher
-from ...federation.mesh import Mesh, check_mesh_header
+from ...federation.mesh import MAX_MESH_PEERS, Mesh, check_mesh_header
 from ...federation.peers import ReportSender
 from ...federation.signing import CheckedRequest, check_request, verify_checked
 from ...protocol.chain import PublishedKey, published_key_covers, servers_in_chain, witnesses
@@ -134,10 +134,13 @@ class FederationRoutes:
         batch = wire.parse_json(body)
         messages = self._messages(batch, checked.server)
         peer = await self._authenticate(request, checked)
+        if self.submitter.limits is not None:  # each peer's budget of messages (fair.py)
+            await self.submitter.limits.peer_messages(peer, len(messages))
         await self._fetch_chain_keys(messages)
         accepted = await self.submitter.accept_batch(
-            messages, peer=peer, keys=self.keys, mesh=through
-        )
+            messages, peer=peer, keys=self.keys, mesh=through,
+            sender_lists=_mesh_peers(batch) if through else None,
+        )  # fmt: skip
         results = [await self._result(m, r, peer) for m, r in zip(messages, accepted, strict=True)]
         return wire.ok(txn=batch["txn"], results=results)
 
@@ -178,6 +181,7 @@ class FederationRoutes:
             )
 
     def _messages(self, batch: Any, peer: str) -> list[Any]:
+        _mesh_peers(batch)  # refused here, before any work, if present and malformed
         if not isinstance(batch, dict):
             raise WrongType("a delivery is a JSON object", field="body")
         if not isinstance(batch.get("txn"), str) or not 1 <= len(batch["txn"]) <= 64:
@@ -304,3 +308,18 @@ class FederationRoutes:
             verify_signature(pub, payload, sig)
         except FluxError as exc:
             raise InvalidProof("the report's signature does not verify", field="sig") from exc
+
+
+def _mesh_peers(batch: Mapping[str, Any]) -> list[str] | None:
+    """The relaying server's peers for the mesh (`mesh_peers`, optional: it bounds where a
+    hybrid relay goes on to, federation/mesh.py); raise InvalidValue when malformed."""
+    listed = batch.get("mesh_peers")
+    if listed is None:
+        return None
+    if not (
+        isinstance(listed, list) and len(listed) <= MAX_MESH_PEERS
+        and all(isinstance(p, str) and SERVER_RE.fullmatch(p) for p in listed)
+    ):  # fmt: skip
+        where = "mesh_peers"
+        raise InvalidValue(f"mesh_peers must list at most {MAX_MESH_PEERS} server names", field=where)  # fmt: skip
+    return listed

@@ -82,7 +82,8 @@ class FluxClient:
     makes one and closes it in `close()`. `bindings`: a `KnownBindings` or the path of its
     JSON file, remembering which address each `name@domain` resolved to. `keys`: public
     keys already known, `{fx1 address: base64url key}` (each is checked against its
-    address before use). `reconnect_base`/`reconnect_cap`: the WebSocket's backoff, seconds.
+    address before use). `reconnect_base`/`reconnect_cap`: the WebSocket's backoff, seconds; it starts afresh only
+    after a socket stayed up `reconnect_stable` seconds (client/ws.py says why).
     """
 
     def __init__(
@@ -96,6 +97,7 @@ class FluxClient:
         timeout: float = 30.0,
         reconnect_base: float = 0.5,
         reconnect_cap: float = 30.0,
+        reconnect_stable: float = 30.0,
         plain_http_domains: Iterable[str] | None = None,
     ) -> None:
         self.identity = identity
@@ -115,7 +117,9 @@ class FluxClient:
         for address, pub in (keys or {}).items():
             self.learn_key(address, pub)
         self.learn_key(identity.address, identity.pub_b64())
-        self._listener = Listener(self, Backoff(reconnect_base, reconnect_cap))
+        self._listener = Listener(
+            self, Backoff(reconnect_base, reconnect_cap), stable_s=reconnect_stable
+        )
 
     @property
     def address(self) -> str:
@@ -485,7 +489,9 @@ class FluxClient:
         )
 
     async def changes(self, since: int = 0, *, limit: int | None = None) -> Changes:
-        """What changed in the mailbox after state `since` (0: everything)."""
+        """What changed in the mailbox after state `since` (0: everything). Raises
+        FluxClientError with code `cannot_calculate_changes` for a state the server never
+        issued or no longer holds: start again from 0 (the listener does)."""
         params = {"address": self.address, "since": since, "limit": limit}
         body = await self._request("GET", "/changes", params=params)
         return Changes(

@@ -11,8 +11,11 @@ reconnect it asks GET /changes?since=<that state> and delivers every message cre
 Messages are de-duplicated by id, so one that comes both ways reaches the handlers once.
 
 Reconnects wait with capped, jittered exponential backoff ("equal jitter": half the delay
-fixed, half random), so a restarted server is not hit by every client at the same instant,
-and the delay starts small again after a connection that worked.
+fixed, half random), so a restarted server is not hit by every client at the same instant.
+The delay starts small again only after a connection that *stayed up* for `stable_s`
+(30 s): a server or proxy that authenticates a socket and then drops it (or the server's
+own slow-reader close) must not get a reconnect, a /fetch and a /changes every half second
+forever, so authenticating is not enough to count as "it worked".
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from ..background import wait_at_most
+from ..protocol.limits import WS_MAX_FRAME_BYTES
 from .errors import FluxClientError
 
 if TYPE_CHECKING:
@@ -39,7 +43,9 @@ __all__ = ["Backoff", "Listener"]
 log = logging.getLogger("flux.client.ws")
 _SEEN_LIMIT = 10_000
 _MAX_DRAIN_ROUNDS = 100
-_HEARTBEAT_S = 30.0  # the server pings every 20 s; a silent server is dropped after this
+STABLE_S = 30.0  #: a socket up this long after authenticating resets the backoff
+_HEARTBEAT_S = 30.0
+CANNOT_CALCULATE_CHANGES = "cannot_calculate_changes"  #: the server's "resync" answer  # the server pings every 20 s; a silent server is dropped after this
 
 
 class Backoff:
@@ -55,6 +61,15 @@ class Backoff:
         return ceiling / 2 + self._rand() * ceiling / 2
 
 
+def backoff_step(attempt: int, lasted_s: float | None, stable_s: float) -> int:
+    """The backoff step to wait before reconnecting, after `attempt` reconnects in a row
+    and a socket that stayed up `lasted_s` after authenticating (None: it never did):
+    back to 0 only if that was at least `stable_s`."""
+    if lasted_s is not None and lasted_s >= stable_s:
+        return 0
+    return attempt
+
+
 def _transient(exc: BaseException) -> bool:
     """Worth waiting out (network, server down or restarting), as opposed to a refusal."""
     if isinstance(exc, FluxClientError):
@@ -65,9 +80,11 @@ def _transient(exc: BaseException) -> bool:
 class Listener:
     """Runs one client's WebSocket: connect, authenticate, catch up, deliver, repeat."""
 
-    def __init__(self, client: FluxClient, backoff: Backoff) -> None:
+    def __init__(self, client: FluxClient, backoff: Backoff, stable_s: float = STABLE_S) -> None:
         self.client = client
         self.backoff = backoff
+        self.stable_s = stable_s
+        self._authed_at: float | None = None
         self.message_handlers: list[Callable[[dict[str, Any]], Any]] = []
         self.change_handlers: list[Callable[[list[str]], Any]] = []
         self.state: int | None = None
@@ -88,7 +105,7 @@ class Listener:
         self._task = asyncio.current_task()
         attempt = 0
         while not self._stopping.is_set():
-            before = self.connections
+            self._authed_at = None
             try:
                 await self._session(inbox)
             except asyncio.CancelledError:
@@ -102,12 +119,17 @@ class Listener:
             finally:
                 self._connected.clear()
                 self._ws = None
-            if self.connections > before:
-                attempt = 0  # it worked for a while: start the backoff afresh
+            attempt = backoff_step(attempt, self._lasted(), self.stable_s)
             if self._stopping.is_set():
                 break
             await wait_at_most(self._stopping, self.backoff.delay(attempt))
             attempt += 1
+
+    def _lasted(self) -> float | None:
+        """How long the last socket stayed up after authenticating (None: it never did)."""
+        if self._authed_at is None:
+            return None
+        return asyncio.get_running_loop().time() - self._authed_at
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -149,7 +171,9 @@ class Listener:
     async def _session(self, inbox: str | None) -> None:
         token = await self.client._ensure_token()
         http = await self.client._http()
-        async with http.ws_connect(self._ws_url(), heartbeat=_HEARTBEAT_S) as ws:
+        async with http.ws_connect(
+            self._ws_url(), heartbeat=_HEARTBEAT_S, max_msg_size=WS_MAX_FRAME_BYTES
+        ) as ws:
             self._ws = ws
             if self._stopping.is_set():
                 return
@@ -191,6 +215,7 @@ class Listener:
         if previous is not None:
             await self._catch_up(previous)
         self.connections += 1
+        self._authed_at = asyncio.get_running_loop().time()
         self._connected.set()
 
     async def _drain_pending(self) -> None:
@@ -205,7 +230,17 @@ class Listener:
 
     async def _catch_up(self, since: int) -> None:
         while True:
-            changes = await self.client.changes(since)
+            try:
+                changes = await self.client.changes(since)
+            except FluxClientError as exc:
+                if exc.code != CANNOT_CALCULATE_CHANGES or since == 0:
+                    raise
+                # The server never issued our state (restored from a backup, another
+                # server behind the same name) or no longer holds it: resync from the
+                # start; messages already delivered are skipped by id.
+                log.info("state %s unknown to %s: resyncing", since, self.client.url)
+                self.state, since = None, 0
+                continue
             for msg in changes.created:
                 if msg.get("_status") != "deleted":
                     await self._deliver(msg)

@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
+from ..protocol.limits import WS_MAX_FRAME_BYTES
 from .errors import dumps
 from .metrics import Metrics
 
@@ -25,6 +26,8 @@ log = logging.getLogger("flux.server")
 
 SLOW_READER = 1008
 GOING_AWAY = 1001
+TOO_BIG = 1009
+CLOSE_WAIT_S = 5.0  #: a socket whose close does not complete in this long is reset
 
 
 class FrameSink(Protocol):
@@ -38,9 +41,13 @@ class FrameSink(Protocol):
 class Connection:
     """One authenticated socket: a bounded queue and the task that writes it out."""
 
-    def __init__(self, ws: FrameSink, address: str, max_frames: int, metrics: Metrics) -> None:
+    def __init__(
+        self, ws: FrameSink, address: str, max_frames: int, metrics: Metrics,
+        abort: Callable[[], None] | None = None,
+    ) -> None:  # fmt: skip
         self.ws = ws
         self.address = address
+        self._abort = abort
         self._queue: asyncio.Queue[str] = asyncio.Queue(max_frames)
         self._held: list[str] | None = []  # frames pushed before `authed`
         self._metrics = metrics
@@ -48,10 +55,11 @@ class Connection:
         self._closer: asyncio.Task[None] | None = None
         self.closed = asyncio.Event()
 
-    def start(self, first: Mapping[str, Any]) -> None:
-        """Queue `first` (the `authed` frame), then whatever was held, and start writing."""
+    def start(self, first: Mapping[str, Any] | None = None) -> None:
+        """Queue `first` (if any), then whatever was held, and start writing. ws.py writes
+        the `authed` frame itself before calling this, so it is still the first frame."""
         held, self._held = self._held or [], None
-        for frame in (dumps(first), *held):
+        for frame in ((dumps(first),) if first is not None else ()) + tuple(held):
             self._put(frame)
         self._writer = asyncio.create_task(self._write(), name=f"ws-writer:{self.address}")
 
@@ -68,6 +76,12 @@ class Connection:
         return self._put(text)
 
     def _put(self, text: str) -> bool:
+        if len(text) > WS_MAX_FRAME_BYTES // 4 and len(text.encode()) > WS_MAX_FRAME_BYTES:
+            # The client would refuse it and drop the socket; closing it here says why.
+            # Nothing is lost: it reconnects and reads the message through /changes.
+            log.warning("event=ws_frame_too_big address=%s", self.address)
+            self.close(TOO_BIG, b"frame too big: read it through /changes")
+            return False
         try:
             self._queue.put_nowait(text)
         except asyncio.QueueFull:
@@ -100,8 +114,13 @@ class Connection:
         self._closer = asyncio.create_task(self._close(code, message))
 
     async def _close(self, code: int, message: bytes) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.ws.close(code=code, message=message), timeout=5)
+        # A client that stopped reading never reads the close frame either, and closing a
+        # transport waits to flush what it holds: the socket would stay open. Reset it.
+        try:
+            await asyncio.wait_for(self.ws.close(code=code, message=message), CLOSE_WAIT_S)
+        except Exception:
+            if self._abort is not None:
+                self._abort()
 
     def _drain_gauge(self) -> None:
         while not self._queue.empty():
@@ -128,8 +147,10 @@ class Hub:
         self.max_frames = max_frames
         self._by_address: dict[str, set[Connection]] = {}
 
-    def connect(self, ws: FrameSink, address: str) -> Connection:
-        conn = Connection(ws, address, self.max_frames, self._metrics)
+    def connect(
+        self, ws: FrameSink, address: str, abort: Callable[[], None] | None = None
+    ) -> Connection:
+        conn = Connection(ws, address, self.max_frames, self._metrics, abort)
         self._by_address.setdefault(address, set()).add(conn)
         self._metrics.sockets.inc()
         return conn

@@ -8,7 +8,9 @@ All outgoing frames (answers and pushes) go through the socket's one bounded que
 leave in order and a client that stops reading is closed (1008) rather than buffered.
 
 Liveness: aiohttp pings every `ws_heartbeat_s` and closes a socket that does not answer
-within half of that. A frame over `ws_max_msg_bytes` closes the socket with 1009.
+within half of that. A frame over `ws_max_msg_bytes` closes the socket with 1009. No frame
+this server sends is over WS_MAX_FRAME_BYTES (the client's limit too): `authed` carries
+only the pending mail that fits, and marks it delivered only after it was written.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from ..protocol.errors import FluxError, InvalidValue, WrongType
-from ..store.base import MessageStatus, Store, StoreUnavailable
+from ..protocol.limits import WS_MAX_FRAME_BYTES
+from ..store.base import ListQuery, MessageStatus, Store, StoredMessage, StoreUnavailable
 from . import wire
 from .auth import Authenticator, Principal
 from .config import ServerConfig
@@ -35,6 +38,37 @@ log = logging.getLogger("flux.server")
 Action = Callable[[Principal, dict[str, Any], Connection], Awaitable[dict[str, Any]]]
 MAX_RID_CHARS = 128
 AUTHED_BATCH = 100  #: pending messages handed out with `authed` (the rest: /fetch, /changes)
+#: the `authed` frame's messages stop before this many bytes (the rest: /fetch); the room
+#: left under WS_MAX_FRAME_BYTES is for the frame's other fields
+AUTHED_MAX_BYTES = WS_MAX_FRAME_BYTES - 4096
+
+
+def authed_batch(rows: list[StoredMessage], budget: int) -> list[StoredMessage]:
+    """The longest prefix of `rows` whose wire forms fit in `budget` bytes."""
+    batch: list[StoredMessage] = []
+    for row in rows:
+        size = len(dumps(delivered_wire(row)).encode()) + 1  # and its comma
+        if size > budget:
+            break
+        budget -= size
+        batch.append(row)
+    return batch
+
+
+def delivered_wire(row: StoredMessage) -> dict[str, Any]:
+    """A pending row as it is handed out: delivered, as it is once the write succeeded."""
+    return {**row.to_wire(), "_status": str(MessageStatus.DELIVERED)}
+
+
+def _aborter(request: web.Request) -> Callable[[], None]:
+    """Reset the socket under `request` (for a peer that will not read its close frame)."""
+    transport = request.transport
+
+    def abort() -> None:
+        if transport is not None:
+            transport.abort()
+
+    return abort
 
 
 def _rid(frame: Mapping[str, Any]) -> dict[str, Any]:
@@ -84,12 +118,14 @@ class WebSocketEndpoint:
             heartbeat=self.config.ws_heartbeat_s, max_msg_size=self.config.ws_max_msg_bytes
         )
         await ws.prepare(request)
-        principal, inbox = await self._authenticate(ws)
+        principal, _inbox = await self._authenticate(ws)  # accepted; does not filter yet
         if principal is None:
             return ws
-        conn = self.hub.connect(ws, principal.address)
+        conn = self.hub.connect(ws, principal.address, abort=_aborter(request))
         try:
-            conn.start(await self._authed_frame(principal.address, inbox))
+            if not await self._send_authed(ws, principal.address):
+                return ws
+            conn.start()
             log.info("event=ws_open address=%s", principal.address)
             await self._serve(ws, principal, conn)
         finally:
@@ -140,13 +176,33 @@ class WebSocketEndpoint:
         await ws.send_str(dumps(error_frame(exc, action, frame)))
         await ws.close(code=row_for(exc).ws_close or 1008, message=exc.code.encode())
 
-    async def _authed_frame(self, address: str, inbox: Any) -> dict[str, Any]:
-        # The socket is already registered (push.py explains the order); pending mail
-        # fetched here is delivered, and anything pushed meanwhile is held until this frame.
-        rows = await self.store.fetch_pending(address, AUTHED_BATCH)
+    async def _send_authed(self, ws: web.WebSocketResponse, address: str) -> bool:
+        """Write the `authed` frame straight to the socket, then mark what it carried
+        delivered; False if the write failed (the mail stays pending). Its `state` is the
+        mailbox's before that marking, so /changes from it lists those messages again as
+        updated (delivered): harmless, and no frame is added to the protocol for it.
+
+        The socket is already registered (push.py explains the order) and its writer not
+        started yet, so this is the only writer and pushes wait until it is done. Pending
+        mail is only *read* here: it becomes delivered once the frame holding it was handed
+        to the socket, never before, so a client that is gone by then (or one that would
+        refuse the frame as too large) loses nothing: it gets the mail next time, or
+        through /fetch. The batch is cut by bytes so the frame stays under
+        WS_MAX_FRAME_BYTES whatever the messages weigh."""
+        page = await self.store.list(
+            address, ListQuery(status=MessageStatus.PENDING, limit=AUTHED_BATCH)
+        )
         state = await self.store.state(address)
-        return {"ok": True, "action": "authed", "address": address,
-                "messages": [r.to_wire() for r in rows], "state": state}  # fmt: skip
+        rows = authed_batch(list(reversed(page.items)), AUTHED_MAX_BYTES)  # oldest first
+        frame = {"ok": True, "action": "authed", "address": address,
+                 "messages": [delivered_wire(r) for r in rows], "state": state}  # fmt: skip
+        try:
+            await ws.send_str(dumps(frame))
+        except (ConnectionError, RuntimeError):
+            return False
+        if rows:
+            await self.store.mark(address, [r.ref for r in rows], MessageStatus.DELIVERED)
+        return True
 
     # -- requests ---------------------------------------------------------------------------
 

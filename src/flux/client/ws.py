@@ -44,8 +44,8 @@ log = logging.getLogger("flux.client.ws")
 _SEEN_LIMIT = 10_000
 _MAX_DRAIN_ROUNDS = 100
 STABLE_S = 30.0  #: a socket up this long after authenticating resets the backoff
-_HEARTBEAT_S = 30.0
-CANNOT_CALCULATE_CHANGES = "cannot_calculate_changes"  #: the server's "resync" answer  # the server pings every 20 s; a silent server is dropped after this
+_HEARTBEAT_S = 30.0  # the server pings every 20 s; a silent server is dropped after this
+CANNOT_CALCULATE_CHANGES = "cannot_calculate_changes"  #: the server's "resync" answer
 
 
 class Backoff:

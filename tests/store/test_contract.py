@@ -628,3 +628,63 @@ async def test_queue_dedupe_is_per_sender(store):
 
 
 SENDER_X = "fx1" + "9" * 40
+
+
+# -- fair shares: strangers and expired mail (issue 10 §2) ------------------------------------
+def _stranger(n: int) -> str:
+    return "fx1" + f"{n:040x}".replace("0", "7")
+
+
+async def test_strangers_share_the_quota_and_known_senders_keep_the_rest(store):
+    """26 throwaway keys fill only the stranger share; a sender the recipient wrote to is
+    still stored, up to the whole quota; each stranger holds at most its own part."""
+    from flux.store.base import StrangerShare
+
+    share = StrangerShare(total=5, per_sender=2)
+    await store.add_contacts(ALICE, [BOB], T0)
+
+    def inc(sender: str, n: int) -> Incoming:
+        env = envelope(**{"from": sender, "to": ALICE})
+        return incoming(env, ALICE, at=T0 + n, pending_quota=8, stranger_share=share)
+
+    outcomes = [(await store.store_message(inc(_stranger(k), k)))[ALICE] for k in range(26)]
+    assert outcomes.count(StoreOutcome.STORED) == 5
+    assert set(outcomes[5:]) == {StoreOutcome.OVER_STRANGER_SHARE}
+    one = _stranger(99)
+    per = [(await store.store_message(inc(one, 100 + k)))[ALICE] for k in range(3)]
+    assert per[0] == StoreOutcome.OVER_STRANGER_SHARE  # the strangers' total already holds
+    known = [(await store.store_message(inc(BOB, 200 + k)))[ALICE] for k in range(4)]
+    assert known == [StoreOutcome.STORED] * 3 + [StoreOutcome.OVER_QUOTA]  # 5 + 3 = 8
+    assert await store.is_contact(ALICE, BOB) and not await store.is_contact(BOB, ALICE)
+    assert await store.is_contact(ALICE, ALICE)
+
+
+async def test_one_stranger_holds_at_most_its_part_and_reading_frees_it(store):
+    from flux.store.base import StrangerShare
+
+    share = StrangerShare(total=10, per_sender=2)
+    envs = [envelope(**{"from": MALLORY, "to": ALICE}) for _ in range(3)]
+    got = [(await store.store_message(incoming(e, ALICE, stranger_share=share)))[ALICE] for e in envs]
+    assert got == [StoreOutcome.STORED, StoreOutcome.STORED, StoreOutcome.OVER_STRANGER_SHARE]
+    await store.mark(ALICE, [envs[0]["id"]], MessageStatus.READ)  # no longer pending
+    again = await store.store_message(incoming(envs[2], ALICE, stranger_share=share))
+    assert again[ALICE] == StoreOutcome.STORED
+    # a recipient writing back makes the sender known: its pending mail is no stranger's
+    await store.add_contacts(ALICE, [MALLORY], T0)
+    more = envelope(**{"from": MALLORY, "to": ALICE})
+    assert (await store.store_message(incoming(more, ALICE, stranger_share=share)))[ALICE] == StoreOutcome.STORED  # fmt: skip
+
+
+async def test_purge_removes_expired_mail_and_its_body_for_good(store, clock):
+    gone = await put(store, ALICE, BOB, expires=T0 + 10, tags=["x"])
+    kept = await put(store, ALICE, expires=T0 + 10_000)
+    plain = await put(store, ALICE)
+    clock.now = T0 + 20
+    assert await store.purge_expired(T0 + 5) == 0
+    assert await store.purge_expired(T0 + 20) == 2  # one delivery each for ALICE and BOB
+    assert await store.get(ALICE, gone["id"]) is None and await store.get(BOB, gone["id"]) is None
+    assert await store.get(ALICE, kept["id"]) is not None
+    assert await store.get(ALICE, plain["id"]) is not None
+    assert (await store.stats())["messages"] == 2  # the purged body is gone too
+    again = await store.store_message(incoming(gone, ALICE))  # nothing of it is left behind
+    assert again[ALICE] == StoreOutcome.STORED

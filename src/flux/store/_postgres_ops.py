@@ -112,6 +112,9 @@ async def store(
         if quota is not None and pending.get(rcpt, 0) >= quota:
             out[rcpt] = StoreOutcome.OVER_QUOTA
             continue
+        if inc.stranger_share is not None and await over_stranger_share(conn, inc, rcpt):
+            out[rcpt] = StoreOutcome.OVER_STRANGER_SHARE
+            continue
         if not body_saved:
             await save_body(conn, inc)
             body_saved = True
@@ -122,6 +125,56 @@ async def store(
         )  # fmt: skip
         out[rcpt] = StoreOutcome.STORED
     return out
+
+
+STRANGER_COUNTS = f"""
+SELECT EXISTS (SELECT 1 FROM contacts WHERE owner = $1 AND peer = $2),
+       COUNT(*), COUNT(*) FILTER (WHERE d.sender = $2)
+  FROM deliveries d
+ WHERE d.recipient = $1 AND d.status = 'pending' AND {visible("$3")}
+   AND d.sender <> d.recipient
+   AND NOT EXISTS (SELECT 1 FROM contacts c WHERE c.owner = d.recipient AND c.peer = d.sender)"""
+
+
+async def over_stranger_share(conn: asyncpg.Connection, inc: Incoming, rcpt: str) -> bool:
+    """The stranger share's decision (_rules.over_stranger_share), counted under the
+    recipient's lock in the storing transaction; the message's own earlier recipients in
+    this batch are visible to it, as for the quota."""
+    sender = inc.envelope["from"]
+    known, strangers, from_sender = await conn.fetchrow(STRANGER_COUNTS, rcpt, sender, inc.received_at)
+    return _rules.over_stranger_share(inc, rcpt, known, strangers, from_sender)
+
+
+async def add_contacts(conn: asyncpg.Connection, owner: str, peers: Sequence[str], now: int) -> None:
+    await conn.execute(
+        """INSERT INTO contacts (owner, peer, since) SELECT $1, p, $3 FROM unnest($2::text[]) p
+           ON CONFLICT (owner, peer) DO NOTHING""",
+        owner, list(dict.fromkeys(peers)), now,
+    )  # fmt: skip
+
+
+async def purge_expired(conn: asyncpg.Connection, locks: Locks, before: int) -> int:
+    """Delete expired deliveries, their tags and the bodies no delivery holds (base.py),
+    under the mailbox locks (as `expire`), so no writer of those mailboxes interleaves."""
+    expired = "FROM deliveries WHERE hide_at IS NOT NULL AND hide_at <= $1"
+    found = await conn.fetch(f"SELECT DISTINCT recipient, body_hash {expired}", before)
+    if not found:
+        return 0
+    owners = list({r[0] for r in found})
+    # the bodies too: a message being stored again at this moment keeps its body
+    await locks.take(conn, owners, {r[1] for r in found})
+    gone = await conn.fetch(
+        f"SELECT id, body_hash {expired} AND recipient = ANY($2::text[])", before, owners
+    )
+    ids = [r["id"] for r in gone]
+    await conn.execute("DELETE FROM delivery_tags WHERE delivery_id = ANY($1::bigint[])", ids)
+    await conn.execute("DELETE FROM deliveries WHERE id = ANY($1::bigint[])", ids)
+    await conn.execute(
+        """DELETE FROM messages m WHERE m.body_hash = ANY($1::text[])
+           AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.body_hash = m.body_hash)""",
+        list({r["body_hash"] for r in gone} & {r[1] for r in found}),  # the locked ones
+    )
+    return len(gone)
 
 
 async def save_body(conn: asyncpg.Connection, inc: Incoming) -> None:

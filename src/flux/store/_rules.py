@@ -1,7 +1,7 @@
 """Rules shared by every store implementation, written once (see base.py for the contract).
 
-Keeping the lifecycle decision and the cursor format here means MemoryStore and
-SQLiteStore cannot drift apart on them; the contract tests check the rest.
+Keeping the lifecycle decision, the cursor format and the stranger share here means the
+stores cannot drift apart on them; the contract tests check the rest.
 """
 
 from __future__ import annotations
@@ -81,6 +81,20 @@ def next_status(
     if STATUS_ORDER[requested] <= STATUS_ORDER[current]:
         return None
     return requested
+
+
+def over_stranger_share(
+    inc: Incoming, recipient: str, known: bool, from_strangers: int, from_sender: int
+) -> bool:
+    """Whether the stranger share (base.py StrangerShare) refuses this message for
+    `recipient`: `known` says whether the recipient has written to the sender;
+    `from_strangers` and `from_sender` count the recipient's visible pending mail from
+    every stranger and from this sender, read in the storing transaction. The recipient
+    itself is never a stranger: a note to oneself is known mail."""
+    share = inc.stranger_share
+    if share is None or known or recipient == inc.envelope["from"]:
+        return False
+    return from_strangers >= share.total or from_sender >= share.per_sender
 
 
 def recipients_of(inc: Incoming) -> list[str]:

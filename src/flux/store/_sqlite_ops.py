@@ -84,6 +84,9 @@ def store(conn: sqlite3.Connection, inc: Incoming) -> dict[str, StoreOutcome]:
         if quota is not None and pending_count(conn, rcpt, inc.received_at) >= quota:
             out[rcpt] = StoreOutcome.OVER_QUOTA
             continue
+        if inc.stranger_share is not None and over_stranger_share(conn, inc, rcpt):
+            out[rcpt] = StoreOutcome.OVER_STRANGER_SHARE
+            continue
         if not body_saved:
             save_body(conn, inc)
             body_saved = True
@@ -103,6 +106,49 @@ def store(conn: sqlite3.Connection, inc: Incoming) -> dict[str, StoreOutcome]:
         )
         out[rcpt] = StoreOutcome.STORED
     return out
+
+
+def over_stranger_share(conn: sqlite3.Connection, inc: Incoming, rcpt: str) -> bool:
+    """The stranger share's decision (_rules.over_stranger_share), counted in the storing
+    transaction: visible pending rows of `rcpt` from senders it has not written to."""
+    sender = inc.envelope["from"]
+    known = conn.execute(
+        "SELECT 1 FROM contacts WHERE owner = ? AND peer = ?", (rcpt, sender)
+    ).fetchone() is not None
+    if known or rcpt == sender:
+        return False
+    strangers, from_sender = conn.execute(
+        f"""SELECT COUNT(*), COALESCE(SUM(d.sender = :s), 0) FROM deliveries d
+            WHERE d.recipient = :a AND d.status = 'pending' AND {VISIBLE}
+              AND d.sender != d.recipient
+              AND NOT EXISTS (SELECT 1 FROM contacts c
+                              WHERE c.owner = d.recipient AND c.peer = d.sender)""",
+        {"a": rcpt, "s": sender, "now": inc.received_at},
+    ).fetchone()
+    return _rules.over_stranger_share(inc, rcpt, known, strangers, from_sender)
+
+
+def add_contacts(conn: sqlite3.Connection, owner: str, peers: Sequence[str], now: int) -> None:
+    conn.executemany(
+        "INSERT OR IGNORE INTO contacts (owner, peer, since) VALUES (?, ?, ?)",
+        [(owner, p, now) for p in dict.fromkeys(peers)],
+    )
+
+
+def purge_expired(conn: sqlite3.Connection, before: int) -> int:
+    """Delete expired deliveries, their tags and the bodies no delivery holds (base.py)."""
+    gone = [(r[0], r[1]) for r in conn.execute(
+        "SELECT id, body_hash FROM deliveries WHERE hide_at IS NOT NULL AND hide_at <= ?",
+        (before,),
+    )]  # fmt: skip
+    conn.executemany("DELETE FROM delivery_tags WHERE delivery_id = ?", [(i,) for i, _ in gone])
+    conn.executemany("DELETE FROM deliveries WHERE id = ?", [(i,) for i, _ in gone])
+    conn.executemany(
+        "DELETE FROM messages WHERE body_hash = ? AND NOT EXISTS "
+        "(SELECT 1 FROM deliveries WHERE body_hash = ?)",
+        [(b, b) for b in {b for _, b in gone}],
+    )
+    return len(gone)
 
 
 def save_body(conn: sqlite3.Connection, inc: Incoming) -> None:

@@ -75,6 +75,8 @@ class _State:
     nonces: dict[str, int] = field(default_factory=dict)
     strikes: dict[str, Strike] = field(default_factory=dict)
     overrides: dict[str, Override] = field(default_factory=dict)
+    #: (owner, peer): owner has written to peer (base.py StrangerShare)
+    contacts: set[tuple[str, str]] = field(default_factory=set)
     seq: int = 0
     rowid: int = 0
 
@@ -131,6 +133,9 @@ class MemoryStore(MemoryQueue):
             ):
                 out[rcpt] = StoreOutcome.OVER_QUOTA
                 continue
+            if inc.stranger_share is not None and self._over_share(inc, rcpt, sender):
+                out[rcpt] = StoreOutcome.OVER_STRANGER_SHARE
+                continue
             self._s.messages.setdefault(inc.body_hash, text)
             root = self._thread_root(rcpt, inc.envelope)
             self._s.rowid += 1
@@ -145,6 +150,35 @@ class MemoryStore(MemoryQueue):
             self._change(d, ChangeKind.CREATED)
             out[rcpt] = StoreOutcome.STORED
         return out
+
+    def _over_share(self, inc: Incoming, rcpt: str, sender: str) -> bool:
+        now = inc.received_at
+        known = (rcpt, sender) in self._s.contacts
+        pending = [
+            d.sender for d in self._mailbox(rcpt)
+            if _rules.effective_status(d.status, d.hide_at, now) == MessageStatus.PENDING
+            and (d.recipient, d.sender) not in self._s.contacts and d.sender != rcpt
+        ]  # fmt: skip
+        return _rules.over_stranger_share(inc, rcpt, known, len(pending), pending.count(sender))
+
+    async def add_contacts(self, owner: str, peers: Sequence[str], now_ms: int) -> None:
+        self._s.contacts.update((owner, p) for p in peers)
+
+    async def is_contact(self, owner: str, peer: str) -> bool:
+        return owner == peer or (owner, peer) in self._s.contacts
+
+    async def purge_expired(self, before_ms: int) -> int:
+        gone = [k for k, d in self._s.deliveries.items() if d.hide_at is not None and d.hide_at <= before_ms]
+        for key in gone:
+            d = self._s.deliveries.pop(key)
+            holders = self._s.senders[(d.recipient, d.msg_id)]
+            holders.remove(d.sender)
+            if not holders:
+                del self._s.senders[(d.recipient, d.msg_id)]
+        held = {d.body_hash for d in self._s.deliveries.values()}
+        for body in [b for b in self._s.messages if b not in held]:
+            del self._s.messages[body]
+        return len(gone)
 
     def _thread_root(self, rcpt: str, env: Mapping[str, Any]) -> str:
         """The root of a new message (base.py, "Threads"); the replies waiting for it that
@@ -386,6 +420,9 @@ class MemoryStore(MemoryQueue):
     async def count_hit(self, bucket: str, now_ms: int, window_ms: int, limit: int) -> bool:
         return self._hits.count(bucket, now_ms, window_ms, limit)
 
+    async def hits_in_window(self, bucket: str, now_ms: int, window_ms: int) -> int:
+        return self._hits.in_window(bucket, now_ms, window_ms)
+
     async def prune_hits(self, now_ms: int, window_ms: int) -> int:
         return self._hits.prune(now_ms, window_ms)
 
@@ -417,6 +454,11 @@ class HitLog:
             return True
         insort(times, now_ms)
         return False
+
+    def in_window(self, bucket: str, now_ms: int, window_ms: int) -> int:
+        """How many of `bucket`'s hits are within the window (nothing counted)."""
+        times = self._times.get(bucket, ())
+        return len(times) - bisect_right(times, now_ms - window_ms)
 
     def prune(self, now_ms: int, window_ms: int) -> int:
         removed = 0

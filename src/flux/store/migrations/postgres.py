@@ -26,6 +26,9 @@ message by sender and id, and `changes.sender`. PostgreSQL alters the tables in 
 UPDATE's subqueries read the rows as they were before the statement, so each old root is
 mapped from the old values.
 
+Step 5 is SQLite's step 5 (read its notes): `contacts`, who each address has written to,
+and an index counting one sender's pending mail in a mailbox.
+
 Several processes may start at once against one new database: `migrate` holds a
 transaction-scoped advisory lock while it reads the version and applies steps, so exactly
 one of them applies each step and the others then find it applied.
@@ -192,6 +195,19 @@ UPDATE deliveries d SET thread_root = COALESCE(
 ALTER TABLE changes ADD COLUMN sender TEXT NOT NULL DEFAULT '';
 UPDATE changes c SET sender = d.sender FROM deliveries d
  WHERE d.recipient = c.address AND d.msg_id = c.msg_id;
+""",
+    ),
+    Migration(
+        5,
+        "contacts: who each address has written to",
+        """
+CREATE TABLE contacts (
+    owner  TEXT NOT NULL,
+    peer   TEXT NOT NULL,
+    since  BIGINT NOT NULL,
+    PRIMARY KEY (owner, peer)
+);
+CREATE INDEX deliveries_sender ON deliveries (recipient, sender, status);
 """,
     ),
 ]

@@ -31,6 +31,13 @@ threads stay together. `changes` gains `sender`. Row ids are kept, so `delivery_
 cursors and seqs stay valid. The renames rewrite `delivery_tags`' foreign key to follow
 the old table, which is why `delivery_tags` is rebuilt too, and both old tables are
 dropped child first.
+
+Step 5 adds `contacts`: (owner, peer) once `owner` has written to `peer` through this
+server, recorded at submission. A sender is a stranger to a recipient until the recipient
+has written to it, and strangers share a small part of the pending quota
+(base.py StrangerShare). Its key serves both lookups the storing transaction makes: "is
+this sender known" and, joined per pending row, "is that row a stranger's". An index on
+`deliveries (recipient, sender, status)` counts one sender's pending mail in a mailbox.
 """
 
 from __future__ import annotations
@@ -233,6 +240,19 @@ ALTER TABLE changes ADD COLUMN sender TEXT NOT NULL DEFAULT '';
 UPDATE changes SET sender = COALESCE(
     (SELECT d.sender FROM deliveries d
       WHERE d.recipient = changes.address AND d.msg_id = changes.msg_id), '');
+""",
+    ),
+    Migration(
+        5,
+        "contacts: who each address has written to",
+        """
+CREATE TABLE contacts (
+    owner  TEXT NOT NULL,
+    peer   TEXT NOT NULL,
+    since  INTEGER NOT NULL,
+    PRIMARY KEY (owner, peer)
+) WITHOUT ROWID;
+CREATE INDEX deliveries_sender ON deliveries (recipient, sender, status);
 """,
     ),
 ]

@@ -149,6 +149,15 @@ class UnknownAction(InvalidInput):
     code = "unknown_action"
 
 
+class CannotCalculateChanges(InvalidInput):
+    """`/changes?since=S` with a state this server never issued for the mailbox (above its
+    current state, or not a state at all) or one older than the change log still holds:
+    the client must drop its copy and fetch everything again (JMAP's rule, RFC 8620 §5.2).
+    Answering such a state with an empty page would leave the client waiting forever."""
+
+    code = "cannot_calculate_changes"
+
+
 class BadRequest(InvalidInput):
     """A request aiohttp itself refused (bad headers, bad upgrade...)."""
 
@@ -171,7 +180,7 @@ SERVER_ERROR_CLASSES: tuple[type[FluxError], ...] = (
     ServerError, Unauthorized, AuthFailed, BadChallenge, Forbidden, RegistrationClosed,
     BadInvite, Quarantined, NotFound, UnknownRecipient, MethodNotAllowed, Conflict,
     PayloadTooLarge, QuotaExceeded, SpamRefused, UnknownAction, BadRequest, Unavailable,
-    InternalError,
+    InternalError, CannotCalculateChanges,
 )  # fmt: skip
 
 
@@ -196,6 +205,7 @@ TABLE: dict[str, Row] = {
     "too_large": Row(400, 1008),  # a field over its limit; the whole body over it is 413
     "unknown_action": Row(400, 1008),
     "bad_request": Row(400, 1008),
+    "cannot_calculate_changes": Row(400, 1008),  # resync (RFC 8620 §5.2)
     # authenticity (§9.2): the message is refused as sent
     "verification_failed": Row(400, 1008),
     "address_mismatch": Row(400, 1008),
@@ -262,8 +272,11 @@ def dumps(obj: Any) -> str:
 
 
 def error_response(exc: FluxError) -> web.Response:
+    # A refusal that knows when to come back (rate limits, a full queue) says so.
+    retry = getattr(exc, "retry_after_s", None)
     return web.Response(
-        text=dumps(error_body(exc)), status=row_for(exc).status, content_type="application/json"
+        text=dumps(error_body(exc)), status=row_for(exc).status, content_type="application/json",
+        headers={"Retry-After": str(retry)} if isinstance(retry, int) else None,
     )
 
 

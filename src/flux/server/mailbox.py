@@ -30,7 +30,7 @@ from ..store.base import (
     StoredMessage,
 )
 from . import wire
-from .errors import Ambiguous, NotFound
+from .errors import Ambiguous, CannotCalculateChanges, NotFound
 from .fanout import CHANGED, LocalFanout, MailEvent
 from .push import Connection
 
@@ -100,6 +100,16 @@ def _one_sender() -> Iterator[None]:
         raise Ambiguous(exc.candidates) from None
 
 
+def parse_since(text: str | None) -> int:
+    """`since`: a state token (a non-negative integer; absent or empty is 0, everything).
+    Anything else was never issued: CannotCalculateChanges, so the client resyncs."""
+    if text is None or text == "":
+        return 0
+    if not (text.isascii() and text.isdigit() and len(text) <= 19):
+        raise CannotCalculateChanges("since is not a state this server issued", field="since")
+    return int(text)
+
+
 def parse_status(text: str | None) -> MessageStatus | None:
     if text is None or text == "":
         return None
@@ -156,6 +166,17 @@ class Mailbox:
         return [r.to_wire() for r in rows]
 
     async def changes(self, address: str, since: int, limit: int) -> dict[str, Any]:
+        """What changed after state `since`. Raises CannotCalculateChanges for a state above
+        the mailbox's current one: states only grow, so the server never issued it (a
+        client of another server, or of this one restored from an older backup), and
+        answering it would echo it back with nothing new until the mailbox caught up.
+        The change log is never pruned, so no issued state is too old to answer; a store
+        that prunes it must refuse states below what it still holds the same way."""
+        if since > await self.store.state(address):
+            raise CannotCalculateChanges(
+                "since is newer than this mailbox's state: fetch everything again",
+                field="since",
+            )
         found = await self.store.changes(address, since, limit)
         kinds: dict[tuple[str, str], ChangeKind] = {}
         for change in found.changes:  # a row created and then changed is reported as created

@@ -3,6 +3,17 @@
 Every value a client sends is checked here, once, with the same error classes the protocol
 uses (`MissingField`, `WrongType`, `InvalidValue`, `TooLarge`), each naming its field, so
 routes and WebSocket actions stay thin and answer alike.
+
+Outside strings (`check_text`). Every string from outside that reaches the store (query and
+path parameters, tags, folder names, cursors, names) passes `check_text` before anything
+else sees it, with one rule on every backend: a string, at most `max_len` characters, no
+control characters (C0, DEL, C1) and no lone surrogates. Why here and not in each store:
+PostgreSQL refuses a NUL in text (a 500) where SQLite stores it, and a lone surrogate
+cannot be encoded at all, so the same request would answer differently per backend; and
+an invisible control character in a folder or tag name is never what a person meant.
+Free text (message content, passwords: `multiline=True`, the default for `string`)
+follows the envelope's rule for content instead: any character but a lone surrogate (it is
+stored JSON-escaped, never as a bare NUL).
 """
 
 from __future__ import annotations
@@ -20,7 +31,13 @@ from ..protocol.limits import MAX_RECIPIENTS, MAX_TAG_CHARS, MAX_TAGS
 from .errors import PayloadTooLarge, dumps
 
 MAX_IDS = 500  #: ids in one read/delete request
+MAX_QUERY_CHARS = 1024  #: one query parameter
+MAX_NAME_CHARS = 320  #: a path name (an account name, an address with its domain)
 INBOX_RE = re.compile(r"^[^\x00-\x1f\x7f/]{1,64}\Z")
+#: control characters (C0, DEL, C1) and lone surrogates: never in a name, tag or parameter
+LINE_FORBIDDEN_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+#: free text (the envelope's rule for content): only lone surrogates
+TEXT_FORBIDDEN_RE = re.compile(r"[\ud800-\udfff]")
 
 
 def ok(**fields: Any) -> web.Response:
@@ -67,11 +84,16 @@ async def read_object(request: web.Request) -> dict[str, Any]:
 def client_address(request: web.Request, trusted_proxies: frozenset[str]) -> str | None:
     """The client's IP address: the connection's, or, when that is a trusted proxy, the
     nearest address in X-Forwarded-For that is not one (proxies append the address they
-    received from, so anything further left is the client's own claim)."""
+    received from, so anything further left is the client's own claim).
+
+    Every X-Forwarded-For line counts, in order, as one list (RFC 9110 §5.3): a proxy
+    such as HAProxy adds a line of its own rather than extending the client's, and
+    reading only the first line would take the client's own claim for its address."""
     remote = request.remote
     if remote not in trusted_proxies:
         return remote
-    hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",")]
+    lines = request.headers.getall("X-Forwarded-For", [])
+    hops = [h.strip() for line in lines for h in line.split(",")]
     for hop in reversed([h for h in hops if h]):
         if hop not in trusted_proxies:
             return hop
@@ -87,13 +109,29 @@ def field(obj: Mapping[str, Any], name: str) -> Any:
     return obj[name]
 
 
-def string(obj: Mapping[str, Any], name: str, *, max_len: int = 1024) -> str:
-    value = field(obj, name)
+def check_text(value: Any, name: str, *, max_len: int = 1024, multiline: bool = False) -> str:
+    """The one rule for a string from outside (module docstring): WrongType, TooLarge,
+    or InvalidValue for a control character (allowed in `multiline` free text) or a lone
+    surrogate, each naming `name`."""
     if not isinstance(value, str):
         raise WrongType(f"{name} must be a string", field=name)
     if len(value) > max_len:
         raise TooLarge(f"{name} is longer than {max_len} characters", field=name)
+    bad = (TEXT_FORBIDDEN_RE if multiline else LINE_FORBIDDEN_RE).search(value)
+    if bad is not None:
+        what = "a lone surrogate" if "\ud800" <= bad.group() <= "\udfff" else "a control character"
+        raise InvalidValue(
+            f"{name} holds {what} (U+{ord(bad.group()):04X} at {bad.start()})", field=name
+        )
     return value
+
+
+def string(
+    obj: Mapping[str, Any], name: str, *, max_len: int = 1024, multiline: bool = True
+) -> str:
+    """A required string field, checked by `check_text` (free text by default: callers
+    that take a name or a token pass `multiline=False`)."""
+    return check_text(field(obj, name), name, max_len=max_len, multiline=multiline)
 
 
 def integer(obj: Mapping[str, Any], name: str) -> int:
@@ -143,24 +181,27 @@ def tag_list(obj: Mapping[str, Any], name: str) -> list[str]:
     if len(tags) > MAX_TAGS:
         raise TooLarge(f"at most {MAX_TAGS} tags at once", field=name)
     for n, tag in enumerate(tags):
-        where = f"{name}[{n}]"
-        if not isinstance(tag, str):
-            raise WrongType(f"{where} must be a string", field=where)
-        if (not 0 < len(tag) <= MAX_TAG_CHARS or tag != tag.lower() or tag != tag.strip()
-                or CONTROL_RE.search(tag)):  # fmt: skip
-            raise InvalidValue(
-                f"{where} must be 1-{MAX_TAG_CHARS} lower-case characters, no control characters",
-                field=where,
-            )
+        check_tag(tag, f"{name}[{n}]")
     return list(dict.fromkeys(tags))
 
 
+def check_tag(value: Any, name: str = "tag") -> str:
+    """One tag: 1-64 lower-case characters, no surrounding spaces, nothing `check_text`
+    refuses."""
+    tag = check_text(value, name, max_len=MAX_TAG_CHARS)
+    if not tag or tag != tag.lower() or tag != tag.strip() or CONTROL_RE.search(tag):
+        raise InvalidValue(
+            f"{name} must be 1-{MAX_TAG_CHARS} lower-case characters, no control characters",
+            field=name,
+        )
+    return tag
+
+
 def check_inbox(value: Any, name: str = "inbox") -> str:
-    if not isinstance(value, str):
-        raise WrongType(f"{name} must be a string", field=name)
-    if not INBOX_RE.match(value) or value != value.strip():
+    inbox = check_text(value, name, max_len=MAX_QUERY_CHARS)  # 65-1024: invalid_value, as before
+    if not INBOX_RE.match(inbox) or inbox != inbox.strip():
         raise InvalidValue(f"{name} must be 1-64 printable characters without '/'", field=name)
-    return value
+    return inbox
 
 
 def inbox(obj: Mapping[str, Any], name: str = "inbox") -> str:
@@ -207,7 +248,7 @@ def submission(
 def query_int(
     request: web.Request, name: str, default: int, *, low: int = 0, high: int = 2**53 - 1
 ) -> int:
-    text = request.query.get(name)
+    text = query_str(request, name)
     if text is None or text == "":
         return default
     if not re.fullmatch(r"-?[0-9]{1,16}", text):
@@ -219,9 +260,19 @@ def query_int(
 
 
 def query_str(request: web.Request, name: str, *, required: bool = False) -> str | None:
-    value = request.query.get(name)
-    if value is None and required:
-        raise MissingField(f"{name} is required", field=name)
-    if value is not None and len(value) > 1024:
-        raise TooLarge(f"{name} is too long", field=name)
-    return value
+    """A query parameter, checked by `check_text` (None when absent and not required).
+    A parameter given twice is refused: which one a layer reads is not something a
+    request should get to choose."""
+    values = request.query.getall(name, [])
+    if not values:
+        if required:
+            raise MissingField(f"{name} is required", field=name)
+        return None
+    if len(values) > 1:
+        raise InvalidValue(f"{name} is given more than once", field=name)
+    return check_text(values[0], name, max_len=MAX_QUERY_CHARS)
+
+
+def path_str(request: web.Request, name: str, *, max_len: int = MAX_NAME_CHARS) -> str:
+    """A path parameter (`/resolve/{name}`), checked by `check_text`."""
+    return check_text(request.match_info[name], name, max_len=max_len)

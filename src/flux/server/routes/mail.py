@@ -11,7 +11,15 @@ from aiohttp import web
 from ...store.base import ListQuery, MessageRef, MessageStatus
 from .. import wire
 from ..auth import Authenticator
-from ..mailbox import Mailbox, parse_move, parse_refs, parse_status, parse_tag, updated_wire
+from ..mailbox import (
+    Mailbox,
+    parse_move,
+    parse_refs,
+    parse_since,
+    parse_status,
+    parse_tag,
+    updated_wire,
+)
 from ..submission import Submitter
 
 
@@ -86,7 +94,7 @@ class MailRoutes:
         query = ListQuery(
             inbox=None if inbox is None else wire.check_inbox(inbox),
             status=parse_status(wire.query_str(request, "status")),
-            tag=tag,
+            tag=wire.check_tag(tag) if tag else None,
             limit=self._limit(request),
             cursor=wire.query_str(request, "cursor") or None,
         )
@@ -132,7 +140,7 @@ class MailRoutes:
         return wire.ok(messages=await self.mailbox.thread(address, ref))
 
     async def changes(self, request: web.Request) -> web.Response:
-        since = wire.query_int(request, "since", 0)
+        since = parse_since(wire.query_str(request, "since"))
         limit = self._limit(request, default=100)
         address = await self._owner_in_query(request)
         return wire.ok(**await self.mailbox.changes(address, since, limit))

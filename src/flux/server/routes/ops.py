@@ -140,7 +140,7 @@ class OpsRoutes:
     async def resolve(self, request: web.Request) -> web.Response:
         """fx1 addresses hosted here -> their key; account names (any kind) -> their
         address and key."""
-        name = request.match_info["name"]
+        name = wire.path_str(request, "name")
         if not is_address(name) and self.accounts is not None:
             account = await self.accounts.resolve(name)
             if account is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from ..protocol.errors import FluxError
 
 __all__ = [
-    "ACCOUNT_ERROR_CLASSES", "AccountError", "AddressTaken", "BadInvite", "LoginFailed",
+    "ACCOUNT_ERROR_CLASSES", "AccountError", "AddressTaken", "BadInvite", "KdfBusy", "LoginFailed",
     "NoSession", "RegistrationClosed", "TooManyAttempts", "UnknownName", "UsernameTaken",
 ]  # fmt: skip
 
@@ -37,9 +37,24 @@ class LoginFailed(AccountError):
 
 
 class TooManyAttempts(AccountError):
-    """Too many failed logins for this username from this peer (429)."""
+    """Too many failed logins for this username, from this address or in all (429, with
+    Retry-After)."""
 
     code = "rate_limited"
+
+    def __init__(self, message: str, *, field: str | None = None, retry_after_s: int = 1) -> None:
+        super().__init__(message, field=field)
+        self.retry_after_s = retry_after_s
+
+
+class KdfBusy(AccountError):
+    """Password work is queued past its bound (accounts/kdf.py): 503, with Retry-After."""
+
+    code = "unavailable"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class UsernameTaken(AccountError):
@@ -68,5 +83,5 @@ class UnknownName(AccountError):
 
 ACCOUNT_ERROR_CLASSES: tuple[type[FluxError], ...] = (
     AccountError, NoSession, LoginFailed, TooManyAttempts, UsernameTaken, AddressTaken,
-    RegistrationClosed, BadInvite, UnknownName,
+    RegistrationClosed, BadInvite, UnknownName, KdfBusy,
 )  # fmt: skip

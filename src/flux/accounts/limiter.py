@@ -12,6 +12,18 @@ An attempt is counted as a failure *before* its password is checked, and the cou
 cleared once it succeeds. So guesses sent in parallel cannot all pass while their hashes
 are still being checked, and a check is never started for a (username, peer) that has
 already failed `MAX_FAILURES` times in the window: it is refused at once (429).
+
+A limit per (username, peer) alone is no limit on an attacker who rotates either: new
+usernames from one address cost the server an argon2id check each (login starvation),
+and new addresses against one username guess its password unbounded. So two more
+counters, with limits of their own (generous: many users share one address behind NAT,
+and a username under attack from everywhere should still be refused only well past
+what a person mistyping causes): attempts from one peer, whatever the username
+(`per_client`), and attempts on one username, whatever the peer (`per_account`). These
+count every attempt and are not cleared by a success, since an attacker with an account
+of its own could otherwise reset its address's budget between guesses. The cost: a
+username attacked from many addresses may be refused for its window to its owner too;
+the per-account limit is high so that this needs a botnet, and the refusal names it.
 """
 
 from __future__ import annotations
@@ -40,8 +52,16 @@ class FailureCounter(Protocol):
 
 
 class LoginLimiter:
-    def __init__(self, counter: FailureCounter) -> None:
+    def __init__(
+        self,
+        counter: FailureCounter,
+        *,
+        per_client: FailureCounter | None = None,
+        per_account: FailureCounter | None = None,
+    ) -> None:
         self.counter = counter
+        self.per_client = per_client
+        self.per_account = per_account
 
     @staticmethod
     def bucket(key: Key) -> str:
@@ -52,7 +72,20 @@ class LoginLimiter:
     async def attempt(self, key: Key, now_ms: int) -> bool:
         """Count an attempt as a failed login (until `succeeded`); True, and nothing counted,
         when the window already holds the maximum of failures: refuse it unchecked."""
-        return await self.counter.hit(self.bucket(key), now_ms)
+        return await self.refusal(key, now_ms) is not None
+
+    async def refusal(self, key: Key, now_ms: int) -> str | None:
+        """As `attempt`, saying which limit refuses: "pair", "client" or "account" (None:
+        the attempt may go on). The pair's counter is checked first, so a person retrying
+        their own username is refused by their own budget."""
+        if await self.counter.hit(self.bucket(key), now_ms):
+            return "pair"
+        name, peer = key
+        if self.per_client is not None and await self.per_client.hit(self.bucket(("*", peer)), now_ms):
+            return "client"
+        if self.per_account is not None and await self.per_account.hit(self.bucket((name, "*")), now_ms):
+            return "account"
+        return None
 
     async def succeeded(self, key: Key) -> None:
         """Forget the failures of `key`: its password was right."""

@@ -9,18 +9,20 @@ key. Nothing is global.
 Secrets (keys.py): a password account's seed is sealed under its password; a login unseals
 it and wraps it under the new session token; a request presenting the token unwraps it in
 memory to sign. argon2id costs ~0.1 s and 64 MiB, so it runs in worker threads, at most
-`kdf_slots` at a time (more concurrent logins wait rather than exhaust memory).
+`slots` at a time, in a queue shared fairly between client addresses with a bounded wait
+(kdf.py): more concurrent logins wait their turn rather than exhaust memory, and no client
+can keep another's login waiting behind all of its own.
 
 Login answers are uniform: an unknown username, a claimed or OAuth account (no password)
 and a wrong password all get the same `LoginFailed`, after the same one argon2id
 verification (against a dummy hash when there is no real one), so neither the answer nor
 its timing tells which usernames exist. After `max_failures` failures for one username
-from one peer within the window, further attempts get 429 without being checked.
+from one peer within the window, or too many attempts from one peer or on one username
+(limiter.py), further attempts get 429 without being checked.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
 from collections.abc import Callable
@@ -41,6 +43,7 @@ from .errors import (
     UnknownName,
     UsernameTaken,
 )
+from .kdf import KdfQueue
 from .keys import (
     DEFAULT_COST,
     KdfCost,
@@ -110,6 +113,7 @@ class Accounts:
         session_ttl_ms: int,
         cost: KdfCost = DEFAULT_COST,
         kdf_slots: int = 2,
+        kdf: KdfQueue | None = None,
         randbytes: Callable[[int], bytes] = os.urandom,
     ) -> None:
         self.store = store
@@ -121,18 +125,21 @@ class Accounts:
         self.session_ttl_ms = session_ttl_ms
         self.cost = cost
         self._custody_key = custody_key
-        self._kdf_slots = asyncio.Semaphore(kdf_slots)
+        #: argon2id work, fair between clients (kdf.py); `kdf_slots` sizes a default queue
+        self.kdf = kdf or KdfQueue(slots=kdf_slots)
         self._randbytes = randbytes
         self._dummy_hash: str | None = None
 
-    async def _kdf(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run an argon2id-heavy function in a thread, a bounded number at a time."""
-        async with self._kdf_slots:
-            return await asyncio.to_thread(fn, *args)
+    async def _kdf(self, client: str | None, fn: Callable[..., T], *args: Any) -> T:
+        """Run an argon2id-heavy function in a thread when `client`'s turn comes (kdf.py).
+        Raises TooManyAttempts, KdfBusy."""
+        return await self.kdf.run(client or "", fn, *args)
 
     # -- creating accounts -----------------------------------------------------------------
 
-    async def register(self, username: str, password: str, invite: str | None = None) -> Account:
+    async def register(
+        self, username: str, password: str, invite: str | None = None, client: str | None = None
+    ) -> Account:
         """A password account with a new custodial key.
 
         Raises InvalidValue/WrongType/TooLarge (naming the field), RegistrationClosed,
@@ -145,7 +152,7 @@ class Accounts:
         now = self.clock()
         await self.admission.admit(invite, now)
         identity = Identity.generate(self._randbytes)
-        password_hash, sealed = await self._kdf(self._protect, identity.seed, password)
+        password_hash, sealed = await self._kdf(client, self._protect, identity.seed, password)
         account = Account(username, AccountKind.PASSWORD, identity.address, identity.pub_b64(),
                           now, password_hash, sealed)  # fmt: skip
         await self._create(account)
@@ -213,21 +220,26 @@ class Accounts:
         key = (name, peer or "")
         # Counted as a failure until it succeeds (limiter.py): parallel guesses cannot slip
         # past the limit while their hashes are being checked.
-        if await self.limiter.attempt(key, self.clock()):
+        refused = await self.limiter.refusal(key, self.clock())
+        if refused is not None:
             wait_s = self.limiter.retry_after_s
-            raise TooManyAttempts(f"too many failed logins; try again in at most {wait_s} s", field="username")  # fmt: skip
+            who = {"pair": "", "client": " from your network address",
+                   "account": " for this username"}[refused]  # fmt: skip
+            raise TooManyAttempts(f"too many failed logins{who}; try again in at most {wait_s} s",
+                                  field="username", retry_after_s=wait_s)  # fmt: skip
         account = await self.store.account(name) if USERNAME_RE.match(name) else None
         stored = account.password_hash if account is not None else None
-        matched = await self._kdf(password_matches, stored or await self._dummy(), password)
+        dummy = await self._dummy(peer) if stored is None else ""
+        matched = await self._kdf(peer, password_matches, stored or dummy, password)
         if account is None or stored is None or account.sealed is None or not matched:
             raise LoginFailed(LOGIN_FAILED)
         await self.limiter.succeeded(key)
-        seed = await self._kdf(open_password_seed, account.sealed, password)
+        seed = await self._kdf(peer, open_password_seed, account.sealed, password)
         return await self.open_session(account, seed)
 
-    async def _dummy(self) -> str:
+    async def _dummy(self, client: str | None) -> str:
         if self._dummy_hash is None:
-            self._dummy_hash = await self._kdf(hash_password, "not a password", self.cost)
+            self._dummy_hash = await self._kdf(client, hash_password, "not a password", self.cost)
         return self._dummy_hash
 
     async def oauth_login(self, account: Account) -> Login:

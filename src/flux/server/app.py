@@ -22,19 +22,21 @@ from ..accounts import (
     MemoryAccountStore,
     custody_key_for,
 )
+from ..accounts.kdf import KdfQueue
 from ..accounts.limiter import MAX_FAILURES, WINDOW_MS
 from ..background import running
 from ..federation.delivery import DeliveryWorker
 from ..federation.mesh import load_meshes
 from ..federation.peers import PeerClient, ReportSender
 from ..protocol.chain import ServerSigner
-from ..store.base import Store, StoreUnavailable
+from ..store.base import Store, StoreUnavailable, StrangerShare
 from .auth import Authenticator, OperatorAuth, mac_key_for
 from .config import Backend, ServerConfig
 from .errors import FluxError, error_middleware
+from .fair import ClientLimits
 from .fanout import Dispatcher, LocalFanout, PostgresFanout, new_process_id
 from .keys import ServerKey
-from .limits import HitCounter, hit_counter
+from .limits import HitCounter, MemoryHitCounter, hit_counter
 from .mailbox import Mailbox
 from .metrics import Metrics
 from .push import Hub
@@ -97,11 +99,14 @@ def create_app(
     mailbox = Mailbox(store, fanout)
     accounts = build_accounts(config, store, key, clock, accounts_store or MemoryAccountStore())
     meshes = load_meshes(config.mesh_path)
+    limits = client_limits(config, store, clock)
     submitter = Submitter(
         store=store, signer=key.signer, clock=clock, rate=rate, fanout=fanout, metrics=metrics,
         reputation=reputation, open_mode=config.open_mode, pending_quota=config.pending_quota,
         enforce_quarantine=config.enforce_quarantine, meshes=meshes,
         refused_domain=config.peer_policy.literal_refused,
+        stranger_share=StrangerShare(config.stranger_pending_total, config.stranger_pending_per_sender),
+        limits=limits,
     )  # fmt: skip
 
     peers = PeerClient(
@@ -121,7 +126,8 @@ def create_app(
         metrics.refused(exc.code)
 
     app = web.Application(
-        client_max_size=config.max_body_bytes, middlewares=[error_middleware(on_error)]
+        client_max_size=config.max_body_bytes,
+        middlewares=[error_middleware(on_error), limits.middleware()],  # refusals as errors
     )
     parts = [
         MailRoutes(auth=auth, mailbox=mailbox, submitter=submitter, page_limit=config.page_limit),
@@ -149,7 +155,8 @@ def create_app(
     app.cleanup_ctx.append(fanout.lifespan)
     app.cleanup_ctx.append(peers.lifespan)
     app.cleanup_ctx.append(delivery.lifespan)  # after the peers: it posts through them
-    app.cleanup_ctx.append(_sweeper(store, rate, metrics, clock, config.expire_interval_s))
+    app.cleanup_ctx.append(_sweeper(store, rate, metrics, clock, config.expire_interval_s,
+                                    keep_ms=int(config.expired_keep_s * 1000)))  # fmt: skip
 
     async def close_sockets(_: web.Application) -> None:
         await hub.close_all()
@@ -170,6 +177,21 @@ def make_fanout(config: ServerConfig, dispatcher: Dispatcher) -> LocalFanout:
     return LocalFanout(dispatcher)
 
 
+def client_limits(config: ServerConfig, store: Store, clock: Clock) -> ClientLimits:
+    """The per-address and per-peer budgets (fair.py). Per address they count in the store
+    when processes share one (limits.py); per peer in each process, since a batch counts
+    each of its up to 100 messages and a database write per message would cost more than
+    the limit saves (so a cluster of n processes lets a peer hand on n times the limit)."""
+    shared = store if config.backend is Backend.POSTGRES else None
+    return ClientLimits(
+        submissions=hit_counter(limit=config.submit_per_ip_per_minute, window_ms=60_000, shared=shared),
+        registrations=hit_counter(limit=config.register_per_ip_per_hour, window_ms=3_600_000,
+                                  shared=shared),
+        peers=MemoryHitCounter(limit=config.peer_messages_per_minute, window_ms=60_000),
+        clock=clock, trusted_proxies=config.trusted_proxies,
+    )  # fmt: skip
+
+
 def build_accounts(
     config: ServerConfig, store: Store, key: ServerKey, clock: Clock, accounts_store: AccountStore
 ) -> Accounts:
@@ -178,20 +200,29 @@ def build_accounts(
     from the server's signing key, which never enters the accounts database. The limiter
     counts in the main store when processes share a PostgreSQL database (limits.py)."""
     shared = store if config.backend is Backend.POSTGRES else None
-    limiter = LoginLimiter(hit_counter(limit=MAX_FAILURES, window_ms=WINDOW_MS, shared=shared))
+    limiter = LoginLimiter(
+        hit_counter(limit=MAX_FAILURES, window_ms=WINDOW_MS, shared=shared),
+        per_client=hit_counter(limit=config.login_failures_per_ip, window_ms=WINDOW_MS, shared=shared),
+        per_account=hit_counter(limit=config.login_failures_per_account, window_ms=WINDOW_MS,
+                                shared=shared),
+    )  # fmt: skip
+    kdf = KdfQueue(slots=config.kdf_slots, max_waiting=config.kdf_queue,
+                   per_client=config.kdf_per_client, max_wait_s=config.kdf_wait_s)  # fmt: skip
     return Accounts(
         store=accounts_store, hosts=store, clock=clock, domain=config.domain,
         limiter=limiter, admission=Admission(config.registration, config.invites, store),
         custody_key=custody_key_for(key.custody),
-        session_ttl_ms=config.account_session_ttl_ms,
+        session_ttl_ms=config.account_session_ttl_ms, kdf=kdf,
     )  # fmt: skip
 
 
 def _sweeper(
-    store: Store, rate: HitCounter, metrics: Metrics, clock: Clock, interval_s: float
+    store: Store, rate: HitCounter, metrics: Metrics, clock: Clock, interval_s: float,
+    *, keep_ms: int,
 ) -> Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]:
-    """A background task (for the app's lifetime) that expires mail and prunes the rate
-    counter."""
+    """A background task (for the app's lifetime) that expires mail, removes for good the
+    mail expired more than `keep_ms` ago (nobody can read it: kept, it would be disk no
+    quota counts) and prunes the rate counter."""
 
     async def sweep_forever() -> None:
         while True:
@@ -199,6 +230,9 @@ def _sweeper(
             try:
                 now = clock()
                 swept = await store.expire(now)
+                purged = await store.purge_expired(now - keep_ms)
+                if purged:
+                    log.info("event=purged_expired count=%d", purged)
                 await rate.prune(now)
                 if swept:
                     metrics.expired.inc(swept)

@@ -96,6 +96,28 @@ class ServerConfig:
     challenge_ttl_ms: int = 5 * 60_000
     pending_quota: int = MAX_PENDING_PER_ADDRESS  #: pending messages per recipient (429)
     spam_rate_per_minute: int = 20  #: messages per sender per minute before "rate limit"
+    #: pending messages all senders a recipient never wrote to may hold together, and any
+    #: one of them (store/base.py StrangerShare); 429 beyond
+    stranger_pending_total: int = 100
+    stranger_pending_per_sender: int = 20
+    #: messages submitted from one client address (an IPv6 /64) per minute (server/fair.py)
+    submit_per_ip_per_minute: int = 120
+    #: registrations and name claims from one client address per hour
+    register_per_ip_per_hour: int = 30
+    #: messages one peer server may hand on per minute (/federation/deliver, /mesh/relay)
+    peer_messages_per_minute: int = 6000
+    #: failed logins per 15 minutes from one client address (any usernames) and for one
+    #: username (from any addresses), beside 5 per (username, address)
+    login_failures_per_ip: int = 30
+    login_failures_per_account: int = 100
+    #: argon2id work: at once, waiting in all, waiting per client address, and how long a
+    #: login may wait for a slot before 503 (accounts/kdf.py)
+    kdf_slots: int = 2
+    kdf_queue: int = 64
+    kdf_per_client: int = 2
+    kdf_wait_s: float = 10.0
+    #: expired mail is removed for good (bodies included) this long after its `expires`
+    expired_keep_s: float = 3_600.0
     quarantine_threshold: int = TAMPER_STRIKE_THRESHOLD
     #: False = report-only: strikes are counted and reported, quarantined routes only logged
     #: (to watch what quarantine would refuse before enforcing it)
@@ -139,6 +161,8 @@ class ServerConfig:
             raise ValueError("db_url must be a postgresql:// URL")
         if self.operator_token is not None and len(self.operator_token) < 16:
             raise ValueError("operator_token must be at least 16 characters")
+        if min(self.kdf_slots, self.kdf_queue, self.kdf_per_client) < 1:
+            raise ValueError("kdf_slots, kdf_queue and kdf_per_client must be positive")
         self.peer_policy  # noqa: B018 -- refuses a malformed allow_private_peers entry now
 
     @property
@@ -234,6 +258,18 @@ ENV_VARS = {
     "FLUX_MESH_CONFIG": "mesh_config",
     "FLUX_SPAM_RATE_PER_MINUTE": "spam_rate_per_minute",
     "FLUX_PENDING_QUOTA": "pending_quota",
+    "FLUX_STRANGER_PENDING_TOTAL": "stranger_pending_total",
+    "FLUX_STRANGER_PENDING_PER_SENDER": "stranger_pending_per_sender",
+    "FLUX_SUBMIT_PER_IP_PER_MINUTE": "submit_per_ip_per_minute",
+    "FLUX_REGISTER_PER_IP_PER_HOUR": "register_per_ip_per_hour",
+    "FLUX_PEER_MESSAGES_PER_MINUTE": "peer_messages_per_minute",
+    "FLUX_LOGIN_FAILURES_PER_IP": "login_failures_per_ip",
+    "FLUX_LOGIN_FAILURES_PER_ACCOUNT": "login_failures_per_account",
+    "FLUX_KDF_SLOTS": "kdf_slots",
+    "FLUX_KDF_QUEUE": "kdf_queue",
+    "FLUX_KDF_PER_CLIENT": "kdf_per_client",
+    "FLUX_KDF_WAIT_S": "kdf_wait_s",
+    "FLUX_EXPIRED_KEEP_S": "expired_keep_s",
     "FLUX_QUEUE_RETRY_WINDOW_S": "queue_retry_window_s",
     "FLUX_QUEUE_RETRY_BASE_S": "queue_retry_base_s",
     "FLUX_QUEUE_RETRY_CAP_S": "queue_retry_cap_s",
@@ -346,6 +382,8 @@ _PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "queue_retry_base_s": _float,
     "queue_retry_cap_s": _float,
     "queue_lease_s": _float,
+    "kdf_wait_s": _float,
+    "expired_keep_s": _float,
     "keepalive_timeout_s": _float,
     "header_timeout_s": _float,
     "body_timeout_s": _float,

@@ -27,6 +27,7 @@ from ...protocol.outgoing import Outgoing, compose
 from ...store.base import ListQuery, MessageStatus, Store, StoreOutcome
 from .. import wire
 from ..errors import Forbidden, UnknownRecipient
+from ..fair import client_bucket
 from ..mailbox import Mailbox, parse_move, parse_refs, parse_status, parse_tag, updated_wire
 from ..submission import NOT_HOSTED, Submitter
 
@@ -103,14 +104,16 @@ class AccountRoutes:
         username = wire.string(body, "username", max_len=64)
         password = wire.string(body, "password", max_len=MAX_PASSWORD)
         invite = optional(body, "invite", wire.string)
-        account = await self.accounts.register(username, password, invite)
+        client = client_bucket(wire.client_address(request, self.trusted_proxies))
+        account = await self.accounts.register(username, password, invite, client)
         return wire.ok(**self._public(account))
 
     async def login(self, request: web.Request) -> web.Response:
         body = await wire.read_object(request)
         username = wire.string(body, "username", max_len=64)
         password = wire.string(body, "password", max_len=MAX_PASSWORD)
-        peer = wire.client_address(request, self.trusted_proxies)
+        # counted per IPv4 address or IPv6 /64 (fair.py), as every per-client limit
+        peer = client_bucket(wire.client_address(request, self.trusted_proxies))
         login = await self.accounts.login(username, password, peer)
         return wire.ok(session=login.token, expires_at=login.expires_at,
                        **self._public(login.account))  # fmt: skip

@@ -78,7 +78,7 @@ async def test_a_username_is_limited_whatever_the_address(make_server):
     got = []
     for k in range(6):
         resp = await srv.client.post(
-            "/account/login", json={"username": "alice", "password": "guess number %d" % k},
+            "/account/login", json={"username": "alice", "password": f"guess number {k}"},
             headers=via(f"198.51.100.{k + 1}", claim=f"10.9.9.{k}"),
         )  # fmt: skip
         got.append(resp.status)
@@ -94,7 +94,7 @@ async def test_claimed_first_lines_do_not_make_new_clients(make_server, claims):
     got = []
     for k in range(8):
         resp = await srv.client.post(
-            "/account/login", json={"username": "alice", "password": "guess number %d" % k},
+            "/account/login", json={"username": "alice", "password": f"guess number {k}"},
             headers=via("198.51.100.50", claim=f"10.0.{k % claims}.1"),
         )  # fmt: skip
         got.append(resp.status)

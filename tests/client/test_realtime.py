@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import random
+import socket
+import string
+from typing import Any
 
+import aiohttp
 from client_helpers import WAIT, Inbox, free_port, server_config
 
 from flux import FluxIdentity
 from flux.client import Backoff, FluxClient
 from flux.server.runner import start_server
+from flux.server.ws import AUTHED_MAX_BYTES
 
 
 async def test_new_mail_is_pushed(make_client):
@@ -113,3 +119,61 @@ def test_backoff_is_capped_and_jittered():
     assert [low.delay(n) for n in range(6)] == [0.25, 0.5, 1.0, 2.0, 4.0, 4.0]
     assert [high.delay(n) for n in range(6)] == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
     assert high.delay(10_000) == 8.0
+
+
+async def _hundred_big_messages(tmp_path: Any) -> tuple[Any, FluxClient, FluxClient, list[str]]:
+    server = await start_server(
+        server_config(tmp_path / "big", spam_rate_per_minute=1000, pending_quota=500)
+    )
+    alice = FluxClient(FluxIdentity.generate(), server.url)
+    bob = FluxClient(FluxIdentity.generate(), server.url, reconnect_base=0.05, reconnect_cap=0.5)
+    await alice.register()
+    await bob.register()
+    await bob.send(alice.address, "write to me")  # a correspondent, not a stranger
+    rng = random.Random(10)
+    words = ["".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(3, 9)))
+             for _ in range(5000)]  # fmt: skip
+    ids = []
+    for n in range(100):  # ~64 KiB each: 6.4 MB pending, over any single frame
+        content = " ".join(rng.choice(words) for _ in range(10_000))[:63_000]
+        ids.append((await alice.send(bob.address, f"{n} {content}")).id)
+    return server, alice, bob, ids
+
+
+async def test_a_hundred_64k_messages_pending_all_arrive_and_none_is_lost(tmp_path):
+    """The `authed` frame used to carry all 100 (6.4 MB, over the client's frame limit)
+    and mark them delivered first: the client failed to connect and never saw them."""
+    server, alice, bob, ids = await _hundred_big_messages(tmp_path)
+    try:
+        got: list[str] = []
+        bob.on_message(lambda msg: got.append(msg["id"]))
+        await bob.start_ws(timeout=WAIT)
+        assert sorted(got) == sorted(ids)  # authed's first batch, then /fetch, all of them
+        assert (await bob.peek()).pending == 0
+    finally:
+        await bob.close()
+        await alice.close()
+        await server.stop()
+
+
+async def test_a_client_gone_before_reading_authed_leaves_the_mail_pending(tmp_path):
+    server, alice, bob, ids = await _hundred_big_messages(tmp_path)
+    try:
+        token = await bob.authenticate()
+        async with aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(f"{server.url}/ws")  # authenticates, then is gone
+            await ws.send_json({"action": "auth", "token": token})
+            transport = ws.get_extra_info("socket")
+            assert transport is not None
+            transport.shutdown(socket.SHUT_RDWR)  # not even a close frame
+            await ws.close()
+        # Had the server written `authed` before it saw the reset, that one batch (and
+        # nothing more) would be delivered; everything else stays pending.
+        pending = (await bob.peek()).pending
+        delivered = (await bob.inbox(status="delivered", limit=500)).messages
+        assert pending + len(delivered) == len(ids)
+        assert len(delivered) <= AUTHED_MAX_BYTES // 63_000
+    finally:
+        await bob.close()
+        await alice.close()
+        await server.stop()

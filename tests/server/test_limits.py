@@ -18,11 +18,20 @@ from flux.server.app import build_accounts
 from flux.server.keys import ServerKey
 from flux.server.limits import KEEP_MS, MemoryHitCounter, StoreHitCounter, hit_counter
 from flux.store import MemoryStore, SQLiteStore, Store
+from postgres_env import postgres_dsn
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+def _made(kind: str, tmp_path: Path) -> Store:
+    if kind == "postgres":  # pragma: no cover - needs a server
+        from flux.store.postgres import PostgresStore
+
+        return PostgresStore(postgres_dsn(), fresh_schema=True)
+    return MemoryStore() if kind == "memory" else SQLiteStore(tmp_path / "flux.db")
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def store(request, tmp_path: Path) -> AsyncIterator[Store]:
-    made = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "flux.db")
+    made = _made(request.param, tmp_path)
     await made.open()
     try:
         yield made
@@ -103,3 +112,17 @@ async def test_the_server_counts_logins_in_the_store_only_with_postgres(tmp_path
         kinds[backend] = type(accounts.limiter.counter)
     assert kinds == {"sqlite": MemoryHitCounter, "memory": MemoryHitCounter,
                      "postgres": StoreHitCounter}  # fmt: skip
+
+
+async def test_full_looks_without_counting(store: Store) -> None:
+    """`full` (PROTOCOL.md §8.2: a refused message does not count): a look at the bucket
+    that counts nothing, the same answer on every counter and store."""
+    for counter in (MemoryHitCounter(limit=2, window_ms=1000), StoreHitCounter(store, limit=2, window_ms=1000)):  # fmt: skip
+        for _ in range(5):
+            assert await counter.full("p", 0) is False  # looked at five times: still empty
+        assert await counter.hit("p", 0) is False
+        assert await counter.full("p", 10) is False
+        assert await counter.hit("p", 10) is False
+        assert await counter.full("p", 20) is True
+        assert await counter.full("p", 999) is True  # a hit at t counts while t > now - 1000
+        assert await counter.full("p", 1000) is False

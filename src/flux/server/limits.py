@@ -5,6 +5,12 @@ A counter lets at most `limit` hits into a bucket in any `window_ms`: `hit` coun
 answers True, counting nothing, when the bucket is already full. These are the semantics
 of flux.protocol.spam.RateLimiter.hit, made async so that a database can answer.
 
+`full` looks without counting: a caller whose work is costly (the submit pipeline's
+content checks) refuses a sender already over the limit first, cheaply, and counts the
+hit only for work it actually took (PROTOCOL.md §8.2: refused messages do not count).
+Between the look and the count, concurrent work of one bucket can let it overshoot by
+at most the number of requests in flight for it; the count itself stays exact.
+
 Which one: processes that share a PostgreSQL database must share their limits, or a
 client that spreads its attempts over the processes of a domain gets that many times the
 limit; so with the postgres backend the server counts in the store (`Store.count_hit`,
@@ -40,6 +46,10 @@ class HitCounter(Protocol):
         the last `window_ms` (the hit is then not counted)."""
         ...
 
+    async def full(self, bucket: str, now_ms: int) -> bool:
+        """True when `bucket` has `limit` hits within the last `window_ms`; counts nothing."""
+        ...
+
     async def clear(self, bucket: str) -> None:
         """Forget every hit of `bucket`."""
         ...
@@ -67,6 +77,9 @@ class MemoryHitCounter:
         if bucket not in self._log and len(self._log) >= self.max_buckets:
             self._log.prune(now_ms, self.window_ms)
         return self._log.count(bucket, now_ms, self.window_ms, self.limit)
+
+    async def full(self, bucket: str, now_ms: int) -> bool:
+        return self._log.in_window(bucket, now_ms, self.window_ms) >= self.limit
 
     async def clear(self, bucket: str) -> None:
         self._log.clear(bucket)
@@ -100,6 +113,9 @@ class StoreHitCounter:
             self._next_prune = now_ms + self.prune_every_ms  # before the await: prune once
             await self.prune(now_ms)
         return over
+
+    async def full(self, bucket: str, now_ms: int) -> bool:
+        return await self.store.hits_in_window(bucket, now_ms, self.window_ms) >= self.limit
 
     async def clear(self, bucket: str) -> None:
         await self.store.clear_hits(bucket)

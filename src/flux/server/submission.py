@@ -27,7 +27,11 @@ In order, each step refusing with its own error (the table in errors.py gives th
    message with the same id is another message: it changes no answer (no oracle of who
    got what, no squatting an id ahead of its sender). A replay of a stored message passes
    no further step: it is neither spam-counted nor quota-counted;
-6. spam (451 with every reason; a refused message never reaches the quota);
+6. spam (451 with every reason; a refused message never reaches the quota). The cheapest
+   refusal first: a sender already over the rate limit is refused before the content
+   heuristics run, and the rate budget is only looked at here; a hit is counted once the
+   message is accepted (stored or queued for someone), so a message refused for any
+   reason, and a replay, costs the sender nothing (PROTOCOL.md §8.2);
 7. pending quota per recipient, checked in the storing transaction (429 when every new
    recipient is full; the others still get the message); within it, a sender the
    recipient has never written to is a stranger, and strangers hold at most their share
@@ -140,6 +144,8 @@ class _Plan:
     fresh: list[str]  #: local recipients to store for
     #: (domain | (mesh peer, mesh), recipients) to queue for
     outgoing: list[tuple[Any, Sequence[str]]]
+    #: counts against the sender's rate budget once accepted (mail this server took)
+    rated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,7 +321,7 @@ class Submitter:
             # submitted; counting it again here would refuse a queue that flushes after an
             # outage as a burst it never was. The content heuristics apply to all mail.
             await self._check_spam(env, now, rate_limited=route.origin)
-        return _Plan(env, now, cv, started, outcomes, fresh, outgoing)
+        return _Plan(env, now, cv, started, outcomes, fresh, outgoing, rated=route.origin)
 
     async def _commit(self, plans: Sequence[_Plan]) -> list[SubmitResult | FluxError]:
         """Store every plan's local copies in one transaction and queue its remote ones
@@ -344,7 +350,7 @@ class Submitter:
             for rcpt, outcome in plan.outcomes.items():
                 if outcome == StoreOutcome.STORED:
                     await self.push_new(rcpt, plan.env.id, plan.env.sender)
-            results.append(self._done(plan))
+            results.append(await self._done(plan))
         return results
 
     def _incoming(self, plan: _Plan) -> Incoming:
@@ -377,8 +383,10 @@ class Submitter:
             )
         return None
 
-    def _done(self, plan: _Plan) -> SubmitResult:
+    async def _done(self, plan: _Plan) -> SubmitResult:
         result = SubmitResult(plan.env.id, plan.outcomes)
+        if plan.rated and not result.duplicate:  # accepted: now it counts (step 6)
+            await self.rate.hit(f"send:{plan.env.sender}", plan.now)
         self.metrics.submit_seconds.observe(time.perf_counter() - plan.started)
         self.metrics.submissions.labels(outcome="duplicate" if result.duplicate else "stored").inc()
         log.debug(
@@ -479,9 +487,11 @@ class Submitter:
         return outcomes, fresh
 
     async def _check_spam(self, env: Envelope, now: int, *, rate_limited: bool) -> None:
+        # Over the limit: refused before the content heuristics, the costly part, run; the
+        # hit is counted in _done, once the message is accepted.
+        if rate_limited and await self.rate.full(f"send:{env.sender}", now):
+            raise SpamRefused((RATE_LIMIT_REASON,))
         reasons = check_spam(env.data, None, now).reasons  # the content heuristics
-        if rate_limited and await self.rate.hit(f"send:{env.sender}", now):
-            reasons = (RATE_LIMIT_REASON, *reasons)
         if reasons:
             raise SpamRefused(reasons)
 

@@ -46,6 +46,12 @@ async def count_hit(
     return bool(await c.fetchval(_COUNT, bucket, now_ms, window_ms, limit))
 
 
+async def hits_in_window(c: asyncpg.Connection, bucket: str, now_ms: int, window_ms: int) -> int:
+    # No lock: a peek, not a count; count_hit decides under the lock
+    query = "SELECT count(*) FROM hits WHERE bucket = $1 AND t > $2::bigint - $3::bigint"
+    return int(await c.fetchval(query, bucket, now_ms, window_ms))
+
+
 async def prune_hits(c: asyncpg.Connection, now_ms: int, window_ms: int) -> int:
     return rowcount(await c.execute("DELETE FROM hits WHERE t <= $1", now_ms - window_ms))
 

@@ -23,6 +23,13 @@ def count_hit(c: sqlite3.Connection, bucket: str, now_ms: int, window_ms: int, l
     return False
 
 
+def hits_in_window(c: sqlite3.Connection, bucket: str, now_ms: int, window_ms: int) -> int:
+    row = c.execute(
+        "SELECT COUNT(*) FROM hits WHERE bucket = ? AND t > ?", (bucket, now_ms - window_ms)
+    )
+    return int(row.fetchone()[0])
+
+
 def prune_hits(c: sqlite3.Connection, now_ms: int, window_ms: int) -> int:
     return c.execute("DELETE FROM hits WHERE t <= ?", (now_ms - window_ms,)).rowcount
 

@@ -1,0 +1,93 @@
+"""The sender's rate budget (PROTOCOL.md §8.2, issue 10 §1): refused messages and replays do
+not count against it, and a sender already over it is refused before the content checks.
+In-process servers on every store (PostgreSQL when FLUX_TEST_POSTGRES_DSN is set), the
+in-process counter and the counter shared in the store (a cluster)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from flux.server.app import PARTS
+from flux.server.limits import StoreHitCounter
+
+SPAM = "WINNER! claim your prize, free money, click here now"
+BACKENDS = ["memory", "sqlite", "postgres"]
+
+
+async def start(make_server: Any, backend: str, **overrides: Any) -> Any:
+    if backend == "postgres":  # pragma: no cover - needs a server
+        from flux.store.postgres import PostgresStore
+        from postgres_env import postgres_dsn
+
+        store = PostgresStore(postgres_dsn(), fresh_schema=True)
+        await store.open()
+        srv = await make_server(store=store, **overrides)
+        srv.extra_close = store  # closed by the test
+        return srv
+    return await make_server(sqlite=backend == "sqlite", **overrides)
+
+
+@pytest.fixture(params=BACKENDS)
+async def rated(request, make_server: Any) -> Any:
+    srv = await start(make_server, request.param, open_mode=True, spam_rate_per_minute=3)
+    yield srv
+    if request.param == "postgres":  # pragma: no cover
+        await srv.extra_close.close()
+
+
+async def test_refused_messages_do_not_count_against_the_rate_budget(
+    rated: Any, alice: Any, bob: Any
+) -> None:
+    for _ in range(20):  # 20 refused as spam (today's case: the next good one was a 451)
+        body = await rated.send(rated.message(alice, bob, SPAM), expect=451)
+        assert "rate limit exceeded" not in body["reasons"]
+    for n in range(3):
+        await rated.send(rated.message(alice, bob, f"Ordinary message {n}"))
+    body = await rated.send(rated.message(alice, bob, "One too many"), expect=451)
+    assert body["reasons"] == ["rate limit exceeded"]
+
+
+async def test_a_replay_does_not_count_against_the_rate_budget(
+    rated: Any, alice: Any, bob: Any
+) -> None:
+    msg = rated.message(alice, bob, "Ordinary message")
+    await rated.send(msg)
+    for _ in range(5):
+        assert (await rated.send(msg))["duplicate"] is True
+    for n in range(2):  # 1 counted so far: two more fit in a budget of 3
+        await rated.send(rated.message(alice, bob, f"Ordinary message {n}"))
+    await rated.send(rated.message(alice, bob, "One too many"), expect=451)
+
+
+async def test_over_the_limit_is_refused_before_the_content_checks(
+    rated: Any, alice: Any, bob: Any
+) -> None:
+    """Only the rate reason: the content heuristics (the costly step) never ran."""
+    for n in range(3):
+        await rated.send(rated.message(alice, bob, f"Ordinary message {n}"))
+    body = await rated.send(rated.message(alice, bob, SPAM), expect=451)
+    assert body["reasons"] == ["rate limit exceeded"]
+
+
+async def test_the_budget_is_per_sender(rated: Any, alice: Any, bob: Any, carol: Any) -> None:
+    for n in range(3):
+        await rated.send(rated.message(alice, bob, f"Ordinary message {n}"))
+    await rated.send(rated.message(alice, bob, "One too many"), expect=451)
+    await rated.send(rated.message(carol, bob, "Carol has her own budget"))
+
+
+async def test_a_cluster_counts_only_accepted_mail_in_the_store(
+    rated: Any, alice: Any, bob: Any
+) -> None:
+    """The counter shared in the store (the processes of a cluster) keeps the same rule."""
+    submitter = rated.app[PARTS]["submitter"]
+    submitter.rate = StoreHitCounter(rated.store, limit=3, window_ms=60_000)
+    for _ in range(5):
+        await rated.send(rated.message(alice, bob, SPAM), expect=451)
+    for n in range(3):
+        await rated.send(rated.message(alice, bob, f"Ordinary message {n}"))
+    assert await rated.store.hits_in_window(f"send:{alice.address}", rated.clock(), 60_000) == 3
+    body = await rated.send(rated.message(alice, bob, SPAM), expect=451)
+    assert body["reasons"] == ["rate limit exceeded"]

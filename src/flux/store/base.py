@@ -71,6 +71,12 @@ class StoreUnavailable(Exception):
     (flux/server/errors.py); other failures of a store are bugs and stay what they are."""
 
 
+class StoreFull(StoreUnavailable):
+    """The store has no room to write (a full disk, or its configured size cap): an outage
+    like any other StoreUnavailable (503, nothing of the write acknowledged), said apart
+    so the log and /health name the cause."""
+
+
 class AmbiguousMessage(LookupError):
     """Several senders' messages in one mailbox share an id and the call named no sender.
 
@@ -472,6 +478,10 @@ class Store(Protocol):
         the last `window_ms` (the hit is then not counted). flux.protocol.spam.RateLimiter's
         `hit`: a hit at t counts while t > now_ms - window_ms. Atomic: concurrent calls, from
         other processes too, never let more than `limit` hits into one window."""
+
+    async def hits_in_window(self, bucket: str, now_ms: int, window_ms: int) -> int:
+        """How many hits `bucket` has within the last `window_ms`, counting none: a cheap
+        refusal before costly work, with the hit counted (count_hit) only if it is taken."""
 
     async def prune_hits(self, now_ms: int, window_ms: int) -> int:
         """Forget the hits of every bucket at or before now_ms - window_ms; return how many.

@@ -362,6 +362,9 @@ class PostgresStore:
             lambda c: hits.count_hit(c, self._locks, bucket, now_ms, window_ms, limit)
         )
 
+    async def hits_in_window(self, bucket: str, now_ms: int, window_ms: int) -> int:
+        return await self._read(lambda c: hits.hits_in_window(c, bucket, now_ms, window_ms))
+
     async def prune_hits(self, now_ms: int, window_ms: int) -> int:
         return await self._write(lambda c: hits.prune_hits(c, now_ms, window_ms))
 

@@ -10,12 +10,34 @@ returns only once its transaction is durable, and concurrent writes share one fs
 Reads run on a small pool of reader threads, each with its own connection; WAL lets them
 read while the writer writes, each seeing the last committed state. Several processes may
 open one file (SQLite's locks serialise their writers; busy_timeout waits them out).
+
+Operating safely (issue 10 §6):
+
+* Files are private. The database is created 0600 before SQLite opens it, whatever the
+  umask, and SQLite gives its `-wal` and `-shm` files the database's own mode; files left
+  by an older FLUX are narrowed to 0600 at open. A data directory that others may read is
+  reported at open (one warning line): the mail is private even if the directory is not.
+* The WAL stays bounded. A reader holding an old snapshot (an online `.backup`) stops
+  checkpoints from reaching the WAL's end, so the WAL grows while it reads; without a
+  size limit it then keeps that size for good. `journal_size_limit` makes SQLite cut it
+  back whenever it restarts the WAL, and the writer runs a TRUNCATE checkpoint once the
+  WAL is past `wal_checkpoint_bytes` (after a batch, and when idle every
+  `checkpoint_interval_s`), never waiting for readers: blocked, it tries again later.
+* A full disk is an outage, not a bug: SQLITE_FULL (the disk, or the `max_bytes` cap) and
+  an I/O error with ENOSPC become `StoreFull`, a `StoreUnavailable` (503 `unavailable`);
+  nothing of the failed write was acknowledged. `ping` (the health check) answers
+  StoreFull while the last write found the disk full and there is still no room, so a
+  load balancer drains the process; once a write succeeds, or there is room again, it
+  passes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +63,7 @@ from .base import (
     Page,
     Session,
     StoredMessage,
+    StoreFull,
     StoreOutcome,
     Strike,
 )
@@ -49,16 +72,32 @@ from .migrations.sqlite import migrate
 T = TypeVar("T")
 READERS = 4
 BUSY_TIMEOUT_S = 30.0
+JOURNAL_SIZE_LIMIT = 64 << 20  #: SQLite cuts the WAL back to this when it restarts it
+WAL_CHECKPOINT_BYTES = 16 << 20  #: a WAL larger than this is checkpointed and truncated
+CHECKPOINT_INTERVAL_S = 30.0  #: how often an idle writer looks at the WAL's size
+FREE_BYTES_NEEDED = 1 << 20  #: room a full disk must have again before /health passes
+log = logging.getLogger("flux.store")
 
 
 class SQLiteStore:
     """The SQLite `Store`. `clock` returns unix ms (for the `expires` hiding rule)."""
 
     def __init__(
-        self, path: str | Path, *, clock: Callable[[], int] = _rules.wall_clock_ms
+        self,
+        path: str | Path,
+        *,
+        clock: Callable[[], int] = _rules.wall_clock_ms,
+        max_bytes: int | None = None,
+        wal_checkpoint_bytes: int = WAL_CHECKPOINT_BYTES,
+        checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S,
     ) -> None:
+        """`max_bytes` caps the database file (SQLite's max_page_count): past it, writes
+        fail as on a full disk (503), reads go on."""
         self.path = Path(path)
         self._clock = clock
+        self.max_bytes = max_bytes
+        self._wal_checkpoint_bytes = wal_checkpoint_bytes
+        self._checkpoint_interval_s = checkpoint_interval_s
         self._writer: Writer | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._local = threading.local()
@@ -80,11 +119,34 @@ class SQLiteStore:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
+        if self.max_bytes is not None:
+            page = conn.execute("PRAGMA page_size").fetchone()[0]
+            conn.execute(f"PRAGMA max_page_count={max(1, self.max_bytes // page)}")
         if read_only:
             conn.execute("PRAGMA query_only=ON")
         return conn
 
+    def _make_private(self) -> None:
+        """Create the database 0600 (whatever the umask) and narrow existing files to it;
+        warn once if the directory lets others in."""
+        if str(self.path) == ":memory:":
+            return
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            file = Path(f"{self.path}{suffix}")
+            if file.exists() and stat.S_IMODE(file.stat().st_mode) & 0o077:
+                os.chmod(file, 0o600)
+        mode = stat.S_IMODE(self.path.resolve().parent.stat().st_mode)
+        if mode & 0o007:
+            log.warning(
+                "event=data_dir_open_to_others dir=%s mode=%o: other users can list it; "
+                "chmod o-rwx (the database files themselves are 0600)",
+                self.path.resolve().parent, mode,
+            )  # fmt: skip
+
     def _open_sync(self) -> None:
+        self._make_private()
         conn = self._connect()
         try:
             self.schema_version = migrate(conn, str(self.path))
@@ -97,7 +159,11 @@ class SQLiteStore:
         if self._writer is not None:
             return
         await asyncio.to_thread(self._open_sync)
-        writer = Writer(self._connect)
+        writer = Writer(
+            self._connect, wal=Path(f"{self.path}-wal"),
+            checkpoint_bytes=self._wal_checkpoint_bytes,
+            checkpoint_interval_s=self._checkpoint_interval_s,
+        )  # fmt: skip
         await asyncio.to_thread(writer.start)
         self._writer = writer
         self._readers = ThreadPoolExecutor(READERS, thread_name_prefix="flux-sqlite-read")
@@ -167,8 +233,31 @@ class SQLiteStore:
             conn.execute("COMMIT")
 
     async def ping(self) -> None:
-        """One trivial read on the loop's own connection (an open file always answers)."""
+        """One trivial read on the loop's own connection (an open file always answers).
+        Raises StoreFull while the last write found no room and there is still none."""
         await self._lookup(lambda c: c.execute("SELECT 1").fetchone())
+        writer = self._writer
+        if writer is not None and writer.full and not await asyncio.to_thread(self._has_room):
+            raise StoreFull(f"{self.path}: the disk (or max_bytes) is full; writes fail")
+
+    def _has_room(self) -> bool:
+        """Room for writes again: free disk space, and pages under `max_bytes`."""
+        try:
+            fs = os.statvfs(self.path.resolve().parent)
+        except OSError:
+            return False
+        if fs.f_bavail * fs.f_frsize < FREE_BYTES_NEEDED:
+            return False
+        if self.max_bytes is None:
+            return True
+        conn = self._connect(read_only=True)
+        try:
+            pages, free = (conn.execute(f"PRAGMA {p}").fetchone()[0]
+                           for p in ("page_count", "freelist_count"))  # fmt: skip
+            limit = conn.execute("PRAGMA max_page_count").fetchone()[0]
+        finally:
+            conn.close()
+        return free > 0 or pages < limit
 
     # -- hosted addresses -------------------------------------------------------------------
     async def register_address(self, address: str, pub: str, now_ms: int) -> bool:
@@ -340,6 +429,9 @@ class SQLiteStore:
     async def count_hit(self, bucket: str, now_ms: int, window_ms: int, limit: int) -> bool:
         # One writer operation: the count and the insert are one write transaction.
         return await self._write(lambda c: hits.count_hit(c, bucket, now_ms, window_ms, limit))
+
+    async def hits_in_window(self, bucket: str, now_ms: int, window_ms: int) -> int:
+        return await self._read(lambda c: hits.hits_in_window(c, bucket, now_ms, window_ms))
 
     async def prune_hits(self, now_ms: int, window_ms: int) -> int:
         return await self._write(lambda c: hits.prune_hits(c, now_ms, window_ms))

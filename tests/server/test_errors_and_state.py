@@ -124,3 +124,45 @@ def test_app_builds_without_a_loop_and_rejects_a_foreign_signer(server_key: Any)
     other = ServerSigner("other.test", server_key.signer.identity)
     with pytest.raises(ValueError):
         create_app(config, MemoryStore(), other, lambda: 0)
+
+
+async def test_a_full_database_is_503_and_health_drains_until_there_is_room(
+    make_server, clock, tmp_path, alice, bob
+) -> None:
+    """Issue 10 §6: a full disk answered 500 while /health said 200. A real SQLITE_FULL
+    (the `max_bytes` cap, SQLite's max_page_count): sends answer 503 `unavailable`,
+    /health answers 503 so a load balancer drains the process, every message that was
+    acknowledged is still there, and both recover once there is room."""
+    from flux.store import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "small.db", clock=clock, max_bytes=256 * 1024)
+    await store.open()
+    try:
+        srv = await make_server(store=store)
+        await srv.register(alice, bob)
+        await srv.login(bob)
+        acknowledged: list[str] = []
+        refused = None
+        for n in range(40):
+            words = " ".join(f"w{n}x{i * 7919 % 100003}" for i in range(2500))  # ~20 KB, not spam
+            msg = srv.message(alice, bob, words)
+            resp = await srv.client.post("/send", json=msg)
+            body = await resp.json()
+            if resp.status != 200:
+                refused = (resp.status, body)
+                break
+            acknowledged.append(msg["id"])
+        assert refused is not None and acknowledged, "the cap was never reached"
+        assert refused[0] == 503 and refused[1]["code"] == "unavailable", refused
+        health = await srv.client.get("/health")
+        assert health.status == 503 and (await health.json())["code"] == "unavailable"
+        listed = await srv.get(f"/inbox/{bob.address}", bob, limit=500)
+        assert set(acknowledged) <= {m["id"] for m in listed["messages"]}
+        # Room again (the operator raises the cap on the live connection): recovers.
+        store.max_bytes = 64 << 20
+        await store._write(lambda c: c.execute("PRAGMA max_page_count=16384"))
+        assert (await srv.client.get("/health")).status == 200
+        await srv.send(srv.message(alice, bob, "after the disk was freed"))
+    finally:
+        await srv.client.close()
+        await store.close()

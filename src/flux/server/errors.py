@@ -27,7 +27,7 @@ from typing import Any
 from aiohttp import web
 
 from ..protocol.errors import FluxError, InvalidInput
-from ..store.base import StoreUnavailable
+from ..store.base import StoreFull, StoreUnavailable
 
 log = logging.getLogger("flux.server")
 
@@ -250,6 +250,7 @@ TABLE: dict[str, Row] = {
 
 GENERIC_500 = "internal server error"
 DATABASE_DOWN = "the database is unreachable; try again"
+STORE_FULL = "the server has no room to store anything now; try again later"
 
 
 def row_for(exc: FluxError) -> Row:
@@ -297,6 +298,9 @@ def unexpected(exc: BaseException, where: str) -> ServerError:
     The store being unreachable is an outage, not a bug: one warning line, and 503
     `unavailable` (the request may be retried; nothing of it was acknowledged). Anything
     else is a bug: logged with its traceback, answered with the generic 500."""
+    if isinstance(exc, StoreFull):  # a full disk: the same outage, its own line and text
+        log.warning("event=store_full where=%s error=%s", where, " ".join(str(exc).split()))
+        return Unavailable(STORE_FULL)
     if isinstance(exc, StoreUnavailable):
         log.warning("event=store_unavailable where=%s error=%s", where, " ".join(str(exc).split()))
         return Unavailable(DATABASE_DOWN)

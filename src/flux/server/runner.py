@@ -30,6 +30,7 @@ from .app import create_app
 from .config import Backend, ServerConfig
 from .connections import ConnectionPolicy, GuardedAppRunner
 from .keys import load_or_create
+from .logs import RedactingFilter, redacted_logger
 
 log = logging.getLogger("flux.server")
 
@@ -130,7 +131,7 @@ async def start_server(
         app,
         policy=connection_policy(config),
         handle_signals=False,
-        access_log=logging.getLogger("flux.access") if config.access_log else None,
+        access_log=redacted_logger("flux.access") if config.access_log else None,
         shutdown_timeout=config.shutdown_timeout_s,
         max_line_size=config.max_header_bytes,
         max_field_size=config.max_header_bytes,
@@ -198,6 +199,7 @@ class JsonLogFormatter(logging.Formatter):
 
 def configure_logging(level: int = logging.INFO) -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactingFilter())  # no secret in any line (logs.py)
     handler.setFormatter(JsonLogFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -14,27 +14,75 @@ COMMIT itself fails, no operation of the batch happened, and every future gets t
 
 Cancelling the awaiting coroutine does not withdraw an operation already queued; it may
 still commit (as with any database whose client disconnects after sending a COMMIT).
+
+A full disk (SQLITE_FULL, or an I/O error whose cause is ENOSPC) fails the operations it
+hits with `StoreFull` and sets `full` until a batch commits again. Checkpoints: after a
+batch, and when idle every `checkpoint_interval_s`, a WAL past `checkpoint_bytes` gets a
+TRUNCATE checkpoint with the busy timeout off, so a reader holding an old snapshot makes
+it give up at once (it is tried again later) instead of stalling every write behind it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from .base import StoreFull
+
 MAX_BATCH = 512
+_FULL_CODES = {sqlite3.SQLITE_FULL}
+_IOERR = sqlite3.SQLITE_IOERR
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether `exc` says there is no room to write."""
+    if isinstance(exc, OSError):
+        return exc.errno == errno.ENOSPC
+    if not isinstance(exc, sqlite3.Error):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code in _FULL_CODES:
+        return True
+    # SQLITE_IOERR_WRITE and friends (extended codes) carry no errno; SQLite's own text
+    # for ENOSPC says "disk is full" in every version FLUX supports.
+    return code is not None and code & 0xFF == _IOERR and "full" in str(exc).lower()
+
+
+def _as_full(exc: BaseException) -> BaseException:
+    if disk_full(exc) and not isinstance(exc, StoreFull):
+        full = StoreFull(f"no room to write: {exc}")
+        full.__cause__ = exc
+        return full
+    return exc
 
 Op = Callable[[sqlite3.Connection], Any]
 _STOP = object()
 
 
 class Writer:
-    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        *,
+        wal: Path | None = None,
+        checkpoint_bytes: int = 16 << 20,
+        checkpoint_interval_s: float = 30.0,
+    ) -> None:
         self._connect = connect
+        self._wal = wal
+        self._checkpoint_bytes = checkpoint_bytes
+        self._checkpoint_interval_s = checkpoint_interval_s
+        self._last_check = time.monotonic()
+        self.full = False  #: the last write found no room (cleared by the next commit)
+        self.checkpoints = 0  #: TRUNCATE checkpoints that completed (tests read it)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="flux-sqlite-writer", daemon=True)
         self._ready = threading.Event()
@@ -86,12 +134,39 @@ class Writer:
                     self._run_batch(conn, batch)
                 if stop:
                     return
+                self._maybe_checkpoint(conn, idle=not batch)
         finally:
             conn.close()
 
+    def _maybe_checkpoint(self, conn: sqlite3.Connection, *, idle: bool) -> None:
+        now = time.monotonic()
+        # Busy writers look at most once a second (a blocked attempt still scans the WAL).
+        if now - self._last_check < (self._checkpoint_interval_s if idle else
+                                     min(1.0, self._checkpoint_interval_s)):  # fmt: skip
+            return
+        self._last_check = now
+        try:
+            if self._wal is None or self._wal.stat().st_size <= self._checkpoint_bytes:
+                return
+        except FileNotFoundError:
+            return
+        busy_ms = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+        try:
+            conn.execute("PRAGMA busy_timeout=0")  # a reader in the way: give up at once
+            busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            self.checkpoints += busy == 0
+        except sqlite3.Error:  # busy or full: the next check tries again
+            pass
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
+
     def _take(self) -> tuple[list[Any], bool]:
-        """Block for one item, then drain what is already queued."""
-        item = self._queue.get()
+        """Block for one item (at most a checkpoint interval: an idle writer still keeps
+        the WAL bounded), then drain what is already queued."""
+        try:
+            item = self._queue.get(timeout=self._checkpoint_interval_s)
+        except queue.Empty:
+            return [], False
         if item is _STOP:
             return [], True
         batch = [item]
@@ -113,10 +188,14 @@ class Writer:
                 outcomes.append(self._run_one(conn, op))
             conn.execute("COMMIT")
             self.commits += 1
+            self.full = False
         except BaseException as exc:  # BEGIN or COMMIT failed: nothing of the batch stands
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            outcomes = [(None, exc)] * len(batch)
+                with contextlib.suppress(sqlite3.Error):  # a full disk may refuse it too
+                    conn.execute("ROLLBACK")
+            outcomes = [(None, _as_full(exc))] * len(batch)
+        if any(isinstance(e, StoreFull) for _r, e in outcomes):
+            self.full = True
         self.operations += len(batch)
         for (_op, fut, loop), (result, exc) in zip(batch, outcomes, strict=True):
             _resolve(loop, fut, result, exc)
@@ -127,9 +206,13 @@ class Writer:
         try:
             result = op(conn)
         except Exception as exc:
+            if not conn.in_transaction:
+                # SQLite rolled the whole transaction back (SQLITE_FULL and I/O errors
+                # may): the batch's other operations are gone too, so all of it fails.
+                raise _as_full(exc) from exc
             conn.execute("ROLLBACK TO op")
             conn.execute("RELEASE op")
-            return None, exc
+            return None, _as_full(exc)
         conn.execute("RELEASE op")
         return result, None
 

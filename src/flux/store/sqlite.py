@@ -252,12 +252,13 @@ class SQLiteStore:
             return True
         conn = self._connect(read_only=True)
         try:
-            pages, free = (conn.execute(f"PRAGMA {p}").fetchone()[0]
-                           for p in ("page_count", "freelist_count"))  # fmt: skip
-            limit = conn.execute("PRAGMA max_page_count").fetchone()[0]
+            page, pages, free, limit = (
+                conn.execute(f"PRAGMA {p}").fetchone()[0]
+                for p in ("page_size", "page_count", "freelist_count", "max_page_count")
+            )
         finally:
             conn.close()
-        return free > 0 or pages < limit
+        return (limit - pages + free) * page >= FREE_BYTES_NEEDED
 
     # -- hosted addresses -------------------------------------------------------------------
     async def register_address(self, address: str, pub: str, now_ms: int) -> bool:

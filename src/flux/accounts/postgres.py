@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from ..store._postgres_locks import Locks
+from ..store._postgres_locks import Locks, scope_of
 from ..store._postgres_ops import rowcount
 from ..store._postgres_pool import Conn, PgPool, chosen_schema, redact
 from ..store.migrations import Migration
@@ -124,6 +124,7 @@ class PostgresAccountStore:
             self.schema_version = await self._pool.open(self._migrate)
 
     async def _migrate(self, conn: Conn) -> int:
+        self._locks = Locks(await scope_of(conn, self.schema))  # by schema (store/_postgres_locks.py)
         # Not the mail store's lock, so neither migration waits for the other; but a
         # missing schema is created under the mail store's lock too (it creates it as
         # well, and the mail store never takes ours, so no cycle).

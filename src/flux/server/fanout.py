@@ -119,11 +119,15 @@ class LocalFanout:
 class PostgresFanout(LocalFanout):
     """Several processes on one PostgreSQL database: events also go out on a channel."""
 
-    def __init__(self, dispatcher: Dispatcher, dsn: str, domain: str) -> None:
+    def __init__(
+        self, dispatcher: Dispatcher, dsn: str, domain: str, scope: str | None = None
+    ) -> None:
+        """`scope`: the store's schema scope (PostgresStore.scope); None asks the
+        database which schema `dsn`'s search_path names, when the listener connects."""
         super().__init__(dispatcher)
         self.dsn = dsn
-        # One channel per domain, so two domains sharing a database do not hear each other.
-        self.channel = "flux_mail_" + hashlib.sha256(domain.encode()).hexdigest()[:16]
+        self.domain = domain
+        self.channel = "" if scope is None else channel_name(scope, domain)
         self._outbox: asyncio.Queue[MailEvent] = asyncio.Queue(OUTBOX_LIMIT)
         self._tasks: set[asyncio.Task[None]] = set()
         self.connected = asyncio.Event()  #: set while LISTENing (tests wait on it)
@@ -145,6 +149,8 @@ class PostgresFanout(LocalFanout):
         """LISTEN and NOTIFY on one connection, reconnecting while the database is away."""
         import asyncpg  # only with the PostgreSQL backend
 
+        from ..store._postgres_locks import scope_of
+
         delay = 0.5
         while True:
             try:
@@ -156,6 +162,8 @@ class PostgresFanout(LocalFanout):
                 continue
             delay = 0.5
             try:
+                if not self.channel:
+                    self.channel = channel_name(await scope_of(conn, None), self.domain)
                 await conn.add_listener(self.channel, self._heard)
                 self.connected.set()
                 while True:
@@ -186,6 +194,15 @@ class PostgresFanout(LocalFanout):
         task = asyncio.get_running_loop().create_task(self.dispatcher.deliver(event))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def channel_name(scope: str, domain: str) -> str:
+    """The NOTIFY channel of one deployment: its schema scope and its domain, so neither
+    two domains nor two deployments of one domain (staging and production in two schemas
+    of one database) hear each other. Scope "" (the public schema) keeps the channel
+    earlier versions used, so a rolling upgrade keeps its processes talking."""
+    name = domain if not scope else f"{scope}\0{domain}"
+    return "flux_mail_" + hashlib.sha256(name.encode()).hexdigest()[:16]
 
 
 def new_process_id() -> str:

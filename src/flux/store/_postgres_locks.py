@@ -37,3 +37,12 @@ class Locks:
             # unnest yields the array in order, so the locks are taken in key order.
             sql = "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k"
             await conn.execute(sql, sorted(keys))
+
+
+async def scope_of(conn: asyncpg.Connection, schema: str | None) -> str:
+    """The lock (and push channel) scope of a deployment: the schema its tables live in,
+    whether named to the store or by the URL's search_path, so two deployments in two
+    schemas of one database never share a lock or a channel. `public` keeps the scope ""
+    that every deployment used before (a rolling upgrade of one keeps its keys)."""
+    name = schema or await conn.fetchval("SELECT current_schema()") or ""
+    return "" if name == "public" else name

@@ -55,7 +55,7 @@ from . import _postgres_ops as ops
 from . import _postgres_queue as queue
 from . import _rules
 from ._coalesce import Coalescer
-from ._postgres_locks import Locks
+from ._postgres_locks import Locks, scope_of
 from ._postgres_pool import (
     Conn,
     DatabaseUnavailable,
@@ -79,6 +79,7 @@ from .base import (
     StoredMessage,
     StoreOutcome,
     Strike,
+    StrikeTally,
 )
 from .migrations.postgres import migrate
 
@@ -124,12 +125,20 @@ class PostgresStore:
         schema migrated by a newer FLUX."""
         if self._pool.is_open:
             return
-        self.schema_version = await self._pool.open(
-            lambda conn: migrate(
-                conn, redact(self.dsn), lock_key=self._locks.key("migrate", ""),
-                schema=self.schema,
-            )
-        )  # fmt: skip
+        self.schema_version = await self._pool.open(self._migrate)
+
+    async def _migrate(self, conn: Conn) -> int:
+        # Locks are scoped by the schema the tables are in, however it was chosen (an
+        # explicit schema, or the URL's search_path): _postgres_locks.scope_of.
+        self._locks = Locks(await scope_of(conn, self.schema))
+        return await migrate(
+            conn, redact(self.dsn), lock_key=self._locks.key("migrate", ""), schema=self.schema
+        )
+
+    @property
+    def scope(self) -> str:
+        """The schema scope of this store's locks and push channel (known once open)."""
+        return self._locks.scope
 
     async def close(self) -> None:
         """Wait for borrowed connections to come back (their commits finish), drop a
@@ -334,16 +343,44 @@ class PostgresStore:
         return await self._read(queue.next_due)
 
     # -- reputation -------------------------------------------------------------------------
-    async def add_strike(self, strike: Strike) -> bool:
+    async def add_strike(self, strike: Strike, *, cap: int | None = None) -> bool:
         s = strike
-        sql = """INSERT INTO strikes (proof_id, offender, kind, reporter, msg_id, t)
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (proof_id) DO NOTHING"""
         params = (s.proof_id, s.offender, s.kind, s.reporter, s.msg_id, s.t)
-        return await self._execute(sql, *params) == 1
+        if cap is None:
+            sql = """INSERT INTO strikes (proof_id, offender, kind, reporter, msg_id, t)
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (proof_id) DO NOTHING"""
+            return await self._execute(sql, *params) == 1
+        # READ COMMITTED lets two inserts each count before the other commits; a lock per
+        # offender (held to the commit) makes the count and the insert one step.
+        capped = f"""INSERT INTO strikes (proof_id, offender, kind, reporter, msg_id, t)
+                     SELECT $1, $2, $3, $4, $5, $6
+                     WHERE ({_COUNTING_SQL} AND s.offender = $2) < $7
+                     ON CONFLICT (proof_id) DO NOTHING"""
+        lock = self._locks.key("strikes", s.offender)
+
+        async def insert(c: Conn) -> int:
+            await c.execute("SELECT pg_advisory_xact_lock($1)", lock)
+            return ops.rowcount(await c.execute(capped, *params, cap))
+
+        return await self._write(insert) == 1
 
     async def strikes(self) -> list[Strike]:
         sql = "SELECT offender, proof_id, kind, reporter, msg_id, t FROM strikes ORDER BY n"
         return [Strike(*r) for r in await self._read(lambda c: c.fetch(sql))]
+
+    async def strike_tallies(
+        self, offenders: Sequence[str] | None = None, *, limit: int
+    ) -> list[StrikeTally]:
+        where = "" if offenders is None else "WHERE s.offender = ANY($2::text[])"
+        sql = f"""SELECT s.offender, count(*),
+                         count(*) FILTER (WHERE NOT coalesce(o.lifted AND s.t <= o.set_at,
+                                                             false)) AS c
+                  FROM strikes s LEFT JOIN quarantine_overrides o ON o.server = s.offender
+                  {where} GROUP BY s.offender ORDER BY c DESC, count(*) DESC, s.offender
+                  LIMIT $1"""
+        args = (limit,) if offenders is None else (limit, list(offenders))
+        rows = await self._read(lambda c: c.fetch(sql, *args))
+        return [StrikeTally(*r) for r in rows]
 
     async def set_quarantine_override(self, server: str, lifted: bool, now_ms: int) -> None:
         sql = """INSERT INTO quarantine_overrides (server, lifted, set_at) VALUES ($1, $2, $3)
@@ -374,3 +411,9 @@ class PostgresStore:
     def __repr__(self) -> str:
         where = f", schema={self.schema!r}" if self.schema else ""
         return f"PostgresStore({redact(self.dsn)!r}{where})"
+
+
+#: counts one offender's strikes that no lift has forgiven (add `AND s.offender = $n`)
+_COUNTING_SQL = """SELECT count(*) FROM strikes s
+    LEFT JOIN quarantine_overrides o ON o.server = s.offender
+    WHERE NOT coalesce(o.lifted AND s.t <= o.set_at, false)"""

@@ -50,8 +50,10 @@ class ThreadedServer:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedServer]:
     data: Path = tmp_path_factory.mktemp("live")
+    # the fuzzer registers and submits far more than one client address may (fair.py)
     config = ServerConfig(domain="live.test", port=0, data_dir=data, backend="memory",
-                          open_mode=True)  # fmt: skip
+                          open_mode=True, register_per_ip_per_hour=100_000,
+                          submit_per_ip_per_minute=100_000)  # fmt: skip
     server = ThreadedServer(config)
     yield server
     server.stop()

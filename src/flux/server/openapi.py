@@ -101,7 +101,9 @@ ERROR_TEXT = {
     "409-ambiguous": "`ambiguous`: an id named without `from` matches messages of several "
     "senders in this mailbox; `ambiguous` lists them, repeat with `from`",
     "413": "Request body too large",
-    "429": "The recipient's pending quota is full (or, at login, too many failures)",
+    "429": "Too many: the recipient's pending quota or its stranger share is full (`field` "
+    "`to` or `from`), or `rate_limited` (this client address, peer server or username has "
+    "spent its budget; `Retry-After` says when to come back)",
     "451": "Refused as spam (with reasons)",
     "503": "The database is unreachable (or the server is stopping); try again",
 }
@@ -178,7 +180,7 @@ def transaction(summary: str) -> dict[str, Any]:
         body=obj(["txn", "from_server", "messages"], txn={"type": "string"},
                  from_server={"type": "string"},
                  messages={"type": "array", "items": {"type": "object"}}),
-        errors=("401",),
+        errors=("401", "429"),
     )  # fmt: skip
 
 
@@ -261,7 +263,7 @@ def paths() -> dict[str, Any]:
             ok_obj(address=ADDRESS, registered={"type": "boolean"}),
             body=obj(["address", "pub", "t", "sig"], address=ADDRESS, pub=B64,
                      t={"type": "integer"}, sig=B64, invite={"type": "string"}),
-            errors=("403",))},
+            errors=("403", "429"))},
     }  # fmt: skip
     ops = {
         "/health": {"get": op("Liveness (503 while the database is unreachable)",
@@ -342,12 +344,12 @@ def account_paths() -> dict[str, Any]:
             "Create a password account; the server makes and holds its key (sealed)",
             ok_obj(**ACCOUNT), body=obj(["username", "password"], username=USERNAME,
                                         password=PASSWORD, invite={"type": "string"}),
-            errors=("403", "409"))},
+            errors=("403", "409", "429", "503"))},
         "/account/login": {"post": op(
             "Open a session for a password account (same 401 for any failure)",
             ok_obj(session={"type": "string"}, expires_at={"type": "integer"}, **ACCOUNT),
             body=obj(["username", "password"], username={"type": "string"},
-                     password={"type": "string"}), errors=("401", "429"))},
+                     password={"type": "string"}), errors=("401", "429", "503"))},
         "/account/logout": {"post": session_op(
             "Revoke the presented session", ok_obj(revoked={"type": "boolean"}))},
         "/account/me": {"get": session_op(
@@ -358,7 +360,7 @@ def account_paths() -> dict[str, Any]:
             ok_obj(created={"type": "boolean"}, **ACCOUNT),
             body=obj(["username", "address", "pub", "t", "sig"], username=USERNAME,
                      address=ADDRESS, pub=B64, t={"type": "integer"}, sig=B64,
-                     invite={"type": "string"}), errors=("403", "409"))},
+                     invite={"type": "string"}), errors=("403", "409", "429"))},
         "/mail/send": {"post": session_op(
             "Compose, sign with the account's key and submit (as POST /send)",
             ok_obj(id=MSG_ID, recipients={"type": "object", "additionalProperties": {"type": "string"}},

@@ -17,14 +17,15 @@ async def test_a_lift_forgives_past_strikes_but_not_new_ones() -> None:
     store = MemoryStore()
     rep = Reputation(store, threshold=3)
     for n in range(3):
-        await store.add_strike(strike(n, 100 + n))
+        await rep.record(strike(n, 100 + n))
     assert X in await rep.quarantined()
-    await store.set_quarantine_override(X, True, 200)  # the operator lifts it
+    assert await rep.quarantined_among([X, "y.example"]) == {X}
+    await rep.set_override(X, True, 200)  # the operator lifts it
     assert X not in await rep.quarantined()
     for n in range(3, 5):
-        await store.add_strike(strike(n, 300 + n))
+        await rep.record(strike(n, 300 + n))
     assert X not in await rep.quarantined()  # two new proofs: not yet
-    await store.add_strike(strike(5, 400))
+    await rep.record(strike(5, 400))
     standing = await rep.standing()
     assert X in standing.quarantined  # a third proof after the lift: quarantined again
     assert standing.strikes[X] == 6  # every proof stays on record
@@ -33,5 +34,5 @@ async def test_a_lift_forgives_past_strikes_but_not_new_ones() -> None:
 async def test_an_imposed_quarantine_holds_whatever_the_strikes() -> None:
     store = MemoryStore()
     rep = Reputation(store, threshold=3)
-    await store.set_quarantine_override(X, False, 100)
+    await rep.set_override(X, False, 100)
     assert X in await rep.quarantined()

@@ -433,7 +433,7 @@ class Submitter:
         servers = {e.get("server") for e in entries if isinstance(e.get("server"), str)}
         if not servers:
             return
-        bad = sorted(servers & await self.reputation.quarantined())
+        bad = sorted(await self.reputation.quarantined_among(servers))
         if not bad:
             return
         if not self.enforce_quarantine:  # report-only: say what enforcing would refuse

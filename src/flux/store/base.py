@@ -218,6 +218,16 @@ class Strike:
 
 
 @dataclass(frozen=True, slots=True)
+class StrikeTally:
+    """One offender's strikes on record: all of them, and those no lift has forgiven (a
+    strike counts unless its server's latest override is a lift made at or after it)."""
+
+    offender: str
+    recorded: int
+    counting: int
+
+
+@dataclass(frozen=True, slots=True)
 class Override:
     """An operator's decision about one server's quarantine (`flux admin lift|quarantine`)."""
 
@@ -461,11 +471,19 @@ class Store(Protocol):
         """The earliest `next_attempt_at` (or lease lapse) of any destination with mail."""
 
     # -- reputation -------------------------------------------------------------------------
-    async def add_strike(self, strike: Strike) -> bool:
-        """Record a strike; False if this proof was already counted."""
+    async def add_strike(self, strike: Strike, *, cap: int | None = None) -> bool:
+        """Record a strike; False if this proof was already counted, or if its offender
+        already has `cap` strikes no lift has forgiven (checked and written atomically, so
+        concurrent writers never store more than `cap`)."""
 
     async def strikes(self) -> list[Strike]:
-        """Every strike, in the order recorded."""
+        """Every strike, in the order recorded (reads them all: not for a hot path)."""
+
+    async def strike_tallies(
+        self, offenders: Sequence[str] | None = None, *, limit: int
+    ) -> list[StrikeTally]:
+        """Counted per offender, of `offenders` (None: every one), at most `limit` rows:
+        most counting strikes first, then most recorded, then by name."""
 
     async def set_quarantine_override(self, server: str, lifted: bool, now_ms: int) -> None: ...
 

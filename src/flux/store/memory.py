@@ -31,6 +31,7 @@ from .base import (
     StoredMessage,
     StoreOutcome,
     Strike,
+    StrikeTally,
 )
 
 
@@ -401,14 +402,37 @@ class MemoryStore(MemoryQueue):
         return True
 
     # -- reputation -------------------------------------------------------------------------
-    async def add_strike(self, strike: Strike) -> bool:
+    async def add_strike(self, strike: Strike, *, cap: int | None = None) -> bool:
         if strike.proof_id in self._s.strikes:
             return False
+        if cap is not None:
+            (tally,) = self._tallies([strike.offender]) or [StrikeTally(strike.offender, 0, 0)]
+            if tally.counting >= cap:
+                return False
         self._s.strikes[strike.proof_id] = strike
         return True
 
     async def strikes(self) -> list[Strike]:
         return list(self._s.strikes.values())
+
+    async def strike_tallies(
+        self, offenders: Sequence[str] | None = None, *, limit: int
+    ) -> list[StrikeTally]:
+        return self._tallies(offenders)[:limit]
+
+    def _tallies(self, offenders: Sequence[str] | None) -> list[StrikeTally]:
+        wanted = None if offenders is None else set(offenders)
+        recorded: dict[str, int] = {}
+        counting: dict[str, int] = {}
+        for s in self._s.strikes.values():
+            if wanted is not None and s.offender not in wanted:
+                continue
+            recorded[s.offender] = recorded.get(s.offender, 0) + 1
+            o = self._s.overrides.get(s.offender)
+            forgiven = o is not None and o.lifted and s.t <= o.set_at
+            counting[s.offender] = counting.get(s.offender, 0) + (not forgiven)
+        tallies = [StrikeTally(x, n, counting[x]) for x, n in recorded.items()]
+        return sorted(tallies, key=lambda t: (-t.counting, -t.recorded, t.offender))
 
     async def set_quarantine_override(self, server: str, lifted: bool, now_ms: int) -> None:
         self._s.overrides[server] = Override(lifted, now_ms)

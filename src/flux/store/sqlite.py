@@ -34,6 +34,7 @@ Operating safely (issue 10 §6):
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import sqlite3
@@ -66,6 +67,7 @@ from .base import (
     StoreFull,
     StoreOutcome,
     Strike,
+    StrikeTally,
 )
 from .migrations.sqlite import migrate
 
@@ -406,16 +408,33 @@ class SQLiteStore:
         return await self._read(queue.next_due)
 
     # -- reputation -------------------------------------------------------------------------
-    async def add_strike(self, strike: Strike) -> bool:
+    async def add_strike(self, strike: Strike, *, cap: int | None = None) -> bool:
         s = strike
-        sql = """INSERT OR IGNORE INTO strikes (proof_id, offender, kind, reporter, msg_id, t)
-                 VALUES (?, ?, ?, ?, ?, ?)"""
-        params = (s.proof_id, s.offender, s.kind, s.reporter, s.msg_id, s.t)
+        # One statement on the single writer: the count and the insert cannot interleave
+        # with another strike's. Without a cap the count is compared with -1 (always true).
+        sql = f"""INSERT OR IGNORE INTO strikes (proof_id, offender, kind, reporter, msg_id, t)
+                 SELECT ?, ?, ?, ?, ?, ? WHERE ({_COUNTING_SQL} AND s.offender = ?) < ?
+                    OR ? < 0"""
+        limit = -1 if cap is None else cap
+        params = (s.proof_id, s.offender, s.kind, s.reporter, s.msg_id, s.t, s.offender,
+                  limit, limit)  # fmt: skip
         return await self._write(_exec(sql, params)) == 1
 
     async def strikes(self) -> list[Strike]:
         sql = "SELECT offender, proof_id, kind, reporter, msg_id, t FROM strikes ORDER BY n"
         return [Strike(*r) for r in await self._read(_all(sql, ()))]
+
+    async def strike_tallies(
+        self, offenders: Sequence[str] | None = None, *, limit: int
+    ) -> list[StrikeTally]:
+        where = "" if offenders is None else "WHERE s.offender IN (SELECT value FROM json_each(?))"
+        sql = f"""SELECT s.offender, count(*),
+                         sum(CASE WHEN o.lifted AND s.t <= o.set_at THEN 0 ELSE 1 END) AS c
+                  FROM strikes s LEFT JOIN quarantine_overrides o ON o.server = s.offender
+                  {where} GROUP BY s.offender ORDER BY c DESC, count(*) DESC, s.offender
+                  LIMIT ?"""
+        params = (limit,) if offenders is None else (json.dumps(list(offenders)), limit)
+        return [StrikeTally(*r) for r in await self._read(_all(sql, params))]
 
     async def set_quarantine_override(self, server: str, lifted: bool, now_ms: int) -> None:
         sql = "INSERT OR REPLACE INTO quarantine_overrides VALUES (?, ?, ?)"
@@ -445,6 +464,12 @@ class SQLiteStore:
 
 
 Params = Sequence[object]
+
+
+#: counts one offender's strikes that no lift has forgiven (add `AND s.offender = ?`)
+_COUNTING_SQL = """SELECT count(*) FROM strikes s
+    LEFT JOIN quarantine_overrides o ON o.server = s.offender
+    WHERE NOT coalesce(o.lifted AND s.t <= o.set_at, 0)"""
 
 
 def _exec(sql: str, params: Params) -> Callable[[sqlite3.Connection], int]:

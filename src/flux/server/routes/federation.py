@@ -217,12 +217,13 @@ class FederationRoutes:
         return True
 
     async def _record(self, offense: Offense, reporter: str) -> bool:
-        """Count a proven offense once per proof; True when it was new."""
+        """Count a proven offense once per proof; True when it was new and stored (past
+        the per-offender cap a proof is not stored, and not reported on: reputation.py)."""
         strike = Strike(
             offense.offender, offense.proof_id, str(offense.kind), reporter, offense.msg_id,
             self.clock(),
         )  # fmt: skip
-        if not await self.store.add_strike(strike):
+        if not await self.submitter.reputation.record(strike):
             return False
         log.warning(
             "event=strike offender=%s kind=%s reporter=%s msg_id=%s proof=%s",

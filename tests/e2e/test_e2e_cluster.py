@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 
 from cli.cli_helpers import Running, free_port
+from e2e.e2e_helpers import LOAD_GENERATOR_ENV
 from federation.fed_helpers import Inbox
 from flux.client import FluxClient, FluxClientError
 from flux.protocol import Identity
@@ -55,7 +56,7 @@ class Cluster:
         self.procs[f"p{n}"] = Running(
             "server", "--host", "127.0.0.1", "--port", str(self.ports[n]), "--db", self.dsn,
             "--data-dir", str(self.tmp / "cluster"),
-            FLUX_DOMAIN=self.name, FLUX_INSECURE_PEERS=peers, **self.env,
+            FLUX_DOMAIN=self.name, FLUX_INSECURE_PEERS=peers, **self.env, **LOAD_GENERATOR_ENV,
         )  # fmt: skip
         await asyncio.to_thread(self.procs[f"p{n}"].wait_for, r"FLUX server for \S+ at http://")
 
@@ -64,6 +65,10 @@ class Cluster:
             "server", "--host", "127.0.0.1", "--port", str(self.b_port), "--open",
             "--data-dir", str(self.tmp / "b"),
             FLUX_DOMAIN=self.b_name, FLUX_INSECURE_PEERS=f"{self.name},{self.b_name}", **FAST,
+            **LOAD_GENERATOR_ENV,
+            # carol never wrote to alice, so alice is a stranger at B: these tests are about
+            # the queue, not the stranger share (tests/server/test_fair_shares.py is)
+            FLUX_STRANGER_PENDING_PER_SENDER="1000", FLUX_STRANGER_PENDING_TOTAL="1000",
         )  # fmt: skip
         await asyncio.to_thread(self.procs["b"].wait_for, r"FLUX server for \S+ at http://")
 

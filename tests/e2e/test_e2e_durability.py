@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from cli.cli_helpers import Running
-from e2e.e2e_helpers import mailbox_ids
+from e2e.e2e_helpers import LOAD_GENERATOR_ENV, mailbox_ids
 from flux.protocol import Identity, compose
 from flux.store import SQLiteStore
 
@@ -29,7 +29,7 @@ KILL_AFTER = 300
 def start(data_dir: Path) -> tuple[Running, str]:
     server = Running(
         "server", "--host", "127.0.0.1", "--port", "0", "--data-dir", str(data_dir),
-        "--backend", "sqlite", "--open",
+        "--backend", "sqlite", "--open", **LOAD_GENERATOR_ENV,
     )  # fmt: skip
     url = server.wait_for(r"FLUX server for \S+ at (http://\S+)").group(1)
     return server, url

@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 
 from cli.cli_helpers import Running
-from e2e.e2e_helpers import mailbox_ids
+from e2e.e2e_helpers import LOAD_GENERATOR_ENV, mailbox_ids
 from e2e.pg_instance import PgInstance, skip_reason
 from flux.background import wait_at_most
 from flux.protocol import Identity, compose
@@ -138,7 +138,7 @@ async def test_postgres_restarted_under_load(tmp_path: Path) -> None:
         await asyncio.to_thread(pg.start)
         server = Running(
             "server", "--host", "127.0.0.1", "--port", "0", "--data-dir", str(tmp_path),
-            "--db", pg.dsn, "--open",
+            "--db", pg.dsn, "--open", **LOAD_GENERATOR_ENV,
         )  # fmt: skip
         match = await asyncio.to_thread(server.wait_for, r"FLUX server for \S+ at (http://\S+)")
         url = match.group(1)

@@ -61,11 +61,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+#: A load generator is many clients on one address (127.0.0.1): the limits meant for
+#: strangers (per-address budgets and connection cap, the stranger share of a mailbox)
+#: would measure those limits, not the server. benchmarks/adversarial.py keeps them on.
+LOAD_GENERATOR_ENV = {
+    "FLUX_SUBMIT_PER_IP_PER_MINUTE": "100000000", "FLUX_MAX_CONNECTIONS_PER_ADDRESS": "0",
+    "FLUX_STRANGER_PENDING_TOTAL": "100000", "FLUX_STRANGER_PENDING_PER_SENDER": "100000",
+    "FLUX_PEER_MESSAGES_PER_MINUTE": "100000000",
+}  # fmt: skip
+
+
 class ServerProcess:
     def __init__(
         self, db: str, *, bare: bool = False, port: int | None = None,
         env: dict[str, str] | None = None, data_dir: str | None = None,
-        domain: str | None = None,
+        domain: str | None = None, load_generator: bool = True,
     ) -> None:  # fmt: skip
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -87,7 +97,8 @@ class ServerProcess:
         else:
             args += ["--backend", db]
         self.proc = subprocess.Popen(
-            args, cwd=ROOT, stdout=subprocess.DEVNULL, env={**os.environ, **(env or {})}
+            args, cwd=ROOT, stdout=subprocess.DEVNULL,
+            env={**os.environ, **(LOAD_GENERATOR_ENV if load_generator else {}), **(env or {})},
         )
 
     async def wait_ready(self, http: aiohttp.ClientSession) -> None:

@@ -2,8 +2,9 @@
 
 They open the same database the server uses (SQLite in WAL mode lets them run beside a
 live server; with PostgreSQL, FLUX_DB_URL names it) and change only what the operator
-asks: reputation overrides, or making a queued destination due now. The server reads
-strikes and overrides from the store on every check, so a change applies at once.
+asks: reputation overrides, or making a queued destination due now. A running server
+reads strikes and overrides from the store at least once a second (its reputation cache,
+server/reputation.py), so a change applies within a second.
 """
 
 from __future__ import annotations

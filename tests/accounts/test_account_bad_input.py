@@ -142,6 +142,8 @@ async def test_bad_query_strings(srv: Any, ada: Any) -> None:
         ("/mail/inbox", {"cursor": "???"}, "invalid_value", "cursor"),
         ("/mail/peek", {"limit": "99999"}, "invalid_value", "limit"),
         ("/mail/inbox", {"tag": "x" * 2000}, "too_large", "tag"),
+        ("/mail/inbox", {"tag": "a\u0000b"}, "invalid_value", "tag"),
+        ("/mail/inbox", {"tag": "UPPER"}, "invalid_value", "tag"),  # the tag rule, as /inbox
     ]:
         answer = await srv.call("GET", path, params=params, headers=ada.headers, expect=400)
         assert (answer["code"], answer.get("field")) == (code, field), (path, params, answer)

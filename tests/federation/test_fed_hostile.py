@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiohttp.web
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from cli.cli_helpers import free_port
 from federation.fed_helpers import local_servers, name, signer
 from federation.hostile_peer import HostilePeer
 from flux.client import FluxClient
@@ -35,6 +37,7 @@ from flux.server import wire
 from flux.server.app import PARTS
 from flux.server.routes.federation import MAX_REPORT_FETCHES
 from flux.server.runner import RunningServer
+from flux.store.base import ListQuery
 
 ALICE, BOB = Identity.generate(), Identity.generate()
 TOKEN = "operator-token-for-tests-0123456789"
@@ -471,3 +474,41 @@ async def test_without_a_token_only_local_unforwarded_clients_are_operators(tmp_
             assert (await get(a, "/metrics", **{header: "203.0.113.9"}))[0] == 401
             _, stats = await get(a, "/stats", **{header: "203.0.113.9"})
             assert "queue" not in stats
+
+
+async def test_a_peers_words_reach_the_bounce_and_the_queue_only_cleaned(tmp_path: Path) -> None:
+    """A peer's refusal text (a NUL, a lone surrogate, control characters, a non-string
+    `error`) is what the sender's bounce and the queue's `last_error` quote: cleaned and
+    capped first, so it cannot break the store (PostgreSQL cannot hold a NUL) or a log."""
+    seen: list[str] = []
+
+    async def answer(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        batch = await request.json()
+        seen.append(request.path)
+        results = [{"id": m["id"], "refused": "evil\u0000code\x1b[2J",
+                    "error": "\ud800" + "\u0000" * 5000} for m in batch["messages"]]  # fmt: skip
+        body = json.dumps({"ok": True, "txn": batch["txn"], "results": results})
+        return aiohttp.web.Response(text=body, content_type="application/json")
+
+    app = aiohttp.web.Application()
+    app.router.add_post("/federation/deliver", answer)
+    runner = aiohttp.web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await aiohttp.web.TCPSite(runner, "127.0.0.1", port).start()
+    peer = f"127.0.0.1:{port}"
+    try:
+        async with local_servers(tmp_path, ["a"], extra_insecure=[peer]) as servers:
+            a = servers["a"]
+            msg = compose(ALICE, BOB.address, "hi", now_ms=int(time.time() * 1000)).primary
+            await a.app[PARTS]["submitter"].submit({"message": msg, "domains": {BOB.address: peer}})
+            async with asyncio.timeout(10):
+                while not (page := await a.store.list(ALICE.address, ListQuery())).items:
+                    await asyncio.sleep(0.05)  # polling for the bounce, bounded
+            (bounce,) = page.items
+            text = bounce.envelope["content"]
+            assert "refused by the receiving server: evil\ufffdcode\ufffd[2J" in text
+            assert "\u0000" not in text and "\ud800" not in text and len(text) < 2000
+    finally:
+        await runner.cleanup()
+    assert seen == ["/federation/deliver"]

@@ -48,6 +48,7 @@ import itertools
 import json
 import logging
 import random
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -246,7 +247,7 @@ class DeliveryWorker:
         while True:  # the peer's answer is settled once the store is back, never dropped
             try:
                 settled = await self.store.settle(
-                    lease, verdict.done, retry_at=retry_at, error=verdict.retry
+                    lease, verdict.done, retry_at=retry_at, error=peer_text(verdict.retry)
                 )
                 break
             except StoreUnavailable as exc:
@@ -420,6 +421,21 @@ class _Held:
     lost: bool = False
 
 
+#: what a peer's text may not carry into this server's store, logs or bounces: control
+#: characters (NUL cannot even be stored by PostgreSQL) and lone surrogates
+_PEER_TEXT_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def peer_text(value: Any, limit: int = 500) -> str | None:
+    """A peer's words (an answer's `refused`/`error`, an error carrying its headers) made
+    safe to store and show: anything not a string by its type name, forbidden characters
+    replaced by U+FFFD, at most `limit` characters. None stays None."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else f"<{type(value).__name__}>"
+    return _PEER_TEXT_FORBIDDEN.sub("\ufffd", text[:limit])
+
+
 def _judge(batch: list[Queued], results: list[Any], *, mesh: bool) -> Settlement:
     """Sort one answer into done, bounced and retried. A mesh peer that does not host a
     recipient is no failure: another member may (mesh.py), so that is not bounced."""
@@ -439,6 +455,9 @@ def _judge(batch: list[Queued], results: list[Any], *, mesh: bool) -> Settlement
             retry = f"refused: {refused}"
         else:
             done.append(queued.qid)
-            reason = f"refused by the receiving server: {refused} ({result.get('error', '')})"
-            bounces.append((queued, list(queued.item.recipients), reason[:500]))
+            reason = (
+                f"refused by the receiving server: {peer_text(refused, 64)} "
+                f"({peer_text(result.get('error', ''), 400)})"
+            )
+            bounces.append((queued, list(queued.item.recipients), reason))
     return Settlement(done, bounces, retry)

@@ -19,6 +19,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from aiohttp import web
+
 from ..protocol.errors import InvalidValue, TooLarge, WrongType
 from ..store.base import (
     AmbiguousMessage,
@@ -108,6 +110,21 @@ def parse_since(text: str | None) -> int:
     if not (text.isascii() and text.isdigit() and len(text) <= 19):
         raise CannotCalculateChanges("since is not a state this server issued", field="since")
     return int(text)
+
+
+def list_query(request: web.Request, *, limit: int) -> ListQuery:
+    """A mailbox listing's query parameters (`?inbox= &status= &tag= &cursor=`, each
+    checked by the edge rules of wire.py), the same for `/inbox/{addr}` and `/mail/inbox`.
+    Raises InvalidValue / TooLarge naming the parameter."""
+    inbox = wire.query_str(request, "inbox")
+    tag = wire.query_str(request, "tag")
+    return ListQuery(
+        inbox=None if inbox is None else wire.check_inbox(inbox),
+        status=parse_status(wire.query_str(request, "status")),
+        tag=wire.check_tag(tag) if tag else None,
+        limit=limit,
+        cursor=wire.query_str(request, "cursor") or None,
+    )
 
 
 def parse_status(text: str | None) -> MessageStatus | None:

@@ -48,6 +48,9 @@ _UNREACHABLE = (
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.TooManyConnectionsError,
+    # class 53: disk full (53100), out of memory (53200)... the database cannot take the
+    # write now; like an outage, a 503 the client retries, never a 500
+    asyncpg.exceptions.InsufficientResourcesError,
 )
 
 

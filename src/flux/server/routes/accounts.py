@@ -24,11 +24,18 @@ from ...accounts.store import ActiveSession
 from ...protocol.errors import InvalidValue, TooLarge, WrongType
 from ...protocol.limits import MAX_CONTENT_BYTES, MAX_RECIPIENTS, MAX_SUBJECT_BYTES
 from ...protocol.outgoing import Outgoing, compose
-from ...store.base import ListQuery, MessageStatus, Store, StoreOutcome
+from ...store.base import MessageStatus, Store, StoreOutcome
 from .. import wire
 from ..errors import Forbidden, UnknownRecipient
 from ..fair import client_bucket
-from ..mailbox import Mailbox, parse_move, parse_refs, parse_status, parse_tag, updated_wire
+from ..mailbox import (
+    Mailbox,
+    list_query,
+    parse_move,
+    parse_refs,
+    parse_tag,
+    updated_wire,
+)
 from ..submission import NOT_HOSTED, Submitter
 
 SESSION_HEADER = "X-Flux-Session"
@@ -166,14 +173,7 @@ class AccountRoutes:
 
     async def inbox(self, request: web.Request) -> web.Response:
         address = await self._owner(request)
-        inbox = wire.query_str(request, "inbox")
-        query = ListQuery(
-            inbox=None if inbox is None else wire.check_inbox(inbox),
-            status=parse_status(wire.query_str(request, "status")),
-            tag=wire.query_str(request, "tag"),
-            limit=self._limit(request),
-            cursor=wire.query_str(request, "cursor") or None,
-        )
+        query = list_query(request, limit=self._limit(request))
         messages, cursor = await self.mailbox.list(address, query)
         return wire.ok(messages=messages, next_cursor=cursor)
 

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ...store.base import ListQuery, MessageRef, MessageStatus
+from ...store.base import MessageRef, MessageStatus
 from .. import wire
 from ..auth import Authenticator
 from ..mailbox import (
     Mailbox,
+    list_query,
     parse_move,
     parse_refs,
     parse_since,
-    parse_status,
     parse_tag,
     updated_wire,
 )
@@ -89,15 +89,7 @@ class MailRoutes:
 
     async def inbox(self, request: web.Request) -> web.Response:
         address = await self._owner_in_path(request)
-        inbox = wire.query_str(request, "inbox")
-        tag = wire.query_str(request, "tag")
-        query = ListQuery(
-            inbox=None if inbox is None else wire.check_inbox(inbox),
-            status=parse_status(wire.query_str(request, "status")),
-            tag=wire.check_tag(tag) if tag else None,
-            limit=self._limit(request),
-            cursor=wire.query_str(request, "cursor") or None,
-        )
+        query = list_query(request, limit=self._limit(request))
         messages, cursor = await self.mailbox.list(address, query)
         return wire.ok(messages=messages, next_cursor=cursor)
 

@@ -43,3 +43,21 @@ def incoming(env: dict, *recipients: str, at: int | None = None, **kw) -> Incomi
         envelope=env, body_hash=body_hash(env), recipients=recipients or (ALICE,),
         received_at=env["t"] if at is None else at, **kw,
     )  # fmt: skip
+
+
+async def check_migrated_to_step_4(store, root: dict, reply: dict, orphan: dict) -> None:
+    """What a store opened on mail stored at step 3 must show (the SQLite and PostgreSQL
+    migration tests): the mail keyed by (recipient, sender, id), its tags, changes and
+    threads kept, and another sender free to use the same id."""
+    from flux.store import ListQuery, StoreOutcome
+
+    got = await store.get(ALICE, root["id"])
+    assert dict(got.envelope) == root and got.sender == SENDER and got.tags == ("old",)
+    assert [m.id for m in await store.thread(ALICE, reply["id"], SENDER)] == [root["id"], reply["id"]]  # fmt: skip
+    assert [m.id for m in await store.thread(ALICE, orphan["id"])] == [orphan["id"]]
+    assert [m.id for m in (await store.list(ALICE, ListQuery(tag="old"))).items] == [
+        orphan["id"], reply["id"], root["id"]]  # fmt: skip
+    assert {c.sender for c in (await store.changes(ALICE, 0, 10)).changes} == {SENDER}
+    other = envelope(**{"from": BOB, "id": root["id"]})
+    assert await store.store_message(incoming(other, ALICE)) == {ALICE: StoreOutcome.STORED}
+    assert (await store.get(ALICE, root["id"], SENDER)).envelope == root

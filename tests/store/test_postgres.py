@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from types import ModuleType
 
 import pytest
-from store_helpers import ALICE, BOB, envelope, incoming
+from store_helpers import ALICE, BOB, check_migrated_to_step_4, envelope, incoming
 
 from flux.store import Incoming, SchemaTooNew, StoreOutcome
 
@@ -89,7 +89,6 @@ async def test_step_4_migrates_mail_stored_at_step_3(pg_dsn, pg, schema):
     from store_helpers import SENDER
 
     from flux.protocol import body_hash
-    from flux.store import ListQuery
     from flux.store.migrations.postgres import STEPS, migrate
 
     conn = await asyncpg.connect(pg_dsn, server_settings={"search_path": schema})
@@ -123,17 +122,7 @@ async def test_step_4_migrates_mail_stored_at_step_3(pg_dsn, pg, schema):
     await store.open()
     try:
         assert store.schema_version == STEPS[-1].version  # step 4 and every later one
-        got = await store.get(ALICE, root["id"])
-        assert dict(got.envelope) == root and got.sender == SENDER and got.tags == ("old",)
-        assert [m.id for m in await store.thread(ALICE, reply["id"], SENDER)] == [root["id"], reply["id"]]  # fmt: skip
-        assert [m.id for m in await store.thread(ALICE, orphan["id"])] == [orphan["id"]]
-        assert [m.id for m in (await store.list(ALICE, ListQuery(tag="old"))).items] == [
-            orphan["id"], reply["id"], root["id"]]  # fmt: skip
-        assert {c.sender for c in (await store.changes(ALICE, 0, 10)).changes} == {SENDER}
-        # new mail keeps working: another sender may now use the same id
-        other = envelope(**{"from": BOB, "id": root["id"]})
-        assert await store.store_message(incoming(other, ALICE)) == {ALICE: StoreOutcome.STORED}
-        assert (await store.get(ALICE, root["id"], SENDER)).envelope == root
+        await check_migrated_to_step_4(store, root, reply, orphan)
     finally:
         await store.close()
 

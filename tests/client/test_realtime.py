@@ -26,7 +26,43 @@ async def test_new_mail_is_pushed(make_client):
     assert msg["id"] == sent.id
     assert bob.verify(msg).sender == alice.address
     assert bob.state is not None and bob.state > 0
-    assert (await bob.get(sent.id))["_status"] == "delivered"
+    assert await marked_delivered(bob, [sent.id])  # once the client's pong acked the frame
+
+
+async def marked_delivered(client: FluxClient, ids: list[str]) -> bool:
+    """Whether every one of `ids` is delivered in the store within a bounded number of
+    looks: the ack (a pong) travels after the frame, so it may land just after we ask."""
+    for _ in range(100):
+        statuses = [(await client.get(i))["_status"] for i in ids]
+        if set(statuses) == {"delivered"}:
+            return True
+        await asyncio.sleep(0.05)  # a poll interval, not an assertion on time
+    return False
+
+
+async def test_pushed_and_waiting_mail_reaches_a_reading_client_once_and_is_delivered(tmp_path):
+    server = await start_server(server_config(tmp_path / "acks", spam_rate_per_minute=1000))
+    alice = FluxClient(FluxIdentity.generate(), server.url)
+    bob = FluxClient(FluxIdentity.generate(), server.url, reconnect_base=0.05, reconnect_cap=0.5)
+    try:
+        await alice.register()
+        await bob.register()
+        await bob.send(alice.address, "write to me")
+        waiting = [(await alice.send(bob.address, f"w{n}")).id for n in range(10)]
+        got: list[str] = []
+        bob.on_message(lambda msg: got.append(msg["id"]))
+        inbox = Inbox(bob)
+        await bob.start_ws(timeout=WAIT)
+        pushed = [(await alice.send(bob.address, f"p{n}")).id for n in range(10)]
+        for _ in range(len(waiting) + len(pushed)):
+            await inbox.next()
+        assert await marked_delivered(bob, waiting + pushed)
+        assert sorted(got) == sorted(waiting + pushed)  # each once
+        assert (await bob.peek()).pending == 0
+    finally:
+        await bob.close()
+        await alice.close()
+        await server.stop()
 
 
 async def test_mail_waiting_before_connect_comes_with_the_auth_answer(make_client):

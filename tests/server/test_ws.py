@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 import aiohttp
@@ -10,9 +11,19 @@ import pytest
 
 from flux.server.metrics import Metrics
 from flux.server.push import Hub
+from flux.store.base import ListQuery, MessageStatus
 
 
-async def test_authed_hands_out_pending_and_marks_delivered(pair: Any, alice: Any, bob: Any) -> None:  # fmt: skip
+async def settle(ws: Any) -> None:
+    """Two request round trips: aiohttp's receive() answers the server's ack ping on the
+    way to the first answer, and the server reads that pong before the second request."""
+    for rid in ("settle-1", "settle-2"):
+        await ws.send_json({"action": "ping", "rid": rid})
+        while (await ws.receive_json(timeout=5)).get("rid") != rid:
+            pass
+
+
+async def test_authed_hands_out_pending_and_marks_delivered_once_acked(pair: Any, alice: Any, bob: Any) -> None:  # fmt: skip
     msg = pair.message(alice, bob)
     await pair.send(msg)
     ws = await pair.ws(bob)
@@ -20,8 +31,11 @@ async def test_authed_hands_out_pending_and_marks_delivered(pair: Any, alice: An
     assert authed["address"] == bob.address
     assert [m["id"] for m in authed["messages"]] == [msg["id"]]
     assert authed["messages"][0]["_status"] == "delivered"
-    # Marked delivered once the frame was written: `state` is the mailbox's before that.
+    # Written is not delivered: pending until the client's pong acknowledges the frame.
+    assert (await pair.store.get(bob.address, msg["id"])).status == "pending"
+    await settle(ws)
     assert (await pair.store.get(bob.address, msg["id"])).status == "delivered"
+    # `state` is the mailbox's before that marking
     assert authed["state"] < await pair.store.state(bob.address)
     await ws.close()
 
@@ -32,9 +46,12 @@ async def test_push_arrives_after_commit(pair: Any, alice: Any, bob: Any) -> Non
     await pair.send(msg)
     frame = await ws.receive_json(timeout=5)
     assert frame["action"] == "message" and frame["message"]["id"] == msg["id"]
-    assert frame["message"]["_status"] == "delivered"
+    assert frame["message"]["_status"] == "delivered"  # as it stands once acked
     stored = await pair.store.get(bob.address, msg["id"])
     assert stored is not None and stored.seq == frame["state"]
+    assert stored.status == "pending"
+    await settle(ws)
+    assert (await pair.store.get(bob.address, msg["id"])).status == "delivered"
     await ws.close()
 
 
@@ -206,6 +223,9 @@ class StuckSocket:
         await self.release.wait()
         self.sent.append(data)
 
+    async def ping(self, message: bytes = b"") -> None:
+        await self.release.wait()
+
     async def close(self, *, code: int = 1000, message: bytes = b"") -> bool:
         self.closed_with = code
         self.closed.set()
@@ -270,6 +290,7 @@ async def test_push_on_sqlite_is_durable_first(make_server: Any, alice: Any, bob
     await srv.send(msg)
     frame = await ws.receive_json(timeout=5)
     assert frame["message"]["id"] == msg["id"]
+    await settle(ws)
     assert (await srv.store.get(bob.address, msg["id"])).status == "delivered"
     await ws.close()
 
@@ -281,3 +302,92 @@ async def test_concurrent_submissions_of_one_message_store_it_once(
     answers = await asyncio.gather(*(pair.send(msg) for _ in range(5)))
     assert sum(not a["duplicate"] for a in answers) == 1
     assert (await pair.store.stats())["deliveries"] == 1
+
+
+# -- delivered means acknowledged (issue 10 §2, "Oversized first frame") -----------------
+
+
+async def raw_ws(srv: Any, who: Any) -> Any:
+    """A socket that answers no ping (autoping off): it reads, but never acknowledges."""
+    ws = await srv.client.ws_connect("/ws", autoping=False)
+    await ws.send_json({"action": "auth", "token": srv.tokens[who.address]})
+    return ws
+
+
+async def reset(ws: Any) -> None:
+    """Gone without a close frame: the way a dropped phone connection ends."""
+    sock = ws.get_extra_info("socket")
+    if sock is not None:
+        sock.shutdown(socket.SHUT_RDWR)
+    await ws.close()
+
+
+async def pending_ids(srv: Any, who: Any) -> set[str]:
+    page = await srv.store.list(who.address, ListQuery(status=MessageStatus.PENDING, limit=500))
+    return {row.id for row in page.items}
+
+
+@pytest.mark.parametrize("reads_authed", [False, True])
+async def test_a_client_that_resets_right_after_auth_leaves_every_message_pending(
+    pair: Any, alice: Any, bob: Any, reads_authed: bool
+) -> None:
+    sent = {(await pair.send(pair.message(alice, bob, f"n{n}")))["id"] for n in range(12)}
+    for _ in range(5):  # every round: all of it still pending, none lost or marked
+        ws = await raw_ws(pair, bob)
+        if reads_authed:
+            authed = await ws.receive_json(timeout=5)
+            assert {m["id"] for m in authed["messages"]} == sent
+        await reset(ws)
+        assert await pending_ids(pair, bob) == sent
+    ws = await pair.ws(bob)  # a client that reads and acks: each once, then delivered
+    assert sorted(m["id"] for m in ws.authed["messages"]) == sorted(sent)
+    await settle(ws)
+    assert await pending_ids(pair, bob) == set()
+    await ws.close()
+    again = await pair.ws(bob)
+    assert again.authed["messages"] == []  # no duplicate for a well-behaved client
+    await again.close()
+
+
+async def test_pushes_to_a_socket_that_dies_before_acking_stay_pending(
+    pair: Any, alice: Any, bob: Any
+) -> None:
+    ws = await raw_ws(pair, bob)
+    assert (await ws.receive_json(timeout=5))["messages"] == []
+    sent = [(await pair.send(pair.message(alice, bob, f"p{n}")))["id"] for n in range(10)]
+    pushed: list[str] = []
+    while len(pushed) < len(sent):  # message frames, and pings this client never answers
+        msg = await ws.receive(timeout=5)
+        if msg.type == aiohttp.WSMsgType.TEXT:
+            pushed.append(msg.json()["message"]["id"])
+    assert pushed == sent
+    await reset(ws)
+    assert await pending_ids(pair, bob) == set(sent)
+    back = await pair.ws(bob)  # handed out again on reconnect
+    assert [m["id"] for m in back.authed["messages"]] == sent
+    await back.close()
+
+
+async def test_a_pong_acks_every_ping_up_to_its_number_and_nothing_else(
+    pair: Any, alice: Any, bob: Any
+) -> None:
+    ws = await raw_ws(pair, bob)
+    await ws.receive_json(timeout=5)
+    sent = [(await pair.send(pair.message(alice, bob, f"q{n}")))["id"] for n in range(3)]
+    pings: list[bytes] = []
+    while len(pings) < 3:
+        msg = await ws.receive(timeout=5)
+        if msg.type == aiohttp.WSMsgType.PING:
+            pings.append(msg.data)
+    await ws.pong(b"")  # a heartbeat-style pong acknowledges nothing
+    await ws.pong(b"not a number")
+    await ws.send_json({"action": "ping", "rid": 1})
+    while (await ws.receive(timeout=5)).type != aiohttp.WSMsgType.TEXT:
+        pass
+    assert await pending_ids(pair, bob) == set(sent)
+    await ws.pong(pings[1])  # RFC 6455: answering the latest ping may stand for earlier ones
+    await ws.send_json({"action": "ping", "rid": 2})
+    while (await ws.receive(timeout=5)).type != aiohttp.WSMsgType.TEXT:
+        pass
+    assert await pending_ids(pair, bob) == {sent[2]}
+    await ws.close()

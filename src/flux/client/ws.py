@@ -1,7 +1,14 @@
 """The client's WebSocket: push delivery that survives outages (docs/API.md, "WebSocket").
 
+Acks. The server marks mail it handed out on the socket delivered only when this client's
+pong answers the ping sent after it (docs/API.md, "Acknowledgement"). aiohttp answers a
+ping inside `receive()`, so the pong leaves only once the frames before it went through
+the handlers: nothing to do here but keep reading. Mail whose ack never made it (the
+socket died) stays pending and comes again with the next `authed` or /fetch; the id
+de-duplication below drops it.
+
 Why catch-up is needed. The server pushes a message once, to the sockets open at that
-moment, and marks it delivered. A message that arrives while this client's socket is down
+moment. A message that arrives while this client's socket is down
 is handed out with the `authed` frame (a first batch; the listener fetches the rest) only
 if it is still *pending*: if another device fetched or read it meanwhile, or the server
 pushed it onto a socket that was already dead, it is no longer pending and would never

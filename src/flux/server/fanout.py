@@ -14,7 +14,9 @@ store could still lose, which is the property that matters; and the store stays 
 of sockets. The cost is a window: a process that dies between its commit and its NOTIFY
 loses that one push (never the mail). Clients cover it as they cover any dropped socket:
 the mail is still pending (it is delivered by the next `authed` or fetch) and `/changes`
-replays every change since a client's last state. Events for this process's own sockets
+replays every change since a client's last state. A pushed message is marked delivered
+only when the client acknowledges it (push.py), so a push lost on a dying socket leaves
+it pending for the next `authed` or fetch too. Events for this process's own sockets
 are dispatched directly, without the database round trip.
 
 A NOTIFY payload is limited to 8000 bytes, so an event naming many messages is split.
@@ -37,7 +39,7 @@ from typing import Any
 
 from ..background import running
 from ..store.base import MessageRef, MessageStatus, Store
-from .push import Hub
+from .push import Hub, delivered_wire
 
 log = logging.getLogger("flux.server")
 
@@ -83,14 +85,16 @@ class Dispatcher:
         self.hub.push(event.address, frame, exclude=self._own_socket(event))
 
     async def _push_message(self, address: str, ref: MessageRef) -> None:
-        # The pushed copy is marked delivered first. When another process's socket (or
-        # an `authed` fetch) took it first, it is pushed as it now stands.
-        rows = await self.store.mark(address, [ref], MessageStatus.DELIVERED)
-        row = rows[0] if rows else await self.store.get(address, ref.id, ref.sender)
-        if row is not None and row.status is not MessageStatus.DELETED:
-            self.hub.push(
-                address, {"action": "message", "message": row.to_wire(), "state": row.seq}
-            )
+        # Not marked here: a pending message becomes delivered when a socket's client
+        # acknowledges the frame (push.py, "Delivered means the client got it"), so a
+        # push onto a socket that dies on the way leaves it pending. One that another
+        # socket or a fetch took first is pushed as it now stands, with nothing to ack.
+        row = await self.store.get(address, ref.id, ref.sender)
+        if row is None or row.status is MessageStatus.DELETED:
+            return
+        frame = {"action": "message", "message": delivered_wire(row), "state": row.seq}
+        pending = row.status is MessageStatus.PENDING
+        self.hub.push(address, frame, ref=row.ref if pending else None)
 
     def _own_socket(self, event: MailEvent) -> Any:
         process, _, conn_id = event.origin.partition("/")

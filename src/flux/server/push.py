@@ -8,6 +8,19 @@ client reads slower than mail arrives) is closed with 1008; the client catches u
 Ordering. A socket is registered before its pending mail is fetched (so nothing can slip
 between the fetch and the registration), but frames pushed in that window are held back
 until the `authed` frame is queued, so `authed` is always the first frame a client gets.
+
+Delivered means the client got it. Mail handed out on a socket (the `authed` batch, a
+pushed `message`) stays *pending* in the store until the client acknowledges it, and the
+acknowledgement is the WebSocket pong (RFC 6455 §5.5.2-3) to a ping sent after the frames
+that carried it: frames on one socket arrive in order, so a pong for ping N proves the
+client read everything written before ping N. Every WebSocket client answers pings (a
+browser does it in the network stack; aiohttp in `receive()`, i.e. only once the
+application has read the frames before it), so no client needs to know FLUX for this,
+and the prototype's clients ack without trying. Ping payloads are a counter and a pong
+acknowledges every ping up to its number: RFC 6455 lets a client answer only the latest
+of several pings. A socket that dies, resets or never answers leaves its mail pending; the
+next `authed` or /fetch hands it out again (FluxClient drops what it already has, by id).
+The store marking is the caller's (ws.py): this module does no I/O but the socket's.
 """
 
 from __future__ import annotations
@@ -19,6 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from ..protocol.limits import WS_MAX_FRAME_BYTES
+from ..store.base import MessageRef, MessageStatus, StoredMessage
 from .errors import dumps
 from .metrics import Metrics
 
@@ -35,11 +49,34 @@ class FrameSink(Protocol):
 
     async def send_str(self, data: str) -> None: ...
 
+    async def ping(self, message: bytes = ...) -> None: ...
+
     async def close(self, *, code: int = ..., message: bytes = ...) -> bool: ...
 
 
+def delivered_wire(row: StoredMessage) -> dict[str, Any]:
+    """A row as a socket hands it out: still pending in the store until the client acks
+    the frame, but shown as it will stand then (delivered), as /fetch shows it."""
+    if row.status is not MessageStatus.PENDING:
+        return row.to_wire()
+    return {**row.to_wire(), "_status": str(MessageStatus.DELIVERED)}
+
+
+def ping_payload(number: int) -> bytes:
+    return b"%d" % number
+
+
+def pong_number(payload: bytes) -> int | None:
+    """The ping a pong answers; None for one this server's acks did not send (aiohttp's
+    heartbeat pings are empty; RFC 6455 also allows unsolicited pongs)."""
+    if not payload or len(payload) > 20 or not payload.isdigit():
+        return None
+    return int(payload)
+
+
 class Connection:
-    """One authenticated socket: a bounded queue and the task that writes it out."""
+    """One authenticated socket: a bounded queue and the task that writes it out, and
+    the mail written on it that the client has not acknowledged yet."""
 
     def __init__(
         self, ws: FrameSink, address: str, max_frames: int, metrics: Metrics,
@@ -48,8 +85,15 @@ class Connection:
         self.ws = ws
         self.address = address
         self._abort = abort
-        self._queue: asyncio.Queue[str] = asyncio.Queue(max_frames)
-        self._held: list[str] | None = []  # frames pushed before `authed`
+        self._max_frames = max_frames
+        self._queue: asyncio.Queue[tuple[str, MessageRef | None]] = asyncio.Queue(max_frames)
+        self._held: list[tuple[str, MessageRef | None]] | None = []  # pushed before `authed`
+        #: refs queued or written here and not acknowledged yet: a message already on its
+        #: way on this socket is not pushed onto it twice
+        self._owed: set[MessageRef] = set()
+        self._written: list[MessageRef] = []  # written since the last ack ping
+        self._acks: dict[int, tuple[MessageRef, ...]] = {}  # ping number -> what it acks
+        self._pings = 0
         self._metrics = metrics
         self._writer: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
@@ -59,23 +103,67 @@ class Connection:
         """Queue `first` (if any), then whatever was held, and start writing. ws.py writes
         the `authed` frame itself before calling this, so it is still the first frame."""
         held, self._held = self._held or [], None
-        for frame in ((dumps(first),) if first is not None else ()) + tuple(held):
-            self._put(frame)
+        for text, ref in ([(dumps(first), None)] if first is not None else []) + held:
+            self._put(text, ref)
         self._writer = asyncio.create_task(self._write(), name=f"ws-writer:{self.address}")
 
     def send(self, frame: Mapping[str, Any]) -> bool:
         """Queue a frame without waiting; False if the socket is closed or was too slow."""
         return self.send_text(dumps(frame))
 
-    def send_text(self, text: str) -> bool:
+    def send_text(self, text: str, ref: MessageRef | None = None) -> bool:
+        """Queue `text`; `ref`: the pending message it carries, to be acked by the client."""
         if self.closed.is_set():
             return False
+        if ref is not None:
+            if ref in self._owed:
+                return True  # already on its way here (e.g. in `authed` and pushed)
+            self._owed.add(ref)
         if self._held is not None:
-            self._held.append(text)
+            self._held.append((text, ref))
             return True
-        return self._put(text)
+        return self._put(text, ref)
 
-    def _put(self, text: str) -> bool:
+    def owes(self, ref: MessageRef) -> bool:
+        """True if `ref` was queued or written here and not acknowledged yet."""
+        return ref in self._owed
+
+    async def hand_over(self, refs: Iterable[MessageRef]) -> None:
+        """`refs` were just written on the socket (ws.py's `authed`): ask for their ack."""
+        refs = tuple(refs)
+        self._owed.update(refs)
+        self._written.extend(refs)
+        await self._ask_ack()
+
+    async def _ask_ack(self) -> None:
+        """Ping after what was written; its pong acknowledges it. More unanswered pings
+        than the queue holds frames is a client that does not read: closed as too slow."""
+        if not self._written:
+            return
+        if len(self._acks) >= self._max_frames:
+            self._slow()
+            return
+        self._pings += 1
+        self._acks[self._pings] = tuple(self._written)
+        self._written = []
+        await self.ws.ping(ping_payload(self._pings))
+
+    def acked(self, payload: bytes) -> list[MessageRef]:
+        """The refs a pong with `payload` acknowledges (every ping up to its number)."""
+        number = pong_number(payload)
+        if number is None:
+            return []
+        done = [n for n in self._acks if n <= number]
+        refs = [ref for n in done for ref in self._acks.pop(n)]
+        self._owed.difference_update(refs)
+        return refs
+
+    def _slow(self) -> None:
+        log.warning("event=ws_slow_reader address=%s", self.address)
+        self._metrics.slow_closed.inc()
+        self.close(SLOW_READER, b"too slow: catch up through /changes")
+
+    def _put(self, text: str, ref: MessageRef | None = None) -> bool:
         if len(text) > WS_MAX_FRAME_BYTES // 4 and len(text.encode()) > WS_MAX_FRAME_BYTES:
             # The client would refuse it and drop the socket; closing it here says why.
             # Nothing is lost: it reconnects and reads the message through /changes.
@@ -83,21 +171,23 @@ class Connection:
             self.close(TOO_BIG, b"frame too big: read it through /changes")
             return False
         try:
-            self._queue.put_nowait(text)
+            self._queue.put_nowait((text, ref))
         except asyncio.QueueFull:
-            log.warning("event=ws_slow_reader address=%s", self.address)
-            self._metrics.slow_closed.inc()
-            self.close(SLOW_READER, b"too slow: catch up through /changes")
+            self._slow()
             return False
         self._metrics.queue_depth.inc()
         return True
 
     async def _write(self) -> None:
         while True:
-            text = await self._queue.get()
+            text, ref = await self._queue.get()
             self._metrics.queue_depth.dec()
             try:
                 await self.ws.send_str(text)
+                if ref is not None:
+                    self._written.append(ref)
+                if self._queue.empty():  # one ping after a burst, not one per frame
+                    await self._ask_ack()
             except (ConnectionError, RuntimeError):
                 self.close(GOING_AWAY, b"")
                 return
@@ -174,14 +264,16 @@ class Hub:
         return tuple(self._by_address.get(address, ()))
 
     def push(
-        self, address: str, frame: Mapping[str, Any], exclude: Connection | None = None
-    ) -> int:
-        """Queue `frame` on every socket of `address` (but `exclude`); return how many took it."""
+        self, address: str, frame: Mapping[str, Any], exclude: Connection | None = None,
+        ref: MessageRef | None = None,
+    ) -> int:  # fmt: skip
+        """Queue `frame` on every socket of `address` (but `exclude`); return how many took
+        it. `ref`: the pending message the frame carries, delivered once a socket acks it."""
         conns = [c for c in self._by_address.get(address, ()) if c is not exclude]
         if not conns:
             return 0
         text = dumps(frame)
-        return sum(conn.send_text(text) for conn in conns)
+        return sum(conn.send_text(text, ref) for conn in conns)
 
     def all(self) -> Iterable[Connection]:
         return [c for conns in self._by_address.values() for c in conns]

@@ -10,11 +10,18 @@ leave in order and a client that stops reading is closed (1008) rather than buff
 Liveness: aiohttp pings every `ws_heartbeat_s` and closes a socket that does not answer
 within half of that. A frame over `ws_max_msg_bytes` closes the socket with 1009. No frame
 this server sends is over WS_MAX_FRAME_BYTES (the client's limit too): `authed` carries
-only the pending mail that fits, and marks it delivered only after it was written.
+only the pending mail that fits.
+
+Delivered means acknowledged: mail in `authed` or a pushed `message` stays pending until the
+client's pong to the ping written after it (push.py explains why a pong is the ack); this
+module handles pings and pongs itself (`autoping=False`) to see those pongs, and marks what
+they acknowledge delivered.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -30,7 +37,7 @@ from .config import ServerConfig
 from .errors import Forbidden, UnknownAction, dumps, error_body, row_for, unexpected
 from .mailbox import Mailbox, parse_move, parse_refs, parse_tag, updated_wire
 from .metrics import Metrics
-from .push import Connection, Hub
+from .push import Connection, Hub, delivered_wire
 from .submission import Submitter
 
 log = logging.getLogger("flux.server")
@@ -53,11 +60,6 @@ def authed_batch(rows: list[StoredMessage], budget: int) -> list[StoredMessage]:
         budget -= size
         batch.append(row)
     return batch
-
-
-def delivered_wire(row: StoredMessage) -> dict[str, Any]:
-    """A pending row as it is handed out: delivered, as it is once the write succeeded."""
-    return {**row.to_wire(), "_status": str(MessageStatus.DELIVERED)}
 
 
 def _aborter(request: web.Request) -> Callable[[], None]:
@@ -115,15 +117,16 @@ class WebSocketEndpoint:
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(
-            heartbeat=self.config.ws_heartbeat_s, max_msg_size=self.config.ws_max_msg_bytes
-        )
+            heartbeat=self.config.ws_heartbeat_s, max_msg_size=self.config.ws_max_msg_bytes,
+            autoping=False,  # pongs are acks (push.py); pings are answered in _next_frame
+        )  # fmt: skip
         await ws.prepare(request)
         principal, _inbox = await self._authenticate(ws)  # accepted; does not filter yet
         if principal is None:
             return ws
         conn = self.hub.connect(ws, principal.address, abort=_aborter(request))
         try:
-            if not await self._send_authed(ws, principal.address):
+            if not await self._send_authed(ws, principal.address, conn):
                 return ws
             conn.start()
             log.info("event=ws_open address=%s", principal.address)
@@ -138,7 +141,8 @@ class WebSocketEndpoint:
 
     async def _authenticate(self, ws: web.WebSocketResponse) -> tuple[Principal | None, Any]:
         try:
-            msg = await ws.receive(timeout=self.config.ws_auth_timeout_s)
+            async with asyncio.timeout(self.config.ws_auth_timeout_s):
+                msg = await self._next_frame(ws)
         except TimeoutError:
             await ws.close(code=1008, message=b"no auth frame")
             return None, None
@@ -176,33 +180,53 @@ class WebSocketEndpoint:
         await ws.send_str(dumps(error_frame(exc, action, frame)))
         await ws.close(code=row_for(exc).ws_close or 1008, message=exc.code.encode())
 
-    async def _send_authed(self, ws: web.WebSocketResponse, address: str) -> bool:
-        """Write the `authed` frame straight to the socket, then mark what it carried
-        delivered; False if the write failed (the mail stays pending). Its `state` is the
-        mailbox's before that marking, so /changes from it lists those messages again as
-        updated (delivered): harmless, and no frame is added to the protocol for it.
+    async def _send_authed(self, ws: web.WebSocketResponse, address: str, conn: Connection) -> bool:  # fmt: skip
+        """Write the `authed` frame straight to the socket, then ping for its ack; False if
+        the write failed. Its `state` is the mailbox's before the ack marks the batch
+        delivered, so /changes from it lists those messages again as updated: harmless,
+        and no frame is added to the protocol for it.
 
         The socket is already registered (push.py explains the order) and its writer not
         started yet, so this is the only writer and pushes wait until it is done. Pending
-        mail is only *read* here: it becomes delivered once the frame holding it was handed
-        to the socket, never before, so a client that is gone by then (or one that would
-        refuse the frame as too large) loses nothing: it gets the mail next time, or
-        through /fetch. The batch is cut by bytes so the frame stays under
-        WS_MAX_FRAME_BYTES whatever the messages weigh."""
+        mail is only *read* here: it becomes delivered when the client's pong acknowledges
+        the frame, so a client that resets right after authenticating (or one that would
+        refuse the frame as too large) loses nothing: it gets the mail next time, or through
+        /fetch. A message already pushed onto this socket before `authed` is left to that
+        push. The batch is cut by bytes so the frame stays under WS_MAX_FRAME_BYTES."""
         page = await self.store.list(
             address, ListQuery(status=MessageStatus.PENDING, limit=AUTHED_BATCH)
         )
         state = await self.store.state(address)
-        rows = authed_batch(list(reversed(page.items)), AUTHED_MAX_BYTES)  # oldest first
+        oldest_first = [r for r in reversed(page.items) if not conn.owes(r.ref)]
+        rows = authed_batch(oldest_first, AUTHED_MAX_BYTES)
         frame = {"ok": True, "action": "authed", "address": address,
                  "messages": [delivered_wire(r) for r in rows], "state": state}  # fmt: skip
         try:
             await ws.send_str(dumps(frame))
+            await conn.hand_over(r.ref for r in rows)
         except (ConnectionError, RuntimeError):
             return False
-        if rows:
-            await self.store.mark(address, [r.ref for r in rows], MessageStatus.DELIVERED)
         return True
+
+    async def _next_frame(self, ws: web.WebSocketResponse) -> Any:
+        """The next message that is not a ping (answered here, as autoping would)."""
+        while True:
+            msg = await ws.receive()
+            if msg.type != WSMsgType.PING:
+                return msg
+            with contextlib.suppress(ConnectionError):  # the read that follows says so
+                await ws.pong(msg.data)
+
+    async def _acked(self, address: str, conn: Connection, payload: bytes) -> None:
+        """Mark delivered what the pong with `payload` acknowledges. If the store is away,
+        the mail stays pending and is handed out again: never lost, at worst repeated."""
+        refs = conn.acked(payload)
+        if not refs:
+            return
+        try:
+            await self.store.mark(address, refs, MessageStatus.DELIVERED)
+        except StoreUnavailable as exc:
+            log.warning("event=ws_ack_not_stored address=%s reason=%s", address, exc)
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -216,6 +240,11 @@ class WebSocketEndpoint:
                 conn.send(await self._answer(principal, msg.data, conn))
             elif msg.type == WSMsgType.BINARY:
                 conn.send(error_frame(WrongType("frames are JSON text", field="frame"), None))
+            elif msg.type == WSMsgType.PING:
+                with contextlib.suppress(ConnectionError):
+                    await ws.pong(msg.data)
+            elif msg.type == WSMsgType.PONG:
+                await self._acked(principal.address, conn, msg.data)
             else:  # ERROR (e.g. a frame over the size limit): aiohttp closes the socket
                 break
 

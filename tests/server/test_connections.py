@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -203,3 +205,49 @@ def test_addresses_are_counted_per_ipv4_address_and_ipv6_64():
     assert policy.counted_as("10.1.2.3") is None  # a trusted proxy (CIDR)
     assert policy.counted_as("::1") is None  # a trusted proxy (exact)
     assert ConnectionPolicy(max_per_address=0).counted_as("192.0.2.7") is None  # cap off
+
+
+async def test_a_client_that_never_reads_a_large_answer_is_cut_at_the_response_deadline(tmp_path):
+    """A large page asked for and never read holds the handler in drain(); once writing
+    has been stalled for `response_timeout_s` the connection is reset, others served."""
+    from flux import FluxIdentity
+    from flux.client import FluxClient
+
+    server = await started(tmp_path, response_timeout_s=0.5, spam_rate_per_minute=1000,
+                           pending_quota=500)  # fmt: skip
+    alice = FluxClient(FluxIdentity.generate(), server.url)
+    bob = FluxClient(FluxIdentity.generate(), server.url)
+    try:
+        await alice.register()
+        await bob.register()
+        await bob.send(alice.address, "write to me")  # a correspondent, not a stranger
+        rng = random.Random(2)
+        words = ["".join(rng.choice("abcdefghijklmnop") for _ in range(7)) for _ in range(5000)]
+        for _ in range(100):  # ~60 KiB each: a 6 MB page, more than any socket buffers
+            await alice.send(bob.address, " ".join(rng.choice(words) for _ in range(7500)))
+        token = await bob.authenticate()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: small window
+        sock.bind(("127.0.0.2", 0))
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        writer.write(f"GET /inbox/{bob.address}?limit=100 HTTP/1.1\r\nHost: x\r\n"
+                     f"Authorization: Bearer {token}\r\n\r\n".encode())  # fmt: skip
+        await writer.drain()
+        guard = server.runner.server
+        assert guard.open_per_address().get("127.0.0.2") == 1
+        for _ in range(100):  # never reading; the server must give up within 10 s
+            if "127.0.0.2" not in guard.open_per_address():
+                break
+            await asyncio.sleep(0.1)  # a poll interval, not an assertion on time
+        assert "127.0.0.2" not in guard.open_per_address()
+        got = await hung_up(reader)  # what had been buffered for us, then the reset
+        assert got is True or len(got) < 6_000_000  # cut, not a whole answer
+        writer.close()
+        assert await served(server)  # everyone else is still served
+        assert (await bob.inbox(limit=5)).messages  # and a reading client gets its page
+    finally:
+        await bob.close()
+        await alice.close()
+        await server.stop()

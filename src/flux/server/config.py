@@ -133,6 +133,7 @@ class ServerConfig:
     keepalive_timeout_s: float = 75.0  #: an idle connection (no request yet, or between two)
     header_timeout_s: float = 10.0  #: a request head must be complete this long after it began
     body_timeout_s: float = 60.0  #: a request body must be complete this long after its head
+    response_timeout_s: float = 60.0  #: a response whose writing stalls must resume within this
     max_connections_per_address: int = 64  #: per client IPv4 address or IPv6 /64
     page_limit: int = 500  #: the largest `limit` a listing accepts
     expire_interval_s: float = 60.0  #: how often expired messages are swept
@@ -277,6 +278,7 @@ ENV_VARS = {
     "FLUX_KEEPALIVE_TIMEOUT_S": "keepalive_timeout_s",
     "FLUX_HEADER_TIMEOUT_S": "header_timeout_s",
     "FLUX_BODY_TIMEOUT_S": "body_timeout_s",
+    "FLUX_RESPONSE_TIMEOUT_S": "response_timeout_s",
     "FLUX_MAX_CONNECTIONS_PER_ADDRESS": "max_connections_per_address",
 }
 
@@ -387,6 +389,7 @@ _PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "keepalive_timeout_s": _float,
     "header_timeout_s": _float,
     "body_timeout_s": _float,
+    "response_timeout_s": _float,
 }
 
 

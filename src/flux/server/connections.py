@@ -10,6 +10,13 @@ too). What aiohttp has no setting for:
   sending one header byte every few seconds is cut off there, not at the idle timeout);
 - a request body must be complete within `body_timeout_s` of its head (a byte-per-minute
   body would otherwise hold its handler and connection forever);
+- a response whose writing stalls (the client stopped reading, the transport's buffer is
+  full) must start moving again within `response_timeout_s`: a client that asks for a
+  500-message page and never reads would otherwise hold its handler in `drain()` forever.
+  The deadline runs only while writing is paused (asyncio's `pause_writing` /
+  `resume_writing`), so a slow but reading client downloads as long as it keeps up, and
+  nothing is timed while a handler computes its answer. WebSockets are left to their own
+  heartbeat and slow-reader close (push.py);
 - one client address holds at most `max_per_address` connections at once; the next one is
   reset as soon as it is accepted, while other addresses are served.
 
@@ -45,6 +52,7 @@ class ConnectionPolicy:
 
     header_timeout_s: float = 10.0
     body_timeout_s: float = 60.0
+    response_timeout_s: float = 60.0
     max_per_address: int = 64
     #: exact addresses or CIDRs of proxies whose connections are not capped
     trusted_proxies: frozenset[str] = frozenset()
@@ -85,13 +93,36 @@ def abort(handler: RequestHandler) -> None:
 
 
 class GuardedRequestHandler(RequestHandler):
-    """aiohttp's protocol plus the header and body deadlines of the module docstring."""
+    """aiohttp's protocol plus the header, body and response deadlines of the module
+    docstring."""
 
     def __init__(self, manager: GuardedServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._policy = manager.policy
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
+        self._write_timer: asyncio.TimerHandle | None = None
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._policy.response_timeout_s > 0 and not self._upgraded:
+            self._write_timer = self._loop.call_later(
+                self._policy.response_timeout_s, self._write_late
+            )
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._cancel_write()
+
+    def _write_late(self) -> None:
+        self._write_timer = None
+        log.info("event=connection_cut reason=response_timeout")
+        abort(self)
+
+    def _cancel_write(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
 
     def data_received(self, data: bytes) -> None:
         before = self._request_count
@@ -143,6 +174,7 @@ class GuardedRequestHandler(RequestHandler):
 
     def _stop_timers(self) -> None:
         self._cancel_head()
+        self._cancel_write()
         if self._body_timer is not None:
             self._body_timer.cancel()
             self._body_timer = None

@@ -1,8 +1,9 @@
 """Running a server: `start_server` (in a running loop: tests, the demo) and `run_server`
 (blocking, for `flux server`: uvloop, SIGTERM/SIGINT → graceful shutdown).
 
-Connections: aiohttp's keep-alive timer closes idle ones; connections.py adds the header and
-body deadlines and the per-address cap, and aborts whatever it gives up on.
+Connections: aiohttp's keep-alive timer closes idle ones; connections.py adds the header,
+body and response (write stall) deadlines and the per-address cap, and aborts whatever it
+gives up on.
 
 Shutdown order: stop accepting connections, close WebSockets (1001), let in-flight requests
 finish (their store commits complete) for up to `shutdown_timeout_s`, then close the store.
@@ -160,6 +161,7 @@ def connection_policy(config: ServerConfig) -> ConnectionPolicy:
     """The deadlines and per-address cap aiohttp has no setting for (connections.py)."""
     return ConnectionPolicy(
         header_timeout_s=config.header_timeout_s, body_timeout_s=config.body_timeout_s,
+        response_timeout_s=config.response_timeout_s,
         max_per_address=config.max_connections_per_address,
         trusted_proxies=config.trusted_proxies,
     )  # fmt: skip

@@ -39,10 +39,30 @@ from flux.server.keys import load_or_create
 BATCH = 100
 #: ordinary words: a body of one repeated character is refused as spam ("repetitive
 #: content"), which measured the refusal path (and its offense search), not acceptance
-WORDS = (
-    "the a meeting report draft budget team notes for on with about review plan next week "
-    "project client update friday numbers agenda"
-).split()
+WORDS = [
+    "the",
+    "a",
+    "meeting",
+    "report",
+    "draft",
+    "budget",
+    "team",
+    "notes",
+    "for",
+    "on",
+    "with",
+    "about",
+    "review",
+    "plan",
+    "next",
+    "week",
+    "project",
+    "client",
+    "update",
+    "friday",
+    "numbers",
+    "agenda",
+]
 LOOSE = {
     "FLUX_SPAM_RATE_PER_MINUTE": "100000000", "FLUX_PEER_MESSAGES_PER_MINUTE": "100000000",
     "FLUX_PENDING_QUOTA": "100000000", "FLUX_MAX_CONNECTIONS_PER_ADDRESS": "100000",

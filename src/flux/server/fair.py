@@ -24,21 +24,33 @@ one request (a task's context), never shared between requests, and a submission 
 outside any request (a bounce, a test calling the submitter) has none and is not counted.
 
 A refusal is 429 `rate_limited`, naming what was counted, with `Retry-After`.
+
+Besides its budget of messages, a peer gets its turn (`PeerTurns`): at most
+PEER_BATCHES_IN_WORK of its batches are checked at a time, a few more wait, and past those it
+is told to come back (503 `unavailable`, `Retry-After`). A batch is up to 100 messages of
+Ed25519 and canonical JSON in a worker thread, and every such thread holds the GIL the loop
+needs between its syscalls: one peer sending batches in parallel would take every worker and
+the loop's turns with them (issue 10 §1; benchmarks/federation_batch.py).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
 
 from aiohttp import web
 
 from . import wire
-from .errors import ServerError
+from .errors import ServerError, Unavailable
 from .limits import HitCounter
 
-__all__ = ["CLIENT", "REGISTRATION_PATHS", "ClientLimits", "RateLimited", "client_bucket"]
+__all__ = [
+    "CLIENT", "REGISTRATION_PATHS", "ClientLimits", "PeerBusy", "PeerTurns", "RateLimited",
+    "client_bucket",
+]  # fmt: skip
 
 #: the client address of the request being served (see the module docstring)
 CLIENT: ContextVar[str | None] = ContextVar("flux_client_address", default=None)
@@ -55,6 +67,54 @@ class RateLimited(ServerError):
     def __init__(self, message: str, *, field: str | None = None, retry_after_s: int) -> None:
         super().__init__(message, field=field)
         self.retry_after_s = retry_after_s
+
+
+class PeerBusy(Unavailable):
+    """The peer already has its batches in work and waiting (503, `Retry-After`)."""
+
+    def __init__(self, message: str, *, field: str | None = None, retry_after_s: int) -> None:
+        super().__init__(message, field=field)
+        self.retry_after_s = retry_after_s
+
+
+#: one peer's batches checked at a time (two cores: a second would only take the loop's share)
+PEER_BATCHES_IN_WORK = 1
+#: one peer's batches that may wait for their turn; more are refused at once (PeerBusy)
+PEER_BATCHES_WAITING = 8
+
+
+class PeerTurns:
+    """Each peer's batches take turns (module docstring); one instance per server."""
+
+    def __init__(
+        self, *, in_work: int = PEER_BATCHES_IN_WORK, waiting: int = PEER_BATCHES_WAITING
+    ) -> None:
+        self.in_work = in_work
+        self.waiting = waiting
+        self._turns: dict[str, asyncio.Semaphore] = {}
+        self._holders: dict[str, int] = {}  #: per peer: batches in work or waiting
+
+    @contextlib.asynccontextmanager
+    async def turn(self, peer: str) -> AsyncIterator[None]:
+        """Wait for `peer`'s turn and hold it for the block. Raises PeerBusy when the peer
+        already has `in_work + waiting` batches here."""
+        holders = self._holders.get(peer, 0)
+        if holders >= self.in_work + self.waiting:
+            raise PeerBusy(
+                f"{holders} batches from {peer} are already in work or waiting here; "
+                "send one at a time",
+                field="messages",
+                retry_after_s=1,
+            )
+        self._holders[peer] = holders + 1
+        turn = self._turns.setdefault(peer, asyncio.Semaphore(self.in_work))
+        try:
+            async with turn:
+                yield
+        finally:
+            self._holders[peer] -= 1
+            if not self._holders[peer]:  # no entry outlives its peer's last batch
+                del self._holders[peer], self._turns[peer]
 
 
 def client_bucket(address: str | None) -> str:

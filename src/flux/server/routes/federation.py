@@ -58,6 +58,7 @@ from ...protocol.tamper import (
 from ...store.base import Store, Strike
 from .. import wire
 from ..errors import Unavailable
+from ..fair import PeerTurns
 from ..keys import ServerKey
 from ..submission import SubmitResult, Submitter
 
@@ -95,6 +96,7 @@ class FederationRoutes:
         self.reports = reports
         self.peer_heard = peer_heard  #: a peer that reaches us is up: retry its queue now
         self.meshes = meshes
+        self.turns = PeerTurns()
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -136,12 +138,15 @@ class FederationRoutes:
         peer = await self._authenticate(request, checked)
         if self.submitter.limits is not None:  # each peer's budget of messages (fair.py)
             await self.submitter.limits.peer_messages(peer, len(messages))
-        await self._fetch_chain_keys(messages)
-        accepted = await self.submitter.accept_batch(
-            messages, peer=peer, keys=self.keys, mesh=through,
-            sender_lists=_mesh_peers(batch) if through else None,
-        )  # fmt: skip
-        results = [await self._result(m, r, peer) for m, r in zip(messages, accepted, strict=True)]
+        async with self.turns.turn(peer):  # one peer's batches take turns (fair.py)
+            await self._fetch_chain_keys(messages)
+            accepted = await self.submitter.accept_batch(
+                messages, peer=peer, keys=self.keys, mesh=through,
+                sender_lists=_mesh_peers(batch) if through else None,
+            )  # fmt: skip
+            results = [
+                await self._result(m, r, peer) for m, r in zip(messages, accepted, strict=True)
+            ]
         return wire.ok(txn=batch["txn"], results=results)
 
     async def _authenticate(self, request: web.Request, checked: CheckedRequest) -> str:

@@ -77,7 +77,7 @@ from ..protocol.envelope import Envelope, body_hash, for_storage, verify_envelop
 from ..protocol.errors import ChainError, FluxError, InvalidValue
 from ..protocol.outgoing import make_bounce
 from ..protocol.spam import RATE_LIMIT_REASON, check_spam
-from ..protocol.tamper import bound_seal
+from ..protocol.tamper import Offense, bound_seal, find_offense
 from ..store.base import Incoming, MessageRef, Outbound, Store, StoreOutcome, StrangerShare
 from . import wire
 from .errors import (
@@ -103,6 +103,17 @@ CONFLICT_TEXT = "you already sent a message with this id and another body"
 #: per-recipient outcomes beyond the store's own
 NOT_HOSTED = "not_hosted"
 QUEUED = "queued"  #: in the delivery queue for another server
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A message a peer handed on that was refused: why, and the offense the peer's own
+    seal proves (PROTOCOL.md §7.4), if any. The offense is looked for with the other pure
+    checks, in the batch's worker thread: only a message whose signature or chain failed
+    can carry one, and judging it costs signature checks the loop must not pay."""
+
+    error: FluxError
+    offense: Offense | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,8 +252,8 @@ class Submitter:
     ) -> SubmitResult:
         """One message the server `peer` handed on; see `accept_batch`. Raises its error."""
         (result,) = await self.accept_batch([msg], peer=peer, keys=keys, mesh=mesh)
-        if isinstance(result, FluxError):
-            raise result
+        if isinstance(result, Refused):
+            raise result.error
         return result
 
     async def accept_batch(
@@ -253,11 +264,12 @@ class Submitter:
         keys: KeyLookup,
         mesh: Mesh | None = None,
         sender_lists: Sequence[str] | None = None,
-    ) -> list[SubmitResult | FluxError]:
+    ) -> list[SubmitResult | Refused]:
         """Messages the server `peer` handed on in one transaction (POST /federation/deliver,
         or /mesh/relay with the `mesh` they came through: then what is not hosted here is
-        passed on). One result per message, in order: its SubmitResult or the error that
-        refused it. The accepted ones are stored in one store transaction, in batch order.
+        passed on). One result per message, in order: its SubmitResult or its Refused (the
+        error, and the offense the peer's seal proves, if any). The accepted ones are
+        stored in one store transaction, in batch order.
 
         No freshness check: queued mail may be days old. The last record must be `peer`'s
         seal handing exactly this message to this server, and the whole chain must verify
@@ -275,31 +287,41 @@ class Submitter:
         verified = await asyncio.to_thread(
             self._verify_all, messages, peer, lambda server: snapshot.get(server, ())
         )
-        results: list[SubmitResult | FluxError | _Plan] = []
+        results: list[SubmitResult | Refused | _Plan] = []
         for env in verified:
+            if isinstance(env, Refused):
+                results.append(env)
+                continue
             try:
-                if isinstance(env, FluxError):
-                    raise env
                 results.append(
                     await self._plan(env, self.clock(), ChainVerdict.PASS, started, route)
                 )
             except FluxError as exc:
-                results.append(exc)
+                results.append(Refused(exc))
         plans = [r for r in results if isinstance(r, _Plan)]
         committed = iter(await self._commit(plans))
-        return [next(committed) if isinstance(r, _Plan) else r for r in results]
+        out: list[SubmitResult | Refused] = []
+        for r in results:
+            if not isinstance(r, _Plan):
+                out.append(r)
+                continue
+            done = next(committed)
+            out.append(Refused(done) if isinstance(done, FluxError) else done)
+        return out
 
     def _verify_all(
         self, messages: Sequence[Any], peer: str, keys: KeyLookup
-    ) -> list[Envelope | FluxError]:
+    ) -> list[Envelope | Refused]:
         """`_verify_relayed` on each message (no I/O, no shared state written: it runs
-        in a worker thread), its envelope or the error that refused it."""
-        out: list[Envelope | FluxError] = []
+        in a worker thread): its envelope, or the error that refused it with the offense
+        the peer's seal proves, if any."""
+        out: list[Envelope | Refused] = []
         for msg in messages:
             try:
                 out.append(self._verify_relayed(msg, peer, keys))
             except FluxError as exc:
-                out.append(exc)
+                offense = find_offense(msg, keys, receiver=self.signer.name)
+                out.append(Refused(exc, offense if offense and offense.offender == peer else None))
         return out
 
     def _verify_relayed(self, msg: Any, peer: str, keys: KeyLookup) -> Envelope:

@@ -51,7 +51,6 @@ from ...protocol.tamper import (
     Offense,
     build_report,
     check_report_offline,
-    find_offense,
     report_payload,
     validate_report_flow,
 )
@@ -60,7 +59,7 @@ from .. import wire
 from ..errors import Unavailable
 from ..fair import PeerTurns
 from ..keys import ServerKey
-from ..submission import SubmitResult, Submitter
+from ..submission import Refused, SubmitResult, Submitter
 
 log = logging.getLogger("flux.federation")
 
@@ -144,9 +143,7 @@ class FederationRoutes:
                 messages, peer=peer, keys=self.keys, mesh=through,
                 sender_lists=_mesh_peers(batch) if through else None,
             )  # fmt: skip
-            results = [
-                await self._result(m, r, peer) for m, r in zip(messages, accepted, strict=True)
-            ]
+            results = [await self._result(m, r) for m, r in zip(messages, accepted, strict=True)]
         return wire.ok(txn=batch["txn"], results=results)
 
     async def _authenticate(self, request: web.Request, checked: CheckedRequest) -> str:
@@ -198,19 +195,17 @@ class FederationRoutes:
             raise InvalidValue(f"messages must list 1-{MAX_BATCH} envelopes", field="messages")
         return messages
 
-    async def _result(
-        self, msg: Any, result: SubmitResult | FluxError, peer: str
-    ) -> dict[str, Any]:
-        if not isinstance(result, FluxError):
+    async def _result(self, msg: Any, result: SubmitResult | Refused) -> dict[str, Any]:
+        if isinstance(result, SubmitResult):
             return {"id": result.id, "recipients": result.recipients}
-        struck = await self._strike(msg, peer) if isinstance(msg, dict) else False
+        struck = result.offense is not None and await self._strike(result.offense, msg)
         msg_id = msg.get("id") if isinstance(msg, dict) else None
-        return {"id": msg_id, "refused": result.code, "error": result.message, "struck": struck}
+        error = result.error
+        return {"id": msg_id, "refused": error.code, "error": error.message, "struck": struck}
 
-    async def _strike(self, msg: dict[str, Any], peer: str) -> bool:
-        offense = find_offense(msg, self.keys, receiver=self.name)
-        if offense is None or offense.offender != peer:
-            return False
+    async def _strike(self, offense: Offense, msg: dict[str, Any]) -> bool:
+        """Count `offense` (found by the submitter's checks against the peer that handed
+        `msg` on) and, when it is new, report it."""
         if await self._record(offense, self.name):
             # Tell the servers that provably sealed it before the offender (records its
             # seal commits to, under keys they publish: never a name it merely wrote into

@@ -7,8 +7,9 @@ the same legitimate client measures, for `--seconds`:
 
 * its `/health` rate (requests/s, one request at a time: what a load balancer sees);
 * its submit latency (p50/p99), correspondents the victim has written to before writing
-  to it every 50 ms from a rotating set of keys (so the 20/min per-sender rate limit never
-  refuses them);
+  to it every 50 ms in all, from 20 loopback addresses (127.0.0.10-29, one message a
+  second each) and a rotating set of keys (so neither the per-address budget nor the
+  20/min per-sender rate limit refuses them);
 * how many of its submissions were acknowledged, and, at the end, that every acknowledged
   message is in the victim's mailbox (nothing acknowledged is lost).
 
@@ -57,6 +58,8 @@ from flux.protocol import Identity, compose
 #: Attackers connect from another loopback address than the legitimate client (127.0.0.1),
 #: as they would from another host: per-address limits are part of what is measured.
 ATTACKER_ADDRESS = "127.0.0.2"
+#: the legitimate correspondents' addresses (20 messages a second in all, one each)
+LEGIT_ADDRESSES = [f"127.0.0.{10 + n}" for n in range(20)]
 HEAVY = "".join(chr(0x4E00 + i) for i in range(20_000))[: 64 * 1024 // 3]
 
 
@@ -91,6 +94,13 @@ async def legit_client(
             except aiohttp.ClientError:
                 await asyncio.sleep(0.01)
 
+    # The correspondents are people on their own machines: each of LEGIT_ADDRESSES sends
+    # about one message a second, so no per-address budget is what refuses them.
+    users = [
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(address, 0)))
+        for address in LEGIT_ADDRESSES
+    ]
+
     async def submit() -> None:
         i = 0
         while time.monotonic() < deadline:
@@ -99,7 +109,7 @@ async def legit_client(
             started = time.perf_counter()
             out.sent += 1
             try:
-                async with http.post(url + "/send", json=msg) as r:
+                async with users[i % len(users)].post(url + "/send", json=msg) as r:
                     await r.read()
                     if r.status == 200:
                         out.acked.append(msg["id"])
@@ -111,7 +121,11 @@ async def legit_client(
             i += 1
             await asyncio.sleep(0.05)
 
-    await asyncio.gather(health(), submit())
+    try:
+        await asyncio.gather(health(), submit())
+    finally:
+        for user in users:
+            await user.close()
     return out
 
 

@@ -17,11 +17,10 @@ is counted by its /64: one host is routinely given a whole /64, and counting per
 would give it 2^64 budgets.
 
 How the address reaches the submit pipeline: the middleware below works it out once per
-request and sets `CLIENT` for the request's task. A ContextVar rather than an argument,
-because the WebSocket handler submits frame after frame inside the upgrade request's task
-and the routes call `Submitter.submit(raw)` without the request; the value is scoped to
-one request (a task's context), never shared between requests, and a submission made
-outside any request (a bounce, a test calling the submitter) has none and is not counted.
+request and keeps it on the request (`request_client`); the routes pass it to
+`Submitter.submit(raw, client=...)`, and the WebSocket handler keeps its upgrade request's
+on the connection for every frame it submits. A submission made outside any request (a
+bounce, a test calling the submitter) has none and is not counted.
 
 A refusal is 429 `rate_limited`, naming what was counted, with `Retry-After`.
 
@@ -39,7 +38,6 @@ import asyncio
 import contextlib
 import ipaddress
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextvars import ContextVar
 
 from aiohttp import web
 
@@ -48,12 +46,23 @@ from .errors import ServerError, Unavailable
 from .limits import HitCounter
 
 __all__ = [
-    "CLIENT", "REGISTRATION_PATHS", "ClientLimits", "PeerBusy", "PeerTurns", "RateLimited",
+    "CLIENT_KEY",
+    "REGISTRATION_PATHS",
+    "ClientLimits",
+    "PeerBusy",
+    "PeerTurns",
+    "RateLimited",
     "client_bucket",
+    "request_client",
 ]  # fmt: skip
 
-#: the client address of the request being served (see the module docstring)
-CLIENT: ContextVar[str | None] = ContextVar("flux_client_address", default=None)
+#: the client address of a request, kept on it by the middleware (module docstring)
+CLIENT_KEY = web.RequestKey("flux_client_address", str)
+
+
+def request_client(request: web.Request) -> str | None:
+    """The client address the middleware found for `request` (None outside it)."""
+    return request.get(CLIENT_KEY)
 
 #: POST paths that create an address or account here
 REGISTRATION_PATHS = frozenset({"/register", "/account/register", "/account/claim"})
@@ -154,12 +163,8 @@ class ClientLimits:
         self.clock = clock
         self.trusted_proxies = trusted_proxies
 
-    async def submission(self) -> None:
-        """Count one message submitted by the current request's client (none outside a
-        request). Raises RateLimited."""
-        address = CLIENT.get()
-        if address is None:
-            return
+    async def submission(self, address: str) -> None:
+        """Count one message submitted by the client at `address`. Raises RateLimited."""
         if await self.submissions.hit("ip-send:" + client_bucket(address), self.clock()):
             raise RateLimited(
                 f"more than {self.submissions.limit} messages from your network address in "
@@ -192,8 +197,8 @@ class ClientLimits:
                 )
 
     def middleware(self) -> Callable[..., Awaitable[web.StreamResponse]]:
-        """Sets CLIENT for every request and counts registrations; put it inside the error
-        middleware, so a refusal is answered like any other."""
+        """Keeps each request's client address on it and counts registrations; put it
+        inside the error middleware, so a refusal is answered like any other."""
 
         @web.middleware
         async def fair(
@@ -202,10 +207,7 @@ class ClientLimits:
             address = wire.client_address(request, self.trusted_proxies)
             if request.method == "POST" and request.path in REGISTRATION_PATHS:
                 await self.registration(address)
-            token = CLIENT.set(address or "")
-            try:
-                return await handler(request)
-            finally:
-                CLIENT.reset(token)
+            request[CLIENT_KEY] = address or ""
+            return await handler(request)
 
         return fair

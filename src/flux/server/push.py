@@ -80,10 +80,11 @@ class Connection:
 
     def __init__(
         self, ws: FrameSink, address: str, max_frames: int, metrics: Metrics,
-        abort: Callable[[], None] | None = None,
+        abort: Callable[[], None] | None = None, client: str | None = None,
     ) -> None:  # fmt: skip
         self.ws = ws
         self.address = address
+        self.client = client  #: the network address the socket was opened from (fair.py)
         self._abort = abort
         self._max_frames = max_frames
         self._queue: asyncio.Queue[tuple[str, MessageRef | None]] = asyncio.Queue(max_frames)
@@ -238,9 +239,10 @@ class Hub:
         self._by_address: dict[str, set[Connection]] = {}
 
     def connect(
-        self, ws: FrameSink, address: str, abort: Callable[[], None] | None = None
+        self, ws: FrameSink, address: str, abort: Callable[[], None] | None = None,
+        client: str | None = None,
     ) -> Connection:
-        conn = Connection(ws, address, self.max_frames, self._metrics, abort)
+        conn = Connection(ws, address, self.max_frames, self._metrics, abort, client)
         self._by_address.setdefault(address, set()).add(conn)
         self._metrics.sockets.inc()
         return conn

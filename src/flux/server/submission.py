@@ -219,7 +219,7 @@ class Submitter:
         #: per client address and per peer server budgets (fair.py); None: not counted
         self.limits = limits
 
-    async def submit(self, raw: bytes | str | Any) -> SubmitResult:
+    async def submit(self, raw: bytes | str | Any, *, client: str | None = None) -> SubmitResult:
         """Run the pipeline on one submission: raw JSON or an already strictly-parsed value,
         a bare envelope or `{"message": envelope, "domains": {...}}` (wire.submission).
 
@@ -227,8 +227,9 @@ class Submitter:
         UnknownRecipient, Conflict, SpamRefused, QuotaExceeded.
         """
         started = time.perf_counter()
-        if self.limits is not None:
-            await self.limits.submission()  # the cheapest refusal: before any parsing
+        if self.limits is not None and client is not None:
+            # the client's network address (fair.py): the cheapest refusal, before parsing
+            await self.limits.submission(client)
         value = wire.parse_json(raw) if isinstance(raw, bytes | str) else raw
         msg, domains = wire.submission(value, refused=self.refused_domain)
         if isinstance(msg, dict):

@@ -35,6 +35,7 @@ from . import wire
 from .auth import Authenticator, Principal
 from .config import ServerConfig
 from .errors import Forbidden, UnknownAction, dumps, error_body, row_for, unexpected
+from .fair import request_client
 from .mailbox import Mailbox, parse_move, parse_refs, parse_tag, updated_wire
 from .metrics import Metrics
 from .push import Connection, Hub, delivered_wire
@@ -124,7 +125,9 @@ class WebSocketEndpoint:
         principal, _inbox = await self._authenticate(ws)  # accepted; does not filter yet
         if principal is None:
             return ws
-        conn = self.hub.connect(ws, principal.address, abort=_aborter(request))
+        conn = self.hub.connect(
+            ws, principal.address, abort=_aborter(request), client=request_client(request)
+        )
         try:
             if not await self._send_authed(ws, principal.address, conn):
                 return ws
@@ -273,7 +276,7 @@ class WebSocketEndpoint:
         message = wire.field(frame, "message")
         if "domains" in frame:  # recipients at other domains, as in POST /send
             message = {"message": message, "domains": frame["domains"]}
-        return (await self.submitter.submit(message)).to_wire()
+        return (await self.submitter.submit(message, client=conn.client)).to_wire()
 
     async def _read(self, p: Principal, frame: dict[str, Any], conn: Connection) -> dict[str, Any]:
         rows = await self.mailbox.mark(p.address, parse_refs(frame), MessageStatus.READ, conn)

@@ -27,7 +27,7 @@ from ...protocol.outgoing import Outgoing, compose
 from ...store.base import MessageStatus, Store, StoreOutcome
 from .. import wire
 from ..errors import Forbidden, UnknownRecipient
-from ..fair import client_bucket
+from ..fair import client_bucket, request_client
 from ..mailbox import (
     Mailbox,
     list_query,
@@ -235,7 +235,7 @@ class AccountRoutes:
             encrypt_for=await self._keys([to, *cc, *bcc]) if encrypt else None,
             now_ms=self.accounts.clock(),
         )
-        return wire.ok(**await self._submit(outgoing, domains))
+        return wire.ok(**await self._submit(outgoing, domains, request_client(request)))
 
     async def _recipients(
         self, body: Mapping[str, Any], name: str, domains: dict[str, str], *, single: bool = False
@@ -272,7 +272,9 @@ class AccountRoutes:
             keys[address] = hosted.pub
         return keys
 
-    async def _submit(self, outgoing: Outgoing, domains: dict[str, str]) -> dict[str, Any]:
+    async def _submit(
+        self, outgoing: Outgoing, domains: dict[str, str], client: str | None
+    ) -> dict[str, Any]:
         """Submit the primary copy and each BCC copy. A copy none of whose recipients is
         hosted is reported `not_hosted` rather than failing the others; only when no copy
         reaches anyone is the send refused (404)."""
@@ -282,7 +284,10 @@ class AccountRoutes:
             named = copy.get("bcc") or [copy["to"], *copy.get("cc", ())]
             wanted = {a: d for a, d in domains.items() if a in named}
             try:
-                result = await self.submitter.submit({"message": copy, "domains": wanted} if wanted else copy)  # fmt: skip
+                result = await self.submitter.submit(
+                    {"message": copy, "domains": wanted} if wanted else copy,
+                    client=client,
+                )
             except UnknownRecipient as exc:
                 refused = refused or exc
                 recipients.update(dict.fromkeys(named, NOT_HOSTED))

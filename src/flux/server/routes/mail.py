@@ -11,6 +11,7 @@ from aiohttp import web
 from ...store.base import MessageRef, MessageStatus
 from .. import wire
 from ..auth import Authenticator
+from ..fair import request_client
 from ..mailbox import (
     Mailbox,
     list_query,
@@ -79,7 +80,7 @@ class MailRoutes:
     # -- handlers -------------------------------------------------------------------------
 
     async def send(self, request: web.Request) -> web.Response:
-        result = await self.submitter.submit(await request.read())
+        result = await self.submitter.submit(await request.read(), client=request_client(request))
         return wire.ok(**result.to_wire())
 
     async def fetch(self, request: web.Request) -> web.Response:

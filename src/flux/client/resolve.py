@@ -22,7 +22,6 @@ the network into loopback, private or link-local space (or localhost) is ignored
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +29,13 @@ from urllib.parse import quote
 
 import aiohttp
 
-from ..federation.netguard import forbidden_address, ip_literal, split_server
+from ..federation.netguard import (
+    forbidden_address,
+    ip_literal,
+    json_or_none,
+    read_capped,
+    split_server,
+)
 from ..protocol import address_from_pub, b64d, is_address
 from ..protocol.errors import AddressMismatch, InvalidValue
 from .errors import FluxClientError
@@ -50,21 +55,8 @@ async def get_json_capped(session: aiohttp.ClientSession, url: str) -> tuple[int
     async with asyncio.timeout(TIMEOUT_S), session.get(
         url, allow_redirects=False, timeout=aiohttp.ClientTimeout(total=TIMEOUT_S)
     ) as resp:  # fmt: skip
-        if 300 <= resp.status < 400:
-            where = resp.headers.get("Location", "")[:100]
-            raise ValueError(f"HTTP {resp.status} redirect to {where!r} not followed")
-        chunks, size = [], 0
-        async for chunk in resp.content.iter_chunked(16 * 1024):
-            size += len(chunk)
-            if size > ANSWER_MAX_BYTES:
-                resp.close()
-                raise ValueError(f"answer larger than {ANSWER_MAX_BYTES} bytes")
-            chunks.append(chunk)
-        data = b"".join(chunks)
-        try:
-            return resp.status, json.loads(data) if data else None
-        except (ValueError, RecursionError):
-            return resp.status, None
+        # the servers' own reader of peer answers: a 3xx refused, the body capped
+        return resp.status, json_or_none(await read_capped(resp, ANSWER_MAX_BYTES))
 
 
 @dataclass(frozen=True, slots=True)

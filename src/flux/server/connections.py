@@ -43,6 +43,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from .fair import client_bucket
+
 log = logging.getLogger("flux.server")
 
 
@@ -79,9 +81,7 @@ class ConnectionPolicy:
             ip = ip.ipv4_mapped
         if any(ip in net for net in self._networks):
             return None
-        if isinstance(ip, ipaddress.IPv6Address):
-            return str(ipaddress.ip_network(f"{ip}/64", strict=False))
-        return str(ip)
+        return client_bucket(str(ip))  # an IPv4 address or an IPv6 /64, as every limit
 
 
 def abort(handler: RequestHandler) -> None:

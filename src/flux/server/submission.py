@@ -237,14 +237,16 @@ class Submitter:
         now = self.clock()
         env = verify_envelope(msg, now_ms=now)
         # Refused before anything else if this server's own hop would not fit: it never
-        # seals what a peer would refuse (PROTOCOL.md §7.4). 413 naming route/integrity_chain.
+        # seals what a peer would refuse (PROTOCOL.md §7.2). 400 `too_large` naming route
+        # or integrity_chain.
         check_room_for_hop(env.data)
         remote = self._remote(env, domains)
         cv = self._check_chain(env)
         if remote:
             await self._check_relay(env)
         result = await self._deliver(env, now, cv, started, Routing(remote=remote))
-        if self.open_mode or await self.store.hosted(env.sender):
+        # A replay was recorded when it was first accepted: no second lookup and write.
+        if not result.duplicate and (self.open_mode or await self.store.hosted(env.sender)):
             await self.store.add_contacts(env.sender, local_recipients(env), now)
         return result
 

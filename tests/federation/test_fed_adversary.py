@@ -433,3 +433,16 @@ async def test_a_genuine_report_replayed_with_another_envelope_steers_no_fetch(
         status, answer = await http_json(c, "/integrity/tamper_report", swapped)
         assert (status, answer["code"]) == (400, "invalid_proof"), answer
         assert lure.reached == [] and await strikes(c) == []
+
+
+async def test_a_report_is_judged_on_its_key_before_its_signature(servers: Servers) -> None:
+    """PROTOCOL.md §7.6 step 2 before step 3, over HTTP as in the library: a key the
+    reporter does not publish is `unknown_server_key`, whatever the signature holds."""
+    b, c = servers["b"], servers["c"]
+    forgery = altered_content(servers)
+    offense = find_offense(forgery, lambda n: published(servers, n), receiver=name(b))
+    assert offense is not None
+    genuine = build_report(offense, signer(b), now_ms=now_ms())
+    forged = {**genuine, "pub": Identity.generate().pub_b64(), "sig": "not base64!"}
+    status, answer = await http_json(c, "/integrity/tamper_report", forged)
+    assert (status, answer["code"], answer["field"]) == (400, "unknown_server_key", "pub"), answer

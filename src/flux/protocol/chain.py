@@ -418,10 +418,13 @@ def first_committed_failure(msg: Mapping[str, Any]) -> HopCheck | None:
 
 
 def witnesses(msg: Mapping[str, Any], keys: KeyLookup) -> list[str]:
-    """Servers that provably handled `msg` before its last hop: those with a record in its
-    chain sealed under a key they publish (whatever else is wrong with the chain). These
-    are who a tamper report goes to (§7.6): a name the offender merely wrote into its chain
-    is not one, so a forger cannot aim this server's reports at hosts of its choosing.
+    """The servers of `msg`'s records before the last whose seal verifies under a key
+    their server publishes (whatever else is wrong with the chain): who a tamper report
+    goes to (§7.6). A name the offender merely wrote into its chain is not one, so a
+    forger cannot aim this server's reports at hosts of its choosing; it can only copy a
+    real server's genuine record (whose body need not be this one: an honest upstream
+    record never matches a forged body), which costs that server one validation per
+    proof, bounded by the strike cap.
     """
     chain = msg.get("integrity_chain")
     if not isinstance(chain, list):

@@ -253,8 +253,9 @@ def servers_named(report: Mapping[str, Any]) -> list[str]:
 
 
 def check_report_offline(report: Any) -> None:
-    """The checks of a report that need no key (PROTOCOL.md §7.6 steps 1-5): done before
-    any key is fetched for it. Raises InvalidProof naming the field."""
+    """The checks of a report that need no key (PROTOCOL.md §7.6 steps 1 and 4-6, the
+    chain length, and the last record's bindings): done before any key is fetched for it.
+    Raises InvalidProof naming the field."""
     _check_report_shape(report)
     if report["kind"] not in OffenseKind.__members__.values():
         raise InvalidProof("kind is not a known offense", field="kind")

@@ -207,10 +207,10 @@ class FederationRoutes:
         """Count `offense` (found by the submitter's checks against the peer that handed
         `msg` on) and, when it is new, report it."""
         if await self._record(offense, self.name):
-            # Tell the servers that provably sealed it before the offender (records its
-            # seal commits to, under keys they publish: never a name it merely wrote into
-            # its chain) and this server's mesh peers (the operator's config); they
-            # re-prove it before counting. The offender is left out (ReportSender).
+            # Tell the chain's witnesses (records before the offender's sealed under keys
+            # their servers publish: never a name it merely wrote into its chain) and this
+            # server's mesh peers (the operator's config); they re-prove it before
+            # counting. The offender is left out (ReportSender).
             report = build_report(offense, self.key.signer, now_ms=self.clock())
             peers = [p for mesh in self.meshes.values() for p in mesh.peers]
             self.reports.send(report, [*witnesses(msg, self.keys), *peers])
@@ -293,9 +293,8 @@ class FederationRoutes:
     async def _check_reporter_signature(self, report: dict[str, Any], reporter: str) -> None:
         """The reporter's own signature over the report, under a key it publishes: the one
         fetch an unproven report may cause. Raises InvalidProof."""
-        try:
+        try:  # §7.6 step 2, then step 3: the key, then the signature
             pub = b64d(report["pub"], field="pub", length=32)
-            sig = b64d(report["sig"], field="sig", length=64)
         except InvalidValue as exc:
             raise InvalidProof(exc.message, field=exc.field) from exc
         if reporter != self.name:
@@ -304,6 +303,10 @@ class FederationRoutes:
             raise UnknownServerKey(
                 "the report is not signed with a key its reporter publishes", field="pub"
             )
+        try:
+            sig = b64d(report["sig"], field="sig", length=64)
+        except InvalidValue as exc:
+            raise InvalidProof(exc.message, field=exc.field) from exc
         payload = report_payload(report["msg_id"], report["offender"], reporter, report["t"])
         try:
             verify_signature(pub, payload, sig)

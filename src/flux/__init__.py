@@ -3,6 +3,10 @@
 from flux import FluxIdentity, build_message
 alice, bob = FluxIdentity.generate(), FluxIdentity.generate()
 msg = build_message(alice, bob.address, "Hello Bob", encrypt_for={bob.address: bob.pub_b64()})
+
+The prototype's names (`verify_message`, `make_app`, `run_server`, and `FluxClient` with its
+methods) are here too, from `flux.compat.library`; like the client, they are imported only
+when first used, so `import flux` loads no HTTP or server code.
 """
 
 from __future__ import annotations
@@ -27,8 +31,14 @@ __all__ = [
     "__version__",
     "build_message",
     "compose",
+    "make_app",
+    "run_server",
     "verify_envelope",
+    "verify_message",
 ]
+
+#: the prototype's names that are only a translation (flux/compat/library.py)
+_PROTOTYPE_NAMES = frozenset({"make_app", "run_server", "verify_message"})
 
 
 def __getattr__(name: str) -> Any:
@@ -37,4 +47,8 @@ def __getattr__(name: str) -> Any:
         from .client import FluxClient
 
         return FluxClient
+    if name in _PROTOTYPE_NAMES:
+        from .compat import library
+
+        return getattr(library, name)
     raise AttributeError(f"module 'flux' has no attribute {name!r}")

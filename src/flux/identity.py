@@ -32,3 +32,18 @@ class FluxIdentity(Identity):
     @staticmethod
     def file_is_protected(path: str | os.PathLike[str]) -> bool:
         return keyfile_is_protected(Path(path).read_text())
+
+    # -- the prototype's names for the same things (its README and main.py use them) --------
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> FluxIdentity:
+        """The prototype's name for `load` (an unprotected key file)."""
+        return cls.load(path)
+
+    def export_private(self) -> str:
+        """The prototype's name for `private_b64`: the base64url Ed25519 seed."""
+        return self.private_b64()
+
+    def pub_bytes(self) -> bytes:
+        """The prototype's accessor for `public_key` (32 raw bytes)."""
+        return self.public_key

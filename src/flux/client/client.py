@@ -7,6 +7,11 @@
 
 Authentication is lazy: the first call that needs a session token runs the signed
 challenge (`authenticate`), and a 401 later (token expired or revoked) runs it once more.
+With `legacy_secret` the client instead presents the prototype's shared-secret token
+(`X-Flux-Token`, PROTOCOL.md §10.4): that is how it talks to a prototype server, or to a
+FLUX server whose operator turned legacy tokens on. Answers are read field by field
+(client/answers.py): from any server, a missing or ill-typed field is a FluxClientError
+naming it.
 Every refusal from the server is a `FluxClientError` with the server's status, code and
 field. Sending needs no token: the signature is the authority.
 """
@@ -37,6 +42,8 @@ from ..protocol import (
     verify_chain,
     verify_envelope,
 )
+from ..protocol.tokens import legacy_token
+from .answers import bad_answer, need, optional
 from .bindings import KnownBindings
 from .errors import FluxClientError
 from .resolve import (
@@ -47,7 +54,7 @@ from .resolve import (
     parse_recipient,
     resolve_name,
 )
-from .results import Changes, Page, Peek, SendResult, Verified
+from .results import Changes, Page, Peek, SendResult, Status, Verified
 from .ws import Backoff, Listener
 
 __all__ = ["FluxClient"]
@@ -69,6 +76,49 @@ def _with_sender(body: dict[str, Any], sender: str | None) -> dict[str, Any]:
     return body if sender is None else {**body, "from": sender}
 
 
+def _ids_field(ids: Ids) -> dict[str, Any]:
+    # One bare id goes as `id`, which both FLUX and the prototype read; several as `ids`.
+    return {"id": ids} if isinstance(ids, str) else {"ids": _id_list(ids)}
+
+
+def _messages(
+    body: Mapping[str, Any], where: str, field: str = "messages", *, required: bool = True
+) -> list[Message]:
+    """`body[field]`: a list of message objects (checked, since callers index them)."""
+    found = need(body, field, list, where) if required else optional(body, field, list, where, [])
+    if not all(isinstance(m, dict) for m in found):
+        raise bad_answer(where, field, "every entry must be an object", body)
+    return list(found)
+
+
+def _strings(body: Mapping[str, Any], field: str, where: str) -> list[str]:
+    found = need(body, field, list, where)
+    if not all(isinstance(v, str) for v in found):
+        raise bad_answer(where, field, "every entry must be a string", body)
+    return list(found)
+
+
+def _updated(body: Mapping[str, Any], proto_field: str, ids: Ids) -> list[str]:
+    """The ids a /read or /delete changed: FLUX's `updated`, or from the prototype's one
+    bool (`read`/`deleted`) for the one id it takes."""
+    where = f"POST /{'read' if proto_field == 'read' else 'delete'}"
+    if "updated" not in body and isinstance(ids, str) and proto_field in body:
+        return [ids] if need(body, proto_field, bool, where) else []
+    return _strings(body, "updated", where)
+
+
+def _send_outcomes(answer: Mapping[str, Any], audience: list[str]) -> dict[str, str]:
+    """Each recipient's outcome: FLUX's `recipients`, or the prototype's one `delivery`
+    ("queued"/"realtime") for everyone the copy was addressed to."""
+    if "recipients" not in answer and "delivery" in answer:
+        delivery = need(answer, "delivery", str, "POST /send")
+        return dict.fromkeys(audience, delivery)
+    recipients = need(answer, "recipients", dict, "POST /send")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in recipients.items()):
+        raise bad_answer("POST /send", "recipients", "expected {address: outcome}", answer)
+    return dict(recipients)
+
+
 def _addr_list(value: str | Iterable[str] | None) -> list[str]:
     if value is None:
         return []
@@ -82,7 +132,8 @@ class FluxClient:
     makes one and closes it in `close()`. `bindings`: a `KnownBindings` or the path of its
     JSON file, remembering which address each `name@domain` resolved to. `keys`: public
     keys already known, `{fx1 address: base64url key}` (each is checked against its
-    address before use). `reconnect_base`/`reconnect_cap`: the WebSocket's backoff, seconds; it starts afresh only
+    address before use). `legacy_secret`: the server's FLUX_SECRET, to authenticate with
+    the prototype's derived token instead of a signed challenge. `reconnect_base`/`reconnect_cap`: the WebSocket's backoff, seconds; it starts afresh only
     after a socket stayed up `reconnect_stable` seconds (client/ws.py says why).
     """
 
@@ -99,6 +150,7 @@ class FluxClient:
         reconnect_cap: float = 30.0,
         reconnect_stable: float = 30.0,
         plain_http_domains: Iterable[str] | None = None,
+        legacy_secret: str | None = None,
     ) -> None:
         self.identity = identity
         self.url = url.rstrip("/")
@@ -109,7 +161,10 @@ class FluxClient:
         self._plain_http: Callable[[str], bool] = is_local if plain is None else plain.__contains__
         self._session = session
         self._owns_session = session is None
-        self._token: str | None = None
+        self.legacy_secret = legacy_secret or None
+        self._token: str | None = (
+            legacy_token(identity.address, legacy_secret) if legacy_secret else None
+        )
         self._domain: str | None = None
         self._auth_lock = asyncio.Lock()
         self._keys: dict[str, str] = {}
@@ -156,15 +211,21 @@ class FluxClient:
         """One API call; returns the answer body or raises FluxClientError."""
         query = {k: str(v) for k, v in (params or {}).items() if v is not None}
         for attempt in range(2):
-            headers = {"Authorization": f"Bearer {await self._ensure_token()}"} if auth else {}
+            headers = self._auth_headers(await self._ensure_token()) if auth else {}
             status, body = await self._exchange(method, path, json, query, headers)
-            if status == 401 and auth and attempt == 0:
+            if status == 401 and auth and attempt == 0 and self.legacy_secret is None:
                 self._token = None  # expired or revoked: prove the key again, once
                 continue
             if status >= 400 or not isinstance(body, dict) or body.get("ok") is not True:
                 raise FluxClientError.from_answer(status, body)
             return body
         raise AssertionError("unreachable")
+
+    def _auth_headers(self, token: str) -> dict[str, str]:
+        # The prototype reads only X-Flux-Token; a FLUX server reads it for legacy tokens too.
+        if self.legacy_secret is not None:
+            return {"X-Flux-Token": token}
+        return {"Authorization": f"Bearer {token}"}
 
     async def _exchange(
         self, method: str, path: str, json: Any, query: dict, headers: dict
@@ -202,28 +263,34 @@ class FluxClient:
         """Prove the key to the server (signed challenge) and keep the session token.
 
         Signs "flux-auth:1:{domain}:{challenge}"; the domain comes from the server, so a
-        proof made for one server is useless at another. Raises FluxClientError.
+        proof made for one server is useless at another. With `legacy_secret` there is
+        nothing to prove: returns the derived token. Raises FluxClientError.
         """
+        if self.legacy_secret is not None:
+            self._token = legacy_token(self.address, self.legacy_secret)
+            return self._token
         async with self._auth_lock:
             params = {"address": self.address}
+            where = "GET /auth/challenge"
             challenge = await self._request("GET", "/auth/challenge", params=params, auth=False)
-            self._domain = str(challenge["domain"])
-            payload = f"flux-auth:1:{self._domain}:{challenge['challenge']}"
+            self._domain = need(challenge, "domain", str, where)
+            nonce = need(challenge, "challenge", str, where)
+            payload = f"flux-auth:1:{self._domain}:{nonce}"
             body = {
                 "address": self.address,
                 "pub": self.identity.pub_b64(),
-                "challenge": challenge["challenge"],
+                "challenge": nonce,
                 "sig": self.identity.sign(payload),
             }
             answer = await self._request("POST", "/auth/session", json=body, auth=False)
-            self._token = str(answer["token"])
+            self._token = need(answer, "token", str, "POST /auth/session")
             return self._token
 
     async def _ensure_token(self) -> str:
         return self._token or await self.authenticate()
 
     def _forget_token(self, token: str) -> None:
-        if self._token == token:
+        if self._token == token and self.legacy_secret is None:
             self._token = None
 
     async def register(self, invite: str | None = None) -> dict[str, Any]:
@@ -232,8 +299,7 @@ class FluxClient:
         Signs "flux-register:1:{domain}:{address}:{t}". Raises FluxClientError (403 when
         registration is closed or the invite is wrong).
         """
-        domain = self._domain or str((await self.health())["domain"])
-        self._domain = domain
+        domain = await self.server_domain()
         t = self._now_ms()
         body: dict[str, Any] = {
             "address": self.address,
@@ -257,7 +323,7 @@ class FluxClient:
         return await self._request("POST", "/account/claim", json=body, auth=False)
 
     async def logout(self) -> None:
-        if self._token is not None:
+        if self._token is not None and self.legacy_secret is None:
             await self._request("POST", "/auth/logout", json={})
             self._token = None
 
@@ -265,15 +331,19 @@ class FluxClient:
         return await self._request("GET", "/health", auth=False)
 
     async def server_domain(self) -> str:
-        """This client's server's domain (asked once)."""
+        """This client's server's domain (asked once). Raises FluxClientError (`bad_answer`,
+        field `domain`) when /health does not say, as a prototype server's does not."""
         if self._domain is None:
-            self._domain = str((await self.health())["domain"])
+            self._domain = need(await self.health(), "domain", str, "GET /health")
         return self._domain
 
-    async def status(self, address: str | None = None) -> dict[str, Any]:
-        """Your own mailbox's counters, or `{hosted: bool}` for another address."""
+    async def status(self, address: str | None = None) -> Status:
+        """The /status answer: your own mailbox's counters, or `{hosted: bool}` for
+        another address, plus `online` where the server says it. As a bool it is `online`
+        (the prototype's `status(address)`; see `Status`)."""
         target = address or self.address
-        return await self._request("GET", f"/status/{target}", auth=target == self.address)
+        mine = target == self.address
+        return Status(await self._request("GET", f"/status/{target}", auth=mine))
 
     # -- recipients and keys ------------------------------------------------------------
 
@@ -341,9 +411,9 @@ class FluxClient:
         self,
         to: str,
         content: str,
+        reply_to: str | None = None,
         *,
         subject: str | None = None,
-        reply_to: str | None = None,
         cc: str | Iterable[str] | None = None,
         bcc: str | Iterable[str] | None = None,
         tags: Iterable[str] | None = None,
@@ -356,6 +426,8 @@ class FluxClient:
         Recipients are `fx1…`, `fx1…@domain` or `name@domain` (resolved, binding checked).
         BCC recipients each get their own signed copy. Encryption needs every recipient's
         key: from `keys`, the client's known keys, resolution, or the server (`fetch_key`).
+        `reply_to` may be given by position, as the prototype's `send(to, content,
+        reply_to)`. The result is also the server's answer as a dict (`SendResult`).
         Raises InvalidInput subclasses for bad arguments, FluxClientError for refusals.
         """
         primary = await self.resolve(to)
@@ -369,8 +441,11 @@ class FluxClient:
             if encrypt
             else None
         )
-        own = await self.server_domain()
-        domains = {str(r.address): r.domain for r in everyone if r.domain and r.domain != own}
+        # The server's domain is needed only to tell which recipients are elsewhere: a
+        # prototype server does not name one, and bare fx1 recipients need no routing.
+        named = [r for r in everyone if r.domain]
+        own = await self.server_domain() if named else None
+        domains = {str(r.address): r.domain for r in named if r.domain != own}
         out = compose(
             self.identity,
             str(primary.address),
@@ -385,6 +460,7 @@ class FluxClient:
             now_ms=self._now_ms(),
         )
         outcomes: dict[str, str] = {}
+        answers = []
         for envelope in out.all:
             # Recipients at other domains ride in the submission's `domains` (the SMTP
             # envelope's role); the signed message itself names only fx1 addresses.
@@ -392,8 +468,32 @@ class FluxClient:
             where = {a: domains[a] for a in audience if a in domains}
             body = {"message": envelope, "domains": where} if where else envelope
             answer = await self._request("POST", "/send", json=body, auth=False)
-            outcomes.update(answer.get("recipients") or {})
-        return SendResult(out.primary["id"], outcomes, tuple(out.all), encrypted=encrypt)
+            outcomes.update(_send_outcomes(answer, audience))
+            answers.append(answer)
+        return SendResult(
+            out.primary["id"], outcomes, tuple(out.all), encrypted=encrypt, answer=answers[0]
+        )
+
+    async def send_ws(self, to: str, content: str, reply_to: str | None = None) -> Message:
+        """Sign a message to `to` and hand it in on the open WebSocket (the prototype's
+        `send_ws`); returns the envelope sent. The server's answer arrives as a frame, not
+        here: use `send` to learn the outcome. Raises FluxClientError `ws_closed` when
+        `connect_ws` is not running, InvalidInput subclasses for bad arguments.
+        """
+        ws = self._listener.socket
+        if ws is None or ws.closed:
+            raise FluxClientError("the websocket is not connected: run connect_ws() first",
+                                  code="ws_closed")  # fmt: skip
+        recipient = await self.resolve(to)
+        envelope = compose(
+            self.identity, str(recipient.address), content, reply_to=reply_to,
+            now_ms=self._now_ms(),
+        ).primary  # fmt: skip
+        # A prototype server reads the envelope from `msg`, FLUX's from `message`; a FLUX
+        # server accepts `msg` too (docs/API.md, "WebSocket"), so legacy mode sends that.
+        key = "msg" if self.legacy_secret is not None else "message"
+        await ws.send_json({"action": "send", key: envelope})
+        return envelope
 
     async def reply(self, msg: Mapping[str, Any], content: str, **options: Any) -> SendResult:
         """Answer `msg`: to its sender, `re` its id, encrypted when it was. Mail that came
@@ -427,20 +527,33 @@ class FluxClient:
         """One page of the mailbox, newest first (deleted only with status="deleted")."""
         params = {"inbox": inbox, "status": status, "tag": tag, "limit": limit, "cursor": cursor}
         body = await self._request("GET", f"/inbox/{self.address}", params=params)
-        return Page(list(body.get("messages") or ()), body.get("next_cursor"))
+        where = "GET /inbox"
+        return Page(_messages(body, where), optional(body, "next_cursor", str, where, None))
 
     async def inboxes(self) -> dict[str, dict[str, int]]:
-        return dict((await self._request("GET", f"/inboxes/{self.address}"))["inboxes"])
+        """`{inbox name: counters}`. A prototype server lists only the names: then each
+        name maps to an empty dict."""
+        body = await self._request("GET", f"/inboxes/{self.address}")
+        if isinstance(body.get("inboxes"), list):  # the prototype's list of names
+            names = body["inboxes"]
+            if not all(isinstance(n, str) for n in names):
+                raise bad_answer("GET /inboxes", "inboxes", "names must be strings", body)
+            return {name: {} for name in names}
+        return dict(need(body, "inboxes", dict, "GET /inboxes"))
 
     async def fetch(self, limit: int | None = None) -> list[Message]:
         """Pending messages, which the server then marks delivered."""
         body = await self._request("GET", f"/fetch/{self.address}", params={"limit": limit})
-        return list(body.get("messages") or ())
+        return _messages(body, "GET /fetch")
 
     async def peek(self) -> Peek:
-        """Pending messages without marking them."""
+        """Pending messages without marking them: an int (the count, as the prototype's
+        `peek()`), with `.pending` and `.messages` (FLUX's servers send the first ones)."""
         body = await self._request("GET", f"/peek/{self.address}")
-        return Peek(int(body.get("pending", 0)), list(body.get("messages") or ()))
+        where = "GET /peek"
+        if "pending" not in body and "count" in body:  # the prototype names it `count`
+            return Peek(need(body, "count", int, where))
+        return Peek(need(body, "pending", int, where), _messages(body, where, required=False))
 
     # Every call naming a message takes `sender` (sent as `from`): needed only when two
     # senders' messages in this mailbox share the id, which the server refuses with 409
@@ -449,19 +562,34 @@ class FluxClient:
     async def get(self, message_id: str, *, sender: str | None = None) -> Message:
         """One message of this mailbox by id (and `sender`). Raises AmbiguousId."""
         path = f"/message/{self.address}/{message_id}"
-        return dict((await self._request("GET", path, params={"from": sender}))["message"])
+        try:
+            body = await self._request("GET", path, params={"from": sender})
+        except FluxClientError as exc:
+            if not (exc.status == 404 and exc.code == "bad_answer"):
+                raise
+            # No such route (a non-JSON 404, as the prototype's server answers): look
+            # the message up in the mailbox listing instead.
+            return await self._find_in_inbox(message_id, sender)
+        return dict(need(body, "message", dict, "GET /message"))
+
+    async def _find_in_inbox(self, message_id: str, sender: str | None) -> Message:
+        for msg in (await self.inbox()).messages:
+            if msg.get("id") == message_id and sender in (None, msg.get("from")):
+                return msg
+        raise FluxClientError(f"no message {message_id} in this mailbox", status=404,
+                              code="not_found", field="id")  # fmt: skip
 
     async def read(self, ids: Ids, *, sender: str | None = None) -> list[str]:
         """Mark read; returns the ids whose status changed. `sender` names the sender of
         every bare id; an item `{"id", "from"}` names its own. Raises AmbiguousId."""
-        body = _with_sender({"address": self.address, "ids": _id_list(ids)}, sender)
-        return list((await self._request("POST", "/read", json=body)).get("updated") or ())
+        body = _with_sender({"address": self.address, **_ids_field(ids)}, sender)
+        return _updated(await self._request("POST", "/read", json=body), "read", ids)
 
     async def delete(self, ids: Ids, *, sender: str | None = None) -> list[str]:
         """Soft-delete (the server keeps the message); returns the ids changed. `sender`
         and `ids` as for `read`. Raises AmbiguousId."""
-        body = _with_sender({"address": self.address, "ids": _id_list(ids)}, sender)
-        return list((await self._request("POST", "/delete", json=body)).get("updated") or ())
+        body = _with_sender({"address": self.address, **_ids_field(ids)}, sender)
+        return _updated(await self._request("POST", "/delete", json=body), "deleted", ids)
 
     async def tag(
         self,
@@ -474,19 +602,18 @@ class FluxClient:
         """Change this mailbox's tags on a message; returns its tags afterwards."""
         body = {"address": self.address, "id": message_id, "add": list(add), "remove": list(remove)}
         answer = await self._request("POST", "/tag", json=_with_sender(body, sender))
-        return list(answer.get("tags") or ())
+        return _strings(answer, "tags", "POST /tag")
 
     async def move(self, message_id: str, inbox: str, *, sender: str | None = None) -> str:
         body = _with_sender({"address": self.address, "id": message_id, "inbox": inbox}, sender)
-        return str((await self._request("POST", "/move", json=body))["inbox"])
+        return need(await self._request("POST", "/move", json=body), "inbox", str, "POST /move")
 
     async def thread(self, message_id: str, *, sender: str | None = None) -> list[Message]:
         """The conversation `message_id` (from `sender`) belongs to (linked by `re`), oldest
         first. Raises AmbiguousId."""
         params = {"address": self.address, "from": sender}
-        return list(
-            (await self._request("GET", f"/thread/{message_id}", params=params))["messages"]
-        )
+        body = await self._request("GET", f"/thread/{message_id}", params=params)
+        return _messages(body, "GET /thread")
 
     async def changes(self, since: int = 0, *, limit: int | None = None) -> Changes:
         """What changed in the mailbox after state `since` (0: everything). Raises
@@ -494,11 +621,12 @@ class FluxClient:
         issued or no longer holds: start again from 0 (the listener does)."""
         params = {"address": self.address, "since": since, "limit": limit}
         body = await self._request("GET", "/changes", params=params)
+        where = "GET /changes"
         return Changes(
-            int(body["state"]),
-            bool(body.get("has_more")),
-            list(body.get("created") or ()),
-            list(body.get("updated") or ()),
+            need(body, "state", int, where),
+            optional(body, "has_more", bool, where, False),
+            _messages(body, where, "created", required=False),
+            _messages(body, where, "updated", required=False),
         )
 
     # -- reading what arrived -----------------------------------------------------------
@@ -529,8 +657,7 @@ class FluxClient:
         Raises FluxClientError when the server cannot be asked.
         """
         if server not in self._server_keys:
-            domain = self._domain or str((await self.health())["domain"])
-            self._domain = domain
+            domain = await self.server_domain()
             base = self.url if server == domain else domain_url(server, plain_http=self._plain_http)
             session = await self._http()
             try:  # another server's answer: no redirects, capped, with a deadline

@@ -40,6 +40,7 @@ import aiohttp
 
 from ..background import wait_at_most
 from ..protocol.limits import WS_MAX_FRAME_BYTES
+from .answers import bad_answer
 from .errors import FluxClientError
 
 if TYPE_CHECKING:
@@ -167,6 +168,11 @@ class Listener:
         if not done:
             raise TimeoutError("websocket did not connect in time")
 
+    @property
+    def socket(self) -> aiohttp.ClientWebSocketResponse | None:
+        """The open WebSocket, while connected (`FluxClient.send_ws` writes to it)."""
+        return self._ws if self._connected.is_set() else None
+
     # -- one connection ---------------------------------------------------------------------
 
     def _ws_url(self) -> str:
@@ -185,6 +191,9 @@ class Listener:
             if self._stopping.is_set():
                 return
             frame: dict[str, Any] = {"action": "auth", "token": token}
+            if self.client.legacy_secret is not None:
+                # a legacy token is derived from the address, so the server needs it
+                frame["address"] = self.client.address
             if inbox:
                 frame["inbox"] = inbox
             await ws.send_json(frame)
@@ -215,8 +224,15 @@ class Listener:
 
     async def _on_authed(self, answer: dict[str, Any]) -> None:
         previous = self.state
-        for msg in answer.get("messages") or ():
-            await self._deliver(msg)
+        # `messages` (FLUX, and the prototype's server); `queued` (the prototype's client)
+        for field in ("messages", "queued"):
+            batch = answer.get(field)
+            if batch is None:
+                continue
+            if not isinstance(batch, list) or not all(isinstance(m, dict) for m in batch):
+                raise bad_answer("the websocket's authed frame", field, "expected a list of messages", answer)  # fmt: skip
+            for msg in batch:
+                await self._deliver(msg)
         self._advance(answer.get("state"))
         await self._drain_pending()
         if previous is not None:
@@ -265,6 +281,8 @@ class Listener:
         action = frame.get("action")
         if action == "message" and isinstance(frame.get("message"), dict):
             await self._deliver(frame["message"])
+        elif frame.get("type") == "msg" and isinstance(frame.get("msg"), dict):
+            await self._deliver(frame["msg"])  # the prototype's push frame
         elif action == "changed":
             await self._call_all(self.change_handlers, list(frame.get("ids") or ()))
         elif frame.get("ok") is False:

@@ -35,6 +35,17 @@ KeyOption = typer.Option(
 ServerOption = typer.Option(
     DEFAULT_SERVER, "--server", "-s", envvar="FLUX_SERVER", help="Server URL ($FLUX_SERVER)."
 )
+LegacySecretOption = typer.Option(
+    None,
+    "--legacy-secret",
+    envvar="FLUX_LEGACY_SECRET",
+    help=(
+        "The server's FLUX_SECRET: authenticate with the prototype's shared-secret token "
+        "(a prototype server, or a FLUX server run with --legacy-tokens) "
+        "($FLUX_LEGACY_SECRET). Anyone holding it can read any mailbox there."
+    ),
+    show_default=False,
+)
 
 
 class CliError(Exception):
@@ -83,12 +94,18 @@ def run(coro: Awaitable[T]) -> T:
     return asyncio.run(coro)  # type: ignore[arg-type]
 
 
-def with_client(key: Path | None, server: str, action: Callable[[FluxClient], Awaitable[T]]) -> T:
-    """Load the key, open a client to `server`, run `action(client)`, close the client."""
+def with_client(
+    key: Path | None,
+    server: str,
+    action: Callable[[FluxClient], Awaitable[T]],
+    legacy_secret: str | None = None,
+) -> T:
+    """Load the key, open a client to `server` (with the prototype's token when
+    `legacy_secret` is given), run `action(client)`, close the client."""
     identity = load_identity(key)
 
     async def go() -> T:
-        async with FluxClient(identity, server) as client:
+        async with FluxClient(identity, server, legacy_secret=legacy_secret) as client:
             return await action(client)
 
     return run(go())

@@ -114,7 +114,9 @@ def test_the_membership_header_proves_the_token_without_sending_it() -> None:
     [
         {}, {"meshes": []}, {"meshes": {"m": {"token": "short", "peers": []}}},
         {"meshes": {"m": {"token": "t" * 32, "mode": "flood", "peers": []}}},
-        {"meshes": {"m": {"token": "t" * 32, "peers": ["https://x/"]}}},
+        {"meshes": {"m": {"token": "t" * 32, "peers": ["https://x/inbox"]}}},  # a path
+        {"meshes": {"m": {"token": "t" * 32, "peers": ["ftp://x:1"]}}},
+        {"meshes": {"m": {"token": "t" * 32, "kind": "smtp", "peers": []}}},
         {"meshes": {"bad name": {"token": "t" * 32, "peers": []}}},
     ],
 )  # fmt: skip

@@ -29,6 +29,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from ..compat.federation import binding_of
 from ..federation.netguard import (
     forbidden_address,
     ip_literal,
@@ -180,7 +181,9 @@ def _private_target(server: str) -> bool:
 
 
 def _checked_binding(body: dict, who: str) -> tuple[str, str]:
-    address, pub = body.get("address"), body.get("pub")
+    # FLUX's fields, or the prototype's (`flux_address`, `flux_pub_b64`): a binding is
+    # checked the same way whoever wrote it (PROTOCOL.md §13)
+    address, pub = binding_of(body)
     if not is_address(address) or not isinstance(pub, str):
         raise FluxClientError(
             f"{who}: answer has no valid address and pub", code="bad_answer", field="to"

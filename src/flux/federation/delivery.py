@@ -4,7 +4,8 @@ The submit pipeline puts each copy for another server in the store's durable que
 row per destination and body) and kicks the worker. The worker claims one *destination* at
 a time (a store lease: one batch in flight per peer, across every process sharing the
 store), seals each message to the server it is about to reach, and POSTs the batch as one
-signed, idempotent transaction to `/federation/deliver` (or `/mesh/relay` for mesh copies).
+signed, idempotent transaction to `/federation/deliver` (or `/mesh/relay` for mesh copies);
+a prototype peer gets each message through its own dialect instead (`PeerClient.dialect`).
 
 What the answer decides, per message:
 
@@ -139,6 +140,9 @@ class DeliveryWorker:
         #: destination -> (the server it resolved to, when)
         self._servers: dict[str, tuple[str, int]] = {}
         self.on_settled: Callable[[Lease, Settlement], None] | None = None  # metrics hook
+        #: which peers speak the prototype's dialect (compat/federation.py); a stand-in
+        #: for the peer client (a test's) reaches FLUX peers only
+        self._dialect = peers.dialect if isinstance(peers, PeerClient) else _flux_only
 
     # -- control ------------------------------------------------------------------------
     def kick(self) -> None:
@@ -331,18 +335,28 @@ class DeliveryWorker:
         """Seal each message to `server` and hand them over, in order, in as few signed
         transactions as MAX_BATCH_BYTES allows (one after the other: one in flight)."""
         now = self.clock()
-        encoded = [
-            _json(
-                append_hop(
-                    q.item.envelope,
-                    self.signer,
-                    next_hop=server,
-                    now_ms=now,
-                    cv=ChainVerdict(q.item.cv),
-                )
+        sealed = [
+            append_hop(
+                q.item.envelope,
+                self.signer,
+                next_hop=server,
+                now_ms=now,
+                cv=ChainVerdict(q.item.cv),
             )
             for q in batch
         ]
+        # The one seam to the prototype's dialect (compat/federation.py): its answers come
+        # back as FLUX results, judged below like any peer's.
+        legacy = await self._dialect(server, via)
+        if legacy is not None:
+            try:
+                return await legacy.deliver(
+                    sealed, [q.item.recipients for q in batch], now_ms=now,
+                    timeout_s=self.policy.timeout_s, lost=lambda: held.lost,
+                )  # fmt: skip
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+                raise DeliveryFailed(f"{type(exc).__name__}: {exc}"[:300]) from exc
+        encoded = [_json(m) for m in sealed]
         results: list[Any] = []
         for part in _by_size(encoded, MAX_BATCH_BYTES - 1024):
             if held.lost:  # another worker has the destination: one batch in flight per peer
@@ -375,6 +389,11 @@ class DeliveryWorker:
         if not isinstance(results, list) or len(results) != len(messages):
             raise DeliveryFailed("the answer does not list one result per message")
         return results
+
+
+async def _flux_only(server: str, via: str) -> None:
+    """No peer speaks another dialect."""
+    return None
 
 
 def _cannot_seal(envelope: Mapping[str, Any]) -> str | None:

@@ -62,6 +62,15 @@ MAC_CONTEXT = b"flux-mesh:1:"
 _HEADER_RE = re.compile(r"^([A-Za-z0-9._-]{1,64});mac=([A-Za-z0-9+/]{43}=)\Z")
 
 
+class MeshKind(enum.StrEnum):
+    """Which protocol a mesh's members speak (`"kind"` in its entry; FLUX by default)."""
+
+    FLUX = "flux"  #: signed transactions and the Flux-Mesh MAC (the token never sent)
+    #: the prototype's relay (compat/mesh.py): one bare envelope per POST, with the token's
+    #: SHA-256 in a header; nothing signed, so the token travels in clear (OPERATING.md)
+    PROTOTYPE = "prototype"
+
+
 class MeshMode(enum.StrEnum):
     BROADCAST = "broadcast"
     CHAIN = "chain"
@@ -74,6 +83,14 @@ class Mesh:
     token: str
     mode: MeshMode
     peers: tuple[str, ...]  #: ring order, the same on every member
+    kind: MeshKind = MeshKind.FLUX
+    #: peers written as URLs (the prototype's form): server name -> base URL, whose scheme
+    #: says how a prototype-kind member is reached (FLUX members: insecure_peers decides)
+    urls: tuple[tuple[str, str], ...] = ()
+
+    def url(self, peer: str) -> str | None:
+        """The base URL the config gave for `peer`, or None (it gave a server name)."""
+        return dict(self.urls).get(peer)
 
 
 class MeshConfigError(ValueError):
@@ -91,16 +108,45 @@ def parse_meshes(data: Any, where: str = "mesh config") -> dict[str, Mesh]:
         if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", name) or not isinstance(entry, dict):
             raise MeshConfigError(f"{at}: a name of 1-64 letters, digits, '.', '_', '-'")
         token, mode, peers = entry.get("token"), entry.get("mode", "broadcast"), entry.get("peers")
+        kind = entry.get("kind", "flux")
         if not isinstance(token, str) or len(token) < 16:
             raise MeshConfigError(f"{at}: token must be a string of at least 16 characters")
         if mode not in set(MeshMode):
             raise MeshConfigError(f"{at}: mode must be broadcast, chain or hybrid")
-        if not isinstance(peers, list) or not all(
-            isinstance(p, str) and SERVER_RE.match(p) for p in peers
-        ):
-            raise MeshConfigError(f"{at}: peers must be a list of host[:port] server names")
-        out[name] = Mesh(name, token, MeshMode(mode), tuple(dict.fromkeys(peers)))
+        if kind not in set(MeshKind):
+            raise MeshConfigError(f"{at}: kind must be flux or prototype")
+        if not isinstance(peers, list):
+            raise MeshConfigError(f"{at}: peers must be a list of host[:port] names or URLs")
+        names: list[str] = []
+        urls: dict[str, str] = {}
+        for peer in peers:
+            server, url = _peer_name(peer, at)
+            names.append(server)
+            if url is not None:
+                urls[server] = url
+        out[name] = Mesh(
+            name, token, MeshMode(mode), tuple(dict.fromkeys(names)), MeshKind(kind),
+            tuple(urls.items()),
+        )  # fmt: skip
     return out
+
+
+#: a peer as the prototype writes it: `http(s)://host[:port]` with an optional final "/"
+_PEER_URL_RE = re.compile(r"^(https?)://([^/?#@\s]+)/?\Z", re.IGNORECASE)
+
+
+def _peer_name(peer: Any, at: str) -> tuple[str, str | None]:
+    """(server name, base URL or None) for one `peers` entry: a `host[:port]` name, or a
+    URL of the prototype's form, whose host is lower-cased into the name (DNS names are
+    case-insensitive); its scheme is kept. Raise MeshConfigError naming the entry."""
+    if isinstance(peer, str) and SERVER_RE.match(peer):
+        return peer, None
+    match = _PEER_URL_RE.match(peer) if isinstance(peer, str) else None
+    if match is None or not SERVER_RE.match(match.group(2).lower()):
+        shown = repr(peer)[:80]
+        raise MeshConfigError(f"{at}: peer {shown} is not a host[:port] name or http(s) URL")
+    server = match.group(2).lower()
+    return server, f"{match.group(1).lower()}://{server}"
 
 
 def load_meshes(path: Path | None) -> dict[str, Mesh]:

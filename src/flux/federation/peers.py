@@ -29,6 +29,7 @@ from typing import Any
 
 import aiohttp
 
+from ..compat.federation import ProtoPeers, ProtoRoute
 from ..protocol.envelope import SERVER_RE
 from ..protocol.errors import FluxError
 from .keys import KeyCache, KeyFetcher
@@ -74,6 +75,8 @@ class PeerClient:
         self._fetcher: KeyFetcher | None = None
         self._deliveries: aiohttp.ClientSession | None = None
         self._reports: aiohttp.ClientSession | None = None
+        #: which peers speak the prototype's dialect (compat/federation.py)
+        self.prototypes = ProtoPeers(self.meshes, clock)
 
     def fetcher(self) -> KeyFetcher:
         if self._fetcher is None:
@@ -114,6 +117,12 @@ class PeerClient:
         """The Flux-Mesh header for a request relayed through mesh `via` (none if "")."""
         return mesh_header(self.meshes[via], signed["Signature"]) if via else {}
 
+    async def dialect(self, server: str, via: str) -> ProtoRoute | None:
+        """The one seam to the prototype's dialect: a ProtoRoute when `server` (reached
+        through mesh `via`, "" for a delivery) is a prototype peer, None when it speaks
+        FLUX's signed transactions (compat/federation.py)."""
+        return await self.prototypes.route(self, server, via)
+
     def base_url(self, server: str) -> str:
         """`https://{server}` (plain HTTP for peers listed insecure); raises InvalidValue
         for anything that is not a `host[:port]` server name, RefusedAddress (an OSError)
@@ -133,13 +142,15 @@ class PeerClient:
         *,
         timeout_s: float,
         reports: bool = False,
+        base: str | None = None,
     ) -> tuple[int, Any]:
         """POST a JSON body; (status, parsed answer or None). Through the delivery pool, or
         the report pool with `reports`. Never follows a redirect; reads at most
-        ANSWER_MAX_BYTES within `timeout_s` in all. Raises aiohttp.ClientError,
-        TimeoutError, OSError (RefusedAddress) or ValueError (InvalidValue: not a server
-        name; RedirectRefused, AnswerTooLarge)."""
-        url = self.base_url(server) + path
+        ANSWER_MAX_BYTES within `timeout_s` in all. `base`: the base URL a mesh config
+        gave for `server` (a prototype peer's `http://host:port`), checked by the address
+        policy as any. Raises aiohttp.ClientError, TimeoutError, OSError (RefusedAddress)
+        or ValueError (InvalidValue: not a server name; RedirectRefused, AnswerTooLarge)."""
+        url = (self.policy.guard_url(base) if base else self.base_url(server)) + path
         session = self._session(self._reports if reports else self._deliveries)
         async with asyncio.timeout(timeout_s), session.post(
             url, data=body, headers={**headers, "Content-Type": "application/json"},
@@ -148,6 +159,18 @@ class PeerClient:
         ) as response:  # fmt: skip
             data = await read_capped(response, ANSWER_MAX_BYTES)
             return response.status, json_or_none(data)
+
+    async def get_json(
+        self, server: str, path: str, *, timeout_s: float, max_bytes: int
+    ) -> tuple[int, Any]:
+        """GET through the delivery pool under the same rules as `post` (no redirect, at
+        most `max_bytes`, `timeout_s` in all); (status, parsed answer or None)."""
+        url = self.base_url(server) + path
+        async with asyncio.timeout(timeout_s), self._session(self._deliveries).get(
+            url, timeout=aiohttp.ClientTimeout(total=timeout_s), ssl=self._ssl(url),
+            allow_redirects=False,
+        ) as response:  # fmt: skip
+            return response.status, json_or_none(await read_capped(response, max_bytes))
 
     async def delegated_server(self, domain: str) -> str:
         """The server `domain` names in `/.well-known/flux`, else the domain itself.

@@ -44,6 +44,11 @@ from .limits import MAX_ROUTE_HOPS
 SEAL_CONTEXT = b"flux-seal:1:"
 LOCAL_DELIVERY = "local"
 HEX64 = re.compile(r"^[0-9a-f]{64}\Z")  # \Z: "$" would accept a trailing newline
+#: what the prototype may write as an unsealed record's `server` (§13.x): whatever its
+#: operator passed as `--domain` or its `Host` header was, e.g. `Mail.Example.com` or
+#: `[::1]:8765`. Printable ASCII without spaces, 1-255 characters. Such a name is a label,
+#: not a server name: it is never fetched, normalised, blamed or reported to.
+PROTOTYPE_SERVER_RE = re.compile(r"^[\x21-\x7e]{1,255}\Z")
 PROTOTYPE_FIELDS = frozenset({"server", "t", "hash", "sig", "pub"})
 SEALED_FIELDS = PROTOTYPE_FIELDS | {"i", "prev", "cv", "next", "bh", "seal"}
 
@@ -247,7 +252,12 @@ def _check_record_shape(record: Any) -> bool:
     allowed = SEALED_FIELDS if sealed else PROTOTYPE_FIELDS
     if set(record) != allowed:
         raise _fail("record fields are not those of a sealed or a prototype hop")
-    if not isinstance(record["server"], str) or not SERVER_RE.match(record["server"]):
+    # A sealed record's server must be a FLUX server name: its seal counts only under keys
+    # fetched from that name. An unsealed (prototype) record proves nothing either way, so
+    # its `server` is only the label its signature covers; normalising it (lower-casing,
+    # dropping brackets) would break that signature (PROTOCOL.md §13, hop record names).
+    name_re = SERVER_RE if sealed else PROTOTYPE_SERVER_RE
+    if not isinstance(record["server"], str) or not name_re.match(record["server"]):
         raise _fail("server is not a server name")
     if record["server"] == LOCAL_DELIVERY:
         raise _fail("'local' is reserved for next and names no server")

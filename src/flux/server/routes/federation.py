@@ -30,6 +30,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ...compat.federation import check_proto_relay, is_proto_relay
 from ...federation.delivery import MAX_BATCH, MAX_BATCH_BYTES
 from ...federation.keys import KeyFetcher
 from ...federation.mesh import MAX_MESH_PEERS, Mesh, check_mesh_header
@@ -57,7 +58,7 @@ from ...protocol.tamper import (
 from ...store.base import Store, Strike
 from .. import wire
 from ..errors import Unavailable
-from ..fair import PeerTurns
+from ..fair import PeerTurns, request_client
 from ..keys import ServerKey
 from ..submission import Refused, SubmitResult, Submitter
 
@@ -115,7 +116,17 @@ class FederationRoutes:
 
     async def relay(self, request: web.Request) -> web.Response:
         """A mesh peer's batch: as /federation/deliver, plus the Flux-Mesh membership proof;
-        what is not hosted here goes on through the mesh (federation/mesh.py)."""
+        what is not hosted here goes on through the mesh (federation/mesh.py).
+
+        A prototype peer's relay (its token header, no signature) is taken only for a
+        prototype-kind mesh, and then exactly as an unauthenticated `/send` of the bare
+        envelope: the same pipeline and budgets, no strike, no report (compat/federation.py).
+        401 `bad_request_signature` naming the header when the token is not such a mesh's."""
+        if is_proto_relay(request.headers):
+            check_proto_relay(request.headers, self.meshes)
+            client = request_client(request)
+            result = await self.submitter.submit(await request.read(), client=client)
+            return wire.ok(**result.to_wire())
         return await self._receive(request, mesh=True)
 
     async def mesh_info(self, request: web.Request) -> web.Response:

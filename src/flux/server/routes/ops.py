@@ -17,6 +17,7 @@ from aiohttp import web
 
 from ... import __version__
 from ...accounts import Accounts
+from ...compat.federation import prototype_binding
 from ...protocol.chain import PublishedKey
 from ...protocol.encoding import b64e
 from ...protocol.identity import is_address
@@ -139,17 +140,25 @@ class OpsRoutes:
 
     async def resolve(self, request: web.Request) -> web.Response:
         """fx1 addresses hosted here -> their key; account names (any kind) -> their
-        address and key."""
+        address and key: `{ok, address, pub, domain[, name]}`, plus the same binding under
+        the prototype's names (`flux_address`, `flux_pub_b64`, `username`), which its
+        servers and clients read (PROTOCOL.md §13). 404 `not_found` naming `name`."""
         name = wire.path_str(request, "name")
         if not is_address(name) and self.accounts is not None:
             account = await self.accounts.resolve(name)
             if account is not None:
-                return wire.ok(address=account.address, pub=account.pub,
-                               name=account.username, domain=self.domain)  # fmt: skip
+                return wire.ok(
+                    address=account.address, pub=account.pub, name=account.username,
+                    domain=self.domain, **prototype_binding(account.address, account.pub),
+                    username=account.username,
+                )  # fmt: skip
         hosted = await self.store.hosted(name) if is_address(name) else None
         if hosted is None:
             raise NotFound(f"{name[:60]} is not hosted here", field="name")
-        return wire.ok(address=hosted.address, pub=hosted.pub, domain=self.domain)
+        return wire.ok(
+            address=hosted.address, pub=hosted.pub, domain=self.domain,
+            **prototype_binding(hosted.address, hosted.pub),
+        )  # fmt: skip
 
 
 def _key_entry(key: PublishedKey) -> dict[str, Any]:

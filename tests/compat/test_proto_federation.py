@@ -1,0 +1,214 @@
+"""Mixed federation: a real prototype server and a real FLUX server exchange mail by name
+both ways (issue 11, items 6 and 8; PROTOCOL.md §13).
+
+The prototype runs from ../shared/seed-prototype (`ProtoServer`, `run_proto`); FLUX runs in
+this process (`local_servers`: named `127.0.0.1:<port>`, the prototype's name listed as an
+insecure peer, which is what lets FLUX reach it over plain HTTP on loopback). The prototype
+reaches a domain written with a port over plain HTTP by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from compat.proto import ProtoServer, require_seed, run_proto
+from federation.fed_helpers import local_servers
+from flux.client import FluxClient
+from flux.compat.federation import (
+    PeerDialect,
+    Unsendable,
+    binding_of,
+    dialect_of,
+    judge_send_answer,
+    unsendable,
+)
+from flux.protocol import Identity
+from flux.protocol.outgoing import compose
+
+PASSWORD = "correct horse battery"
+
+
+def proto_server(tmp: Path) -> ProtoServer:
+    """A prototype server whose domain is its own `127.0.0.1:<port>`."""
+    require_seed()
+    server = ProtoServer(tmp / "proto")
+    server.domain = f"127.0.0.1:{server.port}"
+    return server
+
+
+async def proto_call(method: str, url: str, **kw: Any) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as http, http.request(method, url, **kw) as r:
+        return r.status, await r.json(content_type=None)
+
+
+async def proto_inbox(proto: ProtoServer, session: str, count: int) -> list[dict]:
+    """The prototype account's `/mail/inbox` once it holds `count` messages (polled: the
+    prototype pushes nothing an HTTP test can wait on), within 30 s."""
+    async with asyncio.timeout(30):
+        while True:
+            status, body = await proto_call(
+                "GET", f"{proto.url}/mail/inbox", headers={"X-Flux-Session": session}
+            )
+            assert status == 200, body
+            if len(body["messages"]) >= count:
+                return body["messages"]
+            await asyncio.sleep(0.1)  # polling a condition, bounded by the timeout
+
+
+async def register_proto(proto: ProtoServer, username: str) -> dict:
+    status, body = await proto_call(
+        "POST", f"{proto.url}/account/register", json={"username": username, "password": PASSWORD}
+    )
+    assert status == 200, body
+    return body
+
+
+async def flux_inbox(client: FluxClient, count: int) -> list[dict]:
+    async with asyncio.timeout(30):
+        while True:
+            messages = await client.inbox()
+            listed = messages if isinstance(messages, list) else messages.messages
+            if len(listed) >= count:
+                return listed
+            await asyncio.sleep(0.1)  # polling a condition, bounded by the timeout
+
+
+async def test_prototype_sends_by_name_to_flux(tmp_path: Path) -> None:
+    """The prototype's own resolver reads FLUX's answer (`flux_address`), and its client
+    posts the envelope to that domain's `/send`, as the prototype delivers."""
+    with proto_server(tmp_path) as proto:
+        async with local_servers(tmp_path, ["f"], extra_insecure=[proto.domain]) as servers:
+            flux = servers["f"]
+            domain = flux.url.removeprefix("http://")
+            bob = FluxClient(Identity.generate(), flux.url)
+            await bob.register()
+            await bob.claim("bob")
+            code = (
+                "import asyncio, json, sys, aiohttp\n"
+                "from flux.identity import FluxIdentity\n"
+                "from flux.client import FluxClient\n"
+                "from flux.federation import resolve_address\n"
+                "async def main():\n"
+                "    me = FluxIdentity.generate()\n"
+                "    async with aiohttp.ClientSession() as s:\n"
+                "        fx1 = await resolve_address(f'bob@{sys.argv[1]}', sys.argv[2], s)\n"
+                "    c = FluxClient(me, f'http://{sys.argv[1]}')\n"
+                "    answer = await c.send(fx1, 'hello from the prototype')\n"
+                "    await c.close()\n"
+                "    print(json.dumps({'fx1': fx1, 'from': me.address, 'answer': answer}))\n"
+                "asyncio.run(main())\n"
+            )
+            done = await asyncio.to_thread(run_proto, code, domain, proto.domain)
+            assert done.returncode == 0, done.stderr
+            out = json.loads(done.stdout.strip().splitlines()[-1])
+            assert out["fx1"] == bob.address
+            assert out["answer"]["ok"] is True, out
+            (msg,) = await flux_inbox(bob, 1)
+            assert msg["from"] == out["from"] and msg["content"] == "hello from the prototype"
+            await bob.close()
+
+
+async def test_flux_sends_by_name_to_the_prototype(tmp_path: Path) -> None:
+    """FLUX's client resolves `carol@<prototype>` (the prototype's `flux_address` answer);
+    FLUX's queue finds a prototype at `/federation/info` and delivers to its `/send`,
+    sealed as any hop; the prototype checks and stores it for carol."""
+    with proto_server(tmp_path) as proto:
+        carol = await register_proto(proto, "carol")
+        async with local_servers(tmp_path, ["f"], extra_insecure=[proto.domain]) as servers:
+            alice = FluxClient(Identity.generate(), servers["f"].url)
+            await alice.register()
+            result = await alice.send(f"carol@{proto.domain}", "hello from FLUX")
+            assert result  # queued for the prototype's domain
+            (msg,) = await proto_inbox(proto, carol["session"], 1)
+            assert msg["from"] == alice.address and msg["content"] == "hello from FLUX"
+            assert msg["to"] == carol["flux_address"]
+            sealed = msg["integrity_chain"][0]
+            assert sealed["server"] == servers["f"].url.removeprefix("http://")
+            assert sealed["next"] == proto.domain  # sealed to the prototype, which kept it
+            await alice.close()
+
+
+async def test_mail_the_prototype_would_refuse_bounces_at_once_named(tmp_path: Path) -> None:
+    """A copy the prototype can never take (older than its 5-minute window) is not retried
+    for days: it is bounced at once, the bounce naming `prototype_stale`."""
+    with proto_server(tmp_path) as proto:
+        carol = await register_proto(proto, "carol")
+        async with local_servers(tmp_path, ["f"], extra_insecure=[proto.domain]) as servers:
+            me = Identity.generate()
+            alice = FluxClient(me, servers["f"].url)
+            await alice.register()
+            old = int(time.time() * 1000) - 280_000  # FLUX takes it; the prototype would not
+            msg = compose(me, carol["flux_address"], "late", now_ms=old).primary
+            status, body = await proto_call(
+                "POST", f"{servers['f'].url}/send",
+                json={"message": msg, "domains": {carol["flux_address"]: proto.domain}},
+            )  # fmt: skip
+            assert status == 200, body
+            (bounce,) = await flux_inbox(alice, 1)
+            assert "bounce" in bounce.get("tags", [])
+            assert str(Unsendable.STALE) in bounce["content"]
+            await alice.close()
+        status, body = await proto_call(
+            "GET", f"{proto.url}/mail/peek", headers={"X-Flux-Session": carol["session"]}
+        )
+        assert body.get("count", 0) == 0  # never sent
+
+
+# -- the pure translation --------------------------------------------------------------------
+
+
+def test_the_dialect_is_read_from_info_or_health() -> None:
+    proto_info = {"ok": True, "domain": "p", "version": "2.1.1", "protocol": "1.0",
+                  "federation": True}  # fmt: skip
+    assert dialect_of(proto_info) is PeerDialect.PROTOTYPE
+    assert dialect_of({"ok": True, "keys": [], "protocol": "1.0"}) is PeerDialect.FLUX
+    assert dialect_of(None, {"ok": True, "protocol": "1.0", "version": "2.1.1"}) is (
+        PeerDialect.PROTOTYPE
+    )
+    assert dialect_of(None, {"ok": True, "version": "1", "domain": "d"}) is PeerDialect.FLUX
+    assert dialect_of({"ok": False}, {"error": "x"}) is None
+
+
+@pytest.mark.parametrize(
+    ("status", "answer", "expected"),
+    [
+        (200, {"ok": True, "delivery": "queued"}, {"recipients": {"a": "stored", "c": "not_hosted"}}),
+        (200, {"ok": True, "delivery": "dropped"}, "quota_exceeded"),
+        (429, {"ok": False, "error": "mailbox full"}, "quota_exceeded"),
+        (400, {"ok": False, "error": "message too old"}, "prototype_refused"),
+        (403, {"ok": False, "error": "invalid signature"}, "prototype_refused"),
+    ],
+)  # fmt: skip
+def test_prototype_answers_become_flux_results(status, answer, expected) -> None:
+    result = judge_send_answer(status, answer, ["a", "c"], "a")
+    if isinstance(expected, dict):
+        assert result == expected
+    else:
+        assert result["refused"] == expected and result["error"]
+
+
+@pytest.mark.parametrize("status", [404, 405, 500, 502])
+def test_an_answer_that_says_nothing_is_retried(status) -> None:
+    with pytest.raises(ValueError, match=str(status)):
+        judge_send_answer(status, None, ["a"], "a")
+
+
+def test_what_a_prototype_can_never_take_is_named() -> None:
+    now = 10_000_000
+    fresh = {"to": "a", "t": now}
+    assert unsendable(fresh, ["a"], now) is None
+    assert unsendable({**fresh, "bcc": ["b"]}, ["b"], now)[0] is Unsendable.BCC
+    assert unsendable(fresh, ["c"], now)[0] is Unsendable.TO_ONLY
+    assert unsendable({**fresh, "t": now - 290_000}, ["a"], now)[0] is Unsendable.STALE
+
+
+def test_a_binding_is_read_in_either_dialect() -> None:
+    assert binding_of({"address": "x", "pub": "p", "flux_address": "y"}) == ("x", "p")
+    assert binding_of({"flux_address": "y", "flux_pub_b64": "q"}) == ("y", "q")

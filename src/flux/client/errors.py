@@ -39,7 +39,7 @@ class FluxClientError(FluxError):
         self.status = status
         if code:
             self.code = code  # the instance's code shadows the class default
-        self.body = dict(body or {})
+        self.body = dict(body) if body is not None else {}
 
     @property
     def reasons(self) -> list[str]:

@@ -97,7 +97,7 @@ class Status(dict[str, Any]):
     def online(self) -> bool:
         value = self.get("online")
         if not isinstance(value, bool):
-            raise bad_answer("GET /status", "online", "missing or not true/false", self)
+            raise bad_answer("GET /status", "online", "missing or not true/false", dict(self))
         return value
 
     def __bool__(self) -> bool:

@@ -82,6 +82,14 @@ def test_flux_client_has_the_prototype_methods() -> None:
         assert [p.name for p in required] == params[: len(required)], method
 
 
+def test_flux_client_takes_the_prototypes_server_keyword() -> None:
+    identity = FluxIdentity.generate()
+    assert FluxClient(identity, server="http://127.0.0.1:9/").url == "http://127.0.0.1:9"
+    assert FluxClient(identity, "http://127.0.0.1:9").url == "http://127.0.0.1:9"
+    with pytest.raises(TypeError):
+        FluxClient(identity, "http://a:1", server="http://b:2")
+
+
 def test_identity_prototype_accessors_and_files(tmp_path: Path) -> None:
     alice = FluxIdentity.generate()
     assert alice.pub_bytes() == alice.public_key and len(alice.pub_bytes()) == 32

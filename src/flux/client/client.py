@@ -133,7 +133,8 @@ class FluxClient:
     JSON file, remembering which address each `name@domain` resolved to. `keys`: public
     keys already known, `{fx1 address: base64url key}` (each is checked against its
     address before use). `legacy_secret`: the server's FLUX_SECRET, to authenticate with
-    the prototype's derived token instead of a signed challenge. `reconnect_base`/`reconnect_cap`: the WebSocket's backoff, seconds; it starts afresh only
+    the prototype's derived token instead of a signed challenge. `server`: the
+    prototype's keyword for `url`. `reconnect_base`/`reconnect_cap`: the WebSocket's backoff, seconds; it starts afresh only
     after a socket stayed up `reconnect_stable` seconds (client/ws.py says why).
     """
 
@@ -151,8 +152,13 @@ class FluxClient:
         reconnect_stable: float = 30.0,
         plain_http_domains: Iterable[str] | None = None,
         legacy_secret: str | None = None,
+        server: str | None = None,
     ) -> None:
         self.identity = identity
+        if server is not None:  # the prototype's name for `url`
+            if url != "http://localhost:8765" and url.rstrip("/") != server.rstrip("/"):
+                raise TypeError("give the server's URL once: url or server, not both")
+            url = server
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.bindings = bindings if isinstance(bindings, KnownBindings) else KnownBindings(bindings)

@@ -194,6 +194,13 @@ def test_prototype_answers_become_flux_results(status, answer, expected) -> None
         assert result["refused"] == expected and result["error"]
 
 
+def test_a_flux_member_hosting_nobody_is_not_hosted() -> None:
+    answer = {"ok": False, "error": "nobody here", "code": "unknown_recipient", "field": "to"}
+    assert judge_send_answer(404, answer, ["a", "c"], "a") == {
+        "recipients": {"a": "not_hosted", "c": "not_hosted"}
+    }
+
+
 @pytest.mark.parametrize("status", [404, 405, 500, 502])
 def test_an_answer_that_says_nothing_is_retried(status) -> None:
     with pytest.raises(ValueError, match=str(status)):

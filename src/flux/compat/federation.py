@@ -11,8 +11,8 @@ The prototype (levkris/flux-protocol 2.1.1) has no signed server requests, no
   `domain`); FLUX publishes `keys` and names its `domain` in both.
 
 This module is the whole of FLUX's side of that conversation; the delivery worker reaches
-it through one seam (`PeerClient.dialect`, which returns a `ProtoRoute` or None), the mesh
-route through `check_proto_relay`. It keeps the core's rules:
+it through one seam (`PeerClient.dialect`, which returns a `ProtoRoute` or None); what a
+prototype peer relays to FLUX is taken in compat/mesh.py. It keeps the core's rules:
 
 * Outbound, every request goes through the peer client (netguard: the address policy, no
   redirects, capped answers, deadlines). Each message is still sealed by this server to the
@@ -27,7 +27,7 @@ route through `check_proto_relay`. It keeps the core's rules:
   FLUX server, whatever chain it forges.
 
 Pure helpers (`dialect_of`, `unsendable`, `judge_send_answer`, `mesh_token_header`,
-`check_proto_relay`) do no I/O; `ProtoPeers` and `ProtoRoute` do theirs through the
+`binding_of`) do no I/O; `ProtoPeers` and `ProtoRoute` do theirs through the
 callables the peer client passes in.
 """
 
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import hmac
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -45,7 +44,6 @@ from typing import Any, Protocol
 import aiohttp
 
 from ..federation.mesh import Mesh, MeshKind
-from ..protocol.errors import BadRequestSignature
 
 log = logging.getLogger("flux.compat")
 
@@ -56,9 +54,7 @@ __all__ = [
     "ProtoPeers",
     "ProtoRoute",
     "binding_of",
-    "check_proto_relay",
     "dialect_of",
-    "is_proto_relay",
     "judge_send_answer",
     "mesh_token_header",
     "prototype_binding",
@@ -139,12 +135,15 @@ def unsendable(
 def judge_send_answer(status: int, answer: Any, recipients: Sequence[str], to: str) -> dict:
     """One prototype answer (to `/send` or `/mesh/relay`) as a FLUX delivery result
     (`{recipients: {...}}` or `{refused, error}`, FEDERATION.md "Delivery"). Raises
-    ValueError for an answer that says nothing (5xx, not JSON, 404: retried)."""
+    ValueError for an answer that says nothing (5xx, not JSON, a 404 page: retried). A
+    JSON 404 is a FLUX member of a prototype-kind mesh hosting none of the recipients."""
     error = answer.get("error") if isinstance(answer, Mapping) else None
     if status == 200 and isinstance(answer, Mapping) and answer.get("ok") is True:
         if answer.get("delivery") == "dropped":  # its store was full
             return {"refused": TRANSIENT, "error": "the prototype server dropped it (full)"}
         return {"recipients": {r: "stored" if r == to else "not_hosted" for r in recipients}}
+    if status == 404 and isinstance(error, str):  # a FLUX member: none of them is hosted
+        return {"recipients": dict.fromkeys(recipients, "not_hosted")}
     if status == 429:
         return {"refused": TRANSIENT, "error": str(error or "mailbox full")}
     if 400 <= status < 500 and status not in (404, 405) and isinstance(error, str):
@@ -173,29 +172,6 @@ def mesh_token_header(token: str) -> dict[str, str]:
 
 def _derived(token: str) -> str:
     return hashlib.sha256(f"flux-mesh:{token}".encode()).hexdigest()
-
-
-def is_proto_relay(headers: Mapping[str, str]) -> bool:
-    """A `/mesh/relay` in the prototype's dialect: its token header, and no signature."""
-    return PROTO_MESH_HEADER in headers and "Signature" not in headers
-
-
-def check_proto_relay(headers: Mapping[str, str], meshes: Mapping[str, Mesh]) -> Mesh:
-    """The prototype-kind mesh whose token the header carries; raise BadRequestSignature
-    (401, naming the header) otherwise. A FLUX-kind mesh's token is never accepted this
-    way: its members never send it, so a header carrying it proves only a leak."""
-    given = headers.get(PROTO_MESH_HEADER, "")
-    found = None
-    for mesh in meshes.values():  # every mesh compared, in constant time each
-        if mesh.kind is MeshKind.PROTOTYPE and hmac.compare_digest(
-            given.encode(), _derived(mesh.token).encode()
-        ):
-            found = mesh
-    if found is None:
-        raise BadRequestSignature(
-            "the mesh token is not that of a prototype-kind mesh here", field=PROTO_MESH_HEADER
-        )
-    return found
 
 
 # -- the transport ------------------------------------------------------------------------

@@ -15,6 +15,9 @@ Modes (which peers a server hands a message to; `relay_targets`):
 * hybrid: the first server broadcasts; a peer that does not host a recipient passes it
   on along the ring, so members the first server does not list are still reached.
 
+A mesh marked `"kind": "prototype"` speaks the prototype's relay (compat/): its members
+pass nothing on, so the first server hands the message to every member in every mode.
+
 Each member receives a message at most once per mesh (relays grow as N - 1, not
 (N - 1)²). Broadcast and chain give that by construction. In hybrid, passing on along the
 ring from every broadcast receiver would hand each member the message again from its
@@ -173,6 +176,11 @@ def relay_targets(
     `sender_lists`: the peers the server that handed it here lists for this mesh (its
     relay transaction's `mesh_peers`), None if it did not say."""
     skip = {own, *seen}
+    if mesh.kind is MeshKind.PROTOTYPE:
+        # A prototype receiver passes nothing on (and takes anything, so its own chain walk
+        # stops at the first member it reaches): the server that took the message hands it
+        # to every member itself, in ring order, whatever the mode (PROTOCOL.md §13).
+        return [p for p in mesh.peers if p not in skip] if first else []
     if first:
         if mesh.mode is MeshMode.CHAIN:
             return _ring_after(mesh, own, skip)[:1]

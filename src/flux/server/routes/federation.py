@@ -30,7 +30,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ...compat.federation import check_proto_relay, is_proto_relay
+from ...compat.mesh import check_proto_relay, is_proto_relay, take_proto_relay
 from ...federation.delivery import MAX_BATCH, MAX_BATCH_BYTES
 from ...federation.keys import KeyFetcher
 from ...federation.mesh import MAX_MESH_PEERS, Mesh, check_mesh_header
@@ -120,12 +120,12 @@ class FederationRoutes:
 
         A prototype peer's relay (its token header, no signature) is taken only for a
         prototype-kind mesh, and then exactly as an unauthenticated `/send` of the bare
-        envelope: the same pipeline and budgets, no strike, no report (compat/federation.py).
+        envelope: the same pipeline and budgets, no strike, no report (compat/mesh.py).
         401 `bad_request_signature` naming the header when the token is not such a mesh's."""
         if is_proto_relay(request.headers):
             check_proto_relay(request.headers, self.meshes)
-            client = request_client(request)
-            result = await self.submitter.submit(await request.read(), client=client)
+            raw = await request.read()
+            result = await take_proto_relay(self.submitter, raw, client=request_client(request))
             return wire.ok(**result.to_wire())
         return await self._receive(request, mesh=True)
 

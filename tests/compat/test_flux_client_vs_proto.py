@@ -234,8 +234,9 @@ NEAR_MISSES: dict[str, tuple[dict[str, Any], str]] = {
 }
 
 
-def near_miss_app(overrides: dict[str, dict[str, Any]]) -> web.Application:
-    """A server that answers every client route `ok`, each answer one field short."""
+def near_miss_app(overrides: dict[str, Any], ws: Any = None) -> web.Application:
+    """A server that answers every client route `ok`, each answer one field short (and
+    `ws` at /ws when given)."""
 
     async def answer(request: web.Request) -> web.Response:
         route = f"{request.method} /{request.path.split('/')[1]}"
@@ -246,6 +247,8 @@ def near_miss_app(overrides: dict[str, dict[str, Any]]) -> web.Application:
         return web.json_response(overrides.get(route, {"ok": True}))
 
     app = web.Application()
+    if ws is not None:
+        app.router.add_get("/ws", ws)
     app.router.add_route("*", "/{tail:.*}", answer)
     return app
 
@@ -310,5 +313,54 @@ async def test_a_challenge_without_its_nonce_is_named() -> None:
             with pytest.raises(FluxClientError) as caught:
                 await client.authenticate()
         assert caught.value.field == "challenge" and caught.value.code == "bad_answer"
+    finally:
+        await runner.cleanup()
+
+
+async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
+async def test_published_keys_ill_typed_are_named() -> None:
+    app = near_miss_app({
+        "GET /health": {"ok": True, "domain": "near.miss"},
+        "GET /federation": {"ok": True, "keys": 5},
+    })  # fmt: skip
+    runner, url = await _serve(app)
+    try:
+        async with FluxClient(FluxIdentity.generate(), url) as client:
+            with pytest.raises(FluxClientError) as caught:
+                await client.published_keys("near.miss")
+        assert caught.value.code == "bad_answer" and caught.value.field == "keys"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("authed", "field"),
+    [
+        ({"ok": True, "action": "authed", "messages": "none"}, "messages"),
+        ({"ok": True, "action": "authed", "queued": [1]}, "queued"),
+        (["not", "an", "object"], "action"),
+    ],
+)
+async def test_a_websocket_near_miss_is_named_not_retried(authed: Any, field: str) -> None:
+    async def ws(request: web.Request) -> web.WebSocketResponse:
+        sock = web.WebSocketResponse()
+        await sock.prepare(request)
+        await sock.receive()  # the auth frame
+        await sock.send_json(authed)
+        await sock.receive()  # until the client goes
+        return sock
+
+    runner, url = await _serve(near_miss_app({"GET /fetch": {"ok": True, "messages": []}}, ws))
+    try:
+        async with FluxClient(FluxIdentity.generate(), url, legacy_secret=SECRET) as client:
+            with pytest.raises(FluxClientError) as caught:
+                await client.start_ws(timeout=30)
+        assert caught.value.code == "bad_answer" and caught.value.field == field
     finally:
         await runner.cleanup()

@@ -42,6 +42,7 @@ from ..protocol import (
     verify_chain,
     verify_envelope,
 )
+from ..protocol.errors import InvalidInput
 from ..protocol.tokens import legacy_token
 from .answers import bad_answer, need, optional
 from .bindings import KnownBindings
@@ -674,7 +675,11 @@ class FluxClient:
                 ) from exc
             if status != 200 or not isinstance(body, dict):
                 raise FluxClientError.from_answer(status, body)
-            self._server_keys[server] = list(parse_info(body))  # the servers' own reading
+            try:
+                self._server_keys[server] = list(parse_info(body))  # the servers' own reading
+            except (InvalidInput, TypeError) as exc:  # TypeError: `keys` not a list
+                field = getattr(exc, "field", None) or "keys"
+                raise bad_answer(f"GET {server}/federation/info", field, str(exc), body) from exc
         return self._server_keys[server]
 
     def decrypt(self, msg: Mapping[str, Any]) -> str:

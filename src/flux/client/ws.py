@@ -81,6 +81,10 @@ def backoff_step(attempt: int, lasted_s: float | None, stable_s: float) -> int:
 def _transient(exc: BaseException) -> bool:
     """Worth waiting out (network, server down or restarting), as opposed to a refusal."""
     if isinstance(exc, FluxClientError):
+        if exc.code == "bad_answer" and exc.field is not None:
+            # an answer that came but lacks a field (not an outage, such as a proxy's
+            # 502 page): a server that answers so will not improve by waiting
+            return False
         return exc.status is None or exc.status >= 500 or exc.status == 429
     return isinstance(exc, aiohttp.ClientError | OSError | TimeoutError | ValueError)
 
@@ -210,6 +214,8 @@ class Listener:
         if raw.type != aiohttp.WSMsgType.TEXT:
             raise FluxClientError("websocket closed before authenticating", code="ws_closed")
         answer = json.loads(raw.data)
+        if not isinstance(answer, dict):
+            raise bad_answer("the websocket's auth", "action", "the answer is not an object")
         if answer.get("ok") and answer.get("action") == "authed":
             self._rejected = 0
             return answer
@@ -283,8 +289,10 @@ class Listener:
             await self._deliver(frame["message"])
         elif frame.get("type") == "msg" and isinstance(frame.get("msg"), dict):
             await self._deliver(frame["msg"])  # the prototype's push frame
-        elif action == "changed":
-            await self._call_all(self.change_handlers, list(frame.get("ids") or ()))
+        elif action == "changed" and isinstance(frame.get("ids"), list):
+            await self._call_all(
+                self.change_handlers, [i for i in frame["ids"] if isinstance(i, str)]
+            )
         elif frame.get("ok") is False:
             log.warning("server error frame: %s", frame.get("error"))
         self._advance(frame.get("state"))

@@ -15,7 +15,11 @@ async def test_register_login_me_logout(srv: Any) -> None:
     assert reg["ok"] is True and reg["username"] == "ada" and reg["kind"] == "password"
     assert reg["name"] == f"ada@{srv.config.domain}" and reg["domain"] == srv.config.domain
     assert address_from_pub(b64d(reg["pub"], length=32)) == reg["address"]
-    assert "session" not in reg
+    # register also opens a session (the prototype's clients use it at once), and
+    # names the fx1 address `flux_address` too, as the prototype did
+    assert reg["flux_address"] == reg["address"]
+    first = await srv.call("GET", "/account/me", headers={"X-Flux-Session": reg["session"]})
+    assert first["address"] == reg["address"]
 
     login = await srv.login("ada")
     assert set(login) >= {"ok", "session", "address", "expires_at"}

@@ -144,6 +144,20 @@ class Accounts:
 
         Raises InvalidValue/WrongType/TooLarge (naming the field), RegistrationClosed,
         UsernameTaken, BadInvite."""
+        account, _seed = await self._register(username, password, invite, client)
+        return account
+
+    async def register_and_login(
+        self, username: str, password: str, invite: str | None = None, client: str | None = None
+    ) -> Login:
+        """`register`, then a session for the new account (as `login` would give, without
+        a second argon2id run: the key is still in memory). Raises what `register` raises."""
+        account, seed = await self._register(username, password, invite, client)
+        return await self.open_session(account, seed)
+
+    async def _register(
+        self, username: str, password: str, invite: str | None, client: str | None
+    ) -> tuple[Account, bytes]:
         check_username(username)
         check_password(password)
         self.admission.check_open()
@@ -156,7 +170,7 @@ class Accounts:
         account = Account(username, AccountKind.PASSWORD, identity.address, identity.pub_b64(),
                           now, password_hash, sealed)  # fmt: skip
         await self._create(account)
-        return account
+        return account, identity.seed
 
     def _protect(self, seed: bytes, password: str) -> tuple[str, SealedSeed]:
         sealed = seal_password_seed(seed, password, cost=self.cost, randbytes=self._randbytes)

@@ -25,6 +25,7 @@ from ..accounts import (
 from ..accounts.kdf import KdfQueue
 from ..accounts.limiter import MAX_FAILURES, WINDOW_MS
 from ..background import running
+from ..compat import http as compat_http
 from ..federation.delivery import DeliveryWorker
 from ..federation.mesh import load_meshes
 from ..federation.peers import PeerClient, ReportSender
@@ -127,10 +128,13 @@ def create_app(
 
     app = web.Application(
         client_max_size=config.max_body_bytes,
-        middlewares=[error_middleware(on_error), limits.middleware()],  # refusals as errors
-    )
+        # refusals as errors; the prototype's dialect translated inside that (compat/http.py)
+        middlewares=[error_middleware(on_error), limits.middleware(),
+                     compat_http.middleware(legacy_tokens=config.legacy_tokens)],
+    )  # fmt: skip
     parts = [
-        MailRoutes(auth=auth, mailbox=mailbox, submitter=submitter, page_limit=config.page_limit),
+        MailRoutes(auth=auth, mailbox=mailbox, submitter=submitter, page_limit=config.page_limit,
+                   online=hub.listening, public_presence=config.legacy_tokens),
         AuthRoutes(auth=auth, store=store, clock=clock, registration=config.registration,
                    invites=config.invites),
         IntegrityRoutes(key=key, reputation=reputation),
@@ -148,6 +152,7 @@ def create_app(
     ]  # fmt: skip
     for part in parts:
         app.add_routes(part.routes())
+    app.add_routes(compat_http.routes())
     app[PARTS] = {"config": config, "store": store, "key": key, "hub": hub, "metrics": metrics,
                   "limiter": rate, "submitter": submitter, "auth": auth,
                   "reports": reports, "delivery": delivery,

@@ -86,6 +86,7 @@ AMBIGUOUS_ERROR = {
     ]
 }
 MESSAGES = {"type": "array", "items": ref("Message")}
+COUNT = {"type": "integer", "description": "how many messages this answer holds (pending, for peek)"}
 COUNTS = {"type": "object", "additionalProperties": {"type": "integer"}}
 INBOXES = {"type": "object", "additionalProperties": COUNTS}
 
@@ -197,17 +198,20 @@ def paths() -> dict[str, Any]:
                 domains={"type": "object", "additionalProperties": {"type": "string"}})]},
             errors=("403", "404", "409-conflict", "429", "451"))},
         "/fetch/{address}": {"get": op(
-            "Pending messages, now marked delivered", ok_obj(messages=MESSAGES),
+            "Pending messages, now marked delivered", ok_obj(messages=MESSAGES, count=COUNT),
             params=[ADDR_PATH, LIMIT], auth=True)},
         "/inbox/{address}": {"get": op(
-            "List messages, newest first", ok_obj(messages=MESSAGES,
+            "List messages, newest first", ok_obj(messages=MESSAGES, count=COUNT,
                                                   next_cursor={"type": ["string", "null"]}),
             params=[ADDR_PATH, query("inbox", INBOX), query("status", STATUS),
                     query("tag", TAG), LIMIT, query("cursor", {"type": "string"})], auth=True)},
         "/inboxes/{address}": {"get": op(
-            "Counts per inbox and status", ok_obj(inboxes=INBOXES), params=[ADDR_PATH], auth=True)},
+            "Counts per inbox and status (a request in the prototype's dialect gets a list of "
+            "names: docs/API.md, Dialects)", ok_obj(inboxes=INBOXES), params=[ADDR_PATH],
+            auth=True)},
         "/peek/{address}": {"get": op(
-            "Pending messages, not marked", ok_obj(pending={"type": "integer"}, messages=MESSAGES),
+            "Pending messages, not marked",
+            ok_obj(pending={"type": "integer"}, count=COUNT, messages=MESSAGES),
             params=[ADDR_PATH, LIMIT], auth=True)},
         "/message/{address}/{id}": {"get": op(
             "One message, by id and (when the id is shared) `from`", ok_obj(message=ref("Message")),
@@ -217,9 +221,11 @@ def paths() -> dict[str, Any]:
         "/delete": {"post": op("Soft-delete", UPDATED, body=IDS_BODY, auth=True,
                                errors=(AMBIGUOUS,))},
         "/tag": {"post": op(
-            "Add and remove the caller's own tags", ok_obj(tags={"type": "array", "items": TAG}),
+            "Add and remove the caller's own tags (or the prototype's {tag, action})",
+            ok_obj(tags={"type": "array", "items": TAG}),
             body=obj(["address", "id"], address=ADDRESS, id=MSG_ID, add={"type": "array", "items": TAG},
-                     remove={"type": "array", "items": TAG}, **{"from": SENDER}),
+                     remove={"type": "array", "items": TAG}, tag={"type": "string"},
+                     action={"enum": ["add", "remove"]}, **{"from": SENDER}),
             auth=True, errors=("404", AMBIGUOUS))},
         "/move": {"post": op(
             "Move to another inbox", ok_obj(inbox=INBOX),
@@ -238,8 +244,10 @@ def paths() -> dict[str, Any]:
             params=[query("address", ADDRESS, True), query("since", {"type": "integer", "minimum": 0}),
                     LIMIT], auth=True)},
         "/status/{address}": {"get": op(
-            "Owner: counters; anyone else: whether the address is hosted",
+            "Owner: counters and presence; anyone else: whether the address is hosted (and, "
+            "on a server with --legacy-tokens, whether it is online, as the prototype said)",
             obj(["ok", "hosted"], ok={"const": True}, hosted={"type": "boolean"},
+                online={"type": "boolean"}, address=ADDRESS,
                 pending={"type": "integer"}, total={"type": "integer"}, inboxes=INBOXES,
                 state={"type": "integer"}),
             params=[ADDR_PATH])},
@@ -319,14 +327,21 @@ def paths() -> dict[str, Any]:
             "Strikes per server and who is quarantined",
             ok_obj(strikes=COUNTS, quarantined={"type": "array", "items": {"type": "string"}}))},
     }  # fmt: skip
-    return {**mail, **auth, **ops, **account_paths()}
+    compat = {
+        "/ack": {"post": op(
+            "The prototype client's ack(): refused by name (400 bad_request); /fetch marks "
+            "what it returns delivered and a WebSocket acknowledges by its pong",
+            ok_obj(), body=obj([], id=MSG_ID))},
+    }  # fmt: skip
+    return {**mail, **auth, **ops, **account_paths(), **compat}
 
 
 USERNAME = {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,31}$"}
 PASSWORD = {"type": "string", "minLength": 8, "maxLength": 1024}
 ACCOUNT = {"username": USERNAME, "name": {"type": "string", "description": "username@domain"},
            "address": ADDRESS, "pub": B64, "kind": {"enum": ["password", "claimed", "oauth"]},
-           "domain": {"type": "string"}}  # fmt: skip
+           "domain": {"type": "string"},
+           "flux_address": {**ADDRESS, "description": "= address (the prototype's name)"}}  # fmt: skip
 
 
 def session_op(summary: str, answer: dict[str, Any], *, errors: tuple[str, ...] = (),
@@ -342,8 +357,10 @@ def account_paths() -> dict[str, Any]:
     return {
         "/account/register": {"post": op(
             "Create a password account; the server makes and holds its key (sealed)",
-            ok_obj(**ACCOUNT), body=obj(["username", "password"], username=USERNAME,
-                                        password=PASSWORD, invite={"type": "string"}),
+            ok_obj(session={"type": "string"}, expires_at={"type": "integer"}, **ACCOUNT),
+            body=obj(["username", "password"], username=USERNAME, password=PASSWORD,
+                     invite={"type": "string"},
+                     display_name={"type": "null", "description": "the prototype's; only null"}),
             errors=("403", "409", "429", "503"))},
         "/account/login": {"post": op(
             "Open a session for a password account (same 401 for any failure)",
@@ -364,22 +381,25 @@ def account_paths() -> dict[str, Any]:
         "/mail/send": {"post": session_op(
             "Compose, sign with the account's key and submit (as POST /send)",
             ok_obj(id=MSG_ID, recipients={"type": "object", "additionalProperties": {"type": "string"}},
-                   duplicate={"type": "boolean"}),
+                   duplicate={"type": "boolean"}, delivery={"type": ["string", "null"]},
+                   cc={"type": "object", "additionalProperties": {"type": "string"}},
+                   bcc={"type": "object", "additionalProperties": {"type": "string"}}),
             body=obj(["to", "content"], to=recipient, content={"type": "string"},
                      subject={"type": "string"}, cc={"type": "array", "items": recipient},
                      bcc={"type": "array", "items": recipient}, tags={"type": "array", "items": TAG},
-                     re=MSG_ID, expires={"type": "integer"}, encrypt={"type": "boolean"}),
+                     re=MSG_ID, reply_to=MSG_ID, expires={"type": "integer"},
+                     encrypt={"type": "boolean"}),
             errors=("404", "409-conflict", "429", "451"))},
         "/mail/inbox": {"get": session_op(
             "The session's messages, newest first (as GET /inbox/{address})",
-            ok_obj(messages=MESSAGES, next_cursor={"type": ["string", "null"]}),
+            ok_obj(messages=MESSAGES, count=COUNT, next_cursor={"type": ["string", "null"]}),
             params=[query("inbox", INBOX), query("status", STATUS), query("tag", TAG), LIMIT,
                     query("cursor", {"type": "string"})])},
         "/mail/inboxes": {"get": session_op(
             "Counts per inbox and status", ok_obj(inboxes=INBOXES))},
         "/mail/peek": {"get": session_op(
-            "Pending messages, not marked", ok_obj(pending={"type": "integer"}, messages=MESSAGES),
-            params=[LIMIT])},
+            "Pending messages, not marked",
+            ok_obj(pending={"type": "integer"}, count=COUNT, messages=MESSAGES), params=[LIMIT])},
         "/mail/read": {"post": session_op(
             "Mark read", UPDATED, body=obj([], ids=IDS, id=MSG_ID, **{"from": SENDER}),
             errors=(AMBIGUOUS,))},
@@ -387,9 +407,11 @@ def account_paths() -> dict[str, Any]:
             "Soft-delete", UPDATED, body=obj([], ids=IDS, id=MSG_ID, **{"from": SENDER}),
             errors=(AMBIGUOUS,))},
         "/mail/tag": {"post": session_op(
-            "Add and remove tags", ok_obj(tags={"type": "array", "items": TAG}),
+            "Add and remove tags (or the prototype's {tag, action})",
+            ok_obj(tags={"type": "array", "items": TAG}),
             body=obj(["id"], id=MSG_ID, add={"type": "array", "items": TAG},
-                     remove={"type": "array", "items": TAG}, **{"from": SENDER}),
+                     remove={"type": "array", "items": TAG}, tag={"type": "string"},
+                     action={"enum": ["add", "remove"]}, **{"from": SENDER}),
             errors=("404", AMBIGUOUS))},
         "/mail/move": {"post": session_op(
             "Move to another inbox", ok_obj(inbox=INBOX),

@@ -21,6 +21,12 @@ acknowledges every ping up to its number: RFC 6455 lets a client answer only the
 of several pings. A socket that dies, resets or never answers leaves its mail pending; the
 next `authed` or /fetch hands it out again (FluxClient drops what it already has, by id).
 The store marking is the caller's (ws.py): this module does no I/O but the socket's.
+
+Dialects. A socket speaks FLUX's frames or the prototype's (flux.compat.ws, chosen at
+auth). Every frame queued on it, pushes included, passes its `outbound` translation, so a
+frame it acknowledges is always one its client can read: a prototype client that got
+FLUX's `message` frame would pong it unread, and the mail would be marked delivered
+without anyone having seen it.
 """
 
 from __future__ import annotations
@@ -42,6 +48,10 @@ SLOW_READER = 1008
 GOING_AWAY = 1001
 TOO_BIG = 1009
 CLOSE_WAIT_S = 5.0  #: a socket whose close does not complete in this long is reset
+
+
+#: a socket's translation of the frames it is sent (module docstring, "Dialects")
+Outbound = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 
 
 class FrameSink(Protocol):
@@ -81,9 +91,12 @@ class Connection:
     def __init__(
         self, ws: FrameSink, address: str, max_frames: int, metrics: Metrics,
         abort: Callable[[], None] | None = None, client: str | None = None,
+        outbound: Outbound | None = None, dialect: str = "flux",
     ) -> None:  # fmt: skip
         self.ws = ws
         self.address = address
+        self.dialect = dialect  #: "flux" or "prototype" (flux.compat.ws)
+        self._outbound = outbound
         self.client = client  #: the network address the socket was opened from (fair.py)
         self._abort = abort
         self._max_frames = max_frames
@@ -108,8 +121,13 @@ class Connection:
             self._put(text, ref)
         self._writer = asyncio.create_task(self._write(), name=f"ws-writer:{self.address}")
 
+    def render(self, frame: Mapping[str, Any]) -> Mapping[str, Any]:
+        """`frame` as this socket's dialect has it."""
+        return frame if self._outbound is None else self._outbound(frame)
+
     def send(self, frame: Mapping[str, Any]) -> bool:
-        """Queue a frame without waiting; False if the socket is closed or was too slow."""
+        """Queue a frame without waiting; False if the socket is closed or was too slow.
+        Answers are already in the socket's dialect (ws.py); `push` renders pushes."""
         return self.send_text(dumps(frame))
 
     def send_text(self, text: str, ref: MessageRef | None = None) -> bool:
@@ -240,9 +258,10 @@ class Hub:
 
     def connect(
         self, ws: FrameSink, address: str, abort: Callable[[], None] | None = None,
-        client: str | None = None,
-    ) -> Connection:
-        conn = Connection(ws, address, self.max_frames, self._metrics, abort, client)
+        client: str | None = None, outbound: Outbound | None = None, dialect: str = "flux",
+    ) -> Connection:  # fmt: skip
+        conn = Connection(ws, address, self.max_frames, self._metrics, abort, client,
+                          outbound, dialect)  # fmt: skip
         self._by_address.setdefault(address, set()).add(conn)
         self._metrics.sockets.inc()
         return conn
@@ -272,10 +291,13 @@ class Hub:
         """Queue `frame` on every socket of `address` (but `exclude`); return how many took
         it. `ref`: the pending message the frame carries, delivered once a socket acks it."""
         conns = [c for c in self._by_address.get(address, ()) if c is not exclude]
-        if not conns:
-            return 0
-        text = dumps(frame)
-        return sum(conn.send_text(text, ref) for conn in conns)
+        texts: dict[str, str] = {}  # each dialect's rendering, made once
+        taken = 0
+        for conn in conns:
+            if conn.dialect not in texts:
+                texts[conn.dialect] = dumps(conn.render(frame))
+            taken += conn.send_text(texts[conn.dialect], ref)
+        return taken
 
     def all(self) -> Iterable[Connection]:
         return [c for conns in self._by_address.values() for c in conns]

@@ -139,6 +139,20 @@ def _check_expires(env: Envelope, now: int) -> None:
         raise InvalidValue("expires is already past: this message could never be read", field="expires")  # fmt: skip
 
 
+def _check_bcc(env: Envelope) -> None:
+    """A BCC copy names exactly one address (PROTOCOL.md §5.2, §13). The prototype's single
+    envelope listing several `bcc` addresses could only be delivered by showing each of
+    them the others (its signature covers the list), so it is refused naming `bcc`, never
+    stored for some recipients while the rest silently get nothing."""
+    if len(env.bcc) > 1:
+        raise InvalidValue(
+            "bcc names more than one address: send the message without bcc to its to/cc, "
+            "and one separately signed copy per bcc address, each naming only that address "
+            "(PROTOCOL.md §5.2)",
+            field="bcc",
+        )
+
+
 def local_recipients(env: Envelope) -> tuple[str, ...]:
     """to + cc, or only the BCC recipients of a BCC copy (see step 4 above)."""
     if env.bcc:
@@ -355,6 +369,7 @@ class Submitter:
     ) -> _Plan:
         """The checks after authenticity: route, recipients, dedupe, spam. Nothing is
         written; `_commit` writes what the plan says."""
+        _check_bcc(env)
         _check_expires(env, now)
         await self._check_route(env)
         elsewhere = {r for rcpts in route.remote.values() for r in rcpts}

@@ -76,9 +76,33 @@ async def read_limited(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+#: where the edge (flux.compat.http) leaves a body it rewrote from another dialect's form
+EDGE_BODY = web.RequestKey("flux_edge_body", dict)
+
+
 async def read_object(request: web.Request) -> dict[str, Any]:
-    """The request body as a JSON object (aiohttp refuses a body over the limit: 413)."""
+    """The request body as a JSON object (aiohttp refuses a body over the limit: 413), as
+    the edge rewrote it if it did (flux.compat.http)."""
+    rewritten = request.get(EDGE_BODY)
+    if rewritten is not None:
+        return dict(rewritten)
     return json_object(await request.read())
+
+
+def only(obj: Mapping[str, Any], allowed: frozenset[str], what: str = "body") -> None:
+    """Refuse a field the endpoint would otherwise ignore: a request answered `ok` while a
+    field it carried did nothing is a bug (docs/API.md). Raises InvalidValue naming the
+    first unknown field."""
+    unknown = sorted(k for k in obj if k not in allowed)
+    if unknown:
+        name = str(unknown[0])[:64]
+        raise InvalidValue(f"unknown field {name!r}: this {what} does not take it", field=name)
+
+
+def only_query(request: web.Request, allowed: frozenset[str]) -> None:
+    """Refuse a query parameter the route would ignore (as `only`). `token` (the legacy
+    token, docs/API.md "Authentication") is always allowed."""
+    only(request.query, allowed | {"token"}, "query")
 
 
 def client_address(request: web.Request, trusted_proxies: frozenset[str]) -> str | None:

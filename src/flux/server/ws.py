@@ -28,6 +28,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from ..compat import ws as compat
 from ..protocol.errors import FluxError, InvalidValue, WrongType
 from ..protocol.limits import WS_MAX_FRAME_BYTES
 from ..store.base import ListQuery, MessageStatus, Store, StoredMessage, StoreUnavailable
@@ -44,6 +45,18 @@ from .submission import Submitter
 log = logging.getLogger("flux.server")
 
 Action = Callable[[Principal, dict[str, Any], Connection], Awaitable[dict[str, Any]]]
+#: every field a frame may carry, by action: any other is refused by name (a field that
+#: would be ignored is a request answered `ok` while doing nothing)
+COMMON = frozenset({"action", "rid", "address"})
+FIELDS: dict[str, frozenset[str]] = {
+    "auth": COMMON | {"token", "inbox", "dialect"},
+    "send": COMMON | {"message", "domains"},
+    "read": COMMON | {"ids", "id", "from"},
+    "delete": COMMON | {"ids", "id", "from"},
+    "tag": COMMON | {"id", "from", "add", "remove"},
+    "move": COMMON | {"id", "from", "inbox"},
+    "ping": COMMON,
+}
 MAX_RID_CHARS = 128
 AUTHED_BATCH = 100  #: pending messages handed out with `authed` (the rest: /fetch, /changes)
 #: the `authed` frame's messages stop before this many bytes (the rest: /fetch); the room
@@ -122,14 +135,16 @@ class WebSocketEndpoint:
             autoping=False,  # pongs are acks (push.py); pings are answered in _next_frame
         )  # fmt: skip
         await ws.prepare(request)
-        principal, _inbox = await self._authenticate(ws)  # accepted; does not filter yet
+        principal, inbox, dialect = await self._authenticate(ws)
         if principal is None:
             return ws
+        outbound = compat.to_prototype if dialect == compat.PROTOTYPE else None
         conn = self.hub.connect(
-            ws, principal.address, abort=_aborter(request), client=request_client(request)
-        )
+            ws, principal.address, abort=_aborter(request), client=request_client(request),
+            outbound=outbound, dialect=dialect,
+        )  # fmt: skip
         try:
-            if not await self._send_authed(ws, principal.address, conn):
+            if not await self._send_authed(ws, principal.address, conn, inbox):
                 return ws
             conn.start()
             log.info("event=ws_open address=%s", principal.address)
@@ -142,22 +157,28 @@ class WebSocketEndpoint:
 
     # -- authentication ---------------------------------------------------------------------
 
-    async def _authenticate(self, ws: web.WebSocketResponse) -> tuple[Principal | None, Any]:
+    async def _authenticate(
+        self, ws: web.WebSocketResponse
+    ) -> tuple[Principal | None, str | None, str]:
+        """(principal, inbox, dialect) of an accepted auth frame; principal None after a
+        refusal (the socket is then closed). The dialect: compat/ws.py."""
+        refused: tuple[None, None, str] = (None, None, compat.FLUX)
         try:
             async with asyncio.timeout(self.config.ws_auth_timeout_s):
                 msg = await self._next_frame(ws)
         except TimeoutError:
             await ws.close(code=1008, message=b"no auth frame")
-            return None, None
+            return refused
         if msg.type != WSMsgType.TEXT:
             if msg.type in (WSMsgType.BINARY,):
                 await self._refuse(ws, WrongType("frames are JSON text"), None, None)
-            return None, None
+            return refused
         frame: Mapping[str, Any] = {}
         try:
             frame = wire.json_object(msg.data, "frame")
             if frame.get("action") != "auth":
                 raise InvalidValue("the first frame must be {action: auth, token}", field="action")
+            wire.only(frame, FIELDS["auth"], "frame")
             token = wire.string(frame, "token", max_len=256)
             claimed = frame.get("address")
             if claimed is not None:
@@ -168,13 +189,13 @@ class WebSocketEndpoint:
             principal = await self.auth.principal(token, claimed)
             if claimed is not None and claimed != principal.address:
                 raise Forbidden("this token is not for that address", field="address")
-            return principal, inbox
+            return principal, inbox, compat.socket_dialect(frame, legacy=principal.legacy)
         except FluxError as exc:
             await self._refuse(ws, exc, frame.get("action", "auth"), frame)
-            return None, None
+            return refused
         except StoreUnavailable as exc:  # 503-style refusal; the client retries
             await self._refuse(ws, unexpected(exc, "ws auth"), "auth", frame)
-            return None, None
+            return refused
 
     async def _refuse(
         self, ws: web.WebSocketResponse, exc: FluxError, action: Any, frame: Any
@@ -183,7 +204,9 @@ class WebSocketEndpoint:
         await ws.send_str(dumps(error_frame(exc, action, frame)))
         await ws.close(code=row_for(exc).ws_close or 1008, message=exc.code.encode())
 
-    async def _send_authed(self, ws: web.WebSocketResponse, address: str, conn: Connection) -> bool:  # fmt: skip
+    async def _send_authed(
+        self, ws: web.WebSocketResponse, address: str, conn: Connection, inbox: str | None
+    ) -> bool:
         """Write the `authed` frame straight to the socket, then ping for its ack; False if
         the write failed. Its `state` is the mailbox's before the ack marks the batch
         delivered, so /changes from it lists those messages again as updated: harmless,
@@ -195,9 +218,10 @@ class WebSocketEndpoint:
         the frame, so a client that resets right after authenticating (or one that would
         refuse the frame as too large) loses nothing: it gets the mail next time, or through
         /fetch. A message already pushed onto this socket before `authed` is left to that
-        push. The batch is cut by bytes so the frame stays under WS_MAX_FRAME_BYTES."""
+        push. The batch is cut by bytes so the frame stays under WS_MAX_FRAME_BYTES.
+        `inbox` (the auth frame's): only that folder's pending mail is in the batch."""
         page = await self.store.list(
-            address, ListQuery(status=MessageStatus.PENDING, limit=AUTHED_BATCH)
+            address, ListQuery(inbox=inbox, status=MessageStatus.PENDING, limit=AUTHED_BATCH)
         )
         state = await self.store.state(address)
         oldest_first = [r for r in reversed(page.items) if not conn.owes(r.ref)]
@@ -205,7 +229,7 @@ class WebSocketEndpoint:
         frame = {"ok": True, "action": "authed", "address": address,
                  "messages": [delivered_wire(r) for r in rows], "state": state}  # fmt: skip
         try:
-            await ws.send_str(dumps(frame))
+            await ws.send_str(dumps(conn.render(frame)))
             await conn.hand_over(r.ref for r in rows)
         except (ConnectionError, RuntimeError):
             return False
@@ -240,7 +264,7 @@ class WebSocketEndpoint:
             if conn.closed.is_set():
                 break
             if msg.type == WSMsgType.TEXT:
-                conn.send(await self._answer(principal, msg.data, conn))
+                conn.send(await self._answer(principal, msg.data, conn))  # in its dialect
             elif msg.type == WSMsgType.BINARY:
                 conn.send(error_frame(WrongType("frames are JSON text", field="frame"), None))
             elif msg.type == WSMsgType.PING:
@@ -260,11 +284,16 @@ class WebSocketEndpoint:
             handler = self.actions.get(action)
             if handler is None:
                 raise UnknownAction(f"unknown action {action!r}", field="action")
+            request = compat.request_frame(frame)  # the prototype's forms, as FLUX's
+            wire.only(request, FIELDS[action], "frame")
             claimed = frame.get("address", principal.address)
             if claimed != principal.address:
                 raise Forbidden("this socket is authenticated for another address", field="address")  # fmt: skip
-            answer = await handler(principal, frame, conn)
-            return {"ok": True, "action": action, **_rid(frame), **answer}
+            answer = await handler(principal, request, conn)
+            done = {"ok": True, "action": action, **_rid(frame), **answer}
+            if conn.dialect == compat.PROTOTYPE:
+                return dict(compat.prototype_answer(frame, done))
+            return done
         except FluxError as exc:
             error = exc
         except Exception as exc:

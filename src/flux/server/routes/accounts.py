@@ -42,6 +42,13 @@ SESSION_HEADER = "X-Flux-Session"
 MAX_RECIPIENT_CHARS = 320  #: `fx1…@domain` or `name@domain`
 SEND_FIELDS = frozenset({"to", "content", "subject", "cc", "bcc", "tags", "re", "expires",
                          "encrypt", "address"})  # fmt: skip
+REGISTER_FIELDS = frozenset({"username", "password", "invite"})
+LOGIN_FIELDS = frozenset({"username", "password"})
+CLAIM_FIELDS = frozenset({"username", "address", "pub", "t", "sig", "invite"})
+REFS_FIELDS = frozenset({"address", "ids", "id", "from"})
+TAG_FIELDS = frozenset({"address", "id", "from", "add", "remove"})
+MOVE_FIELDS = frozenset({"address", "id", "from", "inbox"})
+LIST_QUERY = frozenset({"address", "inbox", "status", "tag", "limit", "cursor"})
 T = TypeVar("T")
 
 
@@ -59,6 +66,19 @@ def boolean(body: Mapping[str, Any], name: str) -> bool:
 
 def subject_text(body: Mapping[str, Any], name: str) -> str:
     return wire.string(body, name, max_len=MAX_SUBJECT_BYTES)  # bytes are checked by compose
+
+
+def per_field(
+    recipients: Mapping[str, str], written: Mapping[str, list[tuple[str, str]]]
+) -> dict[str, Any]:
+    """The outcome by field, as the prototype's /mail/send answered it: `delivery` (the
+    `to` recipient's), and `cc` / `bcc`: {recipient as written: outcome}."""
+    to = written.get("to", [])
+    return {
+        "delivery": recipients.get(to[0][1]) if to else None,
+        "cc": {item: recipients.get(fx1) for item, fx1 in written.get("cc", [])},
+        "bcc": {item: recipients.get(fx1) for item, fx1 in written.get("bcc", [])},
+    }
 
 
 class AccountRoutes:
@@ -100,23 +120,28 @@ class AccountRoutes:
 
     def _public(self, account: Account) -> dict[str, Any]:
         domain = self.accounts.domain
+        # `flux_address`: the prototype's name for `address` (the fx1 address), kept so
+        # its clients find it (compat/http.py)
         return {"username": account.username, "name": f"{account.username}@{domain}",
-                "address": account.address, "pub": account.pub, "kind": str(account.kind),
-                "domain": domain}  # fmt: skip
+                "address": account.address, "flux_address": account.address,
+                "pub": account.pub, "kind": str(account.kind), "domain": domain}  # fmt: skip
 
     # -- accounts -----------------------------------------------------------------------------
 
     async def register(self, request: web.Request) -> web.Response:
         body = await wire.read_object(request)
+        wire.only(body, REGISTER_FIELDS)
         username = wire.string(body, "username", max_len=64)
         password = wire.string(body, "password", max_len=MAX_PASSWORD)
         invite = optional(body, "invite", wire.string)
         client = client_bucket(wire.client_address(request, self.trusted_proxies))
-        account = await self.accounts.register(username, password, invite, client)
-        return wire.ok(**self._public(account))
+        login = await self.accounts.register_and_login(username, password, invite, client)
+        return wire.ok(session=login.token, expires_at=login.expires_at,
+                       **self._public(login.account))  # fmt: skip
 
     async def login(self, request: web.Request) -> web.Response:
         body = await wire.read_object(request)
+        wire.only(body, LOGIN_FIELDS)
         username = wire.string(body, "username", max_len=64)
         password = wire.string(body, "password", max_len=MAX_PASSWORD)
         # counted per IPv4 address or IPv6 /64 (fair.py), as every per-client limit
@@ -135,6 +160,7 @@ class AccountRoutes:
 
     async def claim(self, request: web.Request) -> web.Response:
         body = await wire.read_object(request)
+        wire.only(body, CLAIM_FIELDS)
         account, created = await self.accounts.claim(
             username=wire.string(body, "username", max_len=64),
             address=wire.string(body, "address", max_len=64),
@@ -159,49 +185,53 @@ class AccountRoutes:
             raise Forbidden("a session reaches only its own mailbox", field="address")
         return own
 
-    async def _owner(self, request: web.Request) -> str:
+    async def _owner(self, request: web.Request, query: frozenset[str]) -> str:
         active, _ = await self._session(request)
+        wire.only_query(request, query)
         return self._own(active, wire.query_str(request, "address"))
 
-    async def _owner_of_body(self, request: web.Request) -> tuple[str, dict[str, Any]]:
+    async def _owner_of_body(
+        self, request: web.Request, fields: frozenset[str]
+    ) -> tuple[str, dict[str, Any]]:
         active, _ = await self._session(request)  # first: without a session, nothing is parsed
         body = await wire.read_object(request)
+        wire.only(body, fields)
         return self._own(active, optional(body, "address", wire.string)), body
 
     def _limit(self, request: web.Request) -> int:
         return wire.query_int(request, "limit", 50, low=1, high=self.page_limit)
 
     async def inbox(self, request: web.Request) -> web.Response:
-        address = await self._owner(request)
+        address = await self._owner(request, LIST_QUERY)
         query = list_query(request, limit=self._limit(request))
         messages, cursor = await self.mailbox.list(address, query)
-        return wire.ok(messages=messages, next_cursor=cursor)
+        return wire.ok(messages=messages, next_cursor=cursor, count=len(messages))
 
     async def inboxes(self, request: web.Request) -> web.Response:
-        address = await self._owner(request)
+        address = await self._owner(request, frozenset({"address"}))
         return wire.ok(inboxes=await self.mailbox.store.inboxes(address))
 
     async def peek(self, request: web.Request) -> web.Response:
-        address = await self._owner(request)
+        address = await self._owner(request, frozenset({"address", "limit"}))
         pending, messages = await self.mailbox.peek(address, self._limit(request))
-        return wire.ok(pending=pending, messages=messages)
+        return wire.ok(pending=pending, count=pending, messages=messages)
 
     async def read(self, request: web.Request) -> web.Response:
-        address, body = await self._owner_of_body(request)
+        address, body = await self._owner_of_body(request, REFS_FIELDS)
         refs = parse_refs(body)
         return wire.ok(**updated_wire(await self.mailbox.mark(address, refs, MessageStatus.READ)))
 
     async def delete(self, request: web.Request) -> web.Response:
-        address, body = await self._owner_of_body(request)
+        address, body = await self._owner_of_body(request, REFS_FIELDS)
         refs = parse_refs(body)
         return wire.ok(**updated_wire(await self.mailbox.mark(address, refs, MessageStatus.DELETED)))
 
     async def tag(self, request: web.Request) -> web.Response:
-        address, body = await self._owner_of_body(request)
+        address, body = await self._owner_of_body(request, TAG_FIELDS)
         return wire.ok(tags=await self.mailbox.tag(address, parse_tag(body)))
 
     async def move(self, request: web.Request) -> web.Response:
-        address, body = await self._owner_of_body(request)
+        address, body = await self._owner_of_body(request, MOVE_FIELDS)
         ref, inbox = parse_move(body)
         return wire.ok(inbox=await self.mailbox.move(address, ref, inbox))
 
@@ -218,9 +248,10 @@ class AccountRoutes:
         if unknown:
             raise InvalidValue(f"unknown field {unknown[0][:64]!r}", field=unknown[0][:64])
         domains: dict[str, str] = {}
-        to = (await self._recipients(body, "to", domains, single=True))[0]
-        cc = await self._recipients(body, "cc", domains)
-        bcc = await self._recipients(body, "bcc", domains)
+        written: dict[str, list[tuple[str, str]]] = {}  # field -> (as written, fx1)
+        to = (await self._recipients(body, "to", domains, written, single=True))[0]
+        cc = await self._recipients(body, "cc", domains, written)
+        bcc = await self._recipients(body, "bcc", domains, written)
         encrypt = optional(body, "encrypt", boolean) or False
         outgoing = compose(
             self.accounts.signer(active, token),
@@ -235,13 +266,16 @@ class AccountRoutes:
             encrypt_for=await self._keys([to, *cc, *bcc]) if encrypt else None,
             now_ms=self.accounts.clock(),
         )
-        return wire.ok(**await self._submit(outgoing, domains, request_client(request)))
+        answer = await self._submit(outgoing, domains, request_client(request))
+        return wire.ok(**answer, **per_field(answer["recipients"], written))
 
     async def _recipients(
-        self, body: Mapping[str, Any], name: str, domains: dict[str, str], *, single: bool = False
-    ) -> list[str]:
+        self, body: Mapping[str, Any], name: str, domains: dict[str, str],
+        seen: dict[str, list[tuple[str, str]]], *, single: bool = False,
+    ) -> list[str]:  # fmt: skip
         """The fx1 addresses of `to` (a string) or `cc`/`bcc` (lists); other domains' are
-        noted in `domains` so the submitter queues them for those servers."""
+        noted in `domains` so the submitter queues them for those servers, and each
+        recipient as written and as resolved in `seen[name]`."""
         if single:
             written = [(name, wire.string(body, name, max_len=MAX_RECIPIENT_CHARS))]
         else:
@@ -259,6 +293,7 @@ class AccountRoutes:
             if domain is not None:
                 domains[address] = domain
             out.append(address)
+            seen.setdefault(name, []).append((item, address))
         return out
 
     async def _keys(self, addresses: list[str]) -> dict[str, str]:

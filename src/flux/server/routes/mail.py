@@ -6,6 +6,8 @@ or the submitter, answer. Errors are raised, never answered here: errors.py maps
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp import web
 
 from ...store.base import MessageRef, MessageStatus
@@ -23,6 +25,13 @@ from ..mailbox import (
 )
 from ..submission import Submitter
 
+REFS_FIELDS = frozenset({"address", "ids", "id", "from"})
+TAG_FIELDS = frozenset({"address", "id", "from", "add", "remove"})
+MOVE_FIELDS = frozenset({"address", "id", "from", "inbox"})
+LIMIT = frozenset({"limit"})
+LIST_QUERY = frozenset({"inbox", "status", "tag", "limit", "cursor"})
+NO_QUERY: frozenset[str] = frozenset()
+
 
 def query_sender(request: web.Request) -> str | None:
     """The optional `from` query parameter choosing among senders sharing an id."""
@@ -32,12 +41,18 @@ def query_sender(request: web.Request) -> str | None:
 
 class MailRoutes:
     def __init__(
-        self, *, auth: Authenticator, mailbox: Mailbox, submitter: Submitter, page_limit: int
-    ) -> None:
+        self, *, auth: Authenticator, mailbox: Mailbox, submitter: Submitter, page_limit: int,
+        online: Callable[[str], bool] = lambda _address: False, public_presence: bool = False,
+    ) -> None:  # fmt: skip
+        """`online(address)`: a socket of `address` is open (here: this process's push
+        hub). `public_presence`: /status tells anyone whether an address is online, as the
+        prototype did (a server with --legacy-tokens); else only its owner."""
         self.auth = auth
         self.mailbox = mailbox
         self.submitter = submitter
         self.page_limit = page_limit
+        self.online = online
+        self.public_presence = public_presence
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -58,7 +73,8 @@ class MailRoutes:
 
     # -- helpers --------------------------------------------------------------------------
 
-    async def _owner_in_path(self, request: web.Request) -> str:
+    async def _owner_in_path(self, request: web.Request, query: frozenset[str]) -> str:
+        wire.only_query(request, query)
         address = wire.check_address(request.match_info["address"])
         await self.auth.require(request, address)
         return address
@@ -68,8 +84,11 @@ class MailRoutes:
         await self.auth.require(request, address)
         return address
 
-    async def _owner_in_body(self, request: web.Request) -> tuple[str, dict]:
+    async def _owner_in_body(
+        self, request: web.Request, fields: frozenset[str]
+    ) -> tuple[str, dict]:
         body = await wire.read_object(request)
+        wire.only(body, fields)
         address = wire.address(body)
         await self.auth.require(request, address)
         return address, body
@@ -84,66 +103,74 @@ class MailRoutes:
         return wire.ok(**result.to_wire())
 
     async def fetch(self, request: web.Request) -> web.Response:
-        address = await self._owner_in_path(request)
+        address = await self._owner_in_path(request, LIMIT)
         limit = self._limit(request, default=100)
-        return wire.ok(messages=await self.mailbox.fetch(address, limit))
+        messages = await self.mailbox.fetch(address, limit)
+        return wire.ok(messages=messages, count=len(messages))
 
     async def inbox(self, request: web.Request) -> web.Response:
-        address = await self._owner_in_path(request)
+        address = await self._owner_in_path(request, LIST_QUERY)
         query = list_query(request, limit=self._limit(request))
         messages, cursor = await self.mailbox.list(address, query)
-        return wire.ok(messages=messages, next_cursor=cursor)
+        return wire.ok(messages=messages, next_cursor=cursor, count=len(messages))
 
     async def inboxes(self, request: web.Request) -> web.Response:
-        address = await self._owner_in_path(request)
+        address = await self._owner_in_path(request, NO_QUERY)
         return wire.ok(inboxes=await self.mailbox.store.inboxes(address))
 
     async def peek(self, request: web.Request) -> web.Response:
-        address = await self._owner_in_path(request)
+        address = await self._owner_in_path(request, LIMIT)
         pending, messages = await self.mailbox.peek(address, self._limit(request))
-        return wire.ok(pending=pending, messages=messages)
+        return wire.ok(pending=pending, count=pending, messages=messages)
 
     async def message(self, request: web.Request) -> web.Response:
-        address = await self._owner_in_path(request)
+        address = await self._owner_in_path(request, frozenset({"from"}))
         ref = MessageRef(wire.check_id(request.match_info["id"]), query_sender(request))
         return wire.ok(message=await self.mailbox.get(address, ref))
 
     async def read(self, request: web.Request) -> web.Response:
-        address, body = await self._owner_in_body(request)
+        address, body = await self._owner_in_body(request, REFS_FIELDS)
         refs = parse_refs(body)
         return wire.ok(**updated_wire(await self.mailbox.mark(address, refs, MessageStatus.READ)))
 
     async def delete(self, request: web.Request) -> web.Response:
-        address, body = await self._owner_in_body(request)
+        address, body = await self._owner_in_body(request, REFS_FIELDS)
         refs = parse_refs(body)
         return wire.ok(**updated_wire(await self.mailbox.mark(address, refs, MessageStatus.DELETED)))
 
     async def tag(self, request: web.Request) -> web.Response:
-        address, body = await self._owner_in_body(request)
+        address, body = await self._owner_in_body(request, TAG_FIELDS)
         return wire.ok(tags=await self.mailbox.tag(address, parse_tag(body)))
 
     async def move(self, request: web.Request) -> web.Response:
-        address, body = await self._owner_in_body(request)
+        address, body = await self._owner_in_body(request, MOVE_FIELDS)
         ref, inbox = parse_move(body)
         return wire.ok(inbox=await self.mailbox.move(address, ref, inbox))
 
     async def thread(self, request: web.Request) -> web.Response:
+        wire.only_query(request, frozenset({"address", "from"}))
         ref = MessageRef(wire.check_id(request.match_info["id"]), query_sender(request))
         address = await self._owner_in_query(request)
         return wire.ok(messages=await self.mailbox.thread(address, ref))
 
     async def changes(self, request: web.Request) -> web.Response:
+        wire.only_query(request, frozenset({"address", "since", "limit"}))
         since = parse_since(wire.query_str(request, "since"))
         limit = self._limit(request, default=100)
         address = await self._owner_in_query(request)
         return wire.ok(**await self.mailbox.changes(address, since, limit))
 
     async def status(self, request: web.Request) -> web.Response:
+        wire.only_query(request, NO_QUERY)
         address = wire.check_address(request.match_info["address"])
         caller = await self.auth.optional(request, address)
+        hosted = await self._hosted(address)
         if caller is not None and caller.address == address:
-            return wire.ok(hosted=await self._hosted(address), **await self.mailbox.status(address))
-        return wire.ok(hosted=await self._hosted(address))
+            return wire.ok(hosted=hosted, online=self.online(address),
+                           **await self.mailbox.status(address))  # fmt: skip
+        if self.public_presence:
+            return wire.ok(hosted=hosted, address=address, online=self.online(address))
+        return wire.ok(hosted=hosted)
 
     async def _hosted(self, address: str) -> bool:
         return await self.mailbox.store.hosted(address) is not None

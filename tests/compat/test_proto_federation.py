@@ -219,3 +219,74 @@ def test_what_a_prototype_can_never_take_is_named() -> None:
 def test_a_binding_is_read_in_either_dialect() -> None:
     assert binding_of({"address": "x", "pub": "p", "flux_address": "y"}) == ("x", "p")
     assert binding_of({"flux_address": "y", "flux_pub_b64": "q"}) == ("y", "q")
+
+
+# -- item 12: prototype hop records whose `server` is not a lower-case host:port ----------
+
+#: what prototype operators write as --domain (or what a Host header gives it)
+ODD_NAMES = ("Mail.Example.com", "[::1]:8765")
+
+PROTO_HOPS = r"""
+import json, sys
+from flux.identity import FluxIdentity
+from flux.integrity import append_integrity_hop
+from flux.message import build_message
+msg = build_message(FluxIdentity.generate(), sys.argv[1], "through odd names")
+for name in sys.argv[2:]:
+    msg = append_integrity_hop(msg, name)
+print(json.dumps(msg))
+"""
+
+
+async def test_prototype_hops_with_odd_server_names_are_accepted(tmp_path: Path) -> None:
+    """The prototype's own records (its `append_integrity_hop`), named `Mail.Example.com`
+    and `[::1]:8765`, pass FLUX's chain check as unsealed records, unchanged: a FLUX
+    server takes the message and seals after them."""
+    require_seed()
+    rcpt = Identity.generate().address
+    done = await asyncio.to_thread(run_proto, PROTO_HOPS, rcpt, *ODD_NAMES)
+    assert done.returncode == 0, done.stderr
+    msg = json.loads(done.stdout)
+    assert [h["server"] for h in msg["integrity_chain"]] == list(ODD_NAMES)
+    async with local_servers(tmp_path, ["f"]) as servers:
+        status, body = await proto_call("POST", f"{servers['f'].url}/send", json=msg)
+        assert status == 200, body
+
+
+def test_odd_names_are_labels_never_servers() -> None:
+    """An unsealed record's odd name verifies (its signature covers it as written, so it
+    is not normalised), is never a server to fetch keys from or report to, and cannot be
+    blamed; a sealed record must still name a server (§13, hop record names)."""
+    from flux.protocol import ServerSigner
+    from flux.protocol.chain import (
+        HopStatus,
+        append_hop,
+        first_committed_failure,
+        servers_in_chain,
+        verify_chain,
+    )
+    from flux.protocol.envelope import integrity_hash
+
+    me, hop_key = Identity.generate(), Identity.generate()
+    msg = compose(me, Identity.generate().address, "hi", now_ms=1_000).primary
+    for name in ODD_NAMES:
+        digest = integrity_hash(msg)
+        record = {"server": name, "t": 2_000, "hash": digest,
+                  "sig": hop_key.sign(f"{name}:2000:{digest}"), "pub": hop_key.pub_b64()}  # fmt: skip
+        msg = {**msg, "integrity_chain": [*msg["integrity_chain"], record]}
+    check = verify_chain(msg, None)
+    assert [h.status for h in check.hops] == [HopStatus.UNSEALED] * 2
+    relay = ServerSigner("relay.example", Identity.generate())
+    sealed = append_hop(msg, relay, next_hop="next.example", now_ms=3_000)
+    assert [h.status for h in verify_chain(sealed, None).hops][-1] is HopStatus.SEALED
+    assert first_committed_failure(sealed) is None
+    assert servers_in_chain(sealed) == ["relay.example"]
+    lowered = {**msg["integrity_chain"][0], "server": ODD_NAMES[0].lower()}
+    renamed = {**msg, "integrity_chain": [lowered, msg["integrity_chain"][1]]}
+    assert verify_chain(renamed, None).first_failure is not None  # its signature breaks
+    odd_seal = {**sealed["integrity_chain"][-1], "server": "Relay.Example"}
+    forged = {**sealed, "integrity_chain": [*sealed["integrity_chain"][:-1], odd_seal]}
+    bad = verify_chain(forged, None).first_failure
+    assert bad is not None and bad.reason == "server is not a server name"
+    spaced = {**msg["integrity_chain"][0], "server": "mail example"}
+    assert verify_chain({**msg, "integrity_chain": [spaced]}, None).first_failure is not None

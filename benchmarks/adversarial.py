@@ -58,6 +58,8 @@ from flux.protocol import Identity, compose
 #: Attackers connect from another loopback address than the legitimate client (127.0.0.1),
 #: as they would from another host: per-address limits are part of what is measured.
 ATTACKER_ADDRESS = "127.0.0.2"
+#: the legitimate /health probe: the load balancer in front of the server
+PROBE_ADDRESS = "127.0.0.1"
 #: the legitimate correspondents' addresses (20 messages a second in all, one each)
 LEGIT_ADDRESSES = [f"127.0.0.{10 + n}" for n in range(20)]
 HEAVY = "".join(chr(0x4E00 + i) for i in range(20_000))[: 64 * 1024 // 3]
@@ -79,7 +81,10 @@ class Legit:
 
 
 async def legit_client(
-    http: aiohttp.ClientSession, url: str, victim: Identity, senders: list[Identity],
+    http: aiohttp.ClientSession,
+    url: str,
+    victim: Identity,
+    senders: list[Identity],
     seconds: float,
 ) -> Legit:
     out = Legit()
@@ -327,7 +332,14 @@ async def phase(
 
 async def one_run(args: argparse.Namespace) -> dict[str, dict]:
     # The server's defaults, every limit on: the defences are what this measures.
-    server = ServerProcess("sqlite", env={"FLUX_LOG_LEVEL": "error"}, load_generator=False)
+    # 127.0.0.1 is the load balancer: its /health probe is a trusted proxy's own request,
+    # which no per-address budget counts (connections.py RequestTurns), so the probe
+    # measures what is left of the loop, not its own budget. Every other client, the
+    # attacker (127.0.0.2) and the correspondents (127.0.0.10-29) included, is counted.
+    server = ServerProcess(
+        "sqlite", env={"FLUX_LOG_LEVEL": "error", "FLUX_TRUSTED_PROXIES": PROBE_ADDRESS},
+        load_generator=False,
+    )  # fmt: skip
     results: dict[str, dict] = {}
     try:
         timeout = aiohttp.ClientTimeout(total=30)

@@ -135,6 +135,13 @@ class ServerConfig:
     body_timeout_s: float = 60.0  #: a request body must be complete this long after its head
     response_timeout_s: float = 60.0  #: a response whose writing stalls must resume within this
     max_connections_per_address: int = 64  #: per client IPv4 address or IPv6 /64
+    #: requests (and WebSocket frames) one client address may make per second once its
+    #: burst is spent (an IPv6 /64; behind a trusted proxy, the forwarded client); past it
+    #: they wait their turn with reading paused (connections.py RequestBudget). 0 = off
+    requests_per_address_per_s: float = 100.0
+    request_burst_per_address: int = 200  #: requests one address may make at once
+    #: a request that would wait longer than this for its turn is refused: 429 + Retry-After
+    request_delay_max_s: float = 2.0
     page_limit: int = 500  #: the largest `limit` a listing accepts
     expire_interval_s: float = 60.0  #: how often expired messages are swept
     shutdown_timeout_s: float = 10.0  #: how long in-flight requests get on shutdown
@@ -164,6 +171,10 @@ class ServerConfig:
             raise ValueError("operator_token must be at least 16 characters")
         if min(self.kdf_slots, self.kdf_queue, self.kdf_per_client) < 1:
             raise ValueError("kdf_slots, kdf_queue and kdf_per_client must be positive")
+        if self.requests_per_address_per_s < 0 or self.request_delay_max_s < 0:
+            raise ValueError("requests_per_address_per_s and request_delay_max_s must be >= 0")
+        if self.request_burst_per_address < 1:
+            raise ValueError("request_burst_per_address must be positive")
         self.peer_policy  # noqa: B018 -- refuses a malformed allow_private_peers entry now
 
     @property
@@ -280,6 +291,9 @@ ENV_VARS = {
     "FLUX_BODY_TIMEOUT_S": "body_timeout_s",
     "FLUX_RESPONSE_TIMEOUT_S": "response_timeout_s",
     "FLUX_MAX_CONNECTIONS_PER_ADDRESS": "max_connections_per_address",
+    "FLUX_REQUESTS_PER_ADDRESS_PER_S": "requests_per_address_per_s",
+    "FLUX_REQUEST_BURST_PER_ADDRESS": "request_burst_per_address",
+    "FLUX_REQUEST_DELAY_MAX_S": "request_delay_max_s",
 }
 
 
@@ -390,6 +404,8 @@ _PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "header_timeout_s": _float,
     "body_timeout_s": _float,
     "response_timeout_s": _float,
+    "requests_per_address_per_s": _float,
+    "request_delay_max_s": _float,
 }
 
 

@@ -18,7 +18,10 @@ too). What aiohttp has no setting for:
   nothing is timed while a handler computes its answer. WebSockets are left to their own
   heartbeat and slow-reader close (push.py);
 - one client address holds at most `max_per_address` connections at once; the next one is
-  reset as soon as it is accepted, while other addresses are served.
+  reset as soon as it is accepted, while other addresses are served;
+- one client address gets at most its fair share of the event loop, whatever it asks for
+  (`RequestBudget`, below): requests and WebSocket frames are counted per address before
+  they are routed, and past the address's budget they wait, with reading paused.
 
 Every connection given up on is *aborted* (`transport.abort()`): `close()` waits to flush
 what is buffered for a client that may never read it, which leaves the socket open.
@@ -36,16 +39,150 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+import math
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from .fair import client_bucket
+from . import wire
+from .config import ServerConfig
+from .errors import error_response
+from .fair import RateLimited, client_bucket
 
 log = logging.getLogger("flux.server")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestBudget:
+    """What one client address may ask of the event loop (nginx's `limit_req` with a
+    burst and a delay): `burst` requests at once, then `per_s` a second. A request past
+    the budget waits for its turn; one whose turn is more than `delay_max_s` away is
+    refused (429 `rate_limited`, `Retry-After`). `per_s` 0 turns the budget off."""
+
+    per_s: float = 100.0
+    burst: int = 200
+    delay_max_s: float = 2.0
+
+    @classmethod
+    def from_config(cls, config: ServerConfig) -> RequestBudget:
+        """The budget `config` sets (FLUX_REQUESTS_PER_ADDRESS_PER_S, ..._BURST_..., ...)."""
+        return cls(config.requests_per_address_per_s, config.request_burst_per_address,
+                   config.request_delay_max_s)  # fmt: skip
+
+
+#: refusals are logged at most once in this many seconds (each one would cost a log line)
+LOG_EVERY_S = 10.0
+
+
+class RequestTurns:
+    """Each client address's turns on the event loop, by the budget (RequestBudget).
+
+    The generic cell rate algorithm (GCRA, ITU-T I.371): per address, the time at which
+    its next request would be on schedule (`_due`, loop seconds). A request moves it on
+    by 1/per_s; it may go at once while that stays within `burst` requests of now, else it
+    waits until it is. Turns are handed out in arrival order, so no request of an address
+    waits behind more than the requests already waiting from that same address, and an
+    address is never slowed by another one: the limit is on each address alone.
+
+    One number per address, and an address whose schedule is in the past holds nothing
+    it would not be given again: those entries are dropped once there are `max_addresses`,
+    so memory is bounded by the addresses active in the last few seconds.
+    """
+
+    def __init__(self, budget: RequestBudget, *, max_addresses: int = 100_000) -> None:
+        self.budget = budget
+        self.max_addresses = max_addresses
+        self._due: dict[str, float] = {}
+        #: how many requests or frames waited for their turn, and how many were refused
+        self.delayed = 0
+        self.refused = 0
+        self._quiet_until = float("-inf")
+
+    @property
+    def on(self) -> bool:
+        return self.budget.per_s > 0
+
+    def take(self, key: str, now: float, cost: int = 1) -> float:
+        """Take `cost` turns for `key` at loop time `now`; the seconds to wait before the
+        work may go (0: at once). Never refuses: for frames already read (WebSocket)."""
+        interval = 1.0 / self.budget.per_s
+        if key not in self._due and len(self._due) >= self.max_addresses:
+            self._forget(now)
+        due = max(self._due.get(key, now), now) + cost * interval
+        self._due[key] = due
+        wait = due - now - self.budget.burst * interval
+        if wait > 0:
+            self.delayed += 1
+            return wait
+        return 0.0
+
+    def admit(self, key: str, now: float) -> float | None:
+        """Take one turn for a request from `key`: the seconds to wait (0: at once), or
+        None when its turn is more than `delay_max_s` away (nothing is taken then: refuse
+        it, `retry_after_s` says for how long)."""
+        before = self._due.get(key)
+        wait = self.take(key, now)
+        if wait <= self.budget.delay_max_s:
+            return wait
+        self.delayed -= 1
+        self.refused += 1
+        if now >= self._quiet_until:  # one line per LOG_EVERY_S, whatever the flood
+            self._quiet_until = now + LOG_EVERY_S
+            log.warning("event=requests_refused reason=per_address_budget peer=%s refused=%d",
+                        key, self.refused)  # fmt: skip
+        if before is None:
+            del self._due[key]
+        else:
+            self._due[key] = before
+        return None
+
+    def retry_after_s(self, key: str, now: float) -> int:
+        """Whole seconds until a request from `key` would wait no more than `delay_max_s`."""
+        interval = 1.0 / self.budget.per_s
+        due = self._due.get(key, now) + interval
+        wait = due - now - self.budget.burst * interval - self.budget.delay_max_s
+        return max(1, math.ceil(wait))
+
+    def _forget(self, now: float) -> None:
+        self._due = {key: due for key, due in self._due.items() if due > now}
+
+
+class FrameCounter:
+    """Counts the frames in the bytes a WebSocket client sends (RFC 6455 §5.2), chunk by
+    chunk: aiohttp's frame parser tells nobody how many it read. Only the headers are
+    looked at; a payload is skipped by its length."""
+
+    def __init__(self) -> None:
+        self._skip = 0  #: payload bytes of the current frame still to come
+        self._head = b""  #: the start of a header split between two chunks
+
+    def feed(self, data: bytes) -> int:
+        """The number of frames whose header completes in `data`."""
+        buf = self._head + data if self._head else data
+        end = len(buf)
+        at = min(self._skip, end)
+        self._skip -= at
+        frames = 0
+        while at < end:
+            if at + 2 > end:
+                break
+            size = buf[at + 1] & 0x7F
+            extra = 2 if size == 126 else 8 if size == 127 else 0
+            head = 2 + extra + (4 if buf[at + 1] & 0x80 else 0)
+            if at + head > end:
+                break
+            if extra:
+                size = int.from_bytes(buf[at + 2 : at + 2 + extra], "big")
+            frames += 1
+            at += head
+            step = min(size, end - at)
+            at += step
+            self._skip = size - step
+        self._head = bytes(buf[at:]) if at < end else b""
+        return frames
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +195,8 @@ class ConnectionPolicy:
     max_per_address: int = 64
     #: exact addresses or CIDRs of proxies whose connections are not capped
     trusted_proxies: frozenset[str] = frozenset()
+    #: each client address's share of the loop; None: the app's config says (GuardedAppRunner)
+    requests: RequestBudget | None = None
     _networks: tuple[Any, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -83,6 +222,16 @@ class ConnectionPolicy:
             return None
         return client_bucket(str(ip))  # an IPv4 address or an IPv6 /64, as every limit
 
+    def request_key(self, request: web.BaseRequest) -> str | None:
+        """What `request`'s turns are counted under (RequestTurns): its client's bucket,
+        behind a trusted proxy the forwarded client's (`wire.client_address`, the rule every
+        per-address budget uses). None for a trusted proxy's own requests (its health
+        checks carry no forwarded address): they are not counted."""
+        address = wire.client_address(request, self.trusted_proxies)  # type: ignore[arg-type]
+        if address is not None and address in self.trusted_proxies:
+            return None
+        return client_bucket(address)
+
 
 def abort(handler: RequestHandler) -> None:
     """Tear the connection down now: reset the socket, then stop the handler."""
@@ -102,6 +251,87 @@ class GuardedRequestHandler(RequestHandler):
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._write_timer: asyncio.TimerHandle | None = None
+        self._turns = manager.turns
+        #: the address the last request was counted under; a WebSocket's frames count there
+        self._key: str | None = None
+        self._frames: FrameCounter | None = None
+        #: reading is paused until the address's turn (RequestTurns); released by this timer
+        self._held: asyncio.TimerHandle | None = None
+
+    async def start(self) -> None:
+        # A connection refused at accept (the per-address cap) is gone before its task
+        # runs; aiohttp's start() would fail an assertion and log it, once per refusal.
+        if self._manager is not None:
+            await super().start()
+
+    # -- each address's turns (RequestTurns) ------------------------------------------------
+
+    async def _handle_request(
+        self,
+        request: web.BaseRequest,
+        start_time: float | None,
+        request_handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+    ) -> tuple[web.StreamResponse, bool]:
+        # Before routing, middlewares, JSON and logs: a request past its address's budget
+        # costs the loop its parse (done) and a timer, or a small prepared 429.
+        if self._turns.on:
+            key = self._key = self._policy.request_key(request)
+            if key is not None:
+                wait = self._turns.admit(key, self._loop.time())
+                if wait is None:
+                    request_handler = self._refusal(key)
+                elif wait > 0:
+                    self._hold(wait)  # nothing more is read from this connection meanwhile
+                    await asyncio.sleep(wait)  # the address's turn: a schedule, not a poll
+        return await super()._handle_request(request, start_time, request_handler)
+
+    def _refusal(self, key: str) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
+        retry = self._turns.retry_after_s(key, self._loop.time())
+
+        async def refuse(_: web.BaseRequest) -> web.StreamResponse:
+            response = error_response(RateLimited(
+                "more requests from your network address than it may make; retry later",
+                retry_after_s=retry,
+            ))  # fmt: skip
+            response.force_close()  # a client this far over its budget reconnects first
+            return response
+
+        return refuse
+
+    def set_parser(self, parser: Any, data_received_cb: Callable[[], None] | None = None) -> None:
+        if self._upgraded and self._message_tail:  # frames sent with the upgrade request
+            self._count_frames(self._message_tail)
+        super().set_parser(parser, data_received_cb)
+
+    def _count_frames(self, data: bytes) -> None:
+        """A WebSocket's frames take turns like requests; frames are already read, so past
+        the budget the socket is not read again until the address's turn comes."""
+        if self._key is None or not self._turns.on:
+            return
+        if self._frames is None:
+            self._frames = FrameCounter()
+        frames = self._frames.feed(data)
+        if frames:
+            wait = self._turns.take(self._key, self._loop.time(), frames)
+            if wait > 0:
+                self._hold(wait)
+
+    def _hold(self, wait: float) -> None:
+        if self._held is not None:  # a later turn: the address's schedule only moves on
+            self._held.cancel()
+        self._held = self._loop.call_later(wait, self._release)
+        self._pause_transport_reading()
+
+    def _release(self) -> None:
+        self._held = None
+        if not self._reading_paused and not self._buffer_paused:  # aiohttp's own holds
+            super()._resume_transport_reading()
+
+    def _resume_transport_reading(self) -> None:
+        if self._held is None:  # aiohttp resumes when its buffers drain; a turn still holds
+            super()._resume_transport_reading()
+
+    # -- deadlines ----------------------------------------------------------------------
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -125,6 +355,8 @@ class GuardedRequestHandler(RequestHandler):
             self._write_timer = None
 
     def data_received(self, data: bytes) -> None:
+        if self._upgraded and self._payload_parser is not None and data:
+            self._count_frames(data)
         before = self._request_count
         super().data_received(data)
         if self._upgraded or self._force_close:  # a WebSocket keeps its own deadlines
@@ -141,6 +373,9 @@ class GuardedRequestHandler(RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._stop_timers()
+        if self._held is not None:
+            self._held.cancel()
+            self._held = None
         super().connection_lost(exc)
 
     def _start_head(self) -> None:
@@ -186,6 +421,8 @@ class GuardedServer(web.Server):
     def __init__(self, *args: Any, policy: ConnectionPolicy, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.policy = policy
+        #: every client address's turns on this server's loop
+        self.turns = RequestTurns(policy.requests or RequestBudget())
         self._open: dict[str, int] = {}
         self._key_of: dict[RequestHandler, str] = {}
 
@@ -232,9 +469,23 @@ class GuardedAppRunner(web.AppRunner):
         plain = await super()._make_server()
         return GuardedServer(
             plain.request_handler, request_factory=plain.request_factory,
-            handler_cancellation=plain.handler_cancellation, policy=self._policy,
+            handler_cancellation=plain.handler_cancellation, policy=self._completed_policy(),
             **plain._kwargs,
         )  # fmt: skip
 
+    def _completed_policy(self) -> ConnectionPolicy:
+        """The policy given, its request budget taken from the app's config when the caller
+        set none (runner.connection_policy names the deadlines and the cap only)."""
+        if self._policy.requests is not None:
+            return self._policy
+        from .app import PARTS  # the app module is heavy; only a runner needs it
 
-__all__: Iterable[str] = ["ConnectionPolicy", "GuardedAppRunner", "GuardedServer"]
+        config = self._app.get(PARTS, {}).get("config")
+        budget = RequestBudget.from_config(config) if config is not None else RequestBudget()
+        return replace(self._policy, requests=budget)
+
+
+__all__: Iterable[str] = [
+    "ConnectionPolicy", "FrameCounter", "GuardedAppRunner", "GuardedServer", "RequestBudget",
+    "RequestTurns",
+]  # fmt: skip

@@ -241,7 +241,7 @@ def near_miss_app(overrides: dict[str, Any], ws: Any = None) -> web.Application:
     async def answer(request: web.Request) -> web.Response:
         route = f"{request.method} /{request.path.split('/')[1]}"
         if route == "POST /auth":
-            return web.json_response({"ok": True, "token": "t"})
+            return web.json_response(overrides.get("POST /auth", {"ok": True, "token": "t"}))
         if route == "GET /auth":
             return web.json_response(overrides.get("GET /auth/challenge", {}))
         return web.json_response(overrides.get(route, {"ok": True}))
@@ -362,5 +362,35 @@ async def test_a_websocket_near_miss_is_named_not_retried(authed: Any, field: st
             with pytest.raises(FluxClientError) as caught:
                 await client.start_ws(timeout=30)
         assert caught.value.code == "bad_answer" and caught.value.field == field
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_session_answer_without_its_token_is_named() -> None:
+    challenge = {"ok": True, "domain": "n.m", "challenge": "c"}
+    app = near_miss_app(
+        {"GET /auth/challenge": challenge, "POST /auth": {"ok": True, "session": "t"}}
+    )
+    runner, url = await _serve(app)
+    try:
+        async with FluxClient(FluxIdentity.generate(), url) as client:
+            with pytest.raises(FluxClientError) as caught:
+                await client.inbox()
+        assert caught.value.code == "bad_answer" and caught.value.field == "token"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [{"ok": True}, {"ok": True, "address": ADDRESS, "pub": 7}, {"ok": True, "pub": "!!"}],
+)
+async def test_a_key_answer_without_a_valid_key_is_named(answer: dict[str, Any]) -> None:
+    runner, url = await _serve(near_miss_app({"GET /federation": answer}))
+    try:
+        async with FluxClient(FluxIdentity.generate(), url) as client:
+            with pytest.raises(FluxClientError) as caught:
+                await client.fetch_key(ADDRESS)
+        assert caught.value.code == "unknown_key" and caught.value.field == "pub"
     finally:
         await runner.cleanup()

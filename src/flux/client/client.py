@@ -26,6 +26,7 @@ from typing import Any
 
 import aiohttp
 
+from ..compat.federation import binding_of
 from ..federation.keys import parse_info
 from ..identity import FluxIdentity
 from ..protocol import (
@@ -356,7 +357,11 @@ class FluxClient:
 
     def learn_key(self, address: str, pub: str) -> None:
         """Remember `pub` for `address` if, and only if, it hashes to it."""
-        if is_address(address) and address_from_pub(b64d(pub, length=32)) == address:
+        try:
+            raw = b64d(pub, length=32)
+        except (InvalidInput, TypeError):
+            return  # not a key at all: nothing to remember
+        if is_address(address) and address_from_pub(raw) == address:
             self._keys[address] = pub
 
     def known_key(self, address: str) -> str | None:
@@ -405,11 +410,13 @@ class FluxClient:
                 code="unknown_key",
                 field="to",
             ) from exc
-        pub = body.get("pub")
-        if body.get("address") == address and isinstance(pub, str):
+        given, pub = binding_of(body)  # FLUX's `address`/`pub`, or the prototype's names
+        if given == address and isinstance(pub, str):
             self.learn_key(address, pub)
         if address not in self._keys:
-            raise FluxClientError(f"the server gave no valid key for {address}", code="unknown_key")
+            raise FluxClientError(
+                f"the server gave no valid key for {address}", code="unknown_key", field="pub"
+            )
         return self._keys[address]
 
     # -- sending ------------------------------------------------------------------------

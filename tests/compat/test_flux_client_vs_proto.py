@@ -205,6 +205,36 @@ def test_cli_send_inbox_read_watch_against_the_prototype(
     assert bare.returncode == 1 and "Traceback" not in bare.stderr
 
 
+def test_cli_with_the_legacy_secret_against_a_flux_server(tmp_path: Path) -> None:
+    """The same commands against `flux server --open --legacy-tokens` (issue 11 item 10's
+    setting): the prototype's token works there too, with FLUX's published keys."""
+    server = Running(
+        "server", "--host", "127.0.0.1", "--port", "0", "--backend", "sqlite",
+        "--data-dir", str(tmp_path / "server"), "--open", "--legacy-tokens",
+        FLUX_SECRET=SECRET,
+    )  # fmt: skip
+    try:
+        url = server.wait_for(r"FLUX server for \S+ at (http://127\.0\.0\.1:\d+)").group(1)
+        alice_key, bob_key = tmp_path / "alice.json", tmp_path / "bob.json"
+        FluxIdentity.generate().save(alice_key)
+        bob = FluxIdentity.generate()
+        bob.save(bob_key)
+        env = {"FLUX_SERVER": url, "FLUX_LEGACY_SECRET": SECRET}
+        sent = flux("send", bob.address, "legacy to FLUX", "--key", str(alice_key), **env)
+        assert sent.returncode == 0, sent.stderr
+        msg_id = sent.stdout.split("sent ")[1].split()[0]
+        listed = flux("inbox", "--json", "--key", str(bob_key), **env)
+        assert listed.returncode == 0, listed.stderr
+        assert [m["id"] for m in json.loads(listed.stdout)] == [msg_id]
+        shown = flux("read", msg_id, "--key", str(bob_key), **env)
+        assert shown.returncode == 0, shown.stderr
+        assert "legacy to FLUX" in shown.stdout
+        wrong = flux("inbox", "--key", str(bob_key), FLUX_SERVER=url, FLUX_LEGACY_SECRET="no")
+        assert wrong.returncode == 1 and "401" in wrong.stderr
+    finally:
+        assert server.interrupt() == 0
+
+
 def test_cli_help_shows_the_legacy_secret_variable() -> None:
     for command in ("send", "inbox", "read", "watch"):
         shown = flux(command, "--help")

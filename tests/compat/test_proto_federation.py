@@ -18,6 +18,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from cli.cli_helpers import flux as flux_cli
+from cli.cli_helpers import make_key
 from compat.proto import ProtoServer, require_seed, run_proto
 from federation.fed_helpers import local_servers
 from flux.client import FluxClient
@@ -133,6 +135,47 @@ async def test_flux_sends_by_name_to_the_prototype(tmp_path: Path) -> None:
             assert sealed["server"] == servers["f"].url.removeprefix("http://")
             assert sealed["next"] == proto.domain  # sealed to the prototype, which kept it
             await alice.close()
+
+
+async def test_the_flux_cli_sends_by_name_to_the_prototype(tmp_path: Path) -> None:
+    """`flux send dave@<prototype>` (a real CLI process) through a FLUX server."""
+    with proto_server(tmp_path) as proto:
+        dave = await register_proto(proto, "dave")
+        async with local_servers(tmp_path, ["f"], extra_insecure=[proto.domain]) as servers:
+            key = tmp_path / "erin.json"
+            erin = make_key(key)
+            url = servers["f"].url
+            registered = await asyncio.to_thread(
+                flux_cli, "register", "--key", str(key), "--server", url
+            )
+            assert registered.returncode == 0, registered.stderr
+            sent = await asyncio.to_thread(
+                flux_cli, "send", f"dave@{proto.domain}", "hello from the FLUX CLI",
+                "--key", str(key), "--server", url,
+            )  # fmt: skip
+            assert sent.returncode == 0, sent.stderr
+            (msg,) = await proto_inbox(proto, dave["session"], 1)
+            assert msg["from"] == erin and msg["content"] == "hello from the FLUX CLI"
+
+
+async def test_the_prototype_server_resolves_a_flux_name(tmp_path: Path) -> None:
+    """The prototype's own `/mail/send` resolves `bob@<flux>` through FLUX's answer
+    (`fx1_to`). It then stores the mail on the prototype itself: that is how the
+    prototype's account route works (it never forwards), not something FLUX can change."""
+    with proto_server(tmp_path) as proto:
+        frank = await register_proto(proto, "frank")
+        async with local_servers(tmp_path, ["f"], extra_insecure=[proto.domain]) as servers:
+            bob = FluxClient(Identity.generate(), servers["f"].url)
+            await bob.register()
+            await bob.claim("bob")
+            domain = servers["f"].url.removeprefix("http://")
+            status, body = await proto_call(
+                "POST", f"{proto.url}/mail/send", headers={"X-Flux-Session": frank["session"]},
+                json={"to": f"bob@{domain}", "content": "resolved by the prototype"},
+            )  # fmt: skip
+            assert status == 200, body
+            assert body["fx1_to"] == bob.address
+            await bob.close()
 
 
 async def test_mail_the_prototype_would_refuse_bounces_at_once_named(tmp_path: Path) -> None:
@@ -290,3 +333,20 @@ def test_odd_names_are_labels_never_servers() -> None:
     assert bad is not None and bad.reason == "server is not a server name"
     spaced = {**msg["integrity_chain"][0], "server": "mail example"}
     assert verify_chain({**msg, "integrity_chain": [spaced]}, None).first_failure is not None
+
+
+def test_only_a_prototype_kind_mesh_takes_the_header() -> None:
+    from flux.compat.federation import PROTO_MESH_HEADER, mesh_token_header
+    from flux.compat.mesh import check_proto_relay, is_proto_relay
+    from flux.federation.mesh import Mesh, MeshKind, MeshMode
+    from flux.protocol.errors import BadRequestSignature
+
+    flux_kind = Mesh("f", "f" * 32, MeshMode.BROADCAST, ("a:1",))
+    proto_kind = Mesh("p", "p" * 32, MeshMode.CHAIN, ("a:1",), MeshKind.PROTOTYPE)
+    meshes = {"f": flux_kind, "p": proto_kind}
+    assert check_proto_relay(mesh_token_header("p" * 32), meshes) is proto_kind
+    for headers in (mesh_token_header("f" * 32), {PROTO_MESH_HEADER: "p" * 32}, {}):
+        with pytest.raises(BadRequestSignature):
+            check_proto_relay(headers, meshes)
+    assert is_proto_relay(mesh_token_header("x"))
+    assert not is_proto_relay({**mesh_token_header("x"), "Signature": "flux=:x:"})

@@ -72,6 +72,7 @@ PROBE_TTL_MS = 3_600_000
 #: after a failed probe, the server is taken as FLUX's for this long before asking again
 PROBE_RETRY_MS = 60_000
 PROBE_MAX_BYTES = 64 * 1024  #: /federation/info and /health are small JSON objects
+MAX_KNOWN = 10_000  #: servers whose dialect is remembered (as many as the key cache)
 
 
 class PeerDialect(enum.StrEnum):
@@ -274,6 +275,9 @@ class ProtoPeers:
             return known[0]
         found = await self._probe(peers, server)
         until = now + (PROBE_RETRY_MS if found is None else PROBE_TTL_MS)
+        self._known.pop(server, None)
+        if len(self._known) >= MAX_KNOWN:  # the oldest verdict goes: it is asked again
+            del self._known[next(iter(self._known))]
         self._known[server] = (found or PeerDialect.FLUX, until)
         if found is PeerDialect.PROTOTYPE:
             log.info("event=prototype_peer server=%s", server)

@@ -190,6 +190,7 @@ def test_cli_send_inbox_read_watch_against_the_prototype(
     shown = flux("read", msg_id, "--key", str(bob_key), **env)
     assert shown.returncode == 0, shown.stderr
     assert "hello via the CLI" in shown.stdout and "signature verifies" in shown.stdout
+    assert "not all sealed (prototype hops)" in shown.stdout  # it publishes no keys
 
     watch = Running("watch", "--key", str(bob_key), **env)
     try:
@@ -229,6 +230,7 @@ def test_cli_with_the_legacy_secret_against_a_flux_server(tmp_path: Path) -> Non
         shown = flux("read", msg_id, "--key", str(bob_key), **env)
         assert shown.returncode == 0, shown.stderr
         assert "legacy to FLUX" in shown.stdout
+        assert "sealed under its server's published key" in shown.stdout
         wrong = flux("inbox", "--key", str(bob_key), FLUX_SERVER=url, FLUX_LEGACY_SECRET="no")
         assert wrong.returncode == 1 and "401" in wrong.stderr
     finally:

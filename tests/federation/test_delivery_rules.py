@@ -32,6 +32,7 @@ from flux.federation.delivery import (
     QueuePolicy,
     Settlement,
     _by_size,
+    _json,
     backoff_delay_ms,
     peer_text,
 )
@@ -39,7 +40,7 @@ from flux.federation.mesh import HEADER, Mesh, MeshMode, check_mesh_header
 from flux.federation.peers import PeerClient
 from flux.federation.signing import verify_request
 from flux.protocol import Identity, PublishedKey, ServerSigner, compose
-from flux.protocol.chain import append_hop, check_can_append
+from flux.protocol.chain import ChainVerdict, append_hop, check_can_append
 from flux.protocol.errors import FluxError
 from flux.store import MemoryStore, StoreUnavailable
 from flux.store.base import DestinationState, Lease, Outbound
@@ -838,7 +839,14 @@ async def test_one_slot_works_destinations_one_after_the_other() -> None:
         await r.queue(message("to a closed port"), destination=other)
         await r.queue(message("to the peer"))
         await until(lambda: _attempted_both(r, other))
+        # and a finished batch's task is let go (a server runs for months)
+        await until(lambda: not _live_tasks("flux-deliver-"))
     assert len(r.peer.txns) == 1
+
+
+def _live_tasks(prefix: str) -> list[asyncio.Task[Any]]:
+    gc.collect()
+    return [t for t in gc.get_objects() if isinstance(t, asyncio.Task) and t.get_name().startswith(prefix)]  # fmt: skip
 
 
 async def _attempted_both(r: Rig, other: str) -> bool:
@@ -865,3 +873,78 @@ async def test_leaving_the_lifespan_cancels_batches_in_flight_unsettled() -> Non
         (state,) = await store.queue_state()
     assert (state.queued, state.attempts, state.last_error) == (1, 0, None)
     assert state.leased_until == clock() + POLICY.lease_ms  # it goes again once this lapses
+
+
+@pytest.mark.parametrize(
+    ("failure", "event"),
+    [(StoreUnavailable(OUTAGE), "event=store_unavailable"), (RuntimeError("bug"), "event=queue_poll_failed")],
+)  # fmt: skip
+async def test_a_failed_poll_is_retried_after_a_pause_not_at_once(
+    failure: Exception, event: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "flux.federation")
+    async with rig() as r:
+        r.store.failing["next_due"] = failure
+        r.worker.kick()
+        await until(lambda: bool(logged(caplog, event)))
+        for _ in range(200):  # many turns of the event loop, no clock involved
+            await asyncio.sleep(0)
+        assert len(logged(caplog, event)) == 1  # not a busy loop against a dead store
+
+
+async def _garbage_peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answers anything with a 600-byte status line that is not HTTP."""
+    with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTQ/1.1 " + b"X" * 600 + b"\r\ncontent-length: 2\r\n\r\n{}")
+        await writer.drain()
+    writer.close()
+
+
+async def test_a_peers_garbage_is_cut_to_300_characters_before_it_is_stored() -> None:
+    server = await asyncio.start_server(_garbage_peer, "127.0.0.1", 0)
+    garbage = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    async with server, rig(closed=(garbage,)) as r:
+        await r.queue(message("to a peer that speaks garbage"), destination=garbage)
+        await r.settlements(1)
+        state = await r.state(garbage)
+    assert state is not None and state.last_error is not None
+    assert state.last_error.startswith("ClientResponseError: 400")
+    assert len(state.last_error) == 300 and "X" * 100 in state.last_error
+    assert not any(ord(c) < 32 for c in state.last_error)  # its newlines made harmless
+
+
+def _sealed_size(envelope: dict[str, Any], to: str, now: int) -> int:
+    """The bytes the worker puts on the wire for `envelope` sealed to `to` at `now`."""
+    return len(_json(append_hop(envelope, SIGNER, next_hop=to, now_ms=now, cv=ChainVerdict.PASS)))
+
+
+def _messages_of_total_size(total: int, to: str, now: int) -> list[dict[str, Any]]:
+    """Messages whose sealed sizes, each counted with its separating comma, add up to
+    exactly `total` bytes (content of quotes, two bytes each in JSON, and letters)."""
+    base = _sealed_size(message("a", at=now), to, now) - 1  # with empty content
+    count = -(-total // (base + 1 + 2 * 65_536))
+    sizes = [(total - count * (base + 1)) // count] * count
+    sizes[-1] += total - count * (base + 1) - sum(sizes)
+    msgs = []
+    for content_bytes in sizes:
+        quotes = max(0, content_bytes - 65_536)
+        msg = message('"' * quotes + "a" * (content_bytes - 2 * quotes), at=now)
+        assert _sealed_size(msg, to, now) == base + content_bytes
+        msgs.append(msg)
+    return msgs
+
+
+@pytest.mark.parametrize(("over", "transactions"), [(0, 1), (1, 2)])
+async def test_a_transaction_fills_up_to_its_size_limit_exactly(
+    over: int, transactions: int
+) -> None:
+    """Room for MAX_BATCH_BYTES less 1 KiB of messages (the head and brackets take the
+    rest): exactly that much goes in one transaction, one byte more takes two."""
+    async with rig() as r:
+        msgs = _messages_of_total_size(MAX_BATCH_BYTES - 1024 + over, r.peer.name, r.clock())
+        await r.queue(*msgs)
+        await r.settlements(1)
+    assert len(r.peer.txns) == transactions
+    assert all(len(t.raw) <= MAX_BATCH_BYTES for t in r.peer.txns)
+    assert [m["id"] for t in r.peer.txns for m in t.doc["messages"]] == [m["id"] for m in msgs]

@@ -33,6 +33,7 @@ from flux import (
     verify_message,
 )
 from flux.auth import derive_token, validate_token
+from flux.client import FluxClientError
 from flux.encryption import EncryptNeedsIdentity, decrypt_message, encrypt_message
 from flux.protocol import verify_envelope
 from flux.protocol.errors import BadSignature, InvalidValue, MissingField
@@ -289,11 +290,38 @@ async def test_make_app_serves_the_readme_library_example() -> None:
         assert result["ok"] is True and result.recipients == {bob.address: "stored"}
         msg = await asyncio.wait_for(got.get(), 30)
         assert msg["content"] == "Hello Bob" and verify_message(msg)
+        # with legacy tokens on, presence is public, as it was in the prototype
+        assert await client.status(bob.address)
+        assert await client.peek() == 0
         await bob_client.close()
         await asyncio.gather(task, return_exceptions=True)
     finally:
         await client.close()
         await bob_client.close()
+        await runner.cleanup()
+
+
+async def test_make_app_without_a_secret_keeps_presence_private(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("FLUX_SECRET", raising=False)
+    runner = web.AppRunner(make_app(domain="127.0.0.1", mesh_config_path=None))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        async with FluxClient(FluxIdentity.generate(), url) as client:
+            other = FluxIdentity.generate().address
+            status = await client.status(other)
+            assert status["hosted"] is False
+            with pytest.raises(FluxClientError) as caught:  # not a silent False
+                bool(status)
+            assert caught.value.field == "online"
+        async with FluxClient(FluxIdentity.generate(), url, legacy_secret=SECRET) as legacy:
+            with pytest.raises(FluxClientError) as refused:  # no shared secret by default
+                await legacy.fetch()
+            assert refused.value.status == 401
+    finally:
         await runner.cleanup()
 
 

@@ -36,7 +36,7 @@ from flux.federation.delivery import (
     backoff_delay_ms,
     peer_text,
 )
-from flux.federation.mesh import HEADER, Mesh, MeshMode, check_mesh_header
+from flux.federation.mesh import HEADER, Mesh, MeshKind, MeshMode, check_mesh_header
 from flux.federation.peers import PeerClient
 from flux.federation.signing import verify_request
 from flux.protocol import Identity, PublishedKey, ServerSigner, compose
@@ -84,6 +84,8 @@ class ScriptedPeer:
         self.port = free_port()
         self.answer: Callable[[Txn], tuple[int, Any]] = stored
         self.delegate: str | None = None  #: the server /.well-known/flux names
+        #: speak the prototype's dialect: its /federation/info, a bare envelope per /send
+        self.prototype = False
         self.well_known_reads = 0
         self.txns: list[Txn] = []
         self.answered = 0
@@ -112,9 +114,9 @@ class ScriptedPeer:
             doc = json.loads(raw)
         except ValueError:
             doc = None
-        txn = Txn(
-            request.path, dict(request.headers), raw, doc, self._signature_error(request, raw)
-        )
+        unsigned = self.prototype  # the prototype's requests are not signed
+        why = None if unsigned else self._signature_error(request, raw)
+        txn = Txn(request.path, dict(request.headers), raw, doc, why)
         async with self.changed:
             self.txns.append(txn)
             self.changed.notify_all()
@@ -133,6 +135,12 @@ class ScriptedPeer:
             return web.json_response({"ok": False, "error": "not_found"}, status=404)
         return web.json_response({"ok": True, "server": self.delegate})
 
+    async def _info(self, request: web.Request) -> web.Response:
+        if not self.prototype:  # FLUX's would publish keys: never asked in these tests
+            return web.json_response({"ok": False, "error": "not_found"}, status=404)
+        return web.json_response({"ok": True, "domain": self.name, "version": "2.1.1",
+                                  "protocol": "1.0", "federation": True})  # fmt: skip
+
     async def wait_txns(self, count: int) -> list[Txn]:
         async with asyncio.timeout(WITHIN_S), self.changed:
             await self.changed.wait_for(lambda: len(self.txns) >= count)
@@ -144,6 +152,8 @@ class ScriptedPeer:
         app.router.add_post("/federation/deliver", self._deliver)
         app.router.add_post("/mesh/relay", self._deliver)
         app.router.add_get("/.well-known/flux", self._well_known)
+        app.router.add_post("/send", self._deliver)
+        app.router.add_get("/federation/info", self._info)
         runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", self.port).start()
@@ -948,3 +958,65 @@ async def test_a_transaction_fills_up_to_its_size_limit_exactly(
     assert len(r.peer.txns) == transactions
     assert all(len(t.raw) <= MAX_BATCH_BYTES for t in r.peer.txns)
     assert [m["id"] for t in r.peer.txns for m in t.doc["messages"]] == [m["id"] for m in msgs]
+
+
+# -- the one seam to the prototype's dialect (compat/federation.py) -------------------------
+def proto_ok(txn: Txn) -> tuple[int, Any]:
+    return 200, {"ok": True, "id": txn.doc["id"], "delivery": "stored"}
+
+
+async def test_a_prototype_peer_gets_each_message_sealed_by_itself() -> None:
+    async with rig() as r:
+        r.peer.prototype, r.peer.answer = True, proto_ok
+        msgs = [message("one"), message("two")]
+        await r.queue(*msgs)
+        [(_, verdict)] = await r.settlements(1)
+    assert [t.path for t in r.peer.txns] == ["/send", "/send"]  # no FLUX transaction
+    assert [t.doc["id"] for t in r.peer.txns] == [m["id"] for m in msgs]
+    for txn in r.peer.txns:  # sealed to the peer all the same
+        hop = txn.doc["integrity_chain"][-1]
+        assert (hop["server"], hop["next"], hop["t"]) == (SIGNER.name, r.peer.name, r.clock())
+    assert verdict == Settlement([1, 2], [], None)
+
+
+async def test_a_silent_prototype_peer_times_out_like_any() -> None:
+    async with rig(dataclasses.replace(POLICY, timeout_s=0.5)) as r:
+        r.peer.prototype, r.peer.answer = True, proto_ok
+        r.peer.gate.clear()
+        await r.queue(message("to a silent prototype"))
+        [(_, verdict)] = await r.settlements(1)
+        state = await r.state()
+    assert verdict == Settlement([], [], "TimeoutError: ")
+    assert state is not None and (state.attempts, state.last_error) == (1, "TimeoutError: ")
+
+
+async def test_a_lost_lease_stops_a_prototype_send_too(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "flux.federation")
+    async with rig(dataclasses.replace(POLICY, lease_ms=300)) as r:
+        r.peer.prototype, r.peer.answer = True, proto_ok
+        r.peer.gate.clear()
+        await r.queue(message("first"), message("second"))
+        await r.peer.wait_txns(1)
+        r.clock.advance(301)
+        assert await r.store.lease("b#1", r.clock(), 60_000, 100) is not None
+        await until(lambda: False in r.store.renewals)
+        r.peer.gate.set()
+        await until(lambda: bool(logged(caplog, "event=lease_lost")))
+    assert len(r.peer.txns) == 1 and r.settled == []  # the second was not sent
+
+
+async def test_a_prototype_peers_garbage_is_cut_to_300_characters() -> None:
+    server = await asyncio.start_server(_garbage_peer, "127.0.0.1", 0)
+    garbage = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+    def meshes(peer: str) -> dict[str, Mesh]:
+        kind = MeshKind.PROTOTYPE  # its members are prototype servers: no probe
+        return {"p": Mesh("p", "t" * 32, MeshMode.BROADCAST, (SIGNER.name, garbage), kind)}
+
+    async with server, rig(meshes=meshes, closed=(garbage,)) as r:
+        await r.queue(message("relayed to garbage"), destination=garbage, via="p")
+        await r.settlements(1)
+        state = await r.state(garbage)
+    assert state is not None and state.last_error is not None
+    assert state.last_error.startswith("ClientResponseError: 400")
+    assert len(state.last_error) == 300

@@ -293,6 +293,14 @@ async def test_make_app_serves_the_readme_library_example() -> None:
         # with legacy tokens on, presence is public, as it was in the prototype
         assert await client.status(bob.address)
         assert await client.peek() == 0
+
+        # bob answers on his socket, in the prototype's frame (a legacy-token socket)
+        alice_task, alice_got = await _listening(client)
+        envelope = await bob_client.send_ws(alice.address, "Hi Alice", msg["id"])
+        back = await asyncio.wait_for(alice_got.get(), 30)
+        assert back["id"] == envelope["id"] and back["re"] == msg["id"]
+        await client.close()
+        await asyncio.gather(alice_task, return_exceptions=True)
         await bob_client.close()
         await asyncio.gather(task, return_exceptions=True)
     finally:
@@ -317,12 +325,30 @@ async def test_make_app_without_a_secret_keeps_presence_private(
             with pytest.raises(FluxClientError) as caught:  # not a silent False
                 bool(status)
             assert caught.value.field == "online"
+            # send_ws in FLUX's own frame, on a session socket
+            carol = FluxClient(FluxIdentity.generate(), url)
+            task = await carol.start_ws(timeout=30)
+            listening, got = await _listening(client)
+            envelope = await carol.send_ws(client.address, "over FLUX's socket")
+            assert (await asyncio.wait_for(got.get(), 30))["id"] == envelope["id"]
+            for each, running in ((carol, task), (client, listening)):
+                await each.close()
+                await asyncio.gather(running, return_exceptions=True)
         async with FluxClient(FluxIdentity.generate(), url, legacy_secret=SECRET) as legacy:
             with pytest.raises(FluxClientError) as refused:  # no shared secret by default
                 await legacy.fetch()
             assert refused.value.status == 401
     finally:
         await runner.cleanup()
+
+
+async def _listening(
+    client: FluxClient,
+) -> tuple[asyncio.Task[None], asyncio.Queue[dict[str, Any]]]:
+    """`client` on its WebSocket, each message it is pushed put on the queue returned."""
+    got: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    client.on_message(got.put)
+    return await client.start_ws(timeout=30), got
 
 
 def test_make_app_refuses_a_prototype_presence_registry() -> None:

@@ -61,6 +61,8 @@ from .ws import Backoff, Listener
 
 __all__ = ["FluxClient"]
 
+DEFAULT_URL = "http://localhost:8765"
+
 Message = dict[str, Any]
 Handler = Callable[[Message], Awaitable[None] | None]
 #: message ids: one id, or several, each an id or `{"id": ..., "from": sender}`
@@ -134,16 +136,17 @@ class FluxClient:
     makes one and closes it in `close()`. `bindings`: a `KnownBindings` or the path of its
     JSON file, remembering which address each `name@domain` resolved to. `keys`: public
     keys already known, `{fx1 address: base64url key}` (each is checked against its
-    address before use). `legacy_secret`: the server's FLUX_SECRET, to authenticate with
-    the prototype's derived token instead of a signed challenge. `server`: the
-    prototype's keyword for `url`. `reconnect_base`/`reconnect_cap`: the WebSocket's backoff, seconds; it starts afresh only
-    after a socket stayed up `reconnect_stable` seconds (client/ws.py says why).
+    address before use). `reconnect_base`/`reconnect_cap`: the WebSocket's backoff,
+    seconds; it starts afresh only after a socket stayed up `reconnect_stable` seconds
+    (client/ws.py says why). `legacy_secret`: the server's FLUX_SECRET, to authenticate
+    with the prototype's derived token instead of a signed challenge. `server`: the
+    prototype's keyword for `url` (give one of them; default http://localhost:8765).
     """
 
     def __init__(
         self,
         identity: Identity,
-        url: str = "http://localhost:8765",
+        url: str | None = None,
         *,
         session: aiohttp.ClientSession | None = None,
         bindings: KnownBindings | str | os.PathLike[str] | None = None,
@@ -157,11 +160,9 @@ class FluxClient:
         server: str | None = None,
     ) -> None:
         self.identity = identity
-        if server is not None:  # the prototype's name for `url`
-            if url != "http://localhost:8765" and url.rstrip("/") != server.rstrip("/"):
-                raise TypeError("give the server's URL once: url or server, not both")
-            url = server
-        self.url = url.rstrip("/")
+        if url is not None and server is not None and url.rstrip("/") != server.rstrip("/"):
+            raise TypeError("give the server's URL once: url or server (its prototype name)")
+        self.url = (url or server or DEFAULT_URL).rstrip("/")
         self.timeout = timeout
         self.bindings = bindings if isinstance(bindings, KnownBindings) else KnownBindings(bindings)
         # Other domains are reached over HTTPS; plain HTTP only for these (None: localhost)

@@ -400,6 +400,24 @@ async def test_every_route_refuses_a_field_it_would_ignore(
 
 
 @pytest.mark.parametrize(
+    ("method", "path", "kwargs", "named"),
+    [
+        ("POST", "/send", {"json": {"message": {}, "priority": 1}}, "priority"),
+        ("POST", "/auth/session", {"json": {"address": "x", "remember": True}}, "remember"),
+        ("POST", "/register", {"json": {"address": "x", "note": "hi"}}, "note"),
+        ("GET", "/auth/challenge", {"params": {"address": "x", "ttl": "1"}}, "ttl"),
+        ("POST", "/account/login", {"json": {"username": "x", "password": "y", "keep": 1}}, "keep"),
+    ],
+    ids=["send", "auth-session", "register", "auth-challenge", "account-login"],
+)
+async def test_unauthenticated_routes_refuse_a_field_they_would_ignore(
+    flux_server: str, method: str, path: str, kwargs: dict[str, Any], named: str
+) -> None:
+    bad = await call(flux_server, method, path, expect=400, **kwargs)
+    assert (bad["code"], bad["field"]) == ("invalid_value", named), bad
+
+
+@pytest.mark.parametrize(
     ("frame", "extra"),
     [
         ({"action": "read", "ids": ["i"], "status": "read"}, "status"),

@@ -232,6 +232,9 @@ def inbox(obj: Mapping[str, Any], name: str = "inbox") -> str:
     return check_inbox(field(obj, name), name)
 
 
+SUBMISSION_FIELDS = frozenset({"message", "domains"})
+
+
 def submission(
     value: Any, *, refused: Callable[[str], bool] | None = None
 ) -> tuple[Any, dict[str, str]]:
@@ -245,6 +248,7 @@ def submission(
     can only bounce. Names are judged when the delivery worker resolves them."""
     if not isinstance(value, dict) or "message" not in value or "id" in value:
         return value, {}
+    only(value, SUBMISSION_FIELDS)
     domains = value.get("domains", {})
     if not isinstance(domains, dict):
         raise WrongType("domains must map recipient addresses to domains", field="domains")

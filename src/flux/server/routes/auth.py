@@ -17,6 +17,8 @@ from ..config import Registration
 from ..errors import BadInvite, RegistrationClosed
 
 INVITE_TTL_MS = 10 * 365 * 86_400_000  # an invite nonce is kept "for ever"
+SESSION_FIELDS = frozenset({"address", "pub", "challenge", "sig"})
+REGISTER_FIELDS = frozenset({"address", "pub", "t", "sig", "invite"})
 
 
 class AuthRoutes:
@@ -44,12 +46,14 @@ class AuthRoutes:
         ]
 
     async def challenge(self, request: web.Request) -> web.Response:
+        wire.only_query(request, frozenset({"address"}))
         address = wire.check_address(wire.query_str(request, "address", required=True))
         challenge, expires = self.auth.challenge(address)
         return wire.ok(challenge=challenge, domain=self.auth.domain, expires=expires)
 
     async def session(self, request: web.Request) -> web.Response:
         body = await wire.read_object(request)
+        wire.only(body, SESSION_FIELDS)
         address, token, expires = await self.auth.open_session(body)
         return wire.ok(address=address, token=token, expires=expires)
 
@@ -63,6 +67,7 @@ class AuthRoutes:
         RegistrationClosed, BadInvite.
         """
         body = await wire.read_object(request)
+        wire.only(body, REGISTER_FIELDS)
         address = wire.address(body)
         pub_b64 = wire.string(body, "pub", max_len=64)
         pub = b64d(pub_b64, field="pub", length=32)

@@ -337,6 +337,9 @@ async def test_answer_shapes_by_dialect(flux_server: str, tmp_path: Path) -> Non
     bad = await call(flux_server, "GET", f"/inboxes/{me.address}",
                      headers={**bearer, "X-Flux-Dialect": "yes"}, expect=400)  # fmt: skip
     assert bad["field"] == "X-Flux-Dialect"
+    elsewhere = await call(flux_server, "GET", f"/peek/{me.address}",
+                           headers={**bearer, "X-Flux-Dialect": "yes"}, expect=400)  # fmt: skip
+    assert elsewhere["field"] == "X-Flux-Dialect"  # checked wherever it is sent
     fetched = await call(flux_server, "GET", f"/fetch/{me.address}", headers=bearer)
     assert fetched["count"] == 1
 
@@ -471,29 +474,41 @@ async def test_ws_auth_inbox_is_honoured(flux_server: str, tmp_path: Path) -> No
 # -- BCC (item 11) ---------------------------------------------------------------------------
 
 
-BCC_SEND = PRE + textwrap.dedent("""
-    import aiohttp
+BCC_BUILD = textwrap.dedent("""
+    import json, sys
+    from flux.identity import FluxIdentity
     from flux.message import build_message
-    async def main():
-        me = FluxIdentity.from_file(sys.argv[2])
-        msg = build_message(me, sys.argv[3], "with bcc", cc=[sys.argv[4]],
-                            bcc=json.loads(sys.argv[5]))
-        async with aiohttp.ClientSession() as s, s.post(url + "/send", json=msg) as r:
-            print(json.dumps({"status": r.status, "answer": await r.json()}))
-    asyncio.run(main())
+    me = FluxIdentity.from_file(sys.argv[1])
+    print(json.dumps(build_message(me, sys.argv[2], "with bcc", cc=[sys.argv[3]],
+                                   bcc=json.loads(sys.argv[4]))))
 """)
+
+
+def bcc_envelope(sender: Path, to: str, cc: str, bcc: list[str]) -> dict[str, Any]:
+    """An envelope built by the prototype's own `build_message` with a `bcc` list."""
+    return proto_json(BCC_BUILD, str(sender), to, cc, json.dumps(bcc))
 
 
 async def test_a_prototype_envelope_with_a_bcc_list_is_refused_by_name(
     flux_server: str, alice: Any
 ) -> None:
     """Item 11: the prototype's one envelope with several `bcc` addresses is refused
-    naming `bcc` (PROTOCOL.md §13), and nobody gets anything: not stored for the bcc
-    addresses while to/cc silently get nothing."""
+    naming `bcc` (PROTOCOL.md §13) over HTTP and over the socket, and nobody gets
+    anything: it is not stored for the bcc addresses while to/cc silently get nothing."""
     to, cc, b1, b2 = (Identity.generate().address for _ in range(4))
-    out = proto_json(BCC_SEND, flux_server, str(alice[0]), to, cc, json.dumps([b1, b2]))
-    assert out["status"] == 400, out
-    assert (out["answer"]["code"], out["answer"]["field"]) == ("invalid_value", "bcc")
+    envelope = bcc_envelope(alice[0], to, cc, [b1, b2])
+    answer = await call(flux_server, "POST", "/send", json=envelope, expect=400)
+    assert (answer["code"], answer["field"]) == ("invalid_value", "bcc")
+    assert "one separately signed copy per bcc address" in answer["error"]
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(flux_server.replace("http://", "ws://") + "/ws")
+        await ws.send_json({"action": "auth", "address": alice[1],
+                            "token": legacy_token(alice[1], SECRET)})  # fmt: skip
+        assert (await ws.receive_json(timeout=WAIT))["action"] == "authed"
+        await ws.send_json({"action": "send", "msg": envelope})
+        refused = await ws.receive_json(timeout=WAIT)
+        assert (refused["ok"], refused["field"]) == (False, "bcc")
+        await ws.close()
     for rcpt in (to, cc, b1, b2):
         peek = await call(flux_server, "GET", f"/peek/{rcpt}", headers=legacy(rcpt))
         assert peek["count"] == 0
@@ -501,10 +516,11 @@ async def test_a_prototype_envelope_with_a_bcc_list_is_refused_by_name(
 
 async def test_one_bcc_address_is_a_flux_bcc_copy(flux_server: str, alice: Any) -> None:
     """With one `bcc` address the envelope is exactly a FLUX BCC copy (§5.2): it reaches
-    that address only, and the answer says so recipient by recipient."""
+    that address only, and the answer names who got it, recipient by recipient."""
     to, cc, b1 = (Identity.generate().address for _ in range(3))
-    out = proto_json(BCC_SEND, flux_server, str(alice[0]), to, cc, json.dumps([b1]))
-    assert out["status"] == 200 and out["answer"]["recipients"] == {b1: "stored"}
+    envelope = bcc_envelope(alice[0], to, cc, [b1])
+    answer = await call(flux_server, "POST", "/send", json=envelope)
+    assert answer["recipients"] == {b1: "stored"}
 
 
 def test_proto_status_without_legacy_tokens_is_hosted_only(tmp_path: Path) -> None:

@@ -149,6 +149,8 @@ def middleware(*, legacy_tokens: bool) -> Any:
     @web.middleware
     async def compat(request: web.Request, handler: Handler) -> web.StreamResponse:
         key = _route(request)
+        if DIALECT_HEADER in request.headers:  # checked wherever it is sent, used where it matters
+            request_dialect(request, legacy_tokens=legacy_tokens)
         original: Body = {}
         if key in REQUESTS:
             original = await _rewrite_body(request, REQUESTS[key])

@@ -12,6 +12,12 @@ within half of that. A frame over `ws_max_msg_bytes` closes the socket with 1009
 this server sends is over WS_MAX_FRAME_BYTES (the client's limit too): `authed` carries
 only the pending mail that fits.
 
+Dialects: each socket speaks FLUX's frames or the prototype's, chosen by its auth frame
+(flux.compat.ws explains how); the prototype's request forms are rewritten to FLUX's before
+an action sees them, and every frame sent on a prototype socket is rendered in its
+dialect, so an action and the hub never deal with the prototype's shapes. Every action
+refuses, by name, a frame field it does not take (`FIELDS`).
+
 Delivered means acknowledged: mail in `authed` or a pushed `message` stays pending until the
 client's pong to the ping written after it (push.py explains why a pong is the ack); this
 module handles pings and pongs itself (`autoping=False`) to see those pongs, and marks what

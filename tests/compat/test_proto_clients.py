@@ -6,6 +6,8 @@ otherwise ignore."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -236,6 +238,37 @@ async def test_session_socket_speaks_flux(flux_server: str, tmp_path: Path) -> N
         push = await ws.receive_json(timeout=WAIT)
         assert push["action"] == "message" and push["message"]["content"] == "to a FLUX client"
         await ws.close()
+
+
+async def test_flux_client_on_the_same_server_gets_flux_shapes(
+    flux_server: str, tmp_path: Path
+) -> None:
+    """The sibling, end to end: FLUX's own FluxClient (session auth) on the server the
+    prototype's clients use gets a prototype sender's mail and FLUX's answers (the frames
+    themselves: test_session_socket_speaks_flux)."""
+    from flux.client import FluxClient
+
+    sender = tmp_path / "s.json"
+    sender_addr = proto_identity(sender)
+    client = FluxClient(Identity.generate(), flux_server)
+    frames: list[dict[str, Any]] = []
+    got = asyncio.Event()
+
+    @client.on_message
+    async def on(msg: dict[str, Any]) -> None:
+        frames.append(msg)
+        got.set()
+
+    try:
+        task = await client.start_ws(timeout=WAIT)
+        await asyncio.to_thread(send_plain, flux_server, sender, client.address, "to FLUX")
+        await asyncio.wait_for(got.wait(), WAIT)
+        assert (frames[0]["from"], frames[0]["content"]) == (sender_addr, "to FLUX")
+        assert set(await client.inboxes()) == {"inbox"}  # FLUX's {name: counts}
+    finally:
+        await client.close()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def test_ws_tag_and_send_frames_in_the_prototype_form(

@@ -137,6 +137,29 @@ async def test_flux_sends_by_name_to_the_prototype(tmp_path: Path) -> None:
             await alice.close()
 
 
+async def test_a_bcc_copy_for_the_prototype_bounces_named(tmp_path: Path) -> None:
+    """The primary reaches carol; the BCC copy for dave is never sent (the prototype would
+    store it for carol again, and dave would get nothing): it bounces as `prototype_bcc`."""
+    with proto_server(tmp_path) as proto:
+        carol = await register_proto(proto, "carol")
+        dave = await register_proto(proto, "dave")
+        async with local_servers(tmp_path, ["f"], extra_insecure=[proto.domain]) as servers:
+            alice = FluxClient(Identity.generate(), servers["f"].url)
+            await alice.register()
+            await alice.send(f"carol@{proto.domain}", "seen by carol", bcc=f"dave@{proto.domain}")
+            (got,) = await proto_inbox(proto, carol["session"], 1)
+            assert got["content"] == "seen by carol" and "bcc" not in got
+            (bounce,) = await flux_inbox(alice, 1)
+            assert "bounce" in bounce.get("tags", [])
+            assert str(Unsendable.BCC) in bounce["content"]
+            assert dave["flux_address"] in bounce["content"]
+            await alice.close()
+        status, body = await proto_call(
+            "GET", f"{proto.url}/mail/inbox", headers={"X-Flux-Session": carol["session"]}
+        )
+        assert status == 200 and len(body["messages"]) == 1  # not the BCC copy as well
+
+
 async def test_the_flux_cli_sends_by_name_to_the_prototype(tmp_path: Path) -> None:
     """`flux send dave@<prototype>` (a real CLI process) through a FLUX server."""
     with proto_server(tmp_path) as proto:

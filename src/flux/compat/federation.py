@@ -19,16 +19,16 @@ prototype peer relays to FLUX is taken in compat/mesh.py. It keeps the core's ru
   peer (`next` = its name), so the chain stays whole; the prototype checks those records
   as its own.
 * Mail the prototype can never take is not sent and retried for five days: it is refused
-  at once with a named code, and the worker bounces it (`UNSENDABLE` below).
-* Inbound, a prototype peer authenticates nothing (its token header is a bearer secret sent
-  in clear): what it relays is taken exactly as an unauthenticated `/send` of a signed
-  envelope (the same pipeline, budgets and checks), never as a signed peer's batch. So it
-  earns no strike for anyone and sends no tamper report: a prototype peer cannot frame a
-  FLUX server, whatever chain it forges.
+  at once with a named code, and the worker bounces it (`Unsendable` below).
+* Inbound (compat/mesh.py), a prototype peer authenticates nothing (its token header is a
+  bearer secret sent in clear): what it relays is taken exactly as an unauthenticated
+  `/send` of a signed envelope, never as a signed peer's batch. So it earns no strike for
+  anyone and causes no tamper report: a prototype peer cannot frame a FLUX server,
+  whatever chain it forges.
 
 Pure helpers (`dialect_of`, `unsendable`, `judge_send_answer`, `mesh_token_header`,
-`binding_of`) do no I/O; `ProtoPeers` and `ProtoRoute` do theirs through the
-callables the peer client passes in.
+`binding_of`, `prototype_binding`) do no I/O; `ProtoPeers` and `ProtoRoute` do theirs
+through the peer client they are given (PEP 544 `_Peers`: its `post` and `get_json`).
 """
 
 from __future__ import annotations

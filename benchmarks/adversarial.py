@@ -5,7 +5,10 @@
 One real `flux server` process (SQLite, durable, open mode) on 127.0.0.1. In every phase
 the same legitimate client measures, for `--seconds`:
 
-* its `/health` rate (requests/s, one request at a time: what a load balancer sees);
+* its `/health` rate (requests/s, one request at a time: what a load balancer sees). The
+  probe comes from the load balancer itself (127.0.0.1, in FLUX_TRUSTED_PROXIES), whose
+  own requests no per-address budget counts: it measures what is left of the server's
+  loop, not its own budget;
 * its submit latency (p50/p99), correspondents the victim has written to before writing
   to it every 50 ms in all, from 20 loopback addresses (127.0.0.10-29, one message a
   second each) and a rotating set of keys (so neither the per-address budget nor the
@@ -25,17 +28,23 @@ First with no attack (the yardstick, measured in the same run), then during each
   `/integrity/tamper_report`s naming many servers.
 
 Each attack runs in a process of its own, so its CPU competes for the machine as a real
-attacker's would, not for the legitimate client's event loop. Reported per attack: health rate and submit p99 as ratios to the idle phase (aim: the
-legitimate client keeps at least half of its idle rate), the share of its submissions
-acknowledged, and lost messages (aim: 0). Medians and spreads over `--runs`; the machine
-is shared, so read the spread. Every load is bounded in count and time and targets only
-127.0.0.1.
+attacker's would, not for the legitimate client's event loop. Reported per attack: health
+rate and submit p99 as ratios to the idle phase (aim: the legitimate client keeps at least
+half of its idle rate), the share of its submissions acknowledged, lost messages (aim: 0),
+and the answers the attacker got per second (how far the per-address budgets let it go;
+none for `slowloris`, which is never answered). Medians and spreads over `--runs`; the
+machine is shared, so read the spread. Every load is bounded in count and time and
+targets only 127.0.0.1.
+
+To see an attack without the per-address request budget, run the benchmark with
+FLUX_REQUESTS_PER_ADDRESS_PER_S=0 in its environment (the server inherits it).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import multiprocessing
@@ -49,6 +58,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from ingest import ServerProcess, now_ms, pct, session_token
@@ -65,8 +75,20 @@ LEGIT_ADDRESSES = [f"127.0.0.{10 + n}" for n in range(20)]
 HEAVY = "".join(chr(0x4E00 + i) for i in range(20_000))[: 64 * 1024 // 3]
 
 
+#: the answers the attacker got, by HTTP status: each attack runs in a process of its own
+#: (run_attack), and this is that process's tally, sent back to the benchmark at the end
+ATTACKER_ANSWERS: collections.Counter[int] = collections.Counter()
+
+
 def attacker_session() -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(ATTACKER_ADDRESS, 0)))
+    async def answered(_: Any, __: Any, params: aiohttp.TraceRequestEndParams) -> None:
+        ATTACKER_ANSWERS[params.response.status] += 1
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_end.append(answered)
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(local_addr=(ATTACKER_ADDRESS, 0)), trace_configs=[trace]
+    )
 
 
 @dataclass
@@ -276,16 +298,22 @@ async def stored_ids(http: aiohttp.ClientSession, url: str, victim: Identity) ->
             return ids
 
 
-def run_attack(name: str, url: str, victim: str, stop: multiprocessing.synchronize.Event) -> None:
+def run_attack(
+    name: str, url: str, victim: str, stop: multiprocessing.synchronize.Event,
+    answers: multiprocessing.Queue,
+) -> None:  # fmt: skip
     """An attack in a process of its own: its CPU (key generation, signing) must not slow
-    the legitimate client's event loop, only the server's machine, as a real one would."""
+    the legitimate client's event loop, only the server's machine, as a real one would.
+    Puts on `answers` the HTTP statuses it got (counts) and how long it attacked (s)."""
 
     async def go() -> None:
+        started = time.monotonic()
         stopped = asyncio.Event()
         task = asyncio.create_task(ATTACKS[name](url, stopped, victim))
         while not stop.is_set():
             await asyncio.sleep(0.1)
         stopped.set()
+        answers.put((dict(ATTACKER_ANSWERS), time.monotonic() - started))
         with contextlib.suppress(Exception):
             async with asyncio.timeout(15):
                 await task
@@ -307,27 +335,33 @@ async def known_correspondents(
 
 async def phase(
     http: aiohttp.ClientSession, url: str, name: str, seconds: float
-) -> tuple[Legit, int]:
-    """One phase on a fresh victim: (the legitimate client's view, acknowledged but lost)."""
+) -> tuple[Legit, int, dict[str, Any]]:
+    """One phase on a fresh victim: (the legitimate client's view, acknowledged but lost,
+    what the attacker got: answers a second and their statuses)."""
     victim = Identity.generate()
     # 20 messages a second spread so that no key passes 15 a minute (the limit is 20)
     senders = await known_correspondents(http, url, victim, int(seconds * 20 / 15) + 2)
     stop = multiprocessing.Event()
+    answers: multiprocessing.Queue = multiprocessing.Queue()
     attacker = None
     if name != "idle":
         attacker = multiprocessing.Process(
-            target=run_attack, args=(name, url, victim.address, stop), daemon=True
+            target=run_attack, args=(name, url, victim.address, stop, answers), daemon=True
         )
         attacker.start()
         await asyncio.sleep(min(1.0, seconds / 5))  # let the attack get going
     legit = await legit_client(http, url, victim, senders, seconds)
     stop.set()
+    got: dict[str, Any] = {}
     if attacker is not None:
+        with contextlib.suppress(Exception):  # an attack that died tells nothing
+            statuses, lasted = await asyncio.to_thread(answers.get, True, 20)
+            got = {"answers_per_s": sum(statuses.values()) / lasted, "statuses": statuses}
         await asyncio.to_thread(attacker.join, 20)
         if attacker.is_alive():
             attacker.kill()
     lost = len(set(legit.acked) - await stored_ids(http, url, victim))
-    return legit, lost
+    return legit, lost, got
 
 
 async def one_run(args: argparse.Namespace) -> dict[str, dict]:
@@ -346,7 +380,7 @@ async def one_run(args: argparse.Namespace) -> dict[str, dict]:
         async with aiohttp.ClientSession(timeout=timeout) as http:
             await server.wait_ready(http)
             for name in ["idle", *args.only]:
-                legit, lost = await phase(http, server.url, name, args.seconds)
+                legit, lost, attacker = await phase(http, server.url, name, args.seconds)
                 results[name] = {
                     "health_rps": legit.health / args.seconds,
                     "submit_p50_ms": pct(legit.latencies, 0.5),
@@ -354,6 +388,7 @@ async def one_run(args: argparse.Namespace) -> dict[str, dict]:
                     "acked_share": len(legit.acked) / max(legit.sent, 1),
                     "refused": legit.refused,
                     "lost": lost,
+                    "attacker": attacker,
                 }
                 print(f"  {name:12s} {json.dumps(results[name])}", flush=True)
     finally:
@@ -372,16 +407,19 @@ def main() -> None:
     for n in range(args.runs):
         print(f"run {n + 1}/{args.runs}", flush=True)
         runs.append(asyncio.run(one_run(args)))
-    print("\nattack        health (x idle)      submit p99 (x idle)   acked   lost")
+    print("\nattack        health (x idle)      submit p99 (x idle)   acked   lost"
+          "   attacker answers/s")  # fmt: skip
     for name in args.only:
         health = [r[name]["health_rps"] / r["idle"]["health_rps"] for r in runs]
         p99 = [r[name]["submit_p99_ms"] / r["idle"]["submit_p99_ms"] for r in runs]
         acked = [r[name]["acked_share"] for r in runs]
         lost = sum(r[name]["lost"] for r in runs)
+        rates = [r[name]["attacker"].get("answers_per_s", 0.0) for r in runs]
         print(
             f"{name:12s}  {statistics.median(health):5.2f} ({min(health):.2f}-{max(health):.2f})"
             f"   {statistics.median(p99):6.2f} ({min(p99):.2f}-{max(p99):.2f})"
             f"   {statistics.median(acked):5.0%}   {lost}"
+            f"   {statistics.median(rates):7.0f} ({min(rates):.0f}-{max(rates):.0f})"
         )
 
 

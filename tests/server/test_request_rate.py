@@ -25,7 +25,7 @@ from client_helpers import WAIT, server_config
 from flux import FluxIdentity
 from flux.client import FluxClient
 from flux.server import ServerConfig
-from flux.server.connections import FrameCounter, RequestBudget, RequestTurns
+from flux.server.connections import FrameCounter, RequestBudget, RequestTurns, turns_for
 from flux.server.runner import start_server
 
 #: one request in 10 s once the burst is spent, and no waiting: the next is a 429
@@ -119,6 +119,24 @@ async def test_requests_waiting_their_turn_are_all_answered(running):
         assert await asyncio.gather(*(one() for _ in range(8))) == [200] * 8
     assert turns(running).delayed >= 1
     assert turns(running).refused == 0
+
+
+@pytest.mark.parametrize(
+    "running",
+    [{"requests_per_address_per_s": 0.1, "request_burst_per_address": 6,
+      "request_delay_max_s": 1.0}],
+    indirect=True,
+)  # fmt: skip
+async def test_a_large_body_costs_more_turns_than_an_empty_request(running):
+    big = b"x" * (64 * 1024)  # 5 turns: one, and one per 16 KiB
+    async with session("127.0.0.2") as http:
+        async with http.post(running.url + "/send", data=big) as r:
+            assert r.status == 400  # judged on its merits (not JSON)
+        async with http.post(running.url + "/send", data=big) as r:
+            assert r.status == 429  # 10 turns do not fit in a burst of 6
+        async with http.get(running.url + "/health") as r:
+            assert r.status == 200  # the sixth turn
+    assert [turns_for(n) for n in (None, 0, 16383, 16384, 64 * 1024)] == [1, 1, 1, 2, 5]
 
 
 # -- siblings: federation endpoints, WebSocket frames, a trusted proxy ----------------------

@@ -32,6 +32,44 @@ capped: every client behind the proxy shares its address, so a per-address cap t
 would cap everyone together; the real client is only known per request (X-Forwarded-For),
 after the connection was accepted. Behind a proxy, its own per-client limits apply
 (nginx `limit_conn`, HAProxy `maxconn`/`sc_conn_cur`).
+
+Turns on the loop (issue 10 §2: "no stranger takes what belongs to others"). Refusing a
+request cheaply is not enough: eight connections hammering `/account/login` after their
+argon2 budget was spent got cheap 429s, and still took two thirds of the loop from
+everyone else, because each one was parsed, routed, answered in JSON and logged. The same
+holds for junk federation requests, 404s or WebSocket frames: any endpoint will do. So
+every request and every WebSocket frame first takes a turn from its client address's
+budget (`RequestBudget`, counted by `RequestTurns`, nginx's `limit_req` with a burst and
+a delay), in `GuardedRequestHandler._handle_request`, before the app sees it:
+
+- within the burst, it goes at once; past it, it waits for its turn with the connection's
+  reading paused (backpressure: the client's further bytes stay in its socket buffers, and
+  the loop spends a timer on it, nothing else);
+- a request whose turn is more than `delay_max_s` away is answered 429 `rate_limited` with
+  `Retry-After` by a prepared response (no routing, middleware or log line; one summary
+  line every LOG_EVERY_S) and its connection is closed. A client connecting directly holds
+  at most `max_per_address` connections, each waiting for one turn at a time, so with the
+  defaults (64 connections, 100 a second, 2 s) it is only ever slowed, never refused;
+- WebSocket frames (counted by their headers, FrameCounter) are already read when they are
+  counted: past the budget the socket is simply not read again until the address's turn;
+- a large body costs more than an empty one (`turns_for`: one turn, and one per 16 KiB), since
+  reading, parsing and hashing it does: no input costs the loop more than its size.
+
+Which address: the same as every per-address budget (`fair.client_bucket` of
+`wire.client_address`): IPv4 address, IPv6 /64, and behind `trusted_proxies` the
+right-most address the proxies did not write. A trusted proxy's own requests (those that
+carry no forwarded client, such as a load balancer's health checks) are not counted.
+
+Clients that share one address (a NAT, an office, a carrier's CGNAT) share its budget. The
+budget is counted before anyone is authenticated, and it must be: keyed by an unverified
+token, it would give an attacker a budget per made-up token. What keeps users behind one
+address from starving each other is that turns are handed out in arrival order: a request
+waits behind at most the requests already waiting from that address (at most one per
+connection, so at most `max_per_address / per_s` seconds: 0.64 s with the defaults), never
+behind the flood as a whole. The defaults are far above what one person's clients make (a
+web client's page load, a sync, a bulk sender within its message budget: tens of requests
+at once, a few a second); a large NAT raises them (FLUX_REQUESTS_PER_ADDRESS_PER_S,
+FLUX_REQUEST_BURST_PER_ADDRESS).
 """
 
 from __future__ import annotations
@@ -75,6 +113,15 @@ class RequestBudget:
 
 #: refusals are logged at most once in this many seconds (each one would cost a log line)
 LOG_EVERY_S = 10.0
+#: a request costs one turn, and one more for every this many bytes of body (or of frames):
+#: reading, parsing and hashing grow with the size, so a flood of 64 KiB bodies gets a
+#: fifth of the turns a flood of empty requests gets
+BYTES_PER_TURN = 16 * 1024
+
+
+def turns_for(size: int | None) -> int:
+    """The turns a request (or a WebSocket read) of `size` bytes takes: 1 + size / 16 KiB."""
+    return 1 + (size or 0) // BYTES_PER_TURN
 
 
 class RequestTurns:
@@ -119,12 +166,12 @@ class RequestTurns:
             return wait
         return 0.0
 
-    def admit(self, key: str, now: float) -> float | None:
-        """Take one turn for a request from `key`: the seconds to wait (0: at once), or
+    def admit(self, key: str, now: float, cost: int = 1) -> float | None:
+        """Take `cost` turns for a request from `key`: the seconds to wait (0: at once), or
         None when its turn is more than `delay_max_s` away (nothing is taken then: refuse
         it, `retry_after_s` says for how long)."""
         before = self._due.get(key)
-        wait = self.take(key, now)
+        wait = self.take(key, now, cost)
         if wait <= self.budget.delay_max_s:
             return wait
         self.delayed -= 1
@@ -277,12 +324,14 @@ class GuardedRequestHandler(RequestHandler):
         if self._turns.on:
             key = self._key = self._policy.request_key(request)
             if key is not None:
-                wait = self._turns.admit(key, self._loop.time())
+                wait = self._turns.admit(key, self._loop.time(), turns_for(request.content_length))
                 if wait is None:
                     request_handler = self._refusal(key)
                 elif wait > 0:
                     self._hold(wait)  # nothing more is read from this connection meanwhile
                     await asyncio.sleep(wait)  # the address's turn: a schedule, not a poll
+                    if self.transport is None:  # gone while waiting: no work for nobody
+                        raise ConnectionResetError("the client left while waiting its turn")
         return await super()._handle_request(request, start_time, request_handler)
 
     def _refusal(self, key: str) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
@@ -312,7 +361,7 @@ class GuardedRequestHandler(RequestHandler):
             self._frames = FrameCounter()
         frames = self._frames.feed(data)
         if frames:
-            wait = self._turns.take(self._key, self._loop.time(), frames)
+            wait = self._turns.take(self._key, self._loop.time(), frames + turns_for(len(data)) - 1)
             if wait > 0:
                 self._hold(wait)
 

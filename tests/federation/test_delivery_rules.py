@@ -820,12 +820,26 @@ async def test_hearing_from_a_server_wakes_the_domains_it_serves() -> None:
         waiting = await r.state(domain.name)
         assert waiting is not None and waiting.next_attempt_at > r.clock()
         r.peer.answer = stored
+        for _ in range(100):  # let the worker finish its round and go to sleep
+            await asyncio.sleep(0)
         await r.worker.peer_heard("elsewhere.test")  # someone else: nothing wakes
         assert await r.state(domain.name) == waiting
         await r.worker.peer_heard(r.peer.name)
+        # looked at now, not at the worker's next idle check: within a few turns of the
+        # event loop (no clock involved) the woken destination is leased
+        for _ in range(100):
+            if await _taken(r, domain.name):
+                break
+            await asyncio.sleep(0)
+        assert await _taken(r, domain.name)
         await r.settlements(2)
         assert await r.store.queue_state() == []
     assert len(r.peer.txns) == 2 and domain.txns == []
+
+
+async def _taken(r: Rig, destination: str) -> bool:
+    state = await r.state(destination)
+    return state is None or state.leased_until > 0
 
 
 async def test_a_delegation_is_trusted_for_an_hour() -> None:

@@ -69,6 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, help="the copy (default /tmp/mutation-<stem>)")
     parser.add_argument("--rev", help="copy this commit (git archive) instead of the work tree, "
                         "which other people may be editing")  # fmt: skip
+    parser.add_argument("--overlay", action="append", default=[],
+                        help="a file of the work tree to copy over the --rev tree (repeatable): "
+                        "new tests measured against the module as it was")  # fmt: skip
     parser.add_argument("--max-children", type=int, default=1, help="parallel test workers")
     parser.add_argument("--marker", default="not slow and not postgres",
                         help="pytest -m expression (default: %(default)r)")  # fmt: skip
@@ -76,6 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="a test id prefix to leave out (repeatable; default: DESELECT)")  # fmt: skip
     parser.add_argument("--mutant", action="append", default=[],
                         help="rerun only this mutant name or fnmatch pattern (repeatable)")  # fmt: skip
+    parser.add_argument("--retest-survivors", action="store_true",
+                        help="retest every mutant the last run did not kill (after adding tests)")  # fmt: skip
     parser.add_argument("--fresh", action="store_true", help="forget earlier results")
     parser.add_argument("--score-only", action="store_true", help="print the last score")
     parser.add_argument("--json", type=Path, help="also write the score here as JSON")
@@ -204,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     before = module_hash(workdir, module)
     copy_repository(workdir, args.rev)
+    for path in args.overlay:
+        (workdir / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / path, workdir / path)
     # a changed module makes every cached verdict stale (mutmut copies src/ only once)
     if args.fresh or module_hash(workdir, module) != before:
         shutil.rmtree(workdir / "mutants", ignore_errors=True)
@@ -213,7 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     also = sorted(e.name for e in workdir.iterdir()
                   if e.name not in skip and not e.name.startswith("mutmut"))  # fmt: skip
     write_config(workdir, mutmut_section(module, args.tests, args.marker, deselect, also))
-    code = run_mutmut(workdir, args.max_children, args.mutant)
+    mutants = list(args.mutant)
+    if args.retest_survivors:
+        last: dict[str, list[str]] = score(workdir, module)["mutants"]  # type: ignore[assignment]
+        mutants += [n for status, names in last.items() if status != "killed" for n in names]
+    code = run_mutmut(workdir, args.max_children, mutants)
     result = score(workdir, module)
     print_score(result)
     if args.json:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import pytest
+
 from flux.protocol import Identity, ServerSigner, append_hop, compose
 from flux.server.app import PARTS
 from flux.store import Strike
@@ -252,3 +254,39 @@ async def test_a_new_message_is_pushed_to_the_recipients_socket(pair, alice, bob
     await ws.close()
     assert frame["action"] == "message"
     assert (frame["message"]["id"], frame["message"]["from"]) == (msg["id"], alice.address)
+
+
+# -- who may send what where -----------------------------------------------------------------
+
+
+async def test_a_sender_not_hosted_here_may_still_write_to_a_local_recipient(srv, bob):
+    """The relay rule is about other domains: mail for this server's own users is taken
+    from anyone (that is what a mail server is for)."""
+    await srv.register(bob)
+    stranger = Identity.generate()
+    body = await srv.send(srv.message(stranger, bob, "hello from outside"))
+    assert body["recipients"] == {bob.address: "stored"}
+
+
+async def test_a_message_refused_here_is_not_queued_for_elsewhere_either(make_server, alice, bob):
+    srv = await make_server(pending_quota=1)
+    await srv.register(alice, bob)
+    await srv.send(srv.message(bob, alice, "bob knows alice"))
+    await srv.send(srv.message(alice, bob, "fills bob's one place"))
+    carol = Identity.generate()
+    msg = srv.message(alice, bob, "bob is full", cc=[carol.address])
+    body = await srv.send({"message": msg, "domains": {carol.address: ELSEWHERE}}, expect=429)
+    assert body["field"] == "to"
+    assert (await srv.get("/stats"))["queue"]["queued"] == 0
+
+
+@pytest.mark.parametrize("sqlite", [False, True], ids=["memory", "sqlite"])
+async def test_in_open_mode_writing_to_someone_makes_their_mail_no_strangers(
+    make_server, alice, mallory, sqlite
+):
+    srv = await make_server(open_mode=True, sqlite=sqlite, stranger_pending_total=1,
+                            stranger_pending_per_sender=1)  # fmt: skip
+    await srv.send(srv.message(mallory, alice, "first contact"))
+    await srv.send(srv.message(mallory, alice, "second contact"), expect=429)
+    await srv.send(srv.message(alice, mallory, "ok, I know you now"))
+    await srv.send(srv.message(mallory, alice, "second contact"))

@@ -1,0 +1,99 @@
+"""Mail another server hands on (server/submission.py `accept_batch`): one answer per
+message, in the batch's order, each refused or accepted on its own, through real
+POST /federation/deliver requests between FLUX servers running in this process.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from federation.fed_helpers import deliver, local_servers, name, signer
+from flux.protocol import Identity, append_hop, compose
+
+ALICE, BOB, CAROL = Identity.generate(), Identity.generate(), Identity.generate()
+
+
+@pytest.fixture
+async def servers(tmp_path: Path):
+    async with local_servers(tmp_path, ("a", "b")) as running:
+        yield running
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def sealed(a, b, content: str, *, to: Identity = BOB, message_id: str | None = None) -> dict:
+    msg = compose(ALICE, to.address, content, now_ms=now_ms(), message_id=message_id).primary
+    return append_hop(msg, signer(a), next_hop=name(b), now_ms=now_ms())
+
+
+async def test_one_batch_cannot_store_one_id_twice_with_two_bodies(servers) -> None:
+    """The store's own dedupe decides between messages of one batch (they are planned
+    together, then stored in one transaction): the second is the sender's conflict."""
+    a, b = servers["a"], servers["b"]
+    first = sealed(a, b, "the first body")
+    second = sealed(a, b, "another body", message_id=first["id"])
+    third = sealed(a, b, "after the conflict, another message")
+    status, answer = await deliver(signer(a), b, [first, second, third])
+    assert status == 200, answer
+    stored, refused, after = answer["results"]
+    assert stored["recipients"] == after["recipients"] == {BOB.address: "stored"}
+    assert (refused["refused"], refused["error"], refused["struck"]) == (
+        "conflict", "you already sent a message with this id and another body", False)  # fmt: skip
+    row = await b.store.get(BOB.address, first["id"])
+    assert row.envelope["content"] == "the first body"
+
+
+async def test_each_message_of_a_batch_is_answered_in_order(servers) -> None:
+    a, b = servers["a"], servers["b"]
+    good = sealed(a, b, "good one")
+    for_someone_else = append_hop(
+        compose(ALICE, BOB.address, "sealed for c", now_ms=now_ms()).primary,
+        signer(a), next_hop="c.example", now_ms=now_ms(),
+    )  # fmt: skip
+    also_good = sealed(a, b, "good two", to=CAROL)
+    status, answer = await deliver(signer(a), b, [good, for_someone_else, also_good])
+    assert status == 200, answer
+    results = answer["results"]
+    assert [r["id"] for r in results] == [good["id"], for_someone_else["id"], also_good["id"]]
+    assert results[0]["recipients"] == {BOB.address: "stored"}
+    assert results[1]["refused"] == "chain_invalid"
+    assert results[2]["recipients"] == {CAROL.address: "stored"}
+    # the stored copies carry b's own hop after a's seal
+    row = await b.store.get(CAROL.address, also_good["id"])
+    chain = row.envelope["integrity_chain"]
+    assert [(h["server"], h["next"], h["cv"]) for h in chain[-1:]] == [(name(b), "local", "pass")]
+
+
+async def test_a_peers_mail_neither_counts_nor_is_held_to_the_senders_rate_budget(
+    tmp_path,
+) -> None:
+    """Rate-limited by the sender's own server when it was submitted: a queue that
+    flushes after an outage is not a burst (PROTOCOL.md §8.2). Handed on by a peer, the
+    sender's mail is not counted here, and not refused when its budget here is spent."""
+    async with local_servers(tmp_path, ("a", "b"), spam_rate_per_minute=2) as running:
+        a, b = running["a"], running["b"]
+
+        async def relayed(n: int) -> list:
+            batch = [sealed(a, b, f"queued message {n}.{i}") for i in range(n)]
+            status, answer = await deliver(signer(a), b, batch)
+            assert status == 200, answer
+            return [r.get("recipients") for r in answer["results"]]
+
+        assert await relayed(3) == [{BOB.address: "stored"}] * 3
+
+        async def direct(content: str) -> tuple[int, dict]:
+            msg = compose(ALICE, BOB.address, content, now_ms=now_ms()).primary
+            async with aiohttp.ClientSession() as http, http.post(b.url + "/send", json=msg) as r:
+                return r.status, await r.json()
+
+        for n in range(2):  # the budget here is intact: alice's own two submissions fit
+            assert (await direct(f"direct {n}"))[0] == 200
+        status, body = await direct("one too many")
+        assert (status, body["reasons"]) == (451, ["rate limit exceeded"])
+        assert await relayed(2) == [{BOB.address: "stored"}] * 2  # spent here: still taken

@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 
 from cli.cli_helpers import free_port
+from flux.protocol import ServerSigner, append_hop
 from flux.server.app import PARTS
 from flux.store.base import Outbound
 
@@ -43,6 +44,28 @@ async def refusing_peer() -> AsyncIterator[str]:
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     yield f"127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def recording_peer() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+    """A peer that takes every message it is handed: its name, and what it received."""
+    received: list[dict[str, Any]] = []
+
+    async def deliver(request: web.Request) -> web.Response:
+        batch = await request.json()
+        received.extend(batch["messages"])
+        results = [{"id": m["id"], "recipients": {m["to"]: "stored"}} for m in batch["messages"]]
+        body = json.dumps({"ok": True, "txn": batch["txn"], "results": results})
+        return web.Response(text=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/federation/deliver", deliver)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield f"127.0.0.1:{port}", received
     await runner.cleanup()
 
 
@@ -147,3 +170,25 @@ async def test_in_open_mode_every_sender_gets_its_bounce(make_server, alice, bob
     item = Outbound("elsewhere.example", msg, "h", (bob.address,), "none", srv.clock.now)
     await srv.app[PARTS]["submitter"].bounce(item, [bob.address], "no such host")
     assert await srv.store.pending_count(alice.address) == 1
+
+
+async def test_queued_mail_reaches_the_peer_as_sent_with_this_servers_seal(
+    make_server, recording_peer, alice, bob, mallory
+):
+    """What the queue keeps is what was verified: the envelope, its chain, and the verdict
+    this server reached on it (`cv` in its own hop, sealed to the server reached)."""
+    peer, received = recording_peer
+    srv = await start(make_server, peer)
+    await srv.register(alice)
+    relay = ServerSigner("relay.example", mallory)
+    msg = append_hop(srv.message(alice, bob, "via a relay, then on"), relay,
+                     next_hop=srv.config.domain, now_ms=srv.clock.now)  # fmt: skip
+    answer = await srv.send({"message": msg, "domains": {bob.address: peer}})
+    assert answer["recipients"] == {bob.address: "queued"}
+    await queue_drained(srv)
+    (got,) = received
+    assert {k: got[k] for k in ("id", "from", "to", "content")} == {
+        k: msg[k] for k in ("id", "from", "to", "content")}  # fmt: skip
+    hops = [(h["server"], h["next"], h["cv"]) for h in got["integrity_chain"]]
+    assert hops == [("relay.example", srv.config.domain, "none"),
+                    (srv.config.domain, peer, "pass")]  # fmt: skip

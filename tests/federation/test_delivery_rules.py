@@ -25,6 +25,7 @@ from aiohttp import web
 
 from cli.cli_helpers import free_port
 from clocks import FakeClock
+from flux.compat.federation import mesh_token_header
 from flux.federation.delivery import (
     DELEGATION_TTL_MS,
     MAX_BATCH_BYTES,
@@ -1034,3 +1035,20 @@ async def test_a_prototype_peers_garbage_is_cut_to_300_characters() -> None:
     assert state is not None and state.last_error is not None
     assert state.last_error.startswith("ClientResponseError: 400")
     assert len(state.last_error) == 300
+
+
+async def test_a_prototype_mesh_member_gets_the_relay_with_the_mesh_token() -> None:
+    def meshes(peer: str) -> dict[str, Mesh]:
+        kind = MeshKind.PROTOTYPE
+        return {"p": Mesh("p", "t" * 32, MeshMode.BROADCAST, (SIGNER.name, peer), kind)}
+
+    async with rig(meshes=meshes) as r:
+        r.peer.prototype, r.peer.answer = True, proto_ok
+        msg = message("relayed to a prototype member")
+        await r.queue(msg, via="p")
+        [(_, verdict)] = await r.settlements(1)
+    (txn,) = r.peer.txns
+    assert txn.path == "/mesh/relay" and txn.doc["id"] == msg["id"]  # a bare envelope
+    token = mesh_token_header("t" * 32)
+    assert {k: txn.headers.get(k) for k in token} == token
+    assert verdict == Settlement([1], [], None)

@@ -67,8 +67,11 @@ async def test_resolve_answers_for_both_kinds(srv: Any) -> None:
                                ("claude", who.address, who.pub_b64()),
                                ("PAT", password["address"], password["pub"])):  # fmt: skip
         answer = await srv.call("GET", f"/federation/resolve/{name}")
+        # FLUX's fields, and the same binding under the prototype's names (PROTOCOL §13)
         assert answer == {"ok": True, "address": address, "pub": pub, "name": name.lower(),
-                          "domain": srv.config.domain, "_status": 200}  # fmt: skip
+                          "domain": srv.config.domain, "_status": 200,
+                          "flux_address": address, "flux_pub_b64": pub,
+                          "username": name.lower()}  # fmt: skip
     for missing in ("nobody", "not%20a%20name", "x" * 40):
         answer = await srv.call("GET", f"/federation/resolve/{missing}", expect=404)
         assert answer["code"] == "not_found"
@@ -79,7 +82,9 @@ async def test_resolve_keeps_its_fx1_behaviour(srv: Any) -> None:
     await srv.key_login(keyholder)
     answer = await srv.call("GET", f"/federation/resolve/{keyholder.address}")
     assert answer == {"ok": True, "address": keyholder.address, "pub": keyholder.pub_b64(),
-                      "domain": srv.config.domain, "_status": 200}  # fmt: skip
+                      "domain": srv.config.domain, "_status": 200,
+                      "flux_address": keyholder.address,
+                      "flux_pub_b64": keyholder.pub_b64()}  # fmt: skip
     account = await srv.register("by-address")
     by_address = await srv.call("GET", f"/federation/resolve/{account['address']}")
     assert by_address["pub"] == account["pub"]

@@ -59,6 +59,21 @@ def test_every_prototype_export_is_in_flux() -> None:
         assert name in flux.__all__ and getattr(flux, name) is not None
 
 
+def test_every_prototype_module_path_imports() -> None:
+    """The module paths the prototype's main.py, README and test_client.py import from."""
+    from flux.auth import derive_token
+    from flux.client import FluxClient
+    from flux.encryption import decrypt_message, encrypt_message
+    from flux.identity import FluxIdentity
+    from flux.message import build_message, verify_message
+    from flux.server import make_app, run_server
+
+    assert (flux.FluxClient, flux.FluxIdentity) == (FluxClient, FluxIdentity)
+    assert (flux.build_message, flux.verify_message) == (build_message, verify_message)
+    assert (flux.make_app, flux.run_server) == (make_app, run_server)
+    assert callable(derive_token) and callable(encrypt_message) and callable(decrypt_message)
+
+
 def test_import_flux_stays_light() -> None:
     """`import flux`, and the prototype's pure names, load no HTTP, server or client code."""
     code = (

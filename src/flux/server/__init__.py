@@ -3,14 +3,20 @@
 config = ServerConfig.from_env(os.environ, port=0)
 server = await start_server(config)     # RunningServer: .url, .port, .app, .stop()
 run_server(config)                      # blocking, uvloop, graceful on SIGTERM/SIGINT
+
+`make_app` and `run_server` also take the prototype's arguments (`from flux.server import
+make_app, run_server`, as its main.py does): see flux.compat.library.
 """
 
+# The prototype's names (its main.py imports them from here), a translation onto FLUX's
+# server; run_server(config) is FLUX's own call.
+from ..compat.library import make_app, run_server
 from .app import create_app
 from .config import Backend, Registration, ServerConfig
 from .keys import ServerKey, load_or_create
-from .runner import RunningServer, run_server, start_server
+from .runner import RunningServer, start_server
 
 __all__ = [
     "Backend", "Registration", "RunningServer", "ServerConfig", "ServerKey", "create_app",
-    "load_or_create", "run_server", "start_server",
+    "load_or_create", "make_app", "run_server", "start_server",
 ]  # fmt: skip

@@ -111,7 +111,8 @@ async def test_refused_mail_comes_back_as_a_bounce_signed_by_the_senders_server(
     assert "bounce" in bounce["tags"] and bounce["t"] == srv.clock.now
     assert bob.address in bounce["content"] and REFUSAL in bounce["content"]
     hop = bounce["integrity_chain"][-1]
-    assert (hop["server"], hop["next"], hop["cv"]) == (srv.config.domain, "local", "none")
+    assert (hop["server"], hop["next"], hop["cv"], hop["t"]) == (
+        srv.config.domain, "local", "none", srv.clock.now)  # fmt: skip
     assert metric(srv, "flux_refusals_total", code="bounced") == 1
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("event=bounce ")]
     assert lines == [f"event=bounce id={bounce['id']} re={msg['id']} to={alice.address}"]

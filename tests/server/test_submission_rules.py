@@ -290,3 +290,18 @@ async def test_in_open_mode_writing_to_someone_makes_their_mail_no_strangers(
     await srv.send(srv.message(mallory, alice, "second contact"), expect=429)
     await srv.send(srv.message(alice, mallory, "ok, I know you now"))
     await srv.send(srv.message(mallory, alice, "second contact"))
+
+
+async def test_two_messages_for_one_domain_are_each_queued(pair, alice, bob):
+    """The queue knows a message by its body: another message to the same domain is
+    queued too, and only the same message again is a duplicate."""
+    carol = Identity.generate()
+    where = {carol.address: ELSEWHERE}
+    first = pair.message(alice, carol, "first")
+    second = pair.message(alice, carol, "second")
+    for msg in (first, second):
+        body = await pair.send({"message": msg, "domains": where})
+        assert body["recipients"] == {carol.address: "queued"}
+    again = await pair.send({"message": second, "domains": where})
+    assert again["recipients"] == {carol.address: "duplicate"}
+    assert (await pair.get("/stats"))["queue"]["queued"] == 2

@@ -91,7 +91,7 @@ async def test_past_its_burst_a_request_waits_its_turn_while_other_addresses_are
         async with flood.get(running.url + "/health") as r:
             assert r.status == 200  # the burst
         waiting = asyncio.create_task(flood.get(running.url + "/health"))  # its turn: in 20 s
-        for _ in range(100):  # until the server holds it (bounded)
+        for _ in range(500):  # until the server holds it (bounded: WAIT)
             if turns(running).delayed:
                 break
             await asyncio.sleep(0.02)
@@ -179,7 +179,7 @@ async def test_websocket_frames_from_one_address_take_turns_and_none_is_lost(run
                 pass
             for n in range(12):  # past the burst: the socket is read at the address's pace
                 await ws.send_json({"action": "ping", "rid": str(n)})
-            for _ in range(100):  # until the server holds the socket (bounded)
+            for _ in range(500):  # until the server holds the socket (bounded: WAIT)
                 if turns(running).delayed:
                     break
                 await asyncio.sleep(0.02)

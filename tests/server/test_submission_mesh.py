@@ -144,3 +144,15 @@ async def test_mail_for_a_stranger_to_the_mesh_is_refused_without_a_mesh(tmp_pat
         assert (r.status, body["code"]) == (404, "unknown_recipient")
     finally:
         await server.stop()
+
+
+async def test_mail_for_a_user_hosted_here_stays_here(tmp_path, alice, bob):
+    """Only recipients this server does not host go to the mesh: nothing is queued for
+    mail it stores itself."""
+    async with hosted_mesh(tmp_path, "broadcast", ["a", "b"]) as servers:
+        await register(servers["a"], alice)
+        await register(servers["a"], bob)
+        msg = compose(alice, bob.address, "next door", now_ms=int(time.time() * 1000))
+        answer = await send(servers["a"], msg.primary)
+        assert answer["recipients"] == {bob.address: "stored"}
+        assert await servers["a"].store.queue_state() == []

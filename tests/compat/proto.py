@@ -56,7 +56,10 @@ def run_proto(
 
 
 def run_proto_script(
-    script: str, *args: str, stdin: str | None = None, cwd: Path | None = None,
+    script: str,
+    *args: str,
+    stdin: str | None = None,
+    cwd: Path | None = None,
     timeout: float = 60,
 ) -> subprocess.CompletedProcess:
     """Run one of the seed's scripts (`main.py`, `test_client.py`) to completion."""

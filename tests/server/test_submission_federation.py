@@ -113,8 +113,6 @@ async def test_a_peers_mail_neither_counts_nor_is_held_to_the_senders_rate_budge
         assert await relayed(2) == [{BOB.address: "stored"}] * 2  # spent here: still taken
 
 
-@pytest.mark.xfail(strict=True, reason="bug: routes/federation.py _fetch_chain_keys calls "
-                   "servers_in_chain on a chain that is a number: TypeError, a 500")  # fmt: skip
 async def test_a_chain_that_is_a_number_is_refused_for_that_message_only(servers) -> None:
     a, b = servers["a"], servers["b"]
     number = {**sealed(a, b, "a chain that is a number"), "integrity_chain": 5}

@@ -521,8 +521,9 @@ class FluxClient:
             options["subject"] = subject if subject.lower().startswith("re:") else f"Re: {subject}"
         if isinstance(msg.get("pub"), str):
             self.learn_key(msg["from"], msg["pub"])
-        chain = msg.get("integrity_chain") or []
-        origin = chain[0].get("server") if chain and isinstance(chain[0], dict) else None
+        chain = msg.get("integrity_chain")
+        first = chain[0] if isinstance(chain, list) and chain else None
+        origin = first.get("server") if isinstance(first, dict) else None
         to = msg["from"]
         if isinstance(origin, str) and origin != await self.server_domain():
             to = f"{to}@{origin}"

@@ -454,8 +454,11 @@ def witnesses(msg: Mapping[str, Any], keys: KeyLookup) -> list[str]:
 
 def servers_in_chain(msg: Mapping[str, Any]) -> list[str]:
     """Names of every server whose keys verifying this chain needs (well-formed names only)."""
+    chain = msg.get("integrity_chain")
+    if not isinstance(chain, list):  # unvalidated input: no servers, never a TypeError
+        return []
     names: list[str] = []
-    for record in msg.get("integrity_chain") or []:
+    for record in chain:
         server = record.get("server") if isinstance(record, dict) else None
         if isinstance(server, str) and SERVER_RE.match(server) and server not in names:
             names.append(server)

@@ -37,7 +37,8 @@ def test_parse_info_merges_current_and_retired_keys() -> None:
     [
         None, [], {}, {"keys": []}, {"keys": ["x"]}, {"keys": [{"pub": "short"}]},
         {"keys": [{"pub": PUB, "valid_from": 1.5}]}, {"keys": [{"pub": PUB, "valid_until": True}]},
-        {"keys": [{"pub": PUB}] * 17},
+        {"keys": [{"pub": PUB}] * 17}, {"keys": 5}, {"keys": "abc"},
+        {"keys": [{"pub": PUB}], "retired_keys": 7}, {"keys": {"pub": PUB}},
     ],
 )  # fmt: skip
 def test_parse_info_refuses_what_is_not_a_key_list(body: object) -> None:

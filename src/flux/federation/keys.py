@@ -50,6 +50,9 @@ def parse_info(body: Any) -> tuple[PublishedKey, ...]:
     """The keys (current and retired) of a `/federation/info` answer; raises InvalidValue."""
     if not isinstance(body, dict):
         raise InvalidValue("federation info is not an object", field="info")
+    for field in ("keys", "retired_keys"):
+        if not isinstance(body.get(field) or [], list):
+            raise InvalidValue(f"{field} is not a list", field=field)
     entries = [*(body.get("keys") or []), *(body.get("retired_keys") or [])]
     if not entries or len(entries) > MAX_KEYS:
         raise InvalidValue(f"federation info must list 1-{MAX_KEYS} keys", field="keys")

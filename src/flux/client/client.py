@@ -232,8 +232,10 @@ class FluxClient:
 
     def _auth_headers(self, token: str) -> dict[str, str]:
         # The prototype reads only X-Flux-Token; a FLUX server reads it for legacy tokens too.
+        # X-Flux-Dialect: a FLUX server answers a legacy token in the prototype's shapes
+        # unless told otherwise (docs/API.md, "Dialects"); a prototype server ignores it.
         if self.legacy_secret is not None:
-            return {"X-Flux-Token": token}
+            return {"X-Flux-Token": token, "X-Flux-Dialect": "flux"}
         return {"Authorization": f"Bearer {token}"}
 
     async def _exchange(

@@ -196,8 +196,11 @@ class Listener:
                 return
             frame: dict[str, Any] = {"action": "auth", "token": token}
             if self.client.legacy_secret is not None:
-                # a legacy token is derived from the address, so the server needs it
+                # a legacy token is derived from the address, so the server needs it; and
+                # a FLUX server would otherwise answer such a socket in the prototype's
+                # dialect (docs/API.md, "Dialects"; a prototype server ignores the field)
                 frame["address"] = self.client.address
+                frame["dialect"] = "flux"
             if inbox:
                 frame["inbox"] = inbox
             await ws.send_json(frame)

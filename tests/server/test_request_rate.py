@@ -139,6 +139,38 @@ async def test_a_large_body_costs_more_turns_than_an_empty_request(running):
     assert [turns_for(n) for n in (None, 0, 16383, 16384, 64 * 1024)] == [1, 1, 1, 2, 5]
 
 
+@pytest.mark.parametrize(
+    "running",
+    [{"requests_per_address_per_s": 20.0, "request_burst_per_address": 1,
+      "request_delay_max_s": 30.0}],
+    indirect=True,
+)  # fmt: skip
+async def test_a_neighbour_behind_the_same_address_is_slowed_by_a_flood_but_never_starved(running):
+    """Users behind one NAT share its budget; turns go in arrival order, so a neighbour's
+    request waits behind at most one request per flooding connection, not the flood."""
+    done = asyncio.Event()
+
+    async def flood(http: aiohttp.ClientSession) -> int:
+        sent = 0
+        while not done.is_set():
+            async with http.get(running.url + "/nope") as r:
+                await r.read()
+            sent += 1
+        return sent
+
+    async with session("127.0.0.2") as attacker, session("127.0.0.2") as neighbour:
+        flooding = [asyncio.create_task(flood(attacker)) for _ in range(8)]
+        try:
+            for _ in range(5):
+                async with neighbour.get(running.url + "/health") as r:
+                    assert r.status == 200
+        finally:
+            done.set()
+            sent = await asyncio.gather(*flooding)
+    assert turns(running).delayed > 0 and turns(running).refused == 0
+    assert sum(sent) > 0
+
+
 # -- siblings: federation endpoints, WebSocket frames, a trusted proxy ----------------------
 
 

@@ -79,7 +79,7 @@ import ipaddress
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -242,7 +242,7 @@ class ConnectionPolicy:
     max_per_address: int = 64
     #: exact addresses or CIDRs of proxies whose connections are not capped
     trusted_proxies: frozenset[str] = frozenset()
-    #: each client address's share of the loop; None: the app's config says (GuardedAppRunner)
+    #: each client address's share of the loop (RequestBudget's defaults when None)
     requests: RequestBudget | None = None
     _networks: tuple[Any, ...] = field(default=(), init=False, repr=False, compare=False)
 
@@ -518,20 +518,9 @@ class GuardedAppRunner(web.AppRunner):
         plain = await super()._make_server()
         return GuardedServer(
             plain.request_handler, request_factory=plain.request_factory,
-            handler_cancellation=plain.handler_cancellation, policy=self._completed_policy(),
+            handler_cancellation=plain.handler_cancellation, policy=self._policy,
             **plain._kwargs,
         )  # fmt: skip
-
-    def _completed_policy(self) -> ConnectionPolicy:
-        """The policy given, its request budget taken from the app's config when the caller
-        set none (runner.connection_policy names the deadlines and the cap only)."""
-        if self._policy.requests is not None:
-            return self._policy
-        from .app import PARTS  # the app module is heavy; only a runner needs it
-
-        config = self._app.get(PARTS, {}).get("config")
-        budget = RequestBudget.from_config(config) if config is not None else RequestBudget()
-        return replace(self._policy, requests=budget)
 
 
 __all__: Iterable[str] = [

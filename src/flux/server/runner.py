@@ -29,7 +29,7 @@ from ..accounts import AccountStore
 from ..store.base import Store
 from .app import create_app
 from .config import Backend, ServerConfig
-from .connections import ConnectionPolicy, GuardedAppRunner
+from .connections import ConnectionPolicy, GuardedAppRunner, RequestBudget
 from .keys import load_or_create
 from .logs import RedactingFilter, redacted_logger
 
@@ -158,12 +158,13 @@ async def start_server(
 
 
 def connection_policy(config: ServerConfig) -> ConnectionPolicy:
-    """The deadlines and per-address cap aiohttp has no setting for (connections.py)."""
+    """The deadlines, per-address cap and per-address request budget aiohttp has no
+    setting for (connections.py)."""
     return ConnectionPolicy(
         header_timeout_s=config.header_timeout_s, body_timeout_s=config.body_timeout_s,
         response_timeout_s=config.response_timeout_s,
         max_per_address=config.max_connections_per_address,
-        trusted_proxies=config.trusted_proxies,
+        trusted_proxies=config.trusted_proxies, requests=RequestBudget.from_config(config),
     )  # fmt: skip
 
 

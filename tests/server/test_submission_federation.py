@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from federation.fed_helpers import deliver, local_servers, name, signer
-from flux.protocol import Identity, append_hop, compose
+from flux.protocol import Identity, ServerSigner, append_hop, compose
 
 ALICE, BOB, CAROL = Identity.generate(), Identity.generate(), Identity.generate()
 
@@ -121,3 +121,60 @@ async def test_a_chain_that_is_a_number_is_refused_for_that_message_only(servers
     assert status == 200, answer
     assert answer["results"][0]["refused"]
     assert answer["results"][1]["recipients"] == {BOB.address: "stored"}
+
+
+async def test_a_last_seal_under_a_key_the_peer_does_not_publish_is_not_its_seal(servers) -> None:
+    """The peer's seal counts only under the keys it publishes (PROTOCOL.md §7.4 step 1):
+    a hop in its name signed with another key is refused as not its seal."""
+    a, b = servers["a"], servers["b"]
+    impostor = ServerSigner(name(a), Identity.generate())
+    msg = compose(ALICE, BOB.address, "sealed by an impostor", now_ms=now_ms()).primary
+    forged = append_hop(msg, impostor, next_hop=name(b), now_ms=now_ms())
+    status, answer = await deliver(signer(a), b, [forged])
+    assert status == 200, answer
+    (result,) = answer["results"]
+    assert (result["refused"], result["error"]) == (
+        "chain_invalid",
+        f"the last hop is not {name(a)}'s seal handing this message to this server",
+    )
+    assert await b.store.get(BOB.address, forged["id"]) is None
+
+
+async def test_every_earlier_seal_must_verify_under_its_servers_published_key(
+    tmp_path: Path,
+) -> None:
+    """x's own seal is genuine, but the earlier hop in a's name was signed with another
+    key: the chain does not verify under the keys each server publishes, refused."""
+    async with local_servers(tmp_path, ("a", "x", "b")) as running:
+        a, x, b = running["a"], running["x"], running["b"]
+        impostor = ServerSigner(name(a), Identity.generate())
+        msg = compose(ALICE, BOB.address, "a's name, not a's key", now_ms=now_ms()).primary
+        via_fake_a = append_hop(msg, impostor, next_hop=name(x), now_ms=now_ms())
+        via_x = append_hop(via_fake_a, signer(x), next_hop=name(b), now_ms=now_ms())
+        status, answer = await deliver(signer(x), b, [via_x])
+        assert status == 200, answer
+        assert answer["results"][0]["refused"] == "chain_invalid"
+        assert await b.store.get(BOB.address, via_x["id"]) is None
+
+
+async def test_a_peer_is_blamed_only_by_its_own_seal_not_by_one_it_copied(
+    tmp_path: Path,
+) -> None:
+    """a sealed a forgery to b; x copies that sealed message and hands it to b itself.
+    Refused (its signature fails), and nobody is struck: a's seal would prove a's
+    offense only to the server a handed it to, and x is not a (a copied record can only be
+    refused, never make b blame its sealer; PROTOCOL.md §7.4)."""
+    async with local_servers(tmp_path, ("a", "x", "b")) as running:
+        a, x, b = running["a"], running["x"], running["b"]
+        msg = compose(ALICE, BOB.address, "pay 10", now_ms=now_ms()).primary
+        forged_by_a = append_hop({**msg, "content": "pay 1000"}, signer(a), next_hop=name(b),
+                                 now_ms=now_ms())  # fmt: skip
+        status, answer = await deliver(signer(x), b, [forged_by_a])
+        assert status == 200, answer
+        (result,) = answer["results"]
+        assert (result["refused"], result["struck"]) == ("bad_signature", False)
+        assert await b.store.strikes() == []
+        # handed on by a itself, the same seal proves a's offense
+        status, answer = await deliver(signer(a), b, [forged_by_a])
+        assert answer["results"][0]["struck"] is True
+        assert [s.offender for s in await b.store.strikes()] == [name(a)]

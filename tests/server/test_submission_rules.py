@@ -305,3 +305,14 @@ async def test_two_messages_for_one_domain_are_each_queued(pair, alice, bob):
     again = await pair.send({"message": second, "domains": where})
     assert again["recipients"] == {carol.address: "duplicate"}
     assert (await pair.get("/stats"))["queue"]["queued"] == 2
+
+
+async def test_mail_sent_before_registering_makes_nobody_known(make_server, alice, mallory):
+    """Only a sender this server hosts comes to know whom it wrote to: mail mallory sent
+    from outside does not later let alice past the stranger share of mallory's mailbox."""
+    srv = await make_server(stranger_pending_total=1, stranger_pending_per_sender=1)
+    await srv.register(alice)
+    await srv.send(srv.message(mallory, alice, "written from outside"))
+    await srv.register(mallory)
+    await srv.send(srv.message(alice, mallory, "alice is a stranger to mallory"))
+    await srv.send(srv.message(alice, mallory, "still a stranger"), expect=429)

@@ -21,10 +21,15 @@ import aiohttp
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "client"))
+from aiohttp.test_utils import make_mocked_request
 from client_helpers import WAIT, server_config
 
+from flux.server import wire
+from flux.server.auth import OperatorAuth
+from flux.server.config import ServerConfig
 from flux.server.connections import ConnectionPolicy
 from flux.server.runner import start_server
+from flux.server.wire import TrustedProxies
 
 HEALTH = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -205,6 +210,27 @@ def test_addresses_are_counted_per_ipv4_address_and_ipv6_64():
     assert policy.counted_as("10.1.2.3") is None  # a trusted proxy (CIDR)
     assert policy.counted_as("::1") is None  # a trusted proxy (exact)
     assert ConnectionPolicy(max_per_address=0).counted_as("192.0.2.7") is None  # cap off
+
+
+def test_one_trusted_proxy_rule_matches_exact_entries_names_and_networks():
+    """FLUX_TRUSTED_PROXIES means the same to every per-address decision: the client
+    address behind a proxy (budgets, logins), the connection cap, the request budget and
+    the operator check all take CIDRs as well as exact addresses and names."""
+    proxies = ServerConfig(trusted_proxies="10.0.0.0/8, lb.internal, ::1").trusted_proxies
+    assert isinstance(proxies, TrustedProxies)
+    for inside in ("10.1.2.3", "::ffff:10.9.9.9", "lb.internal", "::1"):
+        assert inside in proxies, inside
+    for outside in ("11.0.0.1", "lb.internal.evil", "::2", "", "not an address"):
+        assert outside not in proxies, outside
+    forwarded = make_mocked_request(
+        "GET", "/", headers={"X-Forwarded-For": "203.0.113.9, 10.4.4.4"}
+    )
+    assert wire.client_address(forwarded.clone(remote="10.2.2.2"), proxies) == "203.0.113.9"
+    assert ConnectionPolicy(trusted_proxies=proxies).counted_as("10.2.2.2") is None
+    # a proxy on this machine forwards strangers: never the operator, even from loopback
+    local = make_mocked_request("GET", "/metrics").clone(remote="::1")
+    assert not OperatorAuth(None, proxies).allows(local)
+    assert OperatorAuth(None, TrustedProxies()).allows(local)
 
 
 async def test_a_client_that_never_reads_a_large_answer_is_cut_at_the_response_deadline(tmp_path):

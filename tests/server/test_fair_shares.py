@@ -72,7 +72,9 @@ async def test_replying_makes_a_stranger_known(make_server, alice, mallory):
 
 
 @pytest.mark.parametrize("sqlite", [False, True], ids=["memory", "sqlite"])
-async def test_mail_whose_expires_has_passed_is_refused_naming_expires(make_server, alice, bob, sqlite):
+async def test_mail_whose_expires_has_passed_is_refused_naming_expires(
+    make_server, alice, bob, sqlite
+):
     srv = await make_server(sqlite=sqlite)
     await srv.register(alice, bob)
     past = srv.message(alice, bob, "gone already", expires=srv.clock.now - 1)
@@ -98,14 +100,17 @@ async def test_expired_mail_over_websocket_is_refused(make_server, alice, bob):
     assert (got["ok"], got["field"]) == (False, "expires")
 
 
-async def test_submissions_are_limited_per_client_address(make_server, alice, bob):
+@pytest.mark.parametrize("proxies", ["127.0.0.1", "127.0.0.0/8", "10.0.0.0/8, 127.0.0.0/24"])
+async def test_submissions_are_limited_per_client_address(make_server, alice, bob, proxies):
     """One address, many keys: the address's budget holds (Retry-After given); behind a
-    trusted proxy another client has its own."""
-    srv = await make_server(submit_per_ip_per_minute=3, trusted_proxies="127.0.0.1")
+    trusted proxy (listed exactly or as a network) another client has its own."""
+    srv = await make_server(submit_per_ip_per_minute=3, trusted_proxies=proxies)
     await srv.register(alice, bob)
     me = {"X-Forwarded-For": "203.0.113.5"}
     for n in range(3):
-        resp = await srv.client.post("/send", json=srv.message(fresh_key(n), bob, f"m{n}"), headers=me)
+        resp = await srv.client.post(
+            "/send", json=srv.message(fresh_key(n), bob, f"m{n}"), headers=me
+        )
         assert resp.status == 200, await resp.text()
     resp = await srv.client.post("/send", json=srv.message(fresh_key(9), bob, "m9"), headers=me)
     assert resp.status == 429 and (await resp.json())["code"] == "rate_limited"
@@ -144,7 +149,9 @@ def test_every_forwarded_line_is_read_and_the_rightmost_untrusted_wins():
     """HAProxy appends its own X-Forwarded-For line: the first line is the client's claim."""
     headers = CIMultiDict([("X-Forwarded-For", "1.2.3.4"), ("X-Forwarded-For", "198.51.100.7")])
     request = make_mocked_request("POST", "/account/login", headers=headers)
-    assert client_address(request.clone(remote="10.0.0.1"), frozenset({"10.0.0.1"})) == "198.51.100.7"
+    assert (
+        client_address(request.clone(remote="10.0.0.1"), frozenset({"10.0.0.1"})) == "198.51.100.7"
+    )
 
 
 def test_an_ipv6_client_is_counted_by_its_64():

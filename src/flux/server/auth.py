@@ -211,7 +211,7 @@ class OperatorAuth:
 
     def __init__(self, token: str | None, trusted_proxies: frozenset[str] = frozenset()) -> None:
         self._token = token.encode() if token else None
-        self.trusted_proxies = trusted_proxies
+        self.trusted_proxies = wire.TrustedProxies(trusted_proxies)
 
     def allows(self, request: web.Request) -> bool:
         if self._token is not None:

@@ -18,6 +18,7 @@ from ..federation.delivery import QueuePolicy
 from ..federation.netguard import PeerPolicy
 from ..protocol.envelope import SERVER_RE
 from ..protocol.limits import MAX_PENDING_PER_ADDRESS, TAMPER_STRIKE_THRESHOLD, WS_HEARTBEAT_S
+from .wire import TrustedProxies
 
 DAY_MS = 86_400_000
 
@@ -78,8 +79,8 @@ class ServerConfig:
     #: `Authorization: Bearer <token>` for /metrics and the detailed /stats; unset: those
     #: are served to loopback clients only (docs/OPERATING.md)
     operator_token: str | None = None
-    #: addresses of load balancers whose X-Forwarded-For is believed (login rate limits)
-    trusted_proxies: frozenset[str] = frozenset()
+    #: load balancers (addresses, CIDRs, names) whose X-Forwarded-For names the client
+    trusted_proxies: frozenset[str] = TrustedProxies()
     #: a PEM CA bundle to trust for peers instead of the system's (tests, private networks)
     peer_ca_file: Path | None = None
     #: mesh relays (federation/mesh.py); default: data_dir / "mesh.config.json" if present
@@ -386,7 +387,7 @@ _PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "insecure_peers": _name_set,
     "allow_private_peers": _name_set,
     "operator_token": _opt_str,
-    "trusted_proxies": _name_set,
+    "trusted_proxies": lambda value, source: TrustedProxies(_name_set(value, source)),
     "log_level": _log_level,
     "peer_ca_file": _path,
     "ws_heartbeat_s": _float,

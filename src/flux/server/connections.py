@@ -79,7 +79,7 @@ import ipaddress
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -244,16 +244,10 @@ class ConnectionPolicy:
     trusted_proxies: frozenset[str] = frozenset()
     #: each client address's share of the loop (RequestBudget's defaults when None)
     requests: RequestBudget | None = None
-    _networks: tuple[Any, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        networks = []
-        for entry in self.trusted_proxies:
-            try:
-                networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
-            except ValueError:
-                continue  # a host name: matched as an exact string only
-        object.__setattr__(self, "_networks", tuple(networks))
+        # one proxy rule everywhere: exact addresses, names and CIDRs (wire.TrustedProxies)
+        object.__setattr__(self, "trusted_proxies", wire.TrustedProxies(self.trusted_proxies))
 
     def counted_as(self, peer: str | None) -> str | None:
         """The key `peer`'s connections are counted under; None when not capped."""
@@ -265,8 +259,6 @@ class ConnectionPolicy:
             return peer  # a Unix socket path or the like: count it as it is
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
-        if any(ip in net for net in self._networks):
-            return None
         return client_bucket(str(ip))  # an IPv4 address or an IPv6 /64, as every limit
 
     def request_key(self, request: web.BaseRequest) -> str | None:
@@ -274,7 +266,7 @@ class ConnectionPolicy:
         behind a trusted proxy the forwarded client's (`wire.client_address`, the rule every
         per-address budget uses). None for a trusted proxy's own requests (its health
         checks carry no forwarded address): they are not counted."""
-        address = wire.client_address(request, self.trusted_proxies)  # type: ignore[arg-type]
+        address = wire.client_address(request, self.trusted_proxies)
         if address is not None and address in self.trusted_proxies:
             return None
         return client_bucket(address)

@@ -161,7 +161,7 @@ class ClientLimits:
         self.registrations = registrations
         self.peers = peers
         self.clock = clock
-        self.trusted_proxies = trusted_proxies
+        self.trusted_proxies = wire.TrustedProxies(trusted_proxies)
 
     async def submission(self, address: str) -> None:
         """Count one message submitted by the client at `address`. Raises RateLimited."""

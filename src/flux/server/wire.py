@@ -18,8 +18,9 @@ stored JSON-escaped, never as a bare NUL).
 
 from __future__ import annotations
 
+import ipaddress
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -105,10 +106,44 @@ def only_query(request: web.Request, allowed: frozenset[str]) -> None:
     only(request.query, allowed | {"token"}, "query")
 
 
+class TrustedProxies(frozenset[str]):
+    """`FLUX_TRUSTED_PROXIES`: exact addresses, CIDRs (`10.0.0.0/8`) or names, as one rule
+    for every per-address decision (client addresses, connection caps, request budgets,
+    the operator check). `address in proxies` matches an entry exactly, or an address
+    inside one of its networks (an IPv4-mapped IPv6 address as its IPv4 address)."""
+
+    _networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+    def __new__(cls, entries: Iterable[str] = ()) -> TrustedProxies:
+        self = super().__new__(cls, entries)
+        networks = []
+        for entry in self:
+            try:
+                networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+            except ValueError:
+                continue  # a host name: matched as an exact string only
+        self._networks = tuple(networks)
+        return self
+
+    def __contains__(self, address: object) -> bool:
+        if super().__contains__(address):
+            return True
+        if not self._networks or not isinstance(address, str):
+            return False
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0].strip("[]"))
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in net for net in self._networks)
+
+
 def client_address(request: web.Request, trusted_proxies: frozenset[str]) -> str | None:
     """The client's IP address: the connection's, or, when that is a trusted proxy, the
     nearest address in X-Forwarded-For that is not one (proxies append the address they
-    received from, so anything further left is the client's own claim).
+    received from, so anything further left is the client's own claim). Pass a
+    TrustedProxies so that CIDRs match; a plain set matches exact addresses only.
 
     Every X-Forwarded-For line counts, in order, as one list (RFC 9110 §5.3): a proxy
     such as HAProxy adds a line of its own rather than extending the client's, and

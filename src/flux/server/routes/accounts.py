@@ -95,7 +95,7 @@ class AccountRoutes:
         self.accounts = accounts
         #: load balancers whose X-Forwarded-For names the client (login rate limits count
         #: per client address; behind a proxy the connection's address is the proxy's)
-        self.trusted_proxies = trusted_proxies
+        self.trusted_proxies = wire.TrustedProxies(trusted_proxies)
         self.mailbox = mailbox
         self.submitter = submitter
         self.hosts = hosts

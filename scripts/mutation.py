@@ -80,7 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mutant", action="append", default=[],
                         help="rerun only this mutant name or fnmatch pattern (repeatable)")  # fmt: skip
     parser.add_argument("--retest-survivors", action="store_true",
-                        help="retest every mutant the last run did not kill (after adding tests)")  # fmt: skip
+                        help="retest the mutants the last run checked and did not kill (after adding tests)")  # fmt: skip
     parser.add_argument("--fresh", action="store_true", help="forget earlier results")
     parser.add_argument("--score-only", action="store_true", help="print the last score")
     parser.add_argument("--json", type=Path, help="also write the score here as JSON")
@@ -224,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     mutants = list(args.mutant)
     if args.retest_survivors:
         last: dict[str, list[str]] = score(workdir, module)["mutants"]  # type: ignore[assignment]
-        mutants += [n for status, names in last.items() if status != "killed" for n in names]
+        retest = ("survived", "no tests", "timeout", "suspicious")
+        mutants += [n for status in retest for n in last.get(status, ())]
     code = run_mutmut(workdir, args.max_children, mutants)
     result = score(workdir, module)
     print_score(result)

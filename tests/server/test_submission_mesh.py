@@ -34,15 +34,26 @@ async def hosted_mesh(
 ) -> AsyncIterator[dict[str, RunningServer]]:
     """Servers `labels` in one mesh `m`; `lists[label]` is the members that one lists
     (default: all of them, in order)."""
+    meshes = {label: {"m": (mode, (lists or {}).get(label, labels))} for label in labels}
+    async with hosted_meshes(tmp, meshes) as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def hosted_meshes(
+    tmp: Path, meshes: dict[str, dict[str, tuple[str, list[str]]]]
+) -> AsyncIterator[dict[str, RunningServer]]:
+    """Servers `meshes` names; `meshes[label]` is {mesh name: (mode, members it lists)}."""
+    labels = list(meshes)
     ports = {label: free_port() for label in labels}
     names = {label: f"127.0.0.1:{port}" for label, port in ports.items()}
     running: dict[str, RunningServer] = {}
     try:
         for label in labels:
-            members = (lists or {}).get(label, labels)
             path = tmp / f"{label}-mesh.json"
-            path.write_text(json.dumps({"meshes": {"m": {
-                "token": TOKEN, "mode": mode, "peers": [names[m] for m in members]}}}))  # fmt: skip
+            doc = {mesh: {"token": TOKEN, "mode": mode, "peers": [names[m] for m in members]}
+                   for mesh, (mode, members) in meshes[label].items()}  # fmt: skip
+            path.write_text(json.dumps({"meshes": doc}))
             config = ServerConfig.from_env(
                 {}, host="127.0.0.1", port=ports[label], domain=names[label],
                 data_dir=tmp / label, backend="memory", open_mode=False,
@@ -156,3 +167,22 @@ async def test_mail_for_a_user_hosted_here_stays_here(tmp_path, alice, bob):
         answer = await send(servers["a"], msg.primary)
         assert answer["recipients"] == {bob.address: "stored"}
         assert await servers["a"].store.queue_state() == []
+
+
+async def test_relayed_mail_goes_on_only_through_the_mesh_it_came_through(tmp_path, alice, bob):
+    """b is in meshes m1 (with a) and m2 (with d): mail a hands b through m1 is passed on
+    in m1 only, so d, which hosts bob, never gets it that way."""
+    meshes = {
+        "a": {"m1": ("chain", ["a", "b"])},
+        "b": {"m1": ("chain", ["a", "b"]), "m2": ("chain", ["b", "d"])},
+        "d": {"m2": ("chain", ["b", "d"])},
+    }
+    async with hosted_meshes(tmp_path, meshes) as servers:
+        await register(servers["a"], alice)
+        await register(servers["d"], bob)
+        msg = compose(alice, bob.address, "stays in m1", now_ms=int(time.time() * 1000))
+        answer = await send(servers["a"], msg.primary)
+        assert answer["recipients"] == {bob.address: "queued"}
+        await settled(servers["a"])
+        await settled(servers["b"])
+        assert await servers["d"].store.get(bob.address, msg.primary["id"]) is None

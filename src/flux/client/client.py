@@ -283,7 +283,18 @@ class FluxClient:
         async with self._auth_lock:
             params = {"address": self.address}
             where = "GET /auth/challenge"
-            challenge = await self._request("GET", "/auth/challenge", params=params, auth=False)
+            try:
+                challenge = await self._request("GET", "/auth/challenge", params=params, auth=False)
+            except FluxClientError as exc:
+                if exc.status != 404:
+                    raise
+                # No signed challenge here: a prototype server (or not a FLUX server).
+                raise FluxClientError(
+                    f"{self.url} has no GET /auth/challenge: if it is a prototype server, "
+                    "authenticate with its FLUX_SECRET (legacy_secret=..., CLI "
+                    "--legacy-secret)",
+                    status=404, code="no_challenge", field="legacy_secret",
+                ) from exc  # fmt: skip
             self._domain = need(challenge, "domain", str, where)
             nonce = need(challenge, "challenge", str, where)
             payload = f"flux-auth:1:{self._domain}:{nonce}"

@@ -14,7 +14,11 @@ Requests (any caller: these forms are unambiguous, so no dialect is needed to re
 
 Answers. Fields the prototype reads that do not contradict FLUX's answer are simply part
 of FLUX's answers (`count` on /fetch, /inbox, /peek; `online` on /status; `session`,
-`flux_address` on the account routes; `delivery`, `cc`, `bcc` on /mail/send). Shapes that
+`flux_address` on the account routes; `delivery`, `cc`, `bcc` on /mail/send), and the
+few this middleware adds to every answer (`ALWAYS`: `read`, `deleted`, `moved`, the
+prototype's /integrity/verify fields). `/send` and `/health` answer FLUX's shapes only
+(docs/API.md, "Dialects", says what the prototype's code misses there).
+Shapes that
 do conflict are chosen per request (`request_dialect`):
 
 - an `X-Flux-Dialect: flux|prototype` header decides;
@@ -116,6 +120,14 @@ async def _rewrite_body(request: web.Request, rewrite: Callable[[Body], Body]) -
     return body
 
 
+async def _read_body(request: web.Request) -> Body:
+    """The body as sent (the route reads the same bytes again); {} if it is no object."""
+    try:
+        return wire.json_object(await request.read())
+    except FluxError:
+        return {}
+
+
 # -- answers ---------------------------------------------------------------------------------
 
 
@@ -138,6 +150,46 @@ ANSWERS: dict[tuple[str, str], Callable[[Mapping[str, Any], Body], Body]] = {
 }
 
 
+def _flag(name: str) -> Callable[[Mapping[str, Any], Body], Body]:
+    """The prototype's yes/no for a mark (`read`, `deleted`): did it change anything."""
+
+    def add(request: Mapping[str, Any], answer: Body) -> Body:
+        return {**answer, name: bool(answer.get("updated"))}
+
+    return add
+
+
+def _moved(request: Mapping[str, Any], answer: Body) -> Body:
+    return {**answer, "moved": True}  # an id not in the mailbox is a 404, not moved: false
+
+
+def _verified(request: Mapping[str, Any], answer: Body) -> Body:
+    """/integrity/verify: the prototype's four fields beside FLUX's report."""
+    signature, chain = answer.get("signature") or {}, answer.get("chain") or {}
+    hops = chain.get("hops") or []
+    failed = next((h.get("server") for h in hops if h.get("status") == "failed"), None)
+    return {**answer, "signature_valid": signature.get("valid") is True,
+            "integrity_chain_valid": chain.get("verdict") != "fail",
+            "offending_server": failed, "hop_count": len(hops)}  # fmt: skip
+
+
+#: fields the prototype's answers have and FLUX's lack, added for every caller (they
+#: contradict nothing in FLUX's answer, and the prototype's raw calls to these routes carry
+#: no legacy token to tell their dialect by)
+ALWAYS: dict[tuple[str, str], Callable[[Mapping[str, Any], Body], Body]] = {
+    ("POST", "/read"): _flag("read"),
+    ("POST", "/mail/read"): _flag("read"),
+    ("POST", "/delete"): _flag("deleted"),
+    ("POST", "/mail/delete"): _flag("deleted"),
+    ("POST", "/move"): _moved,
+    ("POST", "/mail/move"): _moved,
+    ("POST", "/mail/tag"): _tag_answer,
+    ("POST", "/integrity/verify"): _verified,
+}
+#: these need the request's body to answer (REQUESTS rewrite theirs anyway)
+NEEDS_BODY = {("POST", "/mail/tag"), ("POST", "/integrity/verify")}
+
+
 def _route(request: web.Request) -> tuple[str, str]:
     info = request.match_info.route.resource
     return request.method, (info.canonical if info is not None else request.path)
@@ -154,14 +206,22 @@ def middleware(*, legacy_tokens: bool) -> Any:
         original: Body = {}
         if key in REQUESTS:
             original = await _rewrite_body(request, REQUESTS[key])
+        elif key in NEEDS_BODY:
+            original = await _read_body(request)
         translate = ANSWERS.get(key)
         if translate is not None and request_dialect(request, legacy_tokens=legacy_tokens) != PROTOTYPE:  # fmt: skip
             translate = None
+        always = ALWAYS.get(key)
         response = await handler(request)
-        if translate is None or not isinstance(response, web.Response) or response.status != 200:
+        if translate is None and always is None:
+            return response
+        if not isinstance(response, web.Response) or response.status != 200:
             return response
         answer = wire.json_object(response.text or "{}", "answer")
-        return wire.ok(**{k: v for k, v in translate(original, answer).items() if k != "ok"})
+        for step in (always, translate):
+            if step is not None:
+                answer = step(original, answer)
+        return wire.ok(**{k: v for k, v in answer.items() if k != "ok"})
 
     return compat
 

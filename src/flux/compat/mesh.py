@@ -26,7 +26,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..federation.mesh import Mesh, MeshKind
-from ..protocol.errors import BadRequestSignature, InvalidValue, WrongType
+from ..protocol.errors import BadRequestSignature, InvalidValue, TooLarge, WrongType
+from ..protocol.limits import MAX_RECIPIENTS
 from ..server import wire
 from ..server.errors import UnknownRecipient
 from ..server.submission import SubmitResult, Submitter
@@ -60,8 +61,10 @@ def check_proto_relay(headers: Mapping[str, str], meshes: Mapping[str, Mesh]) ->
 async def take_proto_relay(submitter: Submitter, raw: bytes, *, client: str | None) -> SubmitResult:
     """Store a prototype peer's relayed envelope for this server's recipients.
 
-    Raises WrongType/InvalidValue (not a bare envelope), UnknownRecipient (404: a recipient
-    this server does not host, in hosted mode) and whatever `Submitter.submit` raises.
+    Raises WrongType/InvalidValue (not a bare envelope), TooLarge (more recipients than an
+    envelope may name: refused before the store is asked about each), UnknownRecipient
+    (404: a recipient this server does not host, in hosted mode) and whatever
+    `Submitter.submit` raises.
     """
     value = wire.parse_json(raw)
     if not isinstance(value, dict):
@@ -69,18 +72,22 @@ async def take_proto_relay(submitter: Submitter, raw: bytes, *, client: str | No
     if "message" in value or "domains" in value:
         raise InvalidValue("a prototype relay is a bare envelope", field="message")
     if not submitter.open_mode:
-        hosted = [r for r in _recipients(value) if await submitter.store.hosted(r)]
+        names = _recipients(value)
+        if len(names) > MAX_RECIPIENTS:  # refused as the envelope's parser would, unasked
+            raise TooLarge(f"more than {MAX_RECIPIENTS} recipients", field="cc")
+        hosted = [r for r in names if await submitter.store.hosted(r)]
         if not hosted:
             raise UnknownRecipient("no recipient of this relay is hosted here", field="to")
     return await submitter.submit(value, client=client)
 
 
 def _recipients(envelope: Mapping[str, Any]) -> list[str]:
-    """Every address the envelope names (unverified: `submit` refuses a malformed one)."""
-    found: list[str] = []
+    """Every address the envelope names, each once (unverified: `submit` refuses a
+    malformed one). Linear in the body's size: a relay may name thousands."""
+    found: dict[str, None] = {}
     for name in ("to", "cc", "bcc"):
         value = envelope.get(name)
         for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, str) and item not in found:
-                found.append(item)
-    return found
+            if isinstance(item, str):
+                found[item] = None
+    return list(found)

@@ -231,7 +231,10 @@ class WebSocketEndpoint:
         )
         state = await self.store.state(address)
         oldest_first = [r for r in reversed(page.items) if not conn.owes(r.ref)]
-        rows = authed_batch(oldest_first, AUTHED_MAX_BYTES)
+        # a prototype socket's `authed` carries the batch twice (`messages` and `queued`,
+        # compat/ws.py): half the room each, so the frame still fits WS_MAX_FRAME_BYTES
+        twice = conn.dialect == compat.PROTOTYPE
+        rows = authed_batch(oldest_first, AUTHED_MAX_BYTES // 2 if twice else AUTHED_MAX_BYTES)
         frame = {"ok": True, "action": "authed", "address": address,
                  "messages": [delivered_wire(r) for r in rows], "state": state}  # fmt: skip
         try:

@@ -15,6 +15,7 @@ Frames the server sends (`to_prototype`), for a prototype socket only:
 | `{action: "authed", messages, ...}`          | the same, plus `queued` (= `messages`)     |
 | answer to `tag`: `{ok, action, tags}`        | plus `tag`, `tag_action`, `applied: true`  |
 | answer to `send`: `{ok, action, id, recipients, ...}` | plus `delivery` (the `to` outcome)  |
+| answer to `read` / `delete` / `move`         | plus `read` / `deleted` / `moved: true`    |
 
 Everything else (answers, errors, `changed`) is the same in both: the prototype's client
 ignores frames it does not know. Translating every push is what keeps a prototype client
@@ -96,6 +97,10 @@ def to_prototype(frame: Mapping[str, Any]) -> Mapping[str, Any]:
     return frame
 
 
+#: the prototype's yes/no field in its answer to each mark: did it change anything
+MARKS = {"read": "read", "delete": "deleted"}
+
+
 def prototype_answer(request: Mapping[str, Any], answer: Mapping[str, Any]) -> Mapping[str, Any]:
     """An answer to `request` as a prototype socket gets it: the prototype's fields added
     to FLUX's (module docstring). Error answers are left as they are."""
@@ -104,6 +109,10 @@ def prototype_answer(request: Mapping[str, Any], answer: Mapping[str, Any]) -> M
     if answer.get("action") == "tag" and "tag" in request:
         return {**answer, "tag": request["tag"], "tag_action": request.get("tag_action", "add"),
                 "applied": True}  # fmt: skip
+    if answer.get("action") in MARKS:
+        return {**answer, MARKS[answer["action"]]: bool(answer.get("updated"))}
+    if answer.get("action") == "move":
+        return {**answer, "moved": True}  # an id not in the mailbox is an error answer
     if answer.get("action") == "send":
         message = request.get("msg") or request.get("message") or {}
         to = message.get("to") if isinstance(message, Mapping) else None

@@ -287,7 +287,7 @@ async def test_ws_tag_and_send_frames_in_the_prototype_form(
         await ws.send_json({"action": "tag", "id": msg_id, "tag": "Important"})
         tagged = await ws.receive_json(timeout=WAIT)
         assert tagged["ok"] is True and tagged["tags"] == ["important"]
-        assert (tagged["tag"], tagged["tag_action"], tagged["applied"]) == ("Important", "add", True)  # fmt: skip
+        assert (tagged["tag"], tagged["tag_action"], tagged["applied"]) == ("important", "add", True)  # fmt: skip
         await ws.send_json({"action": "tag", "id": msg_id, "tag": "important",
                             "tag_action": "remove"})  # fmt: skip
         assert (await ws.receive_json(timeout=WAIT))["tags"] == []
@@ -388,7 +388,7 @@ async def test_http_tag_in_the_prototype_form(flux_server: str, tmp_path: Path) 
     body = {"id": msg_id, "address": rcpt, "tag": "Work", "action": "add"}
     added = await call(flux_server, "POST", "/tag", json=body, headers=old)
     assert added["tags"] == ["work"] and (added["tag"], added["action"], added["applied"]) == (
-        "Work", "add", True)  # fmt: skip
+        "work", "add", True)  # fmt: skip
     listed = await call(flux_server, "GET", f"/inbox/{rcpt}", headers=old, params={"tag": "work"})
     assert [m["id"] for m in listed["messages"]] == [msg_id]
     removed = await call(flux_server, "POST", "/tag", headers=old,

@@ -55,9 +55,7 @@ async def test_a_prototype_sockets_marks_answer_its_fields(tmp_path: Path) -> No
                     answers[frame["action"] + frame["id"][:1]] = await _next(ws)
         first = msg["id"][:1]
         assert answers["read" + first]["read"] is True
-        assert (
-            answers["tag" + first]["applied"] is True and answers["tag" + first]["tag"] == "Work "
-        )
+        assert answers["tag" + first]["applied"] is True and answers["tag" + first]["tag"] == "work"
         assert answers["move" + first]["moved"] is True
         assert answers["delete" + first]["deleted"] is True
         assert answers["readf"]["ok"] is True and answers["readf"]["read"] is False

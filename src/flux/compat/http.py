@@ -48,7 +48,7 @@ from aiohttp import web
 from ..protocol.errors import FluxError, InvalidValue
 from ..server import wire
 from ..server.errors import BadRequest
-from .ws import FLUX, PROTOTYPE, tag_change
+from .ws import FLUX, PROTOTYPE, tag_change, tag_name
 
 __all__ = ["DIALECT_HEADER", "middleware", "request_dialect", "routes"]
 
@@ -140,7 +140,7 @@ def _inboxes(request: Mapping[str, Any], answer: Body) -> Body:
 def _tag_answer(request: Mapping[str, Any], answer: Body) -> Body:
     if "tag" not in request:
         return answer
-    return {**answer, "tag": request["tag"], "action": request.get("action", "add"),
+    return {**answer, "tag": tag_name(request["tag"]), "action": request.get("action", "add"),
             "applied": True}  # fmt: skip
 
 

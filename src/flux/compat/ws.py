@@ -55,6 +55,11 @@ def socket_dialect(frame: Mapping[str, Any], *, legacy: bool) -> str:
     return chosen
 
 
+def tag_name(tag: Any) -> Any:
+    """A tag as the prototype stored and echoed it: trimmed and lower-cased."""
+    return tag.strip().lower() if isinstance(tag, str) else tag
+
+
 def tag_change(frame: Mapping[str, Any], action_field: str) -> dict[str, Any]:
     """`{tag, <action_field>: "add"|"remove"}` (the prototype's one-tag form) as FLUX's
     `{add: [tag]}` / `{remove: [tag]}`; the tag lower-cased and trimmed, as the prototype
@@ -70,7 +75,7 @@ def tag_change(frame: Mapping[str, Any], action_field: str) -> dict[str, Any]:
     if action not in ("add", "remove"):
         raise InvalidValue(f"{action_field} must be 'add' or 'remove'", field=action_field)
     rest = {k: v for k, v in frame.items() if k not in ("tag", action_field)}
-    return {**rest, action: [tag.strip().lower()]}
+    return {**rest, action: [tag_name(tag)]}
 
 
 def request_frame(frame: Mapping[str, Any]) -> dict[str, Any]:
@@ -107,7 +112,8 @@ def prototype_answer(request: Mapping[str, Any], answer: Mapping[str, Any]) -> M
     if not answer.get("ok"):
         return answer
     if answer.get("action") == "tag" and "tag" in request:
-        return {**answer, "tag": request["tag"], "tag_action": request.get("tag_action", "add"),
+        return {**answer, "tag": tag_name(request["tag"]),
+                "tag_action": request.get("tag_action", "add"),
                 "applied": True}  # fmt: skip
     if answer.get("action") in MARKS:
         return {**answer, MARKS[answer["action"]]: bool(answer.get("updated"))}

@@ -33,6 +33,7 @@ through the peer client they are given (PEP 544 `_Peers`: its `post` and `get_js
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import hashlib
 import json
@@ -72,6 +73,8 @@ PROBE_TTL_MS = 3_600_000
 #: after a failed probe, the server is taken as FLUX's for this long before asking again
 PROBE_RETRY_MS = 60_000
 PROBE_MAX_BYTES = 64 * 1024  #: /federation/info and /health are small JSON objects
+#: a POST after the first is not started with less than this left of the batch's time
+MIN_POST_S = 0.5
 MAX_KNOWN = 10_000  #: servers whose dialect is remembered (as many as the key cache)
 
 
@@ -211,11 +214,17 @@ class ProtoRoute:
     ) -> list[dict]:
         """POST each sealed envelope on its own, in order; one FLUX result per envelope.
 
+        The whole batch gets `timeout_s`, as one FLUX transaction does: a peer that answers
+        each POST just before its deadline must not hold a delivery slot for a hundred of
+        them. Messages not sent in time are answered `unavailable` (kept and retried).
+
         Raises what the peer client raises (aiohttp.ClientError, TimeoutError, OSError,
         ValueError) when the first message gets no answer; after that, the rest are
         answered `unavailable` (kept and retried) so what the peer stored is not sent again.
         """
         results: list[dict] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
         for envelope, rcpts in zip(envelopes, recipients, strict=True):
             if results and lost():  # another worker has the destination now
                 results.append({"refused": "unavailable", "error": "lease lost"})
@@ -224,8 +233,12 @@ class ProtoRoute:
             if why is not None:
                 results.append({"refused": str(why[0]), "error": why[1]})
                 continue
+            left = deadline - loop.time()
+            if results and left < MIN_POST_S:  # the batch's time is spent: the rest later
+                results.append({"refused": "unavailable", "error": "the batch's time ran out"})
+                continue
             try:
-                results.append(await self._one(envelope, rcpts, timeout_s))
+                results.append(await self._one(envelope, rcpts, timeout_s if not results else left))
             except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
                 if not results:
                     raise

@@ -4,8 +4,7 @@ The prototype's clients that never set FLUX_SECRET derive their tokens from
 "insecure-default-change-me", so a migrating operator is tempted to set exactly that on
 the FLUX server to keep them working. Then anyone can derive every mailbox's token: the
 server has a default secret after all, which PROTOCOL.md §13 item 3 refuses. The start
-should be refused by name (server/config.py, not editable in this review: the fix is in
-the review's report)."""
+is refused by name."""
 
 from __future__ import annotations
 
@@ -17,13 +16,11 @@ from flux.server.config import ServerConfig
 PROTOTYPE_DEFAULT = "insecure-default-change-me"
 
 
-@pytest.mark.xfail(strict=True, reason="server/config.py accepts the published default secret")
 def test_the_prototypes_published_secret_is_refused_at_start() -> None:
     with pytest.raises(ValueError, match="default"):
         ServerConfig(domain="flux.test", legacy_tokens=True, secret=PROTOTYPE_DEFAULT)
 
 
-@pytest.mark.xfail(strict=True, reason="server/config.py accepts the published default secret")
 def test_make_app_with_the_published_secret_is_refused() -> None:
     with pytest.raises(ValueError, match="default"):
         make_app(legacy_secret=PROTOTYPE_DEFAULT, mesh_config_path=None)

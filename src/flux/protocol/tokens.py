@@ -9,6 +9,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+#: the prototype's fallback secret, published in its source: a server accepting legacy
+#: tokens under it lets anyone derive every mailbox's token (PROTOCOL.md §13 item 3)
+PUBLISHED_DEFAULT_SECRET = "insecure-default-change-me"
+
 
 def legacy_token(address: str, secret: str) -> str:
     return hashlib.sha256(f"flux:{address}:{secret}".encode()).hexdigest()

@@ -18,6 +18,7 @@ from ..federation.delivery import QueuePolicy
 from ..federation.netguard import PeerPolicy
 from ..protocol.envelope import SERVER_RE
 from ..protocol.limits import MAX_PENDING_PER_ADDRESS, TAMPER_STRIKE_THRESHOLD, WS_HEARTBEAT_S
+from ..protocol.tokens import PUBLISHED_DEFAULT_SECRET
 from .wire import TrustedProxies
 
 DAY_MS = 86_400_000
@@ -162,6 +163,12 @@ class ServerConfig:
             raise ValueError("TLS needs both tls_cert and tls_key")
         if self.legacy_tokens and not self.secret:
             raise ValueError("legacy tokens need FLUX_SECRET")
+        if self.legacy_tokens and self.secret == PUBLISHED_DEFAULT_SECRET:
+            raise ValueError(
+                "FLUX_SECRET is the prototype's published default: anyone could derive every "
+                "mailbox's legacy token; set a secret of your own (openssl rand -hex 32) on "
+                "the server and on the prototype's clients"
+            )
         if self.db_pool_max < 1 or self.db_statement_timeout_ms < 1:
             raise ValueError("db_pool_max and db_statement_timeout_ms must be positive")
         if self.backend is Backend.POSTGRES and not self.db_url:

@@ -126,12 +126,13 @@ async def test_a_bounce_is_no_strangers_mail(make_server, refusing_peer, alice, 
     await srv.login(alice)
     await srv.send(srv.message(mallory, alice, "a stranger fills the share"))
     await srv.send(srv.message(mallory, alice, "no room"), expect=429)
-    ws = await srv.ws(alice)
     msg = srv.message(alice, bob, "refused over there")
     await srv.send({"message": msg, "domains": {bob.address: refusing_peer}})
-    bounce = await next_message(ws)
-    await ws.close()
-    assert bounce["re"] == msg["id"]
+    await queue_drained(srv)
+    # listed, not fetched: mallory's message stays pending, the share stays full
+    inbox = (await srv.get(f"/inbox/{alice.address}", alice))["messages"]
+    assert sorted(m.get("re") or "" for m in inbox) == sorted(["", msg["id"]])
+    assert all(m["_status"] == "pending" for m in inbox)
 
 
 async def test_a_bounce_for_a_full_mailbox_is_dropped_and_logged(

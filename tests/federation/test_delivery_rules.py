@@ -681,6 +681,27 @@ async def test_only_the_lease_holder_settles(caplog: pytest.LogCaptureFixture) -
     assert state.leased_until == r.clock() + POLICY.lease_ms and r.settled == []
 
 
+async def test_a_worker_that_lost_its_lease_sends_no_bounce(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bounce cannot be taken back: a refusal learnt after the lease lapsed is left to the
+    new holder (which asks again), so the sender never gets two notices for one message."""
+    caplog.set_level(logging.WARNING, "flux.federation")
+    async with rig() as r:  # a 60 s lease: no renewal comes before the answer
+        r.peer.answer = lambda txn: (200, {"txn": txn.doc["txn"], "results": [
+            {"refused": "spam"} for _ in txn.doc["messages"]]})  # fmt: skip
+        r.peer.gate.clear()
+        await r.queue(message("refused late"))
+        await r.peer.wait_txns(1)
+        r.clock.advance(POLICY.lease_ms + 1)
+        assert await r.store.lease("b#1", r.clock(), POLICY.lease_ms, 100) is not None
+        r.peer.gate.set()
+        await until(lambda: bool(logged(caplog, "event=lease_lost")))
+        state = await r.state()
+    assert r.bounces.told == [] and r.settled == []
+    assert state is not None and state.leased_until == r.clock() + POLICY.lease_ms  # b#1's
+
+
 async def test_each_lease_has_a_holder_name_of_its_own(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, "flux.federation")
     async with rig(holder=None) as r:

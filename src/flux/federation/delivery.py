@@ -235,6 +235,14 @@ class DeliveryWorker:
                 "event=lease_lost destination=%s holder=%s", lease.destination, lease.holder
             )
             return
+        if verdict.bounces and not await self._still_held(lease):
+            # A bounce cannot be taken back: a worker whose lease lapsed unnoticed leaves the
+            # bounces to the new holder, which decides them again, rather than sending the
+            # sender a second notice for the same message.
+            log.warning(
+                "event=lease_lost destination=%s holder=%s", lease.destination, lease.holder
+            )
+            return
         for queued, recipients, reason in verdict.bounces:
             try:
                 await self.bounces.bounce(queued.item, recipients, reason)
@@ -265,6 +273,14 @@ class DeliveryWorker:
             return
         if self.on_settled is not None:
             self.on_settled(lease, verdict)
+
+    async def _still_held(self, lease: Lease) -> bool:
+        """Renew `lease` now; False when another worker holds the destination. A store that
+        cannot answer is not proof of loss: settle decides then, as it always does."""
+        try:
+            return await self.store.renew(lease, self.clock(), self.policy.lease_ms)
+        except StoreUnavailable:
+            return True
 
     async def _renew(self, lease: Lease, held: _Held) -> None:
         """Keep `lease` alive while its batch is worked on; mark it lost if it lapsed."""

@@ -175,6 +175,7 @@ class FluxClient:
             legacy_token(identity.address, legacy_secret) if legacy_secret else None
         )
         self._domain: str | None = None
+        self.token_expires: int | None = None
         self._auth_lock = asyncio.Lock()
         self._keys: dict[str, str] = {}
         self._server_keys: dict[str, list[PublishedKey]] = {}
@@ -193,6 +194,14 @@ class FluxClient:
     def token(self) -> str | None:
         """The current session token, once `authenticate` has run."""
         return self._token
+
+    def use_token(self, token: str) -> None:
+        """Use a session token opened earlier (a cached one: the CLI keeps one per server
+        and identity) instead of proving the key again. A 401 on it (expired, revoked)
+        runs `authenticate` once, as for any token; `token_expires` then says the new
+        session's expiry."""
+        if self.legacy_secret is None:
+            self._token = token
 
     @property
     def domain(self) -> str | None:
@@ -306,6 +315,8 @@ class FluxClient:
             }
             answer = await self._request("POST", "/auth/session", json=body, auth=False)
             self._token = need(answer, "token", str, "POST /auth/session")
+            #: unix ms when the session opened last expires (None: the answer did not say)
+            self.token_expires = optional(answer, "expires", int, "POST /auth/session", None)
             return self._token
 
     async def _ensure_token(self) -> str:

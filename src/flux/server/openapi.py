@@ -2,12 +2,11 @@
 
 Hand-written, so it says what the server promises rather than what a framework guessed;
 tests/server/test_openapi.py checks that every route is described and runs schemathesis
-against it. /docs renders this document as plain HTML with no external assets.
+against it. /docs renders it with Swagger UI from files this server ships (static/docs.py).
 """
 
 from __future__ import annotations
 
-import html
 from typing import Any
 
 ADDRESS = {"type": "string", "pattern": "^fx1[0-9a-f]{40}$", "description": "an fx1 address"}
@@ -86,7 +85,10 @@ AMBIGUOUS_ERROR = {
     ]
 }
 MESSAGES = {"type": "array", "items": ref("Message")}
-COUNT = {"type": "integer", "description": "how many messages this answer holds (pending, for peek)"}
+COUNT = {
+    "type": "integer",
+    "description": "how many messages this answer holds (pending, for peek)",
+}
 COUNTS = {"type": "object", "additionalProperties": {"type": "integer"}}
 INBOXES = {"type": "object", "additionalProperties": COUNTS}
 
@@ -183,6 +185,16 @@ def transaction(summary: str) -> dict[str, Any]:
                  messages={"type": "array", "items": {"type": "object"}}),
         errors=("401", "429"),
     )  # fmt: skip
+
+
+def docs_asset() -> dict[str, Any]:
+    """GET /docs/assets/{name}: a script, stylesheet or licence the docs page loads."""
+    out = op("A file the docs page loads (Swagger UI's bundle, its licence, FLUX's starter)",
+             {"type": "string"}, params=[path_param("name", {"type": "string"})],
+             errors=("404",))  # fmt: skip
+    types = ("text/javascript", "text/css", "text/plain")
+    out["responses"]["200"]["content"] = {t: {"schema": {"type": "string"}} for t in types}
+    return out
 
 
 def paths() -> dict[str, Any]:
@@ -288,8 +300,10 @@ def paths() -> dict[str, Any]:
                                {"type": "string"}, content_type="text/plain",
                                errors=("401",))},
         "/openapi.json": {"get": op("This document", {"type": "object"})},
-        "/docs": {"get": op("This document as HTML", {"type": "string"},
+        "/docs": {"get": op("This document as a web page (Swagger UI; every file it loads "
+                            "comes from this server)", {"type": "string"},
                             content_type="text/html")},
+        "/docs/assets/{name}": {"get": docs_asset()},
         "/federation/info": {"get": op(
             "Domain, version and the server's published signing keys",
             ok_obj(domain={"type": "string"}, version={"type": "string"},
@@ -444,26 +458,3 @@ def document(domain: str, version: str) -> dict[str, Any]:
             },
         },
     }
-
-
-def docs_html(spec: dict[str, Any]) -> str:
-    """A plain HTML listing of the endpoints (no scripts, no external assets)."""
-    rows = []
-    for path, methods in spec["paths"].items():
-        for method, operation in methods.items():
-            codes = ", ".join(operation["responses"])
-            locked = " (auth)" if "security" in operation else ""
-            rows.append(
-                f"<tr><td><code>{method.upper()}</code></td><td><code>{html.escape(path)}"
-                f"</code></td><td>{html.escape(operation['summary'])}{locked}</td>"
-                f"<td>{codes}</td></tr>"
-            )
-    title = html.escape(spec["info"]["title"])
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head>"
-        f"<body><h1>{title} {html.escape(spec['info']['version'])}</h1>"
-        f"<p>{html.escape(spec['info']['description'])}</p>"
-        "<p>Machine-readable: <a href='/openapi.json'>/openapi.json</a></p>"
-        "<table border='1' cellpadding='4'><tr><th>Method</th><th>Path</th><th>What</th>"
-        f"<th>Statuses</th></tr>{''.join(rows)}</table></body></html>"
-    )

@@ -28,6 +28,7 @@ from ..errors import NotFound
 from ..keys import ServerKey
 from ..metrics import CONTENT_TYPE, Metrics
 from ..push import Hub
+from ..static.docs import CSP, DocsFiles, StaticFile
 
 
 class OpsRoutes:
@@ -56,7 +57,7 @@ class OpsRoutes:
         self.accounts = accounts
         self.operator = operator or OperatorAuth(None)
         self._spec = openapi.document(key.signer.name, __version__)
-        self._docs = openapi.docs_html(self._spec)
+        self._docs = DocsFiles()
 
     @property
     def domain(self) -> str:
@@ -69,6 +70,7 @@ class OpsRoutes:
             web.get("/metrics", self.prometheus),
             web.get("/openapi.json", self.openapi),
             web.get("/docs", self.docs),
+            web.get("/docs/assets/{name}", self.docs_asset),
             web.get("/federation/info", self.info),
             web.get("/.well-known/flux", self.well_known),
             web.get("/federation/resolve/{name}", self.resolve),
@@ -124,7 +126,18 @@ class OpsRoutes:
         return web.json_response(self._spec)
 
     async def docs(self, request: web.Request) -> web.Response:
-        return web.Response(text=self._docs, content_type="text/html")
+        """The API docs page (static/docs.py): Swagger UI rendering /openapi.json, every file
+        from this server. The page itself is revalidated on each visit (`no-cache`, answered
+        304 while unchanged), so a new version's page is seen at once."""
+        return _static(request, self._docs.page(), "no-cache")
+
+    async def docs_asset(self, request: web.Request) -> web.Response:
+        """A file the docs page loads: 404 `not_found` (field `name`) for any other name.
+        Kept an hour, then revalidated by ETag."""
+        asset = self._docs.asset(request.match_info["name"])
+        if asset is None:
+            raise NotFound("no such docs asset", field="name")
+        return _static(request, asset, "public, max-age=3600")
 
     async def well_known(self, request: web.Request) -> web.Response:
         """Where this domain's FLUX server is. A domain whose web site is elsewhere serves
@@ -163,3 +176,24 @@ class OpsRoutes:
 
 def _key_entry(key: PublishedKey) -> dict[str, Any]:
     return {"pub": b64e(key.pub), "valid_from": key.valid_from, "valid_until": key.valid_until}
+
+
+def _static(request: web.Request, file: StaticFile, cache: str) -> web.Response:
+    """`file` with its caching and safety headers: 304 when the client holds this ETag, gzip
+    when the client accepts it, and the docs page's Content-Security-Policy on every answer."""
+    headers = {
+        "Cache-Control": cache,
+        "ETag": file.etag,
+        "Vary": "Accept-Encoding",
+        "Content-Security-Policy": CSP,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+    }
+    if file.etag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers=headers)
+    response = web.Response(body=file.body, content_type=file.content_type, charset="utf-8",
+                            headers=headers)  # fmt: skip
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        response.body = file.gzipped
+        response.headers["Content-Encoding"] = "gzip"
+    return response

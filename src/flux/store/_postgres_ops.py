@@ -28,8 +28,10 @@ from .base import (
     MessageRef,
     MessageStatus,
     Page,
+    PrefixMatches,
     StoredMessage,
     StoreOutcome,
+    prefix_upper,
 )
 
 ROW = """d.recipient, d.status, d.inbox, d.tags, d.received_at, d.seq, d.hide_at,
@@ -141,11 +143,15 @@ async def over_stranger_share(conn: asyncpg.Connection, inc: Incoming, rcpt: str
     recipient's lock in the storing transaction; the message's own earlier recipients in
     this batch are visible to it, as for the quota."""
     sender = inc.envelope["from"]
-    known, strangers, from_sender = await conn.fetchrow(STRANGER_COUNTS, rcpt, sender, inc.received_at)
+    known, strangers, from_sender = await conn.fetchrow(
+        STRANGER_COUNTS, rcpt, sender, inc.received_at
+    )
     return _rules.over_stranger_share(inc, rcpt, known, strangers, from_sender)
 
 
-async def add_contacts(conn: asyncpg.Connection, owner: str, peers: Sequence[str], now: int) -> None:
+async def add_contacts(
+    conn: asyncpg.Connection, owner: str, peers: Sequence[str], now: int
+) -> None:
     await conn.execute(
         """INSERT INTO contacts (owner, peer, since) SELECT $1, p, $3 FROM unnest($2::text[]) p
            ON CONFLICT (owner, peer) DO NOTHING""",
@@ -223,9 +229,7 @@ FROM c JOIN u USING (address, sender, msg_id)
 WHERE d.recipient = c.address AND d.msg_id = c.msg_id AND d.sender = c.sender"""
 
 
-async def set_statuses(
-    conn: asyncpg.Connection, rows: Sequence[tuple[str, str, str, str]]
-) -> None:
+async def set_statuses(conn: asyncpg.Connection, rows: Sequence[tuple[str, str, str, str]]) -> None:
     """Apply (address, sender, msg_id, status) rows with one change each, seqs in `rows`
     order (the INSERT draws them from the sequence in the ORDER BY order); the triples
     (address, sender, msg_id) are distinct."""
@@ -393,6 +397,27 @@ async def get(
     by_sender = {r["sender"]: r for r in rows}
     who = _rules.pick(MessageRef(msg_id, sender), by_sender)
     return None if who is None else to_message(by_sender[who], now)
+
+
+#: One mailbox's ids in [prefix, upper) in byte order, through `deliveries_id_prefix`
+#: (recipient, msg_id COLLATE "C"; schema step 6): the database's default collation need
+#: not be byte order, and an index is used only for comparisons in its own collation
+#: (base.py, "Short ids"; the plan is checked in tests/store/test_short_ids.py).
+PREFIX_WHERE = """d.recipient = $1 AND d.msg_id COLLATE "C" >= $2
+  AND d.msg_id COLLATE "C" < $3 AND ($4::text IS NULL OR d.sender = $4)"""
+PREFIX_COUNT = f"SELECT COUNT(*) FROM deliveries d WHERE {PREFIX_WHERE}"
+PREFIX_ROWS = f"""SELECT {ROW} FROM {FROM} WHERE {PREFIX_WHERE}
+ORDER BY d.msg_id COLLATE "C", d.sender COLLATE "C" LIMIT $5"""
+
+
+async def match_prefix(
+    conn: asyncpg.Connection, address: str, prefix: str, sender: str | None, limit: int,
+    now: int,
+) -> PrefixMatches:  # fmt: skip
+    args = (address, prefix, prefix_upper(prefix), sender)
+    count = await conn.fetchval(PREFIX_COUNT, *args)
+    rows = await conn.fetch(PREFIX_ROWS, *args, _rules.clamp_limit(limit))
+    return PrefixMatches(count, [to_message(r, now) for r in rows])
 
 
 async def get_many(

@@ -23,8 +23,10 @@ from .base import (
     MessageRef,
     MessageStatus,
     Page,
+    PrefixMatches,
     StoredMessage,
     StoreOutcome,
+    prefix_upper,
 )
 
 ROW = """d.recipient, d.status, d.inbox, d.tags, d.received_at, d.seq, d.hide_at,
@@ -112,9 +114,12 @@ def over_stranger_share(conn: sqlite3.Connection, inc: Incoming, rcpt: str) -> b
     """The stranger share's decision (_rules.over_stranger_share), counted in the storing
     transaction: visible pending rows of `rcpt` from senders it has not written to."""
     sender = inc.envelope["from"]
-    known = conn.execute(
-        "SELECT 1 FROM contacts WHERE owner = ? AND peer = ?", (rcpt, sender)
-    ).fetchone() is not None
+    known = (
+        conn.execute(
+            "SELECT 1 FROM contacts WHERE owner = ? AND peer = ?", (rcpt, sender)
+        ).fetchone()
+        is not None
+    )
     if known or rcpt == sender:
         return False
     strangers, from_sender = conn.execute(
@@ -304,6 +309,30 @@ def get(
 ) -> StoredMessage | None:
     sender = find(conn, address, msg_id, sender)
     return None if sender is None else exact(conn, address, sender, msg_id, now)
+
+
+def prefix_sql(sender: str | None, what: str) -> str:
+    """One mailbox's ids in [prefix, upper): a range of the unique index (recipient,
+    msg_id, sender), in BINARY (byte) order (base.py, "Short ids"; the plan is checked in
+    tests/store/test_short_ids.py)."""
+    only = " AND d.sender = :s" if sender is not None else ""
+    return (f"SELECT {what} FROM deliveries d WHERE d.recipient = :a"
+            f" AND d.msg_id >= :lo AND d.msg_id < :hi{only}")  # fmt: skip
+
+
+def match_prefix(
+    conn: sqlite3.Connection, address: str, prefix: str, sender: str | None, limit: int,
+    now: int,
+) -> PrefixMatches:  # fmt: skip
+    params = {"a": address, "lo": prefix, "hi": prefix_upper(prefix), "s": sender,
+              "n": _rules.clamp_limit(limit)}  # fmt: skip
+    count = conn.execute(prefix_sql(sender, "COUNT(*)"), params).fetchone()[0]
+    keys = conn.execute(
+        prefix_sql(sender, "d.msg_id, d.sender") + " ORDER BY d.msg_id, d.sender LIMIT :n",
+        params,
+    ).fetchall()
+    items = [exact(conn, address, s, m, now) for m, s in keys]
+    return PrefixMatches(count, [i for i in items if i is not None])
 
 
 def exact(

@@ -23,6 +23,12 @@ Rules every implementation keeps:
   it, the one message of that id in the mailbox is meant; if several senders' messages
   share the id the call raises `AmbiguousMessage` (naming their senders) and changes
   nothing.
+* Short ids (`match_prefix`): a prefix of at least `MIN_PREFIX` hex digits is resolved
+  only inside one mailbox (never across recipients), as an index range scan
+  `prefix <= msg_id < prefix_upper(prefix)` in byte order, never a full scan: SQLite
+  through its unique index (recipient, msg_id, sender), whose BINARY collation is byte
+  order; PostgreSQL through `deliveries_id_prefix` (recipient, msg_id COLLATE "C"), since
+  the database's default collation need not be byte order (schema step 6).
 * Every change to a recipient's mailbox gets a new value of one store-wide, strictly
   increasing sequence number (`seq`); `changes(address, since)` replays them in order.
   A client's "state token" is the highest seq it has seen.
@@ -94,6 +100,31 @@ class MessageRef(NamedTuple):
 
     id: str
     sender: str | None = None
+
+
+#: The fewest hex digits a short id (a prefix of a message id) may have, as git's
+#: abbreviated hashes: 8 hex digits leave about one chance in 8,600 that two of 1,000
+#: messages in a mailbox share one.
+MIN_PREFIX = 8
+#: Candidates a prefix lookup returns at most (`PrefixMatches.items`); `count` has them all.
+MAX_CANDIDATES = 10
+
+
+def prefix_upper(prefix: str) -> str:
+    """The least string above every string that starts with `prefix` (non-empty ASCII), in
+    byte order: the prefix with its last character incremented. `prefix <= s <
+    prefix_upper(prefix)` holds exactly for the strings s that start with `prefix`."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixMatches:
+    """What `Store.match_prefix` found: `count` messages (distinct (sender, id)) in the
+    mailbox whose id starts with the prefix; `items` the first `limit` of them by (id,
+    sender)."""
+
+    count: int
+    items: Sequence[StoredMessage]
 
 
 class MessageStatus(enum.StrEnum):
@@ -349,6 +380,15 @@ class Store(Protocol):
     ) -> StoredMessage | None:
         """The row whatever its status (deleted and expired rows too: status DELETED).
         Raises AmbiguousMessage when `sender` is None and several senders used `msg_id`."""
+
+    async def match_prefix(
+        self, address: str, prefix: str, sender: str | None = None,
+        limit: int = MAX_CANDIDATES,
+    ) -> PrefixMatches:  # fmt: skip
+        """The messages of `address` (any status, as `get`) whose id starts with `prefix`
+        (lower-case hex, at most 32 digits: the caller checks it), from `sender` only if
+        given. Only this one mailbox is searched. An index range scan on every backend
+        (module notes, "Short ids"); `limit` is clamped to 1..MAX_PAGE."""
 
     async def list(self, address: str, query: ListQuery) -> Page: ...
 

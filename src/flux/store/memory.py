@@ -27,6 +27,7 @@ from .base import (
     MessageStatus,
     Override,
     Page,
+    PrefixMatches,
     Session,
     StoredMessage,
     StoreOutcome,
@@ -169,7 +170,11 @@ class MemoryStore(MemoryQueue):
         return owner == peer or (owner, peer) in self._s.contacts
 
     async def purge_expired(self, before_ms: int) -> int:
-        gone = [k for k, d in self._s.deliveries.items() if d.hide_at is not None and d.hide_at <= before_ms]
+        gone = [
+            k
+            for k, d in self._s.deliveries.items()
+            if d.hide_at is not None and d.hide_at <= before_ms
+        ]
         for key in gone:
             d = self._s.deliveries.pop(key)
             holders = self._s.senders[(d.recipient, d.msg_id)]
@@ -301,6 +306,22 @@ class MemoryStore(MemoryQueue):
     ) -> StoredMessage | None:
         d = self._find(address, msg_id, sender)
         return None if d is None else self._view(d, self._clock())
+
+    async def match_prefix(
+        self, address: str, prefix: str, sender: str | None = None, limit: int = 10
+    ) -> PrefixMatches:
+        # The fake scans the mailbox's (recipient, id) keys, as its `list` does; the SQL
+        # stores answer from an index range (base.py, "Short ids").
+        keys = sorted(
+            (msg_id, s)
+            for (rcpt, msg_id), holders in self._s.senders.items()
+            if rcpt == address and msg_id.startswith(prefix)
+            for s in holders
+            if sender is None or s == sender
+        )
+        now = self._clock()
+        items = [self._view(self._s.deliveries[(address, s, m)], now) for m, s in keys]
+        return PrefixMatches(len(keys), items[: _rules.clamp_limit(limit)])
 
     async def list(self, address: str, query: ListQuery) -> Page:
         now = self._clock()

@@ -75,6 +75,7 @@ from .base import (
     Outbound,
     Override,
     Page,
+    PrefixMatches,
     Session,
     StoredMessage,
     StoreOutcome,
@@ -209,6 +210,12 @@ class PostgresStore:
     ) -> StoredMessage | None:
         now = self._clock()
         return await self._read(lambda c: ops.get(c, address, msg_id, now, sender))
+
+    async def match_prefix(
+        self, address: str, prefix: str, sender: str | None = None, limit: int = 10
+    ) -> PrefixMatches:
+        now = self._clock()
+        return await self._read(lambda c: ops.match_prefix(c, address, prefix, sender, limit, now))
 
     async def list(self, address: str, query: ListQuery) -> Page:
         if query.cursor:

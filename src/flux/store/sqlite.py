@@ -62,6 +62,7 @@ from .base import (
     Outbound,
     Override,
     Page,
+    PrefixMatches,
     Session,
     StoredMessage,
     StoreFull,
@@ -288,6 +289,12 @@ class SQLiteStore:
     ) -> StoredMessage | None:
         now = self._clock()
         return await self._lookup(lambda c: ops.get(c, address, msg_id, now, sender))
+
+    async def match_prefix(
+        self, address: str, prefix: str, sender: str | None = None, limit: int = 10
+    ) -> PrefixMatches:
+        now = self._clock()
+        return await self._read(lambda c: ops.match_prefix(c, address, prefix, sender, limit, now))
 
     async def list(self, address: str, query: ListQuery) -> Page:
         if query.cursor:

@@ -29,6 +29,12 @@ mapped from the old values.
 Step 5 is SQLite's step 5 (read its notes): `contacts`, who each address has written to,
 and an index counting one sender's pending mail in a mailbox.
 
+Step 6: short ids (base.py, "Short ids"): an index (recipient, msg_id COLLATE "C") so a
+prefix is found by a range scan in byte order whatever the database's default collation
+(the unique index on (recipient, msg_id, sender) is in that collation, and a comparison
+uses an index only in the index's own collation). Building it locks writes to
+`deliveries` for as long as the build takes, once.
+
 Several processes may start at once against one new database: `migrate` holds a
 transaction-scoped advisory lock while it reads the version and applies steps, so exactly
 one of them applies each step and the others then find it applied.
@@ -208,6 +214,13 @@ CREATE TABLE contacts (
     PRIMARY KEY (owner, peer)
 );
 CREATE INDEX deliveries_sender ON deliveries (recipient, sender, status);
+""",
+    ),
+    Migration(
+        6,
+        "short ids: message ids by prefix in byte order",
+        """
+CREATE INDEX deliveries_id_prefix ON deliveries (recipient, msg_id COLLATE "C");
 """,
     ),
 ]

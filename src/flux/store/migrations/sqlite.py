@@ -38,6 +38,10 @@ has written to it, and strangers share a small part of the pending quota
 (base.py StrangerShare). Its key serves both lookups the storing transaction makes: "is
 this sender known" and, joined per pending row, "is that row a stranger's". An index on
 `deliveries (recipient, sender, status)` counts one sender's pending mail in a mailbox.
+
+Step 6 changes nothing: it keeps the step numbers in line with PostgreSQL's step 6 (an
+index for short ids in byte order); SQLite's unique index (recipient, msg_id, sender) is
+in BINARY order already and serves a prefix range as it is (base.py, "Short ids").
 """
 
 from __future__ import annotations
@@ -254,6 +258,14 @@ CREATE TABLE contacts (
 ) WITHOUT ROWID;
 CREATE INDEX deliveries_sender ON deliveries (recipient, sender, status);
 """,
+    ),
+    Migration(
+        6,
+        "short ids: no change (the unique index serves prefix ranges)",
+        # Kept so the step numbers match PostgreSQL's, whose step 6 adds an index in byte
+        # order: here the unique index (recipient, msg_id, sender) is already in BINARY
+        # (byte) order and serves `msg_id >= prefix AND msg_id < upper` as it is.
+        "SELECT 1;",
     ),
 ]
 

@@ -1,7 +1,9 @@
 """`flux`: the command line. Thin: arguments → config or client → print.
 
 Every failure ends as one line on stderr and exit status 1 (set FLUX_DEBUG=1 for the
-traceback). `--key` defaults to $FLUX_KEY and `--server` to $FLUX_SERVER.
+traceback). `--key` defaults to $FLUX_KEY and `--server` to $FLUX_SERVER (a URL without scheme:
+http for localhost, else https). Sessions are kept per server and identity in
+$XDG_CONFIG_HOME/flux/sessions.json (client/session_cache.py); `flux logout` ends one.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import sys
 import typer
 
 from .. import __version__
-from . import admin, demo, keys, mail, server
+from . import account, admin, demo, keys, mail, server
 from ._common import fail
 
 __all__ = ["app", "main"]
@@ -28,9 +30,10 @@ app = typer.Typer(
 
 for command in (
     keys.keygen, keys.selfcheck, server.server, mail.register, mail.send, mail.inbox,
-    mail.read, mail.watch, keys.verify, demo.demo,
+    mail.read, mail.watch, keys.verify, demo.demo, account.logout,
 ):  # fmt: skip
     app.command()(command)
+app.add_typer(account.account, name="account")
 app.add_typer(admin.admin, name="admin")
 
 

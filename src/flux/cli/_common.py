@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -15,6 +17,7 @@ import typer
 from rich.console import Console
 
 from ..client import FluxClient, FluxClientError
+from ..client.session_cache import CachedSession, SessionCache
 from ..identity import FluxIdentity
 from ..protocol.errors import FluxError
 
@@ -29,11 +32,31 @@ KeyOption = typer.Option(
     "--key",
     "-k",
     envvar="FLUX_KEY",
-    help="Key file (default: $FLUX_KEY).",
+    help="Key file (none: the password account you logged in with, `flux account login`).",
     show_default=False,
 )
+
+
+def server_url(value: str) -> str:
+    """A server URL as typed: `localhost:8765` means http://localhost:8765 (a loopback host
+    is plain HTTP), `example.org` means https://example.org; a trailing / is dropped."""
+    text = value.strip()
+    if "://" not in text:
+        host = text.split("/")[0].rsplit(":", 1)[0].strip("[]")
+        local = host in ("localhost", "::1") or host.startswith("127.")
+        text = f"{'http' if local else 'https'}://{text}"
+    if not text.startswith(("http://", "https://")):
+        raise typer.BadParameter(f"{value!r}: the URL must be http:// or https://")
+    return text.rstrip("/")
+
+
 ServerOption = typer.Option(
-    DEFAULT_SERVER, "--server", "-s", envvar="FLUX_SERVER", help="Server URL ($FLUX_SERVER)."
+    DEFAULT_SERVER,
+    "--server",
+    "-s",
+    envvar="FLUX_SERVER",
+    callback=server_url,
+    help="Server URL; no scheme means http for localhost, else https.",
 )
 LegacySecretOption = typer.Option(
     None,
@@ -94,6 +117,34 @@ def run(coro: Awaitable[T]) -> T:
     return asyncio.run(coro)  # type: ignore[arg-type]
 
 
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@asynccontextmanager
+async def cached_client(
+    identity: FluxIdentity, server: str, legacy_secret: str | None = None
+) -> AsyncIterator[FluxClient]:
+    """A client that starts from the session kept for (server, identity) and keeps the one
+    it ends with, so commands in a row share one session (client/session_cache.py). A 401
+    on a kept token makes the client prove its key again; the new token replaces it."""
+    async with FluxClient(identity, server, legacy_secret=legacy_secret) as client:
+        if legacy_secret:
+            yield client  # a derived token: nothing to keep
+            return
+        cache = SessionCache()
+        kept = cache.get(client.url, client.address, now_ms())
+        if kept is not None and kept.kind == "key":
+            client.use_token(kept.token)
+        try:
+            yield client
+        finally:
+            token = client.token
+            if token is not None and (kept is None or token != kept.token):
+                cache.put(CachedSession(client.url, client.address, token, "key",
+                                        client.token_expires))  # fmt: skip
+
+
 def with_client(
     key: Path | None,
     server: str,
@@ -101,11 +152,11 @@ def with_client(
     legacy_secret: str | None = None,
 ) -> T:
     """Load the key, open a client to `server` (with the prototype's token when
-    `legacy_secret` is given), run `action(client)`, close the client."""
+    `legacy_secret` is given, else the kept session), run `action(client)`, close it."""
     identity = load_identity(key)
 
     async def go() -> T:
-        async with FluxClient(identity, server, legacy_secret=legacy_secret) as client:
+        async with cached_client(identity, server, legacy_secret) as client:
             return await action(client)
 
     return run(go())

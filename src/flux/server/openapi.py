@@ -294,7 +294,12 @@ def paths() -> dict[str, Any]:
             "(Authorization: Bearer FLUX_OPERATOR_TOKEN, or a local client when no token is "
             "set) also gets the counters: websockets, store and the queue, with each "
             "destination and its last error",
-            ok_obj(store=COUNTS, websockets={"type": "integer"}))},
+            obj(["ok", "domain", "version", "uptime_ms", "mode", "registration"],
+                ok={"const": True}, domain={"type": "string"}, version={"type": "string"},
+                uptime_ms={"type": "integer"}, mode={"enum": ["open", "hosted"]},
+                registration={"type": "string"}, websockets={"type": "integer"}, store=COUNTS,
+                queue=obj(["queued", "destinations"], queued={"type": "integer"},
+                          destinations={"type": "array", "items": {"type": "object"}})))},
         "/metrics": {"get": op("Prometheus metrics (operator only: Bearer "
                                "FLUX_OPERATOR_TOKEN, or a local client when no token is set)",
                                {"type": "string"}, content_type="text/plain",

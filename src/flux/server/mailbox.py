@@ -10,6 +10,16 @@ Requests keep naming a message by bare id (`id`, `ids`), with an optional `from`
 sender) to choose; `ids` items may also be `{id, from}`. A bare id that names messages of
 several senders in this mailbox is refused with 409 `ambiguous` listing their senders —
 only the owner sees their own mailbox, so that tells them nothing about anyone else's.
+
+Short ids (docs/API.md, "Short ids"). Wherever a request names a message of the caller's
+own mailbox by id, it may give a prefix of the id instead (8-31 lower-case hex digits, as
+git's abbreviated hashes), resolved here before the store is asked, and only inside that
+mailbox (`Store.match_prefix`): a prefix that matches one id is that id (with `from` if
+given: several senders holding that one id is still the 409 above, field `from`); one that
+matches nothing is the same answer as an unknown id; one that matches several ids is 409
+`ambiguous` with field `id` (or `ids`) and `candidates` ({id, from, subject}, at most 10)
+and `count`. A short id is a lookup convenience only: it is never written into an
+envelope (`re` of a new message stays a full id, checked by the envelope's own rules).
 """
 
 from __future__ import annotations
@@ -21,13 +31,15 @@ from typing import Any
 
 from aiohttp import web
 
-from ..protocol.errors import InvalidValue, TooLarge, WrongType
+from ..protocol.errors import InvalidValue, MissingField, TooLarge, WrongType
 from ..store.base import (
+    MAX_CANDIDATES,
     AmbiguousMessage,
     ChangeKind,
     ListQuery,
     MessageRef,
     MessageStatus,
+    PrefixMatches,
     Store,
     StoredMessage,
 )
@@ -37,6 +49,7 @@ from .fanout import CHANGED, LocalFanout, MailEvent
 from .push import Connection
 
 Wire = dict[str, Any]
+ID_DIGITS = 32  #: a whole message id; anything shorter that passed the edge is a prefix
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,26 +67,31 @@ def parse_sender(obj: Mapping[str, Any], name: str = "from") -> str | None:
 
 
 def parse_ref(obj: Mapping[str, Any]) -> MessageRef:
-    """`{id, from?}`."""
-    return MessageRef(wire.message_id(obj), parse_sender(obj))
+    """`{id, from?}`; `id` may be a short id (a prefix: module notes)."""
+    return MessageRef(wire.check_id_or_prefix(wire.field(obj, "id")), parse_sender(obj))
 
 
 def parse_refs(obj: Mapping[str, Any]) -> list[MessageRef]:
     """`ids: [id | {id, from?}, ...]` or a single `id`, each with the request's `from`
-    unless the item names its own."""
+    unless the item names its own; each id may be a short id (module notes)."""
     default = parse_sender(obj)
-    ids = obj.get("ids")
-    if not (isinstance(ids, list) and any(isinstance(i, Mapping) for i in ids)):
-        return [MessageRef(i, default) for i in wire.id_list(obj)]
+    if "ids" not in obj:
+        if "id" in obj:
+            return [MessageRef(wire.check_id_or_prefix(obj["id"]), default)]
+        raise MissingField("ids (or id) is required", field="ids")
+    ids = obj["ids"]
+    if not isinstance(ids, list):
+        raise WrongType("ids must be a list of message ids", field="ids")
     if len(ids) > wire.MAX_IDS:
         raise TooLarge(f"at most {wire.MAX_IDS} ids at once", field="ids")
     refs: list[MessageRef] = []
     for n, item in enumerate(ids):
         if isinstance(item, Mapping):
             sender = parse_sender(item, "from") if "from" in item else default
-            refs.append(MessageRef(wire.check_id(item.get("id"), f"ids[{n}].id"), sender))
+            msg_id = wire.check_id_or_prefix(item.get("id"), f"ids[{n}].id")
+            refs.append(MessageRef(msg_id, sender))
         elif isinstance(item, str):
-            refs.append(MessageRef(wire.check_id(item, f"ids[{n}]"), default))
+            refs.append(MessageRef(wire.check_id_or_prefix(item, f"ids[{n}]"), default))
         else:
             raise WrongType("ids items are message ids or {id, from}", field=f"ids[{n}]")
     return list(dict.fromkeys(refs))
@@ -91,6 +109,35 @@ def parse_move(obj: Mapping[str, Any]) -> tuple[MessageRef, str]:
 def ref_wire(row: StoredMessage) -> dict[str, str]:
     """How a client addresses one message: `{id, from}`."""
     return {"id": row.id, "from": row.sender}
+
+
+class AmbiguousPrefix(Ambiguous):
+    """A short id that matches several messages of the caller's own mailbox (module notes):
+    409 `ambiguous` (the same code and row as Ambiguous), naming the request's id field,
+    with `prefix`, `count` (every match), `candidates` (at most MAX_CANDIDATES: {id, from,
+    subject?}) and, as the sender 409 has it, `ambiguous: [{id, senders}]`."""
+
+    def __init__(self, prefix: str, found: PrefixMatches, field: str) -> None:
+        senders: dict[str, list[str]] = {}
+        for m in found.items:
+            senders.setdefault(m.id, []).append(m.sender)
+        super().__init__(senders)
+        self.message = f"{found.count} messages have an id starting with {prefix}: give more of it"
+        self.field = field
+        self.prefix = prefix
+        self.count = found.count
+        self.found = [_candidate(m) for m in found.items]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "prefix": self.prefix, "count": self.count,
+                "candidates": self.found}  # fmt: skip
+
+
+def _candidate(row: StoredMessage) -> dict[str, Any]:
+    out = ref_wire(row)
+    if isinstance(row.envelope.get("subject"), str):
+        out["subject"] = row.envelope["subject"]
+    return out
 
 
 @contextlib.contextmanager
@@ -151,6 +198,35 @@ class Mailbox:
                               max(r.seq for r in rows), self.fanout.origin(origin))  # fmt: skip
             await self.fanout.publish(event)
 
+    # -- short ids ----------------------------------------------------------------------------
+
+    async def resolve(self, address: str, ref: MessageRef, field: str = "id") -> MessageRef | None:
+        """`ref` with its id made whole if it is a short id (module notes); None if the
+        prefix matches nothing in `address`'s mailbox. Raises AmbiguousPrefix."""
+        if len(ref.id) == ID_DIGITS:
+            return ref
+        found = await self.store.match_prefix(address, ref.id, ref.sender, MAX_CANDIDATES)
+        if found.count == 0:
+            return None
+        ids = {m.id for m in found.items}
+        if len(ids) == 1 and found.count == len(found.items):
+            return MessageRef(ids.pop(), ref.sender)  # several senders: the store's 409
+        raise AmbiguousPrefix(ref.id, found, field)
+
+    async def _resolve_one(self, address: str, ref: MessageRef) -> MessageRef:
+        """Raises NotFound for a prefix that matches nothing (as for an unknown id)."""
+        whole = await self.resolve(address, ref)
+        if whole is None:
+            raise NotFound("no such message in this mailbox", field="id")
+        return whole
+
+    async def _resolve_all(self, address: str, refs: Sequence[MessageRef]) -> list[MessageRef]:
+        """Prefixes that match nothing are dropped: read/delete leave an unknown id
+        un-updated rather than refusing the request."""
+        field = "id" if len(refs) == 1 else "ids"
+        found = [await self.resolve(address, r, field) for r in refs]
+        return list(dict.fromkeys(r for r in found if r is not None))
+
     # -- reading ----------------------------------------------------------------------------
 
     async def fetch(self, address: str, limit: int) -> list[Wire]:
@@ -166,7 +242,9 @@ class Mailbox:
         return await self.store.pending_count(address), [r.to_wire() for r in page.items]
 
     async def get(self, address: str, ref: MessageRef) -> Wire:
-        """Raises NotFound, Ambiguous (409: the id names several senders' messages)."""
+        """Raises NotFound, Ambiguous (409: the id names several senders' messages, or a
+        short id several messages)."""
+        ref = await self._resolve_one(address, ref)
         with _one_sender():
             row = await self.store.get(address, ref.id, ref.sender)
         if row is None:
@@ -176,6 +254,7 @@ class Mailbox:
     async def thread(self, address: str, ref: MessageRef) -> list[Wire]:
         """The conversation of one message (base.py, "Threads"). Raises NotFound,
         Ambiguous."""
+        ref = await self._resolve_one(address, ref)
         with _one_sender():
             rows = await self.store.thread(address, ref.id, ref.sender)
             if not rows and await self.store.get(address, ref.id, ref.sender) is None:
@@ -224,9 +303,10 @@ class Mailbox:
         origin: Connection | None = None,
     ) -> list[StoredMessage]:
         """The rows that changed. Raises Ambiguous (changing nothing) if any bare id names
-        several senders' messages."""
+        several senders' messages, or a short id several messages."""
+        refs = await self._resolve_all(address, refs)
         with _one_sender():
-            rows = await self.store.mark(address, refs, status)
+            rows = await self.store.mark(address, refs, status) if refs else []
         await self._changed(address, rows, origin)
         return rows
 
@@ -234,6 +314,8 @@ class Mailbox:
         self, address: str, req: TagRequest, origin: Connection | None = None
     ) -> list[str]:
         """The message's tags after the change. Raises NotFound, Ambiguous."""
+        ref = await self._resolve_one(address, MessageRef(req.id, req.sender))
+        req = TagRequest(ref.id, req.add, req.remove, ref.sender)
         with _one_sender():
             before = await self.store.get(address, req.id, req.sender)
             row = await self.store.tag(address, req.id, req.add, req.remove, req.sender)
@@ -247,6 +329,7 @@ class Mailbox:
         self, address: str, ref: MessageRef, inbox: str, origin: Connection | None = None
     ) -> str:
         """The message's inbox after the move. Raises NotFound, Ambiguous."""
+        ref = await self._resolve_one(address, ref)
         with _one_sender():
             before = await self.store.get(address, ref.id, ref.sender)
             row = await self.store.move(address, ref.id, inbox, ref.sender)

@@ -29,6 +29,7 @@ from ..protocol.canonical import loads_strict
 from ..protocol.envelope import CONTROL_RE, SERVER_RE, require_address, require_id
 from ..protocol.errors import InvalidValue, MalformedJSON, MissingField, TooLarge, WrongType
 from ..protocol.limits import MAX_RECIPIENTS, MAX_TAG_CHARS, MAX_TAGS
+from ..store.base import MIN_PREFIX
 from .errors import PayloadTooLarge, dumps
 
 MAX_IDS = 500  #: ids in one read/delete request
@@ -216,6 +217,26 @@ def check_id(value: Any, name: str = "id") -> str:
 
 def message_id(obj: Mapping[str, Any], name: str = "id") -> str:
     return check_id(field(obj, name), name)
+
+
+#: A message id (32 lower-case hex digits) or a short id: a prefix of one, at least
+#: MIN_PREFIX digits (docs/API.md, "Short ids").
+_ID_OR_PREFIX = re.compile(rf"[0-9a-f]{{{MIN_PREFIX},32}}")
+
+
+def check_id_or_prefix(value: Any, name: str = "id") -> str:
+    """A message id or a prefix of one (8-32 lower-case hex digits), as given: the mailbox
+    resolves a prefix inside the caller's own mailbox (server/mailbox.py). Raises
+    WrongType (not a string) or InvalidValue (anything else), naming `name`."""
+    if isinstance(value, str) and _ID_OR_PREFIX.fullmatch(value):
+        return value
+    if not isinstance(value, str):
+        raise WrongType(f"{name} must be a string", field=name)
+    raise InvalidValue(
+        f"{name} must be a message id or a prefix of at least {MIN_PREFIX} of its"
+        " lower-case hex digits",
+        field=name,
+    )
 
 
 def id_list(obj: Mapping[str, Any]) -> list[str]:

@@ -125,7 +125,7 @@ class MailRoutes:
 
     async def message(self, request: web.Request) -> web.Response:
         address = await self._owner_in_path(request, frozenset({"from"}))
-        ref = MessageRef(wire.check_id(request.match_info["id"]), query_sender(request))
+        ref = MessageRef(wire.check_id_or_prefix(request.match_info["id"]), query_sender(request))
         return wire.ok(message=await self.mailbox.get(address, ref))
 
     async def read(self, request: web.Request) -> web.Response:
@@ -136,7 +136,9 @@ class MailRoutes:
     async def delete(self, request: web.Request) -> web.Response:
         address, body = await self._owner_in_body(request, REFS_FIELDS)
         refs = parse_refs(body)
-        return wire.ok(**updated_wire(await self.mailbox.mark(address, refs, MessageStatus.DELETED)))
+        return wire.ok(
+            **updated_wire(await self.mailbox.mark(address, refs, MessageStatus.DELETED))
+        )
 
     async def tag(self, request: web.Request) -> web.Response:
         address, body = await self._owner_in_body(request, TAG_FIELDS)
@@ -149,7 +151,7 @@ class MailRoutes:
 
     async def thread(self, request: web.Request) -> web.Response:
         wire.only_query(request, frozenset({"address", "from"}))
-        ref = MessageRef(wire.check_id(request.match_info["id"]), query_sender(request))
+        ref = MessageRef(wire.check_id_or_prefix(request.match_info["id"]), query_sender(request))
         address = await self._owner_in_query(request)
         return wire.ok(messages=await self.mailbox.thread(address, ref))
 

@@ -47,7 +47,7 @@ from ..protocol.errors import InvalidInput
 from ..protocol.tokens import legacy_token
 from .answers import bad_answer, need, optional
 from .bindings import KnownBindings
-from .errors import FluxClientError
+from .errors import AmbiguousId, FluxClientError
 from .resolve import (
     Recipient,
     domain_url,
@@ -83,6 +83,22 @@ def _with_sender(body: dict[str, Any], sender: str | None) -> dict[str, Any]:
 def _ids_field(ids: Ids) -> dict[str, Any]:
     # One bare id goes as `id`, which both FLUX and the prototype read; several as `ids`.
     return {"id": ids} if isinstance(ids, str) else {"ids": _id_list(ids)}
+
+
+def _ambiguous_prefix(prefix: str, found: list[Message]) -> dict[str, Any]:
+    """The server's 409 for a short id matching several messages (docs/API.md, "Short
+    ids"), made by the client from a listing (a server without /message)."""
+    ordered = sorted(found, key=lambda m: (m["id"], str(m.get("from"))))
+    senders: dict[str, list[str]] = {}
+    for m in ordered:
+        senders.setdefault(m["id"], []).append(str(m.get("from")))
+    candidates = [{"id": m["id"], "from": m.get("from"),
+                   **({"subject": m["subject"]} if isinstance(m.get("subject"), str) else {})}
+                  for m in ordered[:10]]  # fmt: skip
+    return {"ok": False, "code": "ambiguous", "field": "id", "prefix": prefix,
+            "error": f"{len(found)} messages have an id starting with {prefix}",
+            "count": len(found), "candidates": candidates,
+            "ambiguous": [{"id": k, "senders": v} for k, v in senders.items()]}  # fmt: skip
 
 
 def _messages(
@@ -598,9 +614,15 @@ class FluxClient:
     # Every call naming a message takes `sender` (sent as `from`): needed only when two
     # senders' messages in this mailbox share the id, which the server refuses with 409
     # `ambiguous` (raised as AmbiguousId, listing the senders to choose from).
+    # Every such `message_id` (and each id in `ids`) may also be a short id: a prefix of
+    # 8-31 of its lower-case hex digits, resolved by the server inside this mailbox only
+    # (docs/API.md, "Short ids"). A prefix that matches several messages raises AmbiguousId
+    # with `field` "id" (or "ids") and the answer's `candidates` ({id, from, subject}, at
+    # most 10) and `count` in `.body`; one that matches nothing is the unknown id's 404.
 
     async def get(self, message_id: str, *, sender: str | None = None) -> Message:
-        """One message of this mailbox by id (and `sender`). Raises AmbiguousId."""
+        """One message of this mailbox by id or short id (and `sender`). Raises
+        AmbiguousId, FluxClientError (404 `not_found`, 400 naming `id`)."""
         path = f"/message/{self.address}/{message_id}"
         try:
             body = await self._request("GET", path, params={"from": sender})
@@ -613,11 +635,18 @@ class FluxClient:
         return dict(need(body, "message", dict, "GET /message"))
 
     async def _find_in_inbox(self, message_id: str, sender: str | None) -> Message:
-        for msg in (await self.inbox()).messages:
-            if msg.get("id") == message_id and sender in (None, msg.get("from")):
-                return msg
-        raise FluxClientError(f"no message {message_id} in this mailbox", status=404,
-                              code="not_found", field="id")  # fmt: skip
+        """The prototype's server has no /message route: find the id, or the one id a short
+        id starts with, in the listing, as FLUX's server would (AmbiguousId for several)."""
+        found = [m for m in (await self.inbox()).messages
+                 if isinstance(m.get("id"), str) and m["id"].startswith(message_id)
+                 and sender in (None, m.get("from"))]  # fmt: skip
+        exact = [m for m in found if m["id"] == message_id]
+        if exact or len({m["id"] for m in found}) == 1:
+            return (exact or found)[0]
+        if not found:
+            raise FluxClientError(f"no message {message_id} in this mailbox", status=404,
+                                  code="not_found", field="id")  # fmt: skip
+        raise AmbiguousId.from_answer(409, _ambiguous_prefix(message_id, found))
 
     async def read(self, ids: Ids, *, sender: str | None = None) -> list[str]:
         """Mark read; returns the ids whose status changed. `sender` names the sender of

@@ -249,13 +249,17 @@ async def test_chromium_renders_every_operation_from_this_server_only(
         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
         # virtual time: the page's scripts and its fetch of /openapi.json run to completion
         "--virtual-time-budget=15000",
+        # the page's console on stderr: a CSP refusal would show there
+        "--enable-logging=stderr", "--v=0",
         f"--log-net-log={netlog}", "--dump-dom", server.url + "/docs",
     ]  # fmt: skip
     # the server runs in this loop, so the browser runs as an asyncio subprocess
     proc = await asyncio.create_subprocess_exec(
-        browser, *flags, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        browser, *flags, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
-    dom, _ = await asyncio.wait_for(proc.communicate(), timeout=180)
+    dom, log = await asyncio.wait_for(proc.communicate(), timeout=180)
+    console = [line for line in log.decode(errors="replace").splitlines() if ":CONSOLE" in line]
+    assert console == []  # no CSP refusal, no script error
     rendered = set(re.findall(r'class="opblock-summary-path" data-path="([^"]*)"', dom.decode()))
     assert rendered == set(spec["paths"])
     requested = page_requests(netlog)

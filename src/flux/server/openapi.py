@@ -11,6 +11,13 @@ from typing import Any
 
 ADDRESS = {"type": "string", "pattern": "^fx1[0-9a-f]{40}$", "description": "an fx1 address"}
 MSG_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$", "description": "a message id"}
+#: Where a request names a message of the caller's own mailbox (docs/API.md, "Short ids").
+ID_OR_PREFIX = {
+    "type": "string",
+    "pattern": "^[0-9a-f]{8,32}$",
+    "description": "a message id, or a short id: a prefix of 8+ of its hex digits, resolved "
+    "in the caller's own mailbox only (several matches: 409 `ambiguous` with `candidates`)",
+}
 B64 = {"type": "string", "description": "padded base64url"}
 TAG = {"type": "string", "minLength": 1, "maxLength": 64}
 INBOX = {"type": "string", "minLength": 1, "maxLength": 64}
@@ -73,15 +80,27 @@ ERROR = obj(
         "description": "409 `ambiguous` only: each id the request named without `from` and "
         "the senders whose messages in this mailbox have it",
         "items": obj(
-            ["id", "senders"], id=MSG_ID, senders={"type": "array", "items": ADDRESS, "minItems": 2}
+            ["id", "senders"], id=MSG_ID, senders={"type": "array", "items": ADDRESS, "minItems": 1}
         ),
+    },
+    prefix={"type": "string", "description": "409 `ambiguous` for a short id: the prefix"},
+    count={"type": "integer", "description": "409 `ambiguous` for a short id: every match"},
+    candidates={
+        "type": "array",
+        "maxItems": 10,
+        "description": "409 `ambiguous` for a short id: the first matches by (id, from)",
+        "items": obj(["id", "from"], id=MSG_ID, subject={"type": "string"}, **{"from": ADDRESS}),
     },
 )
 #: 409 `ambiguous` (PROTOCOL.md §4.5): an Error that lists the candidates
 AMBIGUOUS_ERROR = {
     "allOf": [
         ref("Error"),
-        obj(["code", "field", "ambiguous"], code={"const": "ambiguous"}, field={"const": "from"}),
+        obj(
+            ["code", "field", "ambiguous"],
+            code={"const": "ambiguous"},
+            field={"enum": ["from", "id", "ids"]},
+        ),
     ]
 }
 MESSAGES = {"type": "array", "items": ref("Message")}
@@ -102,7 +121,9 @@ ERROR_TEXT = {
     "to a recipient (another sender's message with the same id is another message and "
     "changes nothing)",
     "409-ambiguous": "`ambiguous`: an id named without `from` matches messages of several "
-    "senders in this mailbox; `ambiguous` lists them, repeat with `from`",
+    "senders in this mailbox (`field` `from`; `ambiguous` lists them, repeat with `from`), "
+    "or a short id matches several messages (`field` `id` or `ids`; `candidates` lists up to "
+    "10 with `count` of all, repeat with more digits)",
     "413": "Request body too large",
     "429": "Too many: the recipient's pending quota or its stranger share is full (`field` "
     "`to` or `from`), or `rate_limited` (this client address, peer server or username has "
@@ -164,7 +185,7 @@ SENDER = {**ADDRESS, "description": "the sender (`from`) of the message meant: n
           "when several senders' messages in this mailbox share the id"}  # fmt: skip
 FROM_QUERY = {**query("from", SENDER), "description": SENDER["description"]}
 REF = obj(["id", "from"], id=MSG_ID, **{"from": ADDRESS})
-ID_ITEM = {"oneOf": [MSG_ID, obj(["id"], id=MSG_ID, **{"from": SENDER})],
+ID_ITEM = {"oneOf": [ID_OR_PREFIX, obj(["id"], id=ID_OR_PREFIX, **{"from": SENDER})],
            "description": "a message id, or {id, from} naming its sender"}  # fmt: skip
 IDS = {"type": "array", "items": ID_ITEM}
 UPDATED = ok_obj(
@@ -172,7 +193,7 @@ UPDATED = ok_obj(
     refs={"type": "array", "items": REF, "description": "the same messages as {id, from}"},
 )
 AMBIGUOUS = "409-ambiguous"
-IDS_BODY = obj(["address"], address=ADDRESS, ids=IDS, id=MSG_ID, **{"from": SENDER})
+IDS_BODY = obj(["address"], address=ADDRESS, ids=IDS, id=ID_OR_PREFIX, **{"from": SENDER})
 
 
 def transaction(summary: str) -> dict[str, Any]:
@@ -227,7 +248,7 @@ def paths() -> dict[str, Any]:
             params=[ADDR_PATH, LIMIT], auth=True)},
         "/message/{address}/{id}": {"get": op(
             "One message, by id and (when the id is shared) `from`", ok_obj(message=ref("Message")),
-            params=[ADDR_PATH, path_param("id", MSG_ID), FROM_QUERY], auth=True,
+            params=[ADDR_PATH, path_param("id", ID_OR_PREFIX), FROM_QUERY], auth=True,
             errors=("404", AMBIGUOUS))},
         "/read": {"post": op("Mark read", UPDATED, body=IDS_BODY, auth=True, errors=(AMBIGUOUS,))},
         "/delete": {"post": op("Soft-delete", UPDATED, body=IDS_BODY, auth=True,
@@ -235,19 +256,19 @@ def paths() -> dict[str, Any]:
         "/tag": {"post": op(
             "Add and remove the caller's own tags (or the prototype's {tag, action})",
             ok_obj(tags={"type": "array", "items": TAG}),
-            body=obj(["address", "id"], address=ADDRESS, id=MSG_ID, add={"type": "array", "items": TAG},
+            body=obj(["address", "id"], address=ADDRESS, id=ID_OR_PREFIX, add={"type": "array", "items": TAG},
                      remove={"type": "array", "items": TAG}, tag={"type": "string"},
                      action={"enum": ["add", "remove"]}, **{"from": SENDER}),
             auth=True, errors=("404", AMBIGUOUS))},
         "/move": {"post": op(
             "Move to another inbox", ok_obj(inbox=INBOX),
-            body=obj(["address", "id", "inbox"], address=ADDRESS, id=MSG_ID, inbox=INBOX,
+            body=obj(["address", "id", "inbox"], address=ADDRESS, id=ID_OR_PREFIX, inbox=INBOX,
                      **{"from": SENDER}),
             auth=True, errors=("404", AMBIGUOUS))},
         "/thread/{id}": {"get": op(
             "The conversation by `re`, oldest first (a reply joins its parent only if its "
             "sender is a participant of the parent)", ok_obj(messages=MESSAGES),
-            params=[path_param("id", MSG_ID), query("address", ADDRESS, True), FROM_QUERY],
+            params=[path_param("id", ID_OR_PREFIX), query("address", ADDRESS, True), FROM_QUERY],
             auth=True, errors=("404", AMBIGUOUS))},
         "/changes": {"get": op(
             "What changed after state `since`",
@@ -420,21 +441,21 @@ def account_paths() -> dict[str, Any]:
             "Pending messages, not marked",
             ok_obj(pending={"type": "integer"}, count=COUNT, messages=MESSAGES), params=[LIMIT])},
         "/mail/read": {"post": session_op(
-            "Mark read", UPDATED, body=obj([], ids=IDS, id=MSG_ID, **{"from": SENDER}),
+            "Mark read", UPDATED, body=obj([], ids=IDS, id=ID_OR_PREFIX, **{"from": SENDER}),
             errors=(AMBIGUOUS,))},
         "/mail/delete": {"post": session_op(
-            "Soft-delete", UPDATED, body=obj([], ids=IDS, id=MSG_ID, **{"from": SENDER}),
+            "Soft-delete", UPDATED, body=obj([], ids=IDS, id=ID_OR_PREFIX, **{"from": SENDER}),
             errors=(AMBIGUOUS,))},
         "/mail/tag": {"post": session_op(
             "Add and remove tags (or the prototype's {tag, action})",
             ok_obj(tags={"type": "array", "items": TAG}),
-            body=obj(["id"], id=MSG_ID, add={"type": "array", "items": TAG},
+            body=obj(["id"], id=ID_OR_PREFIX, add={"type": "array", "items": TAG},
                      remove={"type": "array", "items": TAG}, tag={"type": "string"},
                      action={"enum": ["add", "remove"]}, **{"from": SENDER}),
             errors=("404", AMBIGUOUS))},
         "/mail/move": {"post": session_op(
             "Move to another inbox", ok_obj(inbox=INBOX),
-            body=obj(["id", "inbox"], id=MSG_ID, inbox=INBOX, **{"from": SENDER}),
+            body=obj(["id", "inbox"], id=ID_OR_PREFIX, inbox=INBOX, **{"from": SENDER}),
             errors=("404", AMBIGUOUS))},
     }  # fmt: skip
 

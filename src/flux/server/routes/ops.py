@@ -129,12 +129,12 @@ class OpsRoutes:
         """The API docs page (static/docs.py): Swagger UI rendering /openapi.json, every file
         from this server. The page itself is revalidated on each visit (`no-cache`, answered
         304 while unchanged), so a new version's page is seen at once."""
-        return _static(request, self._docs.page(), "no-cache")
+        return _static(request, await self._docs.page(), "no-cache")
 
     async def docs_asset(self, request: web.Request) -> web.Response:
         """A file the docs page loads: 404 `not_found` (field `name`) for any other name.
         Kept an hour, then revalidated by ETag."""
-        asset = self._docs.asset(request.match_info["name"])
+        asset = await self._docs.asset(request.match_info["name"])
         if asset is None:
             raise NotFound("no such docs asset", field="name")
         return _static(request, asset, "public, max-age=3600")

@@ -128,6 +128,16 @@ async def test_only_the_listed_files_are_served(
     assert body["code"] == "not_found" and body["field"] == "name"
 
 
+@pytest.mark.parametrize("path", ["/docs", "/docs/assets/flux-docs.js"])
+async def test_a_query_parameter_is_refused_by_name(
+    server: RunningServer, http: aiohttp.ClientSession, path: str
+) -> None:
+    async with http.get(server.url + path, params={"theme": "dark"}) as resp:
+        assert resp.status == 400
+        body = await resp.json()
+    assert body["field"] == "theme"
+
+
 # --- no outside URL in what FLUX ships for the page -------------------------------------
 
 #: comments, where a licence or a "why" may name a URL; a line comment starts a line or

@@ -128,12 +128,15 @@ class OpsRoutes:
     async def docs(self, request: web.Request) -> web.Response:
         """The API docs page (static/docs.py): Swagger UI rendering /openapi.json, every file
         from this server. The page itself is revalidated on each visit (`no-cache`, answered
-        304 while unchanged), so a new version's page is seen at once."""
+        304 while unchanged), so a new version's page is seen at once. A query parameter
+        is refused by name (400), as on every route: the page takes none."""
+        wire.only_query(request, frozenset())
         return _static(request, await self._docs.page(), "no-cache")
 
     async def docs_asset(self, request: web.Request) -> web.Response:
         """A file the docs page loads: 404 `not_found` (field `name`) for any other name.
-        Kept an hour, then revalidated by ETag."""
+        Kept an hour, then revalidated by ETag. Takes no query parameter (400 naming it)."""
+        wire.only_query(request, frozenset())
         asset = await self._docs.asset(request.match_info["name"])
         if asset is None:
             raise NotFound("no such docs asset", field="name")

@@ -41,7 +41,13 @@ def ensure_venv(extras: str) -> None:
 
 
 def run(argv: list[str]) -> None:
-    code = subprocess.call(argv, cwd=ROOT)
+    child = subprocess.Popen(argv, cwd=ROOT)
+    try:
+        code = child.wait()
+    except KeyboardInterrupt:
+        # Ctrl-C reached the child too (same process group): let it finish its own clean
+        # stop, then leave quietly with its status (130 if it had none to give).
+        code = child.wait() or 130
     if code:
         sys.exit(code)
 
@@ -68,7 +74,10 @@ def main() -> None:
     commands = {"run": cmd_run, "test": cmd_test}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)
-    commands[sys.argv[1]](sys.argv[2:])
+    try:
+        commands[sys.argv[1]](sys.argv[2:])
+    except KeyboardInterrupt:  # between commands, or while creating .venv: no traceback
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -75,13 +75,6 @@ def test_every_route_is_described(live: ThreadedServer) -> None:
             assert "400" in op["responses"] and "200" in op["responses"], (method, path)
 
 
-def test_docs_page_is_self_contained(live: ThreadedServer) -> None:
-    resp = requests.get(live.url + "/docs", timeout=10)
-    assert resp.status_code == 200 and "text/html" in resp.headers["Content-Type"]
-    assert "/send" in resp.text and "http" not in resp.text.replace(live.url, "").split("<body>")[1].replace("/openapi.json", "")  # fmt: skip
-    assert "<script" not in resp.text
-
-
 def _login(url: str, who: Identity) -> str:
     """Register `who` and open a session over plain HTTP (the live server's clock is real)."""
     domain = requests.get(url + "/health", timeout=10).json()["domain"]

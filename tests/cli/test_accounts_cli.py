@@ -86,10 +86,11 @@ def test_login_with_password_from_environment_and_top_level_logout(tmp_path, liv
 def test_errors_are_one_line_with_the_fix(tmp_path, live_server):
     env = _env(tmp_path, live_server, FLUX_PASSWORD="s3cret-enough")
     assert flux("account", "register", "frank", **env).returncode == 0
-    _one_line_error(flux("account", "register", "frank", **env), "username_taken")
+    _one_line_error(flux("account", "register", "frank", **env), "username_taken",
+                    "choose another username")  # fmt: skip
     _one_line_error(flux("account", "login", "frank", **_env(tmp_path, live_server,
                                                               FLUX_PASSWORD="wrong-password")),
-                    "login_failed")  # fmt: skip
+                    "login_failed", "check the username and the password")  # fmt: skip
     _one_line_error(flux("account", "register", "Bad Name!", **env), "username")
     short = _env(tmp_path, live_server, FLUX_PASSWORD="short")
     _one_line_error(flux("account", "register", "gina", **short), "password")
@@ -102,4 +103,5 @@ def test_errors_are_one_line_with_the_fix(tmp_path, live_server):
     _one_line_error(flux("account", "logout", **env), "not logged in")
     _one_line_error(flux("account", "whoami", "--server", "127.0.0.1:9", **env), "not logged in")
     down = _env(tmp_path, "127.0.0.1:9", FLUX_PASSWORD="s3cret-enough")
-    _one_line_error(flux("account", "login", "frank", **down), "cannot reach http://127.0.0.1:9")
+    _one_line_error(flux("account", "login", "frank", **down), "cannot reach http://127.0.0.1:9",
+                    "is the server running?")  # fmt: skip

@@ -86,3 +86,33 @@ def test_a_url_without_scheme_is_accepted(tmp_path, live_server):
     assert f"at {live_server}" in result.stdout
     wrong = flux("inbox", **_env(tmp_path, key, "ftp://" + bare))
     assert wrong.returncode == 2 and "http:// or https://" in wrong.stderr
+
+
+def test_the_cache_file_is_private_whatever_the_umask_and_forgets_expired(tmp_path):
+    from flux.client.session_cache import CachedSession, SessionCache, config_dir
+
+    assert config_dir({"XDG_CONFIG_HOME": str(tmp_path)}) == tmp_path / "flux"
+    assert config_dir({"XDG_CONFIG_HOME": "relative"}).parts[-2:] == (".config", "flux")
+    cache = SessionCache(tmp_path / "flux" / "sessions.json")
+    old = os.umask(0)
+    try:
+        cache.put(CachedSession("http://h:1/", "fx1a", "tok", "key", expires_at=2_000))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(cache.path).st_mode) == 0o600
+    assert cache.get("http://h:1", "fx1a", now_ms=1_999).token == "tok"
+    assert cache.get("http://h:1", "fx1a", now_ms=2_000) is None  # expired: prove again
+    assert cache.get("http://h:1", "fx1b", now_ms=0) is None
+    assert [p.name for p in cache.path.parent.iterdir()] == ["sessions.json"]  # no temp left
+
+
+def test_a_damaged_cache_file_counts_as_empty(tmp_path):
+    from flux.client.session_cache import CachedSession, SessionCache
+
+    cache = SessionCache(tmp_path / "sessions.json")
+    for junk in ("not json", "[1, 2]", '{"x y": {"token": 1, "unknown": 2}}'):
+        cache.path.write_text(junk)
+        assert cache.get("x", "y", now_ms=0) is None
+        assert cache.sessions("x", "key", now_ms=0) == []
+    cache.put(CachedSession("x", "y", "t"))
+    assert cache.get("x", "y", now_ms=0).token == "t"

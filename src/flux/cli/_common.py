@@ -75,12 +75,25 @@ class CliError(Exception):
     """A failure the user can act on, shown as its message alone."""
 
 
+#: the fix to print after a server's or the client's refusal, by its code
+FIXES = {
+    "unreachable": "is the server running? Check --server or $FLUX_SERVER",
+    "login_failed": "check the username and the password ($FLUX_PASSWORD)",
+    "username_taken": "choose another username, or `flux account login` if it is yours",
+    "rate_limited": "wait a few minutes before trying again",
+    "registration_closed": "ask the server's operator for an account",
+    "bad_invite": "ask the server's operator for a fresh invite (--invite)",
+}
+
+
 def describe(exc: BaseException) -> str:
-    """One line saying what went wrong, without a traceback."""
+    """One line saying what went wrong and, where there is one, the fix; no traceback."""
     if isinstance(exc, CliError):
         text = str(exc)
     elif isinstance(exc, FluxClientError):
         text = f"server refused: {exc}" if exc.status is not None else exc.message
+        if fix := FIXES.get(exc.code):
+            text = f"{text}; {fix}"
     elif isinstance(exc, FluxError):
         where = f" (field {exc.field})" if exc.field else ""
         text = f"{exc.code}: {exc.message}{where}"

@@ -222,7 +222,8 @@ async def _read_as_account(api: AccountApi, message_id: str, no_mark: bool) -> N
         body = Text("[encrypted end to end: the account's key is on the server]", style="cyan")
     if not no_mark:
         await api.call("POST", "/mail/read", json={"ids": [message_id]})
-    out.print(_panel(msg, body, _chain_text(check)))
+    hops = f"{len(check.hops)} hop(s), intact (seals checked against their own records)"
+    out.print(_panel(msg, body, hops if check.hops else "no hops"))
 
 
 async def _verify(client: FluxClient, msg: dict[str, Any]) -> Verified:

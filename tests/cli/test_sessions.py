@@ -116,3 +116,13 @@ def test_a_damaged_cache_file_counts_as_empty(tmp_path):
         assert cache.sessions("x", "key", now_ms=0) == []
     cache.put(CachedSession("x", "y", "t"))
     assert cache.get("x", "y", now_ms=0).token == "t"
+
+
+def test_the_latest_saved_account_session_comes_last(tmp_path):
+    from flux.client.session_cache import CachedSession, SessionCache
+
+    cache = SessionCache(tmp_path / "sessions.json")
+    for name in ("zed", "amy", "zed"):
+        cache.put(CachedSession("u", f"fx1{name}", "t", "account", username=name))
+    assert [s.username for s in cache.sessions("u", "account", now_ms=0)] == ["amy", "zed"]
+    assert cache.sessions("u", "key", now_ms=0) == []

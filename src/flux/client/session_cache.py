@@ -115,7 +115,7 @@ class SessionCache:
         fd, tmp = tempfile.mkstemp(prefix=".sessions-", dir=self.path.parent)
         try:
             with os.fdopen(fd, "w") as file:
-                json.dump(data, file, indent=1, sort_keys=True)
+                json.dump(data, file, indent=1)  # in saving order: the latest last
                 file.flush()
                 os.fsync(file.fileno())
             os.replace(tmp, self.path)

@@ -11,6 +11,7 @@ import pty
 import re
 import select
 import shutil
+import socket
 import subprocess
 import sys
 import termios
@@ -72,6 +73,7 @@ def _clean_exit(term: Terminal) -> None:
     code = term.ctrl_c()
     assert code in (0, 130), term.output
     assert "Traceback" not in term.output, term.output
+    assert "Unclosed" not in term.output, term.output  # asyncio's complaints on stderr
 
 
 def test_ctrl_c_stops_watch(tmp_path, live_server):
@@ -116,3 +118,21 @@ def test_ctrl_c_stops_dev_py_run(tmp_path):
         _clean_exit(term)
     finally:
         term.kill()
+
+
+def test_ctrl_c_during_a_request_that_never_answers(tmp_path):
+    """A server that accepts and never answers: Ctrl-C once the request is on the wire."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        url = f"127.0.0.1:{silent.getsockname()[1]}"
+        term = Terminal([sys.executable, "-m", "flux", "account", "login", "x"],
+                        FLUX_SERVER=url, FLUX_PASSWORD="p" * 8,
+                        XDG_CONFIG_HOME=str(tmp_path))  # fmt: skip
+        try:
+            silent.settimeout(WAIT)
+            conn, _ = silent.accept()  # the request is under way
+            with conn:
+                conn.settimeout(WAIT)
+                assert conn.recv(4096).startswith(b"POST /account/login")
+                _clean_exit(term)
+        finally:
+            term.kill()

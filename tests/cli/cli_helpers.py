@@ -10,11 +10,16 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
 WAIT = 30.0
-ENV = {"COLUMNS": "200", "NO_COLOR": "1", "PYTHONUNBUFFERED": "1", "TERM": "dumb"}
+# XDG_CONFIG_HOME: the CLI caches sessions there; never the real ~/.config of whoever runs us
+ENV = {
+    "COLUMNS": "200", "NO_COLOR": "1", "PYTHONUNBUFFERED": "1", "TERM": "dumb",
+    "XDG_CONFIG_HOME": tempfile.mkdtemp(prefix="flux-cli-tests-"),
+}  # fmt: skip
 
 
 def env(**extra: str) -> dict[str, str]:

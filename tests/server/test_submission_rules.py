@@ -130,14 +130,16 @@ async def test_report_only_quarantine_accepts_and_says_what_it_would_refuse(
 ):
     srv = await make_server(enforce_quarantine=False)
     await srv.register(alice, bob)
-    for n in range(3):
-        await srv.store.add_strike(Strike("bad.example", f"p{n}", "forged_body", "r.example",
-                                          "a" * 32, n))  # fmt: skip
-    msg = srv.message(alice, bob) | {"route": [{"server": "bad.example", "t": 1}]}
+    for server in ("zz.example", "bad.example"):
+        for n in range(3):
+            await srv.store.add_strike(Strike(server, f"{server}-{n}", "forged_body",
+                                              "r.example", "a" * 32, n))  # fmt: skip
+    route = [{"server": "zz.example", "t": 1}, {"server": "bad.example", "t": 2}]
+    msg = srv.message(alice, bob) | {"route": route}
     with caplog.at_level(logging.WARNING, logger="flux.server"):
         await srv.send(msg)
     lines = [r.getMessage() for r in caplog.records if "quarantine_report_only" in r.getMessage()]
-    assert lines == [f"event=quarantine_report_only id={msg['id']} via=bad.example"]
+    assert lines == [f"event=quarantine_report_only id={msg['id']} via=bad.example,zz.example"]
     assert metric(srv, "flux_refusals_total", code="quarantined_report_only") == 1
 
 

@@ -53,7 +53,12 @@ a delay), in `GuardedRequestHandler._handle_request`, before the app sees it:
 - WebSocket frames (counted by their headers, FrameCounter) are already read when they are
   counted: past the budget the socket is simply not read again until the address's turn;
 - a large body costs more than an empty one (`turns_for`: one turn, and one per 16 KiB), since
-  reading, parsing and hashing it does: no input costs the loop more than its size.
+  reading, parsing and hashing it does: no input costs the loop more than its size. The
+  bytes are counted as they are read, not taken from `Content-Length`, so a chunked body
+  pays the same; a request takes at most a burst when it is admitted, and the rest of its
+  body pays while it is read, only within the address's burst (reading waits otherwise), so
+  the largest legitimate body (an 8 MiB federation transaction) is slowed, never refused
+  for its size, and a body never puts its address in debt ahead of a neighbour.
 
 Which address: the same as every per-address budget (`fair.client_bucket` of
 `wire.client_address`): IPv4 address, IPv6 /64, and behind `trusted_proxies` the
@@ -124,6 +129,15 @@ def turns_for(size: int | None) -> int:
     return 1 + (size or 0) // BYTES_PER_TURN
 
 
+def most_turns_at_once(budget: RequestBudget) -> int:
+    """The most turns one request takes when it is admitted: a full burst. Its body's
+    further bytes take their turns as they are read (reading paused past the budget), so
+    a large body is slowed, never refused for its size alone: 8 MiB (a full federation
+    transaction, 513 turns) is more than an idle address may ever take at once with the
+    defaults (200 + 2 s x 100), and asking for it in one go would be a 429 forever."""
+    return max(1, budget.burst)
+
+
 class RequestTurns:
     """Each client address's turns on the event loop, by the budget (RequestBudget).
 
@@ -136,13 +150,18 @@ class RequestTurns:
 
     One number per address, and an address whose schedule is in the past holds nothing
     it would not be given again: those entries are dropped once there are `max_addresses`,
-    so memory is bounded by the addresses active in the last few seconds.
+    so memory is bounded by the addresses active in the last few seconds. A sweep that
+    drops little is not repeated until the table has doubled again: with every entry still
+    on schedule (many addresses, each with turns ahead of it), sweeping on every new
+    address would cost each request a pass over all of them.
     """
 
     def __init__(self, budget: RequestBudget, *, max_addresses: int = 100_000) -> None:
         self.budget = budget
         self.max_addresses = max_addresses
         self._due: dict[str, float] = {}
+        #: the table's size at which stale entries are next swept out
+        self._sweep_at = max_addresses
         #: how many requests or frames waited for their turn, and how many were refused
         self.delayed = 0
         self.refused = 0
@@ -156,7 +175,7 @@ class RequestTurns:
         """Take `cost` turns for `key` at loop time `now`; the seconds to wait before the
         work may go (0: at once). Never refuses: for frames already read (WebSocket)."""
         interval = 1.0 / self.budget.per_s
-        if key not in self._due and len(self._due) >= self.max_addresses:
+        if key not in self._due and len(self._due) >= self._sweep_at:
             self._forget(now)
         due = max(self._due.get(key, now), now) + cost * interval
         self._due[key] = due
@@ -165,6 +184,19 @@ class RequestTurns:
             self.delayed += 1
             return wait
         return 0.0
+
+    def take_within(self, key: str, now: float, cost: int) -> tuple[bool, float]:
+        """Take `cost` turns for bytes already read (a body) if they fit in the address's
+        burst now: (True, 0.0). Else nothing is taken: (False, seconds until they would
+        fit), and reading waits until then. A body never puts its address in debt: a
+        neighbour behind the same address waits behind at most one read per connection,
+        it is not refused for half a minute because a flood's bodies were read first."""
+        interval = 1.0 / self.budget.per_s
+        due = max(self._due.get(key, now), now) + cost * interval
+        wait = due - now - self.budget.burst * interval
+        if wait <= 0:
+            return True, self.take(key, now, cost)
+        return False, wait
 
     def admit(self, key: str, now: float, cost: int = 1) -> float | None:
         """Take `cost` turns for a request from `key`: the seconds to wait (0: at once), or
@@ -195,6 +227,7 @@ class RequestTurns:
 
     def _forget(self, now: float) -> None:
         self._due = {key: due for key, due in self._due.items() if due > now}
+        self._sweep_at = max(self.max_addresses, 2 * len(self._due))
 
 
 class FrameCounter:
@@ -296,6 +329,10 @@ class GuardedRequestHandler(RequestHandler):
         self._frames: FrameCounter | None = None
         #: reading is paused until the address's turn (RequestTurns); released by this timer
         self._held: asyncio.TimerHandle | None = None
+        #: bytes read from the client and not yet paid for in turns: every byte read costs
+        #: its turns once, whether its body says its length or comes chunked, and whether
+        #: a handler reads it or aiohttp discards it
+        self._unpaid = 0
 
     async def start(self) -> None:
         # A connection refused at accept (the per-address cap) is gone before its task
@@ -316,10 +353,15 @@ class GuardedRequestHandler(RequestHandler):
         if self._turns.on:
             key = self._key = self._policy.request_key(request)
             if key is not None:
-                wait = self._turns.admit(key, self._loop.time(), turns_for(request.content_length))
+                # the bytes read since the last payment: this request's head, and its body
+                # as far as it came with it (the rest pays as it is read, _pay_bytes)
+                cost = min(turns_for(self._unpaid), most_turns_at_once(self._turns.budget))
+                wait = self._turns.admit(key, self._loop.time(), cost)
                 if wait is None:
                     request_handler = self._refusal(key)
-                elif wait > 0:
+                else:
+                    self._unpaid = max(0, self._unpaid - (cost - 1) * BYTES_PER_TURN)
+                if wait:
                     self._hold(wait)  # nothing more is read from this connection meanwhile
                     await asyncio.sleep(wait)  # the address's turn: a schedule, not a poll
                     if self.transport is None:  # gone while waiting: no work for nobody
@@ -365,6 +407,10 @@ class GuardedRequestHandler(RequestHandler):
 
     def _release(self) -> None:
         self._held = None
+        if self._key is not None and self._unpaid >= BYTES_PER_TURN:
+            self._settle()  # bytes still unpaid: their turn first
+            if self._held is not None:
+                return
         if not self._reading_paused and not self._buffer_paused:  # aiohttp's own holds
             super()._resume_transport_reading()
 
@@ -395,9 +441,32 @@ class GuardedRequestHandler(RequestHandler):
             self._write_timer.cancel()
             self._write_timer = None
 
+    def _pay_bytes(self, size: int) -> None:
+        """Request bytes take their turns as they are read (chunked bodies, bodies past
+        what their request paid for when admitted, bodies nobody reads and aiohttp
+        discards while it lingers): only within the address's burst (take_within), so
+        past it reading pauses until its turn, and a refused request (a 429 closes its
+        connection) left the address nothing to pay."""
+        self._unpaid += size
+        if self._key is None or self._unpaid < BYTES_PER_TURN:
+            return  # the first request's admission pays for what came before it
+        self._settle()
+
+    def _settle(self) -> None:
+        """Pay for the bytes read (at most a burst at a time); what does not fit within
+        the address's delay waits, with reading paused, and is paid on release."""
+        turns = min(self._unpaid // BYTES_PER_TURN, most_turns_at_once(self._turns.budget))
+        taken, wait = self._turns.take_within(self._key or "", self._loop.time(), turns)
+        if taken:
+            self._unpaid -= turns * BYTES_PER_TURN
+        if wait > 0:
+            self._hold(wait)
+
     def data_received(self, data: bytes) -> None:
         if self._upgraded and self._payload_parser is not None and data:
             self._count_frames(data)
+        elif not self._upgraded and data and self._turns.on:
+            self._pay_bytes(len(data))
         before = self._request_count
         super().data_received(data)
         if self._upgraded or self._force_close:  # a WebSocket keeps its own deadlines

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import logging
 import re
+from urllib.parse import unquote
 
 __all__ = ["REDACTED", "RedactingFilter", "redact", "redacted_logger"]
 
 REDACTED = "***"
 #: query parameters that carry credentials (case-insensitive)
 SECRET_PARAMS = ("token", "session", "access_token", "auth", "password", "secret", "key", "sig")
-_QUERY_RE = re.compile(
-    r"(?i)([?&;](?:" + "|".join(SECRET_PARAMS) + r")=)[^&;\s\"']*"
-)
+_QUERY_RE = re.compile(r"([?&;])([^=&;?#\s\"']*)=([^&;\s\"']*)")
+
 _HEADER_RE = re.compile(
     r"(?i)\b(authorization|x-flux-token|x-flux-session)(\"?\s*[:=]\s*\"?)"
     r"(?:(bearer|basic)\s+)?[^\s\"',}]+"
@@ -33,13 +33,22 @@ _HEADER_RE = re.compile(
 _SCHEME_RE = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
 
 
+def _query_value(match: re.Match[str]) -> str:
+    """A query parameter, its value redacted if its name, percent-decoded as the server
+    reads it (`?%74oken=` is the legacy token too), names a credential."""
+    sep, name, value = match.groups()
+    if unquote(name).lower() in SECRET_PARAMS:
+        value = REDACTED
+    return f"{sep}{name}={value}"
+
+
 def redact(text: str) -> str:
     """`text` with credential values replaced by `***` (names kept, so a reader still sees
     that one was sent)."""
     lowered = text.lower()
     if "=" not in text and ":" not in text and "bearer" not in lowered and "basic" not in lowered:
         return text
-    text = _QUERY_RE.sub(lambda m: m.group(1) + REDACTED, text)
+    text = _QUERY_RE.sub(_query_value, text)
     text = _HEADER_RE.sub(
         lambda m: f"{m.group(1)}{m.group(2)}{m.group(3) + ' ' if m.group(3) else ''}{REDACTED}",
         text,

@@ -36,6 +36,7 @@ from ..store._postgres_ops import rowcount
 from ..store._postgres_pool import Conn, PgPool, chosen_schema, redact
 from ..store.migrations import Migration
 from ..store.migrations.postgres import migrate
+from .keys import SealedSeed
 from .store import (
     _ACCOUNT_COLUMNS,
     Account,
@@ -124,7 +125,9 @@ class PostgresAccountStore:
             self.schema_version = await self._pool.open(self._migrate)
 
     async def _migrate(self, conn: Conn) -> int:
-        self._locks = Locks(await scope_of(conn, self.schema))  # by schema (store/_postgres_locks.py)
+        self._locks = Locks(
+            await scope_of(conn, self.schema)
+        )  # by schema (store/_postgres_locks.py)
         # Not the mail store's lock, so neither migration waits for the other; but a
         # missing schema is created under the mail store's lock too (it creates it as
         # well, and the mail store never takes ours, so no cycle).
@@ -192,6 +195,29 @@ class PostgresAccountStore:
                "(SELECT username FROM oauth_links WHERE provider = $1 AND subject = $2)")  # fmt: skip
         row = await self._row(sql, link.provider, link.subject)
         return None if row is None else _account_from(row)
+
+    async def set_password(
+        self, username: str, password_hash: str, sealed: SealedSeed, *, keep_session: str | None,
+        now_ms: int,
+    ) -> int:  # fmt: skip
+        """AccountStore.set_password: both updates in one transaction."""
+
+        async def update(c: Conn) -> int:
+            changed = await c.execute(
+                """UPDATE accounts SET password_hash = $2, sealed_key = $3, key_salt = $4,
+                          key_kdf = $5 WHERE username = $1""",
+                username, password_hash, sealed.box, sealed.salt, sealed.kdf,
+            )  # fmt: skip
+            if rowcount(changed) != 1:
+                raise KeyError(username)
+            return rowcount(await c.execute(
+                """UPDATE account_sessions SET revoked = TRUE
+                   WHERE username = $1 AND NOT revoked AND expires_at > $2
+                     AND token_hash IS DISTINCT FROM $3""",
+                username, now_ms, keep_session,
+            ))  # fmt: skip
+
+        return await self._run(update, transaction=True)
 
     # -- sessions -------------------------------------------------------------------------------
     async def create_session(self, session: AccountSession) -> None:

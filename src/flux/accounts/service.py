@@ -232,15 +232,7 @@ class Accounts:
         """Raises TooManyAttempts, LoginFailed (one message for every reason)."""
         name = username.lower()
         key = (name, peer or "")
-        # Counted as a failure until it succeeds (limiter.py): parallel guesses cannot slip
-        # past the limit while their hashes are being checked.
-        refused = await self.limiter.refusal(key, self.clock())
-        if refused is not None:
-            wait_s = self.limiter.retry_after_s
-            who = {"pair": "", "client": " from your network address",
-                   "account": " for this username"}[refused]  # fmt: skip
-            raise TooManyAttempts(f"too many failed logins{who}; try again in at most {wait_s} s",
-                                  field="username", retry_after_s=wait_s)  # fmt: skip
+        await self._limit(key, "username")
         account = await self.store.account(name) if USERNAME_RE.match(name) else None
         stored = account.password_hash if account is not None else None
         dummy = await self._dummy(peer) if stored is None else ""
@@ -250,6 +242,59 @@ class Accounts:
         await self.limiter.succeeded(key)
         seed = await self._kdf(peer, open_password_seed, account.sealed, password)
         return await self.open_session(account, seed)
+
+    async def _limit(self, key: tuple[str, str], field: str) -> None:
+        """Count an attempt on (username, peer) as a failure until it succeeds (limiter.py):
+        parallel guesses cannot slip past the limit while their hashes are being checked.
+        Raises TooManyAttempts naming `field`."""
+        refused = await self.limiter.refusal(key, self.clock())
+        if refused is not None:
+            wait_s = self.limiter.retry_after_s
+            who = {"pair": "", "client": " from your network address",
+                   "account": " for this username"}[refused]  # fmt: skip
+            raise TooManyAttempts(f"too many failed logins{who}; try again in at most {wait_s} s",
+                                  field=field, retry_after_s=wait_s)  # fmt: skip
+
+    async def change_password(
+        self, active: ActiveSession, password: str, new_password: str, client: str | None = None
+    ) -> int:
+        """Change a password account's password (docs/API.md, `POST /account/password`).
+
+        `password` is checked as a login checks it, and counted by the same limiter under
+        the same (username, client) key, so a stolen session cannot be used to guess the
+        password faster than logins could. The seed is opened with the old password and
+        sealed again under the new one: the key, and so the address and every message
+        encrypted to it, stay the same. The new hash and seal replace the old ones in one
+        store transaction that also revokes the account's other live sessions (the
+        caller's, `active`, stays). Returns how many sessions were revoked.
+
+        Raises InvalidValue (not a password account, field `password`), WrongType/TooLarge/
+        InvalidValue naming `new_password`, TooManyAttempts, LoginFailed (wrong password,
+        field `password`), KdfBusy."""
+        account = active.account
+        if (
+            account.kind is not AccountKind.PASSWORD
+            or not account.password_hash
+            or account.sealed is None
+        ):
+            raise InvalidValue(f"a {account.kind} account has no password to change", field="password")  # fmt: skip
+        # The new password is checked first: a request that cannot succeed spends no
+        # argon2id and none of the limiter's budget.
+        check_password(new_password, "new_password")
+        key = (account.username, client or "")
+        await self._limit(key, "password")
+        matched = await self._kdf(client, password_matches, account.password_hash, password)
+        if not matched:
+            raise LoginFailed("wrong password", field="password")
+        await self.limiter.succeeded(key)
+        seed = await self._kdf(client, open_password_seed, account.sealed, password)
+        if Identity(seed).address != account.address:  # a row swapped or damaged in the store
+            raise RuntimeError(f"the sealed key of {account.username} is not its address's key")
+        password_hash, sealed = await self._kdf(client, self._protect, seed, new_password)
+        return await self.store.set_password(
+            account.username, password_hash, sealed,
+            keep_session=active.session.token_hash, now_ms=self.clock(),
+        )  # fmt: skip
 
     async def _dummy(self, client: str | None) -> str:
         if self._dummy_hash is None:

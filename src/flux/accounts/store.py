@@ -25,7 +25,7 @@ import enum
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -101,6 +101,17 @@ class AccountStore(Protocol):
 
     async def account(self, username: str) -> Account | None: ...
     async def linked_account(self, link: OAuthLink) -> Account | None: ...
+    async def set_password(
+        self, username: str, password_hash: str, sealed: SealedSeed, *, keep_session: str | None,
+        now_ms: int,
+    ) -> int:  # fmt: skip
+        """Replace the account's password hash and sealed seed and revoke its other live
+        sessions (all but `keep_session`, a token hash), in one transaction: a crash never
+        leaves the new password with the old sessions, or a hash that does not match its
+        seal. Returns how many live sessions it revoked. Raises KeyError for an unknown
+        username."""
+        ...
+
     async def create_session(self, session: AccountSession) -> None: ...
     async def active_session(self, token_hash: str, now_ms: int) -> ActiveSession | None: ...
     async def revoke_session(self, token_hash: str) -> bool:
@@ -145,6 +156,19 @@ class MemoryAccountStore:
     async def linked_account(self, link: OAuthLink) -> Account | None:
         username = self._links.get(link)
         return None if username is None else self._accounts.get(username)
+
+    async def set_password(
+        self, username: str, password_hash: str, sealed: SealedSeed, *, keep_session: str | None,
+        now_ms: int,
+    ) -> int:  # fmt: skip
+        account = self._accounts[username]
+        self._accounts[username] = replace(account, password_hash=password_hash, sealed=sealed)
+        others = [h for h, (s, revoked) in self._sessions.items()
+                  if s.username == username and not revoked and h != keep_session
+                  and s.expires_at > now_ms]  # fmt: skip
+        for token_hash in others:
+            self._sessions[token_hash] = (self._sessions[token_hash][0], True)
+        return len(others)
 
     async def create_session(self, session: AccountSession) -> None:
         self._sessions[session.token_hash] = (session, False)
@@ -332,6 +356,28 @@ class SQLiteAccountStore:
                "(SELECT username FROM oauth_links WHERE provider = ? AND subject = ?)")  # fmt: skip
         row = await self._one(sql, (link.provider, link.subject))
         return None if row is None else _account_from(row)
+
+    async def set_password(
+        self, username: str, password_hash: str, sealed: SealedSeed, *, keep_session: str | None,
+        now_ms: int,
+    ) -> int:  # fmt: skip
+        """AccountStore.set_password: one transaction (BEGIN IMMEDIATE)."""
+
+        def update(conn: sqlite3.Connection) -> int:
+            changed = conn.execute(
+                "UPDATE accounts SET password_hash = ?, sealed_key = ?, key_salt = ?, key_kdf = ? "
+                "WHERE username = ?",
+                (password_hash, sealed.box, sealed.salt, sealed.kdf, username),
+            ).rowcount  # fmt: skip
+            if changed != 1:
+                raise KeyError(username)
+            return conn.execute(
+                "UPDATE account_sessions SET revoked = 1 WHERE username = ? AND revoked = 0 "
+                "AND expires_at > ? AND token_hash IS NOT ?",
+                (username, now_ms, keep_session),
+            ).rowcount  # fmt: skip
+
+        return await self._write(update)
 
     # -- sessions -------------------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ SEND_FIELDS = frozenset({"to", "content", "subject", "cc", "bcc", "tags", "re", 
                          "encrypt", "address"})  # fmt: skip
 REGISTER_FIELDS = frozenset({"username", "password", "invite"})
 LOGIN_FIELDS = frozenset({"username", "password"})
+PASSWORD_FIELDS = frozenset({"password", "new_password"})
 CLAIM_FIELDS = frozenset({"username", "address", "pub", "t", "sig", "invite"})
 REFS_FIELDS = frozenset({"address", "ids", "id", "from"})
 TAG_FIELDS = frozenset({"address", "id", "from", "add", "remove"})
@@ -107,6 +108,7 @@ class AccountRoutes:
             web.post("/account/login", self.login),
             web.post("/account/logout", self.logout),
             web.get("/account/me", self.me),
+            web.post("/account/password", self.password),
             web.post("/account/claim", self.claim),
             web.post("/mail/send", self.send),
             web.get("/mail/inbox", self.inbox),
@@ -157,6 +159,20 @@ class AccountRoutes:
         active = await self.accounts.authenticate(request.headers.get(SESSION_HEADER))
         return wire.ok(created_at=active.account.created_at,
                        expires_at=active.session.expires_at, **self._public(active.account))  # fmt: skip
+
+    async def password(self, request: web.Request) -> web.Response:
+        """Change the session's account password: {password, new_password} -> {ok,
+        sessions_revoked}. The session is checked first (401), so nothing is parsed or
+        counted without one. Raises what Accounts.change_password raises."""
+        active, _ = await self._session(request)
+        body = await wire.read_object(request)
+        wire.only(body, PASSWORD_FIELDS)
+        password = wire.string(body, "password", max_len=MAX_PASSWORD)
+        new_password = wire.string(body, "new_password", max_len=MAX_PASSWORD)
+        # counted per client bucket under the account's name, as logins are (limiter.py)
+        client = client_bucket(wire.client_address(request, self.trusted_proxies))
+        revoked = await self.accounts.change_password(active, password, new_password, client)
+        return wire.ok(sessions_revoked=revoked)
 
     async def claim(self, request: web.Request) -> web.Response:
         body = await wire.read_object(request)
@@ -224,7 +240,9 @@ class AccountRoutes:
     async def delete(self, request: web.Request) -> web.Response:
         address, body = await self._owner_of_body(request, REFS_FIELDS)
         refs = parse_refs(body)
-        return wire.ok(**updated_wire(await self.mailbox.mark(address, refs, MessageStatus.DELETED)))
+        return wire.ok(
+            **updated_wire(await self.mailbox.mark(address, refs, MessageStatus.DELETED))
+        )
 
     async def tag(self, request: web.Request) -> web.Response:
         address, body = await self._owner_of_body(request, TAG_FIELDS)

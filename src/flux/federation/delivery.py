@@ -50,6 +50,8 @@ import json
 import logging
 import random
 import re
+import ssl
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -60,7 +62,8 @@ import aiohttp
 from ..background import running, wait_at_most
 from ..protocol.chain import ChainVerdict, ServerSigner, append_hop, check_can_append
 from ..protocol.errors import FluxError
-from ..store.base import Lease, Outbound, Queued, Store, StoreUnavailable
+from ..store.base import DeliveryState, Lease, Outbound, Queued, Store, StoreUnavailable
+from .netguard import AnswerTooLarge, NameNotFound, RedirectRefused, RefusedAddress
 from .peers import PeerClient
 from .signing import sign_request
 
@@ -72,8 +75,13 @@ IDLE_CHECK_S = 10.0  #: the worker looks at the store at least this often
 MAX_BATCH = 100  #: messages in one delivery transaction (docs/FEDERATION.md)
 MAX_BATCH_BYTES = 8 * 1024 * 1024  #: one delivery transaction's body, at most
 
-#: refusals a later attempt may overcome; every other refusal is final (a bounce)
-TRANSIENT_REFUSALS = frozenset({"quota_exceeded", "unavailable", "internal_error"})
+#: refusals a later attempt may overcome, in words a person understands; every other
+#: refusal is final (a bounce)
+TRANSIENT_REFUSALS = {
+    "quota_exceeded": "the recipient's mailbox is full",
+    "unavailable": "the receiving server is temporarily unavailable",
+    "internal_error": "the receiving server failed (internal error)",
+}
 #: per-recipient outcomes that mean the message did not and will not reach that recipient
 UNDELIVERABLE = frozenset({"not_hosted"})
 #: how long to wait before trying the store again while it is unreachable
@@ -109,7 +117,10 @@ class Settlement:
 
     done: list[int]  #: qids to remove (delivered or bounced)
     bounces: list[tuple[Queued, list[str], str]]
-    retry: str | None  #: why the rest stays queued, if anything does
+    retry: str | None  #: why the rest stays queued, if anything does (for the operator)
+    #: the same in words for the sender (its sent mail's delivery state), if it differs;
+    #: a rendering of `retry`, so not part of what makes two settlements equal
+    words: str | None = dataclasses.field(default=None, compare=False)
 
 
 class DeliveryWorker:
@@ -221,10 +232,11 @@ class DeliveryWorker:
         except StoreUnavailable as exc:
             log.warning("event=store_unavailable where=delivery destination=%s error=%s",
                         lease.destination, exc)  # fmt: skip
-            verdict = Settlement([], [], "the store was unavailable")
+            verdict = Settlement([], [], "the store was unavailable",
+                                 "this server could not reach its own database")  # fmt: skip
         except Exception as exc:  # never let one destination stop the worker
             log.exception("event=delivery_crashed destination=%s", lease.destination)
-            verdict = Settlement([], [], f"internal: {exc}")
+            verdict = Settlement([], [], f"internal: {exc}", "this server failed (internal error)")
         finally:
             renewing.cancel()
             await asyncio.gather(renewing, return_exceptions=True)
@@ -256,11 +268,15 @@ class DeliveryWorker:
         retry_at = None
         if verdict.retry is not None:
             retry_at = self.clock() + backoff_delay_ms(lease.attempts, self.policy, self.rand)
+        # the senders' delivery states, written in the settling transaction: a crash leaves
+        # neither a delivered message "queued" nor a queued one "delivered"
+        delivery = delivery_changes(lease, verdict, retry_at, self.clock())
         while True:  # the peer's answer is settled once the store is back, never dropped
             try:
                 settled = await self.store.settle(
-                    lease, verdict.done, retry_at=retry_at, error=peer_text(verdict.retry)
-                )
+                    lease, verdict.done, retry_at=retry_at, error=peer_text(verdict.retry),
+                    delivery=delivery,
+                )  # fmt: skip
                 break
             except StoreUnavailable as exc:
                 log.warning("event=store_unavailable where=settle destination=%s error=%s",
@@ -323,13 +339,19 @@ class DeliveryWorker:
             server = await self._server_for(lease.destination)
             results = await self._post(server, sending, via=sending[0].item.via, held=held)
         except DeliveryFailed as exc:
+            if exc.permanent:  # waiting cannot help (the domain does not exist): bounce now
+                log.info("event=delivery_failed destination=%s reason=%s", lease.destination, exc)
+                bounced += [(q, list(q.item.recipients), exc.words) for q in sending]
+                return Settlement(expired_ids + [q.qid for q in sending], bounced, None)
             log.warning("event=delivery_deferred destination=%s attempts=%d reason=%s",
                         lease.destination, lease.attempts + 1, exc)  # fmt: skip
-            return Settlement(expired_ids, bounced, str(exc))
+            return Settlement(expired_ids, bounced, str(exc), exc.words)
         verdict = _judge(sending, results, mesh=bool(sending[0].item.via))
         log.info("event=delivered destination=%s sent=%d done=%d bounced=%d",
                  lease.destination, len(sending), len(verdict.done), len(verdict.bounces))  # fmt: skip
-        return Settlement(expired_ids + verdict.done, bounced + verdict.bounces, verdict.retry)
+        return Settlement(
+            expired_ids + verdict.done, bounced + verdict.bounces, verdict.retry, verdict.words
+        )
 
     async def _last_error(self, destination: str) -> str:
         for state in await self.store.queue_state():
@@ -371,7 +393,7 @@ class DeliveryWorker:
                     timeout_s=self.policy.timeout_s, lost=lambda: held.lost,
                 )  # fmt: skip
             except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
-                raise DeliveryFailed(f"{type(exc).__name__}: {exc}"[:300]) from exc
+                raise DeliveryFailed.of(exc, self.policy.timeout_s) from exc
         encoded = [_json(m) for m in sealed]
         results: list[Any] = []
         for part in _by_size(encoded, MAX_BATCH_BYTES - 1024):
@@ -397,13 +419,16 @@ class DeliveryWorker:
                 server, path, body, headers, timeout_s=self.policy.timeout_s
             )
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
-            raise DeliveryFailed(f"{type(exc).__name__}: {exc}"[:300]) from exc
+            raise DeliveryFailed.of(exc, self.policy.timeout_s) from exc
         if status != 200 or not isinstance(answer, dict) or answer.get("txn") != txn:
             code = answer.get("error") if isinstance(answer, dict) else None
-            raise DeliveryFailed(f"HTTP {status} {code or ''}".strip())
+            raise DeliveryFailed(f"HTTP {status} {code or ''}".strip(), http_words(status))
         results = answer.get("results")
         if not isinstance(results, list) or len(results) != len(messages):
-            raise DeliveryFailed("the answer does not list one result per message")
+            raise DeliveryFailed(
+                "the answer does not list one result per message",
+                "the receiving server's answer was not understood",
+            )
         return results
 
 
@@ -442,7 +467,114 @@ def _by_size(parts: list[bytes], limit: int) -> list[list[bytes]]:
 
 
 class DeliveryFailed(Exception):
-    """The peer could not be reached or did not answer as the contract says."""
+    """The peer could not be reached or did not answer as the contract says.
+
+    `str()`: the technical cause, for the operator (the queue's `last_error`, the log);
+    `words`: the same for the sender, in a sentence (its sent mail's delivery state);
+    `permanent`: waiting cannot help (the domain does not exist): bounce at once."""
+
+    def __init__(self, detail: str, words: str | None = None, *, permanent: bool = False):
+        super().__init__(detail)
+        self.words = words or detail
+        self.permanent = permanent
+
+    @classmethod
+    def of(cls, exc: BaseException, timeout_s: float) -> DeliveryFailed:
+        words, permanent = failure_words(exc, timeout_s)
+        return cls(f"{type(exc).__name__}: {exc}"[:300], words, permanent=permanent)
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """`exc` and what it wraps (`__cause__`, `__context__`, aiohttp's `os_error`)."""
+    seen: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo and len(seen) < 10:
+        e = todo.pop(0)
+        if e is None or any(e is s for s in seen):
+            continue
+        seen.append(e)
+        todo += [e.__cause__, e.__context__, getattr(e, "os_error", None)]
+    return seen
+
+
+def failure_words(exc: BaseException, timeout_s: float) -> tuple[str, bool]:
+    """A failed request in a sentence a person understands, and whether it is permanent
+    (only a name that does not exist is: PROTOCOL.md §10.3, "Fast failure")."""
+    causes = _causes(exc)
+
+    def has(*kinds: type[BaseException]) -> BaseException | None:
+        return next((e for e in causes if isinstance(e, kinds)), None)
+
+    if (missing := has(NameNotFound)) is not None:
+        return f"the domain {missing.host} does not exist (no such domain)", True  # type: ignore[attr-defined]
+    if has(RefusedAddress):
+        return "the receiving server's address is private or reserved (not allowed)", False
+    if has(aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError, ssl.SSLError):
+        return "the receiving server's TLS certificate was not accepted (TLS failure)", False
+    if has(aiohttp.ClientConnectorDNSError):
+        return "the receiving server's name could not be looked up (DNS did not answer)", False
+    if has(ConnectionRefusedError):
+        return "the receiving server did not answer (connection refused)", False
+    if has(TimeoutError, aiohttp.ServerTimeoutError):
+        return f"the receiving server did not answer within {timeout_s:g} s (timeout)", False
+    if has(aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, ConnectionResetError):
+        return "the receiving server closed the connection before answering", False
+    if has(RedirectRefused):
+        return "the receiving server answered with a redirect (not followed)", False
+    if has(AnswerTooLarge):
+        return "the receiving server's answer was too large", False
+    if has(aiohttp.ClientConnectorError):
+        return "could not connect to the receiving server", False
+    return f"the receiving server could not be reached ({type(exc).__name__})", False
+
+
+def http_words(status: int) -> str:
+    """A peer's non-200 answer to a delivery, in words."""
+    if status == 503:
+        return "the receiving server is temporarily unavailable (HTTP 503)"
+    if status >= 500:
+        return f"the receiving server failed (HTTP {status})"
+    if status == 429:
+        return "the receiving server asked this server to slow down (HTTP 429)"
+    if status == 413:
+        return "the receiving server found the delivery too large (HTTP 413)"
+    return f"the receiving server did not accept the delivery (HTTP {status})"
+
+
+def clock_time(ms: int) -> str:
+    """HH:MM UTC of a unix ms time, for "next try at ..."."""
+    return time.strftime("%H:%M UTC", time.gmtime(ms / 1000))
+
+
+def delivery_changes(
+    lease: Lease, verdict: Settlement, retry_at: int | None, now: int
+) -> dict[tuple[str, str], dict[str, dict[str, Any]]]:
+    """What this attempt changes in the senders' sent mail, by (sender, id): each settled
+    recipient delivered or bounced (with the reason), each one still queued with its
+    attempts, next retry and the last error in words."""
+    done = set(verdict.done)
+    bounced = {q.qid: (set(rcpts), reason) for q, rcpts, reason in verdict.bounces}
+    out: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    for q in lease.messages:
+        env = q.item.envelope
+        states = out.setdefault((str(env.get("from")), str(env.get("id"))), {})
+        if q.qid in done:
+            lost, reason = bounced.get(q.qid, (set(), ""))
+            for rcpt in q.item.recipients:
+                states[rcpt] = (
+                    {"state": DeliveryState.BOUNCED.value, "at": now, "reason": reason}
+                    if rcpt in lost
+                    else {"state": DeliveryState.DELIVERED.value, "at": now}
+                )
+        elif retry_at is not None:
+            words = verdict.words or peer_text(verdict.retry) or "not delivered yet"
+            for rcpt in q.item.recipients:
+                states[rcpt] = {
+                    "state": DeliveryState.QUEUED.value, "at": now,
+                    "attempts": lease.attempts + 1, "next_retry_at": retry_at,
+                    "error": f"{words}; next try at {clock_time(retry_at)}",
+                }  # fmt: skip
+    return {key: states for key, states in out.items() if states}
 
 
 class LeaseLost(Exception):
@@ -477,6 +609,7 @@ def _judge(batch: list[Queued], results: list[Any], *, mesh: bool) -> Settlement
     done: list[int] = []
     bounces: list[tuple[Queued, list[str], str]] = []
     retry: str | None = None
+    words: str | None = None
     for queued, result in zip(batch, results, strict=True):
         result = result if isinstance(result, Mapping) else {}
         recipients = result.get("recipients")
@@ -488,11 +621,14 @@ def _judge(batch: list[Queued], results: list[Any], *, mesh: bool) -> Settlement
                 bounces.append((queued, lost, "the receiving server does not host this address"))
         elif isinstance(refused, str) and refused in TRANSIENT_REFUSALS:
             retry = f"refused: {refused}"
+            words = TRANSIENT_REFUSALS[refused]
         else:
             done.append(queued.qid)
             reason = (
                 f"refused by the receiving server: {peer_text(refused, 64)} "
                 f"({peer_text(result.get('error', ''), 400)})"
             )
+            if refused == "unknown_recipient":  # the commonest refusal, in plain words
+                reason = "the receiving server does not host this address"
             bounces.append((queued, list(queued.item.recipients), reason))
-    return Settlement(done, bounces, retry)
+    return Settlement(done, bounces, retry, words)

@@ -173,10 +173,34 @@ class PeerPolicy:
         return url
 
 
+class NameNotFound(OSError):
+    """The name does not exist (DNS NXDOMAIN; getaddrinfo EAI_NONAME): a permanent answer,
+    unlike a resolver that did not answer (EAI_AGAIN, a timeout), which may later."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__(f"{host} does not exist (no such domain)")
+        self.host = host
+
+
+#: getaddrinfo's "no such name" answers; EAI_NODATA (a name without addresses) where the
+#: platform has it. EAI_AGAIN (try again) is left out on purpose: it is transient.
+_NO_SUCH_NAME = frozenset(
+    code for code in (getattr(socket, "EAI_NONAME", None), getattr(socket, "EAI_NODATA", None))
+    if code is not None
+)  # fmt: skip
+
+
+def no_such_name(host: str) -> bool:
+    """True for a name no resolver can answer: under `.invalid` (RFC 6761 §6.4: name
+    resolution APIs SHOULD return a negative answer at once), so no query leaves the host."""
+    return host.rstrip(".").lower().rsplit(".", 1)[-1] == "invalid"
+
+
 class GuardedResolver(AbstractResolver):
     """Resolves with `inner` (aiohttp's default) and keeps only the addresses the policy
     permits; aiohttp connects to what this returns, so the connection is pinned to a
-    checked address. Raises RefusedAddress when none is left."""
+    checked address. Raises RefusedAddress when none is left, NameNotFound when the name
+    does not exist (a permanent answer: delivery bounces at once rather than retrying)."""
 
     def __init__(self, policy: PeerPolicy, inner: AbstractResolver | None = None) -> None:
         self.policy = policy
@@ -185,7 +209,21 @@ class GuardedResolver(AbstractResolver):
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
-        results = await self.inner.resolve(host, port, family)
+        if no_such_name(host):
+            raise NameNotFound(host)
+        try:
+            results = await self.inner.resolve(host, port, family)
+        except socket.gaierror as exc:
+            if exc.errno in _NO_SUCH_NAME:
+                raise NameNotFound(host) from exc
+            raise
+        except OSError as exc:  # aiodns/threaded resolvers wrap gaierror in an OSError
+            cause = exc.__cause__
+            if isinstance(cause, socket.gaierror) and cause.errno in _NO_SUCH_NAME:
+                raise NameNotFound(host) from exc
+            if type(cause).__name__ == "DNSError" and cause.args[:1] == (4,):
+                raise NameNotFound(host) from exc  # aiodns: ARES_ENOTFOUND (NXDOMAIN)
+            raise
         kept = [r for r in results if self._permitted(host, port, r["host"])]
         if not kept:
             raise RefusedAddress(f"{host} resolves only to private or reserved addresses")

@@ -41,7 +41,11 @@ In order, each step refusing with its own error (the table in errors.py gives th
    final, so the sender's server bounces it rather than retrying;
 8. this server's route entry and sealed hop (`next` = "local"), then the store, awaiting
    the durable commit; remote copies go into the durable delivery queue (sealed later, to
-   the server actually reached: federation/delivery.py) and are answered `queued`;
+   the server actually reached: federation/delivery.py) and are answered `queued`. A
+   sender this server hosts keeps the message in its sent mail, one row with each
+   recipient's delivery state (stored, queued, bounced: `sent_record`), written in the
+   queueing transaction when there is a remote copy (the worker's settlements then update
+   it in theirs), else right after the store's;
 9. only then the push to the recipients' live sockets (the pushed copy is marked
    delivered first, so a client never sees mail the store could still lose);
 10. a sender this server hosts now knows every recipient it wrote to (`add_contacts`):
@@ -78,7 +82,16 @@ from ..protocol.errors import ChainError, FluxError, InvalidValue
 from ..protocol.outgoing import make_bounce
 from ..protocol.spam import RATE_LIMIT_REASON, check_spam
 from ..protocol.tamper import Offense, bound_seal, find_offense
-from ..store.base import Incoming, MessageRef, Outbound, Store, StoreOutcome, StrangerShare
+from ..store.base import (
+    DeliveryState,
+    Incoming,
+    MessageRef,
+    Outbound,
+    SentMessage,
+    Store,
+    StoreOutcome,
+    StrangerShare,
+)
 from . import wire
 from .errors import (
     Conflict,
@@ -174,6 +187,8 @@ class _Plan:
     outgoing: list[tuple[Any, Sequence[str]]]
     #: counts against the sender's rate budget once accepted (mail this server took)
     rated: bool = False
+    #: the sender is hosted here: its sent mail keeps this message (step 8)
+    keep_sent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,7 +402,10 @@ class Submitter:
             # submitted; counting it again here would refuse a queue that flushes after an
             # outage as a burst it never was. The content heuristics apply to all mail.
             await self._check_spam(env, now, rate_limited=route.origin)
-        return _Plan(env, now, cv, started, outcomes, fresh, outgoing, rated=route.origin)
+        keep = route.origin and (self.open_mode or await self.store.hosted(env.sender) is not None)
+        return _Plan(
+            env, now, cv, started, outcomes, fresh, outgoing, rated=route.origin, keep_sent=keep
+        )
 
     async def _commit(self, plans: Sequence[_Plan]) -> list[SubmitResult | FluxError]:
         """Store every plan's local copies in one transaction and queue its remote ones
@@ -408,6 +426,12 @@ class Submitter:
         queueing = [p for p in plans if p.outgoing and id(p) not in refused]
         if queueing:
             await self._queue(queueing)
+        # the sent copy of mail with no remote recipient (the others' went in with the queue)
+        local_only = [p for p in plans if p.keep_sent and not p.outgoing and id(p) not in refused]
+        if local_only:
+            await self.store.record_sent(
+                [sent_record(p.env, p.outcomes, p.now) for p in local_only]
+            )
         results: list[SubmitResult | FluxError] = []
         for plan in plans:
             if id(plan) in refused:
@@ -574,7 +598,13 @@ class Submitter:
                     via,
                 )  # fmt: skip
                 items.append((plan, rcpts, item))
-        added = await self.store.enqueue([item for _, _, item in items])
+        # The sent copies go in the queueing transaction (step 8): the worker cannot settle
+        # a copy before its sent record exists, and a crash cannot keep one without the other.
+        sent = [
+            sent_record(p.env, {**p.outcomes, **{r: QUEUED for _, rs in p.outgoing for r in rs}}, p.now)
+            for p in plans if p.keep_sent
+        ]  # fmt: skip
+        added = await self.store.enqueue([item for _, _, item in items], sent=sent)
         for (plan, rcpts, _), new in zip(items, added, strict=True):
             plan.outcomes.update(dict.fromkeys(rcpts, QUEUED if new else StoreOutcome.DUPLICATE))
         self.on_queued()
@@ -601,6 +631,36 @@ class Submitter:
     async def push_new(self, address: str, msg_id: str, sender: str) -> None:
         """Tell `address`'s live sockets, in every process, of a message just stored."""
         await self.fanout.publish(MailEvent(address, NEW, (MessageRef(msg_id, sender),)))
+
+
+#: what a submit outcome means for the sender's sent mail: (state, reason if bounced)
+_SENT_STATES: dict[str, tuple[DeliveryState, str | None]] = {
+    StoreOutcome.STORED: (DeliveryState.STORED, None),
+    StoreOutcome.DUPLICATE: (DeliveryState.STORED, None),
+    QUEUED: (DeliveryState.QUEUED, None),
+    NOT_HOSTED: (DeliveryState.BOUNCED, "this server does not host this address"),
+    StoreOutcome.OVER_QUOTA: (DeliveryState.BOUNCED, "the recipient's mailbox is full"),
+    StoreOutcome.OVER_STRANGER_SHARE: (
+        DeliveryState.BOUNCED,
+        "the recipient has not written to you and its mail from strangers is full",
+    ),
+}
+
+
+def sent_record(env: Envelope, outcomes: Mapping[str, str], now: int) -> SentMessage:
+    """The sender's sent copy of `env`, each recipient's state from its submit outcome
+    (PROTOCOL.md §10.3, "Delivery state"): stored here, queued for another server (no
+    attempt yet: next retry now), or bounced at once with the reason."""
+    delivery: dict[str, dict[str, Any]] = {}
+    for rcpt, outcome in outcomes.items():
+        state, reason = _SENT_STATES.get(outcome, (DeliveryState.BOUNCED, str(outcome)))
+        entry: dict[str, Any] = {"state": state.value, "at": now}
+        if state is DeliveryState.QUEUED:
+            entry.update(attempts=0, next_retry_at=now, error=None)
+        if reason is not None:
+            entry["reason"] = reason
+        delivery[rcpt] = entry
+    return SentMessage(env.sender, env.data, now, delivery, now)
 
 
 def _keys_for(

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .base import DestinationState, Lease, Outbound, Queued
+from .base import (
+    DeliveryUpdates,
+    DestinationState,
+    Lease,
+    Outbound,
+    Queued,
+    SentMessage,
+    merge_delivery,
+)
 
 
 @dataclass(slots=True)
@@ -22,8 +31,42 @@ class MemoryQueue:
     def __init__(self) -> None:
         self._destinations: dict[str, _Destination] = {}
         self._qid = 0
+        #: (sender, id) -> the sent-mail record (one per submission)
+        self._sent: dict[tuple[str, str], SentMessage] = {}
 
-    async def enqueue(self, items: Sequence[Outbound]) -> list[bool]:
+    async def record_sent(self, sent: Sequence[SentMessage]) -> None:
+        for record in sent:
+            self._sent.setdefault((record.sender, record.id), record)
+
+    async def sent(self, sender: str, limit: int, before: int | None = None) -> list[SentMessage]:
+        mine = [
+            m for (s, _), m in self._sent.items()
+            if s == sender and (before is None or m.sent_at < before)
+        ]  # fmt: skip
+        return sorted(mine, key=lambda m: (m.sent_at, m.id), reverse=True)[:limit]
+
+    async def sent_message(self, sender: str, msg_id: str) -> SentMessage | None:
+        return self._sent.get((sender, msg_id))
+
+    async def sent_prefix(self, sender: str, prefix: str, limit: int) -> list[SentMessage]:
+        found = [m for (s, i), m in self._sent.items() if s == sender and i.startswith(prefix)]
+        return sorted(found, key=lambda m: m.id)[:limit]
+
+    def _update_sent(self, delivery: DeliveryUpdates) -> None:
+        for key, changes in delivery.items():
+            record = self._sent.get(key)
+            if record is None:
+                continue
+            at = max((int(c.get("at", 0)) for c in changes.values()), default=0)
+            self._sent[key] = dataclasses.replace(
+                record, delivery=merge_delivery(record.delivery, changes),
+                updated_at=max(record.updated_at, at),
+            )  # fmt: skip
+
+    async def enqueue(
+        self, items: Sequence[Outbound], *, sent: Sequence[SentMessage] = ()
+    ) -> list[bool]:
+        await self.record_sent(sent)
         added = []
         for item in items:
             dest = self._destinations.setdefault(item.destination, _Destination())
@@ -52,10 +95,12 @@ class MemoryQueue:
         *,
         retry_at: int | None = None,
         error: str | None = None,
+        delivery: DeliveryUpdates | None = None,
     ) -> bool:
         dest = self._destinations.get(lease.destination)
         if dest is None or dest.holder != lease.holder:
             return False  # stale: the lease lapsed and went to another worker
+        self._update_sent(delivery or {})
         for qid in done:
             dest.messages.pop(qid, None)
         if retry_at is None:

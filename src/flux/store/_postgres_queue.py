@@ -17,13 +17,96 @@ import asyncpg
 
 from . import _rules
 from ._postgres_ops import rowcount
-from .base import DestinationState, Lease, Outbound, Queued
+from .base import (
+    DeliveryUpdates,
+    DestinationState,
+    Lease,
+    Outbound,
+    Queued,
+    SentMessage,
+    merge_delivery,
+    prefix_upper,
+)
 
 HAS_MAIL = "EXISTS (SELECT 1 FROM outbound o WHERE o.destination = d.destination)"
 
 
-async def enqueue(conn: asyncpg.Connection, items: Sequence[Outbound]) -> list[bool]:
+def _text(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+async def record_sent(conn: asyncpg.Connection, sent: Sequence[SentMessage]) -> None:
+    """One row per submission; a replay keeps the first record (and its states)."""
+    if sent:
+        await conn.executemany(
+            """INSERT INTO sent (sender, msg_id, sent_at, envelope, delivery, updated_at)
+               VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING""",
+            [(m.sender, m.id, m.sent_at, _rules.envelope_text(m.envelope), _text(m.delivery),
+              m.updated_at) for m in sent],
+        )  # fmt: skip
+
+
+SENT_COLUMNS = "sender, sent_at, envelope, delivery, updated_at"
+
+
+def _sent_row(row: asyncpg.Record) -> SentMessage:
+    sender, sent_at, envelope, delivery, updated_at = row
+    return SentMessage(sender, json.loads(envelope), sent_at, json.loads(delivery), updated_at)
+
+
+async def sent(
+    conn: asyncpg.Connection, sender: str, limit: int, before: int | None
+) -> list[SentMessage]:
+    rows = await conn.fetch(
+        f"""SELECT {SENT_COLUMNS} FROM sent WHERE sender = $1 AND sent_at < $2
+            ORDER BY sent_at DESC, msg_id COLLATE "C" DESC LIMIT $3""",
+        sender, 2**63 - 1 if before is None else before, limit,
+    )  # fmt: skip
+    return [_sent_row(r) for r in rows]
+
+
+async def sent_message(conn: asyncpg.Connection, sender: str, msg_id: str) -> SentMessage | None:
+    row = await conn.fetchrow(
+        f"SELECT {SENT_COLUMNS} FROM sent WHERE sender = $1 AND msg_id = $2", sender, msg_id
+    )
+    return None if row is None else _sent_row(row)
+
+
+async def sent_prefix(
+    conn: asyncpg.Connection, sender: str, prefix: str, limit: int
+) -> list[SentMessage]:
+    rows = await conn.fetch(
+        f"""SELECT {SENT_COLUMNS} FROM sent
+            WHERE sender = $1 AND msg_id COLLATE "C" >= $2 AND msg_id COLLATE "C" < $3
+            ORDER BY msg_id COLLATE "C" LIMIT $4""",
+        sender, prefix, prefix_upper(prefix), limit,
+    )  # fmt: skip
+    return [_sent_row(r) for r in rows]
+
+
+async def update_sent(conn: asyncpg.Connection, delivery: DeliveryUpdates) -> None:
+    """Merge each (sender, id)'s changed states in; the row lock (FOR UPDATE) keeps two
+    settlements of one message (two destinations) from losing each other's change."""
+    for (sender, msg_id), changes in delivery.items():
+        row = await conn.fetchrow(
+            "SELECT delivery, updated_at FROM sent WHERE sender = $1 AND msg_id = $2 FOR UPDATE",
+            sender, msg_id,
+        )  # fmt: skip
+        if row is None:  # mail another server handed on: no sent record here
+            continue
+        at = max((int(c.get("at", 0)) for c in changes.values()), default=0)
+        merged = merge_delivery(json.loads(row[0]), changes)
+        await conn.execute(
+            "UPDATE sent SET delivery = $1, updated_at = $2 WHERE sender = $3 AND msg_id = $4",
+            _text(merged), max(row[1], at), sender, msg_id,
+        )  # fmt: skip
+
+
+async def enqueue(
+    conn: asyncpg.Connection, items: Sequence[Outbound], sent: Sequence[SentMessage] = ()
+) -> list[bool]:
     """Per item, in order: True if it was added, False if that copy was already queued."""
+    await record_sent(conn, sent)
     added = []
     for item in items:
         await conn.execute(
@@ -79,6 +162,7 @@ async def settle(
     done: Sequence[int],
     retry_at: int | None,
     error: str | None,
+    delivery: DeliveryUpdates | None = None,
 ) -> bool:
     # Only the lease's holder settles: the row lock taken here (FOR UPDATE) serialises this
     # with a CLAIM by another worker, so a lease that lapsed and went elsewhere is seen as
@@ -89,6 +173,7 @@ async def settle(
     )  # fmt: skip
     if held is None:
         return False
+    await update_sent(conn, delivery or {})
     await conn.execute(
         "DELETE FROM outbound WHERE destination = $1 AND qid = ANY($2::bigint[])",
         lease.destination, list(done),

@@ -10,12 +10,93 @@ import json
 import sqlite3
 from collections.abc import Sequence
 
-from .base import DestinationState, Lease, Outbound, Queued
+from .base import (
+    DeliveryUpdates,
+    DestinationState,
+    Lease,
+    Outbound,
+    Queued,
+    SentMessage,
+    merge_delivery,
+    prefix_upper,
+)
 
 HAS_MAIL = "EXISTS (SELECT 1 FROM outbound o WHERE o.destination = d.destination)"
 
 
-def enqueue(conn: sqlite3.Connection, items: Sequence[Outbound]) -> list[bool]:
+def _text(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def record_sent(conn: sqlite3.Connection, sent: Sequence[SentMessage]) -> None:
+    """One row per submission; a replay keeps the first record (and its states)."""
+    conn.executemany(
+        """INSERT OR IGNORE INTO sent (sender, msg_id, sent_at, envelope, delivery, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?)""",
+        [(m.sender, m.id, m.sent_at, _text(m.envelope), _text(m.delivery), m.updated_at)
+         for m in sent],
+    )  # fmt: skip
+
+
+def _sent_row(row: tuple) -> SentMessage:
+    sender, sent_at, envelope, delivery, updated_at = row
+    return SentMessage(sender, json.loads(envelope), sent_at, json.loads(delivery), updated_at)
+
+
+SENT_COLUMNS = "sender, sent_at, envelope, delivery, updated_at"
+
+
+def sent(
+    conn: sqlite3.Connection, sender: str, limit: int, before: int | None
+) -> list[SentMessage]:
+    rows = conn.execute(
+        f"""SELECT {SENT_COLUMNS} FROM sent WHERE sender = ? AND sent_at < ?
+            ORDER BY sent_at DESC, msg_id DESC LIMIT ?""",
+        (sender, 2**63 - 1 if before is None else before, limit),
+    ).fetchall()
+    return [_sent_row(r) for r in rows]
+
+
+def sent_message(conn: sqlite3.Connection, sender: str, msg_id: str) -> SentMessage | None:
+    row = conn.execute(
+        f"SELECT {SENT_COLUMNS} FROM sent WHERE sender = ? AND msg_id = ?", (sender, msg_id)
+    ).fetchone()
+    return None if row is None else _sent_row(row)
+
+
+def sent_prefix(
+    conn: sqlite3.Connection, sender: str, prefix: str, limit: int
+) -> list[SentMessage]:
+    rows = conn.execute(
+        f"""SELECT {SENT_COLUMNS} FROM sent WHERE sender = ? AND msg_id >= ? AND msg_id < ?
+            ORDER BY msg_id LIMIT ?""",
+        (sender, prefix, prefix_upper(prefix), limit),
+    ).fetchall()
+    return [_sent_row(r) for r in rows]
+
+
+def update_sent(conn: sqlite3.Connection, delivery: DeliveryUpdates) -> None:
+    """Merge each (sender, id)'s changed states in (read, merge, write: this runs in the
+    writer's transaction, so nothing writes the row in between)."""
+    for (sender, msg_id), changes in delivery.items():
+        row = conn.execute(
+            "SELECT delivery, updated_at FROM sent WHERE sender = ? AND msg_id = ?",
+            (sender, msg_id),
+        ).fetchone()
+        if row is None:  # mail another server handed on: no sent record here
+            continue
+        at = max((int(c.get("at", 0)) for c in changes.values()), default=0)
+        merged = merge_delivery(json.loads(row[0]), changes)
+        conn.execute(
+            "UPDATE sent SET delivery = ?, updated_at = ? WHERE sender = ? AND msg_id = ?",
+            (_text(merged), max(row[1], at), sender, msg_id),
+        )
+
+
+def enqueue(
+    conn: sqlite3.Connection, items: Sequence[Outbound], sent: Sequence[SentMessage] = ()
+) -> list[bool]:
+    record_sent(conn, sent)
     added = []
     for item in items:
         conn.execute(
@@ -70,6 +151,7 @@ def settle(
     done: Sequence[int],
     retry_at: int | None,
     error: str | None,
+    delivery: DeliveryUpdates | None = None,
 ) -> bool:
     # Only the lease's holder settles: a worker whose lease lapsed and went to another
     # worker would otherwise write its stale backoff over the new holder's outcome.
@@ -79,6 +161,7 @@ def settle(
     ).fetchone()
     if held is None:
         return False
+    update_sent(conn, delivery or {})
     conn.executemany(
         "DELETE FROM outbound WHERE qid = ? AND destination = ?",
         [(qid, lease.destination) for qid in done],

@@ -63,6 +63,7 @@ def _as_full(exc: BaseException) -> BaseException:
         return full
     return exc
 
+
 Op = Callable[[sqlite3.Connection], Any]
 _STOP = object()
 

@@ -285,6 +285,48 @@ class Outbound:
     via: str = ""  #: "" for direct delivery, else the mesh the copy is relayed through
 
 
+class DeliveryState(enum.StrEnum):
+    """Where one sent message stands for one recipient (PROTOCOL.md §10.3, "Delivery state").
+
+    stored (in a mailbox of this server) | queued (waiting for another server: attempts,
+    next retry, last error) → delivered (the receiving server took it) | bounced (final,
+    with the reason). Only `queued` ever changes again."""
+
+    STORED = "stored"
+    QUEUED = "queued"
+    DELIVERED = "delivered"
+    BOUNCED = "bounced"
+
+
+@dataclass(frozen=True, slots=True)
+class SentMessage:
+    """A message a hosted sender sent, as its `sent` mailbox keeps it: one row per
+    submission, with the delivery state of every recipient.
+
+    `delivery` maps each recipient to `{"state": DeliveryState, "at": unix ms}` plus, when
+    queued, `attempts`, `next_retry_at` (unix ms) and `error` (words), and when bounced
+    `reason` (words)."""
+
+    sender: str
+    envelope: Mapping[str, Any]
+    sent_at: int  #: unix ms when this server took the submission
+    delivery: Mapping[str, Mapping[str, Any]]
+    updated_at: int  #: unix ms of the last delivery state change
+
+    @property
+    def id(self) -> str:
+        return self.envelope["id"]
+
+    def to_wire(self) -> dict[str, Any]:
+        """The envelope plus the unsigned fields `_sent_at` and `_delivery`."""
+        return {**self.envelope, "_sent_at": self.sent_at,
+                "_delivery": {r: dict(s) for r, s in self.delivery.items()}}  # fmt: skip
+
+
+#: {(sender, msg_id): {recipient: its new state}}: what one settlement changes
+DeliveryUpdates = Mapping[tuple[str, str], Mapping[str, Mapping[str, Any]]]
+
+
 @dataclass(frozen=True, slots=True)
 class Queued:
     """One queued message; `qid` orders the queue (submission order)."""
@@ -469,9 +511,27 @@ class Store(Protocol):
         """Record a single-use nonce; False if it was used before."""
 
     # -- the delivery queue (docs/FEDERATION.md, "Delivery queue") ---------------------------
-    async def enqueue(self, items: Sequence[Outbound]) -> list[bool]:
+    async def enqueue(
+        self, items: Sequence[Outbound], *, sent: Sequence[SentMessage] = ()
+    ) -> list[bool]:
         """Queue durably, in one transaction; a copy already queued for its destination
-        (same body hash) is skipped. Returns, per item, whether it was added."""
+        (same body hash) is skipped. Returns, per item, whether it was added. `sent`: the
+        sent-mail records of these submissions, written in the same transaction (a record
+        already kept for (sender, id) is left as it is: a replay changes no state)."""
+
+    async def record_sent(self, sent: Sequence[SentMessage]) -> None:
+        """Keep sent-mail records (mail with no remote recipient), as `enqueue`'s `sent`."""
+
+    async def sent(self, sender: str, limit: int, before: int | None = None) -> list[SentMessage]:
+        """`sender`'s sent mail, newest first, at most `limit`; `before` (unix ms): only
+        what was sent earlier (the next page: pass the last item's `sent_at`)."""
+
+    async def sent_message(self, sender: str, msg_id: str) -> SentMessage | None:
+        """One sent message by its full id, or None."""
+
+    async def sent_prefix(self, sender: str, prefix: str, limit: int) -> list[SentMessage]:
+        """At most `limit` of `sender`'s sent messages whose id starts with `prefix`, by id
+        (a range scan of the (sender, id) key, as `match_prefix`)."""
 
     async def lease(self, holder: str, now_ms: int, lease_ms: int, limit: int) -> Lease | None:
         """Claim one destination that has queued mail, is due (`next_attempt_at <= now`)
@@ -487,8 +547,11 @@ class Store(Protocol):
         *,
         retry_at: int | None = None,
         error: str | None = None,
+        delivery: DeliveryUpdates | None = None,
     ) -> bool:
-        """Remove the `done` qids and release the lease. `retry_at` None: the peer answered,
+        """Remove the `done` qids and release the lease; `delivery`: the sent-mail states
+        this attempt changed, written in the same transaction (a (sender, id) without a
+        sent record, mail another server handed on, is skipped). `retry_at` None: the peer answered,
         reset its backoff; else count a failed attempt and wait until `retry_at`.
 
         Only the lease's holder settles: when the destination is no longer held by
@@ -548,3 +611,18 @@ class Store(Protocol):
 
     async def clear_hits(self, bucket: str) -> int:
         """Forget every hit of `bucket` (a login that succeeded); return how many."""
+
+
+def merge_delivery(
+    current: Mapping[str, Mapping[str, Any]], changes: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """`current` with each changed recipient's state replaced whole; only recipients the
+    message was sent to are changed, and a final state (delivered, bounced) stays final:
+    a late retry notice never undoes a delivery."""
+    out = {r: dict(s) for r, s in current.items()}
+    for rcpt, state in changes.items():
+        old = out.get(rcpt)
+        if old is None or old.get("state") in (DeliveryState.DELIVERED, DeliveryState.BOUNCED):
+            continue
+        out[rcpt] = dict(state)
+    return out

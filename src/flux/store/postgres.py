@@ -65,6 +65,7 @@ from ._postgres_pool import (
 )
 from .base import (
     Changes,
+    DeliveryUpdates,
     DestinationState,
     HostedAddress,
     Incoming,
@@ -76,6 +77,7 @@ from .base import (
     Override,
     Page,
     PrefixMatches,
+    SentMessage,
     Session,
     StoredMessage,
     StoreOutcome,
@@ -319,9 +321,25 @@ class PostgresStore:
         return await self._write(op)
 
     # -- the delivery queue -----------------------------------------------------------------
-    async def enqueue(self, items: Sequence[Outbound]) -> list[bool]:
-        items = list(items)
-        return await self._write(lambda c: queue.enqueue(c, items))
+    async def enqueue(
+        self, items: Sequence[Outbound], *, sent: Sequence[SentMessage] = ()
+    ) -> list[bool]:
+        items, sent = list(items), list(sent)
+        return await self._write(lambda c: queue.enqueue(c, items, sent))
+
+    async def record_sent(self, sent: Sequence[SentMessage]) -> None:
+        sent = list(sent)
+        if sent:
+            await self._write(lambda c: queue.record_sent(c, sent))
+
+    async def sent(self, sender: str, limit: int, before: int | None = None) -> list[SentMessage]:
+        return await self._read(lambda c: queue.sent(c, sender, limit, before))
+
+    async def sent_message(self, sender: str, msg_id: str) -> SentMessage | None:
+        return await self._read(lambda c: queue.sent_message(c, sender, msg_id))
+
+    async def sent_prefix(self, sender: str, prefix: str, limit: int) -> list[SentMessage]:
+        return await self._read(lambda c: queue.sent_prefix(c, sender, prefix, limit))
 
     async def lease(self, holder: str, now_ms: int, lease_ms: int, limit: int) -> Lease | None:
         return await self._write(lambda c: queue.lease(c, holder, now_ms, lease_ms, limit))
@@ -333,9 +351,10 @@ class PostgresStore:
         *,
         retry_at: int | None = None,
         error: str | None = None,
+        delivery: DeliveryUpdates | None = None,
     ) -> bool:
         done = list(done)
-        return await self._write(lambda c: queue.settle(c, lease, done, retry_at, error))
+        return await self._write(lambda c: queue.settle(c, lease, done, retry_at, error, delivery))
 
     async def renew(self, lease: Lease, now_ms: int, lease_ms: int) -> bool:
         return await self._write(lambda c: queue.renew(c, lease, now_ms, lease_ms))

@@ -10,11 +10,14 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from ...store.base import MessageRef, MessageStatus
+from ...store.base import MAX_CANDIDATES, MessageRef, MessageStatus, PrefixMatches, SentMessage
 from .. import wire
 from ..auth import Authenticator
+from ..errors import NotFound
 from ..fair import request_client
 from ..mailbox import (
+    ID_DIGITS,
+    AmbiguousPrefix,
     Mailbox,
     list_query,
     parse_move,
@@ -69,6 +72,8 @@ class MailRoutes:
             web.get("/thread/{id}", self.thread),
             web.get("/changes", self.changes),
             web.get("/status/{address}", self.status),
+            web.get("/sent/{address}", self.sent),
+            web.get("/sent/{address}/{id}", self.sent_one),
         ]
 
     # -- helpers --------------------------------------------------------------------------
@@ -154,6 +159,39 @@ class MailRoutes:
         ref = MessageRef(wire.check_id_or_prefix(request.match_info["id"]), query_sender(request))
         address = await self._owner_in_query(request)
         return wire.ok(messages=await self.mailbox.thread(address, ref))
+
+    async def sent(self, request: web.Request) -> web.Response:
+        """The caller's sent mail, newest first, each with `_sent_at` and `_delivery` (every
+        recipient's delivery state: docs/API.md, "Sent mail"); `before` (unix ms): the next
+        page, from the last item's `_sent_at` (`next_before`, null at the end)."""
+        address = await self._owner_in_path(request, frozenset({"limit", "before"}))
+        limit = self._limit(request)
+        before = wire.query_int(request, "before", 0, low=1) or None
+        found = await self.mailbox.store.sent(address, limit, before)
+        after = found[-1].sent_at if len(found) == limit else None
+        return wire.ok(messages=[m.to_wire() for m in found], count=len(found), next_before=after)
+
+    async def sent_one(self, request: web.Request) -> web.Response:
+        """One sent message by id or short id (8+ hex digits): 404 if the caller sent none
+        with it, 409 `ambiguous` listing the candidates when a prefix names several."""
+        address = await self._owner_in_path(request, NO_QUERY)
+        msg_id = wire.check_id_or_prefix(request.match_info["id"])
+        return wire.ok(message=(await self._sent_by_id(address, msg_id)).to_wire())
+
+    async def _sent_by_id(self, address: str, msg_id: str) -> SentMessage:
+        store = self.mailbox.store
+        if len(msg_id) == ID_DIGITS:
+            found = await store.sent_message(address, msg_id)
+            matches = [] if found is None else [found]
+        else:
+            matches = await store.sent_prefix(address, msg_id, MAX_CANDIDATES + 1)
+        if not matches:
+            raise NotFound("you sent no message with this id", field="id")
+        if len(matches) > 1:
+            shown = matches[:MAX_CANDIDATES]
+            # the count past MAX_CANDIDATES is "more than": a range scan stops there
+            raise AmbiguousPrefix(msg_id, PrefixMatches(len(matches), shown), "id")  # type: ignore[arg-type]
+        return matches[0]
 
     async def changes(self, request: web.Request) -> web.Response:
         wire.only_query(request, frozenset({"address", "since", "limit"}))

@@ -223,6 +223,22 @@ CREATE INDEX deliveries_sender ON deliveries (recipient, sender, status);
 CREATE INDEX deliveries_id_prefix ON deliveries (recipient, msg_id COLLATE "C");
 """,
     ),
+    Migration(
+        7,
+        "sent mail: one row per submission with each recipient's delivery state",
+        """
+CREATE TABLE sent (
+    sender      TEXT NOT NULL,
+    msg_id      TEXT NOT NULL,
+    sent_at     BIGINT NOT NULL,
+    envelope    TEXT NOT NULL,
+    delivery    TEXT NOT NULL,
+    updated_at  BIGINT NOT NULL,
+    PRIMARY KEY (sender, msg_id)
+);
+CREATE INDEX sent_list ON sent (sender, sent_at, msg_id);
+""",
+    ),
 ]
 
 

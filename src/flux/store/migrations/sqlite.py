@@ -267,6 +267,22 @@ CREATE INDEX deliveries_sender ON deliveries (recipient, sender, status);
         # (byte) order and serves `msg_id >= prefix AND msg_id < upper` as it is.
         "SELECT 1;",
     ),
+    Migration(
+        7,
+        "sent mail: one row per submission with each recipient's delivery state",
+        """
+CREATE TABLE sent (
+    sender      TEXT NOT NULL,
+    msg_id      TEXT NOT NULL,
+    sent_at     INTEGER NOT NULL,
+    envelope    TEXT NOT NULL,
+    delivery    TEXT NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    PRIMARY KEY (sender, msg_id)
+) WITHOUT ROWID;
+CREATE INDEX sent_list ON sent (sender, sent_at, msg_id);
+""",
+    ),
 ]
 
 VERSION_TABLE = """

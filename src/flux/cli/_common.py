@@ -15,9 +15,10 @@ from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from ..client import FluxClient, FluxClientError
-from ..client.session_cache import CachedSession, SessionCache
+from ..client import AmbiguousId, FluxClient, FluxClientError, KnownBindings
+from ..client.session_cache import CachedSession, SessionCache, config_dir
 from ..identity import FluxIdentity
 from ..protocol.errors import FluxError
 
@@ -83,7 +84,20 @@ FIXES = {
     "rate_limited": "wait a few minutes before trying again",
     "registration_closed": "ask the server's operator for an account",
     "bad_invite": "ask the server's operator for a fresh invite (--invite)",
+    "ambiguous": "give more digits of the id (candidates below)",
+    "binding_changed": "check the new key with its owner; `flux contacts` shows both",
+    "not_found": "see `flux inbox` for the ids in your mailbox",
 }
+
+
+def contacts_path() -> Path:
+    """Where the CLI remembers names and keys it has seen (client/bindings.py):
+    `contacts.json` in the user's FLUX config directory."""
+    return config_dir() / "contacts.json"
+
+
+def contacts() -> KnownBindings:
+    return KnownBindings(contacts_path())
 
 
 def describe(exc: BaseException) -> str:
@@ -107,9 +121,28 @@ def describe(exc: BaseException) -> str:
 
 
 def fail(exc: BaseException | str) -> NoReturn:
+    """Print the one-line error (then, for an ambiguous short id, one line per candidate:
+    id, from, subject) and exit 1."""
     message = exc if isinstance(exc, str) else describe(exc)
-    err.print(f"[bold red]error:[/] {message}", markup=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", markup=True)
+    if isinstance(exc, AmbiguousId):
+        for line in candidate_lines(exc):
+            err.print(f"  {line}", markup=False)
     raise SystemExit(1)
+
+
+def candidate_lines(exc: AmbiguousId) -> list[str]:
+    """The messages an ambiguous short id matched (the 409's `candidates`, docs/API.md
+    "Short ids"), or, for one id from several senders, its senders."""
+    found = exc.body.get("candidates")
+    if isinstance(found, list) and found:
+        lines = [f"{c.get('id')}  {short(c.get('from'))}  {c.get('subject') or '(no subject)'}"
+                 for c in found if isinstance(c, dict)]  # fmt: skip
+        count = exc.body.get("count")
+        if isinstance(count, int) and count > len(lines):
+            lines.append(f"… and {count - len(lines)} more")
+        return lines
+    return [f"{i}  from {s}  (choose with --from)" for i, ss in exc.candidates.items() for s in ss]
 
 
 def load_identity(key: Path | None) -> FluxIdentity:
@@ -141,7 +174,9 @@ async def cached_client(
     """A client that starts from the session kept for (server, identity) and keeps the one
     it ends with, so commands in a row share one session (client/session_cache.py). A 401
     on a kept token makes the client prove its key again; the new token replaces it."""
-    async with FluxClient(identity, server, legacy_secret=legacy_secret) as client:
+    async with FluxClient(
+        identity, server, legacy_secret=legacy_secret, bindings=contacts()
+    ) as client:
         if legacy_secret:
             yield client  # a derived token: nothing to keep
             return

@@ -1,4 +1,5 @@
-"""Commands that talk to a server: `register`, `send`, `inbox`, `read`, `watch`."""
+"""Commands that talk to a server: `register`, `send`, `inbox`, `read`, `watch` (the rest of
+the mail commands are in mailbox.py, export.py and contacts.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,9 @@ from typing import Any
 import typer
 from rich.markup import escape
 from rich.panel import Panel
-from rich.table import Table
 from rich.text import Text
 
-from ..client import FluxClient, FluxClientError, Verified
+from ..client import FluxClient, FluxClientError, KnownBindings, Verified
 from ..protocol import ChainCheck, verify_chain, verify_envelope
 from ..protocol.errors import DecryptionError, FluxError
 from ._account_api import AccountApi, account_session
@@ -24,6 +24,7 @@ from ._common import (
     LegacySecretOption,
     ServerOption,
     cached_client,
+    contacts,
     load_identity,
     ok,
     out,
@@ -32,6 +33,7 @@ from ._common import (
     when,
     with_client,
 )
+from .table import inbox_table, unread_first
 
 
 def register(
@@ -107,36 +109,67 @@ def send(
 
 
 def inbox(
-    box: str | None = typer.Option(None, "--inbox", help="Which inbox (default: all)."),
+    box: str | None = typer.Option(None, "--inbox", help="Which folder (default: all)."),
     status: str | None = typer.Option(None, "--status", help="pending|delivered|read|deleted"),
     tag: str | None = typer.Option(None, "--tag", help="Only messages with this tag."),
-    limit: int = typer.Option(20, "--limit", help="How many (newest first)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the messages as JSON."),
+    sender: str | None = typer.Option(
+        None, "--from", help="Only mail from this fx1 address (or its prefix) or name@domain."
+    ),
+    limit: int = typer.Option(20, "--limit", min=1, max=500, help="How many (newest first)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the messages as a JSON list."),
     key: Path | None = KeyOption,
     server: str = ServerOption,
     legacy_secret: str | None = LegacySecretOption,
 ) -> None:
-    """List your messages, newest first."""
+    """List your messages: unread first, then newest first."""
+    known = contacts()
 
     def show(messages: list[dict[str, Any]], more: Any, me: str) -> None:
         if as_json:
-            out.print_json(json.dumps(messages))
+            print(json.dumps(messages, ensure_ascii=False, indent=2))
             return
-        out.print(_table(messages, me))
+        title = f"inbox of {known.name_of(me) or short(me)}"
+        out.print(inbox_table(unread_first(messages), title, out.width, known.name_of))
         if more:
             out.print(f"[dim]more: use --limit to see more than {limit}[/]")
 
+    def want(msg: dict[str, Any], address: str | None) -> bool:
+        return address is None or str(msg.get("from", "")).startswith(address)
+
     if api := _account(key, legacy_secret, server):
+        address = _from_address(sender, known)
         params = {"inbox": box, "status": status, "tag": tag, "limit": limit}
         answer = run(api.call("GET", "/mail/inbox", params=params))
-        show(list(answer.get("messages") or []), answer.get("next_cursor"), api.me)
+        found = [m for m in answer.get("messages") or [] if want(m, address)]
+        show(found, answer.get("next_cursor"), api.me)
         return
 
     async def go(client: FluxClient) -> None:
-        page = await client.inbox(box, status=status, tag=tag, limit=limit)
-        show(page.messages, page.next_cursor, client.address)
+        address = _from_address(sender, known)
+        if address is None and sender is not None:
+            address = (await client.resolve(sender, field="from")).address
+        found: list[dict[str, Any]] = []
+        cursor = None
+        while True:  # --from filters here (the server has no sender filter): page on
+            page = await client.inbox(box, status=status, tag=tag, limit=limit, cursor=cursor)
+            found += [m for m in page.messages if want(m, address)]
+            cursor = page.next_cursor
+            if len(found) >= limit or not cursor or address is None:
+                break
+        show(found[:limit], cursor or len(found) > limit, client.address)
 
     with_client(key, server, go, legacy_secret)
+
+
+def _from_address(written: str | None, known: KnownBindings) -> str | None:
+    """`--from` as an fx1 address or prefix; a name known in contacts as its address;
+    None for a name to resolve at its domain (or no filter)."""
+    if written is None:
+        return None
+    text = written.strip()
+    if text.startswith("fx1"):
+        return text.split("@")[0]
+    return known.get(text)
 
 
 def _account(key: Path | None, legacy_secret: str | None, server: str) -> AccountApi | None:
@@ -154,33 +187,19 @@ def _account(key: Path | None, legacy_secret: str | None, server: str) -> Accoun
     return AccountApi(server, session)
 
 
-def _table(messages: list[dict[str, Any]], me: str) -> Table:
-    table = Table(title=f"inbox of {short(me)}", show_lines=False)
-    for name in ("id", "from", "subject", "status", "time"):
-        table.add_column(name, no_wrap=name in ("id", "time"))
-    for msg in messages:
-        subject = escape(str(msg["subject"])) if msg.get("subject") else "[dim](no subject)[/]"
-        if msg.get("encrypted"):
-            subject = f"🔒 {subject}"
-        table.add_row(
-            str(msg.get("id")), short(msg.get("from")), subject,
-            str(msg.get("_status", "?")), when(msg.get("t")),
-        )  # fmt: skip
-    if not messages:
-        table.caption = "no messages"
-    return table
-
-
 def read(
     message_id: str = typer.Argument(..., metavar="ID", help="The message id (from `inbox`)."),
     no_mark: bool = typer.Option(False, "--no-mark", help="Do not mark it read."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the envelope exactly as stored (after verifying it)."
+    ),
     key: Path | None = KeyOption,
     server: str = ServerOption,
     legacy_secret: str | None = LegacySecretOption,
 ) -> None:
     """Show a message: verify its signature and chain, decrypt it, mark it read."""
     if api := _account(key, legacy_secret, server):
-        run(_read_as_account(api, message_id, no_mark))
+        run(_read_as_account(api, message_id, no_mark, as_json))
         return
 
     async def go(client: FluxClient) -> None:
@@ -190,23 +209,39 @@ def read(
         except FluxError as exc:
             reason = f"{exc.code}: {exc.message}"
             raise CliError(f"message {message_id} does not verify: {reason}") from exc
-        body = _plaintext(client, msg)
+        client.bindings.see_key(verified.envelope.sender, str(msg["pub"]))
         if not no_mark:
-            await client.read(message_id)
+            await client.read(msg["id"], sender=msg.get("from"))
+        if as_json:
+            print(stored_json(msg))
+            return
+        body = _plaintext(client, msg)
         chain = _chain_text(verified.chain)
-        out.print(_panel(msg, body, chain))
+        name = client.bindings.name_of(str(msg.get("from")))
+        out.print(_panel({**msg, "from": f"{name} ({msg['from']})"} if name else msg, body, chain))
 
     with_client(key, server, go, legacy_secret)
 
 
-async def _read_as_account(api: AccountApi, message_id: str, no_mark: bool) -> None:
+def stored_json(msg: dict[str, Any]) -> str:
+    """The envelope as the server stores it, without the server's own `_status`, `_inbox`,
+    `_tags` annotations (not part of what was signed), as one line of JSON: what
+    `flux verify FILE` reads."""
+    return json.dumps({k: v for k, v in msg.items() if not k.startswith("_")},
+                      ensure_ascii=False, separators=(",", ":"))  # fmt: skip
+
+
+async def _read_as_account(
+    api: AccountApi, message_id: str, no_mark: bool, as_json: bool = False
+) -> None:
     """`read` for a password account: found by listing its mailbox (/mail has no fetch by
     id), verified here (signature, chain intact), shown; the server holds the key, so an
     encrypted body is shown as such."""
     msg, cursor = None, None
     while msg is None:
         page = await api.call("GET", "/mail/inbox", params={"limit": 50, "cursor": cursor})
-        msg = next((m for m in page.get("messages") or () if m.get("id") == message_id), None)
+        msg = next((m for m in page.get("messages") or ()
+                    if str(m.get("id")).startswith(message_id)), None)  # fmt: skip
         cursor = page.get("next_cursor")
         if msg is None and not cursor:
             raise CliError(f"no message {message_id} in {api.me}'s mailbox: see `flux inbox`")
@@ -221,7 +256,10 @@ async def _read_as_account(api: AccountApi, message_id: str, no_mark: bool) -> N
     if msg.get("encrypted"):
         body = Text("[encrypted end to end: the account's key is on the server]", style="cyan")
     if not no_mark:
-        await api.call("POST", "/mail/read", json={"ids": [message_id]})
+        await api.call("POST", "/mail/read", json={"ids": [msg["id"]]})
+    if as_json:
+        print(stored_json(msg))
+        return
     hops = f"{len(check.hops)} hop(s), intact (seals checked against their own records)"
     out.print(_panel(msg, body, hops if check.hops else "no hops"))
 

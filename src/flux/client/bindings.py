@@ -1,7 +1,15 @@
 """Known `name@domain` → address bindings, remembered on first use (BRIEF §Routing).
 
-A JSON file `{"bindings": {"bob@example.org": {"address", "pub", "first_seen"}}}`, written
-atomically with mode 0600. Without a path the bindings live only as long as the object.
+A JSON file, written atomically with mode 0600 (its directory made 0700 when missing):
+
+    {"bindings": {"bob@example.org": {"address", "pub", "first_seen",
+                                      "changed"?: [{"address", "pub", "seen"}]}},
+     "keys": {"fx1…": {"pub", "first_seen"}}}
+
+`changed` lists each other address a known name later resolved to (the refused sighting
+that raised BindingChanged), so `flux contacts` can warn as ssh does for a changed host
+key; `keys` are the senders' keys seen on verified mail. Times are unix seconds. Without a
+path the bindings live only as long as the object.
 """
 
 from __future__ import annotations
@@ -25,9 +33,11 @@ class KnownBindings:
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path) if path is not None else None
         self._bindings: dict[str, dict[str, Any]] = {}
+        self._keys: dict[str, dict[str, Any]] = {}
         if self.path is not None and self.path.exists():
             data = json.loads(self.path.read_text())
             self._bindings = dict(data.get("bindings") or {})
+            self._keys = dict(data.get("keys") or {})
 
     def get(self, handle: str) -> str | None:
         """The address remembered for `handle` (lower-cased `name@domain`), if any."""
@@ -41,7 +51,36 @@ class KnownBindings:
         if known is None:
             self._remember(key, address, pub)
         elif known != address:
+            self._note_change(key, address, pub)
             raise BindingChanged(key, known, address)
+
+    def names(self) -> dict[str, dict[str, Any]]:
+        """Every remembered binding, `{handle: {address, pub, first_seen, changed?}}` (a
+        copy, sorted by handle)."""
+        return {k: dict(v) for k, v in sorted(self._bindings.items())}
+
+    def name_of(self, address: str) -> str | None:
+        """The first handle (sorted) remembered as bound to `address`, if any."""
+        return next((k for k, v in sorted(self._bindings.items()) if v["address"] == address),
+                    None)  # fmt: skip
+
+    def keys(self) -> dict[str, dict[str, Any]]:
+        """Senders' keys seen on verified mail, `{address: {pub, first_seen}}` (a copy)."""
+        return {k: dict(v) for k, v in sorted(self._keys.items())}
+
+    def see_key(self, address: str, pub: str) -> None:
+        """Remember that mail signed by `address` (whose key `pub` hashes to it: the caller
+        verified the signature) was seen. An fx1 address is its key's hash, so its key
+        cannot change; only the first sighting is written."""
+        if address not in self._keys:
+            self._keys[address] = {"pub": pub, "first_seen": int(time.time())}
+            self._save()
+
+    def _note_change(self, key: str, address: str, pub: str) -> None:
+        changes = self._bindings[key].setdefault("changed", [])
+        if not any(c.get("address") == address for c in changes):
+            changes.append({"address": address, "pub": pub, "seen": int(time.time())})
+            self._save()
 
     def accept(self, handle: str, address: str, pub: str = "") -> None:
         """Replace a binding the user has confirmed out of band."""
@@ -58,7 +97,9 @@ class KnownBindings:
     def _save(self) -> None:
         if self.path is None:
             return
-        text = json.dumps({"bindings": self._bindings}, indent=2, sort_keys=True)
+        text = json.dumps({"bindings": self._bindings, "keys": self._keys}, indent=2,
+                          sort_keys=True)  # fmt: skip
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".bindings-")  # mode 0600
         with os.fdopen(fd, "w") as fh:
             fh.write(text)

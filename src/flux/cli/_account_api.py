@@ -58,7 +58,10 @@ class AccountApi:
         except (aiohttp.ClientError, TimeoutError) as exc:
             reason = str(exc) or type(exc).__name__
             raise FluxClientError(f"cannot reach {self.url}: {reason}", code="unreachable") from exc
-        if status == 401 and self.session is not None:
+        # A 401 means the session is dead, except `login_failed`: a password the request
+        # carried was wrong (`passwd`), and the session itself is fine.
+        refused = body.get("code") if isinstance(body, dict) else None
+        if status == 401 and self.session is not None and refused != "login_failed":
             SessionCache().drop(self.url, self.session.identity)
             name = self.session.username or "NAME"
             raise CliError(

@@ -1,9 +1,10 @@
-"""`flux account register|login|logout|whoami` (password accounts) and `flux logout`.
+"""`flux account register|login|logout|whoami|passwd` (password accounts) and `flux logout`.
 
 A password account's key is made and held by the server (docs/API.md, "Accounts"); the CLI
 keeps the account's session in the session cache (client/session_cache.py), and the mail
-commands run without `--key` then use it. `passwd` is missing: the server has no endpoint
-to change a password yet.
+commands run without `--key` then use it. `passwd` changes the password over the kept
+session (`POST /account/password`): the server reseals the same key, so the address and
+the mail stay, and logs out the account's other sessions; this one stays kept.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ account = typer.Typer(
 )
 
 PASSWORD_ENV = "FLUX_PASSWORD"
+NEW_PASSWORD_ENV = "FLUX_NEW_PASSWORD"
 InviteOption = typer.Option(None, "--invite", help="Invite code, when the server wants one.")
 AccountOption = typer.Option(
     None,
@@ -37,12 +39,12 @@ AccountOption = typer.Option(
 )
 
 
-def _password(confirm: bool) -> str:
-    """$FLUX_PASSWORD, else asked for (hidden; read from stdin when it is not a terminal)."""
-    given = os.environ.get(PASSWORD_ENV)
+def _password(confirm: bool, env: str = PASSWORD_ENV, prompt: str = "password") -> str:
+    """$`env`, else asked for (hidden; read from stdin when it is not a terminal)."""
+    given = os.environ.get(env)
     if given:
         return given
-    return str(typer.prompt("password", hide_input=True, confirmation_prompt=confirm, err=True))
+    return str(typer.prompt(prompt, hide_input=True, confirmation_prompt=confirm, err=True))
 
 
 def _open(server: str, path: str, username: str, invite: str | None, confirm: bool) -> dict:
@@ -111,6 +113,26 @@ def whoami(
         out.print_json(json.dumps(answer))
         return
     out.print(f"{answer.get('name')} ({answer.get('address')}), {answer.get('kind')} account")
+
+
+@account.command()
+def passwd(
+    username: str | None = AccountOption,
+    server: str = ServerOption,
+) -> None:
+    """Change the password of the account you are logged in as.
+
+    The current password comes from $FLUX_PASSWORD and the new one from $FLUX_NEW_PASSWORD;
+    each is asked for when its variable is unset (hidden; the new one twice). The key and
+    the address stay the same; the account's other sessions are logged out, this one stays."""
+    session = _session_or_fail(server, username)
+    current = _password(False, PASSWORD_ENV, "current password")
+    new = _password(True, NEW_PASSWORD_ENV, "new password")
+    body = {"password": current, "new_password": new}
+    answer = run(AccountApi(server, session).call("POST", "/account/password", json=body))
+    revoked = answer.get("sessions_revoked", 0)
+    others = f"{revoked} other session{'' if revoked == 1 else 's'} logged out"
+    ok(f"password changed for {session.username} at {server}; {others}")
 
 
 def logout(

@@ -104,6 +104,26 @@ AMBIGUOUS_ERROR = {
     ]
 }
 MESSAGES = {"type": "array", "items": ref("Message")}
+#: one recipient's delivery state (docs/API.md, "Sent mail"; PROTOCOL.md §10.3)
+DELIVERY_STATE = {
+    "type": "object", "required": ["state", "at"],
+    "properties": {
+        "state": {"enum": ["stored", "queued", "delivered", "bounced"]},
+        "at": {"type": "integer", "description": "unix ms of this state"},
+        "attempts": {"type": "integer", "description": "queued: failed attempts so far"},
+        "next_retry_at": {"type": "integer", "description": "queued: unix ms of the next try"},
+        "error": {"type": ["string", "null"], "description": "queued: the last failure, in words"},
+        "reason": {"type": "string", "description": "bounced: why, in words"},
+    },
+}  # fmt: skip
+SENT_MESSAGE = {
+    "type": "object", "required": ["id", "from", "_sent_at", "_delivery"],
+    "description": "the envelope as sent, plus when and each recipient's delivery state",
+    "properties": {
+        "_sent_at": {"type": "integer", "description": "unix ms"},
+        "_delivery": {"type": "object", "additionalProperties": DELIVERY_STATE},
+    },
+}  # fmt: skip
 COUNT = {
     "type": "integer",
     "description": "how many messages this answer holds (pending, for peek)",
@@ -276,6 +296,17 @@ def paths() -> dict[str, Any]:
                    updated=MESSAGES),
             params=[query("address", ADDRESS, True), query("since", {"type": "integer", "minimum": 0}),
                     LIMIT], auth=True)},
+        "/sent/{address}": {"get": op(
+            "The caller's sent mail, newest first, with each recipient's delivery state",
+            ok_obj(messages={"type": "array", "items": SENT_MESSAGE}, count={"type": "integer"},
+                   next_before={"type": ["integer", "null"]}),
+            params=[ADDR_PATH, LIMIT, query("before", {"type": "integer", "minimum": 1})],
+            auth=True)},
+        "/sent/{address}/{id}": {"get": op(
+            "One sent message and its delivery state, by id or short id",
+            ok_obj(message=SENT_MESSAGE),
+            params=[ADDR_PATH, path_param("id", ID_OR_PREFIX)], auth=True,
+            errors=("404", AMBIGUOUS))},
         "/status/{address}": {"get": op(
             "Owner: counters and presence; anyone else: whether the address is hosted (and, "
             "on a server with --legacy-tokens, whether it is online, as the prototype said)",

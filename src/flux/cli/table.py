@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rich import box
+from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
@@ -72,18 +73,26 @@ def inbox_table(
     """The table of `messages` for a terminal `width` cells wide; `name_of(address)` gives a
     sender's known name (`bob@example.org`), shown instead of the fx1 address."""
     wide = width >= WIDE
+    rows = [_cells(msg, wide, name_of) for msg in messages]
+
+    def fit(index: int, header: str, cap: int) -> int:
+        # a fixed width: such columns are never squeezed to nothing, the subject gives way
+        return min(cap, max([len(header)] + [cell_len(str(r[index])) for r in rows]))
+
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, expand=False)
-    table.add_column("id", no_wrap=True, min_width=8)
-    table.add_column("from", no_wrap=True, overflow="ellipsis", max_width=28 if wide else 18)
-    table.add_column("subject", no_wrap=True, overflow="ellipsis", ratio=1)
+    table.add_column("id", width=32 if wide else 8, no_wrap=True)
+    table.add_column("from", width=fit(1, "from", 28 if wide else 16), no_wrap=True,
+                     overflow="ellipsis")  # fmt: skip
+    # the only column without a width: rich shrinks it first; its Text never wraps
+    table.add_column("subject", overflow="ellipsis")
     if wide:
-        table.add_column("status", no_wrap=True)
-        table.add_column("inbox", no_wrap=True, overflow="ellipsis", max_width=12)
-        table.add_column("tags", no_wrap=True, overflow="ellipsis", max_width=20)
-    table.add_column("time", no_wrap=True)
-    table.add_column("flags", no_wrap=True)
-    for msg in messages:
-        table.add_row(*_cells(msg, wide, name_of))
+        table.add_column("status", width=fit(3, "status", 9), no_wrap=True)
+        table.add_column("inbox", width=fit(4, "inbox", 12), no_wrap=True, overflow="ellipsis")
+        table.add_column("tags", width=fit(5, "tags", 20), no_wrap=True, overflow="ellipsis")
+    table.add_column("time", width=fit(-2, "time", 10), no_wrap=True)
+    table.add_column("flags", width=5, no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
     if not messages:
         table.caption = "no messages"
     return table
@@ -97,6 +106,8 @@ def _cells(msg: dict[str, Any], wide: bool, name_of: Callable[[str], str | None]
     subject = Text(str(msg["subject"])) if msg.get("subject") else Text("(no subject)", "dim")
     if msg.get("encrypted"):
         subject = Text("🔒 ") + subject
+    subject.no_wrap, subject.overflow = True, "ellipsis"
+    subject.plain = " ".join(subject.plain.split())  # a newline in a subject is one row
     style = "bold" if msg.get("_status") in UNREAD else ""
     row: list[Any] = [ident if wide else ident[:8], Text(who, style), subject]
     if wide:

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from cli.cli_helpers import free_port
@@ -174,3 +175,42 @@ async def test_only_the_owner_reads_sent_mail_and_bad_ids_are_refused(tmp_path: 
             # bob's inbox copy is his; alice's sent list has it, bob's has nothing
             assert [m["id"] for m in (await sent(client))[0]] == [result.id]
             assert (await sent(other))[0] == []
+
+
+async def test_delivery_changes_are_pushed_and_listed_in_changes(tmp_path: Path) -> None:
+    """The sender's socket hears each delivery state change (`delivery` frame), and
+    /changes lists the sent message as it now stands under `sent`."""
+    alice, bob = Identity.generate(), Identity.generate()
+    async with local_servers(tmp_path, ("a", "b"), **FAST) as servers:
+        a, b = servers["a"], servers["b"]
+        async with FluxClient(alice, a.url) as client, aiohttp.ClientSession() as http:
+            token = await client._ensure_token()
+            before = await client._request("GET", "/changes", params={"address": alice.address})
+            async with http.ws_connect(f"{a.url}/ws") as ws:
+                await ws.send_json({"action": "auth", "token": token, "address": alice.address})
+                authed = await ws.receive_json(timeout=30)
+                assert authed["action"] == "authed", authed
+                result = await client.send(f"{bob.address}@{name(b)}", "tell me when")
+                while True:
+                    frame = await ws.receive_json(timeout=30)
+                    if frame.get("action") == "delivery":
+                        break
+                assert frame == {
+                    "action": "delivery", "id": result.id,
+                    "delivery": {bob.address: {"state": "delivered", "at": ANY_INT}},
+                }  # fmt: skip
+            changes = await client._request(
+                "GET", "/changes", params={"address": alice.address, "since": before["state"]}
+            )
+            assert changes["created"] == changes["updated"] == []
+            (listed,) = changes["sent"]
+            assert listed["id"] == result.id and states(listed) == {bob.address: "delivered"}
+            assert changes["state"] > before["state"]
+
+
+class _AnyInt:
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, int)
+
+
+ANY_INT = _AnyInt()

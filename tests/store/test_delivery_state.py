@@ -9,7 +9,7 @@ import uuid
 from store_helpers import ALICE, BOB, T0, envelope
 
 from flux.protocol import body_hash
-from flux.store.base import Outbound, SentMessage
+from flux.store.base import ChangeKind, Outbound, SentMessage
 
 B = "b.example"
 
@@ -98,3 +98,18 @@ async def test_sent_lists_newest_first_by_pages_and_finds_prefixes(store):
     assert [m.id for m in await store.sent_prefix(ALICE, target[:12], 5)] == [target]
     assert await store.sent_prefix(BOB, target[:12], 5) == []
     assert await store.sent_message(BOB, target) is None
+
+
+async def test_a_delivery_state_change_is_a_change_of_the_senders_mailbox(store):
+    env = mail()
+    await store.enqueue([outbound(env)], sent=[record(env)])
+    state = await store.state(ALICE)  # the sent record alone writes no change (hot path)
+    lease = await store.lease("w1", T0, 60_000, 10)
+    delivered = {BOB: {"state": "delivered", "at": T0 + 1}}
+    await store.settle(lease, [lease.messages[0].qid], delivery={(ALICE, env["id"]): delivered})
+    found = await store.changes(ALICE, state, 10)
+    assert [(c.msg_id, c.kind, c.sender) for c in found.changes] == [
+        (env["id"], ChangeKind.SENT, ALICE)
+    ]
+    assert await store.state(ALICE) == found.state > state
+    assert (await store.changes(BOB, 0, 10)).changes == []

@@ -62,7 +62,15 @@ import aiohttp
 from ..background import running, wait_at_most
 from ..protocol.chain import ChainVerdict, ServerSigner, append_hop, check_can_append
 from ..protocol.errors import FluxError
-from ..store.base import DeliveryState, Lease, Outbound, Queued, Store, StoreUnavailable
+from ..store.base import (
+    DeliveryState,
+    DeliveryUpdates,
+    Lease,
+    Outbound,
+    Queued,
+    Store,
+    StoreUnavailable,
+)
 from .netguard import AnswerTooLarge, NameNotFound, RedirectRefused, RefusedAddress
 from .peers import PeerClient
 from .signing import sign_request
@@ -151,6 +159,8 @@ class DeliveryWorker:
         #: destination -> (the server it resolved to, when)
         self._servers: dict[str, tuple[str, int]] = {}
         self.on_settled: Callable[[Lease, Settlement], None] | None = None  # metrics hook
+        #: told each settlement's sent-mail changes once committed (the senders' sockets)
+        self.on_delivery: Callable[[DeliveryUpdates], None] | None = None
         #: which peers speak the prototype's dialect (compat/federation.py); a stand-in
         #: for the peer client (a test's) reaches FLUX peers only
         self._dialect = peers.dialect if isinstance(peers, PeerClient) else _flux_only
@@ -289,6 +299,8 @@ class DeliveryWorker:
             return
         if self.on_settled is not None:
             self.on_settled(lease, verdict)
+        if self.on_delivery is not None and delivery:
+            self.on_delivery(delivery)
 
     async def _still_held(self, lease: Lease) -> bool:
         """Renew `lease` now; False when another worker holds the destination. A store that

@@ -40,7 +40,7 @@ from .keys import ServerKey
 from .limits import HitCounter, MemoryHitCounter, hit_counter
 from .mailbox import Mailbox
 from .metrics import Metrics
-from .push import Hub
+from .push import Hub, push_delivery
 from .reputation import Reputation
 from .routes import (
     AccountRoutes,
@@ -122,6 +122,7 @@ def create_app(
     )  # fmt: skip
     submitter.on_queued = delivery.kick
     delivery.on_settled = metrics.count_settled
+    delivery.on_delivery = lambda changes: push_delivery(hub, changes)  # senders' sockets
 
     def on_error(exc: FluxError) -> None:
         metrics.refused(exc.code)

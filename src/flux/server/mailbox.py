@@ -275,16 +275,25 @@ class Mailbox:
             )
         found = await self.store.changes(address, since, limit)
         kinds: dict[tuple[str, str], ChangeKind] = {}
+        sent_ids: dict[str, None] = {}  # messages the address sent whose delivery changed
         for change in found.changes:  # a row created and then changed is reported as created
-            kinds.setdefault((change.sender, change.msg_id), change.kind)
+            if change.kind == ChangeKind.SENT:
+                sent_ids.setdefault(change.msg_id)
+            else:
+                kinds.setdefault((change.sender, change.msg_id), change.kind)
         created: list[Wire] = []
         updated: list[Wire] = []
         for (sender, msg_id), kind in kinds.items():
             row = await self.store.get(address, msg_id, sender)
             if row is not None:
                 (created if kind == ChangeKind.CREATED else updated).append(row.to_wire())
+        sent: list[Wire] = []  # each as it stands now, with every recipient's state
+        for msg_id in sent_ids:
+            record = await self.store.sent_message(address, msg_id)
+            if record is not None:
+                sent.append(record.to_wire())
         return {"state": found.state, "has_more": found.has_more, "created": created,
-                "updated": updated}  # fmt: skip
+                "updated": updated, "sent": sent}  # fmt: skip
 
     async def status(self, address: str) -> dict[str, Any]:
         inboxes = await self.store.inboxes(address)

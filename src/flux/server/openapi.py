@@ -293,7 +293,7 @@ def paths() -> dict[str, Any]:
         "/changes": {"get": op(
             "What changed after state `since`",
             ok_obj(state={"type": "integer"}, has_more={"type": "boolean"}, created=MESSAGES,
-                   updated=MESSAGES),
+                   updated=MESSAGES, sent={"type": "array", "items": SENT_MESSAGE}),
             params=[query("address", ADDRESS, True), query("since", {"type": "integer", "minimum": 0}),
                     LIMIT], auth=True)},
         "/sent/{address}": {"get": op(

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from ..protocol.limits import WS_MAX_FRAME_BYTES
-from ..store.base import MessageRef, MessageStatus, StoredMessage
+from ..store.base import DeliveryUpdates, MessageRef, MessageStatus, StoredMessage
 from .errors import dumps
 from .metrics import Metrics
 
@@ -309,3 +309,18 @@ class Hub:
             conn.close(GOING_AWAY, b"server shutting down")
         for conn in conns:
             await conn.finish()
+
+
+def push_delivery(hub: Hub, changes: DeliveryUpdates) -> int:
+    """Tell each sender's sockets in this process that the delivery state of a message it
+    sent changed (docs/API.md, "Sent mail"): `{"action": "delivery", "id", "delivery":
+    {recipient: state}}` with the recipients that changed. FLUX sockets only: the
+    prototype's dialect has no such frame. A socket that misses it (closed, another
+    process) catches up from /changes (`sent`). Returns how many sockets took a frame."""
+    taken = 0
+    for (sender, msg_id), states in changes.items():
+        frame = {"action": "delivery", "id": msg_id, "delivery": states}
+        for conn in hub.sockets(sender):
+            if conn.dialect == "flux":
+                taken += conn.send(frame)
+    return taken

@@ -62,6 +62,10 @@ class MemoryQueue:
                 record, delivery=merge_delivery(record.delivery, changes),
                 updated_at=max(record.updated_at, at),
             )  # fmt: skip
+            self._sent_changed(*key)
+
+    def _sent_changed(self, sender: str, msg_id: str) -> None:
+        """Record the change in the sender's change log (MemoryStore keeps it)."""
 
     async def enqueue(
         self, items: Sequence[Outbound], *, sent: Sequence[SentMessage] = ()

@@ -100,6 +100,10 @@ async def update_sent(conn: asyncpg.Connection, delivery: DeliveryUpdates) -> No
             "UPDATE sent SET delivery = $1, updated_at = $2 WHERE sender = $3 AND msg_id = $4",
             _text(merged), max(row[1], at), sender, msg_id,
         )  # fmt: skip
+        await conn.execute(  # in the sender's /changes
+            "INSERT INTO changes (address, sender, msg_id, kind) VALUES ($1, $1, $2, 'sent')",
+            sender, msg_id,
+        )  # fmt: skip
 
 
 async def enqueue(

@@ -10,7 +10,9 @@ import json
 import sqlite3
 from collections.abc import Sequence
 
+from ._sqlite_ops import new_change
 from .base import (
+    ChangeKind,
     DeliveryUpdates,
     DestinationState,
     Lease,
@@ -91,6 +93,7 @@ def update_sent(conn: sqlite3.Connection, delivery: DeliveryUpdates) -> None:
             "UPDATE sent SET delivery = ?, updated_at = ? WHERE sender = ? AND msg_id = ?",
             (_text(merged), max(row[1], at), sender, msg_id),
         )
+        new_change(conn, sender, sender, msg_id, ChangeKind.SENT)  # in the sender's /changes
 
 
 def enqueue(

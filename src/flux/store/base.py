@@ -155,6 +155,8 @@ class StoreOutcome(enum.StrEnum):
 class ChangeKind(enum.StrEnum):
     CREATED = "created"
     UPDATED = "updated"  #: status, tags or inbox changed
+    #: the delivery state of a message the address sent changed (its sent mail)
+    SENT = "sent"
 
 
 @dataclass(frozen=True, slots=True)

@@ -210,6 +210,10 @@ class MemoryStore(MemoryQueue):
         who = _rules.pick(MessageRef(msg_id, sender), self._s.senders.get((address, msg_id), ()))
         return None if who is None else self._s.deliveries[(address, who, msg_id)]
 
+    def _sent_changed(self, sender: str, msg_id: str) -> None:
+        self._s.seq += 1
+        self._s.changes.append((self._s.seq, sender, msg_id, ChangeKind.SENT, sender))
+
     def _change(self, d: _Delivery, kind: ChangeKind) -> None:
         self._s.seq += 1
         d.seq = self._s.seq

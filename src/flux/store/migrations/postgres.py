@@ -237,6 +237,10 @@ CREATE TABLE sent (
     PRIMARY KEY (sender, msg_id)
 );
 CREATE INDEX sent_list ON sent (sender, sent_at, msg_id);
+-- a change to a sent message's delivery state is a change of its sender's mailbox
+ALTER TABLE changes DROP CONSTRAINT changes_kind_check;
+ALTER TABLE changes ADD CONSTRAINT changes_kind_check
+    CHECK (kind IN ('created', 'updated', 'sent'));
 """,
     ),
 ]

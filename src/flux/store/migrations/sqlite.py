@@ -281,6 +281,22 @@ CREATE TABLE sent (
     PRIMARY KEY (sender, msg_id)
 ) WITHOUT ROWID;
 CREATE INDEX sent_list ON sent (sender, sent_at, msg_id);
+
+-- a change to a sent message's delivery state is a change of its sender's mailbox
+-- ('sent'): SQLite cannot alter a CHECK, so the table is rebuilt (seq values kept, and
+-- AUTOINCREMENT goes on from the highest)
+CREATE TABLE changes_v7 (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    address  TEXT NOT NULL,
+    msg_id   TEXT NOT NULL,
+    kind     TEXT NOT NULL CHECK (kind IN ('created', 'updated', 'sent')),
+    sender   TEXT NOT NULL DEFAULT ''
+);
+INSERT INTO changes_v7 (seq, address, msg_id, kind, sender)
+    SELECT seq, address, msg_id, kind, sender FROM changes;
+DROP TABLE changes;
+ALTER TABLE changes_v7 RENAME TO changes;
+CREATE INDEX changes_address ON changes (address, seq);
 """,
     ),
 ]

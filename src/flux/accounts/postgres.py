@@ -196,6 +196,10 @@ class PostgresAccountStore:
         row = await self._row(sql, link.provider, link.subject)
         return None if row is None else _account_from(row)
 
+    async def account_by_address(self, address: str) -> Account | None:
+        row = await self._row(f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE address = $1", address)  # fmt: skip
+        return None if row is None else _account_from(row)
+
     async def set_password(
         self, username: str, password_hash: str, sealed: SealedSeed, *, keep_session: str | None,
         now_ms: int,

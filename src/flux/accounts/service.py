@@ -129,6 +129,17 @@ class Accounts:
         self.kdf = kdf or KdfQueue(slots=kdf_slots)
         self._randbytes = randbytes
         self._dummy_hash: str | None = None
+        #: called with each address that gains a name here (server/names.py forgets it)
+        self._name_watchers: list[Callable[[str], None]] = []
+
+    def watch_names(self, callback: Callable[[str], None]) -> None:
+        """Call `callback(address)` whenever an account (any kind) is created in this
+        process, so a cache of address -> name can forget that the address had none."""
+        self._name_watchers.append(callback)
+
+    def _named(self, address: str) -> None:
+        for callback in self._name_watchers:
+            callback(address)
 
     async def _kdf(self, client: str | None, fn: Callable[..., T], *args: Any) -> T:
         """Run an argon2id-heavy function in a thread when `client`'s turn comes (kdf.py).
@@ -209,6 +220,7 @@ class Accounts:
                           self.clock(), None, sealed)  # fmt: skip
         outcome = await self.store.create_account(account, link)
         if outcome is Created.CREATED:
+            self._named(account.address)
             await self._host(account)
         return outcome
 
@@ -218,6 +230,7 @@ class Accounts:
             raise UsernameTaken(f"the username {account.username} is taken", field="username")
         if outcome is Created.ADDRESS_TAKEN:
             raise AddressTaken("this address already has a name on this server", field="address")
+        self._named(account.address)
         await self._host(account)
 
     async def _host(self, account: Account) -> None:
@@ -348,6 +361,10 @@ class Accounts:
         """The account called `name` (any case), of any kind."""
         name = name.lower()
         return await self.store.account(name) if USERNAME_RE.match(name) else None
+
+    async def named(self, address: str) -> Account | None:
+        """The account whose address is `address` (of any kind), if it has a name here."""
+        return await self.store.account_by_address(address)
 
     async def recipient(self, written: str, field: str) -> tuple[str, str | None]:
         """(fx1 address, its domain if another server's) for a recipient written as `fx1…`,

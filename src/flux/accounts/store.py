@@ -101,6 +101,10 @@ class AccountStore(Protocol):
 
     async def account(self, username: str) -> Account | None: ...
     async def linked_account(self, link: OAuthLink) -> Account | None: ...
+    async def account_by_address(self, address: str) -> Account | None:
+        """The account (any kind) whose address is `address`: one at most (unique)."""
+        ...
+
     async def set_password(
         self, username: str, password_hash: str, sealed: SealedSeed, *, keep_session: str | None,
         now_ms: int,
@@ -156,6 +160,9 @@ class MemoryAccountStore:
     async def linked_account(self, link: OAuthLink) -> Account | None:
         username = self._links.get(link)
         return None if username is None else self._accounts.get(username)
+
+    async def account_by_address(self, address: str) -> Account | None:
+        return next((a for a in self._accounts.values() if a.address == address), None)
 
     async def set_password(
         self, username: str, password_hash: str, sealed: SealedSeed, *, keep_session: str | None,
@@ -355,6 +362,10 @@ class SQLiteAccountStore:
         sql = (f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE username = "
                "(SELECT username FROM oauth_links WHERE provider = ? AND subject = ?)")  # fmt: skip
         row = await self._one(sql, (link.provider, link.subject))
+        return None if row is None else _account_from(row)
+
+    async def account_by_address(self, address: str) -> Account | None:
+        row = await self._one(f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE address = ?", (address,))  # fmt: skip
         return None if row is None else _account_from(row)
 
     async def set_password(

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import uuid
 
-from store_helpers import ALICE, BOB, T0, envelope
+from store_helpers import ALICE, BOB, CAROL, T0, envelope, incoming
 
 from flux.protocol import body_hash
-from flux.store.base import ChangeKind, Outbound, SentMessage
+from flux.store.base import ChangeKind, Outbound, SentMessage, StoreOutcome
 
 B = "b.example"
 
@@ -113,3 +113,25 @@ async def test_a_delivery_state_change_is_a_change_of_the_senders_mailbox(store)
     ]
     assert await store.state(ALICE) == found.state > state
     assert (await store.changes(BOB, 0, 10)).changes == []
+
+
+async def test_the_sent_record_of_local_mail_is_kept_in_the_storing_transaction(store):
+    full = mail(to=CAROL)
+    await store.store_many([incoming(full, CAROL)])  # CAROL now holds one pending message
+    env = {**mail(), "cc": [CAROL]}
+    local = SentMessage(ALICE, env, T0, {BOB: {"state": "stored", "at": T0},
+                                         CAROL: {"state": "stored", "at": T0}}, T0)  # fmt: skip
+    (outcome,) = await store.store_many([incoming(env, BOB, CAROL, pending_quota=1, sent=local)])
+    assert outcome == {BOB: StoreOutcome.STORED, CAROL: StoreOutcome.OVER_QUOTA}
+    kept = await store.sent_message(ALICE, env["id"])
+    assert kept.delivery == {
+        BOB: {"state": "stored", "at": T0},
+        CAROL: {"state": "bounced", "at": T0, "reason": "the recipient's mailbox is full"},
+    }
+    # refused for every recipient: the submission failed, so nothing was sent
+    none = mail(to=CAROL)
+    lost = SentMessage(ALICE, none, T0, {CAROL: {"state": "stored", "at": T0}}, T0)
+    await store.store_many([incoming(none, CAROL, pending_quota=1, sent=lost)])
+    assert await store.sent_message(ALICE, none["id"]) is None
+    # and the sent copy is no mail of the sender's: nothing pending, no mailbox
+    assert await store.pending_count(ALICE) == 0 and await store.inboxes(ALICE) == {}

@@ -45,7 +45,7 @@ In order, each step refusing with its own error (the table in errors.py gives th
    sender this server hosts keeps the message in its sent mail, one row with each
    recipient's delivery state (stored, queued, bounced: `sent_record`), written in the
    queueing transaction when there is a remote copy (the worker's settlements then update
-   it in theirs), else right after the store's;
+   it in theirs), else in the storing one;
 9. only then the push to the recipients' live sockets (the pushed copy is marked
    delivered first, so a client never sees mail the store could still lose);
 10. a sender this server hosts now knows every recipient it wrote to (`add_contacts`):
@@ -426,12 +426,6 @@ class Submitter:
         queueing = [p for p in plans if p.outgoing and id(p) not in refused]
         if queueing:
             await self._queue(queueing)
-        # the sent copy of mail with no remote recipient (the others' went in with the queue)
-        local_only = [p for p in plans if p.keep_sent and not p.outgoing and id(p) not in refused]
-        if local_only:
-            await self.store.record_sent(
-                [sent_record(p.env, p.outcomes, p.now) for p in local_only]
-            )
         results: list[SubmitResult | FluxError] = []
         for plan in plans:
             if id(plan) in refused:
@@ -449,11 +443,18 @@ class Submitter:
             env.data, self.signer, next_hop=LOCAL_DELIVERY, now_ms=plan.now, cv=plan.cv
         )
         tags = tuple(sorted({t.lower() for t in env.data.get("tags") or ()}))
+        # The sent copy of mail with no remote recipient goes in the storing transaction
+        # (the store bounces the recipients it refuses); with one, in the queueing one.
+        sent = None
+        if plan.keep_sent and not plan.outgoing:
+            stored = {**plan.outcomes, **dict.fromkeys(plan.fresh, StoreOutcome.STORED)}
+            sent = sent_record(env, stored, plan.now)
         return Incoming(
             stamped, env.body_hash, tuple(plan.fresh), plan.now, tags=tags,
             pending_quota=self.pending_quota,
             # this server's own bounces are the sender's own server speaking: no stranger
             stranger_share=None if env.sender == self.signer.identity.address else self.stranger_share,
+            sent=sent,
         )  # fmt: skip
 
     def _refusal(self, outcome: Mapping[str, StoreOutcome]) -> FluxError | None:

@@ -389,6 +389,9 @@ class Incoming:
     #: refuse (OVER_STRANGER_SHARE) a sender the recipient has never written to when the
     #: strangers' share of its pending mail is full; decided in the same transaction
     stranger_share: StrangerShare | None = None
+    #: the sender's sent-mail record, kept in the same transaction when a recipient was
+    #: stored (`sent_after` marks the refused ones bounced): one row, no second commit
+    sent: SentMessage | None = None
 
 
 class Store(Protocol):
@@ -613,6 +616,30 @@ class Store(Protocol):
 
     async def clear_hits(self, bucket: str) -> int:
         """Forget every hit of `bucket` (a login that succeeded); return how many."""
+
+
+#: a store outcome that refuses one recipient, as the sender's sent mail says it
+REFUSED_REASONS = {
+    StoreOutcome.OVER_QUOTA: "the recipient's mailbox is full",
+    StoreOutcome.OVER_STRANGER_SHARE: (
+        "the recipient has not written to you and its mail from strangers is full"
+    ),
+    StoreOutcome.CONFLICT: "the recipient already holds another message of yours with this id",
+}
+
+
+def sent_after(record: SentMessage, outcomes: Mapping[str, StoreOutcome]) -> SentMessage | None:
+    """`record` as the storing transaction decided it: None when no recipient was stored
+    (the submission is refused as a whole), else each refused recipient bounced with its
+    reason (REFUSED_REASONS)."""
+    if StoreOutcome.STORED not in outcomes.values():
+        return None
+    delivery = {r: dict(s) for r, s in record.delivery.items()}
+    for rcpt, outcome in outcomes.items():
+        if (reason := REFUSED_REASONS.get(outcome)) is not None:
+            delivery[rcpt] = {"state": DeliveryState.BOUNCED.value, "at": record.sent_at,
+                              "reason": reason}  # fmt: skip
+    return SentMessage(record.sender, record.envelope, record.sent_at, delivery, record.updated_at)
 
 
 def merge_delivery(

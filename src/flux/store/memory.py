@@ -33,6 +33,7 @@ from .base import (
     StoreOutcome,
     Strike,
     StrikeTally,
+    sent_after,
 )
 
 
@@ -116,7 +117,11 @@ class MemoryStore(MemoryQueue):
         return self._store(incoming)
 
     async def store_many(self, batch: Sequence[Incoming]) -> list[dict[str, StoreOutcome]]:
-        return [self._store(inc) for inc in batch]
+        outcomes = [self._store(inc) for inc in batch]
+        for inc, outcome in zip(batch, outcomes, strict=True):
+            if inc.sent is not None and (record := sent_after(inc.sent, outcome)) is not None:
+                await self.record_sent([record])
+        return outcomes
 
     def _store(self, inc: Incoming) -> dict[str, StoreOutcome]:
         text = json.dumps(inc.envelope, ensure_ascii=False, separators=(",", ":"))

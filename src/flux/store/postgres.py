@@ -83,6 +83,7 @@ from .base import (
     StoreOutcome,
     Strike,
     StrikeTally,
+    sent_after,
 )
 from .migrations.postgres import migrate
 
@@ -201,7 +202,16 @@ class PostgresStore:
         return await self._stores.submit(batch)
 
     async def _store_batch(self, batch: list[Incoming]) -> list[dict[str, StoreOutcome]]:
-        return await self._write(lambda c: ops.store_batch(c, self._locks, batch))
+        async def store(conn: Conn) -> list[dict[str, StoreOutcome]]:
+            outcomes = await ops.store_batch(conn, self._locks, batch)
+            records = [
+                record for inc, outcome in zip(batch, outcomes, strict=True)
+                if inc.sent is not None and (record := sent_after(inc.sent, outcome)) is not None
+            ]  # fmt: skip
+            await queue.record_sent(conn, records)  # the sent records, in the same transaction
+            return outcomes
+
+        return await self._write(store)
 
     async def pending_count(self, address: str) -> int:
         now = self._clock()

@@ -71,10 +71,21 @@ from .base import (
     StoreOutcome,
     Strike,
     StrikeTally,
+    sent_after,
 )
 from .migrations.sqlite import migrate
 
 T = TypeVar("T")
+
+
+def _store_one(conn: sqlite3.Connection, inc: Incoming) -> dict[str, StoreOutcome]:
+    """Store one message, and its sender's sent-mail record, in the writer's transaction."""
+    outcome = ops.store(conn, inc)
+    if inc.sent is not None and (record := sent_after(inc.sent, outcome)) is not None:
+        queue.record_sent(conn, [record])
+    return outcome
+
+
 READERS = 4
 BUSY_TIMEOUT_S = 30.0
 JOURNAL_SIZE_LIMIT = 64 << 20  #: SQLite cuts the WAL back to this when it restarts it
@@ -280,7 +291,7 @@ class SQLiteStore:
         return await self._write(lambda c: ops.store(c, incoming))
 
     async def store_many(self, batch: Sequence[Incoming]) -> list[dict[str, StoreOutcome]]:
-        return await self._write(lambda c: [ops.store(c, inc) for inc in batch])
+        return await self._write(lambda c: [_store_one(c, inc) for inc in batch])
 
     async def pending_count(self, address: str) -> int:
         now = self._clock()

@@ -147,12 +147,6 @@ def test_many_addresses_on_schedule_cost_no_sweep_per_request(monkeypatch):
     assert len(turns._due) <= 2 * 4_000  # memory bounded by the addresses recently active
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ws.py negotiates permessage-deflate (aiohttp's default): a 256 KiB frame "
-    "arrives as ~1 KiB, takes 1 turn, and costs the loop its inflating and JSON parsing; "
-    "fix: web.WebSocketResponse(..., compress=False) in ws.py",
-)
 @pytest.mark.parametrize("running", [{}], indirect=True)
 async def test_websocket_frames_are_not_compressed_so_their_turns_match_their_size(running):
     """Attack: offer permessage-deflate and send frames of 250 KiB of one letter. Turns are

@@ -139,6 +139,9 @@ class WebSocketEndpoint:
         ws = web.WebSocketResponse(
             heartbeat=self.config.ws_heartbeat_s, max_msg_size=self.config.ws_max_msg_bytes,
             autoping=False,  # pongs are acks (push.py); pings are answered in _next_frame
+            # no permessage-deflate: a frame's turns (connections.py) are counted on the wire
+            # bytes, and a 256 KiB frame deflated to 1 KiB would cost 1 turn, not 16
+            compress=False,
         )  # fmt: skip
         await ws.prepare(request)
         principal, inbox, dialect = await self._authenticate(ws)

@@ -218,7 +218,14 @@ def test_one_trusted_proxy_rule_matches_exact_entries_names_and_networks():
     the operator check all take CIDRs as well as exact addresses and names."""
     proxies = ServerConfig(trusted_proxies="10.0.0.0/8, lb.internal, ::1").trusted_proxies
     assert isinstance(proxies, TrustedProxies)
-    for inside in ("10.1.2.3", "::ffff:10.9.9.9", "lb.internal", "::1"):
+    for inside in (
+        "10.1.2.3",
+        "::ffff:10.9.9.9",
+        "lb.internal",
+        "::1",
+        "10.1.2.3:51234",
+        "[::1]:443",
+    ):
         assert inside in proxies, inside
     for outside in ("11.0.0.1", "lb.internal.evil", "::2", "", "not an address"):
         assert outside not in proxies, outside

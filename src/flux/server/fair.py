@@ -132,7 +132,7 @@ def client_bucket(address: str | None) -> str:
     if not address:
         return ""
     try:
-        ip = ipaddress.ip_address(_without_port(address))
+        ip = ipaddress.ip_address(wire.without_port(address))
     except ValueError:
         return address
     if isinstance(ip, ipaddress.IPv6Address):
@@ -140,19 +140,6 @@ def client_bucket(address: str | None) -> str:
             return str(ip.ipv4_mapped)
         return str(ipaddress.IPv6Network((ip, 64), strict=False))
     return str(ip)
-
-
-def _without_port(address: str) -> str:
-    """`address` without a port some proxies write after it (Azure's Application Gateway
-    forwards `203.0.113.7:51234`, RFC 7239 `[2001:db8::1]:443`): counted with its port,
-    every connection of one client would be a new client with a budget of its own."""
-    address = address.strip()
-    if address.startswith("["):
-        return address[1:].split("]", 1)[0]
-    host, colon, port = address.rpartition(":")
-    if colon and "." in host and ":" not in host and port.isdigit():
-        return host
-    return address
 
 
 def _seconds(ms: int) -> int:

@@ -107,6 +107,19 @@ def only_query(request: web.Request, allowed: frozenset[str]) -> None:
     only(request.query, allowed | {"token"}, "query")
 
 
+def without_port(address: str) -> str:
+    """`address` without a port some proxies write after it (Azure's Application Gateway
+    forwards `203.0.113.7:51234`, RFC 7239 `[2001:db8::1]:443`): counted with its port,
+    every connection of one client would be a new client with a budget of its own."""
+    address = address.strip()
+    if address.startswith("["):
+        return address[1:].split("]", 1)[0]
+    host, colon, port = address.rpartition(":")
+    if colon and "." in host and ":" not in host and port.isdigit():
+        return host
+    return address
+
+
 class TrustedProxies(frozenset[str]):
     """`FLUX_TRUSTED_PROXIES`: exact addresses, CIDRs (`10.0.0.0/8`) or names, as one rule
     for every per-address decision (client addresses, connection caps, request budgets,
@@ -127,12 +140,14 @@ class TrustedProxies(frozenset[str]):
         return self
 
     def __contains__(self, address: object) -> bool:
-        if super().__contains__(address):
+        if super().__contains__(address) or (
+            isinstance(address, str) and super().__contains__(without_port(address))
+        ):
             return True
         if not self._networks or not isinstance(address, str):
             return False
         try:
-            ip = ipaddress.ip_address(address.split("%", 1)[0].strip("[]"))
+            ip = ipaddress.ip_address(without_port(address).split("%", 1)[0])
         except ValueError:
             return False
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:

@@ -443,8 +443,10 @@ async def test_every_route_refuses_a_field_it_would_ignore(
         ("POST", "/register", {"json": {"address": "x", "note": "hi"}}, "note"),
         ("GET", "/auth/challenge", {"params": {"address": "x", "ttl": "1"}}, "ttl"),
         ("POST", "/account/login", {"json": {"username": "x", "password": "y", "keep": 1}}, "keep"),
+        ("GET", "/federation/resolve/alice", {"params": {"fresh": "1"}}, "fresh"),
+        ("POST", "/auth/logout", {"params": {"all": "1"}}, "all"),
     ],
-    ids=["send", "auth-session", "register", "auth-challenge", "account-login"],
+    ids=["send", "auth-session", "register", "auth-challenge", "account-login", "resolve", "logout"],
 )
 async def test_unauthenticated_routes_refuse_a_field_they_would_ignore(
     flux_server: str, method: str, path: str, kwargs: dict[str, Any], named: str

@@ -58,6 +58,7 @@ class AuthRoutes:
         return wire.ok(address=address, token=token, expires=expires)
 
     async def logout(self, request: web.Request) -> web.Response:
+        wire.only_query(request, frozenset())
         return wire.ok(revoked=await self.auth.logout(request))
 
     async def register(self, request: web.Request) -> web.Response:

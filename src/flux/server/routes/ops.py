@@ -159,6 +159,7 @@ class OpsRoutes:
         address and key: `{ok, address, pub, domain[, name]}`, plus the same binding under
         the prototype's names (`flux_address`, `flux_pub_b64`, `username`), which its
         servers and clients read (PROTOCOL.md §13). 404 `not_found` naming `name`."""
+        wire.only_query(request, frozenset())
         name = wire.path_str(request, "name")
         if not is_address(name) and self.accounts is not None:
             account = await self.accounts.resolve(name)

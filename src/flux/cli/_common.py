@@ -85,7 +85,7 @@ FIXES = {
     "registration_closed": "ask the server's operator for an account",
     "bad_invite": "ask the server's operator for a fresh invite (--invite)",
     "ambiguous": "give more digits of the id (candidates below)",
-    "binding_changed": "check the new key with its owner; `flux contacts` shows both",
+    "binding_changed": "check the new key with its owner, then `flux contacts --accept NAME`",
     "not_found": "see `flux inbox` for the ids in your mailbox",
 }
 
@@ -111,6 +111,8 @@ def describe(exc: BaseException) -> str:
     elif isinstance(exc, FluxError):
         where = f" (field {exc.field})" if exc.field else ""
         text = f"{exc.code}: {exc.message}{where}"
+        if fix := FIXES.get(exc.code):
+            text = f"{text}; {fix}"
     elif isinstance(exc, OSError) and exc.strerror:
         text = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
     elif isinstance(exc, TimeoutError):

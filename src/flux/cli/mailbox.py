@@ -270,8 +270,12 @@ def claim(
 
     async def go(client: FluxClient) -> dict[str, Any]:
         answer = await client.claim(name)
-        if answer.get("address") == client.address and isinstance(answer.get("name"), str):
-            client.bindings.accept(answer["name"], client.address, client.identity.pub_b64())
+        handle = answer.get("name")
+        # Remember our own name (the inbox title shows it), never over a binding already
+        # known here: that one is trusted on first use, and `flux contacts` decides.
+        mine = answer.get("address") == client.address and isinstance(handle, str)
+        if mine and client.bindings.get(handle) is None:
+            client.bindings.check(handle, client.address, client.identity.pub_b64())
         return answer
 
     answer = with_client(key, server, go)

@@ -34,6 +34,7 @@ from flux.server.app import PARTS
 from flux.server.keys import ServerKey
 from flux.server.names import FROM_NAME, NameResolver
 from flux.store import MemoryStore
+from flux.store.base import ListQuery, MessageRef
 from postgres_env import postgres_dsn
 
 DOMAIN = "names.test"
@@ -170,3 +171,36 @@ async def test_annotate_adds_the_name_beside_real_envelopes(live: Live) -> None:
     assert FROM_NAME not in listed[0] and FROM_NAME not in stranger
     assert {k: v for k, v in annotated[0].items() if k != FROM_NAME} == listed[0]
     verify_envelope(dict(listed[0]), now_ms=live.clock.now)
+
+
+def _mailbox(live: Live) -> Any:
+    """The live app's Mailbox (the one every listing route reads through)."""
+    for route in live.client.server.app.router.routes():
+        owner = getattr(route.handler, "__self__", None)
+        if route.resource.canonical == "/mail/inbox" and owner is not None:
+            return owner.mailbox
+    raise AssertionError("no /mail/inbox route")
+
+
+async def test_a_mailbox_with_names_adds_from_name_to_every_read(live: Live) -> None:
+    mailbox = _mailbox(live)
+    if mailbox.names is None:  # until create_app passes one (report: app.py)
+        mailbox.names = NameResolver(live.accounts, live.clock)
+    ada = await live.register("ada")
+    bob = await live.register("bob")
+    await live.post("/mail/send", {"to": bob["address"], "content": "hello bob"},
+                    {"X-Flux-Session": ada["session"]})  # fmt: skip
+    await live.post("/mail/send", {"to": bob["address"], "content": "to myself"},
+                    {"X-Flux-Session": bob["session"]})  # fmt: skip
+    me = {"X-Flux-Session": bob["session"]}
+    for path in ("/mail/inbox", "/mail/peek"):
+        answer = await (await live.client.get(path, headers=me)).json()
+        by_content = {m["content"]: m.get(FROM_NAME) for m in answer["messages"]}
+        assert by_content == {"hello bob": f"ada@{DOMAIN}", "to myself": f"bob@{DOMAIN}"}, path
+    listed, _ = await mailbox.list(bob["address"], ListQuery())
+    one = listed[0]
+    whole = await mailbox.get(bob["address"], MessageRef(one["id"], one["from"]))
+    assert whole[FROM_NAME] == one[FROM_NAME]
+    # the store still holds the envelope alone
+    stored = await mailbox.store.get(bob["address"], one["id"], one["from"])
+    assert FROM_NAME not in stored.envelope and FROM_NAME not in stored.to_wire()

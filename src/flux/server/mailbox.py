@@ -46,6 +46,7 @@ from ..store.base import (
 from . import wire
 from .errors import Ambiguous, CannotCalculateChanges, NotFound
 from .fanout import CHANGED, LocalFanout, MailEvent
+from .names import NameResolver
 from .push import Connection
 
 Wire = dict[str, Any]
@@ -185,9 +186,16 @@ def parse_status(text: str | None) -> MessageStatus | None:
 
 
 class Mailbox:
-    def __init__(self, store: Store, fanout: LocalFanout) -> None:
+    def __init__(
+        self, store: Store, fanout: LocalFanout, names: NameResolver | None = None
+    ) -> None:
         self.store = store
         self.fanout = fanout
+        self.names = names  #: adds `_from_name` to what is read (names.py)
+
+    async def _named(self, rows: Sequence[StoredMessage]) -> list[Wire]:
+        listed = [r.to_wire() for r in rows]
+        return listed if self.names is None else await self.names.annotate(listed)
 
     async def _changed(
         self, address: str, rows: Sequence[StoredMessage], origin: Connection | None
@@ -235,11 +243,11 @@ class Mailbox:
 
     async def list(self, address: str, query: ListQuery) -> tuple[list[Wire], str | None]:
         page = await self.store.list(address, query)
-        return [r.to_wire() for r in page.items], page.next_cursor
+        return await self._named(page.items), page.next_cursor
 
     async def peek(self, address: str, limit: int) -> tuple[int, list[Wire]]:
         page = await self.store.list(address, ListQuery(status=MessageStatus.PENDING, limit=limit))
-        return await self.store.pending_count(address), [r.to_wire() for r in page.items]
+        return await self.store.pending_count(address), await self._named(page.items)
 
     async def get(self, address: str, ref: MessageRef) -> Wire:
         """Raises NotFound, Ambiguous (409: the id names several senders' messages, or a
@@ -249,7 +257,7 @@ class Mailbox:
             row = await self.store.get(address, ref.id, ref.sender)
         if row is None:
             raise NotFound("no such message in this mailbox", field="id")
-        return row.to_wire()
+        return (await self._named([row]))[0]
 
     async def thread(self, address: str, ref: MessageRef) -> list[Wire]:
         """The conversation of one message (base.py, "Threads"). Raises NotFound,

@@ -215,3 +215,27 @@ def _claim_and_contacts(tmp_path, live_server):
     assert who["bob"] in mine["keys"]
     table = _ok(flux("inbox", **env["alice"])).stdout
     assert f"inbox of {name}" in table
+
+
+def test_a_password_account_uses_the_same_commands(tmp_path, live_server):
+    env = {"FLUX_SERVER": live_server, "XDG_CONFIG_HOME": str(tmp_path / "cfg")}
+    made = _ok(flux("account", "register", "erin", stdin="correct horse\ncorrect horse\n", **env))
+    erin = re.search(r"fx1[0-9a-f]{40}", made.stdout).group(0)
+    key = tmp_path / "dave.json"
+    make_key(key)
+    dave = {**env, "FLUX_KEY": str(key)}
+    _ok(flux("register", **dave))
+    one = _send(dave, erin, "first", "--subject", "one")
+    two = _send(dave, erin, "second", "--subject", "two")
+
+    stored = _json(flux("read", one[:8], "--json", **env))
+    assert stored["id"] == one and not any(k.startswith("_") for k in stored)
+    _error(flux("read", "abc", **env), "at least 8 digits")
+    assert _json(flux("tag", two[:8], "+keep", "--json", **env))["tags"] == ["keep"]
+    assert _json(flux("move", two, "later", "--json", **env))["inbox"] == "later"
+    assert _json(flux("mark", two, "--json", **env)) == {"updated": [two]}
+    lines = _ok(flux("export", **env)).stdout.splitlines()
+    assert {json.loads(line)["id"] for line in lines} == {one, two}
+    assert _json(flux("delete", one, "--json", **env)) == {"updated": [one]}
+    assert [m["id"] for m in _json(flux("inbox", "--json", **env))] == [two]
+    _error(flux("reply", two, "x", **env), "no key")

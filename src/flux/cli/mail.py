@@ -237,14 +237,23 @@ async def _read_as_account(
     """`read` for a password account: found by listing its mailbox (/mail has no fetch by
     id), verified here (signature, chain intact), shown; the server holds the key, so an
     encrypted body is shown as such."""
-    msg, cursor = None, None
-    while msg is None:
-        page = await api.call("GET", "/mail/inbox", params={"limit": 50, "cursor": cursor})
-        msg = next((m for m in page.get("messages") or ()
-                    if str(m.get("id")).startswith(message_id)), None)  # fmt: skip
-        cursor = page.get("next_cursor")
-        if msg is None and not cursor:
-            raise CliError(f"no message {message_id} in {api.me}'s mailbox: see `flux inbox`")
+    if len(message_id) < 8:
+        raise CliError(f"{message_id!r}: give at least 8 digits of the id (see `flux inbox`)")
+    found: list[dict[str, Any]] = []
+    cursor = None
+    while True:  # a short id is matched here, as the server does (docs/API.md "Short ids")
+        page = await api.call("GET", "/mail/inbox", params={"limit": 500, "cursor": cursor})
+        found += [m for m in page.get("messages") or () if str(m.get("id")).startswith(message_id)]
+        if not (cursor := page.get("next_cursor")):
+            break
+    exact = [m for m in found if m.get("id") == message_id]
+    if not found:
+        raise CliError(f"no message {message_id} in {api.me}'s mailbox: see `flux inbox`")
+    if not exact and len(found) > 1:
+        listed = "; ".join(f"{m.get('id')} {short(m.get('from'))} {m.get('subject') or ''}"
+                           for m in found[:10])  # fmt: skip
+        raise CliError(f"{len(found)} messages start with {message_id}: {listed}; give more digits")  # fmt: skip
+    msg = (exact or found)[0]
     try:
         verify_envelope(dict(msg))
         check = verify_chain(msg, None)

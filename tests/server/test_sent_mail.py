@@ -172,8 +172,17 @@ async def test_only_the_owner_reads_sent_mail_and_bad_ids_are_refused(tmp_path: 
             with pytest.raises(FluxClientError) as limit:
                 await client._request("GET", f"/sent/{alice.address}", params={"limit": 0})
             assert limit.value.status == 400 and limit.value.field == "limit"
+            with pytest.raises(FluxClientError) as cursor:
+                await sent(client, cursor="12.not-an-id")
+            assert cursor.value.status == 400 and cursor.value.field == "cursor"
+            second = await client.send(bob.address, "mine too")
+            page, more = await sent(client, limit=1)
+            assert [m["id"] for m in page] == [second.id] and more is not None
+            page, more = await sent(client, limit=1, cursor=more)
+            assert [m["id"] for m in page] == [result.id]
+            assert (await sent(client, limit=1, cursor=more))[0] == []
             # bob's inbox copy is his; alice's sent list has it, bob's has nothing
-            assert [m["id"] for m in (await sent(client))[0]] == [result.id]
+            assert [m["id"] for m in (await sent(client))[0]] == [second.id, result.id]
             assert (await sent(other))[0] == []
 
 

@@ -92,8 +92,18 @@ async def test_sent_lists_newest_first_by_pages_and_finds_prefixes(store):
     await store.record_sent([record(mail(ALICE, BOB))])  # another sender's
     first = await store.sent(ALICE, 3)
     assert [m.id for m in first] == [e["id"] for e in reversed(envs)][:3]
-    rest = await store.sent(ALICE, 3, before=first[-1].sent_at)
+    rest = await store.sent(ALICE, 3, before=(first[-1].sent_at, first[-1].id))
     assert [m.id for m in rest] == [envs[1]["id"], envs[0]["id"]]
+    # sent in one millisecond: pages by (sent_at, id) skip none of them
+    same = [mail() for _ in range(3)]
+    await store.record_sent([record(e, T0 + 100) for e in same])
+    ids = sorted((e["id"] for e in same), reverse=True)
+    pages, before = [], None
+    for _ in range(3):
+        (one,) = await store.sent(ALICE, 1, before=before)
+        pages.append(one.id)
+        before = (one.sent_at, one.id)
+    assert pages == ids
     target = envs[2]["id"]
     assert [m.id for m in await store.sent_prefix(ALICE, target[:12], 5)] == [target]
     assert await store.sent_prefix(BOB, target[:12], 5) == []

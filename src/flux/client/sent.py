@@ -19,15 +19,15 @@ __all__ = ["delivery_state", "sent"]
 
 
 async def sent(
-    client: FluxClient, *, limit: int = 50, before: int | None = None
-) -> tuple[list[dict[str, Any]], int | None]:
-    """The caller's sent mail, newest first: (items, `before` for the next page or None).
-    GET /sent/{address}?limit&before."""
+    client: FluxClient, *, limit: int = 50, cursor: str | None = None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """The caller's sent mail, newest first: (items, the cursor of the next page or None).
+    GET /sent/{address}?limit&cursor."""
     address = quote(str(client.identity.address), safe="")
     answer = await client._request(
-        "GET", f"/sent/{address}", params={"limit": limit, "before": before}
+        "GET", f"/sent/{address}", params={"limit": limit, "cursor": cursor}
     )
-    return list(answer["messages"]), answer.get("next_before")
+    return list(answer["messages"]), answer.get("next_cursor")
 
 
 async def delivery_state(client: FluxClient, message_id: str) -> dict[str, Any]:

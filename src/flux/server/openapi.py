@@ -299,8 +299,8 @@ def paths() -> dict[str, Any]:
         "/sent/{address}": {"get": op(
             "The caller's sent mail, newest first, with each recipient's delivery state",
             ok_obj(messages={"type": "array", "items": SENT_MESSAGE}, count={"type": "integer"},
-                   next_before={"type": ["integer", "null"]}),
-            params=[ADDR_PATH, LIMIT, query("before", {"type": "integer", "minimum": 1})],
+                   next_cursor={"type": ["string", "null"]}),
+            params=[ADDR_PATH, LIMIT, query("cursor", {"type": "string"})],
             auth=True)},
         "/sent/{address}/{id}": {"get": op(
             "One sent message and its delivery state, by id or short id",

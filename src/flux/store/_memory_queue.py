@@ -38,10 +38,12 @@ class MemoryQueue:
         for record in sent:
             self._sent.setdefault((record.sender, record.id), record)
 
-    async def sent(self, sender: str, limit: int, before: int | None = None) -> list[SentMessage]:
+    async def sent(
+        self, sender: str, limit: int, before: tuple[int, str] | None = None
+    ) -> list[SentMessage]:
         mine = [
             m for (s, _), m in self._sent.items()
-            if s == sender and (before is None or m.sent_at < before)
+            if s == sender and (before is None or (m.sent_at, m.id) < before)
         ]  # fmt: skip
         return sorted(mine, key=lambda m: (m.sent_at, m.id), reverse=True)[:limit]
 

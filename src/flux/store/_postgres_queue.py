@@ -55,12 +55,14 @@ def _sent_row(row: asyncpg.Record) -> SentMessage:
 
 
 async def sent(
-    conn: asyncpg.Connection, sender: str, limit: int, before: int | None
+    conn: asyncpg.Connection, sender: str, limit: int, before: tuple[int, str] | None
 ) -> list[SentMessage]:
+    at, msg_id = (2**63 - 1, "") if before is None else before
     rows = await conn.fetch(
-        f"""SELECT {SENT_COLUMNS} FROM sent WHERE sender = $1 AND sent_at < $2
-            ORDER BY sent_at DESC, msg_id COLLATE "C" DESC LIMIT $3""",
-        sender, 2**63 - 1 if before is None else before, limit,
+        f"""SELECT {SENT_COLUMNS} FROM sent
+            WHERE sender = $1 AND (sent_at, msg_id COLLATE "C") < ($2, $3 COLLATE "C")
+            ORDER BY sent_at DESC, msg_id COLLATE "C" DESC LIMIT $4""",
+        sender, at, msg_id, limit,
     )  # fmt: skip
     return [_sent_row(r) for r in rows]
 

@@ -49,12 +49,13 @@ SENT_COLUMNS = "sender, sent_at, envelope, delivery, updated_at"
 
 
 def sent(
-    conn: sqlite3.Connection, sender: str, limit: int, before: int | None
+    conn: sqlite3.Connection, sender: str, limit: int, before: tuple[int, str] | None
 ) -> list[SentMessage]:
+    at, msg_id = (2**63 - 1, "") if before is None else before
     rows = conn.execute(
-        f"""SELECT {SENT_COLUMNS} FROM sent WHERE sender = ? AND sent_at < ?
+        f"""SELECT {SENT_COLUMNS} FROM sent WHERE sender = ? AND (sent_at, msg_id) < (?, ?)
             ORDER BY sent_at DESC, msg_id DESC LIMIT ?""",
-        (sender, 2**63 - 1 if before is None else before, limit),
+        (sender, at, msg_id, limit),
     ).fetchall()
     return [_sent_row(r) for r in rows]
 

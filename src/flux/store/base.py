@@ -527,9 +527,12 @@ class Store(Protocol):
     async def record_sent(self, sent: Sequence[SentMessage]) -> None:
         """Keep sent-mail records (mail with no remote recipient), as `enqueue`'s `sent`."""
 
-    async def sent(self, sender: str, limit: int, before: int | None = None) -> list[SentMessage]:
-        """`sender`'s sent mail, newest first, at most `limit`; `before` (unix ms): only
-        what was sent earlier (the next page: pass the last item's `sent_at`)."""
+    async def sent(
+        self, sender: str, limit: int, before: tuple[int, str] | None = None
+    ) -> list[SentMessage]:
+        """`sender`'s sent mail, newest first by (sent_at, id), at most `limit`; `before`:
+        only what comes after (sent_at, id) in that order (the next page: pass the last
+        item's (sent_at, id), so messages sent in the same millisecond are not skipped)."""
 
     async def sent_message(self, sender: str, msg_id: str) -> SentMessage | None:
         """One sent message by its full id, or None."""

@@ -342,7 +342,9 @@ class PostgresStore:
         if sent:
             await self._write(lambda c: queue.record_sent(c, sent))
 
-    async def sent(self, sender: str, limit: int, before: int | None = None) -> list[SentMessage]:
+    async def sent(
+        self, sender: str, limit: int, before: tuple[int, str] | None = None
+    ) -> list[SentMessage]:
         return await self._read(lambda c: queue.sent(c, sender, limit, before))
 
     async def sent_message(self, sender: str, msg_id: str) -> SentMessage | None:

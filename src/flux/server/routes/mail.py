@@ -6,11 +6,20 @@ or the submitter, answer. Errors are raised, never answered here: errors.py maps
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from aiohttp import web
 
-from ...store.base import MAX_CANDIDATES, MessageRef, MessageStatus, PrefixMatches, SentMessage
+from ...protocol.errors import InvalidValue
+from ...store.base import (
+    MAX_CANDIDATES,
+    MessageRef,
+    MessageStatus,
+    PrefixMatches,
+    SentMessage,
+    Store,
+)
 from .. import wire
 from ..auth import Authenticator
 from ..errors import NotFound
@@ -162,36 +171,22 @@ class MailRoutes:
 
     async def sent(self, request: web.Request) -> web.Response:
         """The caller's sent mail, newest first, each with `_sent_at` and `_delivery` (every
-        recipient's delivery state: docs/API.md, "Sent mail"); `before` (unix ms): the next
-        page, from the last item's `_sent_at` (`next_before`, null at the end)."""
-        address = await self._owner_in_path(request, frozenset({"limit", "before"}))
+        recipient's delivery state: docs/API.md, "Sent mail"); `cursor`: the next page
+        (`next_cursor` of the previous one, null at the end; 400 naming `cursor` if it
+        does not decode)."""
+        address = await self._owner_in_path(request, frozenset({"limit", "cursor"}))
         limit = self._limit(request)
-        before = wire.query_int(request, "before", 0, low=1) or None
+        before = sent_cursor(wire.query_str(request, "cursor"))
         found = await self.mailbox.store.sent(address, limit, before)
-        after = found[-1].sent_at if len(found) == limit else None
-        return wire.ok(messages=[m.to_wire() for m in found], count=len(found), next_before=after)
+        after = f"{found[-1].sent_at}.{found[-1].id}" if len(found) == limit else None
+        return wire.ok(messages=[m.to_wire() for m in found], count=len(found), next_cursor=after)
 
     async def sent_one(self, request: web.Request) -> web.Response:
         """One sent message by id or short id (8+ hex digits): 404 if the caller sent none
         with it, 409 `ambiguous` listing the candidates when a prefix names several."""
         address = await self._owner_in_path(request, NO_QUERY)
         msg_id = wire.check_id_or_prefix(request.match_info["id"])
-        return wire.ok(message=(await self._sent_by_id(address, msg_id)).to_wire())
-
-    async def _sent_by_id(self, address: str, msg_id: str) -> SentMessage:
-        store = self.mailbox.store
-        if len(msg_id) == ID_DIGITS:
-            found = await store.sent_message(address, msg_id)
-            matches = [] if found is None else [found]
-        else:
-            matches = await store.sent_prefix(address, msg_id, MAX_CANDIDATES + 1)
-        if not matches:
-            raise NotFound("you sent no message with this id", field="id")
-        if len(matches) > 1:
-            shown = matches[:MAX_CANDIDATES]
-            # the count past MAX_CANDIDATES is "more than": a range scan stops there
-            raise AmbiguousPrefix(msg_id, PrefixMatches(len(matches), shown), "id")  # type: ignore[arg-type]
-        return matches[0]
+        return wire.ok(message=(await find_sent(self.mailbox.store, address, msg_id)).to_wire())
 
     async def changes(self, request: web.Request) -> web.Response:
         wire.only_query(request, frozenset({"address", "since", "limit"}))
@@ -214,3 +209,34 @@ class MailRoutes:
 
     async def _hosted(self, address: str) -> bool:
         return await self.mailbox.store.hosted(address) is not None
+
+
+async def find_sent(store: Store, address: str, msg_id: str) -> SentMessage:
+    """`address`'s sent message by id or short id (shared with the account routes).
+    Raises NotFound, or AmbiguousPrefix (409) listing up to MAX_CANDIDATES matches."""
+    if len(msg_id) == ID_DIGITS:
+        found = await store.sent_message(address, msg_id)
+        matches = [] if found is None else [found]
+    else:
+        matches = await store.sent_prefix(address, msg_id, MAX_CANDIDATES + 1)
+    if not matches:
+        raise NotFound("you sent no message with this id", field="id")
+    if len(matches) > 1:
+        # the count past MAX_CANDIDATES is "more than": the range scan stops there
+        found_ = PrefixMatches(len(matches), matches[:MAX_CANDIDATES])  # type: ignore[arg-type]
+        raise AmbiguousPrefix(msg_id, found_, "id")
+    return matches[0]
+
+
+_SENT_CURSOR = re.compile(r"([0-9]{1,16})\.([0-9a-f]{32})")
+
+
+def sent_cursor(value: str | None) -> tuple[int, str] | None:
+    """A /sent page cursor, `<sent_at ms>.<id>` (the last item of the previous page), as
+    (sent_at, id); None for none. Raises InvalidValue naming `cursor`."""
+    if value is None or value == "":
+        return None
+    match = _SENT_CURSOR.fullmatch(value)
+    if match is None:
+        raise InvalidValue("cursor is not one this server gave", field="cursor")
+    return int(match[1]), match[2]

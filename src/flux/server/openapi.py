@@ -443,6 +443,13 @@ def account_paths() -> dict[str, Any]:
         "/account/me": {"get": session_op(
             "The session's account",
             ok_obj(created_at={"type": "integer"}, expires_at={"type": "integer"}, **ACCOUNT))},
+        "/account/password": {"post": session_op(
+            "Change the session's account password: the key is resealed (same address), "
+            "the account's other sessions are revoked",
+            ok_obj(sessions_revoked={"type": "integer", "minimum": 0}),
+            body=obj(["password", "new_password"], password={"type": "string"},
+                     new_password={"type": "string", "minLength": 8, "maxLength": 1024}),
+            errors=("429", "503"))},
         "/account/claim": {"post": op(
             "Claim a name for a key you hold: sig over flux-claim:1:{domain}:{username}:{address}:{t}",
             ok_obj(created={"type": "boolean"}, **ACCOUNT),

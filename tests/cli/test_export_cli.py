@@ -9,6 +9,7 @@ import re
 import stat
 
 from cli_helpers import flux, make_key
+from test_inbox_table import _in_terminal
 
 
 def _setup(tmp_path, server):
@@ -67,3 +68,12 @@ def test_export_errors_are_one_line(tmp_path, live_server):
     wrong = flux("export", "--status", "sideways", **bob)
     assert wrong.returncode == 1 and len(wrong.stderr.strip().splitlines()) == 1
     assert "status" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+def test_export_shows_progress_in_a_terminal_and_keeps_it_off_the_file(tmp_path, live_server):
+    bob, ids = _setup(tmp_path, live_server)
+    target = tmp_path / "mail.jsonl"
+    shown = "\n".join(_in_terminal(80, "export", "-o", str(target), **bob))
+    assert "exporting:" in shown and f"exported {len(ids)} message(s)" in shown
+    lines = target.read_text().splitlines()
+    assert len(lines) == len(ids) and all(json.loads(line)["id"] in ids for line in lines)

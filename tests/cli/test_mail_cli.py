@@ -238,4 +238,8 @@ def test_a_password_account_uses_the_same_commands(tmp_path, live_server):
     assert {json.loads(line)["id"] for line in lines} == {one, two}
     assert _json(flux("delete", one, "--json", **env)) == {"updated": [one]}
     assert [m["id"] for m in _json(flux("inbox", "--json", **env))] == [two]
-    _error(flux("reply", two, "x", **env), "no key")
+    answered = _json(flux("reply", two[:8], "thanks", "--json", **env))
+    assert answered["re"] == two and list(answered["recipients"].values()) == ["stored"]
+    (back,) = _json(flux("inbox", "--json", **dave))
+    assert back["re"] == two and back["subject"] == "Re: two" and back["from"] == erin
+    _error(flux("forward", two, erin, **env), "no key")

@@ -237,6 +237,13 @@ async def _read_as_account(
     """`read` for a password account: found by listing its mailbox (/mail has no fetch by
     id), verified here (signature, chain intact), shown; the server holds the key, so an
     encrypted body is shown as such."""
+    msg = await find_as_account(api, message_id)
+    await _show_as_account(api, msg, message_id, no_mark, as_json)
+
+
+async def find_as_account(api: AccountApi, message_id: str) -> dict[str, Any]:
+    """The message of the account's mailbox whose id is or starts with `message_id` (8+
+    digits). Raises CliError for none, a too-short id, or several (listing them)."""
     if len(message_id) < 8:
         raise CliError(f"{message_id!r}: give at least 8 digits of the id (see `flux inbox`)")
     found: list[dict[str, Any]] = []
@@ -253,7 +260,12 @@ async def _read_as_account(
         listed = "; ".join(f"{m.get('id')} {short(m.get('from'))} {m.get('subject') or ''}"
                            for m in found[:10])  # fmt: skip
         raise CliError(f"{len(found)} messages start with {message_id}: {listed}; give more digits")  # fmt: skip
-    msg = (exact or found)[0]
+    return (exact or found)[0]
+
+
+async def _show_as_account(
+    api: AccountApi, msg: dict[str, Any], message_id: str, no_mark: bool, as_json: bool
+) -> None:
     try:
         verify_envelope(dict(msg))
         check = verify_chain(msg, None)

@@ -3,7 +3,9 @@
 
 Every ID may be a short id (8+ hex digits, as git takes an abbreviated hash); an ambiguous
 one fails listing the candidates (id, sender, subject). `tag`, `move`, `delete` and `mark`
-also work for a logged-in password account (no key), through its /mail routes.
+also work for a logged-in password account (no key), through its /mail routes, and so does
+`reply` (through /mail/send); `forward` and `thread` need a key (an account's server holds
+its key, so it cannot decrypt here, and there is no /mail/thread).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from ._common import (
     when,
     with_client,
 )
-from .mail import _account, _plaintext
+from .mail import _account, _plaintext, find_as_account
 from .table import flags
 
 IdArgument = typer.Argument(..., metavar="ID", help="Message id or its first 8+ hex digits.")
@@ -76,6 +78,18 @@ def reply(
 ) -> None:
     """Answer a message: to its sender, `Re:` its subject, linked to it (`re`)."""
     text = _content(content)
+    if api := _account(key, legacy_secret, server):
+        msg = run(find_as_account(api, message_id))
+        subject = str(msg.get("subject") or "")
+        if subject and not subject.lower().startswith("re:"):
+            subject = f"Re: {subject}"
+        lock = bool(msg.get("encrypted")) if encrypt is None else encrypt
+        body = {"to": msg["from"], "content": text, "re": msg["id"], "encrypt": lock or None,
+                "subject": subject or None}  # fmt: skip
+        sent = run(api.call("POST", "/mail/send", json={k: v for k, v in body.items() if v is not None}))  # fmt: skip
+        _emit(as_json, {"id": sent.get("id"), "re": msg["id"], "recipients": sent.get("recipients")},
+              f"replied {sent.get('id')} to {msg['from']}")  # fmt: skip
+        return
 
     async def go(client: FluxClient) -> None:
         msg = await _verified(client, message_id)

@@ -101,7 +101,9 @@ def inbox_table(
 def _cells(msg: dict[str, Any], wide: bool, name_of: Callable[[str], str | None]) -> list[Any]:
     ident = str(msg.get("id", "?"))
     sender = str(msg.get("from", "?"))
-    name = name_of(sender)
+    # the server's name for the sender (`_from_name`, where it knows the binding), else ours
+    from_name = msg.get("_from_name")
+    name = from_name if isinstance(from_name, str) and from_name else name_of(sender)
     who = name or (short(sender, 14 if wide else 8))
     subject = Text(str(msg["subject"])) if msg.get("subject") else Text("(no subject)", "dim")
     if msg.get("encrypted"):

@@ -11,7 +11,8 @@ from cli_helpers import flux, make_key
 from flux import FluxIdentity, build_message
 
 COMMANDS = ["keygen", "selfcheck", "server", "register", "send", "inbox", "read", "watch",
-            "verify", "demo"]  # fmt: skip
+            "verify", "demo", "logout", "reply", "forward", "thread", "tag", "move", "delete",
+            "mark", "export", "claim", "contacts", "account", "admin"]  # fmt: skip
 
 
 def one_line_error(result) -> str:

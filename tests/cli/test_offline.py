@@ -12,7 +12,7 @@ from flux import FluxIdentity, build_message
 
 COMMANDS = ["keygen", "selfcheck", "server", "register", "send", "inbox", "read", "watch",
             "verify", "demo", "logout", "reply", "forward", "thread", "tag", "move", "delete",
-            "mark", "export", "claim", "contacts", "account", "admin"]  # fmt: skip
+            "mark", "export", "claim", "contacts", "account", "admin", "sent", "status"]  # fmt: skip
 
 
 def one_line_error(result) -> str:

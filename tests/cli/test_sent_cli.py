@@ -11,12 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import env, free_port
+from cli_helpers import flux, free_port
 
 from federation.fed_helpers import local_servers, name
 from flux import FluxIdentity
@@ -27,23 +26,10 @@ from flux.server.config import ServerConfig
 from flux.server.runner import start_server
 from server.test_sent_mail import FAST, until
 
-RUN = """
-import sys
-from flux.cli._common import fail
-from flux.cli.sent import app
-try:
-    app(prog_name="flux")
-except Exception as exc:
-    fail(exc)
-"""
-
 
 async def flux_sent(*args: str, key: Path, server: str) -> subprocess.CompletedProcess:
-    """`flux <args>` for the sent commands, in a child process."""
-    return await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-c", RUN, *args], capture_output=True, text=True,
-        env=env(FLUX_KEY=str(key), FLUX_SERVER=server), timeout=120,
-    )  # fmt: skip
+    """`python -m flux <args>` (the sent commands), in a child process."""
+    return await asyncio.to_thread(flux, *args, FLUX_KEY=str(key), FLUX_SERVER=server)
 
 
 def keyfile(tmp_path: Path) -> tuple[FluxIdentity, Path]:

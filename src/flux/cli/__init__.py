@@ -16,7 +16,7 @@ import sys
 import typer
 
 from .. import __version__
-from . import account, admin, contacts, demo, export, keys, mail, mailbox, server
+from . import account, admin, contacts, demo, export, keys, mail, mailbox, sent, server
 from ._common import fail
 
 __all__ = ["app", "main"]
@@ -32,7 +32,7 @@ app = typer.Typer(
 
 for command in (
     keys.keygen, keys.selfcheck, server.server, mail.register, mail.send, mail.inbox,
-    mail.read, mail.watch, keys.verify, demo.demo, account.logout,
+    mail.read, mail.watch, keys.verify, demo.demo, account.logout, sent.sent, sent.status,
 ):  # fmt: skip
     app.command()(command)
 # `flux tag ID +t -t`: a "-t" is a removal, not an unknown option

@@ -473,6 +473,15 @@ def account_paths() -> dict[str, Any]:
             ok_obj(messages=MESSAGES, count=COUNT, next_cursor={"type": ["string", "null"]}),
             params=[query("inbox", INBOX), query("status", STATUS), query("tag", TAG), LIMIT,
                     query("cursor", {"type": "string"})])},
+        "/mail/sent": {"get": session_op(
+            "The account's sent mail, newest first, with each recipient's delivery state",
+            ok_obj(messages={"type": "array", "items": SENT_MESSAGE}, count={"type": "integer"},
+                   next_cursor={"type": ["string", "null"]}),
+            params=[LIMIT, query("cursor", {"type": "string"})])},
+        "/mail/sent/{id}": {"get": session_op(
+            "One sent message and its delivery state, by id or short id",
+            ok_obj(message=SENT_MESSAGE), params=[path_param("id", ID_OR_PREFIX)],
+            errors=("404", AMBIGUOUS))},
         "/mail/inboxes": {"get": session_op(
             "Counts per inbox and status", ok_obj(inboxes=INBOXES))},
         "/mail/peek": {"get": session_op(

@@ -37,6 +37,7 @@ from ..mailbox import (
     updated_wire,
 )
 from ..submission import NOT_HOSTED, Submitter
+from .mail import find_sent, sent_page
 
 SESSION_HEADER = "X-Flux-Session"
 MAX_RECIPIENT_CHARS = 320  #: `fx1…@domain` or `name@domain`
@@ -118,6 +119,8 @@ class AccountRoutes:
             web.post("/mail/delete", self.delete),
             web.post("/mail/tag", self.tag),
             web.post("/mail/move", self.move),
+            web.get("/mail/sent", self.sent),
+            web.get("/mail/sent/{id}", self.sent_one),
         ]
 
     def _public(self, account: Account) -> dict[str, Any]:
@@ -222,6 +225,18 @@ class AccountRoutes:
         query = list_query(request, limit=self._limit(request))
         messages, cursor = await self.mailbox.list(address, query)
         return wire.ok(messages=messages, next_cursor=cursor, count=len(messages))
+
+    async def sent(self, request: web.Request) -> web.Response:
+        """The account's sent mail with each recipient's delivery state (as GET /sent)."""
+        address = await self._owner(request, frozenset({"address", "limit", "cursor"}))
+        cursor = wire.query_str(request, "cursor")
+        return wire.ok(**await sent_page(self.mailbox.store, address, self._limit(request), cursor))
+
+    async def sent_one(self, request: web.Request) -> web.Response:
+        """One sent message by id or short id (as GET /sent/{addr}/{id})."""
+        address = await self._owner(request, frozenset({"address"}))
+        msg_id = wire.check_id_or_prefix(request.match_info["id"])
+        return wire.ok(message=(await find_sent(self.mailbox.store, address, msg_id)).to_wire())
 
     async def inboxes(self, request: web.Request) -> web.Response:
         address = await self._owner(request, frozenset({"address"}))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -175,11 +176,8 @@ class MailRoutes:
         (`next_cursor` of the previous one, null at the end; 400 naming `cursor` if it
         does not decode)."""
         address = await self._owner_in_path(request, frozenset({"limit", "cursor"}))
-        limit = self._limit(request)
-        before = sent_cursor(wire.query_str(request, "cursor"))
-        found = await self.mailbox.store.sent(address, limit, before)
-        after = f"{found[-1].sent_at}.{found[-1].id}" if len(found) == limit else None
-        return wire.ok(messages=[m.to_wire() for m in found], count=len(found), next_cursor=after)
+        cursor = wire.query_str(request, "cursor")
+        return wire.ok(**await sent_page(self.mailbox.store, address, self._limit(request), cursor))
 
     async def sent_one(self, request: web.Request) -> web.Response:
         """One sent message by id or short id (8+ hex digits): 404 if the caller sent none
@@ -209,6 +207,14 @@ class MailRoutes:
 
     async def _hosted(self, address: str) -> bool:
         return await self.mailbox.store.hosted(address) is not None
+
+
+async def sent_page(store: Store, address: str, limit: int, cursor: str | None) -> dict[str, Any]:
+    """One page of `address`'s sent mail, newest first (shared with the account routes):
+    `{messages, count, next_cursor}`. Raises InvalidValue naming `cursor`."""
+    found = await store.sent(address, limit, sent_cursor(cursor))
+    after = f"{found[-1].sent_at}.{found[-1].id}" if len(found) == limit else None
+    return {"messages": [m.to_wire() for m in found], "count": len(found), "next_cursor": after}
 
 
 async def find_sent(store: Store, address: str, msg_id: str) -> SentMessage:

@@ -45,14 +45,22 @@ from .limits import (
 
 #: Fields outside the sender's signature.
 UNSIGNED_FIELDS = frozenset(
-    {"sig", "pub", "route", "integrity_chain", "_status", "_inbox", "_tags"}
-)
+    {"sig", "pub", "route", "integrity_chain", "_status", "_inbox", "_tags", "_from_name",
+     "_sent_at", "_delivery"}
+)  # fmt: skip
 #: Fields outside a hop's integrity `hash` (the prototype also leaves out `bcc`).
 UNHASHED_FIELDS = UNSIGNED_FIELDS | {"bcc"}
 #: Fields outside the body hash `bh` a sealed hop commits to: only what servers add.
-UNSEALED_FIELDS = frozenset({"route", "integrity_chain", "_status", "_inbox", "_tags"})
+UNSEALED_FIELDS = frozenset(
+    {"route", "integrity_chain", "_status", "_inbox", "_tags", "_from_name", "_sent_at",
+     "_delivery"}
+)  # fmt: skip
 #: Added by a server when a message is read back; never part of what was sent.
-RETRIEVAL_FIELDS = frozenset({"_status", "_inbox", "_tags"})
+#: (`_from_name`: the sender's name@domain where the server knows it; `_sent_at`,
+#: `_delivery`: a sent message's time and each recipient's delivery state.)
+RETRIEVAL_FIELDS = frozenset(
+    {"_status", "_inbox", "_tags", "_from_name", "_sent_at", "_delivery"}
+)  # fmt: skip
 ENCRYPTED_PLACEHOLDER = "[encrypted]"
 
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")  #: no tag or folder name may hold these
@@ -327,6 +335,9 @@ OPTIONAL: dict[str, Check] = {
     "_status": _ignore,
     "_inbox": _ignore,
     "_tags": _ignore,
+    "_from_name": _ignore,
+    "_sent_at": _ignore,
+    "_delivery": _ignore,
 }
 
 

@@ -40,6 +40,7 @@ from .keys import ServerKey
 from .limits import HitCounter, MemoryHitCounter, hit_counter
 from .mailbox import Mailbox
 from .metrics import Metrics
+from .names import NameResolver
 from .push import Hub, push_delivery
 from .reputation import Reputation
 from .routes import (
@@ -97,8 +98,8 @@ def create_app(
     rate = hit_counter(limit=config.spam_rate_per_minute, window_ms=60_000,
                        shared=store if cluster else None)  # fmt: skip
     fanout = make_fanout(config, Dispatcher(store, hub, new_process_id()))
-    mailbox = Mailbox(store, fanout)
     accounts = build_accounts(config, store, key, clock, accounts_store or MemoryAccountStore())
+    mailbox = Mailbox(store, fanout, names=NameResolver(accounts, clock))
     meshes = load_meshes(config.mesh_path)
     limits = client_limits(config, store, clock)
     submitter = Submitter(

@@ -38,6 +38,10 @@ from .table import flags
 
 IdArgument = typer.Argument(..., metavar="ID", help="Message id or its first 8+ hex digits.")
 JsonOption = typer.Option(False, "--json", help="Print the answer as JSON.")
+EncryptOption = typer.Option(
+    None, "--encrypt/--no-encrypt", help="Encrypt (default: as the message was).",
+    show_default=False,
+)  # fmt: skip
 
 
 def _emit(as_json: bool, data: Any, text: str) -> None:
@@ -65,12 +69,7 @@ async def _verified(client: FluxClient, message_id: str) -> dict[str, Any]:
 def reply(
     message_id: str = IdArgument,
     content: str | None = typer.Argument(None, help="The reply text; none or '-': stdin."),
-    encrypt: bool | None = typer.Option(
-        None,
-        "--encrypt/--no-encrypt",
-        help="Encrypt (default: as the message was).",
-        show_default=False,
-    ),
+    encrypt: bool | None = EncryptOption,
     as_json: bool = JsonOption,
     key: Path | None = KeyOption,
     server: str = ServerOption,
@@ -105,12 +104,7 @@ def forward(
     message_id: str = IdArgument,
     to: str = typer.Argument(..., help="fx1… address, fx1…@domain or name@domain."),
     note: str = typer.Option("", "--note", help="Text to put above the forwarded message."),
-    encrypt: bool | None = typer.Option(
-        None,
-        "--encrypt/--no-encrypt",
-        help="Encrypt (default: as the message was).",
-        show_default=False,
-    ),
+    encrypt: bool | None = EncryptOption,
     as_json: bool = JsonOption,
     key: Path | None = KeyOption,
     server: str = ServerOption,

@@ -58,7 +58,6 @@ step 5 and step 8); its CONFLICT outcome is reported the same way.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -133,6 +132,8 @@ class Refused:
 class SubmitResult:
     id: str
     recipients: dict[str, str] = field(default_factory=dict)
+    #: the sender is this server's own (or the server is open): decided once, in the plan
+    sender_hosted: bool = field(default=False, compare=False)
 
     @property
     def duplicate(self) -> bool:
@@ -275,17 +276,9 @@ class Submitter:
             await self._check_relay(env)
         result = await self._deliver(env, now, cv, started, Routing(remote=remote))
         # A replay was recorded when it was first accepted: no second lookup and write.
-        if not result.duplicate and (self.open_mode or await self.store.hosted(env.sender)):
+        # (`sender_hosted` is the plan's own lookup: none is made again here.)
+        if not result.duplicate and result.sender_hosted:
             await self.store.add_contacts(env.sender, local_recipients(env), now)
-        return result
-
-    async def accept_relayed(
-        self, msg: Any, *, peer: str, keys: KeyLookup, mesh: Mesh | None = None
-    ) -> SubmitResult:
-        """One message the server `peer` handed on; see `accept_batch`. Raises its error."""
-        (result,) = await self.accept_batch([msg], peer=peer, keys=keys, mesh=mesh)
-        if isinstance(result, Refused):
-            raise result.error
         return result
 
     async def accept_batch(
@@ -475,7 +468,7 @@ class Submitter:
         return None
 
     async def _done(self, plan: _Plan) -> SubmitResult:
-        result = SubmitResult(plan.env.id, plan.outcomes)
+        result = SubmitResult(plan.env.id, plan.outcomes, sender_hosted=plan.keep_sent)
         if plan.rated and not result.duplicate:  # accepted: now it counts (step 6)
             await self.rate.hit(f"send:{plan.env.sender}", plan.now)
         self.metrics.submit_seconds.observe(time.perf_counter() - plan.started)
@@ -670,7 +663,8 @@ def _keys_for(
     """What `keys` holds now for every server the messages' chains name, and `also`."""
     names = set(also)
     for msg in messages:
-        # a chain that is not a list names no one here; it is refused in the thread
-        with contextlib.suppress(TypeError, AttributeError):
-            names.update(servers_in_chain(msg) if isinstance(msg, dict) else ())
+        # a message or chain of the wrong shape names no one (servers_in_chain never
+        # raises for one); it is refused in the thread
+        if isinstance(msg, dict):
+            names.update(servers_in_chain(msg))
     return {name: tuple(keys(name)) for name in names}

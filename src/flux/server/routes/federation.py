@@ -2,7 +2,7 @@
 
 A peer hands this server a batch of messages, each sealed to it. The request is signed by
 the peer's key (RFC 9421 style), checked under the keys the peer publishes. Each message
-then goes through `Submitter.accept_relayed` (signature without freshness, the peer's seal
+then goes through `Submitter.accept_batch` (signature without freshness, the peer's seal
 to this server, the whole chain under published keys, then the usual route, recipient,
 dedupe, spam and storage steps). A message that fails is refused in the answer; if the
 failure is *provable* against the peer (its own seal over a forgery, §7.4), the peer gets

@@ -9,16 +9,19 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from client.client_helpers import server_config
 from clocks import NOW, FakeClock
 from flux.protocol import Identity, ServerSigner, compose
 from flux.server import ServerConfig, create_app
 from flux.server.keys import ServerKey
+from flux.server.runner import start_server
 from flux.store import MemoryStore, SQLiteStore
 
 DOMAIN = "flux.test"
@@ -202,3 +205,13 @@ async def pair(srv: Harness, alice: Identity, bob: Identity) -> Harness:
     await srv.login(alice)
     await srv.login(bob)
     return srv
+
+
+@pytest.fixture
+async def running(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    """A real `flux server` on 127.0.0.1 (an ephemeral port), its ServerConfig fields given
+    by indirect parametrization: `@pytest.mark.parametrize("running", [{...}],
+    indirect=True)`. (test_connections.py has a `running` of its own.)"""
+    server = await start_server(server_config(tmp_path / "server", **request.param))
+    yield server
+    await server.stop()

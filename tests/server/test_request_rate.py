@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,32 +19,17 @@ import aiohttp
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "client"))
-from client_helpers import WAIT, server_config
+from client_helpers import WAIT
 
 from flux import FluxIdentity
 from flux.client import FluxClient
 from flux.server import ServerConfig
 from flux.server.connections import FrameCounter, RequestBudget, RequestTurns, turns_for
-from flux.server.runner import start_server
+from server.loopback import session
 
 #: one request in 10 s once the burst is spent, and no waiting: the next is a 429
 STINGY = {"requests_per_address_per_s": 0.1, "request_burst_per_address": 3,
           "request_delay_max_s": 1.0}  # fmt: skip
-
-
-@pytest.fixture
-async def running(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
-    server = await start_server(server_config(tmp_path / "server", **request.param))
-    yield server
-    await server.stop()
-
-
-def session(source: str) -> aiohttp.ClientSession:
-    """A client on its own loopback address (another host, as far as the server knows)."""
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(local_addr=(source, 0)),
-        timeout=aiohttp.ClientTimeout(total=WAIT),
-    )
 
 
 async def status(server: Any, source: str, path: str = "/health", **kwargs: Any) -> int:

@@ -18,34 +18,19 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "client"))
-from client_helpers import WAIT, server_config
+from client_helpers import WAIT
 
 from flux.server.connections import RequestBudget, RequestTurns, most_turns_at_once, turns_for
-from flux.server.runner import start_server
+from server.loopback import session
 
 #: one turn in 10 s past a burst of 10; 1 s of waiting at most
 STINGY = {"requests_per_address_per_s": 0.1, "request_burst_per_address": 10,
           "request_delay_max_s": 1.0}  # fmt: skip
-
-
-@pytest.fixture
-async def running(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
-    server = await start_server(server_config(tmp_path / "server", **request.param))
-    yield server
-    await server.stop()
-
-
-def session(source: str) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(local_addr=(source, 0)),
-        timeout=aiohttp.ClientTimeout(total=WAIT),
-    )
 
 
 async def served_before_429(url: str, source: str, *, chunked: bool, tries: int = 12) -> int:

@@ -11,7 +11,6 @@ client a new client with a budget of its own.
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,21 +18,13 @@ import aiohttp
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "client"))
-from client_helpers import WAIT, server_config
+from client_helpers import WAIT
 
 from flux.server.fair import client_bucket
-from flux.server.runner import start_server
 
 #: three requests at once, then one in 10 s; no waiting: the fourth is a 429
 STINGY = {"requests_per_address_per_s": 0.1, "request_burst_per_address": 3,
           "request_delay_max_s": 1.0}  # fmt: skip
-
-
-@pytest.fixture
-async def running(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
-    server = await start_server(server_config(tmp_path / "server", **STINGY, **request.param))
-    yield server
-    await server.stop()
 
 
 async def statuses(server: Any, source: str, forwarded: list[list[str]]) -> list[int]:
@@ -51,7 +42,7 @@ async def statuses(server: Any, source: str, forwarded: list[list[str]]) -> list
     return out
 
 
-@pytest.mark.parametrize("running", [{}], indirect=True)
+@pytest.mark.parametrize("running", [STINGY], indirect=True)
 async def test_without_trusted_proxies_claimed_addresses_are_ignored(running):
     claims = [[f"198.51.100.{n}"] for n in range(6)]
     assert await statuses(running, "127.0.0.2", claims) == [200] * 3 + [429] * 3
@@ -59,8 +50,8 @@ async def test_without_trusted_proxies_claimed_addresses_are_ignored(running):
 
 @pytest.mark.parametrize(
     "running",
-    [{"trusted_proxies": frozenset({"127.0.0.2"})},
-     {"trusted_proxies": frozenset({"127.0.0.0/30"})}],
+    [{**STINGY, "trusted_proxies": frozenset({"127.0.0.2"})},
+     {**STINGY, "trusted_proxies": frozenset({"127.0.0.0/30"})}],
     indirect=True,
 )  # fmt: skip
 async def test_claims_left_of_what_the_proxy_wrote_make_no_new_client(running):
@@ -74,7 +65,7 @@ async def test_claims_left_of_what_the_proxy_wrote_make_no_new_client(running):
     assert await statuses(running, "127.0.0.2", [["203.0.113.8"]]) == [200]
 
 
-@pytest.mark.parametrize("running", [{"trusted_proxies": frozenset({"127.0.0.2"})}],
+@pytest.mark.parametrize("running", [{**STINGY, "trusted_proxies": frozenset({"127.0.0.2"})}],
                          indirect=True)  # fmt: skip
 async def test_a_proxy_that_writes_the_clients_port_does_not_make_new_clients(running):
     """Attack: each new connection of one client comes with a new source port, which a

@@ -8,6 +8,7 @@ import queue
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -102,3 +103,23 @@ def make_key(path: Path) -> str:
     result = flux("keygen", "--save", str(path))
     assert result.returncode == 0, result.stderr
     return re.search(r"fx1[0-9a-f]{40}", result.stdout).group(0)
+
+
+def user_env(tmp_path: Path, server: str, name: str = "cfg", **extra: str) -> dict[str, str]:
+    """A CLI user of `server` whose config (saved sessions, contacts) is `tmp_path/name`."""
+    return {"FLUX_SERVER": server, "XDG_CONFIG_HOME": str(tmp_path / name), **extra}
+
+
+def live_account_sessions(tmp_path: Path) -> int:
+    """Live account sessions in the `live_server` fixture's accounts database."""
+    with sqlite3.connect(tmp_path / "server" / "accounts.db") as db:
+        return db.execute("SELECT COUNT(*) FROM account_sessions WHERE NOT revoked").fetchone()[0]
+
+
+def one_line_failure(result: subprocess.CompletedProcess, *words: str) -> None:
+    """Exit 1 with exactly one line on stderr, no traceback, naming each of `words`."""
+    assert result.returncode == 1, result.stdout
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    for word in words:
+        assert word in result.stderr, result.stderr

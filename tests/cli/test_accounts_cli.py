@@ -7,28 +7,11 @@ import json
 import re
 import sqlite3
 
-from cli_helpers import flux, make_key
-
-
-def _env(tmp_path, server, **extra):
-    return {"FLUX_SERVER": server, "XDG_CONFIG_HOME": str(tmp_path / "cfg"), **extra}
-
-
-def _live_account_sessions(tmp_path):
-    with sqlite3.connect(tmp_path / "server" / "accounts.db") as db:
-        return db.execute("SELECT COUNT(*) FROM account_sessions WHERE NOT revoked").fetchone()[0]
-
-
-def _one_line_error(result, *words):
-    assert result.returncode == 1, result.stdout
-    assert "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    for word in words:
-        assert word in result.stderr, result.stderr
+from cli_helpers import flux, live_account_sessions, make_key, one_line_failure, user_env
 
 
 def test_register_whoami_mail_logout(tmp_path, live_server):
-    env = _env(tmp_path, live_server)
+    env = user_env(tmp_path, live_server)
     made = flux("account", "register", "carol", stdin="correct horse\ncorrect horse\n", **env)
     assert made.returncode == 0, made.stderr
     assert re.search(r"registered carol@\S+ \(fx1[0-9a-f]{40}\)", made.stdout)
@@ -64,44 +47,44 @@ def test_register_whoami_mail_logout(tmp_path, live_server):
     got = json.loads(flux("inbox", "--json", "--key", str(key), **env).stdout)
     assert [m["content"] for m in got] == ["hello dave"] and got[0]["from"] == address
 
-    assert _live_account_sessions(tmp_path) == 1  # all of the above: the one session
+    assert live_account_sessions(tmp_path) == 1  # all of the above: the one session
     out = flux("account", "logout", **env)
     assert out.returncode == 0 and "logged out carol" in out.stdout
-    assert _live_account_sessions(tmp_path) == 0
-    _one_line_error(flux("account", "whoami", **env), "not logged in", "flux account login")
+    assert live_account_sessions(tmp_path) == 0
+    one_line_failure(flux("account", "whoami", **env), "not logged in", "flux account login")
 
 
 def test_login_with_password_from_environment_and_top_level_logout(tmp_path, live_server):
-    env = _env(tmp_path, live_server, FLUX_PASSWORD="s3cret-enough")
+    env = user_env(tmp_path, live_server, FLUX_PASSWORD="s3cret-enough")
     assert flux("account", "register", "erin", **env).returncode == 0
     assert flux("logout", **env).returncode == 0  # no --key: the account's session
-    assert _live_account_sessions(tmp_path) == 0
+    assert live_account_sessions(tmp_path) == 0
     again = flux("account", "login", "erin", **env)
     assert again.returncode == 0, again.stderr
     assert "logged in as erin@" in again.stdout
-    assert _live_account_sessions(tmp_path) == 1
+    assert live_account_sessions(tmp_path) == 1
     assert flux("account", "whoami", **env).returncode == 0
 
 
 def test_errors_are_one_line_with_the_fix(tmp_path, live_server):
-    env = _env(tmp_path, live_server, FLUX_PASSWORD="s3cret-enough")
+    env = user_env(tmp_path, live_server, FLUX_PASSWORD="s3cret-enough")
     assert flux("account", "register", "frank", **env).returncode == 0
-    _one_line_error(flux("account", "register", "frank", **env), "username_taken",
+    one_line_failure(flux("account", "register", "frank", **env), "username_taken",
                     "choose another username")  # fmt: skip
-    _one_line_error(flux("account", "login", "frank", **_env(tmp_path, live_server,
+    one_line_failure(flux("account", "login", "frank", **user_env(tmp_path, live_server,
                                                               FLUX_PASSWORD="wrong-password")),
                     "login_failed", "check the username and the password")  # fmt: skip
-    _one_line_error(flux("account", "register", "Bad Name!", **env), "username")
-    short = _env(tmp_path, live_server, FLUX_PASSWORD="short")
-    _one_line_error(flux("account", "register", "gina", **short), "password")
+    one_line_failure(flux("account", "register", "Bad Name!", **env), "username")
+    short = user_env(tmp_path, live_server, FLUX_PASSWORD="short")
+    one_line_failure(flux("account", "register", "gina", **short), "password")
 
     # revoked behind the CLI's back: the kept session is dropped, the fix named
     with sqlite3.connect(tmp_path / "server" / "accounts.db") as db:
         db.execute("UPDATE account_sessions SET revoked = 1")
-    _one_line_error(flux("inbox", **env), "expired or was revoked", "flux account login frank")
-    _one_line_error(flux("inbox", **env), "no key", "flux account login")
-    _one_line_error(flux("account", "logout", **env), "not logged in")
-    _one_line_error(flux("account", "whoami", "--server", "127.0.0.1:9", **env), "not logged in")
-    down = _env(tmp_path, "127.0.0.1:9", FLUX_PASSWORD="s3cret-enough")
-    _one_line_error(flux("account", "login", "frank", **down), "cannot reach http://127.0.0.1:9",
+    one_line_failure(flux("inbox", **env), "expired or was revoked", "flux account login frank")
+    one_line_failure(flux("inbox", **env), "no key", "flux account login")
+    one_line_failure(flux("account", "logout", **env), "not logged in")
+    one_line_failure(flux("account", "whoami", "--server", "127.0.0.1:9", **env), "not logged in")
+    down = user_env(tmp_path, "127.0.0.1:9", FLUX_PASSWORD="s3cret-enough")
+    one_line_failure(flux("account", "login", "frank", **down), "cannot reach http://127.0.0.1:9",
                     "is the server running?")  # fmt: skip

@@ -7,46 +7,28 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 
-from cli_helpers import flux
+from cli_helpers import flux, live_account_sessions, one_line_failure, user_env
 
 OLD = "correct horse"
 NEW = "battery staple"
 
 
-def _env(tmp_path, server, name="cfg", **extra):
-    return {"FLUX_SERVER": server, "XDG_CONFIG_HOME": str(tmp_path / name), **extra}
-
-
-def _live_account_sessions(tmp_path):
-    with sqlite3.connect(tmp_path / "server" / "accounts.db") as db:
-        return db.execute("SELECT COUNT(*) FROM account_sessions WHERE NOT revoked").fetchone()[0]
-
-
-def _one_line_error(result, *words):
-    assert result.returncode == 1, result.stdout
-    assert "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    for word in words:
-        assert word in result.stderr, result.stderr
-
-
 def test_passwd_prompted_keeps_this_session_and_logs_out_the_others(tmp_path, live_server):
-    env = _env(tmp_path, live_server)
-    laptop = _env(tmp_path, live_server, "laptop", FLUX_PASSWORD=OLD)  # a second machine
+    env = user_env(tmp_path, live_server)
+    laptop = user_env(tmp_path, live_server, "laptop", FLUX_PASSWORD=OLD)  # a second machine
     made = flux("account", "register", "carol", stdin=f"{OLD}\n{OLD}\n", **env)
     assert made.returncode == 0, made.stderr
     address = re.search(r"fx1[0-9a-f]{40}", made.stdout).group(0)
     assert flux("account", "login", "carol", **laptop).returncode == 0
     assert flux("send", address, "before the change", **env).returncode == 0
-    assert _live_account_sessions(tmp_path) == 2
+    assert live_account_sessions(tmp_path) == 2
 
     changed = flux("account", "passwd", stdin=f"{OLD}\n{NEW}\n{NEW}\n", **env)
     assert changed.returncode == 0, changed.stderr
     assert "password changed for carol" in changed.stdout
     assert "1 other session logged out" in changed.stdout
-    assert _live_account_sessions(tmp_path) == 1
+    assert live_account_sessions(tmp_path) == 1
 
     # this machine's session still works, and the mail and the address are the same
     me = json.loads(flux("account", "whoami", "--json", **env).stdout)
@@ -54,24 +36,24 @@ def test_passwd_prompted_keeps_this_session_and_logs_out_the_others(tmp_path, li
     listed = json.loads(flux("inbox", "--json", **env).stdout)
     assert [m["content"] for m in listed] == ["before the change"]
     # the other machine was logged out; the old password no longer logs in, the new one does
-    _one_line_error(flux("account", "whoami", **laptop), "flux account login carol")
-    _one_line_error(flux("account", "login", "carol", **laptop), "password")
+    one_line_failure(flux("account", "whoami", **laptop), "flux account login carol")
+    one_line_failure(flux("account", "login", "carol", **laptop), "password")
     again = flux("account", "login", "carol", **{**laptop, "FLUX_PASSWORD": NEW})
     assert again.returncode == 0, again.stderr
     assert address in again.stdout
 
 
 def test_passwd_from_the_environment_and_its_errors(tmp_path, live_server):
-    env = _env(tmp_path, live_server, FLUX_PASSWORD=OLD)
+    env = user_env(tmp_path, live_server, FLUX_PASSWORD=OLD)
     assert flux("account", "register", "dora", **env).returncode == 0
 
     wrong = flux("account", "passwd", **{**env, "FLUX_PASSWORD": "not the one", "FLUX_NEW_PASSWORD": NEW})  # fmt: skip
-    _one_line_error(wrong, "wrong password")
+    one_line_failure(wrong, "wrong password")
     short = flux("account", "passwd", **{**env, "FLUX_NEW_PASSWORD": "short"})
-    _one_line_error(short, "new_password")
+    one_line_failure(short, "new_password")
     # neither refusal touched the kept session or the password
     assert flux("account", "whoami", **env).returncode == 0
-    assert _live_account_sessions(tmp_path) == 1
+    assert live_account_sessions(tmp_path) == 1
 
     done = flux("account", "passwd", "--account", "dora", **{**env, "FLUX_NEW_PASSWORD": NEW})
     assert done.returncode == 0, done.stderr
@@ -80,6 +62,6 @@ def test_passwd_from_the_environment_and_its_errors(tmp_path, live_server):
 
 
 def test_passwd_needs_a_login(tmp_path, live_server):
-    env = _env(tmp_path, live_server, FLUX_PASSWORD=OLD, FLUX_NEW_PASSWORD=NEW)
-    _one_line_error(flux("account", "passwd", **env), "not logged in", "flux account login")
+    env = user_env(tmp_path, live_server, FLUX_PASSWORD=OLD, FLUX_NEW_PASSWORD=NEW)
+    one_line_failure(flux("account", "passwd", **env), "not logged in", "flux account login")
     assert "FLUX_NEW_PASSWORD" in flux("account", "passwd", "--help", **env).stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import queue
+import random
 import re
 import signal
 import socket
@@ -39,10 +40,28 @@ def flux(*args: str, stdin: str | None = None, **extra_env: str) -> subprocess.C
     )
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port on 127.0.0.1 nothing listens on, for a server that must know its name before
+    it starts. Picked below the kernel's ephemeral range: a port from that range can be
+    taken by any outgoing connection between this check and the server's bind (EADDRINUSE:
+    the whole kind of flaky start this avoids)."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(10_000, low) if low > 10_100 else 0
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise OSError("no free port below the ephemeral range")
 
 
 class Running:

@@ -5,20 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from pathlib import Path
 from typing import Any
 
+from cli.cli_helpers import free_port  # noqa: F401  (re-exported for the client tests)
 from flux.client import FluxClient
 from flux.server.config import ServerConfig
 
 WAIT = 10.0  # seconds any single awaited event may take before the test fails
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def server_config(data_dir: Path, **overrides: Any) -> ServerConfig:

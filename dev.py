@@ -34,9 +34,15 @@ def ensure_venv(extras: str) -> None:
     if stamp.exists() and stamp.read_text() == digest:
         return
     target = f".[{extras}]" if extras else "."
-    print(f"installing {target} into .venv ...", flush=True)
+    first = not stamp.exists()
+    print(f"installing {target} into .venv"
+          + (" (the first time takes a minute or two; pip shows each package)" if first else "")
+          + " ...", flush=True)  # fmt: skip
+    # The first install downloads everything: pip's own lines are its progress. Later
+    # reinstalls (pyproject.toml changed) are short and stay quiet.
+    quiet = [] if first else ["-q"]
     run([str(PY), "-m", "pip", "install", "-q", "--upgrade", "pip"])
-    run([str(PY), "-m", "pip", "install", "-q", "-e", target])
+    run([str(PY), "-m", "pip", "install", *quiet, "--progress-bar", "on", "-e", target])
     stamp.write_text(digest)
 
 

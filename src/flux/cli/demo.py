@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.markup import escape
-from rich.panel import Panel
 from rich.text import Text
 
 from ..client import FluxClient
@@ -137,10 +138,24 @@ def _instructions(url: str, keys: dict[str, Path]) -> None:
         f"server:  {url}\n"
         f"alice:   {keys['alice']}\nbob:     {keys['bob']}\n\n"
         "Try, in another terminal:\n"
+        f"{_path_hint()}"
         f"  export FLUX_SERVER={url}\n"
         f"  flux inbox --key {keys['bob']}\n"
         f"  flux watch --key {keys['alice']}\n"
         f'  flux send {FluxIdentity.load(keys["alice"]).address} "hello" --key {keys["bob"]}\n\n'
         "Ctrl-C stops the server (and removes these files)."
     )
-    out.print(Panel(Text(text), title="the demo server keeps running", expand=False))
+    out.rule("the demo server keeps running")
+    # soft_wrap: long paths stay on one line, so each command can be copied as printed
+    out.print(Text(text), soft_wrap=True)
+
+
+def _path_hint() -> str:
+    """The line that puts this `flux` on PATH in another terminal, or "" when the shell
+    already finds this same program there (an activated venv, pipx). `dev.py run` starts it
+    from .venv without activating it, so the hints must not assume `flux` is on PATH."""
+    bindir = Path(sys.prefix) / ("Scripts" if os.name == "nt" else "bin")
+    found = shutil.which("flux")
+    if found and Path(found).resolve() == (bindir / Path(found).name).resolve():
+        return ""
+    return f'  export PATH="{bindir}:$PATH"\n'

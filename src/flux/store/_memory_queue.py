@@ -12,6 +12,7 @@ from .base import (
     Lease,
     Outbound,
     Queued,
+    QueuedMessage,
     SentMessage,
     merge_delivery,
 )
@@ -25,6 +26,12 @@ class _Destination:
     last_error: str | None = None
     holder: str | None = None
     leased_until: int = 0
+    held: bool = False  #: the operator holds the whole destination
+    held_qids: set[int] = field(default_factory=set)  #: messages the operator holds
+
+    def sendable(self) -> list[tuple[int, Outbound]]:
+        """Its messages not held one by one, in queue order."""
+        return [(q, m) for q, m in self.messages.items() if q not in self.held_qids]
 
 
 class MemoryQueue:
@@ -85,12 +92,13 @@ class MemoryQueue:
 
     async def lease(self, holder: str, now_ms: int, lease_ms: int, limit: int) -> Lease | None:
         for name, dest in sorted(self._destinations.items(), key=lambda kv: kv[1].next_attempt_at):
-            if not dest.messages or dest.next_attempt_at > now_ms:
+            sendable = dest.sendable()
+            if dest.held or not sendable or dest.next_attempt_at > now_ms:
                 continue
             if dest.holder is not None and dest.leased_until > now_ms:
                 continue
             dest.holder, dest.leased_until = holder, now_ms + lease_ms
-            oldest = list(dest.messages.items())[:limit]
+            oldest = sendable[:limit]
             return Lease(name, holder, [Queued(q, item) for q, item in oldest], dest.attempts)
         return None
 
@@ -109,6 +117,7 @@ class MemoryQueue:
         self._update_sent(delivery or {})
         for qid in done:
             dest.messages.pop(qid, None)
+            dest.held_qids.discard(qid)
         if retry_at is None:
             dest.attempts, dest.next_attempt_at, dest.last_error = 0, 0, None
         else:
@@ -144,6 +153,8 @@ class MemoryQueue:
                 d.next_attempt_at,
                 d.last_error,
                 d.leased_until,
+                d.held,
+                len(d.held_qids),
             )
             for name, d in sorted(self._destinations.items())
             if d.messages
@@ -153,6 +164,48 @@ class MemoryQueue:
         due = [
             max(d.next_attempt_at, d.leased_until)
             for d in self._destinations.values()
-            if d.messages
+            if not d.held and d.sendable()
         ]
         return min(due, default=None)
+
+    # -- operator control (flux admin queue) ---------------------------------------------
+    async def queued(
+        self, destination: str | None = None, id_prefix: str | None = None, limit: int = 1000
+    ) -> list[QueuedMessage]:
+        found = [
+            QueuedMessage(qid, item, qid in d.held_qids)
+            for name, d in self._destinations.items()
+            if destination is None or name == destination
+            for qid, item in d.messages.items()
+            if id_prefix is None or str(item.envelope.get("id", "")).startswith(id_prefix)
+        ]
+        return sorted(found, key=lambda m: m.qid)[:limit]
+
+    async def hold(self, destination: str, held: bool) -> bool:
+        dest = self._destinations.get(destination)
+        if dest is None or not dest.messages:
+            return False
+        dest.held = held
+        return True
+
+    async def hold_messages(self, qids: Sequence[int], held: bool) -> int:
+        found = 0
+        for dest in self._destinations.values():
+            for qid in set(qids) & dest.messages.keys():
+                found += 1
+                (dest.held_qids.add if held else dest.held_qids.discard)(qid)
+        return found
+
+    async def remove_queued(
+        self, removals: Sequence[tuple[int, DeliveryUpdates]], now_ms: int
+    ) -> list[int]:
+        removed = []
+        for qid, delivery in removals:
+            dest = next((d for d in self._destinations.values() if qid in d.messages), None)
+            if dest is None or (dest.holder is not None and dest.leased_until > now_ms):
+                continue  # gone already, or being sent right now
+            dest.messages.pop(qid)
+            dest.held_qids.discard(qid)
+            self._update_sent(delivery)
+            removed.append(qid)
+        return removed

@@ -23,12 +23,19 @@ from .base import (
     Lease,
     Outbound,
     Queued,
+    QueuedMessage,
     SentMessage,
     merge_delivery,
     prefix_upper,
 )
 
 HAS_MAIL = "EXISTS (SELECT 1 FROM outbound o WHERE o.destination = d.destination)"
+#: a destination the worker may claim: not held, with mail that is not held one by one
+#: (a held message never blocks the rest of its destination)
+SENDABLE = (
+    "NOT d.held AND EXISTS (SELECT 1 FROM outbound o"
+    " WHERE o.destination = d.destination AND NOT o.held)"
+)
 
 
 def _text(value: object) -> str:
@@ -134,7 +141,7 @@ async def enqueue(
 CLAIM = f"""
 WITH due AS (
     SELECT d.destination FROM destinations d
-    WHERE d.next_attempt_at <= $1 AND (d.holder IS NULL OR d.leased_until <= $1) AND {HAS_MAIL}
+    WHERE d.next_attempt_at <= $1 AND (d.holder IS NULL OR d.leased_until <= $1) AND {SENDABLE}
     ORDER BY d.next_attempt_at, d.destination COLLATE "C" LIMIT 1
     FOR UPDATE OF d SKIP LOCKED
 )
@@ -152,7 +159,7 @@ async def lease(
     destination, attempts = claimed
     rows = await conn.fetch(
         """SELECT qid, body_hash, envelope, recipients, cv, via, enqueued_at FROM outbound
-           WHERE destination = $1 ORDER BY qid LIMIT $2""",
+           WHERE destination = $1 AND NOT held ORDER BY qid LIMIT $2""",
         destination, limit,
     )  # fmt: skip
     messages = [
@@ -217,7 +224,8 @@ async def wake(conn: asyncpg.Connection, destination: str) -> bool:
 async def queue_state(conn: asyncpg.Connection) -> list[DestinationState]:
     rows = await conn.fetch(
         """SELECT d.destination, COUNT(o.qid), MIN(o.enqueued_at), d.attempts,
-                  d.next_attempt_at, d.last_error, d.leased_until
+                  d.next_attempt_at, d.last_error, d.leased_until, d.held,
+                  COUNT(o.qid) FILTER (WHERE o.held)
            FROM destinations d JOIN outbound o ON o.destination = d.destination
            GROUP BY d.destination
            ORDER BY d.destination COLLATE "C"  -- code point order, as in the other stores
@@ -228,5 +236,63 @@ async def queue_state(conn: asyncpg.Connection) -> list[DestinationState]:
 
 async def next_due(conn: asyncpg.Connection) -> int | None:
     return await conn.fetchval(
-        f"SELECT MIN(GREATEST(next_attempt_at, leased_until)) FROM destinations d WHERE {HAS_MAIL}"
+        f"SELECT MIN(GREATEST(next_attempt_at, leased_until)) FROM destinations d WHERE {SENDABLE}"
     )
+
+
+# -- operator control (flux admin queue) ------------------------------------------------------
+async def queued(
+    conn: asyncpg.Connection, destination: str | None, id_prefix: str | None, limit: int
+) -> list[QueuedMessage]:
+    # the operator's look-up: a scan of the queue is fine here
+    rows = await conn.fetch(
+        """SELECT qid, destination, body_hash, envelope, recipients, cv, via, enqueued_at, held
+           FROM outbound
+           WHERE ($1::text IS NULL OR destination = $1)
+             AND ($2::text IS NULL OR left(envelope::json ->> 'id', length($2)) = $2)
+           ORDER BY qid LIMIT $3""",
+        destination, id_prefix, limit,
+    )  # fmt: skip
+    return [
+        QueuedMessage(qid, Outbound(dest, json.loads(env), bh, tuple(rcpts), cv, at, via), held)
+        for qid, dest, bh, env, rcpts, cv, via, at, held in rows
+    ]
+
+
+async def hold(conn: asyncpg.Connection, destination: str, held: bool) -> bool:
+    status = await conn.execute(
+        f"UPDATE destinations d SET held = $2 WHERE destination = $1 AND {HAS_MAIL}",
+        destination, held,
+    )  # fmt: skip
+    return rowcount(status) == 1
+
+
+async def hold_messages(conn: asyncpg.Connection, qids: Sequence[int], held: bool) -> int:
+    status = await conn.execute(
+        "UPDATE outbound SET held = $2 WHERE qid = ANY($1::bigint[])", list(qids), held
+    )
+    return rowcount(status)
+
+
+async def remove_queued(
+    conn: asyncpg.Connection, removals: Sequence[tuple[int, DeliveryUpdates]], now: int
+) -> list[int]:
+    """The destination's row lock (as CLAIM and settle take it) orders this with a lease:
+    a copy is removed only while no live lease covers it."""
+    removed = []
+    for qid, delivery in removals:
+        destination = await conn.fetchval("SELECT destination FROM outbound WHERE qid = $1", qid)
+        if destination is None:
+            continue
+        busy = await conn.fetchval(
+            """SELECT holder IS NOT NULL AND leased_until > $2 FROM destinations
+               WHERE destination = $1 FOR UPDATE""",
+            destination, now,
+        )  # fmt: skip
+        if busy:
+            continue
+        status = await conn.execute("DELETE FROM outbound WHERE qid = $1", qid)
+        if rowcount(status) == 1:
+            await update_sent(conn, delivery)
+            removed.append(qid)
+    return removed

@@ -18,12 +18,19 @@ from .base import (
     Lease,
     Outbound,
     Queued,
+    QueuedMessage,
     SentMessage,
     merge_delivery,
     prefix_upper,
 )
 
 HAS_MAIL = "EXISTS (SELECT 1 FROM outbound o WHERE o.destination = d.destination)"
+#: a destination the worker may claim: not held, with mail that is not held one by one
+#: (a held message never blocks the rest of its destination)
+SENDABLE = (
+    "d.held = 0 AND EXISTS (SELECT 1 FROM outbound o"
+    " WHERE o.destination = d.destination AND o.held = 0)"
+)
 
 
 def _text(value: object) -> str:
@@ -124,7 +131,7 @@ def lease(
     row = conn.execute(
         f"""SELECT destination, attempts FROM destinations d
             WHERE next_attempt_at <= :now AND (holder IS NULL OR leased_until <= :now)
-              AND {HAS_MAIL}
+              AND {SENDABLE}
             ORDER BY next_attempt_at LIMIT 1""",
         {"now": now},
     ).fetchone()
@@ -137,7 +144,7 @@ def lease(
     )
     rows = conn.execute(
         """SELECT qid, body_hash, envelope, recipients, cv, via, enqueued_at FROM outbound
-           WHERE destination = ? ORDER BY qid LIMIT ?""",
+           WHERE destination = ? AND held = 0 ORDER BY qid LIMIT ?""",
         (destination, limit),
     ).fetchall()
     messages = [
@@ -203,15 +210,73 @@ def wake(conn: sqlite3.Connection, destination: str) -> bool:
 def queue_state(conn: sqlite3.Connection) -> list[DestinationState]:
     rows = conn.execute(
         """SELECT d.destination, COUNT(o.qid), MIN(o.enqueued_at), d.attempts,
-                  d.next_attempt_at, d.last_error, d.leased_until
+                  d.next_attempt_at, d.last_error, d.leased_until, d.held, SUM(o.held)
            FROM destinations d JOIN outbound o ON o.destination = d.destination
            GROUP BY d.destination ORDER BY d.destination"""
     ).fetchall()
-    return [DestinationState(*row) for row in rows]
+    return [DestinationState(*row[:7], bool(row[7]), row[8]) for row in rows]
 
 
 def next_due(conn: sqlite3.Connection) -> int | None:
     row = conn.execute(
-        f"SELECT MIN(MAX(next_attempt_at, leased_until)) FROM destinations d WHERE {HAS_MAIL}"
+        f"SELECT MIN(MAX(next_attempt_at, leased_until)) FROM destinations d WHERE {SENDABLE}"
     ).fetchone()
     return row[0]
+
+
+# -- operator control (flux admin queue) ------------------------------------------------------
+def queued(
+    conn: sqlite3.Connection, destination: str | None, id_prefix: str | None, limit: int
+) -> list[QueuedMessage]:
+    where, params = [], []
+    if destination is not None:
+        where.append("destination = ?")
+        params.append(destination)
+    if id_prefix is not None:  # the operator's look-up: a scan of the queue is fine here
+        where.append("substr(json_extract(envelope, '$.id'), 1, ?) = ?")
+        params += [len(id_prefix), id_prefix]
+    rows = conn.execute(
+        f"""SELECT qid, destination, body_hash, envelope, recipients, cv, via, enqueued_at, held
+            FROM outbound {"WHERE " + " AND ".join(where) if where else ""}
+            ORDER BY qid LIMIT ?""",
+        (*params, limit),
+    ).fetchall()
+    return [
+        QueuedMessage(qid, Outbound(dest, json.loads(env), bh, tuple(json.loads(rcpts)), cv, at,
+                                    via), bool(held))
+        for qid, dest, bh, env, rcpts, cv, via, at, held in rows
+    ]  # fmt: skip
+
+
+def hold(conn: sqlite3.Connection, destination: str, held: bool) -> bool:
+    cur = conn.execute(
+        f"UPDATE destinations AS d SET held = ? WHERE destination = ? AND {HAS_MAIL}",
+        (int(held), destination),
+    )
+    return cur.rowcount == 1
+
+
+def hold_messages(conn: sqlite3.Connection, qids: Sequence[int], held: bool) -> int:
+    return sum(
+        conn.execute("UPDATE outbound SET held = ? WHERE qid = ?", (int(held), qid)).rowcount
+        for qid in qids
+    )
+
+
+def remove_queued(
+    conn: sqlite3.Connection, removals: Sequence[tuple[int, DeliveryUpdates]], now: int
+) -> list[int]:
+    """On the writer, in one transaction: a lease cannot be taken between the check and
+    the delete."""
+    removed = []
+    for qid, delivery in removals:
+        cur = conn.execute(
+            """DELETE FROM outbound WHERE qid = ? AND NOT EXISTS (
+                   SELECT 1 FROM destinations d WHERE d.destination = outbound.destination
+                   AND d.holder IS NOT NULL AND d.leased_until > ?)""",
+            (qid, now),
+        )
+        if cur.rowcount == 1:
+            update_sent(conn, delivery)
+            removed.append(qid)
+    return removed

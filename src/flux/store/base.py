@@ -42,6 +42,10 @@ Lifecycle and `expires` (PROTOCOL.md §11.1), the same in every implementation:
 
 * A status only moves forward: pending → delivered → read → deleted; `deleted` is final.
   `mark` to an earlier or equal status changes nothing.
+* Unread: the one way back is `mark_unread`, read → delivered (a person marks a read
+  message unread), recorded as any update. Nothing else moves back: pending and delivered
+  are unread already, `deleted` stays final, and a message that reading soft-deleted
+  (`expires` 0) or whose `expires` time has passed is deleted, so it cannot come back.
 * `expires` absent: kept. `expires == 0`: marking it read soft-deletes it instead.
   `expires > 0` (unix ms): from that time the row's *effective* status is `deleted`; it is
   hidden from `list` (unless deleted rows are asked for), `fetch_pending`, `pending_count`,
@@ -131,7 +135,8 @@ class MessageStatus(enum.StrEnum):
     """The lifecycle of one message for one recipient (PROTOCOL.md §11.1).
 
     pending → delivered (fetched or pushed) → read → deleted (soft; the row is kept).
-    A status never moves backwards, except that `deleted` is final.
+    A status never moves backwards, `deleted` is final; the one exception is the owner
+    marking a read message unread (read → delivered, `Store.mark_unread`).
     """
 
     PENDING = "pending"
@@ -217,11 +222,14 @@ MAX_PAGE = 500
 @dataclass(frozen=True, slots=True)
 class ListQuery:
     """Filters for `Store.list`. `status=DELETED` lists deleted rows only;
-    `include_deleted=True` (without a status) lists every row."""
+    `include_deleted=True` (without a status) lists every row. `sender`: only mail from
+    this exact address (the envelope's `from`; no prefix), an index range scan on every
+    SQL backend ((recipient, sender, received_at, id): schema step 9)."""
 
     inbox: str | None = None
     status: MessageStatus | None = None
     tag: str | None = None
+    sender: str | None = None
     include_deleted: bool = False
     limit: int = 50
     cursor: str | None = None
@@ -356,6 +364,17 @@ class DestinationState:
     next_attempt_at: int
     last_error: str | None
     leased_until: int  #: 0 when no worker holds it
+    held: bool = False  #: the operator holds it: never leased until released
+    held_messages: int = 0  #: of `queued`, how many the operator holds one by one
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedMessage:
+    """One queued copy as the operator sees it (`flux admin queue list --messages`)."""
+
+    qid: int
+    item: Outbound
+    held: bool  #: held on its own (its destination may be held as well: DestinationState)
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,6 +468,14 @@ class Store(Protocol):
         order. Marking READ a message with `expires` 0 (or past) soft-deletes it. A bare
         id (or a ref without sender) is the mailbox's one message of that id; raises
         AmbiguousMessage, changing nothing, if any of them names several."""
+
+    async def mark_unread(
+        self, address: str, msg_ids: Sequence[str | MessageRef]
+    ) -> list[StoredMessage]:
+        """Mark read messages unread (read → delivered, module notes "Unread"); return the
+        rows that changed, in `msg_ids` order, each with a new change record. Rows that are
+        not read (pending, delivered: unread already; deleted or expired: final) are left
+        as they are and not returned. Ids and AmbiguousMessage as `mark`."""
 
     async def tag(
         self, address: str, msg_id: str, add: Sequence[str], remove: Sequence[str],
@@ -571,6 +598,33 @@ class Store(Protocol):
     async def renew(self, lease: Lease, now_ms: int, lease_ms: int) -> bool:
         """Extend a lease still held by `lease.holder` to `now_ms + lease_ms` (a long send);
         False, changing nothing, when it is held no more."""
+
+    async def queued(
+        self, destination: str | None = None, id_prefix: str | None = None, limit: int = 1000
+    ) -> list[QueuedMessage]:
+        """Queued copies in queue order (qid), held ones included: of one destination, of
+        the messages whose envelope id starts with `id_prefix`, or all; at most `limit`."""
+        ...
+
+    async def hold(self, destination: str, held: bool) -> bool:
+        """Hold (or release) a destination: `lease` never claims a held one and `next_due`
+        ignores it. False when it has no queued mail."""
+        ...
+
+    async def hold_messages(self, qids: Sequence[int], held: bool) -> int:
+        """Hold (or release) single queued copies: `lease` never hands out a held one and
+        claims a destination only for mail not held, so the rest of it still goes.
+        Returns how many exist."""
+        ...
+
+    async def remove_queued(
+        self, removals: Sequence[tuple[int, DeliveryUpdates]], now_ms: int
+    ) -> list[int]:
+        """Take queued copies out by operator decision, each with the sent-mail states its
+        removal writes (as `settle`'s `delivery`), in one transaction. A copy whose
+        destination is under a live lease (a worker is sending it now: it may arrive) is
+        left alone, as is one already gone. Returns the qids removed."""
+        ...
 
     async def wake(self, destination: str) -> bool:
         """Make a destination due now (its peer was heard from); True if it had mail."""

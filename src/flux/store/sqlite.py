@@ -64,6 +64,7 @@ from .base import (
     Override,
     Page,
     PrefixMatches,
+    QueuedMessage,
     SentMessage,
     Session,
     StoredMessage,
@@ -325,6 +326,14 @@ class SQLiteStore:
         now, ids = self._clock(), list(msg_ids)
         return await self._write(lambda c: ops.mark(c, address, ids, status, now))
 
+    async def mark_unread(
+        self, address: str, msg_ids: Sequence[str | MessageRef]
+    ) -> list[StoredMessage]:
+        now, ids, unread = self._clock(), list(msg_ids), _rules.unread_status
+        return await self._write(
+            lambda c: ops.mark(c, address, ids, MessageStatus.DELIVERED, now, unread)
+        )
+
     async def tag(
         self, address: str, msg_id: str, add: Sequence[str], remove: Sequence[str],
         sender: str | None = None,
@@ -445,6 +454,24 @@ class SQLiteStore:
 
     async def next_due(self) -> int | None:
         return await self._read(queue.next_due)
+
+    async def queued(
+        self, destination: str | None = None, id_prefix: str | None = None, limit: int = 1000
+    ) -> list[QueuedMessage]:
+        return await self._read(lambda c: queue.queued(c, destination, id_prefix, limit))
+
+    async def hold(self, destination: str, held: bool) -> bool:
+        return await self._write(lambda c: queue.hold(c, destination, held))
+
+    async def hold_messages(self, qids: Sequence[int], held: bool) -> int:
+        qids = list(qids)
+        return await self._write(lambda c: queue.hold_messages(c, qids, held))
+
+    async def remove_queued(
+        self, removals: Sequence[tuple[int, DeliveryUpdates]], now_ms: int
+    ) -> list[int]:
+        removals = list(removals)
+        return await self._write(lambda c: queue.remove_queued(c, removals, now_ms))
 
     # -- reputation -------------------------------------------------------------------------
     async def add_strike(self, strike: Strike, *, cap: int | None = None) -> bool:

@@ -35,6 +35,9 @@ prefix is found by a range scan in byte order whatever the database's default co
 uses an index only in the index's own collation). Building it locks writes to
 `deliveries` for as long as the build takes, once.
 
+Step 8 is SQLite's step 8 (read its notes): the operator's holds, `destinations.held` and
+`outbound.held` (BOOLEAN). Adding a column with a constant default rewrites no rows.
+
 Several processes may start at once against one new database: `migrate` holds a
 transaction-scoped advisory lock while it reads the version and applies steps, so exactly
 one of them applies each step and the others then find it applied.
@@ -241,6 +244,24 @@ CREATE INDEX sent_list ON sent (sender, sent_at, msg_id);
 ALTER TABLE changes DROP CONSTRAINT changes_kind_check;
 ALTER TABLE changes ADD CONSTRAINT changes_kind_check
     CHECK (kind IN ('created', 'updated', 'sent'));
+""",
+    ),
+    Migration(
+        8,
+        "operator holds on the delivery queue: a held destination or message is not sent",
+        """
+-- `flux admin queue hold`: the delivery worker never leases a held destination, and never
+-- takes a held message (the rest of its destination still goes)
+ALTER TABLE destinations ADD COLUMN held BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE outbound ADD COLUMN held BOOLEAN NOT NULL DEFAULT FALSE;
+""",
+    ),
+    Migration(
+        9,
+        "mail from one sender: an index listing it newest first",
+        """
+-- SQLite's step 9 (read its note): one sender's mail in a mailbox, newest first
+CREATE INDEX deliveries_from ON deliveries (recipient, sender, received_at, id);
 """,
     ),
 ]

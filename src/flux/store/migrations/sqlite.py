@@ -42,6 +42,10 @@ this sender known" and, joined per pending row, "is that row a stranger's". An i
 Step 6 changes nothing: it keeps the step numbers in line with PostgreSQL's step 6 (an
 index for short ids in byte order); SQLite's unique index (recipient, msg_id, sender) is
 in BINARY order already and serves a prefix range as it is (base.py, "Short ids").
+
+Step 8 adds the operator's holds (`flux admin queue hold`): `destinations.held` and
+`outbound.held`, 0 or 1. The lease and `next_due` pass over a held destination and over
+held messages, so a held message never blocks the rest of its destination.
 """
 
 from __future__ import annotations
@@ -297,6 +301,26 @@ INSERT INTO changes_v7 (seq, address, msg_id, kind, sender)
 DROP TABLE changes;
 ALTER TABLE changes_v7 RENAME TO changes;
 CREATE INDEX changes_address ON changes (address, seq);
+""",
+    ),
+    Migration(
+        8,
+        "operator holds on the delivery queue: a held destination or message is not sent",
+        """
+-- `flux admin queue hold`: the delivery worker never leases a held destination, and never
+-- takes a held message (the rest of its destination still goes)
+ALTER TABLE destinations ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE outbound ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
+""",
+    ),
+    Migration(
+        9,
+        "mail from one sender: an index listing it newest first",
+        """
+-- `GET /inbox/{address}?from=`: one sender's mail in a mailbox, newest first by
+-- (received_at, id) as every listing, a range scan of this index per page (the index of
+-- step 5 leads with the sender too but is not in listing order)
+CREATE INDEX deliveries_from ON deliveries (recipient, sender, received_at, id);
 """,
     ),
 ]

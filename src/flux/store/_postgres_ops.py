@@ -278,8 +278,9 @@ async def find(
 
 async def mark(
     conn: asyncpg.Connection, locks: Locks, address: str, msg_ids: Sequence[str | MessageRef],
-    status: MessageStatus, now: int,
+    status: MessageStatus, now: int, step: _rules.Step = _rules.next_status,
 ) -> list[StoredMessage]:  # fmt: skip
+    """`Store.mark`; with `step=_rules.unread_status`, `Store.mark_unread`."""
     await locks.take(conn, [address])
     wanted = _rules.refs(msg_ids)
     rows = await conn.fetch(
@@ -294,7 +295,7 @@ async def mark(
     changed: list[tuple[str, str, str, str]] = []
     for key in _rules.resolve_all(wanted, held):
         row = found[key]
-        new = _rules.next_status(
+        new = step(
             MessageStatus(row["status"]), MessageStatus(status),
             delete_on_read=row["delete_on_read"], hidden=_rules.is_hidden(row["hide_at"], now),
         )  # fmt: skip
@@ -461,6 +462,10 @@ def list_sql(address: str, q: ListQuery, now: int) -> tuple[str, list[object]]:
         )
         where = [f"t.recipient = {a}", f"t.tag = {p(q.tag)}"]
         order_cols = ("t.received_at", "t.delivery_id")
+    if q.sender is not None:
+        # With no tag: the sender index (recipient, sender, received_at, id), schema step
+        # 9, one range scan per page, newest first (tests/store/test_sender_list.py).
+        where.append(f"d.sender = {p(q.sender)}")
     if q.inbox is not None:
         where.append(f"d.inbox = {p(q.inbox)}")
     if q.status == MessageStatus.DELETED:

@@ -10,7 +10,7 @@ import base64
 import binascii
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from flux.protocol.errors import InvalidValue
@@ -60,6 +60,10 @@ def effective_status(status: MessageStatus, hide_at: int | None, now_ms: int) ->
     return MessageStatus.DELETED if is_hidden(hide_at, now_ms) else status
 
 
+#: a status transition: (current, requested, *, delete_on_read, hidden) -> new or None
+Step = Callable[..., MessageStatus | None]
+
+
 def next_status(
     current: MessageStatus,
     requested: MessageStatus,
@@ -81,6 +85,22 @@ def next_status(
     if STATUS_ORDER[requested] <= STATUS_ORDER[current]:
         return None
     return requested
+
+
+def unread_status(
+    current: MessageStatus, requested: MessageStatus, *, delete_on_read: bool, hidden: bool
+) -> MessageStatus | None:
+    """The status `mark_unread` leaves, or None when nothing changes (base.py, "Unread").
+
+    Only `read` goes back, to `delivered`. `requested` is ignored (the signature is
+    next_status's, so the stores run one loop for both). A row past its `expires` time is
+    deleted for readers whatever it stores, and `deleted` is final, so neither comes back;
+    a message with `expires` 0 was deleted by its reading and so is never `read`.
+    """
+    del requested, delete_on_read
+    if hidden or current != MessageStatus.READ:
+        return None
+    return MessageStatus.DELIVERED
 
 
 def over_stranger_share(

@@ -203,8 +203,9 @@ def set_status(
 
 def mark(
     conn: sqlite3.Connection, address: str, msg_ids: Sequence[str | MessageRef],
-    status: MessageStatus, now: int,
+    status: MessageStatus, now: int, step: _rules.Step = _rules.next_status,
 ) -> list[StoredMessage]:  # fmt: skip
+    """`Store.mark`; with `step=_rules.unread_status`, `Store.mark_unread`."""
     wanted = _rules.refs(msg_ids)
     held = {r.id: senders(conn, address, r.id) for r in wanted}
     changed = []
@@ -214,7 +215,7 @@ def mark(
             "WHERE recipient = ? AND msg_id = ? AND sender = ?",
             (address, msg_id, sender),
         ).fetchone()
-        new = _rules.next_status(
+        new = step(
             MessageStatus(row[0]), MessageStatus(status), delete_on_read=bool(row[1]),
             hidden=_rules.is_hidden(row[2], now),
         )  # fmt: skip
@@ -361,6 +362,11 @@ def list_sql(address: str, q: ListQuery, now: int) -> tuple[str, dict[str, objec
         where = ["t.recipient = :a", "t.tag = :tag"]
         order_cols = ("t.received_at", "t.delivery_id")
         params["tag"] = q.tag
+    if q.sender is not None:
+        # With no tag: the sender index (recipient, sender, received_at, id), schema step
+        # 9, one range scan per page, newest first (tests/store/test_sender_list.py).
+        where.append("d.sender = :sender")
+        params["sender"] = q.sender
     if q.inbox is not None:
         where.append("d.inbox = :inbox")
         params["inbox"] = q.inbox

@@ -239,13 +239,24 @@ class MemoryStore(MemoryQueue):
     async def mark(
         self, address: str, msg_ids: Sequence[str | MessageRef], status: MessageStatus
     ) -> list[StoredMessage]:
+        return self._mark(address, msg_ids, status, _rules.next_status)
+
+    async def mark_unread(
+        self, address: str, msg_ids: Sequence[str | MessageRef]
+    ) -> list[StoredMessage]:
+        return self._mark(address, msg_ids, MessageStatus.DELIVERED, _rules.unread_status)
+
+    def _mark(
+        self, address: str, msg_ids: Sequence[str | MessageRef], status: MessageStatus,
+        step: _rules.Step,
+    ) -> list[StoredMessage]:  # fmt: skip
         now = self._clock()
         wanted = _rules.refs(msg_ids)
         held = {r.id: self._s.senders.get((address, r.id), ()) for r in wanted}
         changed = []
         for sender, msg_id in _rules.resolve_all(wanted, held):
             d = self._s.deliveries[(address, sender, msg_id)]
-            new = _rules.next_status(
+            new = step(
                 d.status, MessageStatus(status), delete_on_read=d.delete_on_read,
                 hidden=_rules.is_hidden(d.hide_at, now),
             )  # fmt: skip
@@ -351,6 +362,8 @@ class MemoryStore(MemoryQueue):
             if query.inbox is not None and d.inbox != query.inbox:
                 continue
             if query.tag is not None and query.tag not in d.tags:
+                continue
+            if query.sender is not None and d.sender != query.sender:
                 continue
             if len(items) == limit:
                 return Page(items, _rules.encode_cursor(*last.order))  # type: ignore[union-attr]

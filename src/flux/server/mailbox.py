@@ -161,15 +161,19 @@ def parse_since(text: str | None) -> int:
 
 
 def list_query(request: web.Request, *, limit: int) -> ListQuery:
-    """A mailbox listing's query parameters (`?inbox= &status= &tag= &cursor=`, each
-    checked by the edge rules of wire.py), the same for `/inbox/{addr}` and `/mail/inbox`.
-    Raises InvalidValue / TooLarge naming the parameter."""
+    """A mailbox listing's query parameters (`?inbox= &status= &tag= &from= &cursor=`,
+    each checked by the edge rules of wire.py), the same for `/inbox/{addr}` and
+    `/mail/inbox`. `from`: only mail from that sender, a whole fx1 address (no prefix: it
+    is an index range on the exact address; an `fx1…@domain` or a name is the client's
+    to resolve first). Raises InvalidValue / TooLarge naming the parameter."""
     inbox = wire.query_str(request, "inbox")
     tag = wire.query_str(request, "tag")
+    sender = wire.query_str(request, "from")
     return ListQuery(
         inbox=None if inbox is None else wire.check_inbox(inbox),
         status=parse_status(wire.query_str(request, "status")),
         tag=wire.check_tag(tag) if tag else None,
+        sender=None if sender is None else wire.check_address(sender, "from"),
         limit=limit,
         cursor=wire.query_str(request, "cursor") or None,
     )
@@ -267,7 +271,7 @@ class Mailbox:
             rows = await self.store.thread(address, ref.id, ref.sender)
             if not rows and await self.store.get(address, ref.id, ref.sender) is None:
                 raise NotFound("no such message in this mailbox", field="id")
-        return [r.to_wire() for r in rows]
+        return await self._named(rows)
 
     async def changes(self, address: str, since: int, limit: int) -> dict[str, Any]:
         """What changed after state `since`. Raises CannotCalculateChanges for a state above
@@ -289,12 +293,13 @@ class Mailbox:
                 sent_ids.setdefault(change.msg_id)
             else:
                 kinds.setdefault((change.sender, change.msg_id), change.kind)
-        created: list[Wire] = []
-        updated: list[Wire] = []
+        created_rows: list[StoredMessage] = []
+        updated_rows: list[StoredMessage] = []
         for (sender, msg_id), kind in kinds.items():
             row = await self.store.get(address, msg_id, sender)
             if row is not None:
-                (created if kind == ChangeKind.CREATED else updated).append(row.to_wire())
+                (created_rows if kind == ChangeKind.CREATED else updated_rows).append(row)
+        created, updated = await self._named(created_rows), await self._named(updated_rows)
         sent: list[Wire] = []  # each as it stands now, with every recipient's state
         for msg_id in sent_ids:
             record = await self.store.sent_message(address, msg_id)
@@ -326,6 +331,29 @@ class Mailbox:
             rows = await self.store.mark(address, refs, status) if refs else []
         await self._changed(address, rows, origin)
         return rows
+
+    async def unread(
+        self, address: str, refs: Sequence[MessageRef], origin: Connection | None = None
+    ) -> tuple[list[StoredMessage], list[StoredMessage]]:
+        """Mark read messages unread (read → delivered: store/base.py, "Unread"); the
+        owner's other sockets hear `changed`. Returns (the rows that changed, the named rows
+        that are deleted or expired): `deleted` is final, so those stay deleted, and the
+        answer says so rather than leaving them out unexplained. Rows unread already and
+        ids that match nothing are neither (as /read leaves them out). Raises Ambiguous."""
+        refs = await self._resolve_all(address, refs)
+        with _one_sender():
+            rows = await self.store.mark_unread(address, refs) if refs else []
+        await self._changed(address, rows, origin)
+        done = {r.ref for r in rows}
+        final: list[StoredMessage] = []
+        for ref in refs:  # only the few that did not change are read again
+            if ref.sender is not None and ref in done:
+                continue
+            with _one_sender():
+                row = await self.store.get(address, ref.id, ref.sender)
+            if row is not None and row.ref not in done and row.status is MessageStatus.DELETED:
+                final.append(row)
+        return rows, final
 
     async def tag(
         self, address: str, req: TagRequest, origin: Connection | None = None
@@ -360,3 +388,11 @@ class Mailbox:
 def updated_wire(rows: Sequence[StoredMessage]) -> dict[str, Any]:
     """The answer to read/delete: `updated` (ids, as before) and `refs` ({id, from})."""
     return {"updated": [r.id for r in rows], "refs": [ref_wire(r) for r in rows]}
+
+
+def unread_wire(found: tuple[Sequence[StoredMessage], Sequence[StoredMessage]]) -> dict[str, Any]:
+    """The answer to unread: `updated` and `refs` as read's, and `deleted` ({id, from}):
+    the named messages that are deleted (or expired, or read once with `expires` 0),
+    which cannot become unread (Mailbox.unread)."""
+    rows, final = found
+    return {**updated_wire(rows), "deleted": [ref_wire(r) for r in final]}

@@ -65,7 +65,9 @@ MESSAGE = {
     "allOf": [
         ENVELOPE,
         obj(["_status", "_inbox", "_tags"], _status=STATUS, _inbox=INBOX,
-            _tags={"type": "array", "items": TAG}),
+            _tags={"type": "array", "items": TAG},
+            _from_name={"type": "string", "description": "the sender's name@domain, when "
+                        "this server binds the sender's address to one of its names"}),
     ]
 }  # fmt: skip
 ERROR = obj(
@@ -212,6 +214,16 @@ UPDATED = ok_obj(
     updated={"type": "array", "items": MSG_ID, "description": "the ids whose status changed"},
     refs={"type": "array", "items": REF, "description": "the same messages as {id, from}"},
 )
+UNREAD = ok_obj(
+    updated={"type": "array", "items": MSG_ID,
+             "description": "the ids that went from read back to delivered"},
+    refs={"type": "array", "items": REF, "description": "the same messages as {id, from}"},
+    deleted={"type": "array", "items": REF, "description": "named messages that are deleted "
+             "(or expired, or read once with expires 0): deleted is final, they stay so"},
+)
+#: `from` on a listing: only that sender's mail
+FROM_FILTER = query("from", {**ADDRESS, "description": "only mail from this sender: a whole "
+                             "fx1 address (no prefix, no name: resolve those first)"})
 AMBIGUOUS = "409-ambiguous"
 IDS_BODY = obj(["address"], address=ADDRESS, ids=IDS, id=ID_OR_PREFIX, **{"from": SENDER})
 
@@ -257,7 +269,8 @@ def paths() -> dict[str, Any]:
             "List messages, newest first", ok_obj(messages=MESSAGES, count=COUNT,
                                                   next_cursor={"type": ["string", "null"]}),
             params=[ADDR_PATH, query("inbox", INBOX), query("status", STATUS),
-                    query("tag", TAG), LIMIT, query("cursor", {"type": "string"})], auth=True)},
+                    query("tag", TAG), FROM_FILTER, LIMIT, query("cursor", {"type": "string"})],
+            auth=True)},
         "/inboxes/{address}": {"get": op(
             "Counts per inbox and status (a request in the prototype's dialect gets a list of "
             "names: docs/API.md, Dialects)", ok_obj(inboxes=INBOXES), params=[ADDR_PATH],
@@ -271,6 +284,9 @@ def paths() -> dict[str, Any]:
             params=[ADDR_PATH, path_param("id", ID_OR_PREFIX), FROM_QUERY], auth=True,
             errors=("404", AMBIGUOUS))},
         "/read": {"post": op("Mark read", UPDATED, body=IDS_BODY, auth=True, errors=(AMBIGUOUS,))},
+        "/unread": {"post": op(
+            "Mark read messages unread (read → delivered; deleted stays deleted)", UNREAD,
+            body=IDS_BODY, auth=True, errors=(AMBIGUOUS,))},
         "/delete": {"post": op("Soft-delete", UPDATED, body=IDS_BODY, auth=True,
                                errors=(AMBIGUOUS,))},
         "/tag": {"post": op(
@@ -422,6 +438,11 @@ def session_op(summary: str, answer: dict[str, Any], *, errors: tuple[str, ...] 
             "security": [{"fluxSession": []}]}  # fmt: skip
 
 
+#: `address` on a /mail/* query: optional, and only the session's own (403 otherwise)
+OWN_ADDRESS = query("address", {**ADDRESS, "description": "the session's own address (any "
+                                "other is refused, 403); it may be left out"})
+
+
 def account_paths() -> dict[str, Any]:
     """docs/API.md, "Accounts"."""
     recipient = {"type": "string", "description": "fx1…, fx1…@domain, name or name@this-domain"}
@@ -471,8 +492,18 @@ def account_paths() -> dict[str, Any]:
         "/mail/inbox": {"get": session_op(
             "The session's messages, newest first (as GET /inbox/{address})",
             ok_obj(messages=MESSAGES, count=COUNT, next_cursor={"type": ["string", "null"]}),
-            params=[query("inbox", INBOX), query("status", STATUS), query("tag", TAG), LIMIT,
-                    query("cursor", {"type": "string"})])},
+            params=[OWN_ADDRESS, query("inbox", INBOX), query("status", STATUS),
+                    query("tag", TAG), FROM_FILTER, LIMIT, query("cursor", {"type": "string"})])},
+        "/mail/message/{id}": {"get": session_op(
+            "One message of the session's mailbox (as GET /message/{address}/{id})",
+            ok_obj(message=ref("Message")),
+            params=[path_param("id", ID_OR_PREFIX), OWN_ADDRESS, FROM_QUERY],
+            errors=("404", AMBIGUOUS))},
+        "/mail/thread/{id}": {"get": session_op(
+            "The conversation of one message of the session's mailbox (as GET /thread/{id})",
+            ok_obj(messages=MESSAGES),
+            params=[path_param("id", ID_OR_PREFIX), OWN_ADDRESS, FROM_QUERY],
+            errors=("404", AMBIGUOUS))},
         "/mail/sent": {"get": session_op(
             "The account's sent mail, newest first, with each recipient's delivery state",
             ok_obj(messages={"type": "array", "items": SENT_MESSAGE}, count={"type": "integer"},
@@ -490,6 +521,9 @@ def account_paths() -> dict[str, Any]:
         "/mail/read": {"post": session_op(
             "Mark read", UPDATED, body=obj([], ids=IDS, id=ID_OR_PREFIX, **{"from": SENDER}),
             errors=(AMBIGUOUS,))},
+        "/mail/unread": {"post": session_op(
+            "Mark read messages unread (as POST /unread)", UNREAD,
+            body=obj([], ids=IDS, id=ID_OR_PREFIX, **{"from": SENDER}), errors=(AMBIGUOUS,))},
         "/mail/delete": {"post": session_op(
             "Soft-delete", UPDATED, body=obj([], ids=IDS, id=ID_OR_PREFIX, **{"from": SENDER}),
             errors=(AMBIGUOUS,))},

@@ -43,7 +43,7 @@ from .auth import Authenticator, Principal
 from .config import ServerConfig
 from .errors import Forbidden, UnknownAction, dumps, error_body, row_for, unexpected
 from .fair import request_client
-from .mailbox import Mailbox, parse_move, parse_refs, parse_tag, updated_wire
+from .mailbox import Mailbox, parse_move, parse_refs, parse_tag, unread_wire, updated_wire
 from .metrics import Metrics
 from .push import Connection, Hub, delivered_wire
 from .submission import Submitter
@@ -58,11 +58,15 @@ FIELDS: dict[str, frozenset[str]] = {
     "auth": COMMON | {"token", "inbox", "dialect"},
     "send": COMMON | {"message", "domains"},
     "read": COMMON | {"ids", "id", "from"},
+    "unread": COMMON | {"ids", "id", "from"},
     "delete": COMMON | {"ids", "id", "from"},
     "tag": COMMON | {"id", "from", "add", "remove"},
     "move": COMMON | {"id", "from", "inbox"},
     "ping": COMMON,
 }
+#: actions FLUX added after the prototype: a prototype-dialect socket is answered
+#: `unknown_action` for them, as the prototype's server answered (its dialect stays as it was)
+FLUX_ONLY = frozenset({"unread"})
 MAX_RID_CHARS = 128
 AUTHED_BATCH = 100  #: pending messages handed out with `authed` (the rest: /fetch, /changes)
 #: the `authed` frame's messages stop before this many bytes (the rest: /fetch); the room
@@ -126,6 +130,7 @@ class WebSocketEndpoint:
         self.actions: dict[str, Action] = {
             "send": self._send,
             "read": self._read,
+            "unread": self._unread,
             "delete": self._delete,
             "tag": self._tag,
             "move": self._move,
@@ -294,6 +299,8 @@ class WebSocketEndpoint:
             frame = wire.json_object(data, "frame")
             action = wire.string(frame, "action", max_len=32)
             handler = self.actions.get(action)
+            if conn.dialect == compat.PROTOTYPE and action in FLUX_ONLY:
+                handler = None  # the prototype's socket keeps the prototype's actions
             if handler is None:
                 raise UnknownAction(f"unknown action {action!r}", field="action")
             request = compat.request_frame(frame)  # the prototype's forms, as FLUX's
@@ -322,6 +329,10 @@ class WebSocketEndpoint:
     async def _read(self, p: Principal, frame: dict[str, Any], conn: Connection) -> dict[str, Any]:
         rows = await self.mailbox.mark(p.address, parse_refs(frame), MessageStatus.READ, conn)
         return updated_wire(rows)
+
+    async def _unread(self, p: Principal, frame: dict[str, Any], conn: Connection) -> dict[str, Any]:  # fmt: skip
+        """As POST /unread: read → delivered; the socket's other siblings hear `changed`."""
+        return unread_wire(await self.mailbox.unread(p.address, parse_refs(frame), conn))
 
     async def _delete(self, p: Principal, frame: dict[str, Any], conn: Connection) -> dict[str, Any]:  # fmt: skip
         rows = await self.mailbox.mark(p.address, parse_refs(frame), MessageStatus.DELETED, conn)

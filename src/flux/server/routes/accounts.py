@@ -34,10 +34,11 @@ from ..mailbox import (
     parse_move,
     parse_refs,
     parse_tag,
+    unread_wire,
     updated_wire,
 )
 from ..submission import NOT_HOSTED, Submitter
-from .mail import find_sent, sent_page
+from .mail import find_sent, message_ref, sent_page
 
 SESSION_HEADER = "X-Flux-Session"
 MAX_RECIPIENT_CHARS = 320  #: `fx1…@domain` or `name@domain`
@@ -50,7 +51,7 @@ CLAIM_FIELDS = frozenset({"username", "address", "pub", "t", "sig", "invite"})
 REFS_FIELDS = frozenset({"address", "ids", "id", "from"})
 TAG_FIELDS = frozenset({"address", "id", "from", "add", "remove"})
 MOVE_FIELDS = frozenset({"address", "id", "from", "inbox"})
-LIST_QUERY = frozenset({"address", "inbox", "status", "tag", "limit", "cursor"})
+LIST_QUERY = frozenset({"address", "inbox", "status", "tag", "from", "limit", "cursor"})
 T = TypeVar("T")
 
 
@@ -116,11 +117,14 @@ class AccountRoutes:
             web.get("/mail/inboxes", self.inboxes),
             web.get("/mail/peek", self.peek),
             web.post("/mail/read", self.read),
+            web.post("/mail/unread", self.unread),
             web.post("/mail/delete", self.delete),
             web.post("/mail/tag", self.tag),
             web.post("/mail/move", self.move),
             web.get("/mail/sent", self.sent),
             web.get("/mail/sent/{id}", self.sent_one),
+            web.get("/mail/message/{id}", self.message),
+            web.get("/mail/thread/{id}", self.thread),
         ]
 
     def _public(self, account: Account) -> dict[str, Any]:
@@ -251,6 +255,23 @@ class AccountRoutes:
         address, body = await self._owner_of_body(request, REFS_FIELDS)
         refs = parse_refs(body)
         return wire.ok(**updated_wire(await self.mailbox.mark(address, refs, MessageStatus.READ)))
+
+    async def unread(self, request: web.Request) -> web.Response:
+        """As POST /unread, for the session's own mailbox."""
+        address, body = await self._owner_of_body(request, REFS_FIELDS)
+        return wire.ok(**unread_wire(await self.mailbox.unread(address, parse_refs(body))))
+
+    async def message(self, request: web.Request) -> web.Response:
+        """One message of the session's mailbox by id or short id (`?from=` chooses the
+        sender): the answer of GET /message/{address}/{id}."""
+        address = await self._owner(request, frozenset({"address", "from"}))
+        return wire.ok(message=await self.mailbox.get(address, message_ref(request)))
+
+    async def thread(self, request: web.Request) -> web.Response:
+        """The conversation of one message of the session's mailbox: the answer of
+        GET /thread/{id}."""
+        address = await self._owner(request, frozenset({"address", "from"}))
+        return wire.ok(messages=await self.mailbox.thread(address, message_ref(request)))
 
     async def delete(self, request: web.Request) -> web.Response:
         address, body = await self._owner_of_body(request, REFS_FIELDS)

@@ -34,6 +34,7 @@ from ..mailbox import (
     parse_refs,
     parse_since,
     parse_tag,
+    unread_wire,
     updated_wire,
 )
 from ..submission import Submitter
@@ -42,7 +43,7 @@ REFS_FIELDS = frozenset({"address", "ids", "id", "from"})
 TAG_FIELDS = frozenset({"address", "id", "from", "add", "remove"})
 MOVE_FIELDS = frozenset({"address", "id", "from", "inbox"})
 LIMIT = frozenset({"limit"})
-LIST_QUERY = frozenset({"inbox", "status", "tag", "limit", "cursor"})
+LIST_QUERY = frozenset({"inbox", "status", "tag", "from", "limit", "cursor"})
 NO_QUERY: frozenset[str] = frozenset()
 
 
@@ -50,6 +51,12 @@ def query_sender(request: web.Request) -> str | None:
     """The optional `from` query parameter choosing among senders sharing an id."""
     value = wire.query_str(request, "from")
     return None if value is None else wire.check_address(value, "from")
+
+
+def message_ref(request: web.Request) -> MessageRef:
+    """The message a `/…/{id}?from=` path names (shared with the account routes): the id
+    or a short id, and the optional sender. Raises InvalidValue naming `id` or `from`."""
+    return MessageRef(wire.check_id_or_prefix(request.match_info["id"]), query_sender(request))
 
 
 class MailRoutes:
@@ -76,6 +83,7 @@ class MailRoutes:
             web.get("/peek/{address}", self.peek),
             web.get("/message/{address}/{id}", self.message),
             web.post("/read", self.read),
+            web.post("/unread", self.unread),
             web.post("/delete", self.delete),
             web.post("/tag", self.tag),
             web.post("/move", self.move),
@@ -140,13 +148,18 @@ class MailRoutes:
 
     async def message(self, request: web.Request) -> web.Response:
         address = await self._owner_in_path(request, frozenset({"from"}))
-        ref = MessageRef(wire.check_id_or_prefix(request.match_info["id"]), query_sender(request))
-        return wire.ok(message=await self.mailbox.get(address, ref))
+        return wire.ok(message=await self.mailbox.get(address, message_ref(request)))
 
     async def read(self, request: web.Request) -> web.Response:
         address, body = await self._owner_in_body(request, REFS_FIELDS)
         refs = parse_refs(body)
         return wire.ok(**updated_wire(await self.mailbox.mark(address, refs, MessageStatus.READ)))
+
+    async def unread(self, request: web.Request) -> web.Response:
+        """Mark read messages unread (read → delivered): `updated`/`refs` as /read, and
+        `deleted`: the named ones that are deleted, which stay so (Mailbox.unread)."""
+        address, body = await self._owner_in_body(request, REFS_FIELDS)
+        return wire.ok(**unread_wire(await self.mailbox.unread(address, parse_refs(body))))
 
     async def delete(self, request: web.Request) -> web.Response:
         address, body = await self._owner_in_body(request, REFS_FIELDS)
@@ -166,7 +179,7 @@ class MailRoutes:
 
     async def thread(self, request: web.Request) -> web.Response:
         wire.only_query(request, frozenset({"address", "from"}))
-        ref = MessageRef(wire.check_id_or_prefix(request.match_info["id"]), query_sender(request))
+        ref = message_ref(request)
         address = await self._owner_in_query(request)
         return wire.ok(messages=await self.mailbox.thread(address, ref))
 

@@ -1,0 +1,873 @@
+// The FLUX web client: sign-in, mailboxes, list, reader, compose, live updates.
+//
+// State lives in one object (`app`) made at sign-in; views are re-rendered from it.
+// The protocol module (../flux/index.js) is imported lazily: a page that cannot run it
+// (no WebCrypto outside a secure context) still works with a password account, and says
+// plainly why a key cannot be used here.
+
+import { $, fill, h, safe, visible } from "./dom.js";
+import { AccountApi, ApiError, KeyApi, call, splitRecipients } from "./api.js";
+import { AccountPoll, KeyLive } from "./live.js";
+import { ServerKeys, checkMessage, checkName } from "./trust.js";
+import {
+  bodyText, deliverySummary, isEncrypted, keyOf, renderBoxes, renderDelivery,
+  renderMessageBody, renderRow, renderSentRow, renderTrust, senderLabel, shortAddress, unread,
+} from "./views.js";
+
+const PAGE = 50;
+const SESSION_KEY = "flux.session.v1";
+
+let flux = null; // the protocol module, once loaded
+let fluxError = null;
+let app = null; // the signed-in state
+
+async function loadFlux() {
+  if (flux || fluxError) return flux;
+  if (!window.isSecureContext || !globalThis.crypto || !crypto.subtle) {
+    fluxError = "This page is not a secure context (it needs HTTPS, or localhost), so the browser offers no cryptography: a key cannot be used here. A password account still works.";
+    return null;
+  }
+  try {
+    flux = await import("../flux/index.js");
+  } catch (err) {
+    fluxError = "The protocol module could not be loaded: " + (err.message || err);
+  }
+  return flux;
+}
+
+function toast(text) {
+  const el = $("toast");
+  el.textContent = text;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => (el.textContent = ""), 6000);
+}
+
+function explain(err) {
+  if (err instanceof ApiError) return err.field ? `${err.message} (${err.field})` : err.message;
+  return String((err && err.message) || err);
+}
+
+// -- sign-in --------------------------------------------------------------------------------
+async function showSignin() {
+  $("app").hidden = true;
+  $("signin").hidden = false;
+  await loadFlux();
+  const insecure = $("insecure");
+  if (fluxError) {
+    insecure.textContent = fluxError;
+    insecure.hidden = false;
+    $("key-generate").disabled = true;
+    $("key-file").disabled = true;
+  }
+  await listStoredKeys();
+}
+
+function keystore() {
+  return flux ? flux.keystore || flux : null;
+}
+
+async function listStoredKeys() {
+  const box = $("stored-keys");
+  box.replaceChildren();
+  const ks = keystore();
+  if (!ks || !ks.loadSigners) return;
+  let signers = [];
+  try {
+    signers = await ks.loadSigners();
+  } catch (err) {
+    box.append(h("p", { class: "error" }, "Keys in this browser cannot be read: " + explain(err)));
+    return;
+  }
+  if (!signers.length) return;
+  box.append(
+    h("p", { class: "hint" }, "Keys kept in this browser:"),
+    h(
+      "ul",
+      { class: "stored" },
+      signers.map((signer) =>
+        h(
+          "li",
+          null,
+          h("button", { type: "button", class: "primary use-key", dataset: { address: signer.address }, onclick: () => signInWithSigner(signer, false) }, "Use ", h("code", null, shortAddress(signer.address))),
+          " ",
+          h("button", { type: "button", class: "small", onclick: async () => { if (confirm("Forget this key in this browser? Without a backup it is lost for good.")) { await ks.forgetSigner(signer.address); listStoredKeys(); } } }, "Forget"),
+        ),
+      ),
+    ),
+  );
+}
+
+function signinError(err) {
+  $("signin-error").textContent = err ? explain(err) : "";
+}
+
+async function accountWay(path) {
+  signinError(null);
+  const username = $("acc-user").value.trim();
+  const password = $("acc-pass").value;
+  try {
+    const api = await AccountApi.login(path, username, password);
+    sessionStorage.setItem(SESSION_KEY, JSON.stringify({ kind: "account", session: api.session, account: api.account }));
+    await start(api);
+  } catch (err) {
+    signinError(err);
+  }
+}
+
+async function signInWithSigner(signer, register) {
+  signinError(null);
+  try {
+    if (register) await KeyApi.register(flux, signer);
+    const api = await KeyApi.open(flux, signer);
+    sessionStorage.setItem(SESSION_KEY, JSON.stringify({ kind: "key", address: signer.address }));
+    await start(api);
+  } catch (err) {
+    signinError(err);
+  }
+}
+
+function offerBackup(identity) {
+  const text = flux.keyFileFor(identity);
+  const url = URL.createObjectURL(new Blob([text], { type: "application/json" }));
+  const link = h("a", { href: url, download: `flux-key-${identity.address.slice(0, 12)}.json`, class: "button primary", id: "backup-link" }, "Download a backup of your key");
+  toast("Your new key lives in this browser. Download a backup now: nobody can give it back if it is lost.");
+  return link;
+}
+
+async function generateKey() {
+  signinError(null);
+  try {
+    const identity = await flux.generateIdentity();
+    const signer = await flux.openSigner(identity.seed);
+    await keystore().saveSigner(signer, { label: "created " + new Date().toISOString().slice(0, 10) });
+    const backup = offerBackup(identity);
+    identity.seed = null; // the seed is in the backup file and the non-extractable key only
+    await signInWithSigner(signer, true);
+    $("me").after(backup);
+  } catch (err) {
+    signinError(err);
+  }
+}
+
+async function importKey(file) {
+  signinError(null);
+  try {
+    const text = await file.text();
+    const identity = await flux.identityFromKeyFile(text);
+    const signer = await flux.openSigner(identity.seed);
+    await keystore().saveSigner(signer, { label: file.name });
+    await signInWithSigner(signer, true);
+  } catch (err) {
+    signinError(err);
+  }
+}
+
+// -- the signed-in client -------------------------------------------------------------------
+async function start(api) {
+  app = {
+    api,
+    keys: new ServerKeys(api),
+    view: { kind: "box", inbox: "inbox" },
+    loaded: new Map(), // key -> message (every message seen this session)
+    order: [], // keys of the current list, in order
+    cursor: null,
+    selected: -1,
+    open: null, // key of the message in the reader
+    plain: new Map(), // key -> {text} | {error}
+    trust: new Map(),
+    boxes: {},
+    tags: new Set(),
+    search: "",
+  };
+  $("signin").hidden = true;
+  $("app").hidden = false;
+  const who = api.kind === "account" ? api.name : shortAddress(api.address);
+  fill($("me"), h("span", { title: api.address }, visible(who)), " ", h("span", { class: "mode" }, api.kind === "account" ? "(password account)" : "(key in this browser)"));
+  await Promise.all([refreshBoxes(), loadList()]);
+  const handlers = {
+    status: (text, up) => {
+      const el = $("live");
+      el.textContent = text;
+      el.dataset.up = up ? "1" : "0";
+    },
+    message: (msg) => arrived(msg),
+    changes: (c) => applyChanges(c),
+    delivery: (frame) => deliveryChanged(frame),
+    resync: () => reloadAll(),
+    poll: () => poll(),
+  };
+  app.live = api.kind === "key" ? new KeyLive(api, handlers) : new AccountPoll(api, handlers);
+  app.live.start();
+  // for tests and the benchmark: the state of the page, read-only
+  window.fluxApp = { get state() { return app; }, drop: () => app && app.live.drop() };
+}
+
+async function refreshBoxes() {
+  try {
+    const answer = await app.api.inboxes();
+    app.boxes = answer.inboxes || {};
+  } catch (err) {
+    toast(explain(err));
+  }
+  renderBoxList();
+}
+
+function unreadIn(counts) {
+  return (counts && ((counts.pending || 0) + (counts.delivered || 0))) || 0;
+}
+
+function renderBoxList() {
+  const v = app.view;
+  const boxes = [{ key: "inbox", label: "Inbox", inbox: "inbox", count: unreadIn(app.boxes.inbox) }];
+  boxes.push({ key: "sent", label: "Sent", sent: true, count: 0 });
+  boxes.push({ key: "archive", label: "Archive", inbox: "archive", count: unreadIn(app.boxes.archive) });
+  for (const name of Object.keys(app.boxes).sort()) {
+    if (name === "inbox" || name === "archive") continue;
+    boxes.push({ key: "box:" + name, label: name, inbox: name, count: unreadIn(app.boxes[name]) });
+  }
+  for (const tag of [...app.tags].sort()) boxes.push({ key: "tag:" + tag, label: tag, tag, count: 0 });
+  for (const b of boxes) {
+    b.current = (b.sent && v.kind === "sent") || (b.inbox && v.kind === "box" && v.inbox === b.inbox) || (b.tag && v.kind === "tag" && v.tag === b.tag);
+  }
+  fill($("boxes"), renderBoxes(boxes, pickBox));
+}
+
+function pickBox(b) {
+  app.view = b.sent ? { kind: "sent" } : b.tag ? { kind: "tag", tag: b.tag } : { kind: "box", inbox: b.inbox };
+  app.open = null;
+  $("boxes").classList.remove("shown");
+  fill($("reader"));
+  renderBoxList();
+  loadList();
+}
+
+function listParams() {
+  const v = app.view;
+  if (v.kind === "tag") return { tag: v.tag, limit: PAGE };
+  return { inbox: v.inbox, limit: PAGE };
+}
+
+async function loadList(more = false) {
+  const v = app.view;
+  const title = v.kind === "sent" ? "Sent" : v.kind === "tag" ? "#" + v.tag : v.inbox === "inbox" ? "Inbox" : v.inbox;
+  fill($("list-title"), safe(title));
+  try {
+    const params = v.kind === "sent" ? { limit: PAGE } : listParams();
+    if (more && app.cursor) params.cursor = app.cursor;
+    const answer = v.kind === "sent" ? await app.api.sent(params) : await app.api.list(params);
+    if (app.view !== v) return;
+    if (!more) app.order = [];
+    for (const msg of answer.messages || []) remember(msg, v.kind === "sent");
+    app.order.push(...(answer.messages || []).map(keyOf).filter((k) => !app.order.includes(k)));
+    app.cursor = answer.next_cursor || null;
+  } catch (err) {
+    toast(explain(err));
+  }
+  renderList();
+  decryptVisible();
+}
+
+function remember(msg, sent = false) {
+  const key = keyOf(msg) + (sent ? "|sent" : "");
+  const old = app.loaded.get(key);
+  app.loaded.set(key, old ? { ...old, ...msg } : msg);
+  for (const t of msg._tags || []) app.tags.add(t);
+  return key;
+}
+
+function listed(key) {
+  return app.loaded.get(app.view.kind === "sent" ? key + "|sent" : key);
+}
+
+function matches(msg) {
+  const q = app.search.trim().toLowerCase();
+  if (!q) return true;
+  const plain = app.plain.get(keyOf(msg));
+  const hay = [msg.from, msg._from_name, msg.subject, bodyText(msg, plain), msg.to, ...(msg.cc || []), ...(msg._tags || [])].join("\n").toLowerCase();
+  return hay.includes(q);
+}
+
+function visibleKeys() {
+  return app.order.filter((k) => {
+    const m = listed(k);
+    return m && m._status !== "deleted" && matches(m);
+  });
+}
+
+function renderList() {
+  const keys = visibleKeys();
+  app.visible = keys;
+  if (app.selected >= keys.length) app.selected = keys.length - 1;
+  const sent = app.view.kind === "sent";
+  const rows = keys.map((k, i) => {
+    const msg = listed(k);
+    const sel = i === app.selected || k === app.open;
+    return sent ? renderSentRow(msg, app.plain.get(k), sel, openMessage) : renderRow(msg, app.plain.get(k), sel, openMessage);
+  });
+  const list = $("list");
+  fill(list, rows.length ? rows : h("li", { class: "empty", role: "option", "aria-selected": "false" }, app.search ? "Nothing in the loaded mail matches." : "No messages."));
+  $("more").hidden = !app.cursor;
+  const current = list.querySelector(".selected");
+  if (current) list.setAttribute("aria-activedescendant", current.id || "");
+}
+
+async function decryptVisible() {
+  if (!flux || app.api.kind !== "key") return;
+  for (const k of app.order) {
+    const msg = listed(k);
+    if (!msg || !isEncrypted(msg) || app.plain.has(k)) continue;
+    try {
+      app.plain.set(k, { text: await flux.decryptContent(app.api.signer, msg) });
+    } catch (err) {
+      app.plain.set(k, { error: err.code === "not_a_recipient" ? "This key is not among its readers." : "It could not be decrypted: " + explain(err) });
+    }
+  }
+  renderList();
+  if (app.open) renderReader();
+}
+
+// -- reading --------------------------------------------------------------------------------
+async function openMessage(msg) {
+  const k = keyOf(msg);
+  app.open = k;
+  app.selected = (app.visible || []).indexOf(k);
+  renderList();
+  $("app").classList.add("reading");
+  renderReader();
+  if (app.view.kind !== "sent" && unread(msg)) {
+    try {
+      await app.api.read([{ id: msg.id, from: msg.from }]);
+      setStatus(k, "read");
+      refreshBoxes();
+    } catch (err) {
+      toast(explain(err));
+    }
+  }
+  if (!app.trust.has(k) && app.view.kind !== "sent") {
+    const trust = await checkMessage(flux, app.keys, msg);
+    app.trust.set(k, trust);
+    if (app.open === k) renderReader();
+  }
+  if (app.view.kind !== "sent") loadThread(msg);
+}
+
+function setStatus(k, status) {
+  const msg = app.loaded.get(k);
+  if (msg) app.loaded.set(k, { ...msg, _status: status });
+  renderList();
+  if (app.open === k) renderReader();
+}
+
+async function loadThread(msg) {
+  const k = keyOf(msg);
+  try {
+    const answer = await app.api.thread({ id: msg.id, from: msg.from });
+    const messages = answer.messages || [];
+    if (flux && app.api.kind === "key") {
+      for (const m of messages) {
+        const mk = keyOf(m);
+        if (isEncrypted(m) && !app.plain.has(mk)) {
+          try {
+            app.plain.set(mk, { text: await flux.decryptContent(app.api.signer, m) });
+          } catch (err) {
+            app.plain.set(mk, { error: explain(err) });
+          }
+        }
+      }
+    }
+    app.threads = app.threads || new Map();
+    app.threads.set(k, messages);
+  } catch (err) {
+    // the account routes may not offer /mail/thread: build it from loaded mail by `re`
+    app.threads = app.threads || new Map();
+    app.threads.set(k, localThread(msg));
+  }
+  if (app.open === k) renderReader();
+}
+
+function localThread(msg) {
+  const all = [...app.loaded.values()];
+  const byId = new Map(all.map((m) => [m.id, m]));
+  let root = msg;
+  const seen = new Set();
+  while (root.re && byId.has(root.re) && !seen.has(root.re)) {
+    seen.add(root.re);
+    root = byId.get(root.re);
+  }
+  const ids = new Set([root.id]);
+  let grew = true;
+  while (grew) {
+    grew = false;
+    for (const m of all) if (m.re && ids.has(m.re) && !ids.has(m.id)) { ids.add(m.id); grew = true; }
+  }
+  const unique = new Map();
+  for (const m of all) if (ids.has(m.id)) unique.set(keyOf(m), m);
+  return [...unique.values()].sort((a, b) => a.t - b.t);
+}
+
+function actionButton(label, key, handler, extra) {
+  return h("button", { type: "button", class: "action", dataset: { action: key }, "aria-keyshortcuts": extra || null, onclick: handler }, label);
+}
+
+function renderReader() {
+  const reader = $("reader");
+  const k = app.open;
+  if (!k) return fill(reader);
+  const sent = app.view.kind === "sent";
+  const msg = sent ? app.loaded.get(k + "|sent") : app.loaded.get(k);
+  if (!msg) return fill(reader);
+  const plain = app.plain.get(k);
+  const actions = sent
+    ? [actionButton("Forward", "forward", () => composeFrom(msg, "forward"), "f")]
+    : [
+        actionButton("Reply", "reply", () => composeFrom(msg, "reply"), "r"),
+        actionButton("Reply all", "reply-all", () => composeFrom(msg, "all"), "a"),
+        actionButton("Forward", "forward", () => composeFrom(msg, "forward"), "f"),
+        actionButton("Archive", "archive", () => moveOpen("archive"), "e"),
+        actionButton("Mark unread", "unread", () => markUnread(), "u"),
+        actionButton("Delete", "delete", () => deleteOpen(), "#"),
+      ];
+  const thread = (!sent && app.threads && app.threads.get(k)) || [];
+  const others = thread.filter((m) => keyOf(m) !== k);
+  fill(
+    reader,
+    h("button", { type: "button", class: "back", onclick: () => { $("app").classList.remove("reading"); $("list").focus(); } }, "← Back"),
+    h("div", { class: "actions", role: "toolbar", "aria-label": "Message actions" }, actions),
+    sent ? null : editForms(msg),
+    sent ? null : renderTrust(app.trust.get(k), () => { app.trust.get(k).name.accept(); app.trust.delete(k); openMessage(msg); }),
+    renderMessageBody(msg, plain),
+    sent ? renderDelivery(msg._delivery) : null,
+    others.length
+      ? h(
+          "section",
+          { class: "thread", "aria-label": "Conversation" },
+          h("h3", null, `Conversation (${thread.length} messages)`),
+          h(
+            "ol",
+            null,
+            thread.map((m) => {
+              const t = bodyText(m, app.plain.get(keyOf(m)));
+              return h(
+                "li",
+                { class: "thread-item" + (keyOf(m) === k ? " this" : ""), dataset: { key: keyOf(m) } },
+                h("div", { class: "thread-head" }, safe(senderLabel(m)), " · ", safe(m.subject || "(no subject)"), " · ", new Date(m.t).toLocaleString()),
+                h("div", { class: "thread-text" }, t === null ? "Encrypted" : visible(t.slice(0, 500))),
+              );
+            }),
+          ),
+        )
+      : null,
+  );
+}
+
+const refOf = (msg) => ({ id: msg.id, from: msg.from });
+
+function openMsg() {
+  return app.open && app.view.kind !== "sent" ? app.loaded.get(app.open) : null;
+}
+
+async function moveOpen(inbox) {
+  const msg = openMsg();
+  if (!msg) return;
+  try {
+    await app.api.move(refOf(msg), inbox);
+    app.loaded.set(keyOf(msg), { ...msg, _inbox: inbox });
+    if (app.view.kind === "box" && app.view.inbox !== inbox) app.order = app.order.filter((x) => x !== keyOf(msg));
+    toast(`Moved to ${inbox}.`);
+    closeReader();
+    refreshBoxes();
+  } catch (err) {
+    toast(explain(err));
+  }
+}
+
+function editForms(msg) {
+  const tagInput = h("input", { id: "tag-input", autocomplete: "off", spellcheck: "false", placeholder: "tag, or -tag to remove" });
+  const moveInput = h("input", { id: "move-input", autocomplete: "off", spellcheck: "false", placeholder: "mailbox name", list: "box-names" });
+  const names = h("datalist", { id: "box-names" }, ["inbox", "archive", ...Object.keys(app.boxes)].filter((v, i, a) => a.indexOf(v) === i).map((n) => h("option", { value: n })));
+  return h(
+    "div",
+    { class: "edit-forms" },
+    h("form", { class: "inline", id: "tag-form", onsubmit: (e) => { e.preventDefault(); tagWith(tagInput.value); } },
+      h("label", { for: "tag-input" }, "Tags"), tagInput, h("button", { type: "submit" }, "Apply")),
+    h("form", { class: "inline", id: "move-form", onsubmit: (e) => { e.preventDefault(); if (moveInput.value.trim()) moveOpen(moveInput.value.trim()); } },
+      h("label", { for: "move-input" }, "Move to"), moveInput, names, h("button", { type: "submit" }, "Move")),
+  );
+}
+
+async function tagWith(input) {
+  const msg = openMsg();
+  if (!msg || !input.trim()) return;
+  const add = [];
+  const remove = [];
+  for (const word of input.split(/[\s,]+/).filter(Boolean)) (word.startsWith("-") ? remove : add).push(word.replace(/^[-#]+/, "").toLowerCase());
+  try {
+    const answer = await app.api.tag(refOf(msg), add.filter(Boolean), remove.filter(Boolean));
+    app.loaded.set(keyOf(msg), { ...msg, _tags: answer.tags });
+    for (const t of answer.tags || []) app.tags.add(t);
+    renderBoxList();
+    renderList();
+    renderReader();
+    toast("Tags: " + ((answer.tags || []).join(", ") || "none"));
+  } catch (err) {
+    toast(explain(err));
+  }
+}
+
+async function markUnread() {
+  const msg = openMsg();
+  if (!msg) return;
+  try {
+    await app.api.unread([refOf(msg)]);
+    setStatus(keyOf(msg), "delivered");
+    toast("Marked unread.");
+    closeReader();
+    refreshBoxes();
+  } catch (err) {
+    toast(explain(err));
+  }
+}
+
+async function deleteOpen() {
+  const msg = openMsg();
+  if (!msg) return;
+  try {
+    await app.api.remove([refOf(msg)]);
+    app.loaded.set(keyOf(msg), { ...msg, _status: "deleted" });
+    toast("Deleted.");
+    closeReader();
+    refreshBoxes();
+  } catch (err) {
+    toast(explain(err));
+  }
+}
+
+function closeReader() {
+  app.open = null;
+  $("app").classList.remove("reading");
+  fill($("reader"));
+  renderList();
+}
+
+// -- live -----------------------------------------------------------------------------------
+function belongsHere(msg) {
+  const v = app.view;
+  if (v.kind === "box") return (msg._inbox || "inbox") === v.inbox;
+  if (v.kind === "tag") return (msg._tags || []).includes(v.tag);
+  return false;
+}
+
+function arrived(msg) {
+  const k = remember(msg);
+  if (belongsHere(msg) && !app.order.includes(k)) app.order.unshift(k);
+  renderList();
+  refreshBoxes();
+  decryptVisible();
+  const name = msg._from_name || shortAddress(msg.from);
+  toast(`New message from ${visible(name)}`);
+}
+
+function applyChanges(c) {
+  for (const msg of [...(c.created || []), ...(c.updated || [])]) {
+    const k = remember(msg);
+    const here = belongsHere(msg);
+    if (here && !app.order.includes(k)) app.order.unshift(k);
+    if (!here && app.view.kind === "box") app.order = app.order.filter((x) => x !== k);
+  }
+  for (const msg of c.sent || []) remember(msg, true);
+  if (c.created?.length || c.updated?.length || c.sent?.length) {
+    app.order.sort((a, b) => (listed(b)?.t || 0) - (listed(a)?.t || 0));
+    renderList();
+    refreshBoxes();
+    if (app.open) renderReader();
+    decryptVisible();
+  }
+}
+
+function deliveryChanged(frame) {
+  for (const [key, msg] of app.loaded) {
+    if (key.endsWith("|sent") && msg.id === frame.id) {
+      app.loaded.set(key, { ...msg, _delivery: { ...(msg._delivery || {}), ...(frame.delivery || {}) } });
+    }
+  }
+  if (app.view.kind === "sent") {
+    renderList();
+    if (app.open) renderReader();
+  }
+}
+
+async function poll() {
+  const v = app.view;
+  const answer = v.kind === "sent" ? await app.api.sent({ limit: PAGE }) : await app.api.list(listParams());
+  if (app.view !== v) return;
+  const fresh = [];
+  for (const msg of answer.messages || []) {
+    const k = keyOf(msg);
+    const before = app.loaded.get(v.kind === "sent" ? k + "|sent" : k);
+    remember(msg, v.kind === "sent");
+    if (!app.order.includes(k)) fresh.push(k);
+    else if (before && JSON.stringify(before._delivery) !== JSON.stringify(msg._delivery) && app.open === k) renderReader();
+  }
+  if (fresh.length) app.order.unshift(...fresh);
+  // what moved away or was deleted elsewhere leaves the first page
+  const firstPage = new Set((answer.messages || []).map(keyOf));
+  const newest = answer.messages && answer.messages.length ? answer.messages[answer.messages.length - 1].t : 0;
+  app.order = app.order.filter((k) => firstPage.has(k) || (listed(k)?.t || 0) < newest);
+  renderList();
+  if (app.open && v.kind === "sent") renderReader();
+  await refreshBoxes();
+  decryptVisible();
+}
+
+async function reloadAll() {
+  app.loaded.clear();
+  await Promise.all([refreshBoxes(), loadList()]);
+}
+
+// -- compose --------------------------------------------------------------------------------
+const draftState = { resolved: null, timer: null };
+
+function writtenFor(msg) {
+  // reply to the sender at its server: the first hop's server, when it is not ours
+  const first = (msg.integrity_chain && msg.integrity_chain[0]) || (msg.route && msg.route[0]);
+  const server = first && typeof first.server === "string" ? first.server : null;
+  if (msg._from_name) return msg._from_name;
+  return server && server !== app.api.domain ? `${msg.from}@${server}` : msg.from;
+}
+
+function quote(text) {
+  return String(text || "").split("\n").map((l) => "> " + l).join("\n");
+}
+
+function composeFrom(msg, how) {
+  const plain = app.plain.get(keyOf(msg));
+  const text = bodyText(msg, plain) ?? "(encrypted)";
+  const subject = msg.subject || "";
+  if (how === "forward") {
+    openCompose({ subject: /^fwd:/i.test(subject) ? subject : "Fwd: " + subject, content: `\n\n---------- Forwarded message ----------\nFrom: ${msg._from_name || msg.from}\nDate: ${new Date(msg.t).toISOString()}\nSubject: ${subject}\n\n${text}` });
+    return;
+  }
+  const to = writtenFor(msg);
+  let cc = [];
+  if (how === "all") {
+    const server = (msg.integrity_chain && msg.integrity_chain[0] && msg.integrity_chain[0].server) || null;
+    const at = (a) => (server && server !== app.api.domain ? `${a}@${server}` : a);
+    cc = [msg.to, ...(msg.cc || [])].filter((a) => a !== app.api.address && a !== msg.from).map(at);
+  }
+  openCompose({ to, cc: cc.join(", "), subject: /^re:/i.test(subject) ? subject : "Re: " + subject, content: `\n\n${quote(text)}`, re: msg.id });
+}
+
+function openCompose(fields = {}) {
+  $("c-to").value = fields.to || "";
+  $("c-cc").value = fields.cc || "";
+  $("c-bcc").value = "";
+  $("c-subject").value = fields.subject || "";
+  $("c-body").value = fields.content || "";
+  $("c-re").value = fields.re || "";
+  $("compose-error").textContent = "";
+  $("compose-title").textContent = fields.re ? "Reply" : fields.subject && fields.subject.startsWith("Fwd:") ? "Forward" : "New message";
+  draftState.userChoice = null;
+  $("compose").showModal();
+  (fields.to ? $("c-body") : $("c-to")).focus();
+  if (fields.to) $("c-body").setSelectionRange(0, 0);
+  recipientsChanged();
+}
+
+async function resolveAll() {
+  const api = app.api;
+  const out = { to: [], cc: [], bcc: [] };
+  for (const field of ["to", "cc", "bcc"]) {
+    const list = splitRecipients($("c-" + field).value);
+    if (field === "to" && list.length !== 1) {
+      throw new ApiError(400, { error: list.length ? "write one address in To (others in Cc)" : "To is required", code: "invalid_value", field: "to" });
+    }
+    for (const written of list) out[field].push(await api.resolve(written, field));
+  }
+  return out;
+}
+
+function recipientsChanged() {
+  clearTimeout(draftState.timer);
+  draftState.timer = setTimeout(checkEncryption, 250);
+}
+
+async function checkEncryption() {
+  const state = $("c-enc-state");
+  const box = $("c-encrypt");
+  let resolved;
+  try {
+    resolved = await resolveAll();
+  } catch (err) {
+    draftState.resolved = null;
+    box.checked = false;
+    box.disabled = true;
+    state.textContent = $("c-to").value.trim() ? "Not encrypted yet: " + explain(err) : "Encryption needs every recipient's key.";
+    return;
+  }
+  draftState.resolved = resolved;
+  const all = [...resolved.to, ...resolved.cc, ...resolved.bcc];
+  const possible = app.api.canEncryptFor(all);
+  const unknown = all.filter((r) => !r.pub).map((r) => r.written);
+  box.disabled = !possible;
+  if (app.api.kind === "key") {
+    box.checked = possible && draftState.userChoice !== false;
+    state.textContent = possible
+      ? box.checked
+        ? `Encrypted end to end for ${all.length} recipient${all.length === 1 ? "" : "s"} (and you). The subject and the list of recipients are not encrypted.`
+        : "Not encrypted: you turned encryption off."
+      : `Not encrypted: no key known for ${unknown.join(", ") || "a recipient"}.`;
+  } else {
+    // the server encrypts for an account, and only for addresses it hosts; an account
+    // cannot read encrypted mail here (the server never decrypts), so it is off by default
+    box.checked = possible && draftState.userChoice === true;
+    state.textContent = !possible
+      ? "Not encrypted: this server can encrypt only for addresses it hosts."
+      : box.checked
+        ? "Encrypted end to end by this server with your account's key. Password accounts cannot read encrypted mail in this client, including your sent copy."
+        : "Not encrypted (password accounts cannot read encrypted mail in this client; tick to encrypt anyway).";
+  }
+}
+
+async function sendDraft(event) {
+  event.preventDefault();
+  const err = $("compose-error");
+  err.textContent = "";
+  $("c-send").disabled = true;
+  try {
+    const recipients = await resolveAll();
+    const draft = { subject: $("c-subject").value, content: $("c-body").value, re: $("c-re").value || null, encrypt: $("c-encrypt").checked && !$("c-encrypt").disabled };
+    const answer = await app.api.send(draft, recipients);
+    $("compose").close();
+    const outcomes = Object.values(answer.recipients || {});
+    toast(`Sent${draft.encrypt ? " encrypted" : ""}: ${outcomes.join(", ") || "ok"}.`);
+    if (app.view.kind === "sent") loadList();
+  } catch (e) {
+    err.textContent = explain(e);
+  } finally {
+    $("c-send").disabled = false;
+  }
+}
+
+// -- keyboard ---------------------------------------------------------------------------------
+function move(delta) {
+  const keys = app.visible || [];
+  if (!keys.length) return;
+  app.selected = Math.max(0, Math.min(keys.length - 1, app.selected + delta));
+  renderList();
+  const row = $("list").children[app.selected];
+  if (row) row.scrollIntoView({ block: "nearest" });
+}
+
+function openSelected() {
+  const k = (app.visible || [])[app.selected];
+  const msg = k && listed(k);
+  if (msg) openMessage(msg);
+}
+
+function onKey(event) {
+  if (!app || $("app").hidden || event.ctrlKey || event.metaKey || event.altKey) return;
+  const target = event.target;
+  if (target.closest && target.closest("input, textarea, select, dialog")) {
+    if (event.key === "Escape" && target.id === "search") target.blur();
+    return;
+  }
+  const msg = openMsg();
+  const keys = {
+    j: () => move(1),
+    k: () => move(-1),
+    o: openSelected,
+    Enter: () => target.tagName !== "BUTTON" && openSelected(),
+    c: () => openCompose(),
+    r: () => msg && composeFrom(msg, "reply"),
+    a: () => msg && composeFrom(msg, "all"),
+    f: () => msg && composeFrom(msg, "forward"),
+    e: () => msg && moveOpen("archive"),
+    "#": () => msg && deleteOpen(),
+    t: () => msg && $("tag-input") && $("tag-input").focus(),
+    u: () => msg && markUnread(),
+    "/": () => $("search").focus(),
+    "?": () => $("help").showModal(),
+  };
+  const action = keys[event.key];
+  if (action) {
+    event.preventDefault();
+    action();
+  }
+}
+
+// -- boot -------------------------------------------------------------------------------------
+function wire() {
+  $("account-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    accountWay("/account/login");
+  });
+  $("acc-register").addEventListener("click", () => {
+    if ($("account-form").reportValidity()) accountWay("/account/register");
+  });
+  $("key-generate").addEventListener("click", generateKey);
+  $("key-file").addEventListener("change", (e) => e.target.files[0] && importKey(e.target.files[0]));
+  $("compose-open").addEventListener("click", () => openCompose());
+  $("compose-form").addEventListener("submit", sendDraft);
+  $("c-cancel").addEventListener("click", () => $("compose").close());
+  $("c-encrypt").addEventListener("change", (e) => {
+    draftState.userChoice = e.target.checked;
+    checkEncryption();
+  });
+  for (const id of ["c-to", "c-cc", "c-bcc"]) $(id).addEventListener("input", recipientsChanged);
+  $("help-open").addEventListener("click", () => $("help").showModal());
+  $("more").addEventListener("click", () => loadList(true));
+  $("search").addEventListener("input", (e) => {
+    app.search = e.target.value;
+    renderList();
+  });
+  $("menu").addEventListener("click", () => {
+    const shown = $("boxes").classList.toggle("shown");
+    $("menu").setAttribute("aria-expanded", shown ? "true" : "false");
+  });
+  $("signout").addEventListener("click", async () => {
+    if (app) {
+      app.live.stop();
+      await app.api.logout();
+    }
+    sessionStorage.removeItem(SESSION_KEY);
+    app = null;
+    location.reload();
+  });
+  $("list").addEventListener("keydown", (e) => {
+    if (e.key === "ArrowDown") { e.preventDefault(); move(1); }
+    if (e.key === "ArrowUp") { e.preventDefault(); move(-1); }
+  });
+  document.addEventListener("keydown", onKey);
+}
+
+async function resume() {
+  let saved = null;
+  try {
+    saved = JSON.parse(sessionStorage.getItem(SESSION_KEY) || "null");
+  } catch {
+    saved = null;
+  }
+  if (!saved) return false;
+  try {
+    if (saved.kind === "account") {
+      const me = await call("GET", "/account/me", { headers: { "X-Flux-Session": saved.session } });
+      await start(new AccountApi(saved.session, { ...saved.account, ...me }));
+      return true;
+    }
+    if (saved.kind === "key" && (await loadFlux())) {
+      const signers = await keystore().loadSigners();
+      const signer = signers.find((s) => s.address === saved.address);
+      if (signer) {
+        await start(await KeyApi.open(flux, signer));
+        return true;
+      }
+    }
+  } catch {
+    sessionStorage.removeItem(SESSION_KEY);
+  }
+  return false;
+}
+
+wire();
+if (!(await resume())) await showSignin();
+document.documentElement.dataset.ready = "1";

@@ -1,0 +1,162 @@
+// Trust made visible: what can be checked about a message, checked in this browser.
+//
+// - The sender's signature (PROTOCOL §4.3), with js/flux verifyEnvelope: in both ways in,
+//   since checking needs no key of ours. When the protocol module cannot run (no WebCrypto:
+//   not a secure context), the view says the server checked it on arrival (it refuses
+//   every message whose signature fails) and that this browser did not.
+// - The hop chain (§7.3) with js/flux verifyChain, each seal under the keys its server
+//   publishes, fetched through this server (/web/keys/{server}: this page may talk to its
+//   own origin only).
+// - Names: the first key seen for a name@domain is remembered in this browser
+//   (localStorage); a later message under that name from another key gets a warning, as
+//   SSH does for a host key.
+//
+// Each check gives {state: "ok"|"warn"|"bad"|"unknown", text} in plain language.
+
+import { call } from "./api.js";
+import { mixedScripts, hasDisguise } from "./dom.js";
+
+const SEEN_KEY = "flux.seen-names.v1";
+
+export function seenNames() {
+  try {
+    return JSON.parse(localStorage.getItem(SEEN_KEY) || "{}") || {};
+  } catch {
+    return {};
+  }
+}
+
+function saveSeen(seen) {
+  try {
+    localStorage.setItem(SEEN_KEY, JSON.stringify(seen));
+  } catch {
+    /* storage full or disabled: the check then starts afresh next time */
+  }
+}
+
+/** Remember (or compare) the key behind a name: {state, text} or null without a name. */
+export function checkName(name, address) {
+  if (!name) return null;
+  const seen = seenNames();
+  const key = name.toLowerCase();
+  if (!seen[key]) {
+    seen[key] = address;
+    saveSeen(seen);
+    return { state: "ok", text: `First message from ${name} seen in this browser; its key is now remembered.` };
+  }
+  if (seen[key] !== address) {
+    return {
+      state: "bad",
+      text: `Warning: ${name} was a different key (${seen[key].slice(0, 14)}…) when you last saw it. This may not be the same person.`,
+      accept: () => {
+        const s = seenNames();
+        s[key] = address;
+        saveSeen(s);
+      },
+    };
+  }
+  return { state: "ok", text: `${name} has the same key as before.` };
+}
+
+/** Keys of each server, cached for the page's life. */
+export class ServerKeys {
+  constructor(api) {
+    this.api = api;
+    this.docs = new Map();
+  }
+
+  async fetch(servers) {
+    await Promise.all(
+      [...new Set(servers)].filter((s) => !this.docs.has(s)).map(async (server) => {
+        try {
+          const doc = await this.api.get("/web/keys/" + encodeURIComponent(server));
+          this.docs.set(server, { keys: doc.keys, retired_keys: [] });
+        } catch {
+          this.docs.set(server, null); // unknown here: the seal cannot be checked
+        }
+      }),
+    );
+  }
+
+  lookup = (server) => this.docs.get(server) || { keys: [], retired_keys: [] };
+}
+
+const HOP_WORDS = {
+  sealed: "seal verified under this server's published key",
+  unsealed: "an old-style record: signed, but proves nothing about order",
+  failed: "does not verify",
+};
+
+/**
+ * Check one message: {signature, chain: {verdict, hops, text, state}, name, look}.
+ * `flux` is the protocol module, or null when it cannot run here.
+ */
+export async function checkMessage(flux, keys, msg) {
+  const out = { signature: null, chain: null, name: null, look: null };
+  if (flux) {
+    try {
+      const v = await flux.verifyEnvelope(msg);
+      out.signature = v.ok
+        ? { state: "ok", text: "Signature verified in this browser: the sender's key signed exactly this message." }
+        : { state: "bad", text: `Bad signature (${v.code || "invalid"}${v.field ? ", " + v.field : ""}): this message was not signed as shown by the key it names. Do not trust it.` };
+    } catch (err) {
+      out.signature = { state: "unknown", text: "The signature could not be checked in this browser: " + (err.message || err) };
+    }
+  } else {
+    out.signature = { state: "unknown", text: "Signature checked by the server on arrival (it refuses mail whose signature fails); this browser could not check it itself." };
+  }
+  const records = Array.isArray(msg.integrity_chain) ? msg.integrity_chain : [];
+  if (flux) {
+    try {
+      await keys.fetch(records.map((r) => r && r.server).filter((s) => typeof s === "string"));
+      const c = await flux.verifyChain(msg, keys.lookup);
+      const hops = (c.hops || []).map((hop, i) => ({
+        server: hop.server ?? (records[i] && records[i].server),
+        t: hop.t ?? (records[i] && records[i].t),
+        status: hop.status,
+        text: HOP_WORDS[hop.status] || hop.status,
+        reason: hop.reason || null,
+      }));
+      let state = "ok";
+      let text = `Route verified: ${hops.length} server${hops.length === 1 ? "" : "s"} handled this message and each sealed it.`;
+      if (c.verdict === "none") {
+        state = "warn";
+        text = "No route record: no server vouched for how this message travelled.";
+      } else if (c.verdict === "fail") {
+        state = "bad";
+        const failed = hops.find((hop) => hop.status === "failed");
+        text = `Broken chain: the route record does not verify${failed ? ` at ${failed.server} (${failed.reason || "failed"})` : ""}. The message may have been changed on the way.`;
+      } else if (hops.some((hop) => hop.status === "unsealed")) {
+        state = "warn";
+        text = "Route partly verified: some servers wrote old-style records that prove nothing about order.";
+      }
+      if (c.blame) {
+        const who = typeof c.blame === "string" ? c.blame : c.blame.server || JSON.stringify(c.blame);
+        text += ` Blamed server: ${who}.`;
+        state = "bad";
+      }
+      out.chain = { state, text, hops, verdict: c.verdict };
+    } catch (err) {
+      out.chain = { state: "unknown", text: "The route could not be checked in this browser: " + (err.message || err), hops: [] };
+    }
+  } else {
+    out.chain = {
+      state: "unknown",
+      text: "Route not checked in this browser.",
+      hops: records.map((r) => ({ server: r && r.server, t: r && r.t, status: "unchecked", text: "not checked here" })),
+    };
+  }
+  out.name = checkName(msg._from_name, msg.from);
+  const shown = `${msg._from_name || ""}${msg.subject || ""}`;
+  if (hasDisguise(shown) || mixedScripts(msg._from_name || "")) {
+    out.look = { state: "warn", text: "The sender's name or the subject holds characters that can disguise text (shown as [U+…]) or mixes alphabets that look alike." };
+  }
+  return out;
+}
+
+/** Server-side report (used when the browser cannot check): POST /integrity/verify. */
+export function serverReport(msg) {
+  const clean = {};
+  for (const [k, v] of Object.entries(msg)) if (!k.startsWith("_")) clean[k] = v;
+  return call("POST", "/integrity/verify", { body: clean });
+}

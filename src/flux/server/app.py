@@ -51,6 +51,7 @@ from .routes import (
     MailRoutes,
     OpsRoutes,
 )
+from .routes.web import WebRoutes
 from .submission import Submitter
 from .ws import WebSocketEndpoint
 
@@ -151,6 +152,8 @@ def create_app(
                          meshes=meshes),
         WebSocketEndpoint(config=config, auth=auth, store=store, hub=hub, mailbox=mailbox,
                           submitter=submitter, metrics=metrics),
+        # the web client at / and /web/... (its lookups use the federation's key cache)
+        WebRoutes(key=key, auth=auth, accounts=accounts, fetcher=peers.fetcher),
     ]  # fmt: skip
     for part in parts:
         app.add_routes(part.routes())

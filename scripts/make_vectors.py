@@ -26,6 +26,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from flux.federation.signing import (
+    check_request,
+    content_digest,
+    sign_request,
+    signature_base,
+    verify_checked,
+)
 from flux.protocol import (
     LOCAL_DELIVERY,
     ChainVerdict,
@@ -35,7 +42,9 @@ from flux.protocol import (
     OffenseKind,
     PublishedKey,
     ServerSigner,
+    address_from_pub,
     append_hop,
+    b64d,
     b64e,
     body_hash,
     build_report,
@@ -43,11 +52,13 @@ from flux.protocol import (
     compose,
     find_offense,
     integrity_hash,
+    loads_strict,
     make_hop,
     record_hash,
     signing_payload,
     validate_report,
     verify_chain,
+    verify_envelope,
 )
 from flux.protocol.chain import seal_payload
 from flux.protocol.e2e import unwrap_cek
@@ -239,6 +250,7 @@ def sealed_hops() -> dict[str, Any]:
         "description": "alice -> bob through a.example -> x.example -> b.example (local "
         "delivery). Each server appends one sealed record; handed_on is the whole message "
         "as that server passes it on (route and integrity_chain grown by one).",
+        "rule": "§7.1",
         "randbytes": "flux-vectors:sealed-hops",
         "message": msg,
         **hashes_of(msg),
@@ -289,9 +301,21 @@ def chain_cases() -> list[dict[str, Any]]:
         ("prototype-then-sealed", *prototype_case(sealed=True)),
     ]
     return [
-        {"name": name, "description": text, "envelope": env, "expected": chain_result(env)}
+        {"name": name, "rule": CHAIN_RULES[name], "description": text, "envelope": env,
+         "expected": chain_result(env)}
         for name, text, env in cases
-    ]
+    ] + step_chains()  # fmt: skip
+
+
+#: The rule of PROTOCOL.md each of the first chain vectors checks.
+CHAIN_RULES = {
+    "valid": "§7.3", "valid-in-transit": "§7.3", "no-hops": "§7.2",
+    "dropped-hop": "§7.3 step 6", "reordered-hops": "§7.3 step 6 / step 0",
+    "unpublished-key": "§7.3 step 5", "retired-key-after-retirement": "§7.3 step 5 / §10.2",
+    "retired-key-within-validity": "§7.3 step 5 / §10.2", "misdirected": "§7.3 step 9",
+    "altered-content": "§7.3 step 3", "rewritten-record": "§7.3 step 5",
+    "prototype-record": "§7.3 step 4", "prototype-then-sealed": "§7.3 step 4 / step 9",
+}  # fmt: skip
 
 
 def unpublished_key_case(msg: Mapping[str, Any], after_a: dict[str, Any]) -> tuple[str, Any]:
@@ -534,13 +558,36 @@ def offenses() -> list[dict[str, Any]]:
     return [
         {
             "name": name,
+            "rule": OFFENSE_RULES[name],
             "description": text,
             "receiver": receiver,
             "envelope": env,
             "expected": offense_result(find_offense(env, keys, receiver=receiver)),
         }
         for name, text, env, receiver in cases
-    ]
+    ] + step_offenses()
+
+
+#: The rule of PROTOCOL.md each of the first offense vectors checks.
+OFFENSE_RULES = {
+    "forged-body": "§7.4 step 2", "false-hop": "§7.4 step 3", "broken-chain": "§7.4 step 5",
+    "innocent": "§7.4 step 6", "sealed-to-someone-else": "§7.4 step 1",
+    "declared-fail": "§7.4 step 4", "blame-route-past-limit": "§7.5",
+    "blame-chain-past-limit": "§7.4 step 0", "blame-route-added": "§7.5",
+    "blame-route-removed": "§7.5", "blame-route-garbage": "§7.5",
+    "blame-retrieval-fields": "§7.5", "blame-earlier-record-altered": "§7.4 step 5",
+    "blame-unknown-field-signed": "§7.4 step 2 / §7.5", "blame-subject-past-limit": "§7.5",
+    "blame-key-swapped": "§7.4 step 2", "blame-malformed-sig": "§7.4 step 2",
+}  # fmt: skip
+#: The rule of PROTOCOL.md each of the first forged reports checks.
+REPORT_RULES = {
+    "replayed-other-msg-id": "§7.6 step 4", "replayed-other-msg-id-in-envelope": "§7.6 step 4",
+    "made-up-baseline": "§7.6 step 6", "receiver-swapped-body": "§7.6 (L.bh binding)",
+    "double-signed-id": "§7.6 (L.bh binding)", "offender-key-not-published": "§7.6 step 7",
+    "reporter-key-not-published": "§7.6 step 2", "innocent-accused": "§7.6 (L.server binding)",
+    "third-party-reporter": "§7.6 (L.next binding)", "bad-report-signature": "§7.6 step 3",
+    "chain-mismatch": "§7.6 step 5",
+}  # fmt: skip
 
 
 def genuine_report() -> dict[str, Any]:
@@ -658,9 +705,16 @@ def expected_error(report: Mapping[str, Any]) -> dict[str, Any]:
 def tamper_reports() -> dict[str, Any]:
     genuine = genuine_report()
     forged = [
-        {"name": name, "description": text, "report": report, "expected_error": expected_error(report)}
+        {"name": name, "rule": REPORT_RULES[name], "description": text, "report": report,
+         "expected_error": expected_error(report)}
         for name, text, report in forged_reports(genuine)
     ]  # fmt: skip
+    for name, rule, text, report, code, field in step_reports(genuine):
+        got = expected_error(report)
+        if got != {"code": code, "field": field}:
+            raise AssertionError(f"report vector {name}: the code gives {got}, not {code}/{field}")
+        forged.append({"name": name, "rule": rule, "description": text, "report": report,
+                       "expected_error": got})  # fmt: skip
     return {
         "description": "offenses: find_offense(envelope, published_keys, receiver) -> the "
         "proven offense or null. genuine: b.example's report on the forged-body offense; "
@@ -668,6 +722,7 @@ def tamper_reports() -> dict[str, Any]:
         "with expected_error.code (and field).",
         "offenses": offenses(),
         "genuine": {
+            "rule": "§7.6",
             "report": genuine,
             "sig_payload": report_payload(
                 genuine["msg_id"], genuine["offender"], genuine["reporter"], genuine["t"]
@@ -692,6 +747,7 @@ def bcc() -> dict[str, Any]:
         "primary for to + cc with no bcc field, and one copy per BCC recipient whose bcc "
         "names only that recipient. Every envelope verifies on its own; all share one id. "
         "The prototype's hop hash is the same for all (it excludes sig, pub and bcc); bh is not.",
+        "rule": "§5.1 / §5.2",
         "randbytes": "flux-vectors:bcc",
         "input": {
             "from": ALICE.address,
@@ -733,6 +789,7 @@ def encrypted_case(
     everyone = [ALICE, BOB, CAROL, DAVE, ERIN]
     return {
         "name": name,
+        "rule": "§5.3 / §6",
         "description": text,
         "plaintext": plaintext,
         "encrypt_for": {i.address: i.pub_b64() for i in people},
@@ -771,6 +828,976 @@ def encrypted() -> list[dict[str, Any]]:
             bcc=[DAVE],
         ),
     ]
+
+
+# -- (f) envelope verification, rule by rule (PROTOCOL.md §3.1, §4.1, §4.3) ----------------
+#
+# Each vector breaks exactly one rule (or, for the order of the checks, two, to show which
+# one is reported). The expectation is written here by hand, from the specification, and
+# the generator checks that the code agrees before it writes the file: a disagreement is a
+# bug in one of them, never something to regenerate away.
+
+MAX_SAFE = 2**53 - 1
+MINUTE = 60_000
+
+
+def envelope_message() -> dict[str, Any]:
+    return compose(
+        ALICE, BOB.address, "Hello Bob", subject="Vectors",
+        now_ms=NOW, randbytes=det_randbytes("flux-vectors:envelopes"),
+    ).primary  # fmt: skip
+
+
+def signed_as(fields: Mapping[str, Any], identity: Identity = ALICE) -> dict[str, Any]:
+    """`fields` (without sig and pub) signed by `identity`, whatever `from` says: shape
+    errors are found before the signature, so a vector breaks only its own rule."""
+    core = {k: v for k, v in fields.items() if k not in ("sig", "pub")}
+    return {**core, "sig": identity.sign(signing_payload(core)), "pub": identity.pub_b64()}
+
+
+def changed(*, drop: tuple[str, ...] = (), resign: bool = True, **changes: Any) -> dict:
+    """The envelope vector message with `changes` (and without `drop`), signed again."""
+    fields = {**envelope_message(), **changes}
+    for name in drop:
+        fields.pop(name, None)
+    return signed_as(fields) if resign else fields
+
+
+def compact(value: Any) -> str:
+    """JSON text as a sender might write it (insertion order kept, nothing escaped)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def raw_replace(value: Any, old: str, new: str) -> str:
+    text = compact(value)
+    assert text.count(old) == 1, (old, text.count(old))
+    return text.replace(old, new)
+
+
+def nested(depth: int) -> Any:
+    """An array nested `depth` levels deep (level 1 is the outer array)."""
+    value: Any = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def tamper_b64_bits(text: str) -> str:
+    """`text` (padded base64url) with a stray bit in its last character: non-canonical."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    body = text.rstrip("=")
+    last = alphabet[alphabet.index(body[-1]) | 1]
+    assert last != body[-1]
+    return body[:-1] + last + "=" * (len(text) - len(body))
+
+
+def small_order_sender() -> dict[str, Any]:
+    """An envelope from the address of the identity point (a small-order key) with the
+    signature R = identity, S = 0, which a cofactorless verifier that does not refuse
+    small-order keys accepts for every message (PROTOCOL.md §1: libsodium refuses it)."""
+    identity_point = bytes([1]) + bytes(31)
+    core = {k: v for k, v in envelope_message().items() if k not in ("sig", "pub")}
+    core["from"] = address_from_pub(identity_point)
+    return {**core, "sig": b64e(identity_point + bytes(32)), "pub": b64e(identity_point)}
+
+
+def s_plus_l(envelope: Mapping[str, Any]) -> dict[str, Any]:
+    """`envelope` with its signature's S replaced by S + L (non-canonical, §1)."""
+    order = 2**252 + 27742317777372353535851937790883648493
+    raw = b64d(envelope["sig"])
+    s = int.from_bytes(raw[32:], "little") + order
+    return {**envelope, "sig": b64e(raw[:32] + s.to_bytes(32, "little"))}
+
+
+def encrypted_message() -> dict[str, Any]:
+    """A valid encrypted envelope (alice -> bob), the encryption rules' starting point."""
+    return compose(
+        ALICE, BOB.address, "sealed", encrypt_for={BOB.address: BOB.pub_b64()},
+        now_ms=NOW, randbytes=det_randbytes("flux-vectors:envelopes-encrypted"),
+    ).primary  # fmt: skip
+
+
+def enc_changed(*, drop: tuple[str, ...] = (), **changes: Any) -> dict[str, Any]:
+    fields = {**encrypted_message(), **changes}
+    for name in drop:
+        fields.pop(name, None)
+    return signed_as(fields)
+
+
+def addresses(n: int) -> list[str]:
+    """n distinct well-formed addresses (nobody's keys: shape checks only)."""
+    return ["fx1" + hashlib.sha256(f"flux-vectors:address:{k}".encode()).hexdigest()[:40]
+            for k in range(n)]  # fmt: skip
+
+
+Case = tuple[str, str, str, dict[str, Any], tuple[str, str] | None]
+
+
+def envelope_cases() -> list[Case]:
+    """(name, rule, description, input, expected (code, field) or None for valid).
+
+    input is {"envelope": value} or {"raw": JSON text} or {"raw_b64": bytes}, optionally
+    with "now_ms" (verification at submission, §4.3 step 6)."""
+    msg = envelope_message()
+    env = lambda value, **more: {"envelope": value, **more}  # noqa: E731
+    raw = lambda text, **more: {"raw": text, **more}  # noqa: E731
+    t_text = f'"t":{NOW}'
+    dup = compact(msg).replace("{", '{"to":"' + CAROL.address + '",', 1)
+    surrogate = compact(changed(subject="x")).replace('"subject":"x"', '"subject":"\\ud800"')
+    deep_ok = changed(_tags=nested(63))  # the envelope is level 1: 64 levels in all
+    deep_bad = changed(_tags=nested(64))
+    other_key = IDS["mallory"]
+    cases: list[Case] = [
+        # valid envelopes
+        ("valid", "§4.3", "the vector message, as compose() signs it", env(msg), None),
+        ("valid-all-optional-fields", "§4.1",
+         "subject, re, cc, bcc, tags, expires: all signed, all within limits",
+         env(changed(re="ab" * 16, cc=[CAROL.address], bcc=[DAVE.address],
+                     tags=["work", "é"], expires=0)), None),
+        ("valid-retrieval-fields", "§4.4",
+         "retrieval fields of any value, outside the signature",
+         env({**msg, "_status": {"x": [1]}, "_inbox": None, "_tags": 3, "_from_name": "a@b",
+              "_sent_at": NOW, "_delivery": []}), None),
+        ("valid-no-route-or-chain", "§4.1", "route and integrity_chain are optional on input",
+         env({k: v for k, v in msg.items() if k not in ("route", "integrity_chain")}), None),
+        ("valid-encrypted", "§4.1", "an encrypted envelope", env(encrypted_message()), None),
+        # §3.1: the data model, on the raw text (step 1)
+        ("raw-valid-spacing-and-escapes", "§3.2",
+         "whitespace around and inside the value, and escapes the canonical form would not "
+         "use: the signature is over the re-serialised parsed value",
+         raw(" \n" + json.dumps(msg, indent=1).replace("Hello", "\\u0048ello") + "\t\r\n"), None),
+        ("raw-float", "§3.1 / §4.3 step 1", "t written as 1767225600000.0",
+         raw(raw_replace(msg, t_text, t_text + ".0")), ("malformed_json", None)),
+        ("raw-exponent", "§3.1 / §4.3 step 1", "t written with an exponent",
+         raw(raw_replace(msg, t_text, '"t":1.7672256e12')), ("malformed_json", None)),
+        ("raw-negative-zero-float", "§3.1 / §4.3 step 1", "expires written as -0.0",
+         raw(compact(changed(expires=0)).replace('"expires":0', '"expires":-0.0')),
+         ("malformed_json", None)),
+        ("raw-nan", "§3.1 / §4.3 step 1", "expires is NaN",
+         raw(compact(changed(expires=0)).replace('"expires":0', '"expires":NaN')),
+         ("malformed_json", None)),
+        ("raw-infinity", "§3.1 / §4.3 step 1", "expires is Infinity",
+         raw(compact(changed(expires=0)).replace('"expires":0', '"expires":Infinity')),
+         ("malformed_json", None)),
+        ("raw-duplicate-key", "§3.1 / §4.3 step 1", "to appears twice (carol's, then bob's)",
+         raw(dup), ("malformed_json", None)),
+        ("raw-integer-max", "§3.1", "expires = 2^53 - 1, the largest integer allowed",
+         raw(compact(changed(expires=MAX_SAFE))), None),
+        ("raw-integer-beyond-max", "§3.1 / §4.3 step 1", "expires = 2^53",
+         raw(compact(changed(expires=MAX_SAFE)).replace(str(MAX_SAFE), str(MAX_SAFE + 1))),
+         ("malformed_json", None)),
+        ("raw-integer-below-min", "§3.1 / §4.3 step 1", "expires = -(2^53)",
+         raw(compact(changed(expires=MAX_SAFE)).replace(str(MAX_SAFE), str(-MAX_SAFE - 1))),
+         ("malformed_json", None)),
+        ("raw-lone-surrogate", "§3.1 / §4.3 step 1", "subject holds an unpaired \\ud800",
+         raw(surrogate), ("malformed_json", None)),
+        ("raw-trailing-data", "§3.1 / §4.3 step 1", "a second value after the envelope",
+         raw(compact(msg) + " {}"), ("malformed_json", None)),
+        ("raw-not-json", "§3.1 / §4.3 step 1", "not JSON at all",
+         raw("{v: 1.0}"), ("malformed_json", None)),
+        ("raw-depth-64", "§3.1", "nested exactly 64 levels (in _tags, unsigned)",
+         raw(compact(deep_ok)), None),
+        ("raw-depth-65", "§3.1 / §4.3 step 1", "nested 65 levels", raw(compact(deep_bad)),
+         ("malformed_json", None)),
+        ("raw-invalid-utf8", "§3.1 / §4.3 step 1",
+         "the content holds the byte 0xff (not UTF-8); given as raw_b64",
+         {"raw_b64": b64e(compact(msg).encode().replace(b"Hello", b"H\xffllo"))},
+         ("malformed_json", None)),
+        ("not-an-object", "§4.3 step 1", "a JSON array", env([msg]), ("wrong_type", "message")),
+        ("not-an-object-string", "§4.3 step 1", "a JSON string", env("hello"),
+         ("wrong_type", "message")),
+        # step 2: required fields, in the order v, id, from, to, t, content, sig, pub
+        *[(f"missing-{name}", "§4.3 step 2", f"no {name}",
+           env(changed(drop=(name,)) if name not in ("sig", "pub")
+               else {k: v for k, v in msg.items() if k != name}),
+           ("missing_field", name))
+          for name in ("v", "id", "from", "to", "t", "content", "sig", "pub")],
+        ("missing-first-in-order", "§4.3 step 2", "pub, content and to missing: to is named",
+         env({k: v for k, v in msg.items() if k not in ("pub", "content", "to")}),
+         ("missing_field", "to")),
+        ("missing-before-version", "§4.3 step 2-3", "v is 2.0 and id is missing: id is named",
+         env(changed(v="2.0", drop=("id",))), ("missing_field", "id")),
+        # step 3: the version
+        ("v-not-string", "§4.3 step 3", "v is the number 1", env(changed(v=1)),
+         ("wrong_type", "v")),
+        ("v-other", "§4.3 step 3", "v is 2.0", env(changed(v="2.0")), ("unknown_version", "v")),
+        ("v-other-spelling", "§4.3 step 3", "v is 1.00", env(changed(v="1.00")),
+         ("unknown_version", "v")),
+        ("v-other-before-fields", "§4.3 step 3", "v is 2.0 and a field is unknown: the version "
+         "is refused first", env(changed(v="2.0", x_new="?")), ("unknown_version", "v")),
+        # step 4: each field, in object order
+        ("unknown-field", "§4.1 / §4.3 step 4", "a field v1.0 does not define, signed",
+         env(changed(x_new="?")), ("invalid_value", "x_new")),
+        ("unknown-field-underscore", "§4.1 / §4.3 step 4",
+         "an underscore field that is not a retrieval field", env({**msg, "_other": 1}),
+         ("invalid_value", "_other")),
+        ("field-order-subject-first", "§4.3 step 4",
+         "subject (a number) appears before cc (a string): subject is named",
+         raw(compact({**changed(subject=5, cc="x")})), ("wrong_type", "subject")),
+        ("field-order-cc-first", "§4.3 step 4",
+         "the same two errors with cc first in the object: cc is named",
+         raw(compact(dict(sorted(changed(subject=5, cc="x").items(),
+                                 key=lambda kv: kv[0] != "cc")))), ("wrong_type", "cc")),
+        ("id-not-string", "§4.3 step 4", "id is a number", env(changed(id=7)),
+         ("wrong_type", "id")),
+        ("id-upper-hex", "§4.1 / §4.3 step 4", "id in upper-case hex",
+         env(changed(id=msg["id"].upper())), ("invalid_value", "id")),
+        ("id-short", "§4.1 / §4.3 step 4", "id of 31 hex digits", env(changed(id=msg["id"][:31])),
+         ("invalid_value", "id")),
+        ("id-trailing-newline", "§4.1 / §4.3 step 4", "id followed by a newline",
+         env(changed(id=msg["id"] + "\n")), ("invalid_value", "id")),
+        ("from-not-address", "§2.2 / §4.3 step 4", "from is not an fx1 address",
+         env(changed(**{"from": "alice@example.org"})), ("invalid_value", "from")),
+        ("from-upper-case", "§2.2 / §4.3 step 4", "from in upper case",
+         env(changed(**{"from": msg["from"].upper()})), ("invalid_value", "from")),
+        ("from-trailing-newline", "§2.2 / §4.3 step 4", "from followed by a newline",
+         env(changed(**{"from": msg["from"] + "\n"})), ("invalid_value", "from")),
+        ("from-not-string", "§4.3 step 4", "from is a list", env(changed(**{"from": [1]})),
+         ("wrong_type", "from")),
+        ("to-not-address", "§2.2 / §4.3 step 4", "to has 39 hex digits",
+         env(changed(to=msg["to"][:-1])), ("invalid_value", "to")),
+        ("t-not-integer", "§4.3 step 4", "t is a string", env(changed(t=str(NOW))),
+         ("wrong_type", "t")),
+        ("t-boolean", "§4.3 step 4", "t is true", env(changed(t=True)), ("wrong_type", "t")),
+        ("content-not-string", "§4.3 step 4", "content is null", env(changed(content=None)),
+         ("wrong_type", "content")),
+        ("content-at-limit", "§4.1 / §8.1", "65,536 UTF-8 bytes (21,845 x '€' + 'a')",
+         env(changed(content="€" * 21_845 + "a")), None),
+        ("content-over-limit", "§4.1 / §8.1 / §4.3 step 4",
+         "65,538 UTF-8 bytes in 21,846 characters: the limit counts bytes",
+         env(changed(content="€" * 21_846)), ("too_large", "content")),
+        ("subject-not-string", "§4.3 step 4", "subject is a number", env(changed(subject=5)),
+         ("wrong_type", "subject")),
+        ("subject-at-limit", "§4.1 / §8.1", "4,096 UTF-8 bytes", env(changed(subject="é" * 2_048)),
+         None),
+        ("subject-over-limit", "§4.1 / §8.1 / §4.3 step 4", "4,098 UTF-8 bytes in 2,049 characters",
+         env(changed(subject="é" * 2_049)), ("too_large", "subject")),
+        ("re-not-id", "§4.1 / §4.3 step 4", "re is not 32 lower-case hex", env(changed(re="x")),
+         ("invalid_value", "re")),
+        ("re-not-string", "§4.3 step 4", "re is a number", env(changed(re=1)), ("wrong_type", "re")),
+        ("cc-not-list", "§4.3 step 4", "cc is a string", env(changed(cc=CAROL.address)),
+         ("wrong_type", "cc")),
+        ("cc-element-invalid", "§4.3 step 4", "cc[1] is not an address",
+         env(changed(cc=[CAROL.address, "carol"])), ("invalid_value", "cc[1]")),
+        ("cc-element-not-string", "§4.3 step 4", "cc[0] is a number", env(changed(cc=[5])),
+         ("wrong_type", "cc[0]")),
+        ("cc-over-limit", "§4.1 / §8.1 / §4.3 step 4", "cc lists 101 addresses",
+         env(changed(cc=addresses(101))), ("too_large", "cc")),
+        ("cc-count-before-elements", "§4.3 step 4",
+         "cc lists 101 entries, the first not an address: the count is reported",
+         env(changed(cc=["x", *addresses(100)])), ("too_large", "cc")),
+        ("bcc-not-list", "§4.3 step 4", "bcc is an object", env(changed(bcc={})),
+         ("wrong_type", "bcc")),
+        ("bcc-element-invalid", "§4.3 step 4", "bcc[0] is upper case",
+         env(changed(bcc=[DAVE.address.upper()])), ("invalid_value", "bcc[0]")),
+        ("bcc-over-limit", "§4.1 / §8.1 / §4.3 step 4", "bcc lists 101 addresses",
+         env(changed(bcc=addresses(101))), ("too_large", "bcc")),
+        ("tags-not-list", "§4.3 step 4", "tags is a string", env(changed(tags="work")),
+         ("wrong_type", "tags")),
+        ("tags-at-limit", "§4.1 / §8.1", "32 tags of 64 characters",
+         env(changed(tags=[f"{k:02d}" + "t" * 62 for k in range(32)])), None),
+        ("tags-over-limit", "§4.1 / §8.1 / §4.3 step 4", "33 tags", env(changed(tags=[f"t{k}" for k in range(33)])),
+         ("too_large", "tags")),
+        ("tags-count-before-elements", "§4.3 step 4",
+         "33 tags, the first upper case: the count is reported",
+         env(changed(tags=["Work", *[f"t{k}" for k in range(32)]])), ("too_large", "tags")),
+        ("tag-not-string", "§4.3 step 4", "tags[1] is a number", env(changed(tags=["a", 1])),
+         ("wrong_type", "tags[1]")),
+        ("tag-empty", "§4.1 / §4.3 step 4", "tags[0] is empty", env(changed(tags=[""])),
+         ("invalid_value", "tags[0]")),
+        ("tag-65-characters", "§4.1 / §4.3 step 4", "tags[0] has 65 characters",
+         env(changed(tags=["t" * 65])), ("invalid_value", "tags[0]")),
+        ("tag-64-non-ascii", "§4.1", "64 characters of 2 UTF-8 bytes each: characters count",
+         env(changed(tags=["é" * 64])), None),
+        ("tag-upper-case", "§4.1 / §4.3 step 4", "tags[0] is Work", env(changed(tags=["Work"])),
+         ("invalid_value", "tags[0]")),
+        ("tag-upper-case-non-ascii", "§4.1 / §4.3 step 4", "tags[0] is É (Unicode lower-case)",
+         env(changed(tags=["É"])), ("invalid_value", "tags[0]")),
+        ("tag-leading-space", "§4.1 / §4.3 step 4", "tags[0] starts with a space",
+         env(changed(tags=[" work"])), ("invalid_value", "tags[0]")),
+        ("tag-trailing-newline", "§4.1 / §4.3 step 4", "tags[0] ends with a newline",
+         env(changed(tags=["work\n"])), ("invalid_value", "tags[0]")),
+        ("tag-unicode-whitespace", "§4.1 / §4.3 step 4", "tags[0] ends with U+00A0 (Unicode space)",
+         env(changed(tags=["work\u00a0"])), ("invalid_value", "tags[0]")),
+        ("tag-inner-control", "§4.1 / §4.3 step 4", "tags[0] holds U+0001 inside",
+         env(changed(tags=["a\u0001b"])), ("invalid_value", "tags[0]")),
+        ("tag-inner-delete", "§4.1 / §4.3 step 4", "tags[0] holds U+007F inside",
+         env(changed(tags=["a\u007fb"])), ("invalid_value", "tags[0]")),
+        ("tag-inner-space", "§4.1", "a space inside a tag is allowed", env(changed(tags=["a b"])),
+         None),
+        ("expires-negative", "§4.1 / §4.3 step 4", "expires is -1", env(changed(expires=-1)),
+         ("invalid_value", "expires")),
+        ("expires-string", "§4.3 step 4", "expires is a string", env(changed(expires="0")),
+         ("wrong_type", "expires")),
+        ("expires-boolean", "§4.3 step 4", "expires is false", env(changed(expires=False)),
+         ("wrong_type", "expires")),
+        ("sig-not-string", "§4.3 step 4", "sig is a number", env({**msg, "sig": 1}),
+         ("wrong_type", "sig")),
+        ("pub-not-string", "§4.3 step 4", "pub is null", env({**msg, "pub": None}),
+         ("wrong_type", "pub")),
+        ("route-not-list", "§4.3 step 4", "route is a string", env({**msg, "route": "a"}),
+         ("wrong_type", "route")),
+        ("route-over-limit", "§4.1 / §8.1 / §4.3 step 4", "route has 33 entries",
+         env({**msg, "route": [{"server": "a.example", "t": NOW}] * 33}), ("too_large", "route")),
+        ("route-at-limit", "§4.1 / §8.1", "route has 32 entries",
+         env({**msg, "route": [{"server": "a.example", "t": NOW}] * 32}), None),
+        ("route-entry-not-object", "§4.3 step 4", "route[0] is a string",
+         env({**msg, "route": ["a.example"]}), ("wrong_type", "route[0]")),
+        ("route-entry-extra-field", "§4.3 step 4", "route[0] has a third field",
+         env({**msg, "route": [{"server": "a.example", "t": NOW, "x": 1}]}),
+         ("wrong_type", "route[0]")),
+        ("route-entry-server-not-string", "§4.3 step 4", "route[0].server is a number",
+         env({**msg, "route": [{"server": 1, "t": NOW}]}), ("wrong_type", "route[0].server")),
+        ("route-entry-t-missing", "§4.3 step 4", "route[0] has no t",
+         env({**msg, "route": [{"server": "a.example"}]}), ("wrong_type", "route[0].t")),
+        ("chain-not-list", "§4.3 step 4", "integrity_chain is an object",
+         env({**msg, "integrity_chain": {}}), ("wrong_type", "integrity_chain")),
+        ("chain-over-limit", "§4.1 / §8.1 / §4.3 step 4", "integrity_chain has 33 records",
+         env({**msg, "integrity_chain": [{}] * 33}), ("too_large", "integrity_chain")),
+        ("chain-record-not-object", "§4.3 step 4", "integrity_chain[1] is a list",
+         env({**msg, "integrity_chain": [{}, []]}), ("wrong_type", "integrity_chain[1]")),
+        # step 4, the encryption fields' own values
+        ("encrypted-false", "§4.1 / §4.3 step 4", "encrypted is false",
+         env(enc_changed(encrypted=False)), ("invalid_value", "encrypted")),
+        ("encrypted-not-boolean", "§4.1 / §4.3 step 4", "encrypted is the string true",
+         env(enc_changed(encrypted="true")), ("wrong_type", "encrypted")),
+        ("content-enc-not-string", "§4.3 step 4", "content_enc is a number",
+         env(enc_changed(content_enc=1)), ("wrong_type", "content_enc")),
+        ("content-enc-not-base64url", "§1 / §4.3 step 4", "content_enc in the standard alphabet",
+         env(enc_changed(content_enc="ab+/")), ("invalid_value", "content_enc")),
+        ("content-enc-unpadded", "§1 / §4.3 step 4", "content_enc without its padding",
+         env(enc_changed(content_enc=encrypted_message()["content_enc"].rstrip("="))),
+         ("invalid_value", "content_enc")),
+        ("content-enc-non-canonical", "§1 / §4.3 step 4", "content_enc with a stray bit",
+         env(enc_changed(content_enc=tamper_b64_bits(encrypted_message()["content_enc"]))),
+         ("invalid_value", "content_enc")),
+        ("content-enc-whitespace", "§1 / §4.3 step 4", "content_enc with a newline inside",
+         env(enc_changed(content_enc="AAAA\nAAAA")), ("invalid_value", "content_enc")),
+        ("content-enc-over-limit", "§4.1 / §8.1 / §4.3 step 4", "content_enc of 87,424 characters",
+         env(enc_changed(content_enc="A" * 87_424)), ("too_large", "content_enc")),
+        ("enc-recipients-not-object", "§4.3 step 4", "enc_recipients is a list",
+         env(enc_changed(enc_recipients=[])), ("wrong_type", "enc_recipients")),
+        ("enc-recipients-empty", "§4.1 / §4.3 step 4", "enc_recipients is {} (code today: "
+         "wrong_type)", env(enc_changed(enc_recipients={})), ("wrong_type", "enc_recipients")),
+        ("enc-recipients-over-limit", "§4.1 / §8.1 / §4.3 step 4", "102 entries",
+         env(enc_changed(enc_recipients=dict.fromkeys(addresses(102), "AAAA"))),
+         ("too_large", "enc_recipients")),
+        ("enc-recipients-key-not-address", "§4.3 step 4", "a key that is not an address",
+         env(enc_changed(enc_recipients={"bob": "AAAA"})), ("invalid_value", "enc_recipients key")),
+        ("enc-recipients-blob-not-base64url", "§1 / §4.3 step 4", "a blob that is not base64url",
+         env(enc_changed(enc_recipients={BOB.address: "A==="})),
+         ("invalid_value", f"enc_recipients.{BOB.address}")),
+        ("enc-recipients-blob-not-string", "§4.3 step 4", "a blob that is a number",
+         env(enc_changed(enc_recipients={BOB.address: 1})),
+         ("wrong_type", f"enc_recipients.{BOB.address}")),
+        # step 5: the recipient count, then the encryption rule
+        ("recipients-at-limit", "§4.1 / §8.1", "to + 98 cc + 1 bcc = 100",
+         env(changed(cc=addresses(98), bcc=[DAVE.address])), None),
+        ("recipients-over-limit", "§4.1 / §8.1 / §4.3 step 5", "to + 99 cc + 1 bcc = 101",
+         env(changed(cc=addresses(99), bcc=[DAVE.address])), ("too_large", "cc")),
+        ("recipients-over-limit-bcc", "§4.1 / §4.3 step 5", "to + 100 bcc = 101: still named cc",
+         env(changed(bcc=addresses(100))), ("too_large", "cc")),
+        ("recipients-after-fields", "§4.3 step 4-5",
+         "101 recipients and an upper-case tag: the field error comes first",
+         env(changed(cc=addresses(100), tags=["Work"])), ("invalid_value", "tags[0]")),
+        ("recipients-before-encryption", "§4.3 step 5",
+         "101 recipients and encrypted alone: the count comes first",
+         env(changed(cc=addresses(100), encrypted=True)), ("too_large", "cc")),
+        ("encrypted-alone", "§4.1 / §4.3 step 5", "encrypted without the other two",
+         env(changed(encrypted=True)), ("missing_field", "content_enc")),
+        ("content-enc-alone", "§4.1 / §4.3 step 5", "content_enc without the other two",
+         env(changed(content_enc="AAAA")), ("missing_field", "enc_recipients")),
+        ("enc-recipients-alone", "§4.1 / §4.3 step 5", "enc_recipients without the other two",
+         env(changed(enc_recipients={BOB.address: "AAAA"})), ("missing_field", "content_enc")),
+        ("encryption-missing-enc-recipients", "§4.1 / §4.3 step 5", "no enc_recipients",
+         env(enc_changed(drop=("enc_recipients",))), ("missing_field", "enc_recipients")),
+        ("encryption-missing-encrypted", "§4.1 / §4.3 step 5", "no encrypted",
+         env(enc_changed(drop=("encrypted",))), ("missing_field", "encrypted")),
+        ("encryption-content-not-placeholder", "§4.1 / §4.3 step 5",
+         "all three fields, but content is not [encrypted]",
+         env(enc_changed(content="sealed")), ("invalid_value", "content")),
+        ("placeholder-without-encryption", "§4.1", "content [encrypted] alone is plain text",
+         env(changed(content="[encrypted]")), None),
+        # step 6: freshness, at submission only
+        ("fresh-oldest", "§4.3 step 6", "t = now - 5 min, at submission",
+         env(msg, now_ms=NOW + 5 * MINUTE), None),
+        ("fresh-newest", "§4.3 step 6", "t = now + 5 min, at submission",
+         env(msg, now_ms=NOW - 5 * MINUTE), None),
+        ("stale", "§4.3 step 6", "t = now - 5 min - 1 ms, at submission",
+         env(msg, now_ms=NOW + 5 * MINUTE + 1), ("stale", "t")),
+        ("future", "§4.3 step 6", "t = now + 5 min + 1 ms, at submission",
+         env(msg, now_ms=NOW - 5 * MINUTE - 1), ("future", "t")),
+        ("stale-relayed", "§4.3 step 6", "a day old, relayed between servers (no now_ms)",
+         env(changed(t=NOW - DAY)), None),
+        ("stale-after-shape", "§4.3 step 4-6", "stale and an unknown field: the field first",
+         env(changed(x_new=1), now_ms=NOW + DAY), ("invalid_value", "x_new")),
+        ("stale-before-signature", "§4.3 step 6-8", "stale and a bad signature: stale first",
+         env({**msg, "content": "changed"}, now_ms=NOW + DAY), ("stale", "t")),
+        # step 7: the key and the address
+        ("pub-not-base64url", "§1 / §4.3 step 7", "pub is not base64url",
+         env({**msg, "pub": "not a key"}), ("invalid_value", "pub")),
+        ("pub-standard-alphabet", "§1 / §4.3 step 7", "pub with + and / for - and _",
+         env({**msg, "pub": msg["pub"].replace("-", "+").replace("_", "/")}
+             if ("-" in msg["pub"] or "_" in msg["pub"]) else {**msg, "pub": "+" + msg["pub"][1:]}),
+         ("invalid_value", "pub")),
+        ("pub-unpadded", "§1 / §4.3 step 7", "pub without its = padding",
+         env({**msg, "pub": msg["pub"].rstrip("=")}), ("invalid_value", "pub")),
+        ("pub-non-canonical", "§1 / §4.3 step 7", "pub with a stray bit in its last character",
+         env({**msg, "pub": tamper_b64_bits(msg["pub"])}), ("invalid_value", "pub")),
+        ("pub-wrong-length", "§4.3 step 7", "pub encodes 31 bytes",
+         env({**msg, "pub": b64e(ALICE.public_key[:31])}), ("invalid_value", "pub")),
+        ("pub-not-from", "§2.2 / §4.3 step 7", "mallory's key under alice's address",
+         env(signed_as(msg, other_key)), ("address_mismatch", "pub")),
+        ("pub-before-sig", "§4.3 step 7-8", "pub does not match and sig is garbage: pub first",
+         env({**msg, "pub": other_key.pub_b64(), "sig": "!"}), ("address_mismatch", "pub")),
+        # step 8: the signature
+        ("sig-not-base64url", "§1 / §4.3 step 8", "sig is not base64url",
+         env({**msg, "sig": "not a signature"}), ("invalid_value", "sig")),
+        ("sig-wrong-length", "§4.3 step 8", "sig encodes 63 bytes",
+         env({**msg, "sig": b64e(b64d(msg["sig"])[:63])}), ("invalid_value", "sig")),
+        ("sig-non-canonical-base64", "§1 / §4.3 step 8", "sig with a stray bit in its last character",
+         env({**msg, "sig": tamper_b64_bits(msg["sig"])}), ("invalid_value", "sig")),
+        ("sig-over-other-body", "§4.3 step 8", "the content changed after signing",
+         env({**msg, "content": "Hello Carol"}), ("bad_signature", "sig")),
+        ("sig-covers-bcc", "§4.2 / §4.3 step 8", "a bcc added after signing",
+         env({**msg, "bcc": [DAVE.address]}), ("bad_signature", "sig")),
+        ("sig-not-route", "§4.2", "route and integrity_chain changed after signing: still valid",
+         env({**msg, "route": [{"server": "a.example", "t": NOW}]}), None),
+        ("sig-s-not-canonical", "§1 / §4.3 step 8", "the signature's S replaced by S + L",
+         env(s_plus_l(msg)), ("bad_signature", "sig")),
+        ("sig-small-order-key", "§1 / §4.3 step 8",
+         "from is the address of a small-order key, with a signature that key 'verifies' "
+         "under a lax verifier", env(small_order_sender()), ("bad_signature", "sig")),
+    ]  # fmt: skip
+    return cases
+
+
+def run_envelope_vector(given: Mapping[str, Any]) -> dict[str, Any]:
+    """What a receiver does with one envelope vector: {"valid": true} or {"error": ...}."""
+    try:
+        if "raw" in given:
+            value = loads_strict(given["raw"])
+        elif "raw_b64" in given:
+            value = loads_strict(b64d(given["raw_b64"]))
+        else:
+            value = given["envelope"]
+        verify_envelope(value, now_ms=given.get("now_ms"))
+    except FluxError as exc:
+        return {"error": {"code": exc.code, "field": exc.field}}
+    return {"valid": True}
+
+
+def envelopes() -> dict[str, Any]:
+    out = []
+    for name, rule, text, given, want in envelope_cases():
+        expected = (
+            {"valid": True} if want is None else {"error": {"code": want[0], "field": want[1]}}
+        )
+        got = run_envelope_vector(given)
+        if got != expected:
+            raise AssertionError(f"envelope vector {name}: the code gives {got}, not {expected}")
+        out.append({"name": name, "rule": rule, "description": text, **given, "expected": expected})
+    names = [c["name"] for c in out]
+    assert len(names) == len(set(names)), "duplicate vector names"
+    return {
+        "description": "verify_envelope, rule by rule (PROTOCOL.md §3.1, §4.1, §4.3). The "
+        "input is `envelope` (a JSON value), `raw` (JSON text, parsed with the strict parser "
+        "of §3.1 first) or `raw_b64` (bytes that are not even UTF-8). With `now_ms` the "
+        "envelope is verified as a submission (§4.3 step 6, freshness); without, as relayed. "
+        "expected is {valid: true} or {error: {code, field}} (field null when none).",
+        "cases": out,
+    }
+
+
+# -- (g) chain verification, step by step (PROTOCOL.md §7.3) ------------------------------
+
+
+def resealed(record: Mapping[str, Any], identity: Identity, **changes: Any) -> dict[str, Any]:
+    """`record` with `changes`, its hop `sig` and its `seal` made again by `identity`: a
+    record that is genuinely signed, so only the changed rule can fail."""
+    out = {k: v for k, v in {**record, **changes}.items() if k != "seal"}
+    if "sig" not in changes:
+        out["sig"] = identity.sign(f"{out['server']}:{out['t']}:{out['hash']}")
+    if "seal" in record:
+        out["seal"] = identity.sign(seal_payload(out))
+    return out
+
+
+def prototype_record(msg: Mapping[str, Any], server: str, identity: Identity, t: int) -> dict:
+    """A prototype (unsealed) hop record over `msg`, as the prototype makes it."""
+    digest = integrity_hash(msg)
+    return {"server": server, "t": t, "hash": digest,
+            "sig": identity.sign(f"{server}:{t}:{digest}"), "pub": identity.pub_b64()}  # fmt: skip
+
+
+def one_record(msg: Mapping[str, Any], record: Mapping[str, Any]) -> dict[str, Any]:
+    return with_chain(msg, [record])
+
+
+ChainCase = tuple[str, str, str, dict[str, Any], list[str]]
+
+
+def step_chain_cases() -> list[ChainCase]:
+    """(name, rule, description, envelope, expected statuses). Each record fails (or
+    holds) for the one reason its name gives; every other check of §7.3 holds."""
+    msg = hops_message()
+    after_a, after_x, _ = relay_states(msg)
+    a_rec = after_x["integrity_chain"][0]
+    sa, sx = A.identity, X.identity
+    lone = make_hop(msg, A, next_hop=LOCAL_DELIVERY, now_ms=NOW + 1_000, cv=ChainVerdict.NONE)
+    # Two honest paths of the same body through a.example -> x.example, a.example's
+    # records made a second apart: x.example's record of the second path, after
+    # a.example's record of the first, is sealed, numbered, addressed and about the right
+    # body; only its prev link says it followed another record.
+    other_a = append_hop(msg, A, next_hop=X.name, now_ms=NOW + 1_001)
+    other_x = append_hop(other_a, X, next_hop=B.name, now_ms=NOW + 2_000)["integrity_chain"][1]
+    published_from = PUBLISHED["a.example"][1].valid_from
+    bcc_out = compose(
+        ALICE, BOB.address, "Hello", bcc=[DAVE.address], now_ms=NOW,
+        randbytes=det_randbytes("flux-vectors:chain-bh"),
+    )  # fmt: skip
+    primary, (_, copy) = bcc_out.primary, bcc_out.bcc_copies[0]
+    copy_record = make_hop(
+        copy, A, next_hop=LOCAL_DELIVERY, now_ms=NOW + 1_000, cv=ChainVerdict.NONE
+    )
+    other_msg = compose(ALICE, BOB.address, "Another body", now_ms=NOW,
+                        randbytes=det_randbytes("flux-vectors:chain-other")).primary  # fmt: skip
+    F, S, U = "failed", "sealed", "unsealed"
+    cases: list[ChainCase] = [
+        # step 1: the chain and each record's shape
+        ("chain-not-a-list", "§7.3 step 1", "integrity_chain is a string",
+         with_chain(msg, "x"), [F]),  # type: ignore[arg-type]
+        ("chain-empty-string", "§7.3 step 1", "integrity_chain is \"\" (not an array, though "
+         "empty)", with_chain(msg, ""), [F]),  # type: ignore[arg-type]
+        ("chain-empty-object", "§7.3 step 1", "integrity_chain is {}",
+         with_chain(msg, {}), [F]),  # type: ignore[arg-type]
+        ("record-not-object", "§7.3 step 1", "the record is a string",
+         with_chain(msg, ["a.example"]), [F]),
+        ("record-extra-field", "§7.3 step 1", "a sealed record with a twelfth field, sealed",
+         one_record(msg, resealed(lone, sa, note="x")), [F]),
+        ("record-missing-field", "§7.3 step 1", "a sealed record without cv, sealed",
+         one_record(msg, resealed({k: v for k, v in lone.items() if k != "cv"}, sa)), [F]),
+        ("record-six-fields", "§7.3 step 1", "a prototype record plus i",
+         one_record(msg, {**prototype_record(msg, "a.example", sa, NOW + 1_000), "i": 1}), [F]),
+        ("sealed-server-not-a-name", "§2.4 / §7.3 step 1", "a sealed record's server is "
+         "A.example (upper case)", one_record(msg, resealed(lone, sa, server="A.example")), [F]),
+        ("sealed-server-local", "§7.3 step 1", "a sealed record in the name of local",
+         one_record(msg, resealed(lone, sa, server="local")), [F]),
+        ("prototype-server-label", "§7.1 / §13.11", "a prototype record names "
+         "Mail.Example.com: a label, kept as written", one_record(
+             msg, prototype_record(msg, "Mail.Example.com", sa, NOW + 1_000)), [U]),
+        ("prototype-server-with-space", "§7.1 / §7.3 step 1", "a prototype record's server "
+         "holds a space", one_record(msg, prototype_record(msg, "a example", sa, NOW)), [F]),
+        ("prototype-server-local", "§7.3 step 1", "a prototype record in the name of local",
+         one_record(msg, prototype_record(msg, "local", sa, NOW)), [F]),
+        ("t-string", "§7.3 step 1", "t is a string", one_record(
+            msg, resealed(lone, sa, t=str(NOW + 1_000))), [F]),
+        ("t-boolean", "§7.3 step 1", "t is true", one_record(msg, resealed(lone, sa, t=True)), [F]),
+        ("t-beyond-max", "§7.3 step 1", "t is 2^53", one_record(
+            msg, resealed(lone, sa, t=2**53)), [F]),
+        ("hash-upper-case", "§7.3 step 1", "hash in upper-case hex", one_record(
+            msg, resealed(lone, sa, hash=lone["hash"].upper())), [F]),
+        ("i-string", "§7.3 step 1", "i is \"1\"", one_record(msg, resealed(lone, sa, i="1")), [F]),
+        ("next-not-string", "§7.3 step 1", "next is null", one_record(
+            msg, resealed(lone, sa, next=None)), [F]),
+        ("cv-unknown", "§7.3 step 1", "cv is ok", one_record(msg, resealed(lone, sa, cv="ok")), [F]),
+        ("prev-not-hex", "§7.3 step 1", "prev is 00", one_record(
+            msg, resealed(lone, sa, prev="00")), [F]),
+        ("bh-not-hex", "§7.3 step 1", "bh is upper-case hex", one_record(
+            msg, resealed(lone, sa, bh=lone["bh"].upper())), [F]),
+        # step 2: the prototype part of the record
+        ("pub-wrong-length", "§7.3 step 2", "pub encodes 31 bytes", one_record(
+            msg, {**lone, "pub": b64e(sa.public_key[:31])}), [F]),
+        ("sig-wrong-length", "§7.3 step 2", "sig encodes 63 bytes, sealed", one_record(
+            msg, resealed({**lone, "sig": b64e(bytes(63))}, sa, sig=b64e(bytes(63)))), [F]),
+        ("hop-sig-invalid", "§7.3 step 2", "sig over another t; the seal (over that sig) "
+         "verifies", one_record(msg, seal_only(lone, sa, sig=sa.sign(
+             f"{lone['server']}:{lone['t'] + 1}:{lone['hash']}"))), [F]),
+        ("prototype-sig-invalid", "§7.3 step 2", "a prototype record whose sig is over "
+         "another t", one_record(msg, {**prototype_record(msg, "a.example", sa, NOW),
+                                       "sig": prototype_record(msg, "a.example", sa, NOW + 1)["sig"]}),
+         [F]),
+        # step 3: hash
+        ("hash-other-body", "§7.3 step 3", "a sealed record about another body, genuinely "
+         "signed and sealed", one_record(msg, resealed(lone, sa, hash=integrity_hash(other_msg))),
+         [F]),
+        ("prototype-hash-other-body", "§7.3 step 3", "a prototype record about another body",
+         one_record(msg, prototype_record(other_msg, "a.example", sa, NOW)), [F]),
+        # step 5: the seal and the published key
+        ("seal-wrong-length", "§7.3 step 5", "seal encodes 63 bytes",
+         one_record(msg, {**lone, "seal": b64e(bytes(63))}), [F]),
+        ("seal-not-base64url", "§7.3 step 5", "seal is not base64url",
+         one_record(msg, {**lone, "seal": "not a seal"}), [F]),
+        ("key-before-valid-from", "§7.3 step 5 / §10.1", "a.example's key, 1 ms before its "
+         "valid_from", append_hop(msg, A, next_hop=LOCAL_DELIVERY, now_ms=published_from - 1),
+         [F]),
+        ("key-at-valid-from", "§7.3 step 5 / §10.1", "a.example's key at valid_from "
+         "(inclusive)", append_hop(msg, A, next_hop=LOCAL_DELIVERY, now_ms=published_from), [S]),
+        ("unknown-server", "§7.3 step 5", "a record of a server that publishes no key",
+         append_hop(msg, ServerSigner("nobody.example", IDS["impostor"]),
+                    next_hop=LOCAL_DELIVERY, now_ms=NOW), [F]),
+        # step 6: i
+        ("i-wrong", "§7.3 step 6", "the first record says i = 2, sealed",
+         one_record(msg, resealed(lone, sa, i=2)), [F]),
+        # step 7: prev
+        ("first-prev-not-empty", "§7.3 step 7", "the first record's prev is a digest, sealed",
+         one_record(msg, resealed(lone, sa, prev=record_hash(lone))), [F]),
+        ("spliced", "§7.3 step 7", "a.example's record of one path, then x.example's record "
+         "of another path of the same body: both genuinely sealed, numbered and addressed; "
+         "only prev tells", with_chain(after_x, [a_rec, other_x]), [S, F]),
+        # step 8: bh
+        ("bh-other-body", "§7.3 step 8", "a record sealed over a BCC copy, attached to the "
+         "primary: the same hash (it leaves out bcc), another bh",
+         one_record(primary, copy_record), [F]),
+        # step 9: next
+        ("next-after-prototype", "§7.3 step 9", "no next to check after a prototype record",
+         with_chain(msg, [prototype_record(msg, "a.example", sa, NOW),
+                          make_hop(with_chain(msg, [prototype_record(msg, "a.example", sa, NOW)]),
+                                   X, next_hop=LOCAL_DELIVERY, now_ms=NOW + 2_000,
+                                   cv=ChainVerdict.PASS)]), [U, S]),
+        # step 10: cv
+        ("cv-none-after-first", "§7.3 step 10", "x.example seals cv = none as the second "
+         "record", with_chain(msg, [a_rec, make_hop(after_a, X, next_hop=B.name,
+                                                    now_ms=NOW + 2_000, cv=ChainVerdict.NONE)]),
+         [S, F]),
+        ("cv-pass-first", "§7.3 step 10", "the first record says cv = pass, sealed",
+         one_record(msg, resealed(lone, sa, cv="pass")), [F]),
+        ("cv-fail-after-first", "§7.3 step 10 / §7.2", "x.example declares fail as the second "
+         "record: a well-formed verdict", append_hop(after_a, X, next_hop=B.name,
+                                                      now_ms=NOW + 2_000, cv=ChainVerdict.FAIL),
+         [S, S]),
+        ("prototype-after-sealed", "§7.3 step 4", "a prototype record after a sealed one: "
+         "unsealed, and the verdict is pass (it proves nothing either way)",
+         with_chain(msg, [lone, prototype_record(msg, "x.example", sx, NOW + 2_000)]), [S, U]),
+    ]  # fmt: skip
+    return cases
+
+
+def seal_only(record: Mapping[str, Any], identity: Identity, **changes: Any) -> dict[str, Any]:
+    """`record` with `changes` and its seal made again, its hop `sig` left as given."""
+    out = {k: v for k, v in {**record, **changes}.items() if k != "seal"}
+    out["seal"] = identity.sign(seal_payload(out))
+    return out
+
+
+def step_chains() -> list[dict[str, Any]]:
+    out = []
+    for name, rule, text, envelope, statuses in step_chain_cases():
+        expected = chain_result(envelope)
+        got = [h["status"] for h in expected["hops"]]
+        if got != statuses:
+            raise AssertionError(f"chain vector {name}: the code gives {got}, not {statuses}")
+        out.append({"name": name, "rule": rule, "description": text, "envelope": envelope,
+                    "expected": expected})  # fmt: skip
+    return out
+
+
+# -- (h) blame and reports, step by step (PROTOCOL.md §7.4, §7.6) --------------------------
+
+
+def x_seals(
+    received: Mapping[str, Any], body: Mapping[str, Any] | None = None, **record_changes: Any
+) -> dict[str, Any]:
+    """x.example's sealed record, to b.example, over `body` (default: `received` as is),
+    with `record_changes` made before sealing (so the seal is genuine)."""
+    body = dict(body if body is not None else received)
+    hop = make_hop(body, X, next_hop=B.name, now_ms=NOW + 2_000, cv=ChainVerdict.PASS)
+    if record_changes:
+        hop = resealed(hop, X.identity, **record_changes)
+    route = [*(body.get("route") or []), {"server": X.name, "t": NOW + 2_000}]
+    return {**body, "route": route, "integrity_chain": [*body["integrity_chain"], hop]}
+
+
+def step_offense_cases() -> list[tuple[str, str, str, dict[str, Any], str, str | None]]:
+    """(name, rule, description, envelope, receiver, expected kind or None)."""
+    after_a = append_hop(tamper_message(), A, next_hop=X.name, now_ms=NOW + 1_000)
+    forged = {**after_a, "content": "Pay 1000 EUR to Bob"}
+    honest_x = make_hop(after_a, X, next_hop=B.name, now_ms=NOW + 2_000, cv=ChainVerdict.PASS)
+    prototype_last = with_chain(
+        forged,
+        [*after_a["integrity_chain"], prototype_record(forged, X.name, X.identity, NOW + 2_000)],
+    )
+    unsigned = {k: v for k, v in forged.items() if k != "sig"}
+    a_rec = after_a["integrity_chain"][0]
+    return [
+        # step 0
+        ("blame-chain-not-a-list", "§7.4 step 0", "the chain is a string",
+         {**forged, "integrity_chain": "x"}, B.name, None),
+        ("blame-chain-empty", "§7.4 step 0", "no record at all", {**forged, "integrity_chain": []},
+         B.name, None),
+        # step 1: L must be sealed, published, and bound to this receiver, position, chain, body
+        ("blame-last-unsealed", "§7.4 step 1", "x.example's last record over the forged body "
+         "is a prototype record", prototype_last, B.name, None),
+        ("blame-last-malformed", "§7.4 step 1", "x.example's seal over the forged body is "
+         "genuine, but its cv is not a verdict", x_seals(forged, cv="ok"), B.name, None),
+        ("blame-last-key-unpublished", "§7.4 step 1", "the forged body sealed in x.example's "
+         "name by a key it does not publish", append_hop(forged, impersonate(X.name),
+                                                       next_hop=B.name, now_ms=NOW + 2_000),
+         B.name, None),
+        ("blame-last-i-wrong", "§7.4 step 1", "x.example sealed the forged body with i = 3 "
+         "(L.i must be n)", x_seals(forged, i=3), B.name, None),
+        ("blame-last-prev-wrong", "§7.4 step 1", "x.example sealed the forged body with a prev "
+         "that is not the previous record's hash", x_seals(forged, prev="0" * 64), B.name, None),
+        ("blame-last-bh-wrong", "§7.4 step 1", "x.example sealed the original body's bh, and "
+         "the body is the forged one", x_seals(forged, bh=body_hash(after_a)), B.name, None),
+        ("blame-last-next-local", "§7.4 step 1", "x.example sealed the forged body for local "
+         "delivery; b.example is not named", x_seals(forged, next="local"), B.name, None),
+        # step 2: forged_body, every way the sender's key or signature can fail
+        ("blame-sig-missing", "§7.4 step 2", "x.example sealed a body with no sig",
+         x_seals(unsigned), B.name, "forged_body"),
+        ("blame-pub-not-string", "§7.4 step 2", "x.example sealed a body whose pub is a number",
+         x_seals({**after_a, "pub": 1}), B.name, "forged_body"),
+        ("blame-pub-wrong-length", "§7.4 step 2", "x.example sealed a body whose pub is 31 bytes",
+         x_seals({**after_a, "pub": b64e(ALICE.public_key[:31])}), B.name, "forged_body"),
+        ("blame-sig-wrong-length", "§7.4 step 2", "x.example sealed a body whose sig is 63 bytes",
+         x_seals({**after_a, "sig": b64e(b64d(after_a["sig"])[:63])}), B.name, "forged_body"),
+        ("blame-from-missing", "§7.4 step 2", "x.example sealed a body without from",
+         x_seals({k: v for k, v in after_a.items() if k != "from"}), B.name, "forged_body"),
+        ("blame-forged-and-false-hop", "§7.4 step 2-3", "a forged body and a false hash: "
+         "forged_body is named first", x_seals(forged, hash="0" * 64), B.name, "forged_body"),
+        # step 3: false_hop
+        ("false-hop-sig", "§7.4 step 3", "x.example's hash is right, its hop sig is over "
+         "another t; its seal is genuine", with_chain(after_a, [a_rec, seal_only(
+             honest_x, X.identity, sig=X.identity.sign(
+                 f"{X.name}:{NOW + 2_001}:{honest_x['hash']}"))]), B.name, "false_hop"),
+        ("false-hop-before-chain", "§7.4 step 3-5", "a false hash over a rewritten "
+         "earlier record: false_hop is named first",
+         x_seals(with_chain(after_a, [{**a_rec, "cv": "fail"}]), hash="0" * 64), B.name,
+         "false_hop"),
+        # step 5: broken_chain
+        ("broken-chain-rewritten", "§7.4 step 5", "x.example changed a.example's cv and "
+         "sealed pass over it (prev covers the rewritten record)",
+         x_seals(with_chain(after_a, [{**a_rec, "cv": "fail"}])), B.name, "broken_chain"),
+        ("broken-chain-first-prev", "§7.4 step 5", "the first committed record is the chain's "
+         "first, and its prev is not \"\": x.example sealed pass over it",
+         x_seals(with_chain(after_a, [resealed(a_rec, A.identity, prev="0" * 64)])), B.name,
+         "broken_chain"),
+        ("broken-chain-cv-none", "§7.4 step 5 / §7.3 step 10", "x.example sealed cv = none "
+         "after a.example's record", x_seals(after_a, cv="none"), B.name, "broken_chain"),
+        ("no-offense-after-prototype", "§7.4 step 5", "a prototype record before x.example's: "
+         "nothing before it is committed, and it holds",
+         x_seals(with_chain(tamper_message(), [prototype_record(tamper_message(), A.name,
+                                                                 A.identity, NOW + 1_000)])),
+         B.name, None),
+    ]  # fmt: skip
+
+
+def step_offenses() -> list[dict[str, Any]]:
+    out = []
+    for name, rule, text, envelope, receiver, kind in step_offense_cases():
+        expected = offense_result(find_offense(envelope, keys, receiver=receiver))
+        got = expected and expected["kind"]
+        if got != kind:
+            raise AssertionError(f"offense vector {name}: the code gives {got}, not {kind}")
+        out.append({"name": name, "rule": rule, "description": text, "receiver": receiver,
+                    "envelope": envelope, "expected": expected})  # fmt: skip
+    return out
+
+
+def step_reports(genuine: dict[str, Any]) -> list[tuple[str, str, str, Any, str, str]]:
+    """(name, rule, description, report, code, field) for §7.6 steps 1-3 and 7-9."""
+    base = plain(genuine)
+    without = lambda name: {k: v for k, v in base.items() if k != name}  # noqa: E731
+    honest = honest_delivery()
+    innocent = resigned(
+        base,
+        B,
+        envelope=honest,
+        integrity_chain=honest["integrity_chain"],
+        msg_hash_baseline=integrity_hash(honest),
+        offender=X.name,
+    )
+    empty = {**base["envelope"], "integrity_chain": []}
+    too_long = chain_past_limit()
+    IP = "invalid_proof"
+    return [
+        ("report-not-object", "§7.6 step 1", "the report is a list", [base], IP, "report"),
+        *[(f"report-missing-{name}", "§7.6 step 1", f"no {name}", without(name), IP, name)
+          for name in ("type", "msg_id", "offender", "reporter", "t", "sig", "pub",
+                       "integrity_chain", "msg_hash_baseline", "kind", "envelope")],
+        ("report-t-boolean", "§7.6 step 1", "t is true", {**base, "t": True}, IP, "t"),
+        ("report-t-string", "§7.6 step 1", "t is a string", {**base, "t": str(base["t"])}, IP, "t"),
+        ("report-envelope-not-object", "§7.6 step 1", "envelope is a list",
+         {**base, "envelope": []}, IP, "envelope"),
+        ("report-chain-not-list", "§7.6 step 1", "integrity_chain is an object",
+         {**base, "integrity_chain": {}}, IP, "integrity_chain"),
+        ("report-type-other", "§7.6 step 1", "type is report", {**base, "type": "report"}, IP,
+         "type"),
+        ("report-offender-not-name", "§7.6 step 1", "offender is X.example",
+         resigned(base, B, offender="X.example"), IP, "offender"),
+        ("report-reporter-not-name", "§7.6 step 1", "reporter is b example",
+         {**base, "reporter": "b example"}, IP, "reporter"),
+        ("report-kind-unknown", "§7.6 step 1", "kind is lying", {**base, "kind": "lying"}, IP,
+         "kind"),
+        ("report-chain-empty", "§7.6 / §7.4 step 0", "the envelope's chain is empty",
+         {**base, "envelope": empty, "integrity_chain": [],
+          "msg_hash_baseline": integrity_hash(empty)}, IP, "integrity_chain"),
+        ("report-chain-past-limit", "§7.6 / §7.4 step 0", "33 records",
+         {**base, "envelope": too_long, "integrity_chain": too_long["integrity_chain"],
+          "msg_hash_baseline": integrity_hash(too_long)}, IP, "integrity_chain"),
+        ("report-pub-wrong-length", "§7.6 step 2", "pub encodes 31 bytes",
+         {**base, "pub": b64e(B.identity.public_key[:31])}, IP, "pub"),
+        ("report-pub-not-base64url", "§7.6 step 2", "pub is not base64url",
+         {**base, "pub": "not a key"}, IP, "pub"),
+        ("report-sig-not-base64url", "§7.6 step 3", "sig is not base64url",
+         {**base, "sig": "!!!!"}, IP, "sig"),
+        ("report-sig-wrong-length", "§7.6 step 3", "sig encodes 63 bytes",
+         {**base, "sig": b64e(bytes(63))}, IP, "sig"),
+        ("report-innocent-envelope", "§7.6 step 7", "b.example reports an honest delivery "
+         "x.example sealed to it", innocent, IP, "envelope"),
+        ("report-kind-mismatch", "§7.6 step 9", "the genuine proof, reported as false_hop",
+         {**base, "kind": "false_hop"}, IP, "kind"),
+        ("report-retired-reporter-key", "§7.6 step 2 / §10.2", "a.example reports with its "
+         "retired key after valid_until", report_by_retired_a(), "unknown_server_key", "pub"),
+    ]  # fmt: skip
+
+
+def report_by_retired_a() -> dict[str, Any]:
+    """A genuine offense against x.example proven to a.example, reported under a.example's
+    retired key after the key's valid_until."""
+    after_b = append_hop(tamper_message(), B, next_hop=X.name, now_ms=NOW + 1_000)
+    forged = {**after_b, "content": "Pay 1000 EUR to Bob"}
+    delivered = append_hop(forged, X, next_hop=A.name, now_ms=NOW + 2_000)
+    offense = find_offense(delivered, keys, receiver=A.name)
+    assert offense is not None
+    return build_report(offense, A_RETIRED, now_ms=NOW + 10_000)
+
+
+# -- (i) signed server-to-server requests (PROTOCOL.md §10.3, docs/FEDERATION.md) --------
+
+REQUEST_BODY = '{"txn":"vectors-1","from_server":"a.example","messages":[]}'
+REQUEST_PATH = "/federation/deliver"
+NOW_S = NOW // 1000
+
+
+def signed_request(signer: ServerSigner = A, *, method: str = "POST", authority: str = "b.example",
+                   path: str = REQUEST_PATH, body: str = REQUEST_BODY,
+                   now_s: int = NOW_S) -> dict[str, str]:  # fmt: skip
+    return sign_request(signer, method, authority, path, body.encode(), now_s=now_s)
+
+
+def request_cases() -> list[tuple[str, str, str, dict[str, Any], str | None]]:
+    """(name, rule, description, request, expected error field or None when valid).
+
+    request: method, path, authority (the receiver's own name), host (the Host header, or
+    null: not checked), headers, body (UTF-8 text), now_s."""
+    good = signed_request()
+
+    def req(headers: Mapping[str, str] | None = None, **more: Any) -> dict[str, Any]:
+        base = {"method": "POST", "path": REQUEST_PATH, "authority": "b.example",
+                "host": "b.example", "headers": dict(good if headers is None else headers),
+                "body": REQUEST_BODY, "now_s": NOW_S}  # fmt: skip
+        return {**base, **more}
+
+    def edit(**changes: str | None) -> dict[str, str]:
+        out = {**good, **changes}
+        return {k: v for k, v in out.items() if v is not None}
+
+    sig_input = good["Signature-Input"]
+    other_body = REQUEST_BODY.replace("vectors-1", "vectors-2")
+    retired_at = RETIRED_UNTIL // 1000
+    return [
+        ("valid", "§10.3", "a.example's request to b.example", req(), None),
+        ("valid-no-host-check", "§10.3", "the same, the Host header not given", req(host=None),
+         None),
+        ("valid-host-default-port", "§10.3", "Host b.example:443 is b.example", req(
+            host="b.example:443"), None),
+        ("valid-host-upper-case", "§10.3", "Host names are case-insensitive", req(
+            host="B.Example"), None),
+        ("valid-method-lower-case", "§10.3", "@method is upper-cased in the base",
+         req(method="post"), None),
+        ("created-oldest", "§10.3", "created = now - 300 s", req(now_s=NOW_S + 300), None),
+        ("created-newest", "§10.3", "created = now + 300 s", req(now_s=NOW_S - 300), None),
+        ("created-too-old", "§10.3", "created = now - 301 s", req(now_s=NOW_S + 301),
+         "Signature-Input"),
+        ("created-too-new", "§10.3", "created = now + 301 s", req(now_s=NOW_S - 301),
+         "Signature-Input"),
+        ("digest-missing", "§10.3 / RFC 9530", "no Content-Digest", req(edit(**{"Content-Digest": None})),
+         "Content-Digest"),
+        ("digest-other-body", "§10.3 / RFC 9530", "the body changed after signing",
+         req(body=other_body), "Content-Digest"),
+        ("digest-other-algorithm", "§10.3 / RFC 9530", "a sha-512 digest",
+         req(edit(**{"Content-Digest": good["Content-Digest"].replace("sha-256", "sha-512")})),
+         "Content-Digest"),
+        ("digest-not-base64", "§10.3 / RFC 9530", "the digest is not base64",
+         req(edit(**{"Content-Digest": "sha-256=:!!!!:"})), "Content-Digest"),
+        ("digest-matching-other-body", "§10.3", "body and digest both replaced: the signature "
+         "covers the digest", req(edit(**{"Content-Digest": content_digest(other_body.encode())}),
+                                  body=other_body), "Signature"),
+        ("input-missing", "§10.3 / RFC 9421", "no Signature-Input",
+         req(edit(**{"Signature-Input": None})), "Signature-Input"),
+        ("input-other-components", "§10.3 / RFC 9421", "content-digest not covered",
+         req(edit(**{"Signature-Input": sig_input.replace(' "content-digest"', "")})),
+         "Signature-Input"),
+        ("input-other-label", "§10.3 / RFC 9421", "label sig1 instead of flux",
+         req(edit(**{"Signature-Input": "sig1" + sig_input[4:]})), "Signature-Input"),
+        ("input-other-alg", "§10.3 / RFC 9421", "alg rsa-pss-sha512",
+         req(edit(**{"Signature-Input": sig_input.replace("ed25519", "rsa-pss-sha512")})),
+         "Signature-Input"),
+        ("input-keyid-not-a-name", "§10.3", "keyid A.example",
+         req(edit(**{"Signature-Input": sig_input.replace('"a.example"', '"A.example"')})),
+         "Signature-Input"),
+        ("host-other-server", "§10.3", "a request for b.example, received by c.example (Host "
+         "c.example)", req(authority="c.example", host="c.example"), "Signature"),
+        ("host-mismatch", "§10.3", "the Host header names another server",
+         req(host="c.example"), "@authority"),
+        ("signature-missing", "§10.3 / RFC 9421", "no Signature", req(edit(Signature=None)),
+         "Signature"),
+        ("signature-other-label", "§10.3 / RFC 9421", "Signature labelled sig1",
+         req(edit(Signature="sig1" + good["Signature"][4:])), "Signature"),
+        ("signature-not-base64", "§10.3 / RFC 9421", "Signature is flux=:!!!!:",
+         req(edit(Signature="flux=:!!!!:")), "Signature"),
+        ("signature-other-method", "§10.3", "signed as GET, sent as POST",
+         req(signed_request(method="GET")), "Signature"),
+        ("signature-other-path", "§10.3", "signed for /federation/other",
+         req(signed_request(path="/federation/other")), "Signature"),
+        ("signature-other-authority", "§10.3", "signed for c.example, sent to b.example",
+         req(signed_request(authority="c.example")), "Signature"),
+        ("signature-unpublished-key", "§10.3 / §10.1", "signed as a.example by a key it does "
+         "not publish", req(signed_request(impersonate(A.name))), "Signature"),
+        ("signature-retired-key", "§10.2", "signed with a.example's retired key after its "
+         "valid_until", req(signed_request(A_RETIRED)), "Signature"),
+        ("signature-retired-key-in-time", "§10.2", "signed with the retired key at "
+         "valid_until", req(signed_request(A_RETIRED, now_s=retired_at), now_s=retired_at), None),
+    ]  # fmt: skip
+
+
+def run_request_vector(request: Mapping[str, Any]) -> dict[str, Any]:
+    """What the receiving server does with one request vector."""
+    headers = request["headers"]
+    body = request["body"].encode()
+    try:
+        checked = check_request(headers, body, now_s=request["now_s"],
+                                authority=request["authority"], host=request["host"])  # fmt: skip
+        signed = verify_checked(request["method"], request["path"], checked, keys=keys,
+                                authority=request["authority"])  # fmt: skip
+    except FluxError as exc:
+        return {"error": {"code": exc.code, "field": exc.field}}
+    return {"server": signed.server, "created": signed.created}
+
+
+def signed_requests() -> dict[str, Any]:
+    cases = []
+    for name, rule, text, request, field in request_cases():
+        got = run_request_vector(request)
+        want = field and {"code": "bad_request_signature", "field": field}
+        if got.get("error") != want:
+            raise AssertionError(f"request vector {name}: the code gives {got}, not {want}")
+        cases.append({"name": name, "rule": rule, "description": text, "request": request,
+                      "expected": got})  # fmt: skip
+    good = cases[0]["request"]
+    params = good["headers"]["Signature-Input"].removeprefix("flux=")
+    base = signature_base(good["method"], good["authority"], good["path"],
+                          good["headers"]["Content-Digest"], params)  # fmt: skip
+    return {
+        "description": "server-to-server request signatures (PROTOCOL.md §10.3; RFC 9421 "
+        "with FLUX's fixed profile). Each request is checked as the receiver `authority` "
+        "would at `now_s` (unix seconds), under published_keys, with its Host header `host` "
+        "(null: not checked). expected is {server, created} or {error: {code, field}}; "
+        "`signature_base` is the exact text the valid request's Signature signs.",
+        "signature_base": base.decode("ascii"),
+        "cases": cases,
+    }
 
 
 # -- the file -----------------------------------------------------------------------------
@@ -827,6 +1854,8 @@ def build() -> dict[str, Any]:
         "tamper": tamper_reports(),
         "bcc": bcc(),
         "encrypted": encrypted(),
+        "envelopes": envelopes(),
+        "signed_requests": signed_requests(),
     }
     return plain(data)
 

@@ -352,8 +352,11 @@ def verify_chain(msg: Mapping[str, Any], keys: KeyLookup | None) -> ChainCheck:
     it cannot tell a genuine server from an impostor). Never raises for a bad chain: the
     result names each hop's status; use `ChainCheck.raise_for_failure` to raise.
     """
-    chain = msg.get("integrity_chain") or []
-    if not isinstance(chain, list):  # unvalidated input: a failed chain, never a TypeError
+    # Absent is an empty chain; anything else that is not an array fails as a whole, even
+    # when empty ("", {}, false, null: PROTOCOL.md §7.3 step 1). Unvalidated input gives a
+    # failed chain, never a TypeError.
+    chain = msg.get("integrity_chain", [])
+    if not isinstance(chain, list):
         return ChainCheck((HopCheck(0, "?", HopStatus.FAILED, "integrity_chain is not a list"),))
     hashes = {"hash": integrity_hash(msg), "bh": body_hash(msg)}
     results: list[HopCheck] = []

@@ -256,6 +256,10 @@ def _check_expires(name: str, value: Any) -> None:
 
 
 def _check_encrypted(name: str, value: Any) -> None:
+    # Of its type first, then its value (§4.3 step 4): a string "true" is the wrong type,
+    # `false` a boolean with a value v1.0 does not allow.
+    if not isinstance(value, bool):
+        raise WrongType("encrypted, when present, must be the boolean true", field=name)
     if value is not True:
         raise InvalidValue("encrypted, when present, must be true", field=name)
 

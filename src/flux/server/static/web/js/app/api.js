@@ -168,6 +168,9 @@ export class AccountApi extends BaseApi {
   sent(params) {
     return this.get("/mail/sent", params);
   }
+  sentOne(id) {
+    return this.get("/mail/sent/" + enc(id));
+  }
   read(refs) {
     return this.post("/mail/read", refsBody(refs));
   }
@@ -247,6 +250,9 @@ export class KeyApi extends BaseApi {
   }
   sent(params) {
     return this.get("/sent/" + enc(this.address), params);
+  }
+  sentOne(id) {
+    return this.get(`/sent/${enc(this.address)}/${enc(id)}`);
   }
   changes(since) {
     return this.get("/changes", { address: this.address, since });

@@ -362,7 +362,7 @@ async function loadThread(msg) {
   const k = keyOf(msg);
   try {
     const answer = await app.api.thread({ id: msg.id, from: msg.from });
-    const messages = answer.messages || [];
+    const messages = await withOwnMessages(answer.messages || []);
     if (flux && app.api.kind === "key") {
       for (const m of messages) {
         const mk = keyOf(m);
@@ -383,6 +383,31 @@ async function loadThread(msg) {
     app.threads.set(k, localThread(msg));
   }
   if (app.open === k) renderReader();
+}
+
+/** The thread is read from the mailbox, which does not hold what we sent ourselves: the
+ * messages it answers (`re`) that we sent are added from sent mail (at most 20 steps). */
+async function withOwnMessages(messages) {
+  const byId = new Map(messages.map((m) => [m.id, m]));
+  for (let step = 0; step < 20; step++) {
+    const missing = [...byId.values()].map((m) => m.re).filter((re) => re && !byId.has(re));
+    if (!missing.length) break;
+    let found = false;
+    for (const re of new Set(missing)) {
+      try {
+        const answer = await app.api.sentOne(re);
+        if (answer.message) {
+          byId.set(re, answer.message);
+          remember(answer.message, true);
+          found = true;
+        }
+      } catch {
+        byId.set(re, null); // not ours: the mailbox's thread is all there is
+      }
+    }
+    if (!found) break;
+  }
+  return [...byId.values()].filter(Boolean).sort((a, b) => a.t - b.t);
 }
 
 function localThread(msg) {

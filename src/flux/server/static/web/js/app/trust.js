@@ -131,8 +131,9 @@ export async function checkMessage(flux, keys, msg) {
         text = "Route partly verified: some servers wrote old-style records that prove nothing about order.";
       }
       if (c.blame) {
-        const who = typeof c.blame === "string" ? c.blame : c.blame.server || JSON.stringify(c.blame);
-        text += ` Blamed server: ${who}.`;
+        const who = typeof c.blame === "string" ? c.blame : c.blame.offender || "?";
+        const why = (c.blame && c.blame.detail) || (c.blame && c.blame.kind) || "";
+        text += ` Blamed server: ${who}${why ? ` (${why})` : ""}.`;
         state = "bad";
       }
       out.chain = { state, text, hops, verdict: c.verdict };

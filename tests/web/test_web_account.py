@@ -1,0 +1,168 @@
+"""The web client with a password account, in a real Chromium against a real server.
+
+Two people with password accounts on one server, each in their own browser context:
+sign-in, compose and send, arrival without a reload, reading (which marks read), reply,
+the conversation by `re`, tag, move, mark unread, delete, sent mail with its delivery
+state; the page's headers; no console error or CSP refusal anywhere (conftest's `page`
+and `new_page` record them).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+import pytest_asyncio
+from playwright.async_api import Page, expect
+
+from flux.server.routes.web import CSP
+from flux.server.runner import RunningServer
+
+SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+
+async def sign_up(page: Page, url: str, username: str, password: str = "correct horse 1") -> None:
+    await page.goto(url + "/")
+    await page.fill("#acc-user", username)
+    await page.fill("#acc-pass", password)
+    await page.click("#acc-register")
+    await expect(page.locator("#app")).to_be_visible()
+    await expect(page.locator("#me")).to_contain_text(username)
+
+
+async def compose(page: Page, to: str, subject: str, body: str, *, cc: str = "") -> None:
+    await page.keyboard.press("c")
+    await expect(page.locator("#compose")).to_be_visible()
+    await page.fill("#c-to", to)
+    if cc:
+        await page.fill("#c-cc", cc)
+    await page.fill("#c-subject", subject)
+    await page.fill("#c-body", body)
+    await page.click("#c-send")
+    await expect(page.locator("#compose")).to_be_hidden()
+
+
+async def shot(page: Page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SHOTS / f"{name}.png"))
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def server(flux_server: RunningServer) -> RunningServer:
+    return flux_server
+
+
+async def test_page_headers(server: RunningServer) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(server.url + "/") as r:
+            assert r.status == 200
+            assert r.headers["Content-Security-Policy"] == CSP
+            assert "script-src 'self'" in CSP and "unsafe-inline" not in CSP
+            assert r.headers["Cache-Control"] == "no-cache"
+            assert r.headers["X-Content-Type-Options"] == "nosniff"
+            etag = r.headers["ETag"]
+        async with http.get(server.url + "/", headers={"If-None-Match": etag}) as r:
+            assert r.status == 304
+        async with http.get(server.url + "/web/js/app/main.js") as r:
+            assert r.status == 200 and r.content_type == "text/javascript"
+        for bad in ("/web/../app.py", "/web/%2e%2e/web.py", "/web/js/app/", "/web/nothing.js",
+                    "/web/..%2fapp.py", "/?x=1"):  # fmt: skip
+            async with http.get(server.url + bad) as r:
+                assert r.status in (400, 404), bad
+                assert (await r.json())["ok"] is False
+
+
+async def test_two_accounts_mail_each_other(browser, server: RunningServer) -> None:
+    alice, alice_log = await browser.new_page()
+    bob, bob_log = await browser.new_page()
+    await alice.set_viewport_size({"width": 1200, "height": 800})
+    await bob.set_viewport_size({"width": 1200, "height": 800})
+    await sign_up(alice, server.url, "alice")
+    await sign_up(bob, server.url, "bob")
+    await shot(alice, "inbox-empty")
+
+    # alice writes to bob by name; encryption is off by default for an account
+    await alice.keyboard.press("c")
+    await alice.fill("#c-to", "bob@web.test")
+    await expect(alice.locator("#c-enc-state")).to_contain_text("Not encrypted")
+    await alice.fill("#c-subject", "Lunch?")
+    await alice.fill("#c-body", "Shall we have lunch on Friday?")
+    await shot(alice, "compose")
+    await alice.click("#c-send")
+    await expect(alice.locator("#compose")).to_be_hidden()
+    await expect(alice.locator("#toast")).to_contain_text("Sent")
+
+    # bob sees it arrive without reloading (an account's page checks every few seconds)
+    row = bob.locator("#list li.row", has_text="Lunch?")
+    await expect(row).to_be_visible(timeout=15_000)
+    await expect(row).to_have_class(lambda_cls := __import__("re").compile(r"\bunread\b"))
+    await expect(row).to_contain_text("alice@web.test")
+    await expect(bob.locator(".box.current .count")).to_have_text("1")
+    await row.click()
+    await expect(bob.locator("#reader .content")).to_have_text("Shall we have lunch on Friday?")
+    await expect(bob.locator("#reader .trust")).to_contain_text("Signature verified in this browser")
+    await expect(bob.locator("#reader .trust")).to_contain_text("Route verified")
+    await expect(row).not_to_have_class(lambda_cls)
+    await shot(bob, "message")
+
+    # bob replies (r): the reply goes to alice, threaded by re
+    await bob.keyboard.press("r")
+    await expect(bob.locator("#c-to")).to_have_value("alice@web.test")
+    await expect(bob.locator("#c-subject")).to_have_value("Re: Lunch?")
+    await bob.locator("#c-body").press("Home")
+    await bob.locator("#c-body").type("Yes, noon. ")
+    await bob.click("#c-send")
+    await expect(bob.locator("#compose")).to_be_hidden()
+
+    reply = alice.locator("#list li.row", has_text="Re: Lunch?")
+    await expect(reply).to_be_visible(timeout=15_000)
+    await reply.click()
+    await expect(alice.locator("#reader .thread")).to_contain_text("Conversation (2 messages)")
+    await expect(alice.locator("#reader .thread")).to_contain_text("Shall we have lunch")
+
+    # tag, move, mark unread, delete (bob's copy)
+    await bob.fill("#tag-input", "food")
+    await bob.click("#tag-form button")
+    await expect(bob.locator("#list li.row", has_text="Lunch?")).to_contain_text("food")
+    await expect(bob.locator("#boxes")).to_contain_text("food")
+    await bob.click("[data-action=unread]")
+    await expect(bob.locator("#list li.row", has_text="Lunch?")).to_have_class(lambda_cls)
+    await bob.locator("#list li.row", has_text="Lunch?").click()
+    await bob.keyboard.press("e")  # archive
+    await expect(bob.locator("#list li.row", has_text="Lunch?")).to_have_count(0)
+    await bob.click(".box[data-box=archive]")
+    archived = bob.locator("#list li.row", has_text="Lunch?")
+    await expect(archived).to_be_visible()
+    await archived.click()
+    await bob.keyboard.press("#")
+    await expect(bob.locator("#toast")).to_contain_text("Deleted")
+    await expect(bob.locator("#list li.row", has_text="Lunch?")).to_have_count(0)
+
+    # sent mail with its delivery state
+    await alice.click(".box[data-box=sent]")
+    sent = alice.locator("#list li.row", has_text="Lunch?")
+    await expect(sent).to_contain_text("1 stored")
+    await sent.click()
+    await expect(alice.locator("#reader table.delivery")).to_contain_text("stored")
+    await shot(alice, "sent")
+
+    # search over the loaded mail
+    await alice.click(".box[data-box=inbox]")
+    await alice.keyboard.press("/")
+    await alice.keyboard.type("noon")
+    await expect(alice.locator("#list li.row")).to_have_count(1)
+    await alice.fill("#search", "nothing like this")
+    await expect(alice.locator("#list li.empty")).to_be_visible()
+
+    assert alice_log.errors == [] and bob_log.errors == []
+
+
+async def test_narrow_screen_and_dark(browser, server: RunningServer) -> None:
+    page, log = await browser.new_page()
+    await page.set_viewport_size({"width": 360, "height": 740})
+    await page.emulate_media(color_scheme="dark")
+    await sign_up(page, server.url, "carol")
+    width = await page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 360
+    await shot(page, "narrow-dark")
+    assert log.errors == []

@@ -2,16 +2,15 @@
 
 They open the same database the server uses (SQLite in WAL mode lets them run beside a
 live server; with PostgreSQL, FLUX_DB_URL names it) and change only what the operator
-asks: reputation overrides, or making a queued destination due now. A running server
-reads strikes and overrides from the store at least once a second (its reputation cache,
-server/reputation.py), so a change applies within a second.
+asks: reputation overrides, the delivery queue (queue.py), invites (invites.py), password
+accounts (accounts.py); `doctor` (cli/doctor.py) checks a server's setup. A running
+server reads strikes and overrides from the store at least once a second (its reputation
+cache, server/reputation.py), so a change applies within a second; its delivery worker
+looks at the queue at least every 10 seconds.
 """
 
 from __future__ import annotations
 
-import os
-import time
-import tomllib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -19,19 +18,25 @@ from typing import TypeVar
 import typer
 from rich.table import Table
 
-from ..protocol.errors import KeyFileError
-from ..server.config import Backend, ServerConfig
-from ..server.reputation import Reputation
-from ..server.runner import open_configured_store
-from ..store.base import Store
-from ._common import CliError, out, run
+from ...protocol.errors import KeyFileError
+from ...server.config import ServerConfig
+from ...server.reputation import Reputation
+from ...server.runner import open_configured_store
+from ...store.base import Store
+from .._common import CliError, out, run
+from ._base import DataDirOption
+from ._base import config as _config
+from ._base import now_ms as _now_ms
+from ._base import settings as _settings
+from .queue import queue
 
 admin = typer.Typer(
-    help="Operate a server: reputation, quarantine, the delivery queue, key rotation.",
+    help="Operate a server: the delivery queue, invites, accounts, a health check "
+    "(doctor), reputation, quarantine, key rotation.",
     no_args_is_help=True,
 )
+admin.add_typer(queue, name="queue")
 
-DataDirOption = typer.Option(None, "--data-dir", help="The server's data directory.")
 T = TypeVar("T")
 Action = Callable[[Store, Reputation, int], Awaitable[T]]
 
@@ -40,34 +45,14 @@ Action = Callable[[Store, Reputation, int], Awaitable[T]]
 def _options(
     ctx: typer.Context,
     config: Path | None = typer.Option(
-        None, "--config", help="The server's TOML file (as given to `flux server --config`)."
+        None,
+        "--config",
+        help="The server's TOML file (as given to `flux server --config`); FLUX_* variables "
+        "and --data-dir override it, as for the server.",
+        show_default=False,
     ),
 ) -> None:
     ctx.obj = {"config": config}
-
-
-def _settings(ctx: typer.Context, data_dir: Path | None) -> ServerConfig:
-    """The server's configuration as `flux server` would read it: --config file, FLUX_*
-    variables, then --data-dir."""
-    overrides = {"data_dir": data_dir} if data_dir is not None else {}
-    toml = (ctx.obj or {}).get("config")  # set by the admin group's --config
-    try:
-        if toml is not None:
-            return ServerConfig.from_toml(toml, os.environ, **overrides)
-        return ServerConfig.from_env(os.environ, **overrides)
-    except (OSError, ValueError, tomllib.TOMLDecodeError) as exc:
-        raise CliError(f"bad server setting: {exc}") from exc
-
-
-def _config(ctx: typer.Context, data_dir: Path | None) -> ServerConfig:
-    config = _settings(ctx, data_dir)
-    if config.backend is Backend.SQLITE and not config.database.exists():
-        raise CliError(f"no FLUX database at {config.database}")
-    return config
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 async def _with_reputation(config: ServerConfig, action: Action[T]) -> T:
@@ -122,52 +107,14 @@ def quarantine(ctx: typer.Context, server: str, data_dir: Path | None = DataDirO
     _override(ctx, data_dir, server, False)
 
 
-@admin.command()
-def queue(
-    ctx: typer.Context,
-    data_dir: Path | None = DataDirOption,
-    retry_now: str | None = typer.Option(
-        None, "--retry-now", help="Make this destination due at once (after fixing it)."
-    ),
-) -> None:
-    """The delivery queue: messages waiting per destination, attempts, next try, last error."""
-
-    async def show(store: Store, _rep: Reputation, _now: int):
-        woke = await store.wake(retry_now) if retry_now else None
-        return woke, await store.queue_state()
-
-    woke, states = run(_with_reputation(_config(ctx, data_dir), show))
-    if retry_now:
-        out.print(f"✓ {retry_now} is due now" if woke else f"nothing queued for {retry_now}")
-    if not states:
-        out.print("the delivery queue is empty")
-        return
-    table = Table(title="delivery queue")
-    for column in ("destination", "queued", "oldest", "attempts", "next attempt", "last error"):
-        table.add_column(column)
-    for s in states:
-        table.add_row(
-            s.destination, str(s.queued), _when(s.oldest_at), str(s.attempts),
-            "now" if s.next_attempt_at <= _now_ms() else _when(s.next_attempt_at),
-            s.last_error or "",
-        )  # fmt: skip
-    out.print(table)
-
-
-def _when(ms: int | None) -> str:
-    if ms is None:
-        return ""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000))
-
-
 @admin.command(name="rotate-key")
 def rotate_key(ctx: typer.Context, data_dir: Path | None = DataDirOption) -> None:
     """Give the server a new signing key; the old one stays published as retired.
 
     Restart every server process that uses this data directory (copy the file to each
     machine of a cluster first). Peers fetch the new key when they meet it."""
-    from ..protocol.encoding import b64e
-    from ..server.keys import rotate
+    from ...protocol.encoding import b64e
+    from ...server.keys import rotate
 
     config = _settings(ctx, data_dir)
     try:

@@ -37,7 +37,7 @@ export class KeyLive {
   }
 
   connect() {
-    if (this.closed) return;
+    if (this.closed || this.paused) return;
     this.h.status("connecting…", false);
     const ws = new WebSocket(this.url());
     this.ws = ws;
@@ -55,7 +55,7 @@ export class KeyLive {
     };
     ws.onclose = () => {
       if (this.ws === ws) this.ws = null;
-      if (this.closed) return;
+      if (this.closed || this.paused) return;
       if (upSince && Date.now() - upSince > STABLE_MS) this.attempt = 0;
       const wait = Math.min(CAP_MS, 500 * 2 ** this.attempt) * (0.5 + Math.random() / 2);
       this.attempt += 1;
@@ -112,6 +112,21 @@ export class KeyLive {
     return this.catching;
   }
 
+  /** Go offline until resume(): the socket is closed and not reopened (tests, and a
+   * person who wants the page quiet). */
+  pause() {
+    this.paused = true;
+    clearTimeout(this.timer);
+    if (this.ws) this.ws.close();
+    this.h.status("paused", false);
+  }
+
+  resume() {
+    this.paused = false;
+    this.attempt = 0;
+    if (!this.ws) this.connect();
+  }
+
   /** Drop the socket now (as a network failure would); it reconnects by itself. */
   drop() {
     if (this.ws) this.ws.close();
@@ -139,6 +154,12 @@ export class AccountPoll {
   }
 
   drop() {}
+  pause() {
+    clearInterval(this.timer);
+  }
+  resume() {
+    this.start();
+  }
 
   stop() {
     clearInterval(this.timer);

@@ -199,7 +199,12 @@ async function start(api) {
   app.live = api.kind === "key" ? new KeyLive(api, handlers) : new AccountPoll(api, handlers);
   app.live.start();
   // for tests and the benchmark: the state of the page, read-only
-  window.fluxApp = { get state() { return app; }, drop: () => app && app.live.drop() };
+  window.fluxApp = {
+    get state() { return app; },
+    drop: () => app && app.live.drop(),
+    pause: () => app && app.live.pause(),
+    resume: () => app && app.live.resume(),
+  };
 }
 
 async function refreshBoxes() {
@@ -311,8 +316,17 @@ function renderList() {
   if (current) list.setAttribute("aria-activedescendant", current.id || "");
 }
 
+const ACCOUNT_CANNOT_DECRYPT = "A password account cannot decrypt it in this client: the server holds the key and never decrypts.";
+
 async function decryptVisible() {
-  if (!flux || app.api.kind !== "key") return;
+  if (app.api.kind === "account") {
+    for (const k of app.order) {
+      const msg = listed(k);
+      if (msg && isEncrypted(msg) && !app.plain.has(k)) app.plain.set(k, { error: ACCOUNT_CANNOT_DECRYPT });
+    }
+    return;
+  }
+  if (!flux) return;
   for (const k of app.order) {
     const msg = listed(k);
     if (!msg || !isEncrypted(msg) || app.plain.has(k)) continue;
@@ -459,8 +473,7 @@ function renderReader() {
     h("button", { type: "button", class: "back", onclick: () => { $("app").classList.remove("reading"); $("list").focus(); } }, "← Back"),
     h("div", { class: "actions", role: "toolbar", "aria-label": "Message actions" }, actions),
     sent ? null : editForms(msg),
-    sent ? null : renderTrust(app.trust.get(k), () => { app.trust.get(k).name.accept(); app.trust.delete(k); openMessage(msg); }),
-    renderMessageBody(msg, plain),
+    renderMessageBody(msg, plain, sent ? null : renderTrust(app.trust.get(k), () => { app.trust.get(k).name.accept(); app.trust.delete(k); openMessage(msg); })),
     sent ? renderDelivery(msg._delivery) : null,
     others.length
       ? h(

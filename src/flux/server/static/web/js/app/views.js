@@ -214,7 +214,7 @@ export function renderTrust(trust, onAcceptName) {
 }
 
 /** The header and body of one message. */
-export function renderMessageBody(msg, plain) {
+export function renderMessageBody(msg, plain, trustNode = null) {
   const text = bodyText(msg, plain);
   const enc = isEncrypted(msg);
   let encLine = h("p", { class: "enc-line plain" }, "Not encrypted: servers on the way could read this message.");
@@ -236,6 +236,7 @@ export function renderMessageBody(msg, plain) {
       h("dd", null, fullTime(msg.t)),
       msg._tags && msg._tags.length ? [h("dt", null, "Tags"), h("dd", null, tagChips(msg._tags))] : null,
     ),
+    trustNode,
     encLine,
     text === null ? null : h("div", { class: "content", tabindex: "0", "aria-label": "Message text" }, visibleText(text)),
   );

@@ -19,6 +19,12 @@ only when the client acknowledges it (push.py), so a push lost on a dying socket
 it pending for the next `authed` or fetch too. Events for this process's own sockets
 are dispatched directly, without the database round trip.
 
+Delivery states (kind DELIVERY): the delivery worker that settles a batch pushes the
+`delivery` frame to the sender's sockets in its own process (push.py push_delivery), and,
+through `Hub.relay_delivery`, sends the event on the same channel, naming the message and
+the recipients whose state changed; another process with a socket of the sender reads the
+sent record once and pushes the states as they stand (never older than the change).
+
 A NOTIFY payload is limited to 8000 bytes, so an event naming many messages is split.
 Events name messages by (id, sender) (`MessageRef`): an id alone names a message only
 together with its sender (PROTOCOL.md §4.5), so a push never looks up another sender's
@@ -35,21 +41,31 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..background import running
-from ..store.base import MessageRef, MessageStatus, Store
-from .push import Hub, delivered_wire
+from ..store.base import DeliveryUpdates, MessageRef, MessageStatus, Store
+from .push import Hub, delivered_wire, push_delivery_here
+
+if TYPE_CHECKING:
+    from .names import NameResolver
 
 log = logging.getLogger("flux.server")
 
 NEW = "new"  #: mail stored for the address (the new messages)
 CHANGED = "changed"  #: status, tags or folder of these messages changed
+#: the delivery state of a message the address sent changed (its sent mail: push.py
+#: push_delivery); relayed to the other processes only, this one pushed it already
+DELIVERY = "delivery"
+KINDS = (NEW, CHANGED, DELIVERY)
 #: 20 (id, sender) pairs, an address being at most a few hundred characters, keep a
 #: payload far under 8000 bytes
 IDS_PER_EVENT = 20
 KEEPALIVE_S = 5.0  #: an idle listening connection is checked this often
 OUTBOX_LIMIT = 10_000  #: events waiting for NOTIFY; beyond, dropped (clients catch up)
+#: a NOTIFY payload must stay under 8000 bytes; a DELIVERY event past this names no
+#: recipients instead (the other processes then say every recipient's state)
+MAX_PAYLOAD = 7000
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,21 +75,33 @@ class MailEvent:
     ids: tuple[MessageRef, ...]  #: (id, sender) of each message
     state: int = 0  #: the address's state token after the change (CHANGED)
     origin: str = ""  #: "<process>/<socket>" whose request made the change: not echoed to it
+    #: DELIVERY: the recipients whose state changed (() for "say every recipient's")
+    recipients: tuple[str, ...] = ()
 
 
 class Dispatcher:
     """Turns events into frames on this process's sockets."""
 
-    def __init__(self, store: Store, hub: Hub, process: str) -> None:
+    def __init__(
+        self, store: Store, hub: Hub, process: str, names: NameResolver | None = None
+    ) -> None:
+        """`names`: adds `_from_name` to pushed mail, as every listing has it (names.py);
+        the Mailbox that shows the same mailbox hands its resolver over when none is given
+        here (Mailbox.__init__). Its cache is what keeps a push from costing an account
+        lookup per message: a sender's name, or its lack, is looked up once per while."""
         self.store = store
         self.hub = hub
         self.process = process
+        self.names = names
 
     def origin(self, conn: object | None) -> str:
         return f"{self.process}/{id(conn)}" if conn is not None else ""
 
     async def deliver(self, event: MailEvent) -> None:
         if not self.hub.listening(event.address):
+            return
+        if event.kind == DELIVERY:
+            await self._push_delivery(event)
             return
         if event.kind == NEW:
             for ref in event.ids:
@@ -92,9 +120,25 @@ class Dispatcher:
         row = await self.store.get(address, ref.id, ref.sender)
         if row is None or row.status is MessageStatus.DELETED:
             return
-        frame = {"action": "message", "message": delivered_wire(row), "state": row.seq}
+        message = delivered_wire(row)
+        if self.names is not None:
+            message = (await self.names.annotate([message]))[0]
+        frame = {"action": "message", "message": message, "state": row.seq}
         pending = row.status is MessageStatus.PENDING
         self.hub.push(address, frame, ref=row.ref if pending else None)
+
+    async def _push_delivery(self, event: MailEvent) -> None:
+        """Another process settled a delivery of mail this address sent: its sockets here
+        get the same `delivery` frame, the states read as they stand now (one read per
+        event, and only when the sender has a socket here)."""
+        for ref in event.ids:
+            record = await self.store.sent_message(event.address, ref.id)
+            if record is None:
+                continue
+            wanted = event.recipients or tuple(record.delivery)
+            states = {r: dict(record.delivery[r]) for r in wanted if r in record.delivery}
+            if states:
+                push_delivery_here(self.hub, {(event.address, ref.id): states})
 
     def _own_socket(self, event: MailEvent) -> Any:
         process, _, conn_id = event.origin.partition("/")
@@ -135,9 +179,23 @@ class PostgresFanout(LocalFanout):
         self._outbox: asyncio.Queue[MailEvent] = asyncio.Queue(OUTBOX_LIMIT)
         self._tasks: set[asyncio.Task[None]] = set()
         self.connected = asyncio.Event()  #: set while LISTENing (tests wait on it)
+        if isinstance(dispatcher.hub, Hub):  # delivery states reach the other processes too
+            dispatcher.hub.relay_delivery = self.relay_delivery
 
     async def publish(self, event: MailEvent) -> None:
         await super().publish(event)
+        self._queue(event)
+
+    def relay_delivery(self, changes: DeliveryUpdates) -> None:
+        """Send delivery-state changes to the other processes (this one's sockets have
+        them already: push.py push_delivery). Without waiting: the delivery worker calls
+        it right after its settling commit."""
+        for (sender, msg_id), states in changes.items():
+            event = MailEvent(sender, DELIVERY, (MessageRef(msg_id, sender),),
+                              recipients=tuple(states))  # fmt: skip
+            self._queue(event)
+
+    def _queue(self, event: MailEvent) -> None:
         for part in _split(event):
             try:
                 self._outbox.put_nowait(part)
@@ -214,6 +272,11 @@ def new_process_id() -> str:
 
 
 def _split(event: MailEvent) -> Sequence[MailEvent]:
+    if event.kind == DELIVERY:
+        if len(_encode(event, "p" * 16).encode()) <= MAX_PAYLOAD:
+            return [event]
+        # too many recipients to name: the other processes say every recipient's state
+        return [MailEvent(event.address, DELIVERY, event.ids[:1])]
     if len(event.ids) <= IDS_PER_EVENT:
         return [event]
     return [
@@ -226,17 +289,23 @@ def _split(event: MailEvent) -> Sequence[MailEvent]:
 
 def _encode(event: MailEvent, process: str) -> str:
     ids = [[r.id, r.sender] for r in event.ids]
-    return json.dumps({"p": process, "a": event.address, "k": event.kind, "i": ids,
-                       "s": event.state, "o": event.origin}, separators=(",", ":"))  # fmt: skip
+    fields = {"p": process, "a": event.address, "k": event.kind, "i": ids, "s": event.state,
+              "o": event.origin}  # fmt: skip
+    if event.recipients:
+        fields["r"] = list(event.recipients)
+    return json.dumps(fields, separators=(",", ":"))
 
 
 def _decode(payload: str) -> tuple[str, MailEvent]:
     d = json.loads(payload)
     pairs = d["i"]
-    if d["k"] not in (NEW, CHANGED) or not all(
+    recipients = d.get("r", [])
+    if d["k"] not in KINDS or not all(
         isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in pairs
     ):
         raise ValueError("not a mail event")
+    if not (isinstance(recipients, list) and all(isinstance(r, str) for r in recipients)):
+        raise ValueError("not a list of recipients")
     refs = tuple(MessageRef(i, s) for i, s in pairs)
-    event = MailEvent(str(d["a"]), d["k"], refs, int(d["s"]), str(d["o"]))
+    event = MailEvent(str(d["a"]), d["k"], refs, int(d["s"]), str(d["o"]), tuple(recipients))
     return str(d["p"]), event

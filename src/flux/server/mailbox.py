@@ -196,6 +196,10 @@ class Mailbox:
         self.store = store
         self.fanout = fanout
         self.names = names  #: adds `_from_name` to what is read (names.py)
+        if fanout.dispatcher.names is None:
+            # pushed mail is shown as read mail is: the one resolver (and its cache) serves
+            # both (fanout.Dispatcher)
+            fanout.dispatcher.names = names
 
     async def _named(self, rows: Sequence[StoredMessage]) -> list[Wire]:
         listed = [r.to_wire() for r in rows]
@@ -242,8 +246,7 @@ class Mailbox:
     # -- reading ----------------------------------------------------------------------------
 
     async def fetch(self, address: str, limit: int) -> list[Wire]:
-        rows = await self.store.fetch_pending(address, limit)
-        return [r.to_wire() for r in rows]
+        return await self._named(await self.store.fetch_pending(address, limit))
 
     async def list(self, address: str, query: ListQuery) -> tuple[list[Wire], str | None]:
         page = await self.store.list(address, query)

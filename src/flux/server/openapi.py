@@ -220,10 +220,10 @@ UNREAD = ok_obj(
     refs={"type": "array", "items": REF, "description": "the same messages as {id, from}"},
     deleted={"type": "array", "items": REF, "description": "named messages that are deleted "
              "(or expired, or read once with expires 0): deleted is final, they stay so"},
-)
+)  # fmt: skip
 #: `from` on a listing: only that sender's mail
 FROM_FILTER = query("from", {**ADDRESS, "description": "only mail from this sender: a whole "
-                             "fx1 address (no prefix, no name: resolve those first)"})
+                             "fx1 address (no prefix, no name: resolve those first)"})  # fmt: skip
 AMBIGUOUS = "409-ambiguous"
 IDS_BODY = obj(["address"], address=ADDRESS, ids=IDS, id=ID_OR_PREFIX, **{"from": SENDER})
 
@@ -440,7 +440,7 @@ def session_op(summary: str, answer: dict[str, Any], *, errors: tuple[str, ...] 
 
 #: `address` on a /mail/* query: optional, and only the session's own (403 otherwise)
 OWN_ADDRESS = query("address", {**ADDRESS, "description": "the session's own address (any "
-                                "other is refused, 403); it may be left out"})
+                                "other is refused, 403); it may be left out"})  # fmt: skip
 
 
 def account_paths() -> dict[str, Any]:

@@ -255,6 +255,9 @@ class Hub:
         self._metrics = metrics
         self.max_frames = max_frames
         self._by_address: dict[str, set[Connection]] = {}
+        #: hands delivery-state changes to the other processes on one database (set by
+        #: fanout.PostgresFanout; None with one process): `push_delivery` calls it
+        self.relay_delivery: Callable[[DeliveryUpdates], None] | None = None
 
     def connect(
         self, ws: FrameSink, address: str, abort: Callable[[], None] | None = None,
@@ -312,11 +315,21 @@ class Hub:
 
 
 def push_delivery(hub: Hub, changes: DeliveryUpdates) -> int:
-    """Tell each sender's sockets in this process that the delivery state of a message it
-    sent changed (docs/API.md, "Sent mail"): `{"action": "delivery", "id", "delivery":
-    {recipient: state}}` with the recipients that changed. FLUX sockets only: the
-    prototype's dialect has no such frame. A socket that misses it (closed, another
-    process) catches up from /changes (`sent`). Returns how many sockets took a frame."""
+    """Tell each sender's sockets that the delivery state of a message it sent changed
+    (docs/API.md, "Sent mail"): `{"action": "delivery", "id", "delivery": {recipient:
+    state}}` with the recipients that changed. This process's sockets get it here; the
+    other processes sharing the database (if any) through `hub.relay_delivery` (fanout.py,
+    kind DELIVERY). FLUX sockets only: the prototype's dialect has no such frame. A socket
+    that misses it (closed, a lost NOTIFY) catches up from /changes (`sent`). Returns how
+    many sockets of this process took a frame."""
+    taken = push_delivery_here(hub, changes)
+    if hub.relay_delivery is not None and changes:
+        hub.relay_delivery(changes)
+    return taken
+
+
+def push_delivery_here(hub: Hub, changes: DeliveryUpdates) -> int:
+    """`push_delivery` to this process's sockets only (what another process relayed)."""
     taken = 0
     for (sender, msg_id), states in changes.items():
         frame = {"action": "delivery", "id": msg_id, "delivery": states}

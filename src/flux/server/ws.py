@@ -37,7 +37,7 @@ from aiohttp import WSMsgType, web
 from ..compat import ws as compat
 from ..protocol.errors import FluxError, InvalidValue, WrongType
 from ..protocol.limits import WS_MAX_FRAME_BYTES
-from ..store.base import ListQuery, MessageStatus, Store, StoredMessage, StoreUnavailable
+from ..store.base import ListQuery, MessageStatus, Store, StoreUnavailable
 from . import wire
 from .auth import Authenticator, Principal
 from .config import ServerConfig
@@ -74,15 +74,15 @@ AUTHED_BATCH = 100  #: pending messages handed out with `authed` (the rest: /fet
 AUTHED_MAX_BYTES = WS_MAX_FRAME_BYTES - 4096
 
 
-def authed_batch(rows: list[StoredMessage], budget: int) -> list[StoredMessage]:
-    """The longest prefix of `rows` whose wire forms fit in `budget` bytes."""
-    batch: list[StoredMessage] = []
-    for row in rows:
-        size = len(dumps(delivered_wire(row)).encode()) + 1  # and its comma
+def authed_batch(messages: list[dict[str, Any]], budget: int) -> list[dict[str, Any]]:
+    """The longest prefix of `messages` (wire forms) that fits in `budget` bytes."""
+    batch: list[dict[str, Any]] = []
+    for message in messages:
+        size = len(dumps(message).encode()) + 1  # and its comma
         if size > budget:
             break
         budget -= size
-        batch.append(row)
+        batch.append(message)
     return batch
 
 
@@ -242,9 +242,13 @@ class WebSocketEndpoint:
         # a prototype socket's `authed` carries the batch twice (`messages` and `queued`,
         # compat/ws.py): half the room each, so the frame still fits WS_MAX_FRAME_BYTES
         twice = conn.dialect == compat.PROTOTYPE
-        rows = authed_batch(oldest_first, AUTHED_MAX_BYTES // 2 if twice else AUTHED_MAX_BYTES)
+        shown = [delivered_wire(r) for r in oldest_first]
+        if self.mailbox.names is not None:  # named as every listing (names.py)
+            shown = await self.mailbox.names.annotate(shown)
+        batch = authed_batch(shown, AUTHED_MAX_BYTES // 2 if twice else AUTHED_MAX_BYTES)
+        rows = oldest_first[: len(batch)]
         frame = {"ok": True, "action": "authed", "address": address,
-                 "messages": [delivered_wire(r) for r in rows], "state": state}  # fmt: skip
+                 "messages": batch, "state": state}  # fmt: skip
         try:
             await ws.send_str(dumps(conn.render(frame)))
             await conn.hand_over(r.ref for r in rows)

@@ -47,6 +47,12 @@ async def shot(page: Page, name: str) -> None:
     await page.screenshot(path=str(SHOTS / f"{name}.png"))
 
 
+@pytest_asyncio.fixture(loop_scope="session", autouse=True)
+async def _close_pages(browser):
+    """Each test's pages end with it (a page left open would go on polling a stopped server)."""
+    yield
+    await browser.close_contexts()
+
 @pytest_asyncio.fixture(loop_scope="session")
 async def server(flux_server: RunningServer) -> RunningServer:
     return flux_server
@@ -100,7 +106,9 @@ async def test_two_accounts_mail_each_other(browser, server: RunningServer) -> N
     await expect(bob.locator(".box.current .count")).to_have_text("1")
     await row.click()
     await expect(bob.locator("#reader .content")).to_have_text("Shall we have lunch on Friday?")
-    await expect(bob.locator("#reader .trust")).to_contain_text("Signature verified in this browser")
+    await expect(bob.locator("#reader .trust")).to_contain_text(
+        "Signature verified in this browser"
+    )
     await expect(bob.locator("#reader .trust")).to_contain_text("Route verified")
     await expect(row).not_to_have_class(lambda_cls)
     await shot(bob, "message")

@@ -38,6 +38,12 @@ async def shot(page: Page, name: str) -> None:
     await page.screenshot(path=str(SHOTS / f"{name}.png"))
 
 
+@pytest_asyncio.fixture(loop_scope="session", autouse=True)
+async def _close_pages(browser):
+    """Each test's pages end with it (a page left open would go on polling a stopped server)."""
+    yield
+    await browser.close_contexts()
+
 @pytest_asyncio.fixture(loop_scope="session")
 async def servers(tmp_path: Path):
     async with local_servers(tmp_path, ["a", "b"]) as running:

@@ -228,7 +228,8 @@ def static_answer(request: web.Request, file: StaticFile) -> web.Response:
         "X-Content-Type-Options": "nosniff",
         "X-Frame-Options": "DENY",
         "Referrer-Policy": "no-referrer",
-        "Cross-Origin-Opener-Policy": "same-origin",
+        # no Cross-Origin-Opener-Policy: over plain HTTP (a page that must still say why a
+        # key cannot be used there) Chromium logs it as an error and ignores it
         "Cross-Origin-Resource-Policy": "same-origin",
         "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",
     }

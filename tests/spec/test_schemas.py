@@ -3,7 +3,7 @@ schema; every vector of spec/vectors/ validates under the schema of its kind (an
 vectors built to break a shape rule do not); what real FLUX servers send each other and
 answer validates; and near misses of each shape are refused.
 
-The real traffic comes from four FLUX servers in this process (memory stores, plain HTTP
+The real traffic comes from three FLUX servers in this process (memory stores, plain HTTP
 between peers listed as insecure, as tests/federation/fed_helpers.py runs them): A, where
 alice is hosted; B and D, each behind a capturing proxy (tests/spec/capture.py) whose name
 is the server's own, so every request A makes to B, and B to D, is recorded with B's or

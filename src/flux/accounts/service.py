@@ -175,7 +175,7 @@ class Accounts:
         if await self.store.account(username) is not None:
             raise UsernameTaken(f"the username {username} is taken", field="username")
         now = self.clock()
-        await self.admission.admit(invite, now)
+        await self.admission.admit(invite, now, used_by=username)
         identity = Identity.generate(self._randbytes)
         password_hash, sealed = await self._kdf(client, self._protect, identity.seed, password)
         account = Account(username, AccountKind.PASSWORD, identity.address, identity.pub_b64(),
@@ -204,7 +204,7 @@ class Accounts:
             return existing, False
         if existing is not None:
             raise UsernameTaken(f"the username {username} is taken", field="username")
-        await self.admission.admit(invite, now)
+        await self.admission.admit(invite, now, used_by=f"{username} ({address})")
         account = Account(username, AccountKind.CLAIMED, address, pub, now)
         await self._create(account)
         return account, True

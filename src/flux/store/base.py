@@ -378,6 +378,31 @@ class QueuedMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class Invite:
+    """An invite made by `flux admin invite create`: `max_uses` registrations (key or
+    account) until `expires_at` (unix ms; None: never), unless revoked."""
+
+    id: str  #: public: what `invite list` shows and `invite revoke` takes (not the code)
+    max_uses: int
+    uses_left: int
+    expires_at: int | None
+    note: str
+    created_at: int
+    revoked_at: int | None = None
+    used_by: tuple[tuple[str, int], ...] = ()  #: (who, unix ms) per use, oldest first
+
+
+class InviteUse(enum.StrEnum):
+    """What `use_invite` found."""
+
+    USED = "used"
+    UNKNOWN = "unknown"
+    SPENT = "spent"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+
+
+@dataclass(frozen=True, slots=True)
 class StrangerShare:
     """The part of a recipient's pending quota that senders it has never written to may
     hold (the "requests" share of mail servers with reputation): `total` pending messages
@@ -541,6 +566,22 @@ class Store(Protocol):
 
     async def use_nonce(self, nonce: str, expires_at: int, now_ms: int) -> bool:
         """Record a single-use nonce; False if it was used before."""
+
+    # -- invites (`flux admin invite`; accounts/admission.py) ---------------------------------
+    async def create_invite(self, invite: Invite, code_hash: str) -> None:
+        """Keep a new invite, found later by `code_hash` (SHA-256 hex of the code: the code
+        itself is never stored)."""
+
+    async def invites(self) -> list[Invite]:
+        """Every invite, newest first, with who used each."""
+
+    async def revoke_invite(self, invite_id: str, now_ms: int) -> bool:
+        """Revoke an unrevoked invite; False when there is none of that id."""
+
+    async def use_invite(self, code_hash: str, used_by: str, now_ms: int) -> InviteUse:
+        """Spend one use of the invite whose code hashes to `code_hash`, recording
+        `used_by`, atomically: however many registrations race for its last use, one gets
+        USED and the others SPENT. Nothing changes unless the answer is USED."""
 
     # -- the delivery queue (docs/FEDERATION.md, "Delivery queue") ---------------------------
     async def enqueue(

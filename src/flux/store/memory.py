@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _rules
+from ._memory_invites import MemoryInvites
 from ._memory_queue import MemoryQueue
 from .base import (
     Change,
@@ -84,7 +85,7 @@ class _State:
     rowid: int = 0
 
 
-class MemoryStore(MemoryQueue):
+class MemoryStore(MemoryQueue, MemoryInvites):
     """The in-memory `Store`. `clock` returns unix ms (for the `expires` hiding rule)."""
 
     def __init__(self, *, clock: Callable[[], int] = _rules.wall_clock_ms) -> None:

@@ -51,6 +51,7 @@ from typing import TypeVar
 import asyncpg
 
 from . import _postgres_hits as hits
+from . import _postgres_invites as invites
 from . import _postgres_ops as ops
 from . import _postgres_queue as queue
 from . import _rules
@@ -69,6 +70,8 @@ from .base import (
     DestinationState,
     HostedAddress,
     Incoming,
+    Invite,
+    InviteUse,
     Lease,
     ListQuery,
     MessageRef,
@@ -388,6 +391,19 @@ class PostgresStore:
 
     async def next_due(self) -> int | None:
         return await self._read(queue.next_due)
+
+    # -- invites (_postgres_invites.py) ---------------------------------------------------
+    async def create_invite(self, invite: Invite, code_hash: str) -> None:
+        await self._write(lambda c: invites.create_invite(c, invite, code_hash))
+
+    async def invites(self) -> list[Invite]:
+        return await self._read(invites.invites)
+
+    async def revoke_invite(self, invite_id: str, now_ms: int) -> bool:
+        return await self._write(lambda c: invites.revoke_invite(c, invite_id, now_ms))
+
+    async def use_invite(self, code_hash: str, used_by: str, now_ms: int) -> InviteUse:
+        return await self._write(lambda c: invites.use_invite(c, code_hash, used_by, now_ms))
 
     async def queued(
         self, destination: str | None = None, id_prefix: str | None = None, limit: int = 1000

@@ -47,6 +47,7 @@ from typing import TypeVar
 
 from . import _rules
 from . import _sqlite_hits as hits
+from . import _sqlite_invites as invites
 from . import _sqlite_ops as ops
 from . import _sqlite_queue as queue
 from ._sqlite_writer import Writer
@@ -56,6 +57,8 @@ from .base import (
     DestinationState,
     HostedAddress,
     Incoming,
+    Invite,
+    InviteUse,
     Lease,
     ListQuery,
     MessageRef,
@@ -454,6 +457,19 @@ class SQLiteStore:
 
     async def next_due(self) -> int | None:
         return await self._read(queue.next_due)
+
+    # -- invites (_sqlite_invites.py) -----------------------------------------------------
+    async def create_invite(self, invite: Invite, code_hash: str) -> None:
+        await self._write(lambda c: invites.create_invite(c, invite, code_hash))
+
+    async def invites(self) -> list[Invite]:
+        return await self._read(invites.invites)
+
+    async def revoke_invite(self, invite_id: str, now_ms: int) -> bool:
+        return await self._write(lambda c: invites.revoke_invite(c, invite_id, now_ms))
+
+    async def use_invite(self, code_hash: str, used_by: str, now_ms: int) -> InviteUse:
+        return await self._write(lambda c: invites.use_invite(c, code_hash, used_by, now_ms))
 
     async def queued(
         self, destination: str | None = None, id_prefix: str | None = None, limit: int = 1000

@@ -28,6 +28,7 @@ from ._base import DataDirOption
 from ._base import config as _config
 from ._base import now_ms as _now_ms
 from ._base import settings as _settings
+from .invites import invite
 from .queue import queue
 
 admin = typer.Typer(
@@ -36,6 +37,7 @@ admin = typer.Typer(
     no_args_is_help=True,
 )
 admin.add_typer(queue, name="queue")
+admin.add_typer(invite, name="invite")
 
 T = TypeVar("T")
 Action = Callable[[Store, Reputation, int], Awaitable[T]]

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from ...accounts.admission import Admission
 from ...protocol.encoding import b64d
 from ...protocol.envelope import check_freshness
 from ...protocol.errors import AddressMismatch, BadSignature
@@ -14,9 +15,7 @@ from ...store.base import Store
 from .. import wire
 from ..auth import Authenticator
 from ..config import Registration
-from ..errors import BadInvite, RegistrationClosed
 
-INVITE_TTL_MS = 10 * 365 * 86_400_000  # an invite nonce is kept "for ever"
 SESSION_FIELDS = frozenset({"address", "pub", "challenge", "sig"})
 REGISTER_FIELDS = frozenset({"address", "pub", "t", "sig", "invite"})
 
@@ -36,6 +35,8 @@ class AuthRoutes:
         self.clock = clock
         self.registration = registration
         self.invites = invites
+        #: static FLUX_INVITES codes and the operator's stored invites (`flux admin invite`)
+        self.admission = Admission(str(registration), invites, store)
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -91,16 +92,10 @@ class AuthRoutes:
             ) from exc
         if await self.store.hosted(address) is not None:
             return wire.ok(address=address, registered=False)
-        await self._admit(invite, now)
+        await self._admit(invite, now, address)
         created = await self.store.register_address(address, pub_b64, now)
         return wire.ok(address=address, registered=created)
 
-    async def _admit(self, invite: str | None, now: int) -> None:
-        if self.registration is Registration.CLOSED:
-            raise RegistrationClosed("registration is closed on this server")
-        if self.registration is Registration.OPEN:
-            return
-        if not invite or invite not in self.invites:
-            raise BadInvite("registration needs a valid invite code", field="invite")
-        if not await self.store.use_nonce(f"invite:{invite}", now + INVITE_TTL_MS, now):
-            raise BadInvite("this invite code was already used", field="invite")
+    async def _admit(self, invite: str | None, now: int, address: str) -> None:
+        # the same policy, codes and stored invites as account registration
+        await self.admission.admit(invite, now, used_by=address)

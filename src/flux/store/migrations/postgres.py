@@ -264,6 +264,30 @@ ALTER TABLE outbound ADD COLUMN held BOOLEAN NOT NULL DEFAULT FALSE;
 CREATE INDEX deliveries_from ON deliveries (recipient, sender, received_at, id);
 """,
     ),
+    Migration(
+        10,
+        "invites made by the operator: hashed codes, uses left, expiry, who used them",
+        """
+-- SQLite's step 10 (read its note); `n` orders the uses as SQLite's rowid does
+CREATE TABLE invites (
+    id          TEXT PRIMARY KEY,
+    code_hash   TEXT NOT NULL UNIQUE,
+    max_uses    INTEGER NOT NULL,
+    uses_left   INTEGER NOT NULL,
+    expires_at  BIGINT,
+    note        TEXT NOT NULL DEFAULT '',
+    created_at  BIGINT NOT NULL,
+    revoked_at  BIGINT
+);
+CREATE TABLE invite_uses (
+    n          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    invite_id  TEXT NOT NULL,
+    used_by    TEXT NOT NULL,
+    used_at    BIGINT NOT NULL
+);
+CREATE INDEX invite_uses_invite ON invite_uses (invite_id, used_at);
+""",
+    ),
 ]
 
 

@@ -323,6 +323,30 @@ ALTER TABLE outbound ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX deliveries_from ON deliveries (recipient, sender, received_at, id);
 """,
     ),
+    Migration(
+        10,
+        "invites made by the operator: hashed codes, uses left, expiry, who used them",
+        """
+-- `flux admin invite create`: the code is shown once and kept only as its SHA-256
+-- (`code_hash`); `id` is the public name `invite list` and `revoke` use
+CREATE TABLE invites (
+    id          TEXT PRIMARY KEY,
+    code_hash   TEXT NOT NULL UNIQUE,
+    max_uses    INTEGER NOT NULL,
+    uses_left   INTEGER NOT NULL,
+    expires_at  INTEGER,
+    note        TEXT NOT NULL DEFAULT '',
+    created_at  INTEGER NOT NULL,
+    revoked_at  INTEGER
+);
+CREATE TABLE invite_uses (
+    invite_id  TEXT NOT NULL,
+    used_by    TEXT NOT NULL,
+    used_at    INTEGER NOT NULL
+);
+CREATE INDEX invite_uses_invite ON invite_uses (invite_id, used_at);
+""",
+    ),
 ]
 
 VERSION_TABLE = """

@@ -53,6 +53,7 @@ async def _close_pages(browser):
     yield
     await browser.close_contexts()
 
+
 @pytest_asyncio.fixture(loop_scope="session")
 async def server(flux_server: RunningServer) -> RunningServer:
     return flux_server

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest_asyncio
-from federation.fed_helpers import local_servers
 from playwright.async_api import Page, expect
 
+from federation.fed_helpers import local_servers
 from flux.client import FluxClient
 from flux.protocol import Identity
 from flux.protocol.chain import append_hop
@@ -43,6 +43,7 @@ async def _close_pages(browser):
     """Each test's pages end with it (a page left open would go on polling a stopped server)."""
     yield
     await browser.close_contexts()
+
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def servers(tmp_path: Path):
@@ -138,7 +139,9 @@ async def test_key_and_account_across_servers(browser, servers) -> None:
     await expect(bob.locator("#reader .hops li.sealed")).to_have_count(2)
     await expect(row(bob, "Secret plans")).to_be_visible(timeout=20_000)
     await row(bob, "Secret plans").click()
-    await expect(bob.locator("#reader .enc-line")).to_contain_text("cannot decrypt it in this client")
+    await expect(bob.locator("#reader .enc-line")).to_contain_text(
+        "cannot decrypt it in this client"
+    )
 
     # Bob replies to Kay at A; Kay's page gets it pushed over the WebSocket
     await row(bob, "Hello over federation").click()
@@ -202,7 +205,10 @@ async def test_key_and_account_across_servers(browser, servers) -> None:
     stranger = FluxClient(Identity.generate(), a.url)
     hostile_subject = "<script>alert('subject')</script>\u202eexe.gnp"
     filler = "\n".join(f"line {n}: the quick brown fox {n * 7919 % 10007}" for n in range(2000))
-    content = "<img src=x onerror=alert('img')><b>bold?</b><a href='https://example.com/x'>link</a>\u202e!\n" + filler
+    content = (
+        "<img src=x onerror=alert('img')><b>bold?</b>"
+        "<a href='https://example.com/x'>link</a>\u202e!\n" + filler
+    )
     content = content.encode()[:65536].decode(errors="ignore")
     try:
         await stranger.send(kay_id.address, content, subject=hostile_subject)
@@ -212,8 +218,13 @@ async def test_key_and_account_across_servers(browser, servers) -> None:
     await expect(hostile).to_be_visible(timeout=20_000)
     await hostile.click()
     await expect(kay.locator("#reader .msg-subject")).to_contain_text("[U+202E]exe.gnp")
-    await expect(kay.locator("#reader .content")).to_contain_text("<img src=x onerror=alert('img')>")
-    made = await kay.evaluate("document.querySelectorAll('#reader script, #reader img, #reader b, #reader a[href], #list script, #list img').length")
+    await expect(kay.locator("#reader .content")).to_contain_text(
+        "<img src=x onerror=alert('img')>"
+    )
+    made = await kay.evaluate(
+        "document.querySelectorAll('#reader script, #reader img, #reader b, #reader a[href],"
+        " #list script, #list img').length"
+    )
     assert made == 0
     assert dialogs == []
     await shot(kay, "hostile-inert")

@@ -8,6 +8,7 @@ instead of failing; a name whose key changed since this browser last saw it is f
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest_asyncio
 from playwright.async_api import Page, Route, expect
@@ -22,6 +23,7 @@ async def _close_pages(browser):
     """Each test's pages end with it (a page left open would go on polling a stopped server)."""
     yield
     await browser.close_contexts()
+
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def server(flux_server: RunningServer) -> RunningServer:
@@ -44,7 +46,7 @@ async def test_new_key_in_browser(browser, server: RunningServer) -> None:
     async with page.expect_download() as download_info:
         await backup.click()
     download = await download_info.value
-    key_file = json.loads(open(await download.path()).read())  # noqa: ASYNC230 -- a small temp file
+    key_file = json.loads(Path(await download.path()).read_text())
     me = Identity.from_keyfile(json.dumps(key_file))
     await expect(page.locator("#me")).to_contain_text(me.address[:10])
     await expect(page.locator("#live")).to_have_text("live")
@@ -120,7 +122,8 @@ async def test_changed_key_behind_a_name(browser, server: RunningServer) -> None
     eve, frank = pages["eve"][0], pages["frank"][0]
     # frank's browser remembers another key for eve@web.test
     await frank.evaluate(
-        "localStorage.setItem('flux.seen-names.v1', JSON.stringify({'eve@web.test': 'fx1' + '0'.repeat(40)}))"
+        "localStorage.setItem('flux.seen-names.v1',"
+        " JSON.stringify({'eve@web.test': 'fx1' + '0'.repeat(40)}))"
     )
     await eve.keyboard.press("c")
     await eve.fill("#c-to", "frank@web.test")

@@ -185,8 +185,8 @@ class WebRoutes:
     async def resolve(self, request: web.Request) -> web.Response:
         """`{ok, address, pub, name, domain}` for `name@domain` or `fx1…@domain` at another
         domain (or this one), the key checked to hash to the address (`name` null for an
-        address). 400 naming `name` for anything else; 404 `not_found` when the domain gives no binding; 401 without a
-        session."""
+        address). 400 naming `name` for anything else; 404 `not_found` (field `name`) when
+        the domain gives no binding or may not be reached; 401 without a session."""
         await self._signed_in(request)
         wire.only_query(request, frozenset())
         written = wire.path_str(request, "name")

@@ -28,10 +28,12 @@ from typing import Any
 
 from flux.federation.signing import (
     check_request,
+    claimed_server,
     content_digest,
     sign_request,
     signature_base,
     verify_checked,
+    verify_request,
 )
 from flux.protocol import (
     LOCAL_DELIVERY,
@@ -41,6 +43,7 @@ from flux.protocol import (
     Offense,
     OffenseKind,
     PublishedKey,
+    RateLimiter,
     ServerSigner,
     address_from_pub,
     append_hop,
@@ -49,9 +52,13 @@ from flux.protocol import (
     body_hash,
     build_report,
     canonical_json,
+    check_spam,
     compose,
+    decrypt_content,
     find_offense,
     integrity_hash,
+    legacy_token,
+    legacy_token_matches,
     loads_strict,
     make_hop,
     record_hash,
@@ -61,9 +68,11 @@ from flux.protocol import (
     verify_envelope,
 )
 from flux.protocol.chain import seal_payload
-from flux.protocol.e2e import unwrap_cek
+from flux.protocol.e2e import unwrap_cek, wrap_cek
 from flux.protocol.envelope import UNHASHED_FIELDS, UNSEALED_FIELDS, sign_envelope
+from flux.protocol.identity import keyfile_is_protected
 from flux.protocol.limits import MAX_ROUTE_HOPS
+from flux.protocol.outgoing import make_bounce
 from flux.protocol.tamper import report_payload
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -1739,6 +1748,10 @@ def request_cases() -> list[tuple[str, str, str, dict[str, Any], str | None]]:
          "Signature-Input"),
         ("host-other-server", "§10.3", "a request for b.example, received by c.example (Host "
          "c.example)", req(authority="c.example", host="c.example"), "Signature"),
+        ("no-host-digest-other-body", "§10.3", "the body changed, checked in one call",
+         req(body=other_body, host=None), "Content-Digest"),
+        ("no-host-signature-other-path", "§10.3", "signed for another path, checked in one call",
+         req(signed_request(path="/federation/other"), host=None), "Signature"),
         ("host-mismatch", "§10.3", "the Host header names another server",
          req(host="c.example"), "@authority"),
         ("signature-missing", "§10.3 / RFC 9421", "no Signature", req(edit(Signature=None)),
@@ -1767,10 +1780,15 @@ def run_request_vector(request: Mapping[str, Any]) -> dict[str, Any]:
     headers = request["headers"]
     body = request["body"].encode()
     try:
-        checked = check_request(headers, body, now_s=request["now_s"],
-                                authority=request["authority"], host=request["host"])  # fmt: skip
-        signed = verify_checked(request["method"], request["path"], checked, keys=keys,
-                                authority=request["authority"])  # fmt: skip
+        if request["host"] is None:  # the whole check in one call
+            signed = verify_request(request["method"], request["path"], headers, body,
+                                    keys=keys, now_s=request["now_s"],
+                                    authority=request["authority"])  # fmt: skip
+        else:
+            checked = check_request(headers, body, now_s=request["now_s"],
+                                    authority=request["authority"], host=request["host"])  # fmt: skip
+            signed = verify_checked(request["method"], request["path"], checked, keys=keys,
+                                    authority=request["authority"])  # fmt: skip
     except FluxError as exc:
         return {"error": {"code": exc.code, "field": exc.field}}
     return {"server": signed.server, "created": signed.created}
@@ -1783,8 +1801,9 @@ def signed_requests() -> dict[str, Any]:
         want = field and {"code": "bad_request_signature", "field": field}
         if got.get("error") != want:
             raise AssertionError(f"request vector {name}: the code gives {got}, not {want}")
+        claimed = claimed_server(request["headers"])
         cases.append({"name": name, "rule": rule, "description": text, "request": request,
-                      "expected": got})  # fmt: skip
+                      "claimed_server": claimed, "expected": got})  # fmt: skip
     good = cases[0]["request"]
     params = good["headers"]["Signature-Input"].removeprefix("flux=")
     base = signature_base(good["method"], good["authority"], good["path"],
@@ -1797,6 +1816,416 @@ def signed_requests() -> dict[str, Any]:
         "`signature_base` is the exact text the valid request's Signature signs.",
         "signature_base": base.decode("ascii"),
         "cases": cases,
+    }
+
+
+# -- (j) the canonical form (PROTOCOL.md §3) ----------------------------------------------
+
+
+def canonical_cases() -> list[tuple[str, str, str, str, str | None]]:
+    """(name, rule, description, raw JSON text, canonical text or None when refused)."""
+    return [
+        ("keys-sorted-at-every-depth", "§3.2", "members sorted by key, nested too",
+         '{"b": 1, "a": {"d": [3, {"z": 1, "y": 2}], "c": null}}',
+         '{"a":{"c":null,"d":[3,{"y":2,"z":1}]},"b":1}'),
+        ("keys-code-point-order", "§3.2", "U+FFFF sorts before U+1F600 (code points, not "
+         "UTF-16 units)", '{"\\ud83d\\ude00": 1, "\\uffff": 2, "z": 3, "Z": 4}',
+         '{"Z":4,"z":3,"\\uffff":2,"\\ud83d\\ude00":1}'),
+        ("short-escapes", "§3.2", "the five short escapes, quote and backslash",
+         '"\\"\\\\\\b\\f\\n\\r\\t"', '"\\"\\\\\\b\\f\\n\\r\\t"'),
+        ("other-controls", "§3.2", "other controls and U+007F as lower-case \\u escapes",
+         '"\\u0000\\u001F\\u007f\\u000B"', '"\\u0000\\u001f\\u007f\\u000b"'),
+        ("non-ascii", "§3.2", "non-ASCII as \\u escapes, beyond the BMP as a surrogate pair",
+         '"é€👋"', '"\\u00e9\\u20ac\\ud83d\\udc4b"'),
+        ("printable-ascii", "§3.2", "printable ASCII as itself, / < > & ' included",
+         '"\\/<>&\' ~"', '"/<>&\' ~"'),
+        ("escaped-ascii", "§3.2", "an escaped printable character is written as itself",
+         '"\\u0041"', '"A"'),
+        ("integers", "§3.2", "shortest form; -0 is 0", "[0, -0, 10, -7, 9007199254740991, "
+         "-9007199254740991]", "[0,0,10,-7,9007199254740991,-9007199254740991]"),
+        ("literals", "§3.2", "true, false, null, empty containers",
+         '[true, false, null, {}, []]', "[true,false,null,{},[]]"),
+        ("whitespace", "§3.1", "space, tab, LF and CR around and between tokens",
+         ' \t\r\n[ 1 ,\n{ "a" :\t2 } ]\n', '[1,{"a":2}]'),
+        ("top-level-string", "§3.1", "any value may be at the top", '"x"', '"x"'),
+        ("trailing-value", "§3.1", "two values", "1 2", None),
+        ("empty-text", "§3.1", "no value at all", "", None),
+        ("byte-order-mark", "§3.1", "a UTF-8 BOM before the value is not whitespace",
+         "\ufeff{}", None),
+        ("vertical-tab", "§3.1", "U+000B is not JSON whitespace", "\u000b{}", None),
+        ("trailing-comma", "§3.1", "[1,]", "[1,]", None),
+        ("single-quotes", "§3.1", "'a'", "'a'", None),
+        ("bad-escape", "§3.1", "\\x is not an escape", '"\\x41"', None),
+        ("raw-control-in-string", "§3.1", "an unescaped LF inside a string", '"a\nb"', None),
+        ("leading-zero", "§3.1", "01", "01", None),
+        ("plus-sign", "§3.1", "+1", "+1", None),
+        ("float-zero", "§3.1", "0.0", "0.0", None),
+        ("exponent-integer", "§3.1", "1e3 (an integer value, but written with an exponent)",
+         "1e3", None),
+        ("lone-low-surrogate", "§3.1", "\\udc00 alone", '"\\udc00"', None),
+        ("reversed-surrogates", "§3.1", "low then high surrogate", '"\\udc00\\ud800"', None),
+        ("duplicate-key-nested", "§3.1", "a duplicate key inside a nested object",
+         '{"a": {"b": 1, "b": 1}}', None),
+        ("depth-64", "§3.1", "64 nested arrays", "[" * 64 + "]" * 64, "[" * 64 + "]" * 64),
+        ("depth-65", "§3.1", "65 nested arrays", "[" * 65 + "]" * 65, None),
+        ("depth-65-objects", "§3.1", "65 nested levels, objects and arrays",
+         '{"a":' * 33 + "[" * 32 + "]" * 32 + "}" * 33, None),
+    ]  # fmt: skip
+
+
+def canonical() -> dict[str, Any]:
+    cases = []
+    for name, rule, text, raw, want in canonical_cases():
+        try:
+            got: dict[str, Any] = {"canonical": canonical_json(loads_strict(raw))}
+        except FluxError as exc:
+            got = {"error": {"code": exc.code, "field": exc.field}}
+        expected = {"canonical": want} if want is not None else {
+            "error": {"code": "malformed_json", "field": None}}  # fmt: skip
+        if got != expected:
+            raise AssertionError(f"canonical vector {name}: the code gives {got}, not {expected}")
+        cases.append({"name": name, "rule": rule, "description": text, "raw": raw,
+                      "expected": expected})  # fmt: skip
+    return {
+        "description": "Parse `raw` strictly (PROTOCOL.md §3.1) and serialise it canonically "
+        "(§3.2): expected is {canonical: text} or {error: {code: malformed_json}}.",
+        "cases": cases,
+    }
+
+
+# -- (k) key files (PROTOCOL.md §2.3) -----------------------------------------------------
+
+
+def key_file_cases() -> list[tuple[str, str, str, str, str | None, bool]]:
+    """(name, description, key file text, passphrase, expected address or None, protected)."""
+    plain_file = ALICE.to_keyfile()
+    sealed_file = ALICE.to_keyfile("correct horse", det_randbytes("flux-vectors:key-file"))
+    sealed = json.loads(sealed_file)
+    as_text = lambda value: json.dumps(value)  # noqa: E731
+    return [
+        ("plain", "the prototype's key file", plain_file, None, ALICE.address, False),
+        ("plain-without-address", "no address: it is the key's",
+         as_text({"private_key": ALICE.private_b64()}), None, ALICE.address, False),
+        ("plain-address-mismatch", "the address is bob's",
+         as_text({"address": BOB.address, "private_key": ALICE.private_b64()}), None, None,
+         False),
+        ("plain-seed-wrong-length", "the seed is 31 bytes",
+         as_text({"address": ALICE.address, "private_key": b64e(ALICE.seed[:31])}), None, None,
+         False),
+        ("plain-seed-not-base64url", "the seed is not base64url",
+         as_text({"address": ALICE.address, "private_key": "not a seed"}), None, None, False),
+        ("not-json", "not JSON", "address: fx1...", None, None, False),
+        ("not-an-object", "a JSON array", "[]", None, None, False),
+        ("no-key", "neither private_key nor private_key_enc",
+         as_text({"address": ALICE.address}), None, None, False),
+        ("sealed", "passphrase-protected (scrypt, AES-256-GCM)", sealed_file, "correct horse",
+         ALICE.address, True),
+        ("sealed-wrong-passphrase", "the wrong passphrase", sealed_file, "Correct horse", None,
+         True),
+        ("sealed-no-passphrase", "no passphrase given", sealed_file, None, None, True),
+        ("sealed-other-address", "the address (the AEAD's associated data) changed",
+         as_text({**sealed, "address": BOB.address}), "correct horse", None, True),
+        ("sealed-other-kdf", "kdf name is argon2id", as_text(
+            {**sealed, "kdf": {**sealed["kdf"], "name": "argon2id"}}), "correct horse", None,
+         True),
+        ("sealed-other-salt", "another salt: another key", as_text(
+            {**sealed, "kdf": {**sealed["kdf"], "salt": b64e(bytes(16))}}), "correct horse",
+         None, True),
+        ("sealed-truncated", "private_key_enc cut short", as_text(
+            {**sealed, "private_key_enc": b64e(b64d(sealed["private_key_enc"])[:20])}),
+         "correct horse", None, True),
+        ("sealed-kdf-missing-n", "kdf without n", as_text(
+            {**sealed, "kdf": {k: v for k, v in sealed["kdf"].items() if k != "n"}}),
+         "correct horse", None, True),
+    ]  # fmt: skip
+
+
+def key_files() -> dict[str, Any]:
+    cases = []
+    for name, text, key_file, passphrase, address, protected in key_file_cases():
+        try:
+            got: dict[str, Any] = {"address": Identity.from_keyfile(key_file, passphrase).address}
+        except FluxError as exc:
+            got = {"error": {"code": exc.code, "field": exc.field}}
+        want = {"address": address} if address else {"error": {"code": "bad_key_file",
+                                                                "field": None}}  # fmt: skip
+        if got != want:
+            raise AssertionError(f"key file vector {name}: the code gives {got}, not {want}")
+        assert keyfile_is_protected(key_file) is protected, name
+        cases.append({"name": name, "rule": "§2.3", "description": text, "key_file": key_file,
+                      "passphrase": passphrase, "protected": protected, "expected": want})  # fmt: skip
+    return {
+        "description": "Open `key_file` (its JSON text) with `passphrase` (PROTOCOL.md §2.3): "
+        "expected is {address} or {error: {code: bad_key_file}}. `protected` says whether "
+        "the file holds the seed sealed under a passphrase. The sealed file was made with "
+        "det_randbytes('flux-vectors:key-file') (salt 16 bytes, then nonce 12).",
+        "cases": cases,
+    }
+
+
+# -- (l) spam heuristics (PROTOCOL.md §8.2) -----------------------------------------------
+
+
+def spam_cases() -> list[tuple[str, str, str, str | None, list[str]]]:
+    """(name, description, content, subject, expected reasons)."""
+    return [
+        ("clean", "an ordinary message", "Lunch tomorrow at noon?", "Lunch", []),
+        ("empty", "empty content", "", None, ["empty content"]),
+        ("whitespace-only", "only whitespace", " \n\t ", None, ["empty content"]),
+        ("repetitive", "18 of 20 characters are 'a' (90 %)", "a" * 18 + "bc", None,
+         ["repetitive content"]),
+        ("repetitive-boundary", "17 of 20 (85 %): not more than 85 %", "a" * 17 + "bcd", None,
+         []),
+        ("repetitive-short", "10 characters are never judged", "a" * 10, None, []),
+        ("repetitive-11", "11 identical characters", "a" * 11, None, ["repetitive content"]),
+        ("urls-excessive", "one URL in 39 characters: 1 / (39/200) > 5",
+         "see http://x.example/" + "-" * 18, None, ["excessive URLs"]),
+        ("urls-boundary", "one URL in 40 characters: 1 / (40/200) = 5, not more",
+         "see http://x.example/" + "-" * 19, None, []),
+        ("urls-case-insensitive", "HTTPS:// counts too", "HTTPS://x.example/a b c", None,
+         ["excessive URLs"]),
+        ("keywords-4", "winner (2) + click here (2) = 4", "You are a winner, click here",
+         None, ["spam keyword score 4"]),
+        ("keywords-3", "claim your prize (3) alone", "Please claim your prize today", None, []),
+        ("keywords-once-each", "winner twice counts once (2)", "winner winner dinner", None, []),
+        ("keywords-in-subject", "content winner (2), subject click here (2)", "You are a winner",
+         "click here", ["spam keyword score 4"]),
+        ("keywords-case", "upper-case phrases count", "FREE MONEY, ACT NOW", None,
+         ["spam keyword score 5"]),
+        ("subject-abusive", "act now (2) + a run of capitals + !!!: 4",
+         "act now please", "URGENT!!!", ["abusive subject line"]),
+        ("subject-capitals-only", "act now (2) + capitals: 3", "act now please", "URGENT", []),
+        ("subject-short-capitals", "four capitals are not a run", "act now please", "URGE!!!",
+         []),
+        ("every-reason", "empty content, and a subject scoring 4 in keywords", "",
+         "winner click here", ["empty content", "spam keyword score 4"]),
+        ("encrypted-placeholder", "an encrypted message is judged on [encrypted]",
+         "[encrypted]", "Secret", []),
+    ]  # fmt: skip
+
+
+def spam() -> dict[str, Any]:
+    cases = []
+    for name, text, content, subject, reasons in spam_cases():
+        msg = {"content": content, **({"subject": subject} if subject is not None else {})}
+        got = list(check_spam(msg, None, NOW).reasons)
+        if got != reasons:
+            raise AssertionError(f"spam vector {name}: the code gives {got}, not {reasons}")
+        cases.append({"name": name, "rule": "§8.2", "description": text, "content": content,
+                      "subject": subject, "expected_reasons": reasons})  # fmt: skip
+    limiter, hits = RateLimiter(), []
+    times = [NOW + k for k in range(21)] + [NOW + 60_000, NOW + 60_000]
+    for t in times:
+        hits.append({"t": t, "over_limit": limiter.hit(ALICE.address, t)})
+    rate = {
+        "name": "rate-limit", "rule": "§8.2",
+        "description": "one sender's messages at these times: over the limit is the 21st in "
+        "any 60 s (a refused message is not counted; a hit 60,000 ms old has left the window)",
+        "from": ALICE.address, "limit": 20, "window_ms": 60_000, "hits": hits,
+    }  # fmt: skip
+    assert [h["over_limit"] for h in hits] == [False] * 20 + [True, False, True]
+    return {
+        "description": "check the content heuristics of PROTOCOL.md §8.2 on {content, "
+        "subject}: expected_reasons in order (the rate is judged apart, `rate`).",
+        "cases": cases,
+        "rate": rate,
+    }
+
+
+# -- (m) legacy tokens (PROTOCOL.md §10.4) ------------------------------------------------
+
+
+def legacy_tokens() -> list[dict[str, Any]]:
+    out = []
+    for name, address, secret in (("alice", ALICE.address, "s3cret"),
+                                  ("unicode-secret", BOB.address, "pässwörd")):  # fmt: skip
+        token = legacy_token(address, secret)
+        out.append({"name": name, "rule": "§10.4", "address": address, "secret": secret,
+                    "token": token, "rejected": [token.upper(), token[:-1], legacy_token(
+                        address, secret + " ")]})  # fmt: skip
+        assert legacy_token_matches(address, secret, token)
+        assert not any(legacy_token_matches(address, secret, t) for t in out[-1]["rejected"])
+    return out
+
+
+# -- (n) decryption (PROTOCOL.md §6.2) ----------------------------------------------------
+
+
+def decryption() -> dict[str, Any]:
+    out = compose(
+        ALICE, BOB.address, "Decrypt me", cc=[CAROL.address],
+        encrypt_for={BOB.address: BOB.pub_b64(), CAROL.address: CAROL.pub_b64()},
+        now_ms=NOW, randbytes=det_randbytes("flux-vectors:decryption"),
+    )  # fmt: skip
+    env = out.primary
+    blobs = env["enc_recipients"]
+    bob_blob = b64d(blobs[BOB.address])
+    cek = unwrap_cek(blobs[BOB.address], BOB)
+    short_cek = wrap_cek(cek[:16], BOB.public_key, det_randbytes("flux-vectors:short-cek"))
+    small_order = b64e(bytes(32) + bob_blob[32:])  # E is the all-zero point
+    content = b64d(env["content_enc"])
+    seed = json.loads(SEED_VECTORS.read_text(encoding="utf-8"))["encrypted"][0]
+    with_blob = lambda blob: {**env, "enc_recipients": {**blobs, BOB.address: blob}}  # noqa: E731
+    cases: list[tuple[str, str, dict[str, Any], str, str | None]] = [
+        ("bob", "bob decrypts", env, "bob", "Decrypt me"),
+        ("carol", "carol (cc) decrypts", env, "carol", "Decrypt me"),
+        ("sender", "the sender decrypts what it sent", env, "alice", "Decrypt me"),
+        ("not-a-recipient", "dave has no blob", env, "dave", None),
+        ("plain", "a plain message: its content", sender_plain(), "bob", "Hello Bob"),
+        ("prototype", "the prototype's encrypted message (seed-v1.json)", seed["envelope"],
+         next(label for label, i in IDS.items() if i.address in seed["envelope"]["to"]),
+         seed["plaintext"]),
+        ("blob-of-another", "bob's entry holds carol's blob", with_blob(blobs[CAROL.address]),
+         "bob", None),
+        ("blob-short", "bob's blob is 59 bytes", with_blob(b64e(bob_blob[:59])), "bob", None),
+        ("blob-not-base64url", "bob's blob is not base64url", with_blob("!!!!"), "bob", None),
+        ("blob-tag-flipped", "the last byte of bob's blob flipped", with_blob(
+            b64e(bob_blob[:-1] + bytes([bob_blob[-1] ^ 1]))), "bob", None),
+        ("blob-small-order-ephemeral", "the ephemeral key is the all-zero point",
+         with_blob(small_order), "bob", None),
+        ("blob-short-cek", "the blob wraps a 16-byte CEK", with_blob(short_cek), "bob", None),
+        ("content-tag-flipped", "the last byte of content_enc flipped",
+         {**env, "content_enc": b64e(content[:-1] + bytes([content[-1] ^ 1]))}, "bob", None),
+        ("content-short", "content_enc is 27 bytes", {**env, "content_enc": b64e(content[:27])},
+         "bob", None),
+        ("content-not-base64url", "content_enc is not base64url",
+         {**env, "content_enc": "!!!!"}, "bob", None),
+        ("content-not-utf8", "content_enc opens to bytes that are not UTF-8",
+         {**env, "content_enc": b64e(_seal(cek, b"\xff\xfe"))}, "bob", None),
+    ]  # fmt: skip
+    result = []
+    for name, text, envelope, reader, plaintext in cases:
+        try:
+            got: dict[str, Any] = {"plaintext": decrypt_content(envelope, IDS[reader])}
+        except FluxError as exc:
+            got = {"error": {"code": exc.code}}
+        code = "not_a_recipient" if name == "not-a-recipient" else "decryption_failed"
+        want = {"plaintext": plaintext} if plaintext is not None else {"error": {"code": code}}
+        if got != want:
+            raise AssertionError(f"decryption vector {name}: the code gives {got}, not {want}")
+        result.append({"name": name, "rule": "§6.2", "description": text, "envelope": envelope,
+                       "reader": reader, "expected": want})  # fmt: skip
+    return {
+        "description": "decrypt `envelope` as `reader` (an identity label), PROTOCOL.md §6.2: "
+        "expected is {plaintext} or {error: {code}} (decryption_failed says nothing of the "
+        "step that failed).",
+        "cases": result,
+    }
+
+
+def _seal(key: bytes, plaintext: bytes) -> bytes:
+    """nonce ‖ AES-256-GCM(key, plaintext) ‖ tag, with a fixed nonce (vectors only)."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    nonce = bytes(12)
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, None)
+
+
+def sender_plain() -> dict[str, Any]:
+    return envelope_message()
+
+
+# -- (o) composing (PROTOCOL.md §5.1-§5.3) and bounces (§10.3) ----------------------------
+
+
+def compose_cases() -> list[tuple[str, str, str, dict[str, Any]]]:
+    keys_for = lambda *people: {p.address: p.pub_b64() for p in people}  # noqa: E731
+    return [
+        ("dedupe", "§5.1", "cc without duplicates or to; bcc without to, cc or duplicates; "
+         "tags lower-cased, deduplicated, sorted; empty subject left out; expires 0 kept",
+         {"to": BOB.address, "content": "Hi", "subject": "",
+          "cc": [CAROL.address, CAROL.address, BOB.address],
+          "bcc": [DAVE.address, CAROL.address, BOB.address, DAVE.address],
+          "tags": ["Work", "work", "B", "a"], "expires": 0}),
+        ("reply", "§5.1", "a reply: re is the id replied to",
+         {"to": BOB.address, "content": "Re: hi", "reply_to": "ab" * 16}),
+        ("no-cc-left", "§5.1", "cc holding only to is left out",
+         {"to": BOB.address, "content": "Hi", "cc": [BOB.address]}),
+        ("encrypt-missing-key", "§5.3 step 2", "no key for the cc recipient",
+         {"to": BOB.address, "content": "x", "cc": [CAROL.address],
+          "encrypt_for": keys_for(BOB)}),
+        ("encrypt-missing-bcc-key", "§5.3 step 2", "no key for the bcc recipient",
+         {"to": BOB.address, "content": "x", "bcc": [DAVE.address],
+          "encrypt_for": keys_for(BOB)}),
+        ("encrypt-wrong-key", "§5.3 step 2", "carol's key given for bob",
+         {"to": BOB.address, "content": "x", "encrypt_for": {BOB.address: CAROL.pub_b64()}}),
+        ("encrypt-wrong-bcc-key", "§5.3 step 2", "carol's key given for dave (bcc)",
+         {"to": BOB.address, "content": "x", "bcc": [DAVE.address],
+          "encrypt_for": {**keys_for(BOB), DAVE.address: CAROL.pub_b64()}}),
+        ("encrypt-key-not-base64url", "§5.3 step 2", "bob's key is not base64url",
+         {"to": BOB.address, "content": "x", "encrypt_for": {BOB.address: "not a key"}}),
+        ("encrypt-small-order-key", "§5.3 step 2 / §6.1", "the recipient's address is the "
+         "hash of a small-order key, which cannot be encrypted to",
+         {"to": address_from_pub(bytes([1]) + bytes(31)), "content": "x",
+          "encrypt_for": {address_from_pub(bytes([1]) + bytes(31)): b64e(bytes([1]) + bytes(31))}}),
+        ("encrypt-plaintext-over-limit", "§5.3 step 1", "the limit applies to the plaintext",
+         {"to": BOB.address, "content": "€" * 21_846, "encrypt_for": keys_for(BOB)}),
+        ("plain-content-over-limit", "§5.1 / §4.1", "checked before it is handed over",
+         {"to": BOB.address, "content": "€" * 21_846}),
+    ]  # fmt: skip
+
+
+def run_compose(given: Mapping[str, Any]) -> dict[str, Any]:
+    args = {k: v for k, v in given.items() if k not in ("to", "content")}
+    try:
+        out = compose(ALICE, given["to"], given["content"], now_ms=NOW, message_id="cd" * 16,
+                      randbytes=det_randbytes("flux-vectors:compose"), **args)  # fmt: skip
+    except FluxError as exc:
+        return {"error": {"code": exc.code, "field": exc.field}}
+    return {"primary": out.primary, "copies": [list(c) for c in out.bcc_copies]}
+
+
+def compose_vectors() -> dict[str, Any]:
+    cases = []
+    wanted = {
+        "encrypt-missing-key": ("missing_field", "encrypt_for"),
+        "encrypt-missing-bcc-key": ("missing_field", "encrypt_for"),
+        "encrypt-wrong-key": ("invalid_value", "encrypt_for"),
+        "encrypt-wrong-bcc-key": ("invalid_value", "encrypt_for"),
+        "encrypt-key-not-base64url": ("invalid_value", f"encrypt_for.{BOB.address}"),
+        "encrypt-small-order-key": ("invalid_value", "encrypt_for"),
+        "encrypt-plaintext-over-limit": ("too_large", "content"),
+        "plain-content-over-limit": ("too_large", "content"),
+    }
+    for name, rule, text, given in compose_cases():
+        got = run_compose(given)
+        if name in wanted:
+            code, field = wanted[name]
+            if got != {"error": {"code": code, "field": field}}:
+                raise AssertionError(f"compose vector {name}: the code gives {got}")
+        cases.append({"name": name, "rule": rule, "description": text, "input": given,
+                      "expected": got})  # fmt: skip
+    dedupe = cases[0]["expected"]["primary"]
+    assert dedupe["cc"] == [CAROL.address] and dedupe["tags"] == ["a", "b", "work"]
+    assert [c[0] for c in cases[0]["expected"]["copies"]] == [DAVE.address]
+    assert "subject" not in dedupe and dedupe["expires"] == 0
+    return {
+        "description": "compose(alice, ...) with `input` as its arguments, now_ms = now_ms, "
+        "id cdcd...cd, randomness det_randbytes('flux-vectors:compose') (PROTOCOL.md "
+        "§5.1-§5.3): expected is {primary, copies: [[address, envelope]]} or {error}.",
+        "cases": cases,
+    }
+
+
+def bounce() -> dict[str, Any]:
+    original = envelope_message()
+    server = IDS["server-b"]
+    notice = make_bounce(
+        original, [BOB.address], "the receiving server does not host this address", server,
+        NOW + DAY, randbytes=det_randbytes("flux-vectors:bounce"),
+    )  # fmt: skip
+    verify_envelope(notice)
+    return {
+        "rule": "§10.3",
+        "description": "b.example gives up on alice's message to bob: the signed bounce it "
+        "sends alice (from its own key's address; re, tags, subject as §10.3 says)",
+        "original": original,
+        "recipients": [BOB.address],
+        "reason": "the receiving server does not host this address",
+        "server": "b.example",
+        "now_ms": NOW + DAY,
+        "randbytes": "flux-vectors:bounce",
+        "bounce": notice,
     }
 
 
@@ -1856,6 +2285,13 @@ def build() -> dict[str, Any]:
         "encrypted": encrypted(),
         "envelopes": envelopes(),
         "signed_requests": signed_requests(),
+        "canonical": canonical(),
+        "key_files": key_files(),
+        "decryption": decryption(),
+        "compose": compose_vectors(),
+        "bounce": bounce(),
+        "spam": spam(),
+        "legacy_tokens": legacy_tokens(),
     }
     return plain(data)
 

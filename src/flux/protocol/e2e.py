@@ -35,7 +35,9 @@ def wrap_cek(cek: bytes, recipient_pub: bytes, randbytes: RandBytes = os.urandom
         peer = _aead.x25519_public_from_ed25519(recipient_pub)
         shared = _aead.x25519_shared(eph_private, peer)
     except DecryptionError as exc:
-        raise InvalidValue("recipient key cannot be used for encryption") from exc
+        raise InvalidValue(
+            "recipient key cannot be used for encryption", field="encrypt_for"
+        ) from exc
     sealed = _aead.seal(_aead.wrap_key(shared), cek, randbytes(_aead.NONCE_LEN))
     return b64e(eph_public + sealed)
 

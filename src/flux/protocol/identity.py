@@ -118,7 +118,10 @@ class Identity:
         if not isinstance(data, dict):
             raise KeyFileError("key file is not a JSON object")
         if "private_key" in data:
-            identity = cls.from_private_b64(data["private_key"])
+            try:
+                identity = cls.from_private_b64(data["private_key"])
+            except InvalidValue as exc:  # every failure of a key file is bad_key_file (§2.3)
+                raise KeyFileError("key file's private_key is not a 32-byte seed") from exc
         elif "private_key_enc" in data:
             identity = cls(_open_sealed_seed(data, passphrase))
         else:

@@ -200,6 +200,7 @@ def make_bounce(
     reason: str,
     server: Identity,
     now_ms: int,
+    randbytes: RandBytes = os.urandom,
 ) -> dict[str, Any]:
     """The signed notice a server sends a sender whose message it could not deliver
     (PROTOCOL.md §10.3): from the server's own key, to the sender, `re` = the original id,
@@ -215,5 +216,5 @@ def make_bounce(
     )
     return compose(
         server, original["from"], content, subject=f"Undeliverable: {subject}"[:200],
-        reply_to=original["id"], tags=[BOUNCE_TAG], now_ms=now_ms,
+        reply_to=original["id"], tags=[BOUNCE_TAG], now_ms=now_ms, randbytes=randbytes,
     ).primary  # fmt: skip

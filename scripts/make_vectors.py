@@ -45,6 +45,7 @@ from flux.protocol import (
     PublishedKey,
     RateLimiter,
     ServerSigner,
+    _aead,
     address_from_pub,
     append_hop,
     b64d,
@@ -1899,7 +1900,7 @@ def canonical() -> dict[str, Any]:
 def key_file_cases() -> list[tuple[str, str, str, str, str | None, bool]]:
     """(name, description, key file text, passphrase, expected address or None, protected)."""
     plain_file = ALICE.to_keyfile()
-    sealed_file = ALICE.to_keyfile("correct horse", det_randbytes("flux-vectors:key-file"))
+    sealed_file = sealed_key_file(ALICE, "correct horse", det_randbytes("flux-vectors:key-file"))
     sealed = json.loads(sealed_file)
     as_text = lambda value: json.dumps(value)  # noqa: E731
     return [
@@ -1940,6 +1941,20 @@ def key_file_cases() -> list[tuple[str, str, str, str, str | None, bool]]:
     ]  # fmt: skip
 
 
+#: scrypt's cost in the vectors' sealed key file: a reader takes n, r and p from the file,
+#: so a cheap n keeps the vectors fast (FLUX writes n = 32768, PROTOCOL.md §2.3).
+VECTOR_SCRYPT = {"n": 1024, "r": 8, "p": 1}
+
+
+def sealed_key_file(identity: Identity, passphrase: str, randbytes: Callable[[int], bytes]) -> str:
+    """A passphrase-protected key file exactly as §2.3 defines it, with VECTOR_SCRYPT."""
+    salt = randbytes(16)
+    key = _aead.scrypt(passphrase.encode("utf-8"), salt, **VECTOR_SCRYPT)
+    sealed = _aead.seal(key, identity.seed, randbytes(12), identity.address.encode("ascii"))
+    return json.dumps({"address": identity.address, "private_key_enc": b64e(sealed),
+                       "kdf": {"name": "scrypt", "salt": b64e(salt), **VECTOR_SCRYPT}})  # fmt: skip
+
+
 def key_files() -> dict[str, Any]:
     cases = []
     for name, text, key_file, passphrase, address, protected in key_file_cases():
@@ -1958,7 +1973,8 @@ def key_files() -> dict[str, Any]:
         "description": "Open `key_file` (its JSON text) with `passphrase` (PROTOCOL.md §2.3): "
         "expected is {address} or {error: {code: bad_key_file}}. `protected` says whether "
         "the file holds the seed sealed under a passphrase. The sealed file was made with "
-        "det_randbytes('flux-vectors:key-file') (salt 16 bytes, then nonce 12).",
+        "det_randbytes('flux-vectors:key-file') (salt 16 bytes, then nonce 12) and scrypt "
+        "n = 1024 (a reader takes n, r, p from the file).",
         "cases": cases,
     }
 

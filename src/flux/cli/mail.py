@@ -17,6 +17,7 @@ from rich.text import Text
 from ..client import FluxClient, FluxClientError, KnownBindings, Verified
 from ..protocol import ChainCheck, verify_chain, verify_envelope
 from ..protocol.errors import DecryptionError, FluxError
+from ..protocol.identity import is_address
 from ._account_api import AccountApi, account_session
 from ._common import (
     CliError,
@@ -113,7 +114,10 @@ def inbox(
     status: str | None = typer.Option(None, "--status", help="pending|delivered|read|deleted"),
     tag: str | None = typer.Option(None, "--tag", help="Only messages with this tag."),
     sender: str | None = typer.Option(
-        None, "--from", help="Only mail from this fx1 address (or its prefix) or name@domain."
+        None,
+        "--from",
+        help="Only mail from this fx1 address, fx1…@domain or name@domain "
+        "(or the start of the fx1 address of one of your contacts).",
     ),
     limit: int = typer.Option(20, "--limit", min=1, max=500, help="How many (newest first)."),
     as_json: bool = typer.Option(False, "--json", help="Print the messages as a JSON list."),
@@ -133,43 +137,53 @@ def inbox(
         if more:
             out.print(f"[dim]more: use --limit to see more than {limit}[/]")
 
-    def want(msg: dict[str, Any], address: str | None) -> bool:
-        return address is None or str(msg.get("from", "")).startswith(address)
-
+    # --from is the server's filter (`?from=`, a whole fx1 address): it pages, so `limit`
+    # messages from that sender come back in one request however many others there are
     if api := _account(key, legacy_secret, server):
         address = _from_address(sender, known)
-        params = {"inbox": box, "status": status, "tag": tag, "limit": limit}
+        if address is None and sender is not None:
+            raise CliError(f"--from {sender}: give the fx1 address, or a name in your "
+                           "contacts (`flux contacts`); an account session does not resolve "
+                           "names at other domains")  # fmt: skip
+        params = {"inbox": box, "status": status, "tag": tag, "limit": limit, "from": address}
         answer = run(api.call("GET", "/mail/inbox", params=params))
-        found = [m for m in answer.get("messages") or [] if want(m, address)]
-        show(found, answer.get("next_cursor"), api.me)
+        show(list(answer.get("messages") or []), answer.get("next_cursor"), api.me)
         return
 
     async def go(client: FluxClient) -> None:
         address = _from_address(sender, known)
         if address is None and sender is not None:
             address = (await client.resolve(sender, field="from")).address
-        found: list[dict[str, Any]] = []
-        cursor = None
-        while True:  # --from filters here (the server has no sender filter): page on
-            page = await client.inbox(box, status=status, tag=tag, limit=limit, cursor=cursor)
-            found += [m for m in page.messages if want(m, address)]
-            cursor = page.next_cursor
-            if len(found) >= limit or not cursor or address is None:
-                break
-        show(found[:limit], cursor or len(found) > limit, client.address)
+        page = await client.inbox(box, status=status, tag=tag, limit=limit, sender=address)
+        show(list(page.messages), page.next_cursor, client.address)
 
     with_client(key, server, go, legacy_secret)
 
 
 def _from_address(written: str | None, known: KnownBindings) -> str | None:
-    """`--from` as an fx1 address or prefix; a name known in contacts as its address;
-    None for a name to resolve at its domain (or no filter)."""
+    """`--from` as a whole fx1 address (`fx1…@domain` is its address): as written, or the
+    one contact address that starts with it; a name known in contacts as its address;
+    None for a name to resolve at its domain (or no filter). Raises CliError for a start
+    of an address that names no contact, or several."""
     if written is None:
         return None
     text = written.strip()
-    if text.startswith("fx1"):
-        return text.split("@")[0]
-    return known.get(text)
+    if not text.startswith("fx1"):
+        return known.get(text)
+    address = text.split("@")[0]
+    if is_address(address):
+        return address
+    # the server filters by the whole address (an index range on it): a start of one is
+    # completed here from the addresses this CLI has seen, or refused
+    seen = {*known.keys(), *(b["address"] for b in known.names().values())}
+    matches = sorted(a for a in seen if a.startswith(address))
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise CliError(f"--from {text}: not a whole fx1 address, and none of your contacts' "
+                       "addresses starts with it; give the whole address")  # fmt: skip
+    raise CliError(f"--from {text}: {len(matches)} contacts' addresses start with it "
+                   f"({', '.join(short(a) for a in matches[:5])}); give more of it")  # fmt: skip
 
 
 def _account(key: Path | None, legacy_secret: str | None, server: str) -> AccountApi | None:
@@ -234,8 +248,8 @@ def stored_json(msg: dict[str, Any]) -> str:
 async def _read_as_account(
     api: AccountApi, message_id: str, no_mark: bool, as_json: bool = False
 ) -> None:
-    """`read` for a password account: found by listing its mailbox (/mail has no fetch by
-    id), verified here (signature, chain intact), shown; the server holds the key, so an
+    """`read` for a password account: fetched by id or short id (`GET /mail/message`),
+    verified here (signature, chain intact), shown; the server holds the key, so an
     encrypted body is shown as such."""
     msg = await find_as_account(api, message_id)
     await _show_as_account(api, msg, message_id, no_mark, as_json)
@@ -243,24 +257,16 @@ async def _read_as_account(
 
 async def find_as_account(api: AccountApi, message_id: str) -> dict[str, Any]:
     """The message of the account's mailbox whose id is or starts with `message_id` (8+
-    digits). Raises CliError for none, a too-short id, or several (listing them)."""
+    digits), as the server resolves it (`GET /mail/message/{id}`, docs/API.md "Short
+    ids"). Raises CliError for a too-short id; FluxClientError for none (404) and
+    AmbiguousId for several (409, listing the candidates)."""
     if len(message_id) < 8:
         raise CliError(f"{message_id!r}: give at least 8 digits of the id (see `flux inbox`)")
-    found: list[dict[str, Any]] = []
-    cursor = None
-    while True:  # a short id is matched here, as the server does (docs/API.md "Short ids")
-        page = await api.call("GET", "/mail/inbox", params={"limit": 500, "cursor": cursor})
-        found += [m for m in page.get("messages") or () if str(m.get("id")).startswith(message_id)]
-        if not (cursor := page.get("next_cursor")):
-            break
-    exact = [m for m in found if m.get("id") == message_id]
-    if not found:
-        raise CliError(f"no message {message_id} in {api.me}'s mailbox: see `flux inbox`")
-    if not exact and len(found) > 1:
-        listed = "; ".join(f"{m.get('id')} {short(m.get('from'))} {m.get('subject') or ''}"
-                           for m in found[:10])  # fmt: skip
-        raise CliError(f"{len(found)} messages start with {message_id}: {listed}; give more digits")  # fmt: skip
-    return (exact or found)[0]
+    answer = await api.call("GET", f"/mail/message/{message_id}")
+    message = answer.get("message")
+    if not isinstance(message, dict):
+        raise CliError(f"the server's answer to GET /mail/message has no message: {answer}")
+    return message
 
 
 async def _show_as_account(
@@ -277,7 +283,7 @@ async def _show_as_account(
     if msg.get("encrypted"):
         body = Text("[encrypted end to end: the account's key is on the server]", style="cyan")
     if not no_mark:
-        await api.call("POST", "/mail/read", json={"ids": [msg["id"]]})
+        await api.call("POST", "/mail/read", json={"ids": [{"id": msg["id"], "from": msg["from"]}]})
     if as_json:
         print(stored_json(msg))
         return

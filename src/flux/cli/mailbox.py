@@ -2,10 +2,10 @@
 `move`, `delete`, `mark`, and `claim` (a name for your key).
 
 Every ID may be a short id (8+ hex digits, as git takes an abbreviated hash); an ambiguous
-one fails listing the candidates (id, sender, subject). `tag`, `move`, `delete` and `mark`
-also work for a logged-in password account (no key), through its /mail routes, and so does
-`reply` (through /mail/send); `forward` and `thread` need a key (an account's server holds
-its key, so it cannot decrypt here, and there is no /mail/thread).
+one fails listing the candidates (id, sender, subject). `tag`, `move`, `delete`, `mark`
+(read and unread) and `thread` also work for a logged-in password account (no key),
+through its /mail routes, and so does `reply` (through /mail/send); `forward` needs a key
+(an account's server holds its key, so an encrypted message cannot be decrypted here).
 """
 
 from __future__ import annotations
@@ -141,21 +141,40 @@ def thread(
 ) -> None:
     """Show the conversation a message belongs to (linked by `re`), oldest first."""
 
-    async def go(client: FluxClient) -> None:
-        messages = await client.thread(message_id)
+    def show(messages: list[dict[str, Any]], name_of: Callable[[str], str | None],
+             text_of: Callable[[dict[str, Any]], str]) -> None:  # fmt: skip
         if as_json:
             print(json.dumps(messages, ensure_ascii=False, indent=2))
             return
         for msg in messages:
             depth = "  " if msg.get("re") else ""
-            name = client.bindings.name_of(str(msg.get("from"))) or short(msg.get("from"))
-            line = _plaintext(client, msg).plain.replace("\n", " ")
-            out.print(f"{depth}[bold]{str(msg.get('id'))[:8]}[/] {escape(name)} "
+            sender = str(msg.get("from"))
+            name = name_of(sender) or msg.get("_from_name") or short(sender)
+            line = text_of(msg).replace("\n", " ")
+            out.print(f"{depth}[bold]{str(msg.get('id'))[:8]}[/] {escape(str(name))} "
                       f"{when(msg.get('t'))} {flags(msg)} "
                       f"[bold]{escape(str(msg.get('subject') or ''))}[/]")  # fmt: skip
             out.print(f"{depth}  {escape(line[:200])}", overflow="ellipsis", no_wrap=True)
 
+    if api := _account(key, legacy_secret, server):
+        if len(message_id) < 8:
+            raise CliError(f"{message_id!r}: give at least 8 digits of the id (see `flux inbox`)")
+        answer = run(api.call("GET", f"/mail/thread/{message_id}"))
+        show(list(answer.get("messages") or []), lambda _a: None, _account_text)
+        return
+
+    async def go(client: FluxClient) -> None:
+        messages = await client.thread(message_id)
+        show(messages, client.bindings.name_of, lambda m: _plaintext(client, m).plain)
+
     with_client(key, server, go, legacy_secret)
+
+
+def _account_text(msg: dict[str, Any]) -> str:
+    """A message's text as an account session can show it: its key is on the server."""
+    if msg.get("encrypted"):
+        return "[encrypted end to end: the account's key is on the server]"
+    return str(msg.get("content", ""))
 
 
 def _account_or_key(
@@ -250,12 +269,10 @@ def mark(
     server: str = ServerOption,
     legacy_secret: str | None = LegacySecretOption,
 ) -> None:
-    """Mark messages read (or, with --unread, unread)."""
+    """Mark messages read (or, with --unread, unread again: a deleted message stays deleted)."""
     if unread:
-        # Refused rather than pretended: no FLUX endpoint takes a message back from read
-        # (docs/API.md: POST /read only moves pending/delivered → read).
-        raise CliError("--unread: the server has no way to mark mail unread yet "
-                       "(docs/API.md lists none); tag it instead: flux tag ID +unread")  # fmt: skip
+        _mark_unread(message_ids, as_json, key, server, legacy_secret)
+        return
 
     async def with_key(client: FluxClient) -> list[str]:
         return await client.read(message_ids)
@@ -264,6 +281,31 @@ def mark(
                              {"ids": message_ids})  # fmt: skip
     done = _updated(answer)
     _emit(as_json, {"updated": done}, f"marked {len(done)} message(s) read")
+
+
+def _mark_unread(
+    message_ids: list[str], as_json: bool, key: Path | None, server: str,
+    legacy_secret: str | None,
+) -> None:  # fmt: skip
+    """`mark --unread`: POST /unread (or /mail/unread). Read messages become delivered;
+    named messages that are deleted (or expired, or read once) stay deleted, which fails
+    the command naming them (the JSON form lists them under `deleted` and exits 0)."""
+
+    async def with_key(client: FluxClient) -> dict[str, Any]:
+        done = await client.unread(message_ids)
+        return {"updated": list(done), "deleted": [{"id": i} for i in done.deleted]}
+
+    answer = _account_or_key(key, server, legacy_secret, with_key, "/mail/unread",
+                             {"ids": message_ids})  # fmt: skip
+    done = _updated(answer)
+    deleted = [str(r.get("id")) for r in answer.get("deleted") or [] if isinstance(r, dict)]
+    if as_json:
+        print(json.dumps({"updated": done, "deleted": deleted}, ensure_ascii=False))
+        return
+    ok(f"marked {len(done)} message(s) unread")
+    if deleted:
+        raise CliError(f"{len(deleted)} message(s) are deleted and stay deleted (a deleted "
+                       f"message cannot be marked unread): {', '.join(deleted)}")  # fmt: skip
 
 
 def claim(

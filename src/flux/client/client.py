@@ -69,6 +69,16 @@ Handler = Callable[[Message], Awaitable[None] | None]
 Ids = str | Iterable[str | Mapping[str, str]]
 
 
+class Unread(list[str]):
+    """What `FluxClient.unread` changed: the ids that went from read back to delivered
+    (the list), and `deleted`: ids named that are deleted (or expired, or read once) and
+    so stay deleted (docs/API.md, "Unread")."""
+
+    def __init__(self, updated: Iterable[str], deleted: Iterable[str] = ()) -> None:
+        super().__init__(updated)
+        self.deleted = list(deleted)
+
+
 def _id_list(ids: Ids) -> list[Any]:
     return [ids] if isinstance(ids, str) else [i if isinstance(i, str) else dict(i) for i in ids]
 
@@ -579,9 +589,13 @@ class FluxClient:
         tag: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
+        sender: str | None = None,
     ) -> Page:
-        """One page of the mailbox, newest first (deleted only with status="deleted")."""
-        params = {"inbox": inbox, "status": status, "tag": tag, "limit": limit, "cursor": cursor}
+        """One page of the mailbox, newest first (deleted only with status="deleted").
+        `sender`: only mail from that whole fx1 address (sent as `from`; the server filters
+        and pages, docs/API.md "Mail"). Raises FluxClientError (400 naming `from`)."""
+        params = {"inbox": inbox, "status": status, "tag": tag, "limit": limit, "cursor": cursor,
+                  "from": sender}  # fmt: skip
         body = await self._request("GET", f"/inbox/{self.address}", params=params)
         where = "GET /inbox"
         return Page(_messages(body, where), optional(body, "next_cursor", str, where, None))
@@ -653,6 +667,18 @@ class FluxClient:
         every bare id; an item `{"id", "from"}` names its own. Raises AmbiguousId."""
         body = _with_sender({"address": self.address, **_ids_field(ids)}, sender)
         return _updated(await self._request("POST", "/read", json=body), "read", ids)
+
+    async def unread(self, ids: Ids, *, sender: str | None = None) -> Unread:
+        """Mark read messages unread (read → delivered); `sender` and `ids` as for `read`.
+        Returns the ids changed (a list), with `.deleted`: the named messages that are
+        deleted and so stay so. Raises AmbiguousId; FluxClientError (404 `bad_answer`)
+        from a server without the route (the prototype's, or FLUX before it)."""
+        body = _with_sender({"address": self.address, **_ids_field(ids)}, sender)
+        answer = await self._request("POST", "/unread", json=body)
+        where = "POST /unread"
+        deleted = optional(answer, "deleted", list, where, [])
+        return Unread(_strings(answer, "updated", where),
+                      [str(r.get("id")) for r in deleted if isinstance(r, Mapping)])  # fmt: skip
 
     async def delete(self, ids: Ids, *, sender: str | None = None) -> list[str]:
         """Soft-delete (the server keeps the message); returns the ids changed. `sender`

@@ -128,7 +128,7 @@ async def _settled(a: RunningServer, msg_id: str) -> dict[str, Any]:
             await asyncio.sleep(0.05)  # polling a condition, bounded by the timeout
 
 
-def accepted(outcome: str) -> Answer:
+def accepted(outcome: Any) -> Answer:
     return lambda txn, msg_id: {"ok": True, "txn": txn, "results": [{"id": msg_id, "recipients": {BOB.address: outcome}}]}  # fmt: skip
 
 
@@ -169,31 +169,55 @@ def test_the_scripted_answers_are_answers_of_the_schema() -> None:
             check("federation-answer", answer("t", "a" * 32))
 
 
-# -- where FLUX differs (PROTOCOL.md §16) -------------------------------------------------
-DIFFERS = {
-    "over_quota beside nothing (§16 item 2)": accepted("over_quota"),
-    "over_stranger_share (§16 item 2)": accepted("over_stranger_share"),
-    "an outcome not in v1.0 (§16 item 2)": accepted("filed"),
-    "a recipient missing from recipients (§16 item 2)": lambda txn, msg_id: {
-        "ok": True,
-        "txn": txn,
-        "results": [{"id": msg_id, "recipients": {}}],
-    },
-    "a result of another shape (§16 item 1)": lambda txn, msg_id: {
-        "ok": True,
-        "txn": txn,
-        "results": [{"id": msg_id, "status": "stored"}],
-    },
+# -- answers a sender cannot be sure of: kept and retried (§10.7) -------------------------
+UNSURE = {
+    "over_quota beside nothing": (accepted("over_quota"), "the recipient's mailbox is full"),
+    "over_stranger_share": (
+        accepted("over_stranger_share"),
+        "the recipient has not written to you and its mail from strangers is full",
+    ),
+    "an outcome not in v1.0": (
+        accepted("filed"),
+        "the receiving server answered 'filed' for this recipient (not understood)",
+    ),
+    "an outcome that is not a string": (
+        accepted({"state": "stored"}),
+        "the receiving server answered '<dict>' for this recipient (not understood)",
+    ),
+    "a recipient missing from recipients": (
+        lambda txn, msg_id: {"ok": True, "txn": txn, "results": [{"id": msg_id, "recipients": {}}]},
+        "the receiving server's answer did not mention this recipient",
+    ),
+    "a result of another shape": (
+        lambda txn, msg_id: {
+            "ok": True,
+            "txn": txn,
+            "results": [{"id": msg_id, "status": "stored"}],
+        },
+        "the receiving server's answer about this message was not understood",
+    ),
+    "a result that is not an object": (
+        lambda txn, msg_id: {"ok": True, "txn": txn, "results": ["stored"]},
+        "the receiving server's answer about this message was not understood",
+    ),
+    "refused, but not with a string": (
+        lambda txn, msg_id: {"ok": True, "txn": txn, "results": [{"id": msg_id, "refused": 5}]},
+        "the receiving server's answer about this message was not understood",
+    ),
 }
 
 
-@pytest.mark.xfail(strict=True, reason="PROTOCOL.md §16: FLUX's sender does not retry these yet")
-@pytest.mark.parametrize("answer", DIFFERS.values(), ids=DIFFERS.keys())
-async def test_unsure_answers_are_retried(run: Any, answer: Answer) -> None:
+@pytest.mark.parametrize(("answer", "words"), UNSURE.values(), ids=UNSURE.keys())
+async def test_unsure_answers_are_retried(run: Any, answer: Answer, words: str) -> None:
+    """Formerly PROTOCOL.md §16 items 1-2 (counted delivered, or bounced): the peer may not
+    have the message for this recipient, or may have it; resending is safe (it dedupes),
+    so the message stays queued and the sender is told why in words."""
     got = await run(answer)
     assert got["state"] == "queued", got
+    assert got["error"].startswith(words + "; next try at "), got
 
 
+# -- where FLUX differs (PROTOCOL.md §16) -------------------------------------------------
 @pytest.mark.xfail(strict=True, reason="PROTOCOL.md §16 item 3: answered 500 internal_error")
 async def test_a_transaction_that_is_not_an_object_is_400(tmp_path: Path) -> None:
     async with local_servers(tmp_path, "ab") as s:

@@ -9,11 +9,23 @@ a prototype peer gets each message through its own dialect instead (`PeerClient.
 
 What the answer decides, per message:
 
-* `recipients` (stored, duplicate, ...): delivered; removed from the queue. A recipient the
-  peer does not host is bounced: retrying would not change that.
+* `recipients`: each recipient the peer took (`stored`, `duplicate`, `queued`) is delivered;
+  one it does not host (`not_hosted`) is bounced (retrying would not change that; in a mesh
+  relay it is no failure). When every recipient is settled so, the message leaves the queue.
+  A recipient over its quota (`over_quota`, `over_stranger_share`), an outcome this server
+  does not know, or a recipient the answer leaves out keeps the message queued: it goes
+  again whole, and the peer answers `duplicate` for those it already has (it dedupes by
+  (recipient, sender, id), so resending is safe and none gets it twice). Their senders see
+  them `queued`, with why in words; the ones served are `delivered` at once.
 * `refused` with a transient code (the recipient's quota, the peer being unavailable): kept
   and retried with the destination's backoff.
 * `refused` otherwise (spam, unknown recipient, quarantine, a verification failure): bounced.
+* anything else (not an object, neither `recipients` nor a `refused` string): the peer may
+  have stored it, so it is kept and retried like a transient refusal (PROTOCOL.md §10.7).
+
+A bounce names only the recipients that have not got the message: a recipient served by an
+earlier attempt (its sent-mail state is final) is left out, so a message delivered to one
+recipient and later given up on for another tells the sender about that one alone.
 
 A failed request (connection refused, timeout, TLS failure, a non-200 answer) leaves the
 whole batch queued and waits `backoff_delay_ms(attempts)`: capped, jittered, exponential.
@@ -92,6 +104,18 @@ TRANSIENT_REFUSALS = {
 }
 #: per-recipient outcomes that mean the message did not and will not reach that recipient
 UNDELIVERABLE = frozenset({"not_hosted"})
+#: per-recipient outcomes that mean the peer took the message for that recipient
+#: (`queued`: a mesh member passed it on, PROTOCOL.md §10.8)
+SERVED = frozenset({"stored", "duplicate", "queued"})
+#: per-recipient outcomes a later attempt may overcome, in words for the sender
+WAITING_OUTCOMES = {
+    "over_quota": "the recipient's mailbox is full",
+    "over_stranger_share": (
+        "the recipient has not written to you and its mail from strangers is full"
+    ),
+}
+#: a result that is neither accepted nor refused: the peer may have stored it, so it waits
+NOT_UNDERSTOOD = "the receiving server's answer about this message was not understood"
 #: how long to wait before trying the store again while it is unreachable
 STORE_RETRY_S = 1.0
 
@@ -129,6 +153,20 @@ class Settlement:
     #: the same in words for the sender (its sent mail's delivery state), if it differs;
     #: a rendering of `retry`, so not part of what makes two settlements equal
     words: str | None = dataclasses.field(default=None, compare=False)
+    #: messages the peer answered for but that stay queued for some of their recipients
+    #: (over quota, an outcome not understood, left out): qid -> who has it and why the
+    #: others wait; like `words`, a detail of `retry` for the senders' delivery states
+    kept: Mapping[int, Kept] = dataclasses.field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """One message kept queued by a peer's answer (PROTOCOL.md §10.7, "Sender, reading the
+    answer"): the recipients it served (delivered now; the next attempt gets `duplicate`
+    for them) and, for each one still waiting, why in words."""
+
+    served: frozenset[str]
+    waiting: Mapping[str, str]
 
 
 class DeliveryWorker:
@@ -267,12 +305,16 @@ class DeliveryWorker:
             return
         for queued, recipients, reason in verdict.bounces:
             try:
-                await self.bounces.bounce(queued.item, recipients, reason)
+                if unsettled := await self._not_yet_settled(queued.item, recipients):
+                    await self.bounces.bounce(queued.item, unsettled, reason)
             except StoreUnavailable as exc:  # keep it queued: it bounces on a later attempt
                 log.warning("event=store_unavailable where=bounce id=%s error=%s",
                             queued.item.envelope.get("id"), exc)  # fmt: skip
                 done = [qid for qid in verdict.done if qid != queued.qid]
-                verdict = dataclasses.replace(verdict, done=done, retry="the store was unavailable")
+                bounces = [b for b in verdict.bounces if b[0].qid != queued.qid]
+                verdict = dataclasses.replace(
+                    verdict, done=done, bounces=bounces, retry="the store was unavailable"
+                )
             except Exception:
                 log.exception("event=bounce_failed id=%s", queued.item.envelope.get("id"))
         retry_at = None
@@ -301,6 +343,20 @@ class DeliveryWorker:
             self.on_settled(lease, verdict)
         if self.on_delivery is not None and delivery:
             self.on_delivery(delivery)
+
+    async def _not_yet_settled(self, item: Outbound, recipients: Iterable[str]) -> list[str]:
+        """`recipients` less those whose delivery state in the sender's sent mail is final
+        already: delivered by an earlier attempt of a message kept for others, or bounced
+        (a not-hosted recipient beside one over quota is bounced at once and would be
+        answered `not_hosted` again). Mail without a sent record (relayed for a sender not
+        hosted here) keeps them all. Raises StoreUnavailable."""
+        env = item.envelope
+        sent = await self.store.sent_message(str(env.get("from")), str(env.get("id")))
+        final = (DeliveryState.DELIVERED.value, DeliveryState.BOUNCED.value)
+        settled = set() if sent is None else {
+            r for r, s in sent.delivery.items() if s.get("state") in final
+        }  # fmt: skip
+        return [r for r in recipients if r not in settled]
 
     async def _still_held(self, lease: Lease) -> bool:
         """Renew `lease` now; False when another worker holds the destination. A store that
@@ -361,8 +417,8 @@ class DeliveryWorker:
         verdict = _judge(sending, results, mesh=bool(sending[0].item.via))
         log.info("event=delivered destination=%s sent=%d done=%d bounced=%d",
                  lease.destination, len(sending), len(verdict.done), len(verdict.bounces))  # fmt: skip
-        return Settlement(
-            expired_ids + verdict.done, bounced + verdict.bounces, verdict.retry, verdict.words
+        return dataclasses.replace(
+            verdict, done=expired_ids + verdict.done, bounces=bounced + verdict.bounces
         )
 
     async def _last_error(self, destination: str) -> str:
@@ -579,8 +635,20 @@ def delivery_changes(
                     else {"state": DeliveryState.DELIVERED.value, "at": now}
                 )
         elif retry_at is not None:
-            words = verdict.words or peer_text(verdict.retry) or "not delivered yet"
+            # kept for some recipients only: the served ones are delivered now, a not-hosted
+            # one bounced now, each other one queued with why it waits
+            kept = verdict.kept.get(q.qid)
+            served, waiting = (kept.served, kept.waiting) if kept else (frozenset(), {})
+            lost, reason = bounced.get(q.qid, (set(), ""))
+            default = verdict.words or peer_text(verdict.retry) or "not delivered yet"
             for rcpt in q.item.recipients:
+                if rcpt in served:
+                    states[rcpt] = {"state": DeliveryState.DELIVERED.value, "at": now}
+                    continue
+                if rcpt in lost:
+                    states[rcpt] = {"state": DeliveryState.BOUNCED.value, "at": now, "reason": reason}  # fmt: skip
+                    continue
+                words = waiting.get(rcpt, default)
                 states[rcpt] = {
                     "state": DeliveryState.QUEUED.value, "at": now,
                     "attempts": lease.attempts + 1, "next_retry_at": retry_at,
@@ -616,22 +684,33 @@ def peer_text(value: Any, limit: int = 500) -> str | None:
 
 
 def _judge(batch: list[Queued], results: list[Any], *, mesh: bool) -> Settlement:
-    """Sort one answer into done, bounced and retried. A mesh peer that does not host a
-    recipient is no failure: another member may (mesh.py), so that is not bounced."""
+    """Sort one answer into done, bounced and retried (PROTOCOL.md §10.7, "Sender, reading
+    the answer"; the module doc). A mesh peer that does not host a recipient is no
+    failure: another member may (mesh.py), so that is not bounced."""
     done: list[int] = []
     bounces: list[tuple[Queued, list[str], str]] = []
     retry: str | None = None
     words: str | None = None
+    kept: dict[int, Kept] = {}
     for queued, result in zip(batch, results, strict=True):
         result = result if isinstance(result, Mapping) else {}
         recipients = result.get("recipients")
         refused = result.get("refused")
         if isinstance(recipients, Mapping):
-            done.append(queued.qid)
-            lost = [r for r in queued.item.recipients if recipients.get(r) in UNDELIVERABLE]
+            served, lost, waiting = _outcomes(queued.item.recipients, recipients)
             if lost and not mesh:
                 bounces.append((queued, lost, "the receiving server does not host this address"))
-        elif isinstance(refused, str) and refused in TRANSIENT_REFUSALS:
+            if waiting:
+                kept[queued.qid] = Kept(served, waiting)
+                retry = retry or "answered: " + "; ".join(
+                    f"{r[:12]}…: {why}" for r, why in list(waiting.items())[:3]
+                )
+            else:
+                done.append(queued.qid)
+        elif not isinstance(refused, str):  # neither accepted nor refused: it may be stored
+            kept[queued.qid] = Kept(frozenset(), dict.fromkeys(queued.item.recipients, NOT_UNDERSTOOD))  # fmt: skip
+            retry = retry or "answered: a result neither accepted nor refused"
+        elif refused in TRANSIENT_REFUSALS:
             retry = f"refused: {refused}"
             words = TRANSIENT_REFUSALS[refused]
         else:
@@ -643,4 +722,31 @@ def _judge(batch: list[Queued], results: list[Any], *, mesh: bool) -> Settlement
             if refused == "unknown_recipient":  # the commonest refusal, in plain words
                 reason = "the receiving server does not host this address"
             bounces.append((queued, list(queued.item.recipients), reason))
-    return Settlement(done, bounces, retry, words)
+    return Settlement(done, bounces, retry, words, kept)
+
+
+def _outcomes(
+    recipients: Iterable[str], answered: Mapping[str, Any]
+) -> tuple[frozenset[str], list[str], dict[str, str]]:
+    """An accepted result's outcomes for the recipients this copy is for: (served, not
+    hosted, waiting -> why in words). Only an outcome this server knows settles a
+    recipient; an unknown one, or a recipient left out, waits: the peer may not have it."""
+    served: set[str] = set()
+    lost: list[str] = []
+    waiting: dict[str, str] = {}
+    for rcpt in recipients:
+        outcome = answered.get(rcpt)
+        if not isinstance(outcome, str):  # left out, or not even a word (an object, 5...)
+            outcome = None if rcpt not in answered else f"<{type(outcome).__name__}>"
+        if outcome in SERVED:
+            served.add(rcpt)
+        elif outcome in UNDELIVERABLE:
+            lost.append(rcpt)
+        elif outcome is None:
+            waiting[rcpt] = "the receiving server's answer did not mention this recipient"
+        else:
+            waiting[rcpt] = WAITING_OUTCOMES.get(outcome) or (
+                f"the receiving server answered {peer_text(outcome, 40)!r} for this recipient "
+                "(not understood)"
+            )
+    return frozenset(served), lost, waiting

@@ -1,7 +1,7 @@
-"""What a FLUX sender does with each answer to a delivery (PROTOCOL.md §10.7), and the
-places where FLUX does not yet do what the text says (PROTOCOL.md §16), as strict xfails:
-each turns into a failure ("XPASS(strict)") the day the code is fixed, so §16 and these
-marks are updated with it.
+"""What a FLUX sender does with each answer to a delivery (PROTOCOL.md §10.7), including
+the answers it cannot be sure of (kept and retried), and the receiver's answer to a
+transaction that is not an object. (These were PROTOCOL.md §16 items 1-3, strict xfails
+until the code did what the text says.)
 
 A real FLUX server (A, memory store, fast retries) delivers alice's mail to a scripted
 peer: a real aiohttp server on 127.0.0.1 that publishes a key, names itself in
@@ -217,9 +217,10 @@ async def test_unsure_answers_are_retried(run: Any, answer: Answer, words: str) 
     assert got["error"].startswith(words + "; next try at "), got
 
 
-# -- where FLUX differs (PROTOCOL.md §16) -------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="PROTOCOL.md §16 item 3: answered 500 internal_error")
+# -- the receiver -------------------------------------------------------------------------
 async def test_a_transaction_that_is_not_an_object_is_400(tmp_path: Path) -> None:
+    """Formerly PROTOCOL.md §16 item 3 (answered 500: `mesh_peers` was read first); every
+    other non-object body and member: tests/federation/test_federation_bodies.py."""
     async with local_servers(tmp_path, "ab") as s:
         a, b = s["a"], s["b"]
         body = b"[]"

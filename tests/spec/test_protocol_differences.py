@@ -1,6 +1,7 @@
-"""PROTOCOL.md §16, items 4-6: where the reference implementation's answers differ from the
+"""PROTOCOL.md §16, items 5-6: where the reference implementation's answers differ from the
 text, as strict xfails (each becomes a failure, XPASS(strict), the day the code follows
-the text; §16 and the mark are then updated with it). Items 1-3 are in test_answers.py."""
+the text; §16 and the mark are then updated with it). Item 4, settled, is kept here as a
+passing test; items 1-3 were in test_answers.py."""
 
 from __future__ import annotations
 
@@ -45,8 +46,8 @@ def test_a_record_whose_server_is_not_a_string_is_reported_as_question_mark() ->
     assert [h.server for h in check.hops] == ["?"]
 
 
-@pytest.mark.xfail(strict=True, reason="PROTOCOL.md §16 item 4: the id is echoed whatever it is")
 async def test_a_refused_results_id_is_a_string_or_null(tmp_path: Path) -> None:
+    """Formerly PROTOCOL.md §16 item 4 (the id was echoed whatever it was)."""
     async with local_servers(tmp_path, "ab") as s:
         a, b = s["a"], s["b"]
         body = json.dumps({"txn": "t", "from_server": signer(a).name, "messages": [{"id": 7}]}).encode()  # fmt: skip

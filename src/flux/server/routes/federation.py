@@ -194,9 +194,11 @@ class FederationRoutes:
             )
 
     def _messages(self, batch: Any, peer: str) -> list[Any]:
-        _mesh_peers(batch)  # refused here, before any work, if present and malformed
-        if not isinstance(batch, dict):
+        """The batch's messages, once its shape is checked (PROTOCOL.md §10.7, receiver
+        step 3, in that order). Raises WrongType (`body`), InvalidValue naming the member."""
+        if not isinstance(batch, dict):  # first: everything below reads members
             raise WrongType("a delivery is a JSON object", field="body")
+        _mesh_peers(batch)  # refused here, before any work, if present and malformed
         if not isinstance(batch.get("txn"), str) or not 1 <= len(batch["txn"]) <= 64:
             raise InvalidValue("txn must be a string of 1-64 characters", field="txn")
         if batch.get("from_server") != peer:
@@ -210,7 +212,10 @@ class FederationRoutes:
         if isinstance(result, SubmitResult):
             return {"id": result.id, "recipients": result.recipients}
         struck = result.offense is not None and await self._strike(result.offense, msg)
+        # the id as the sender wrote it when it is one (a string), else null (§10.7): an
+        # answer echoes no other value a peer sent
         msg_id = msg.get("id") if isinstance(msg, dict) else None
+        msg_id = msg_id if isinstance(msg_id, str) else None
         error = result.error
         return {"id": msg_id, "refused": error.code, "error": error.message, "struck": struck}
 

@@ -329,9 +329,17 @@ def _path(value: Any, source: str) -> Path | None:
 
 
 def _name_set(value: Any, source: str) -> frozenset[str]:
-    """A comma-separated string (or an iterable) of names."""
+    """A comma-separated string (or an iterable) of names, as written (invite codes)."""
     items = value.split(",") if isinstance(value, str) else list(value)
     return frozenset(str(i).strip() for i in items if str(i).strip())
+
+
+def _host_set(value: Any, source: str) -> frozenset[str]:
+    """A comma-separated string (or an iterable) of server names, host names, addresses or
+    CIDRs, lower-cased: DNS names are case-insensitive and FLUX compares server names in
+    lower case (PROTOCOL.md §2.4, §10.5), so `Peer.Example:8443` must match the name
+    `peer.example:8443` rather than silently never match."""
+    return frozenset(name.lower() for name in _name_set(value, source))
 
 
 def _int(value: Any, source: str) -> int:
@@ -391,10 +399,10 @@ _PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "enforce_quarantine": _bool,
     "open_mode": _bool,
     "invites": _name_set,
-    "insecure_peers": _name_set,
-    "allow_private_peers": _name_set,
+    "insecure_peers": _host_set,
+    "allow_private_peers": _host_set,
     "operator_token": _opt_str,
-    "trusted_proxies": lambda value, source: TrustedProxies(_name_set(value, source)),
+    "trusted_proxies": lambda value, source: TrustedProxies(_host_set(value, source)),
     "log_level": _log_level,
     "peer_ca_file": _path,
     "ws_heartbeat_s": _float,

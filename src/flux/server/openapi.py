@@ -420,7 +420,7 @@ def paths() -> dict[str, Any]:
             "what it returns delivered and a WebSocket acknowledges by its pong",
             ok_obj(), body=obj([], id=MSG_ID))},
     }  # fmt: skip
-    return {**mail, **auth, **ops, **account_paths(), **compat}
+    return {**mail, **auth, **ops, **account_paths(), **web_paths(), **compat}
 
 
 USERNAME = {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,31}$"}
@@ -436,6 +436,37 @@ def session_op(summary: str, answer: dict[str, Any], *, errors: tuple[str, ...] 
     """An operation authenticated by a password account's `X-Flux-Session` header."""
     return {**op(summary, answer, errors=("401", "403", *errors), **kwargs),
             "security": [{"fluxSession": []}]}  # fmt: skip
+
+
+#: what the web client's files are served as (routes/web.py TYPES)
+WEB_TYPES = ("text/html", "text/javascript", "text/css", "image/svg+xml", "image/png",
+             "application/json", "text/plain", "font/woff2")  # fmt: skip
+
+
+def web_paths() -> dict[str, Any]:
+    """The web client (issue 13; routes/web.py): its page and files, and two lookups its
+    signed-in pages make with a key session or an account session."""
+    page = op("The web client's page (index.html)", {"type": "string"},
+              content_type="text/html", errors=("404",))  # fmt: skip
+    asset = op("A file of the web client; any other name is 404 naming `path`",
+               {"type": "string"}, params=[path_param("path", {"type": "string"})],
+               errors=("404",))  # fmt: skip
+    asset["responses"]["200"]["content"] = {t: {"schema": {"type": "string"}} for t in WEB_TYPES}
+    signed_in = [{"bearer": []}, {"fluxToken": []}, {"fluxSession": []}]
+    key = obj(["pub", "valid_from"], pub=B64, valid_from={"type": "integer"},
+              valid_until={"type": ["integer", "null"]})  # fmt: skip
+    keys = op("A server's published keys: this server's, or a peer's already cached here "
+              "(never fetched for the asking)",
+              ok_obj(server={"type": "string"}, keys={"type": "array", "items": key}),
+              params=[path_param("server", {"type": "string"})], errors=("401", "403", "404"))  # fmt: skip
+    resolve = op("name@domain or fx1…@domain at any domain, as that domain binds it (the key "
+                 "checked to hash to the address)",
+                 ok_obj(address=ADDRESS, pub=B64, name={"type": ["string", "null"]},
+                        domain={"type": "string"}),
+                 params=[path_param("name", {"type": "string"})], errors=("401", "403", "404"))  # fmt: skip
+    return {"/": {"get": page}, "/web/{path}": {"get": asset},
+            "/web/keys/{server}": {"get": {**keys, "security": signed_in}},
+            "/web/resolve/{name}": {"get": {**resolve, "security": signed_in}}}  # fmt: skip
 
 
 #: `address` on a /mail/* query: optional, and only the session's own (403 otherwise)

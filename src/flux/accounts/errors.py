@@ -12,8 +12,8 @@ from __future__ import annotations
 from ..protocol.errors import FluxError
 
 __all__ = [
-    "ACCOUNT_ERROR_CLASSES", "AccountError", "AddressTaken", "BadInvite", "KdfBusy", "LoginFailed",
-    "NoSession", "RegistrationClosed", "TooManyAttempts", "UnknownName", "UsernameTaken",
+    "ACCOUNT_ERROR_CLASSES", "AccountDisabled", "AccountError", "AddressTaken", "BadInvite",
+    "KdfBusy", "LoginFailed", "NoSession", "RegistrationClosed", "TooManyAttempts", "UnknownName", "UsernameTaken",
 ]  # fmt: skip
 
 
@@ -75,6 +75,13 @@ class BadInvite(AccountError):
     code = "bad_invite"  # 403, as for POST /register
 
 
+class AccountDisabled(AccountError):
+    """The server's operator disabled this account (`flux admin accounts disable`): told
+    only to someone who gave its right password, so it reveals nothing to others (403)."""
+
+    code = "forbidden"
+
+
 class UnknownName(AccountError):
     """A `name` recipient with no account here (404, as an unhosted recipient)."""
 
@@ -83,5 +90,5 @@ class UnknownName(AccountError):
 
 ACCOUNT_ERROR_CLASSES: tuple[type[FluxError], ...] = (
     AccountError, NoSession, LoginFailed, TooManyAttempts, UsernameTaken, AddressTaken,
-    RegistrationClosed, BadInvite, UnknownName, KdfBusy,
+    RegistrationClosed, BadInvite, UnknownName, KdfBusy, AccountDisabled,
 )  # fmt: skip

@@ -39,6 +39,7 @@ from ..store.migrations.postgres import migrate
 from .keys import SealedSeed
 from .store import (
     _ACCOUNT_COLUMNS,
+    _READ_COLUMNS,
     Account,
     AccountSession,
     ActiveSession,
@@ -83,6 +84,14 @@ CREATE TABLE oauth_links (
     username        TEXT NOT NULL REFERENCES accounts (username),
     PRIMARY KEY (provider, subject)
 );
+""",
+    ),
+    Migration(
+        2,
+        "the operator's controls: a disabled account, and the last login",
+        """
+ALTER TABLE accounts ADD COLUMN disabled_at BIGINT;
+ALTER TABLE accounts ADD COLUMN last_login_at BIGINT;
 """,
     ),
 ]
@@ -187,17 +196,17 @@ class PostgresAccountStore:
             return _TAKEN[exc.constraint_name]
 
     async def account(self, username: str) -> Account | None:
-        row = await self._row(f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE username = $1", username)  # fmt: skip
+        row = await self._row(f"SELECT {_READ_COLUMNS} FROM accounts WHERE username = $1", username)  # fmt: skip
         return None if row is None else _account_from(row)
 
     async def linked_account(self, link: OAuthLink) -> Account | None:
-        sql = (f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE username = "
+        sql = (f"SELECT {_READ_COLUMNS} FROM accounts WHERE username = "
                "(SELECT username FROM oauth_links WHERE provider = $1 AND subject = $2)")  # fmt: skip
         row = await self._row(sql, link.provider, link.subject)
         return None if row is None else _account_from(row)
 
     async def account_by_address(self, address: str) -> Account | None:
-        row = await self._row(f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE address = $1", address)  # fmt: skip
+        row = await self._row(f"SELECT {_READ_COLUMNS} FROM accounts WHERE address = $1", address)  # fmt: skip
         return None if row is None else _account_from(row)
 
     async def set_password(
@@ -231,7 +240,7 @@ class PostgresAccountStore:
                             session.wrapped_seed)  # fmt: skip
 
     async def active_session(self, token_hash: str, now_ms: int) -> ActiveSession | None:
-        columns = ", ".join(f"a.{c.strip()}" for c in _ACCOUNT_COLUMNS.split(","))
+        columns = ", ".join(f"a.{c.strip()}" for c in _READ_COLUMNS.split(","))
         sql = (f"SELECT s.expires_at, s.wrapped_seed, {columns} FROM account_sessions s "
                "JOIN accounts a ON a.username = s.username "
                "WHERE s.token_hash = $1 AND NOT s.revoked AND s.expires_at > $2")  # fmt: skip
@@ -248,6 +257,36 @@ class PostgresAccountStore:
 
     async def drop_expired_sessions(self, now_ms: int) -> int:
         return await self._execute("DELETE FROM account_sessions WHERE expires_at <= $1", now_ms)
+
+    # -- operator control -------------------------------------------------------------------
+    async def accounts(self) -> list[Account]:
+        async def fetch(c: Conn) -> list[Account]:
+            sql = f'SELECT {_READ_COLUMNS} FROM accounts ORDER BY username COLLATE "C"'
+            return [_account_from(tuple(row)) for row in await c.fetch(sql)]
+
+        return await self._run(fetch)
+
+    async def set_disabled(self, username: str, disabled_at: int | None, now_ms: int) -> int:
+        """AccountStore.set_disabled: both updates in one transaction."""
+
+        async def update(c: Conn) -> int:
+            sql = "UPDATE accounts SET disabled_at = $2 WHERE username = $1"
+            if rowcount(await c.execute(sql, username, disabled_at)) != 1:
+                raise KeyError(username)
+            if disabled_at is None:
+                return 0
+            return rowcount(await c.execute(
+                """UPDATE account_sessions SET revoked = TRUE
+                   WHERE username = $1 AND NOT revoked AND expires_at > $2""",
+                username, now_ms,
+            ))  # fmt: skip
+
+        return await self._run(update, transaction=True)
+
+    async def record_login(self, username: str, now_ms: int) -> None:
+        await self._execute(
+            "UPDATE accounts SET last_login_at = $2 WHERE username = $1", username, now_ms
+        )
 
     def __repr__(self) -> str:
         where = f", schema={self.schema!r}" if self.schema else ""

@@ -36,6 +36,7 @@ from ..store.base import Store
 from .admission import Admission
 from .claims import verify_claim
 from .errors import (
+    AccountDisabled,
     AddressTaken,
     LoginFailed,
     NoSession,
@@ -253,6 +254,7 @@ class Accounts:
         if account is None or stored is None or account.sealed is None or not matched:
             raise LoginFailed(LOGIN_FAILED)
         await self.limiter.succeeded(key)
+        self._check_enabled(account)  # after the password: a stranger learns nothing
         seed = await self._kdf(peer, open_password_seed, account.sealed, password)
         return await self.open_session(account, seed)
 
@@ -318,6 +320,7 @@ class Accounts:
         """A session for an OAuth account (its seed is sealed under the custody key)."""
         if account.kind is not AccountKind.OAUTH or account.sealed is None:
             raise LoginFailed(LOGIN_FAILED)
+        self._check_enabled(account)
         return await self.open_session(account, open_custodial_seed(account.sealed, self._custody_key))  # fmt: skip
 
     async def open_session(self, account: Account, seed: bytes) -> Login:
@@ -329,8 +332,19 @@ class Accounts:
         wrapped = wrap_session_seed(seed, token, randbytes=self._randbytes)
         await self.store.create_session(AccountSession(session_token_hash(token), account.username, expires, wrapped))  # fmt: skip
         await self.store.drop_expired_sessions(now)
+        await self.store.record_login(account.username, now)
         await self._host(account)
         return Login(token, account, expires)
+
+    @staticmethod
+    def _check_enabled(account: Account) -> None:
+        """Raise AccountDisabled for an account the operator disabled."""
+        if account.disabled_at is not None:
+            raise AccountDisabled(
+                f"the account {account.username} is disabled by this server's operator; "
+                "ask them to enable it",
+                field="username",
+            )
 
     async def authenticate(self, token: str | None) -> ActiveSession:
         """The live session behind `token`. Raises NoSession."""
@@ -341,6 +355,8 @@ class Accounts:
             found = await self.store.active_session(session_token_hash(token), self.clock())
         if found is None:
             raise NoSession("invalid, expired or revoked session")
+        if found.account.disabled_at is not None:  # a session opened as it was disabled
+            raise NoSession("this account is disabled by the server's operator")
         return found
 
     def signer(self, active: ActiveSession, token: str) -> Identity:

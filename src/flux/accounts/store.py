@@ -14,6 +14,9 @@ Tables (schema step 1; `PRAGMA user_version` records the step applied):
 * `account_sessions`: token_hash (the key), username, expires_at, revoked, wrapped_seed.
 * `oauth_links`: (provider, subject) → username, for `complete_oauth_login`.
 
+Step 2 adds the operator's columns to `accounts` (`flux admin accounts`): `disabled_at`
+(unix ms; NULL: enabled) and `last_login_at` (unix ms of the last login; NULL: never).
+
 Failed logins are counted in memory (limiter.py), not here: a counter is not worth a
 durable write per failure.
 """
@@ -67,6 +70,8 @@ class Account:
     created_at: int
     password_hash: str | None = None  #: argon2id PHC string (password accounts)
     sealed: SealedSeed | None = None  #: the custodial seed (password and OAuth accounts)
+    disabled_at: int | None = None  #: unix ms the operator disabled it (`flux admin accounts`)
+    last_login_at: int | None = None  #: unix ms of its last password or OAuth login
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +128,21 @@ class AccountStore(Protocol):
         ...
 
     async def drop_expired_sessions(self, now_ms: int) -> int: ...
+
+    # -- operator control (`flux admin accounts`) --------------------------------------------
+    async def accounts(self) -> list[Account]:
+        """Every account, by username."""
+        ...
+
+    async def set_disabled(self, username: str, disabled_at: int | None, now_ms: int) -> int:
+        """Disable (`disabled_at` unix ms) or enable (None) an account; disabling revokes its
+        live sessions in the same transaction. Returns how many it revoked. Raises KeyError
+        for an unknown username."""
+        ...
+
+    async def record_login(self, username: str, now_ms: int) -> None:
+        """Remember `now_ms` as the account's last login."""
+        ...
 
 
 # -- memory ---------------------------------------------------------------------------------
@@ -199,6 +219,24 @@ class MemoryAccountStore:
             del self._sessions[token_hash]
         return len(old)
 
+    async def accounts(self) -> list[Account]:
+        return [self._accounts[name] for name in sorted(self._accounts)]
+
+    async def set_disabled(self, username: str, disabled_at: int | None, now_ms: int) -> int:
+        account = self._accounts[username]
+        self._accounts[username] = replace(account, disabled_at=disabled_at)
+        if disabled_at is None:
+            return 0
+        live = [h for h, (s, revoked) in self._sessions.items()
+                if s.username == username and not revoked and s.expires_at > now_ms]  # fmt: skip
+        for token_hash in live:
+            self._sessions[token_hash] = (self._sessions[token_hash][0], True)
+        return len(live)
+
+    async def record_login(self, username: str, now_ms: int) -> None:
+        if (account := self._accounts.get(username)) is not None:
+            self._accounts[username] = replace(account, last_login_at=now_ms)
+
 
 # -- SQLite ---------------------------------------------------------------------------------
 
@@ -235,9 +273,19 @@ CREATE TABLE oauth_links (
 );
 """,
     ),
+    Migration(
+        2,
+        "the operator's controls: a disabled account, and the last login",
+        """
+ALTER TABLE accounts ADD COLUMN disabled_at INTEGER;
+ALTER TABLE accounts ADD COLUMN last_login_at INTEGER;
+""",
+    ),
 ]
 
 _ACCOUNT_COLUMNS = "username, kind, address, pub, created_at, password_hash, sealed_key, key_salt, key_kdf"  # fmt: skip
+#: what is read back: the columns written at creation, then the operator's (step 2)
+_READ_COLUMNS = f"{_ACCOUNT_COLUMNS}, disabled_at, last_login_at"
 
 
 def _account_row(account: Account) -> tuple[Any, ...]:
@@ -249,9 +297,11 @@ def _account_row(account: Account) -> tuple[Any, ...]:
 
 
 def _account_from(row: tuple[Any, ...]) -> Account:
-    username, kind, address, pub, created_at, password_hash, box, salt, kdf = row
+    """An account from a row of `_READ_COLUMNS`."""
+    username, kind, address, pub, created_at, password_hash, box, salt, kdf, off, seen = row
     sealed = None if box is None else SealedSeed(bytes(box), bytes(salt), kdf)
-    return Account(username, AccountKind(kind), address, pub, created_at, password_hash, sealed)
+    return Account(username, AccountKind(kind), address, pub, created_at, password_hash, sealed,
+                   off, seen)  # fmt: skip
 
 
 class SQLiteAccountStore:
@@ -355,17 +405,17 @@ class SQLiteAccountStore:
         return await self._write(insert)
 
     async def account(self, username: str) -> Account | None:
-        row = await self._one(f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE username = ?", (username,))  # fmt: skip
+        row = await self._one(f"SELECT {_READ_COLUMNS} FROM accounts WHERE username = ?", (username,))  # fmt: skip
         return None if row is None else _account_from(row)
 
     async def linked_account(self, link: OAuthLink) -> Account | None:
-        sql = (f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE username = "
+        sql = (f"SELECT {_READ_COLUMNS} FROM accounts WHERE username = "
                "(SELECT username FROM oauth_links WHERE provider = ? AND subject = ?)")  # fmt: skip
         row = await self._one(sql, (link.provider, link.subject))
         return None if row is None else _account_from(row)
 
     async def account_by_address(self, address: str) -> Account | None:
-        row = await self._one(f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE address = ?", (address,))  # fmt: skip
+        row = await self._one(f"SELECT {_READ_COLUMNS} FROM accounts WHERE address = ?", (address,))  # fmt: skip
         return None if row is None else _account_from(row)
 
     async def set_password(
@@ -398,7 +448,7 @@ class SQLiteAccountStore:
         await self._write(lambda conn: conn.execute(sql, row))
 
     async def active_session(self, token_hash: str, now_ms: int) -> ActiveSession | None:
-        columns = ", ".join(f"a.{c.strip()}" for c in _ACCOUNT_COLUMNS.split(","))
+        columns = ", ".join(f"a.{c.strip()}" for c in _READ_COLUMNS.split(","))
         sql = (f"SELECT s.expires_at, s.wrapped_seed, {columns} FROM account_sessions s "
                "JOIN accounts a ON a.username = s.username "
                "WHERE s.token_hash = ? AND s.revoked = 0 AND s.expires_at > ?")  # fmt: skip
@@ -416,3 +466,28 @@ class SQLiteAccountStore:
     async def drop_expired_sessions(self, now_ms: int) -> int:
         sql = "DELETE FROM account_sessions WHERE expires_at <= ?"
         return await self._write(lambda conn: conn.execute(sql, (now_ms,)).rowcount)
+
+    # -- operator control -------------------------------------------------------------------
+    async def accounts(self) -> list[Account]:
+        sql = f"SELECT {_READ_COLUMNS} FROM accounts ORDER BY username"
+        rows = await self._run(lambda: self._connection().execute(sql).fetchall())
+        return [_account_from(row) for row in rows]
+
+    async def set_disabled(self, username: str, disabled_at: int | None, now_ms: int) -> int:
+        def update(conn: sqlite3.Connection) -> int:
+            sql = "UPDATE accounts SET disabled_at = ? WHERE username = ?"
+            if conn.execute(sql, (disabled_at, username)).rowcount != 1:
+                raise KeyError(username)
+            if disabled_at is None:
+                return 0
+            return conn.execute(
+                "UPDATE account_sessions SET revoked = 1 WHERE username = ? AND revoked = 0 "
+                "AND expires_at > ?",
+                (username, now_ms),
+            ).rowcount
+
+        return await self._write(update)
+
+    async def record_login(self, username: str, now_ms: int) -> None:
+        sql = "UPDATE accounts SET last_login_at = ? WHERE username = ?"
+        await self._write(lambda conn: conn.execute(sql, (now_ms, username)))

@@ -28,6 +28,7 @@ from ._base import DataDirOption
 from ._base import config as _config
 from ._base import now_ms as _now_ms
 from ._base import settings as _settings
+from .accounts import accounts
 from .invites import invite
 from .queue import queue
 
@@ -38,6 +39,7 @@ admin = typer.Typer(
 )
 admin.add_typer(queue, name="queue")
 admin.add_typer(invite, name="invite")
+admin.add_typer(accounts, name="accounts")
 
 T = TypeVar("T")
 Action = Callable[[Store, Reputation, int], Awaitable[T]]

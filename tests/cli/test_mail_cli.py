@@ -63,14 +63,15 @@ def test_inbox_filters_unread_first_and_read_json(tmp_path, live_server):
 
     from_alice = _json(flux("inbox", "--json", "--from", who["alice"], **env["bob"]))
     assert [m["id"] for m in from_alice] == [first]
-    by_prefix = _json(flux("inbox", "--json", "--from", who["carol"][:12], **env["bob"]))
-    assert [m["id"] for m in by_prefix] == [second]
     tagged = _json(flux("inbox", "--json", "--tag", "work", **env["bob"]))
     assert [m["id"] for m in tagged] == [first]
     unread = _json(flux("inbox", "--json", "--status", "pending", **env["bob"]))
     assert [m["id"] for m in unread] == [second]
 
     stored = _json(flux("read", second[:8], "--json", **env["bob"]))
+    # a start of an fx1 address is completed from contacts (reading recorded carol's key)
+    by_prefix = _json(flux("inbox", "--json", "--from", who["carol"][:12], **env["bob"]))
+    assert [m["id"] for m in by_prefix] == [second]
     assert stored["id"] == second and stored["from"] == who["carol"]
     assert not any(k.startswith("_") for k in stored)
     (tmp_path / "m.json").write_text(json.dumps(stored))
@@ -129,7 +130,7 @@ def test_tag_move_delete_mark(tmp_path, live_server):
 
     assert _json(flux("mark", b, "--json", **env["bob"])) == {"updated": [b]}
     assert "marked 0 message(s)" in _ok(flux("mark", b, **env["bob"])).stdout
-    _error(flux("mark", b, "--unread", **env["bob"]), "--unread", "no way to mark mail unread")
+    assert _json(flux("mark", b, "--unread", "--json", **env["bob"])) == {"updated": [b], "deleted": []}  # fmt: skip
 
     assert _json(flux("delete", a, b[:9], "--json", **env["bob"])) == {"updated": [a, b]}
     assert _json(flux("inbox", "--json", **env["bob"])) == []

@@ -129,6 +129,8 @@ IDENTITY_OPS = {  # every operation that names a message by id (PROTOCOL.md §4.
     ("get", "/message/{address}/{id}"), ("get", "/thread/{id}"), ("post", "/read"),
     ("post", "/delete"), ("post", "/tag"), ("post", "/move"), ("post", "/mail/read"),
     ("post", "/mail/delete"), ("post", "/mail/tag"), ("post", "/mail/move"),
+    ("post", "/unread"), ("post", "/mail/unread"), ("get", "/mail/message/{id}"),
+    ("get", "/mail/thread/{id}"),
 }  # fmt: skip
 
 

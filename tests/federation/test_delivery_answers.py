@@ -12,6 +12,7 @@ FLUX servers where one recipient is over its pending quota.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -26,6 +27,7 @@ from flux.protocol import Identity, compose
 from flux.server.config import ServerConfig
 from flux.server.runner import RunningServer, start_server
 from flux.store.base import ListQuery, MessageStatus
+from postgres_env import fresh_schema_url
 from spec.test_answers import ScriptedPeer
 
 ALICE = Identity(b"\x21" * 32)
@@ -67,26 +69,33 @@ async def _bounces(server: RunningServer) -> list[dict[str, Any]]:
     return [m.envelope for m in page.items if "bounce" in m.envelope.get("tags", [])]
 
 
-@pytest.fixture
-async def sender(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    """`await sender(peer, window_s=...)`: a FLUX server (memory store, open mode, fast
-    retries) that reaches `peer` over plain HTTP."""
-    started: list[RunningServer] = []
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+async def sender(request: Any, tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    """`await sender(peer, window_s=...)`: a FLUX server (open mode, fast retries) that
+    reaches `peer` over plain HTTP, on each store backend (its sent mail and queue)."""
+    backend = request.param
+    async with contextlib.AsyncExitStack() as stack:
+        store: dict[str, Any] = {"backend": backend}
+        if backend == "postgres":
+            store["db_url"] = await stack.enter_async_context(fresh_schema_url())
+        started: list[RunningServer] = []
 
-    async def start(peer: ScriptedPeer, window_s: float = 3600.0) -> RunningServer:
-        port = free_port()
-        config = ServerConfig.from_env(
-            {}, host="127.0.0.1", port=port, domain=f"127.0.0.1:{port}",
-            data_dir=tmp_path / str(port), backend="memory", open_mode=True,
-            insecure_peers=frozenset({peer.name}), queue_retry_base_s=0.05,
-            queue_retry_cap_s=0.2, queue_retry_window_s=window_s,
-        )  # fmt: skip
-        started.append(await start_server(config))
-        return started[-1]
+        async def start(peer: ScriptedPeer, window_s: float = 3600.0) -> RunningServer:
+            port = free_port()
+            config = ServerConfig.from_env(
+                {}, host="127.0.0.1", port=port, domain=f"127.0.0.1:{port}",
+                data_dir=tmp_path / str(port), open_mode=True,
+                insecure_peers=frozenset({peer.name}), queue_retry_base_s=0.05,
+                queue_retry_cap_s=0.2, queue_retry_window_s=window_s, **store,
+            )  # fmt: skip
+            started.append(await start_server(config))
+            return started[-1]
 
-    yield start
-    for server in started:
-        await server.stop()
+        try:
+            yield start
+        finally:
+            for server in started:
+                await server.stop()
 
 
 def _answer(outcomes: dict[str, Any]) -> dict[str, Any]:

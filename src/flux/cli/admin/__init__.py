@@ -24,6 +24,7 @@ from ...server.reputation import Reputation
 from ...server.runner import open_configured_store
 from ...store.base import Store
 from .._common import CliError, out, run
+from ..doctor import doctor
 from ._base import DataDirOption
 from ._base import config as _config
 from ._base import now_ms as _now_ms
@@ -40,6 +41,7 @@ admin = typer.Typer(
 admin.add_typer(queue, name="queue")
 admin.add_typer(invite, name="invite")
 admin.add_typer(accounts, name="accounts")
+admin.command()(doctor)
 
 T = TypeVar("T")
 Action = Callable[[Store, Reputation, int], Awaitable[T]]

@@ -23,10 +23,11 @@ import pytest
 
 from cli.cli_helpers import free_port
 from federation.fed_helpers import local_servers
+from flux.federation.delivery import _judge, delivery_changes
 from flux.protocol import Identity, compose
 from flux.server.config import ServerConfig
 from flux.server.runner import RunningServer, start_server
-from flux.store.base import ListQuery, MessageStatus
+from flux.store.base import Lease, ListQuery, MessageStatus, Outbound, Queued
 from postgres_env import fresh_schema_url
 from spec.test_answers import ScriptedPeer
 
@@ -219,3 +220,30 @@ async def test_two_flux_servers_a_recipient_over_quota_gets_it_once_there_is_roo
         bounces = await _bounces(a)
     assert copies == {BOB: [message["id"]], CAROL: [message["id"], earlier["id"]]}, copies
     assert bounces == []
+
+
+def _queued(qid: int, recipients: list[str], via: str = "") -> Queued:
+    envelope = {"id": f"{qid:032x}", "from": ALICE.address, "to": recipients[0]}
+    return Queued(qid, Outbound("peer.example", envelope, "h", tuple(recipients), "none", 0, via))
+
+
+def test_the_judgement_per_recipient_direct_and_through_a_mesh() -> None:
+    """The rule of PROTOCOL.md §10.7 as `_judge` and `delivery_changes` apply it: served
+    ones delivered, not-hosted ones bounced (directly) or settled (a mesh member: another
+    may host them), the others queued with why; the message stays queued for them."""
+    answer = [{"id": "x", "recipients": {BOB: "duplicate", CAROL: "over_stranger_share", DAVE: "not_hosted"}}]  # fmt: skip
+    for mesh in (False, True):
+        q = _queued(1, [BOB, CAROL, DAVE], via="m" if mesh else "")
+        verdict = _judge([q], answer, mesh=mesh)
+        assert verdict.done == [] and verdict.retry is not None
+        assert verdict.bounces == ([] if mesh else [(q, [DAVE], "the receiving server does not host this address")])  # fmt: skip
+        lease = Lease("peer.example", "w#1", [q], attempts=2)
+        [states] = delivery_changes(lease, verdict, retry_at=60_000, now=1_000).values()
+        assert states[BOB] == {"state": "delivered", "at": 1_000}
+        assert states[DAVE]["state"] == ("delivered" if mesh else "bounced")
+        assert states[CAROL]["state"] == "queued" and states[CAROL]["attempts"] == 3
+        assert states[CAROL]["error"].startswith("the recipient has not written to you and its mail from strangers is full; next try at ")  # fmt: skip
+    # every recipient settled: done; nothing waits
+    q = _queued(2, [BOB, DAVE])
+    done = _judge([q], [{"recipients": {BOB: "stored", DAVE: "not_hosted"}}], mesh=False)
+    assert (done.done, done.retry, dict(done.kept)) == ([2], None, {})

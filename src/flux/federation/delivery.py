@@ -701,7 +701,9 @@ def _judge(batch: list[Queued], results: list[Any], *, mesh: bool) -> Settlement
             if lost and not mesh:
                 bounces.append((queued, lost, "the receiving server does not host this address"))
             if waiting:
-                kept[queued.qid] = Kept(served, waiting)
+                # a mesh member that does not host a recipient has settled it for this copy
+                # (another member may host it), as when the whole copy is done
+                kept[queued.qid] = Kept(served | frozenset(lost) if mesh else served, waiting)
                 retry = retry or "answered: " + "; ".join(
                     f"{r[:12]}…: {why}" for r, why in list(waiting.items())[:3]
                 )

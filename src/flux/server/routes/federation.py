@@ -1,7 +1,8 @@
 """Inbound federation: POST /federation/deliver (docs/FEDERATION.md).
 
 A peer hands this server a batch of messages, each sealed to it. The request is signed by
-the peer's key (RFC 9421 style), checked under the keys the peer publishes. Each message
+the peer's key (RFC 9421, the profile of PROTOCOL.md §10.6, which also says where it
+differs), checked under the keys the peer publishes. Each message
 then goes through `Submitter.accept_batch` (signature without freshness, the peer's seal
 to this server, the whole chain under published keys, then the usual route, recipient,
 dedupe, spam and storage steps). A message that fails is refused in the answer; if the

@@ -32,6 +32,9 @@ from flux.store.base import Incoming
 
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
+#: a shared 2-core machine can be slow: each expectation waits up to 15 s (not 5)
+expect.set_options(timeout=15_000)
+
 
 async def shot(page: Page, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,9 @@ from flux.client import FluxClient
 from flux.protocol import Identity
 from flux.server.runner import RunningServer
 
+#: a shared 2-core machine can be slow: each expectation waits up to 15 s (not 5)
+expect.set_options(timeout=15_000)
+
 
 @pytest_asyncio.fixture(loop_scope="session", autouse=True)
 async def _close_pages(browser):

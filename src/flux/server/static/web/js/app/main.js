@@ -164,6 +164,7 @@ async function importKey(file) {
 
 // -- the signed-in client -------------------------------------------------------------------
 async function start(api) {
+  await loadFlux(); // checks in the browser for every way in (a resumed session too)
   app = {
     api,
     keys: new ServerKeys(api),
@@ -254,6 +255,8 @@ function listParams() {
 
 async function loadList(more = false) {
   const v = app.view;
+  if (more && (app.loadingMore || !app.cursor)) return; // one next page at a time
+  app.loadingMore = more;
   const title = v.kind === "sent" ? "Sent" : v.kind === "tag" ? "#" + v.tag : v.inbox === "inbox" ? "Inbox" : v.inbox;
   fill($("list-title"), safe(title));
   try {
@@ -267,6 +270,8 @@ async function loadList(more = false) {
     app.cursor = answer.next_cursor || null;
   } catch (err) {
     toast(explain(err));
+  } finally {
+    app.loadingMore = false;
   }
   renderList();
   decryptVisible();
@@ -711,6 +716,15 @@ function openCompose(fields = {}) {
   recipientsChanged();
 }
 
+const fieldsNow = () => ["c-to", "c-cc", "c-bcc"].map((id) => $(id).value).join("\n");
+
+/** The recipients as resolved for the fields as they are now (reused from the last check
+ * when nothing changed since: a name at another domain costs a lookup there). */
+async function resolvedNow() {
+  if (draftState.resolved && draftState.resolvedFor === fieldsNow()) return draftState.resolved;
+  return resolveAll();
+}
+
 async function resolveAll() {
   const api = app.api;
   const out = { to: [], cc: [], bcc: [] };
@@ -733,6 +747,7 @@ async function checkEncryption() {
   const state = $("c-enc-state");
   const box = $("c-encrypt");
   let resolved;
+  const asked = fieldsNow();
   try {
     resolved = await resolveAll();
   } catch (err) {
@@ -743,6 +758,7 @@ async function checkEncryption() {
     return;
   }
   draftState.resolved = resolved;
+  draftState.resolvedFor = asked;
   const all = [...resolved.to, ...resolved.cc, ...resolved.bcc];
   const possible = app.api.canEncryptFor(all);
   const unknown = all.filter((r) => !r.pub).map((r) => r.written);
@@ -772,7 +788,7 @@ async function sendDraft(event) {
   err.textContent = "";
   $("c-send").disabled = true;
   try {
-    const recipients = await resolveAll();
+    const recipients = await resolvedNow();
     const draft = { subject: $("c-subject").value, content: $("c-body").value, re: $("c-re").value || null, encrypt: $("c-encrypt").checked && !$("c-encrypt").disabled };
     const answer = await app.api.send(draft, recipients);
     $("compose").close();
@@ -854,6 +870,11 @@ function wire() {
   for (const id of ["c-to", "c-cc", "c-bcc"]) $(id).addEventListener("input", recipientsChanged);
   $("help-open").addEventListener("click", () => $("help").showModal());
   $("more").addEventListener("click", () => loadList(true));
+  // the next page loads by itself as the list is scrolled to its end (pages of 50: a
+  // mailbox of any size opens as fast as a small one)
+  new IntersectionObserver((seen) => {
+    if (app && seen.some((e) => e.isIntersecting)) loadList(true);
+  }, { root: $("list-pane"), rootMargin: "200px" }).observe($("more"));
   $("search").addEventListener("input", (e) => {
     app.search = e.target.value;
     renderList();

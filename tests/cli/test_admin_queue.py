@@ -114,7 +114,8 @@ async def test_queue_control_against_a_down_peer(tmp_path: Path, backend: str) -
             assert held.returncode == 0 and "held" in held.stdout, held.stderr
             (dest,) = json.loads((await admin(env, "list", "--json")).stdout)
             assert dest["held"] and dest["state"] == "held"
-            await admin(env, "retry", down)
+            still = await admin(env, "retry", down)
+            assert "but held" in still.stdout and "release" in still.stdout
             assert await server.app[PARTS]["store"].next_due() is None  # held: never due
 
             # fail one message: a bounce naming the operator, and the sent mail says so

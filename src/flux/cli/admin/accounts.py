@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ...accounts.store import Account, AccountKind
+from ...server.config import Backend
 from .._common import CliError, ok, out, run
 from ._base import DataDirOption, JsonOption, account_store, config, now_ms, print_json, when
 
@@ -43,6 +44,8 @@ def list_(
     found = config(ctx, data_dir)
 
     async def fetch() -> list[Account]:
+        if found.backend is Backend.SQLITE and not found.accounts_database.exists():
+            return []  # no account was ever made (and listing creates no database)
         async with account_store(found) as store:
             return await store.accounts()
 

@@ -412,19 +412,26 @@ def retry(
     where, msg_id = _target(dest, to_server, msg_id)
     found = _config(ctx, data_dir)
 
-    async def act(store: Store) -> list[str]:
+    async def act(store: Store) -> tuple[list[str], set[str]]:
         if msg_id is None:
             assert where is not None
             if not await store.wake(where):
                 raise CliError(f"nothing queued for {where}; see `flux admin queue list`")
-            return [where]
-        places = sorted({m.item.destination for m in await _select(store, where, msg_id)})
-        for place in places:
-            await store.wake(place)
-        return places
+            places = [where]
+        else:
+            places = sorted({m.item.destination for m in await _select(store, where, msg_id)})
+            for place in places:
+                await store.wake(place)
+        held = {s.destination for s in await store.queue_state() if s.held}
+        return places, held
 
-    for place in with_store(found, act):
-        ok(f"{escape(place)} is due now")
+    places, held = with_store(found, act)
+    for place in places:
+        if place in held:
+            ok(f"{escape(place)} is due now, but held: `flux admin queue release {escape(place)}`"
+               " to send")  # fmt: skip
+        else:
+            ok(f"{escape(place)} is due now")
 
 
 # -- fail, drop --------------------------------------------------------------------------------

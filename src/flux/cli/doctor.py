@@ -279,12 +279,19 @@ async def check_peers(found: ServerConfig, limit: int, timeout_s: float) -> list
 
 
 async def _peer(found: ServerConfig, destination: str, timeout_s: float) -> list[Check]:
-    scheme = "http" if destination in found.insecure_peers else "https"
-    url = f"{scheme}://{destination}"
+    """Reach `destination` as the delivery worker does: the server its domain delegates to
+    (/.well-known/flux), over HTTPS unless listed insecure, under the address policy."""
+    from ..federation.peers import PeerClient
+
+    peers = PeerClient(clock=lambda: int(time.time() * 1000), insecure_peers=found.insecure_peers,
+                       ca_file=found.peer_ca_file, policy=found.peer_policy)  # fmt: skip
     asked = time.time() * 1000
     try:
+        async with peers.lifespan(None):
+            server = await asyncio.wait_for(peers.delegated_server(destination), timeout_s)
+            url = peers.base_url(server)
         _, clock = await _info(url, found, timeout_s)
-    except Exception as exc:
+    except Exception as exc:  # any failure is the check's answer
         return [_failed(f"peer {destination}", f"not reachable: {_words(exc)}",
                         f"`flux admin queue show` its mail; wait, or `flux admin queue hold "
                         f"{destination}`")]  # fmt: skip

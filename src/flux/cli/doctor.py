@@ -243,7 +243,7 @@ async def check_published(
     try:
         body, _ = await _info(url, found, timeout_s)
         current = [k.pub for k in parse_info({"keys": body.get("keys") or []})]
-    except Exception as exc:
+    except Exception as exc:  # any failure is the check's answer
         return _failed("published key", f"{url}/federation/info: {_words(exc)}",
                        "start the server, or pass --server URL (or --offline)")  # fmt: skip
     if pub in current:
@@ -333,7 +333,7 @@ def doctor(
 
     try:
         found = settings(ctx, data_dir)
-    except Exception as exc:
+    except Exception as exc:  # a bad setting is the first failed check
         _report([_failed("config", str(exc), "fix the setting named above")], as_json)
         raise typer.Exit(1) from None
     checks = check_config(found) + check_files(found)

@@ -9,16 +9,13 @@ and `new_page` record them).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import aiohttp
 import pytest_asyncio
 from playwright.async_api import Page, expect
 
 from flux.server.routes.web import CSP
 from flux.server.runner import RunningServer
-
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+from web.shots import shot
 
 #: a shared 2-core machine can be slow: each expectation waits up to 15 s (not 5)
 expect.set_options(timeout=15_000)
@@ -43,11 +40,6 @@ async def compose(page: Page, to: str, subject: str, body: str, *, cc: str = "")
     await page.fill("#c-body", body)
     await page.click("#c-send")
     await expect(page.locator("#compose")).to_be_hidden()
-
-
-async def shot(page: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(SHOTS / f"{name}.png"))
 
 
 @pytest_asyncio.fixture(loop_scope="session", autouse=True)

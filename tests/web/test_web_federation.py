@@ -29,16 +29,10 @@ from flux.protocol.outgoing import compose
 from flux.server.app import PARTS
 from flux.server.runner import RunningServer
 from flux.store.base import Incoming
-
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+from web.shots import shot
 
 #: a shared 2-core machine can be slow: each expectation waits up to 15 s (not 5)
 expect.set_options(timeout=15_000)
-
-
-async def shot(page: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(SHOTS / f"{name}.png"))
 
 
 @pytest_asyncio.fixture(loop_scope="session", autouse=True)

@@ -125,6 +125,7 @@ export function renderSentRow(msg, plain, selected, onOpen) {
       role: "option",
       class: "row sent" + (selected ? " selected" : ""),
       "aria-selected": selected ? "true" : "false",
+      id: "sent-" + msg.id,
       dataset: { key: keyOf(msg) },
       onclick: () => onOpen(msg),
     },

@@ -141,7 +141,7 @@ async def test_a_fresh_schema_is_dropped_and_a_closed_store_refuses_use(pg_dsn: 
     with pytest.raises(RuntimeError):
         await store.account("ada")
     await store.open()
-    assert store.schema.startswith("flux_test_") and store.schema_version == 1
+    assert store.schema.startswith("flux_test_") and store.schema_version == 2
     await store.close()
     await store.close()  # twice is harmless
     gone = await _fetch(pg_dsn, "public", f"SELECT count(*) FROM pg_namespace WHERE nspname = '{store.schema}'")  # fmt: skip

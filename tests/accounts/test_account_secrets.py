@@ -75,7 +75,7 @@ def test_tables_and_columns(tmp_path: Path) -> None:
     async def make() -> None:
         store = SQLiteAccountStore(tmp_path / "a.db")
         await store.open()
-        assert store.schema_version == 1
+        assert store.schema_version == 2
         await store.close()
         await store.open()  # opening again migrates nothing
         await store.close()
@@ -84,11 +84,12 @@ def test_tables_and_columns(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "a.db")
     columns = {t: [r[1] for r in conn.execute(f"PRAGMA table_info({t})")]
                for t in ("accounts", "account_sessions", "oauth_links")}  # fmt: skip
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
     assert columns["accounts"] == ["username", "kind", "address", "pub", "created_at",
-                                   "password_hash", "sealed_key", "key_salt", "key_kdf"]  # fmt: skip
+                                   "password_hash", "sealed_key", "key_salt", "key_kdf",
+                                   "disabled_at", "last_login_at"]  # fmt: skip
     assert columns["account_sessions"] == ["token_hash", "username", "expires_at", "revoked",
                                            "wrapped_seed"]  # fmt: skip
 

@@ -79,7 +79,7 @@ class AccountDisabled(AccountError):
     """The server's operator disabled this account (`flux admin accounts disable`): told
     only to someone who gave its right password, so it reveals nothing to others (403)."""
 
-    code = "forbidden"
+    code = "account_disabled"
 
 
 class UnknownName(AccountError):

@@ -227,6 +227,7 @@ TABLE: dict[str, Row] = {
     "forbidden": Row(403, 4403),
     "registration_closed": Row(403, 4403),
     "bad_invite": Row(403, 4403),
+    "account_disabled": Row(403, 4403),
     "quarantined": Row(403, 4403),
     "relay_denied": Row(403, 4403),
     "not_found": Row(404, 1008),

@@ -165,6 +165,11 @@ async def test_key_and_account_across_servers(browser, servers) -> None:
     await expect(kay.locator("#reader .enc-line")).to_contain_text("decrypted in this browser")
     await expect(kay.locator("#reader table.delivery")).to_contain_text("delivered")
     await shot(kay, "sent-delivery")
+    # search finds encrypted mail by its decrypted text
+    await kay.fill("#search", "blue folder")
+    await expect(kay.locator("#list li.row")).to_have_count(1)
+    await expect(kay.locator("#list li.row")).to_contain_text("Secret plans")
+    await kay.fill("#search", "")
     await kay.click(".box[data-box=inbox]")
 
     # away and back: what changed meanwhile comes through /changes

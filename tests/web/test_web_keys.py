@@ -75,6 +75,12 @@ async def test_new_key_in_browser(browser, server: RunningServer) -> None:
     await expect(page.locator("#c-to")).to_be_focused()
     await page.keyboard.press("Escape")
 
+    await page.keyboard.press("f")  # forward: the text quoted, a new recipient to write
+    await expect(page.locator("#c-subject")).to_have_value("Fwd: Two")
+    await expect(page.locator("#c-body")).to_have_value(re.compile(r"Subject: Two\n\nsecond"))
+    await expect(page.locator("#c-to")).to_have_value("")
+    await page.keyboard.press("Escape")
+
     # the mailbox actions with a key session (/tag, /unread, /move, /delete)
     await page.fill("#tag-input", "keep")
     await page.click("#tag-form button")

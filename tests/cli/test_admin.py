@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 from cli_helpers import flux
@@ -45,6 +46,12 @@ def test_reputation_lift_and_impose(tmp_path: Path) -> None:
 
     imposed = flux("admin", "quarantine", "y.example", "--data-dir", str(tmp_path))
     assert imposed.returncode == 0 and "y.example is now quarantined" in imposed.stdout
+    listed = flux("admin", "reputation", "--json", "--data-dir", str(tmp_path))
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == [
+        {"server": "x.example", "strikes": 3, "quarantined": False, "override": "lifted"},
+        {"server": "y.example", "strikes": 0, "quarantined": True, "override": "imposed"},
+    ]
 
 
 def test_a_missing_database_is_one_line_of_error(tmp_path: Path) -> None:

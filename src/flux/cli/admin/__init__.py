@@ -25,7 +25,7 @@ from ...server.runner import open_configured_store
 from ...store.base import Store
 from .._common import CliError, out, run
 from ..doctor import doctor
-from ._base import DataDirOption
+from ._base import DataDirOption, JsonOption, print_json
 from ._base import config as _config
 from ._base import now_ms as _now_ms
 from ._base import settings as _settings
@@ -71,13 +71,24 @@ async def _with_reputation(config: ServerConfig, action: Action[T]) -> T:
 
 
 @admin.command()
-def reputation(ctx: typer.Context, data_dir: Path | None = DataDirOption) -> None:
+def reputation(
+    ctx: typer.Context, data_dir: Path | None = DataDirOption, as_json: bool = JsonOption
+) -> None:
     """Strikes (distinct proofs) per server, and who is quarantined."""
 
     async def show(store: Store, rep: Reputation, _now: int):
         return await rep.standing(), await store.quarantine_overrides()
 
     standing, overrides = run(_with_reputation(_config(ctx, data_dir), show))
+    if as_json:
+        print_json([
+            {"server": server, "strikes": standing.strikes.get(server, 0),
+             "quarantined": server in standing.quarantined,
+             "override": None if server not in overrides
+             else ("lifted" if overrides[server].lifted else "imposed")}
+            for server in sorted(set(standing.strikes) | set(overrides))
+        ])  # fmt: skip
+        return
     table = Table(title="reputation")
     for column in ("server", "strikes", "quarantined", "operator override"):
         table.add_column(column)

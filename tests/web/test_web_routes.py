@@ -20,6 +20,7 @@ from flux.client import FluxClient
 from flux.protocol import Identity
 from flux.protocol.encoding import b64e
 from flux.server.app import PARTS
+from flux.server.routes.web import WebFiles
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -98,3 +99,20 @@ async def test_keys_and_resolve(servers) -> None:
         # a private address the federation may not reach is not asked either
         status, body = await get(http, f"{a.url}/web/resolve/bob@10.1.2.3", **bearer)
         assert (status, body["field"]) == (404, "name")
+
+
+async def test_web_files_lists_only_what_the_browser_loads(tmp_path: Path) -> None:
+    """What `/web/{path}` can ever answer: files of a known type, not hidden, not sources of
+    vendored code; names are looked up in that list, never joined into a path."""
+    for name in ("index.html", "js/app/main.js", "app.css", "icon.svg", ".eslintrc.json",
+                 "js/.cache/x.js", "vendor-src/package.json", "vendor-src/node_modules/a.js",
+                 "notes.md", "server.py"):  # fmt: skip
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    files = WebFiles(tmp_path)
+    assert sorted(files.names()) == ["app.css", "icon.svg", "index.html", "js/app/main.js"]
+    assert files.get("js/app/main.js").content_type == "text/javascript"
+    for bad in ("../web.py", "/etc/passwd", "js/app/../../server.py", "notes.md", ".eslintrc.json",
+                "vendor-src/package.json", "js/app"):  # fmt: skip
+        assert files.get(bad) is None, bad

@@ -96,7 +96,8 @@ class WebFiles:
             for path in sorted(self.root.rglob("*")) if self.root.is_dir() else []:
                 rel = path.relative_to(self.root)
                 kind = TYPES.get(path.suffix.lower())
-                if path.is_file() and kind and not NOT_SERVED & set(rel.parts[:-1]):
+                hidden = any(part.startswith(".") for part in rel.parts)  # .eslintrc.json...
+                if path.is_file() and kind and not hidden and not NOT_SERVED & set(rel.parts):
                     found[rel.as_posix()] = _Entry(path, kind)
             self._list = found
         return self._list

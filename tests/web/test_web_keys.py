@@ -188,3 +188,36 @@ async def test_changed_key_behind_a_name(browser, server: RunningServer) -> None
     await expect(frank.locator("#reader .trust")).not_to_have_class("trust alarm")
     await expect(frank.locator("#reader .trust")).to_contain_text("same key as before")
     assert pages["eve"][1].errors == [] and pages["frank"][1].errors == []
+
+
+async def test_protected_key_files(browser, server: RunningServer) -> None:
+    """A key file sealed under a passphrase (as `flux keygen --passphrase` writes it) opens
+    with its passphrase only; a new key's backup is sealed when a passphrase is given."""
+    page, log = await browser.new_page()
+    await page.goto(server.url + "/")
+    who = Identity.generate()
+    sealed = who.to_keyfile(passphrase="a long passphrase").encode()
+    file = {"name": "sealed.json", "mimeType": "application/json", "buffer": sealed}
+    await page.set_input_files("#key-file", files=[file])
+    await expect(page.locator("#signin-error")).to_contain_text("protected")
+    await page.fill("#key-pass", "not the passphrase")
+    await page.set_input_files("#key-file", files=[file])
+    await expect(page.locator("#signin-error")).to_contain_text("wrong passphrase")
+    await page.fill("#key-pass", "a long passphrase")
+    await page.set_input_files("#key-file", files=[file])
+    await expect(page.locator("#me")).to_contain_text(who.address[:10])
+
+    await page.click("#signout")
+    await expect(page.locator("#signin")).to_be_visible()
+    await page.fill("#key-pass", "another passphrase")
+    await page.click("#key-generate")
+    backup = page.locator("#backup-link")
+    await expect(backup).to_contain_text("protected by your passphrase")
+    async with page.expect_download() as download_info:
+        await backup.click()
+    text = Path(await (await download_info.value).path()).read_text()
+    assert "private_key_enc" in text and '"private_key"' not in text
+    made = Identity.from_keyfile(text, passphrase="another passphrase")
+    await expect(page.locator("#me")).to_contain_text(made.address[:10])
+    assert not any(made.seed.hex() in r or who.seed.hex() in r for r in log.sent())
+    assert log.errors == []

@@ -58,6 +58,7 @@ async function showSignin() {
     insecure.hidden = false;
     $("key-generate").disabled = true;
     $("key-file").disabled = true;
+    $("key-pass").disabled = true;
   }
   await listStoredKeys();
 }
@@ -126,10 +127,14 @@ async function signInWithSigner(signer, register) {
   }
 }
 
-function offerBackup(identity) {
-  const text = flux.keyFileFor(identity);
+/** A download link for the key file of a new identity: sealed under the passphrase when
+ * one was given (scrypt, as `flux keygen --passphrase`), plain otherwise (and said so). */
+async function offerBackup(identity, passphrase) {
+  const plain = flux.keyFileFor(identity);
+  const text = passphrase ? await flux.sealKeyFile(plain, passphrase) : plain;
   const url = URL.createObjectURL(new Blob([text], { type: "application/json" }));
-  const link = h("a", { href: url, download: `flux-key-${identity.address.slice(0, 12)}.json`, class: "button primary", id: "backup-link" }, "Download a backup of your key");
+  const label = passphrase ? "Download a backup of your key (protected by your passphrase)" : "Download a backup of your key (unprotected: keep it safe)";
+  const link = h("a", { href: url, download: `flux-key-${identity.address.slice(0, 12)}.json`, class: "button primary", id: "backup-link" }, label);
   toast("Your new key lives in this browser. Download a backup now: nobody can give it back if it is lost.");
   return link;
 }
@@ -137,10 +142,13 @@ function offerBackup(identity) {
 async function generateKey() {
   signinError(null);
   try {
+    const passphrase = $("key-pass").value;
+    if (passphrase && passphrase.length < 8) throw new Error("a passphrase needs at least 8 characters");
     const identity = await flux.generateIdentity();
     const signer = await flux.openSigner(identity.seed);
     await keystore().saveSigner(signer, { label: "created " + new Date().toISOString().slice(0, 10) });
-    const backup = offerBackup(identity);
+    const backup = await offerBackup(identity, passphrase);
+    $("key-pass").value = "";
     identity.seed = null; // the seed is in the backup file and the non-extractable key only
     await signInWithSigner(signer, true);
     $("me").after(backup);
@@ -153,7 +161,19 @@ async function importKey(file) {
   signinError(null);
   try {
     const text = await file.text();
-    const identity = await flux.identityFromKeyFile(text);
+    const passphrase = $("key-pass").value || undefined;
+    let identity;
+    try {
+      identity = await flux.identityFromKeyFile(text, passphrase);
+    } catch (err) {
+      if (err.field === "passphrase" && !passphrase) {
+        throw new Error("This key file is protected: write its passphrase above, then choose the file again.");
+      }
+      throw err;
+    } finally {
+      $("key-file").value = ""; // the same file may be chosen again
+    }
+    $("key-pass").value = "";
     const signer = await flux.openSigner(identity.seed);
     await keystore().saveSigner(signer, { label: file.name });
     await signInWithSigner(signer, true);

@@ -94,7 +94,9 @@ SEED_KEYS = {
     "server-x": "ll0fyNKFEVPboGwmQ7jPnWy5seFXOLD0AO7X6dN2aTc=",
 }
 #: New identities: seed = SHA-256(UTF-8 "flux-vectors:" + label).
-DERIVED = ("dave", "erin", "mallory", "server-b", "server-c", "server-a-retired", "impostor")
+DERIVED = (
+    "dave", "erin", "mallory", "server-b", "server-c", "server-a-retired", "impostor", "server-d",
+)  # fmt: skip
 
 
 def derived_seed(label: str) -> bytes:
@@ -112,6 +114,9 @@ X = ServerSigner("x.example", IDS["server-x"])
 B = ServerSigner("b.example", IDS["server-b"])
 C = ServerSigner("c.example", IDS["server-c"])
 A_RETIRED = ServerSigner("a.example", IDS["server-a-retired"])
+#: d.example's only key is valid for less than a second, NOW + 1 to NOW + 999 ms: a request's
+#: `created` (whole seconds) counts when the key is valid at any moment of that second.
+D = ServerSigner("d.example", IDS["server-d"])
 RETIRED_UNTIL = NOW - DAY
 
 #: What each server publishes at GET /federation/info (PROTOCOL.md §10.1). a.example also
@@ -124,6 +129,7 @@ PUBLISHED: dict[str, list[PublishedKey]] = {
     "x.example": [PublishedKey(X.identity.public_key)],
     "b.example": [PublishedKey(B.identity.public_key)],
     "c.example": [PublishedKey(C.identity.public_key)],
+    "d.example": [PublishedKey(D.identity.public_key, valid_from=NOW + 1, valid_until=NOW + 999)],
 }
 
 
@@ -1038,6 +1044,9 @@ def envelope_cases() -> list[Case]:
         # step 4: each field, in object order
         ("unknown-field", "§4.1 / §4.3 step 4", "a field v1.0 does not define, signed",
          env(changed(x_new="?")), ("invalid_value", "x_new")),
+        ("unknown-field-long-name", "§4.1 / §4.3 step 4", "an unknown field of 50 characters: "
+         "FLUX names its first 40 (the field echoed back is bounded)",
+         env(changed(**{"x" * 50: 1})), ("invalid_value", "x" * 40)),
         ("unknown-field-underscore", "§4.1 / §4.3 step 4",
          "an underscore field that is not a retrieval field", env({**msg, "_other": 1}),
          ("invalid_value", "_other")),
@@ -1069,6 +1078,11 @@ def envelope_cases() -> list[Case]:
         ("t-not-integer", "§4.3 step 4", "t is a string", env(changed(t=str(NOW))),
          ("wrong_type", "t")),
         ("t-boolean", "§4.3 step 4", "t is true", env(changed(t=True)), ("wrong_type", "t")),
+        ("t-beyond-max", "§3.1 / §4.3 step 4", "t is 2^53 as a value (exactly representable "
+         "in a double; a parser of the text refuses it first, raw-integer-beyond-max)",
+         env(changed(t=2**53)), ("invalid_value", "t")),
+        ("t-at-min", "§3.1", "t is -(2^53 - 1): an integer in range, relayed",
+         env(changed(t=-MAX_SAFE)), None),
         ("content-not-string", "§4.3 step 4", "content is null", env(changed(content=None)),
          ("wrong_type", "content")),
         ("content-at-limit", "§4.1 / §8.1", "65,536 UTF-8 bytes (21,845 x '€' + 'a')",
@@ -1080,6 +1094,8 @@ def envelope_cases() -> list[Case]:
          ("wrong_type", "subject")),
         ("subject-at-limit", "§4.1 / §8.1", "4,096 UTF-8 bytes", env(changed(subject="é" * 2_048)),
          None),
+        ("subject-over-limit-ascii", "§4.1 / §8.1 / §4.3 step 4", "4,097 ASCII characters",
+         env(changed(subject="s" * 4_097)), ("too_large", "subject")),
         ("subject-over-limit", "§4.1 / §8.1 / §4.3 step 4", "4,098 UTF-8 bytes in 2,049 characters",
          env(changed(subject="é" * 2_049)), ("too_large", "subject")),
         ("re-not-id", "§4.1 / §4.3 step 4", "re is not 32 lower-case hex", env(changed(re="x")),
@@ -1164,6 +1180,8 @@ def envelope_cases() -> list[Case]:
          env({**msg, "integrity_chain": {}}), ("wrong_type", "integrity_chain")),
         ("chain-over-limit", "§4.1 / §8.1 / §4.3 step 4", "integrity_chain has 33 records",
          env({**msg, "integrity_chain": [{}] * 33}), ("too_large", "integrity_chain")),
+        ("chain-at-limit", "§4.1 / §8.1 / §4.3", "32 records (each record is judged by §7.3, "
+         "not here)", env({**msg, "integrity_chain": [{}] * 32}), None),
         ("chain-record-not-object", "§4.3 step 4", "integrity_chain[1] is a list",
          env({**msg, "integrity_chain": [{}, []]}), ("wrong_type", "integrity_chain[1]")),
         # step 4, the encryption fields' own values
@@ -1183,12 +1201,16 @@ def envelope_cases() -> list[Case]:
          ("invalid_value", "content_enc")),
         ("content-enc-whitespace", "§1 / §4.3 step 4", "content_enc with a newline inside",
          env(enc_changed(content_enc="AAAA\nAAAA")), ("invalid_value", "content_enc")),
+        ("content-enc-at-limit", "§4.1 / §8.1", "content_enc of 87,420 characters",
+         env(enc_changed(content_enc="A" * 87_420)), None),
         ("content-enc-over-limit", "§4.1 / §8.1 / §4.3 step 4", "content_enc of 87,424 characters",
          env(enc_changed(content_enc="A" * 87_424)), ("too_large", "content_enc")),
         ("enc-recipients-not-object", "§4.3 step 4", "enc_recipients is a list",
          env(enc_changed(enc_recipients=[])), ("wrong_type", "enc_recipients")),
         ("enc-recipients-empty", "§4.1 / §4.3 step 4", "enc_recipients is {} (code today: "
          "wrong_type)", env(enc_changed(enc_recipients={})), ("wrong_type", "enc_recipients")),
+        ("enc-recipients-at-limit", "§4.1 / §8.1", "101 entries",
+         env(enc_changed(enc_recipients=dict.fromkeys(addresses(101), "AAAA"))), None),
         ("enc-recipients-over-limit", "§4.1 / §8.1 / §4.3 step 4", "102 entries",
          env(enc_changed(enc_recipients=dict.fromkeys(addresses(102), "AAAA"))),
          ("too_large", "enc_recipients")),
@@ -1405,6 +1427,14 @@ def step_chain_cases() -> list[ChainCase]:
         ("t-boolean", "§7.3 step 1", "t is true", one_record(msg, resealed(lone, sa, t=True)), [F]),
         ("t-beyond-max", "§7.3 step 1", "t is 2^53", one_record(
             msg, resealed(lone, sa, t=2**53)), [F]),
+        ("t-at-max", "§7.3 step 1", "t is 2^53 - 1, within a.example's open-ended key",
+         one_record(msg, resealed(lone, sa, t=2**53 - 1)), [S]),
+        ("no-chain-field", "§7.2", "no integrity_chain at all: an empty chain",
+         {k: v for k, v in msg.items() if k != "integrity_chain"}, []),
+        ("record-without-server", "§7.3 step 1", "a record with no server (named \"?\")",
+         one_record(msg, {k: v for k, v in lone.items() if k != "server"}), [F]),
+        ("record-pub-not-string", "§7.3 step 2", "pub is a number",
+         one_record(msg, {**lone, "pub": 5}), [F]),
         ("hash-upper-case", "§7.3 step 1", "hash in upper-case hex", one_record(
             msg, resealed(lone, sa, hash=lone["hash"].upper())), [F]),
         ("i-string", "§7.3 step 1", "i is \"1\"", one_record(msg, resealed(lone, sa, i="1")), [F]),
@@ -1535,6 +1565,11 @@ def step_offense_cases() -> list[tuple[str, str, str, dict[str, Any], str, str |
          {**forged, "integrity_chain": "x"}, B.name, None),
         ("blame-chain-empty", "§7.4 step 0", "no record at all", {**forged, "integrity_chain": []},
          B.name, None),
+        ("blame-envelope-not-object", "§7.4 step 0", "the message is a JSON array", [forged],
+         B.name, None),
+        ("forged-body-at-chain-limit", "§7.4 step 0 / step 2", "31 genuine seals, then "
+         "x.example's seal over a forged body as the 32nd record: judged",
+         forged_at_chain_limit(), B.name, "forged_body"),
         # step 1: L must be sealed, published, and bound to this receiver, position, chain, body
         ("blame-last-unsealed", "§7.4 step 1", "x.example's last record over the forged body "
          "is a prototype record", prototype_last, B.name, None),
@@ -1584,12 +1619,30 @@ def step_offense_cases() -> list[tuple[str, str, str, dict[str, Any], str, str |
          "broken_chain"),
         ("broken-chain-cv-none", "§7.4 step 5 / §7.3 step 10", "x.example sealed cv = none "
          "after a.example's record", x_seals(after_a, cv="none"), B.name, "broken_chain"),
+        ("no-offense-after-middle-prototype", "§7.4 step 5", "a prototype record between "
+         "a.example's and x.example's: the committed records start at it, and they hold",
+         x_seals(with_chain(after_a, [a_rec, prototype_record(after_a, "c.example", C.identity,
+                                                              NOW + 1_500)])), B.name, None),
+        ("broken-chain-non-object-record", "§7.4 step 5 / §7.3 step 1", "x.example's prev "
+         "links to a record that is the string \"seal\": committed, and not a record",
+         x_seals(with_chain(after_a, [a_rec, "seal"])), B.name, "broken_chain"),
         ("no-offense-after-prototype", "§7.4 step 5", "a prototype record before x.example's: "
          "nothing before it is committed, and it holds",
          x_seals(with_chain(tamper_message(), [prototype_record(tamper_message(), A.name,
                                                                  A.identity, NOW + 1_000)])),
          B.name, None),
     ]  # fmt: skip
+
+
+def forged_at_chain_limit() -> dict[str, Any]:
+    """31 genuine seals alternately a.example's and x.example's (the last to x.example),
+    then x.example's seal over a forged body to b.example: 32 records, within the limit."""
+    msg = tamper_message()
+    for k in range(MAX_ROUTE_HOPS - 1):
+        here, there = (A, X) if k % 2 == 0 else (X, A)
+        msg = sealed_unchecked(msg, here, there.name, NOW + 1_000 + k)
+    forged = {**msg, "content": "Pay 1000 EUR to Bob"}
+    return sealed_unchecked(forged, X, B.name, NOW + 2_000)
 
 
 def step_offenses() -> list[dict[str, Any]]:
@@ -1771,6 +1824,26 @@ def request_cases() -> list[tuple[str, str, str, dict[str, Any], str | None]]:
          "not publish", req(signed_request(impersonate(A.name))), "Signature"),
         ("signature-retired-key", "§10.2", "signed with a.example's retired key after its "
          "valid_until", req(signed_request(A_RETIRED)), "Signature"),
+        ("key-valid-within-the-second", "§10.3 / §10.1", "d.example's key is valid from "
+         "NOW + 1 to NOW + 999 ms; created = NOW (s) covers it", req(signed_request(D)), None),
+        ("key-valid-before-the-second", "§10.3 / §10.1", "the same key, created one second "
+         "later: no moment of that second is covered",
+         req(signed_request(D, now_s=NOW_S + 1), now_s=NOW_S + 1), "Signature"),
+        ("signature-overlapping-keys", "§10.2", "a.example's current key, at a time both its "
+         "keys cover: the retired one (listed first) does not verify, the current one does",
+         req(signed_request(A, now_s=retired_at), now_s=retired_at), None),
+        ("authority-with-default-port", "§10.3", "a receiver named b.example:443, Host "
+         "b.example", req(signed_request(authority="b.example:443"), authority="b.example:443"),
+         None),
+        ("authority-other-port", "§10.3", "a receiver named b.example:8443, Host b.example",
+         req(signed_request(authority="b.example:8443"), authority="b.example:8443"),
+         "@authority"),
+        ("host-http-default-port", "§10.3", "Host b.example:80 is b.example",
+         req(host="b.example:80"), None),
+        ("digest-bad-padding", "§10.3 / RFC 9530", "the digest is A= (not base64)",
+         req(edit(**{"Content-Digest": "sha-256=:A=:"})), "Content-Digest"),
+        ("signature-bad-padding", "§10.3 / RFC 9421", "the signature is A= (not base64)",
+         req(edit(Signature="flux=:A=:")), "Signature"),
         ("signature-retired-key-in-time", "§10.2", "signed with the retired key at "
          "valid_until", req(signed_request(A_RETIRED, now_s=retired_at), now_s=retired_at), None),
     ]  # fmt: skip

@@ -236,7 +236,11 @@ def test_chain_case(case: dict[str, Any]) -> None:
     if expected["verdict"] == "fail":
         with pytest.raises(FluxError) as info:
             check.raise_for_failure()
-        assert info.value.code == "chain_invalid"
+        first = next(h for h in expected["hops"] if h["status"] == "failed")
+        assert (info.value.code, info.value.field) == (
+            "chain_invalid", f"integrity_chain[{first['index']}]")  # fmt: skip
+    else:
+        assert check.raise_for_failure() is None
 
 
 def test_chain_failures_need_published_keys() -> None:

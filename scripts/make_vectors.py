@@ -1977,6 +1977,10 @@ def key_file_cases() -> list[tuple[str, str, str, str, str | None, bool]]:
     sealed = json.loads(sealed_file)
     as_text = lambda value: json.dumps(value)  # noqa: E731
     return [
+        ("sealed-by-flux", "FLUX's own writer (scrypt n = 32768), randomness "
+         "det_randbytes('flux-vectors:key-file-flux')", ALICE.to_keyfile(
+             "correct horse", det_randbytes("flux-vectors:key-file-flux")), "correct horse",
+         ALICE.address, True),
         ("plain", "the prototype's key file", plain_file, None, ALICE.address, False),
         ("plain-without-address", "no address: it is the key's",
          as_text({"private_key": ALICE.private_b64()}), None, ALICE.address, False),
@@ -2097,11 +2101,12 @@ def spam() -> dict[str, Any]:
     cases = []
     for name, text, content, subject, reasons in spam_cases():
         msg = {"content": content, **({"subject": subject} if subject is not None else {})}
-        got = list(check_spam(msg, None, NOW).reasons)
-        if got != reasons:
-            raise AssertionError(f"spam vector {name}: the code gives {got}, not {reasons}")
+        verdict = check_spam(msg, None, NOW)
+        if list(verdict.reasons) != reasons:
+            raise AssertionError(f"spam vector {name}: the code gives {verdict.reasons}")
         cases.append({"name": name, "rule": "§8.2", "description": text, "content": content,
-                      "subject": subject, "expected_reasons": reasons})  # fmt: skip
+                      "subject": subject, "expected_reasons": reasons,
+                      "expected_score": verdict.score})  # fmt: skip
     limiter, hits = RateLimiter(), []
     times = [NOW + k for k in range(21)] + [NOW + 60_000, NOW + 60_000]
     for t in times:
@@ -2115,7 +2120,9 @@ def spam() -> dict[str, Any]:
     assert [h["over_limit"] for h in hits] == [False] * 20 + [True, False, True]
     return {
         "description": "check the content heuristics of PROTOCOL.md §8.2 on {content, "
-        "subject}: expected_reasons in order (the rate is judged apart, `rate`).",
+        "subject}: expected_reasons in order (the rate is judged apart, `rate`). "
+        "expected_score (the keyword score, plus the subject's points when it is judged) is "
+        "informative.",
         "cases": cases,
         "rate": rate,
     }
@@ -2154,12 +2161,18 @@ def decryption() -> dict[str, Any]:
     small_order = b64e(bytes(32) + bob_blob[32:])  # E is the all-zero point
     content = b64d(env["content_enc"])
     seed = json.loads(SEED_VECTORS.read_text(encoding="utf-8"))["encrypted"][0]
+    empty = compose(
+        ALICE, BOB.address, "", encrypt_for={BOB.address: BOB.pub_b64()}, now_ms=NOW,
+        randbytes=det_randbytes("flux-vectors:decryption-empty"),
+    ).primary  # fmt: skip
     with_blob = lambda blob: {**env, "enc_recipients": {**blobs, BOB.address: blob}}  # noqa: E731
     cases: list[tuple[str, str, dict[str, Any], str, str | None]] = [
         ("bob", "bob decrypts", env, "bob", "Decrypt me"),
         ("carol", "carol (cc) decrypts", env, "carol", "Decrypt me"),
         ("sender", "the sender decrypts what it sent", env, "alice", "Decrypt me"),
         ("not-a-recipient", "dave has no blob", env, "dave", None),
+        ("empty-plaintext", "an empty content: content_enc is nonce and tag only (28 bytes)",
+         empty, "bob", ""),
         ("plain", "a plain message: its content", sender_plain(), "bob", "Hello Bob"),
         ("prototype", "the prototype's encrypted message (seed-v1.json)", seed["envelope"],
          next(label for label, i in IDS.items() if i.address in seed["envelope"]["to"]),
@@ -2243,6 +2256,8 @@ def compose_cases() -> list[tuple[str, str, str, dict[str, Any]]]:
           "encrypt_for": {**keys_for(BOB), DAVE.address: CAROL.pub_b64()}}),
         ("encrypt-key-not-base64url", "§5.3 step 2", "bob's key is not base64url",
          {"to": BOB.address, "content": "x", "encrypt_for": {BOB.address: "not a key"}}),
+        ("encrypt-key-wrong-length", "§5.3 step 2", "bob's key given as 31 bytes",
+         {"to": BOB.address, "content": "x", "encrypt_for": {BOB.address: b64e(BOB.public_key[:31])}}),
         ("encrypt-small-order-key", "§5.3 step 2 / §6.1", "the recipient's address is the "
          "hash of a small-order key, which cannot be encrypted to",
          {"to": address_from_pub(bytes([1]) + bytes(31)), "content": "x",
@@ -2272,6 +2287,7 @@ def compose_vectors() -> dict[str, Any]:
         "encrypt-wrong-key": ("invalid_value", "encrypt_for"),
         "encrypt-wrong-bcc-key": ("invalid_value", "encrypt_for"),
         "encrypt-key-not-base64url": ("invalid_value", f"encrypt_for.{BOB.address}"),
+        "encrypt-key-wrong-length": ("invalid_value", f"encrypt_for.{BOB.address}"),
         "encrypt-small-order-key": ("invalid_value", "encrypt_for"),
         "encrypt-plaintext-over-limit": ("too_large", "content"),
         "plain-content-over-limit": ("too_large", "content"),
@@ -2297,24 +2313,33 @@ def compose_vectors() -> dict[str, Any]:
 
 
 def bounce() -> dict[str, Any]:
-    original = envelope_message()
     server = IDS["server-b"]
-    notice = make_bounce(
-        original, [BOB.address], "the receiving server does not host this address", server,
-        NOW + DAY, randbytes=det_randbytes("flux-vectors:bounce"),
-    )  # fmt: skip
-    verify_envelope(notice)
+    no_subject = {k: v for k, v in envelope_message().items() if k != "subject"}
+    cases = [
+        ("bounce", "b.example gives up on alice's message to bob", envelope_message(),
+         [BOB.address], "the receiving server does not host this address"),
+        ("bounce-no-subject", "the original had no subject: (no subject)", no_subject,
+         [BOB.address, CAROL.address], "the domain x.invalid does not exist (no such domain)"),
+        ("bounce-no-recipients", "no recipient named: its recipients", envelope_message(), [],
+         "expired"),
+        ("bounce-long-subject", "the subject is cut to 200 characters", changed(subject="s" * 300),
+         [BOB.address], "expired"),
+    ]  # fmt: skip
+    out = []
+    for name, text, original, recipients, reason in cases:
+        label = f"flux-vectors:{name}"
+        notice = make_bounce(original, recipients, reason, server, NOW + DAY,
+                             randbytes=det_randbytes(label))  # fmt: skip
+        verify_envelope(notice)
+        out.append({"name": name, "rule": "§10.3", "description": text, "original": original,
+                    "recipients": recipients, "reason": reason, "server": "b.example",
+                    "now_ms": NOW + DAY, "randbytes": label, "bounce": notice})  # fmt: skip
     return {
-        "rule": "§10.3",
-        "description": "b.example gives up on alice's message to bob: the signed bounce it "
-        "sends alice (from its own key's address; re, tags, subject as §10.3 says)",
-        "original": original,
-        "recipients": [BOB.address],
-        "reason": "the receiving server does not host this address",
-        "server": "b.example",
-        "now_ms": NOW + DAY,
-        "randbytes": "flux-vectors:bounce",
-        "bounce": notice,
+        "description": "make_bounce(original, recipients, reason, server's identity, now_ms, "
+        "randbytes): the signed bounce a server sends the sender (PROTOCOL.md §10.3): from "
+        "its own key's address, to the sender, re = the original id, tags [bounce], subject "
+        "'Undeliverable: ' + the original's (or '(no subject)'), cut to 200 characters.",
+        "cases": out,
     }
 
 

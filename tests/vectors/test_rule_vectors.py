@@ -44,7 +44,8 @@ from flux.protocol import (
     loads_strict,
     verify_envelope,
 )
-from flux.protocol.identity import keyfile_is_protected
+from flux.protocol.errors import all_error_classes
+from flux.protocol.identity import is_address, keyfile_is_protected
 from flux.protocol.outgoing import make_bounce
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,9 +86,23 @@ def test_envelope_vector(case: dict[str, Any]) -> None:
         verify_envelope(envelope_input(case), now_ms=case.get("now_ms"))
     except FluxError as exc:
         got = outcome(exc)
+        wire = exc.to_dict()  # the error as every transport sends it (PROTOCOL.md §9)
+        assert wire.pop("code") == exc.code and isinstance(wire.pop("error"), str)
+        assert wire == ({} if exc.field is None else {"field": exc.field})
+        assert type(exc) in all_error_classes()
     else:
         got = {"valid": True}
     assert got == case["expected"]
+
+
+def test_addresses_of_the_vectors() -> None:
+    # §2.2: an address is "fx1" + 40 lower-case hex digits, as a whole string
+    assert all(is_address(v["address"]) for v in DATA["identities"])
+    bad = [c["envelope"]["from"] for c in ENVELOPES if c["name"].startswith("from-")]
+    assert bad and not any(is_address(value) for value in bad)
+    # a key generated from 32 random bytes uses them as its seed (§2.1)
+    seed = bytes(range(32))
+    assert Identity.generate(lambda n: seed[:n]).seed == seed
 
 
 def test_raw_vectors_are_text_a_lax_parser_would_take() -> None:
@@ -194,6 +209,12 @@ def test_key_file_vector(case: dict[str, Any]) -> None:
         got = outcome(exc)
     assert got == case["expected"]
     assert keyfile_is_protected(case["key_file"]) is case["protected"]
+    if case["name"] == "sealed-by-flux":  # FLUX's writer reproduces the file byte for byte
+        label = "flux-vectors:key-file-flux"
+        rewritten = IDENTITIES["alice"].to_keyfile(case["passphrase"], det_randbytes(label))
+        assert rewritten == case["key_file"]
+    if case["name"] == "plain":
+        assert IDENTITIES["alice"].to_keyfile() == case["key_file"]
 
 
 @pytest.mark.parametrize("case", DATA["decryption"]["cases"], ids=lambda c: c["name"])
@@ -243,20 +264,21 @@ def test_compose_vector(case: dict[str, Any]) -> None:
     assert got == case["expected"]
 
 
-def test_bounce_vector() -> None:
-    given = DATA["bounce"]
-    server = IDENTITIES[DATA["servers"][given["server"]]]
-    notice = make_bounce(given["original"], given["recipients"], given["reason"], server,
-                         given["now_ms"], randbytes=det_randbytes(given["randbytes"]))  # fmt: skip
-    assert notice == given["bounce"]
+@pytest.mark.parametrize("case", DATA["bounce"]["cases"], ids=lambda c: c["name"])
+def test_bounce_vector(case: dict[str, Any]) -> None:
+    server = IDENTITIES[DATA["servers"][case["server"]]]
+    notice = make_bounce(case["original"], case["recipients"], case["reason"], server,
+                         case["now_ms"], randbytes=det_randbytes(case["randbytes"]))  # fmt: skip
+    assert notice == case["bounce"]
     verify_envelope(notice)
-    original = given["original"]
+    original = case["original"]
     assert (notice["from"], notice["to"], notice["re"]) == (
         server.address, original["from"], original["id"])  # fmt: skip
     assert notice["tags"] == ["bounce"]
-    assert notice["subject"] == "Undeliverable: " + original["subject"]
-    assert original["id"] in notice["content"] and given["reason"] in notice["content"]
-    assert all(address in notice["content"] for address in given["recipients"])
+    subject = "Undeliverable: " + original.get("subject", "(no subject)")
+    assert notice["subject"] == subject[:200]
+    assert original["id"] in notice["content"] and case["reason"] in notice["content"]
+    assert all(address in notice["content"] for address in case["recipients"])
 
 
 # -- spam heuristics, legacy tokens --------------------------------------------------------
@@ -269,6 +291,7 @@ def test_spam_vector(case: dict[str, Any]) -> None:
         msg["subject"] = case["subject"]
     verdict = check_spam(msg, None, DATA["now_ms"])
     assert list(verdict.reasons) == case["expected_reasons"]
+    assert verdict.score == case["expected_score"]
     assert verdict.is_spam is bool(case["expected_reasons"])
 
 
@@ -283,6 +306,13 @@ def test_spam_rate_vector() -> None:
     # over the limit, check_spam names the rate first, then the content's own reasons
     verdict = check_spam({"from": rate["from"], "content": ""}, limiter, last)
     assert verdict.reasons == ("rate limit exceeded", "empty content")
+    # the window is (now - window_ms, now]: a hit exactly window_ms old has left it
+    first_kept = min(h["t"] for h in rate["hits"][1:] if not h["over_limit"])
+    assert limiter.active(first_kept + rate["window_ms"]) == {rate["from"]: rate["limit"] - 1}
+    # prune forgets only senders whose last hit has left the window
+    limiter.prune(last - 1)
+    limiter.prune(last + rate["window_ms"] // 2)  # older hits are out, the last one is not
+    assert rate["from"] in limiter.active(last)
     limiter.prune(last + rate["window_ms"])
     assert limiter.active(last + rate["window_ms"]) == {}
 
@@ -293,6 +323,8 @@ def test_legacy_token_vector(case: dict[str, Any]) -> None:
     assert legacy_token_matches(case["address"], case["secret"], case["token"])
     for token in case["rejected"]:
         assert not legacy_token_matches(case["address"], case["secret"], token)
+    # a token that is not even valid Unicode (from a broken header) is refused, not an error
+    assert not legacy_token_matches(case["address"], case["secret"], "\ud800" + case["token"])
 
 
 # -- the set as a whole -------------------------------------------------------------------
@@ -310,7 +342,8 @@ def every_vector() -> list[tuple[str, dict[str, Any]]]:
     out += [("signed_requests", c) for c in REQUESTS]
     for section in ("canonical", "key_files", "decryption", "compose", "spam"):
         out += [(section, c) for c in DATA[section]["cases"]]
-    out += [("spam", DATA["spam"]["rate"]), ("bounce", DATA["bounce"])]
+    out += [("spam", DATA["spam"]["rate"])]
+    out += [("bounce", c) for c in DATA["bounce"]["cases"]]
     out += [("legacy_tokens", c) for c in DATA["legacy_tokens"]]
     return out
 

@@ -14,19 +14,22 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import typer
-from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 from ..client import AmbiguousId, FluxClient, FluxClientError, KnownBindings
 from ..client.session_cache import CachedSession, SessionCache, config_dir
 from ..identity import FluxIdentity
 from ..protocol.errors import FluxError
+from .safe_text import SafeConsole, one_line
 
 T = TypeVar("T")
 
 DEFAULT_SERVER = "http://localhost:8765"
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# SafeConsole: text from others (subjects, names, bodies, a server's errors) never drives
+# the terminal (safe_text.py)
+out = SafeConsole(highlight=False)
+err = SafeConsole(stderr=True, highlight=False, soft_wrap=True)
 
 KeyOption = typer.Option(
     None,
@@ -138,7 +141,7 @@ def candidate_lines(exc: AmbiguousId) -> list[str]:
     "Short ids"), or, for one id from several senders, its senders."""
     found = exc.body.get("candidates")
     if isinstance(found, list) and found:
-        lines = [f"{c.get('id')}  {short(c.get('from'))}  {c.get('subject') or '(no subject)'}"
+        lines = [f"{c.get('id')}  {short(c.get('from'))}  {one_line(c.get('subject') or '(no subject)')}"
                  for c in found if isinstance(c, dict)]  # fmt: skip
         count = exc.body.get("count")
         if isinstance(count, int) and count > len(lines):
@@ -225,7 +228,8 @@ def short(address: Any, keep: int = 14) -> str:
 
 
 def ok(text: str) -> None:
-    out.print(f"[green]✓[/] {text}")
+    """`✓ text`, the text as it is (never read as markup: it may hold anyone's words)."""
+    out.print(Text.assemble(("✓", "green"), " ", text))
 
 
 def stdout_is_terminal() -> bool:

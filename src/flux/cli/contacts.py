@@ -4,7 +4,6 @@ the one first seen (trust on first use)."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 
 import typer
@@ -12,6 +11,7 @@ from rich.markup import escape
 
 from ..client import KnownBindings
 from ._common import contacts_path, err, out, short
+from .safe_text import json_text
 
 
 def _day(seconds: object) -> str:
@@ -38,7 +38,7 @@ def contacts(
         return
     names, keys = known.names(), known.keys()
     if as_json:
-        print(json.dumps({"names": names, "keys": keys}, ensure_ascii=False, indent=2))
+        print(json_text({"names": names, "keys": keys}, indent=2))
         return
     if not names and not keys:
         out.print("no contacts yet: names are remembered when you send to name@domain, "

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.markup import escape
 from rich.text import Text
 
 from ..client import FluxClient
@@ -96,7 +95,7 @@ async def _signed_by_fetch(alice: FluxClient, bob: FluxClient) -> None:
     fetched = await bob.fetch()
     msg = next(m for m in fetched if m["id"] == sent.id)
     verified = await bob.verify_online(msg)
-    ok(f"bob fetched it over HTTP: {escape(msg['content'])!r}")
+    ok(f"bob fetched it over HTTP: {msg['content']!r}")
     ok(f"bob verified alice's signature and the chain ({verified.hops} hop(s), each sealed "
        "under the key its server publishes)")  # fmt: skip
 
@@ -115,10 +114,10 @@ async def _encrypted_by_push(alice: FluxClient, bob: FluxClient) -> dict[str, An
     )  # fmt: skip
     ok(f"alice sent {sent.id}, end-to-end encrypted (the server sees only ciphertext)")
     msg = await asyncio.wait_for(inbox.get(), WAIT_S)
-    ok(f"bob got it pushed; on the wire the content is {escape(repr(msg['content']))}")
+    ok(f"bob got it pushed; on the wire the content is {msg['content']!r}")
     bob.verify(msg)
     ok("bob verified the signature (it covers the ciphertext)")
-    ok(f"bob decrypted it: {escape(bob.decrypt(msg))!r}")
+    ok(f"bob decrypted it: {bob.decrypt(msg)!r}")
     return msg
 
 
@@ -129,7 +128,7 @@ async def _reply(alice: FluxClient, bob: FluxClient, original: dict[str, Any]) -
     ok(f"bob replied {reply.id} (encrypted for alice, re {short(original['id'], 8)})")
     msg = next(m for m in await alice.fetch() if m["id"] == reply.id)
     alice.verify(msg)
-    ok(f"alice fetched, verified and decrypted it: {escape(alice.decrypt(msg))!r}")
+    ok(f"alice fetched, verified and decrypted it: {alice.decrypt(msg)!r}")
     ok(f"it answers {msg['re']} (its `re`), so clients thread the two")
 
 

@@ -36,6 +36,7 @@ from rich.markup import escape
 
 from ..server.config import Backend, ServerConfig
 from ._common import out, run
+from .safe_text import json_text
 
 __all__ = ["Check", "doctor"]
 
@@ -352,7 +353,7 @@ def doctor(
 
 def _report(checks: list[Check], as_json: bool) -> None:
     if as_json:
-        print(json.dumps([asdict(c) for c in checks], ensure_ascii=False, indent=2))
+        print(json_text([asdict(c) for c in checks], indent=2))
         return
     for c in checks:
         mark = "[green]✓[/]" if c.ok else "[red]✗[/]"

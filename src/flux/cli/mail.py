@@ -3,7 +3,6 @@ the mail commands are in mailbox.py, export.py and contacts.py)."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -34,6 +33,7 @@ from ._common import (
     when,
     with_client,
 )
+from .safe_text import block, json_text, one_line
 from .table import inbox_table, unread_first
 
 
@@ -86,7 +86,7 @@ def send(
     def show(message_id: Any, encrypted: bool, recipients: dict[str, Any]) -> None:
         ok(f"sent {message_id}{' (encrypted)' if encrypted else ''}")
         for address, outcome in recipients.items():
-            out.print(f"  {address}: {outcome}")
+            out.print(f"  {one_line(address)}: {one_line(outcome)}", markup=False)
 
     if api := _account(key, legacy_secret, server):
         if keys:
@@ -130,9 +130,9 @@ def inbox(
 
     def show(messages: list[dict[str, Any]], more: Any, me: str) -> None:
         if as_json:
-            print(json.dumps(messages, ensure_ascii=False, indent=2))
+            print(json_text(messages, indent=2))
             return
-        title = f"inbox of {known.name_of(me) or short(me)}"
+        title = f"inbox of {one_line(known.name_of(me) or short(me))}"
         out.print(inbox_table(unread_first(messages), title, out.width, known.name_of))
         if more:
             out.print(f"[dim]more: use --limit to see more than {limit}[/]")
@@ -241,8 +241,8 @@ def stored_json(msg: dict[str, Any]) -> str:
     """The envelope as the server stores it, without the server's own `_status`, `_inbox`,
     `_tags` annotations (not part of what was signed), as one line of JSON: what
     `flux verify FILE` reads."""
-    return json.dumps({k: v for k, v in msg.items() if not k.startswith("_")},
-                      ensure_ascii=False, separators=(",", ":"))  # fmt: skip
+    return json_text({k: v for k, v in msg.items() if not k.startswith("_")},
+                     separators=(",", ":"))  # fmt: skip
 
 
 async def _read_as_account(
@@ -279,7 +279,7 @@ async def _show_as_account(
     except FluxError as exc:
         reason = f"{exc.code}: {exc.message}"
         raise CliError(f"message {message_id} does not verify: {reason}") from exc
-    body = Text(str(msg.get("content", "")))
+    body = Text(block(msg.get("content", "")))
     if msg.get("encrypted"):
         body = Text("[encrypted end to end: the account's key is on the server]", style="cyan")
     if not no_mark:
@@ -313,9 +313,9 @@ def _chain_text(check: ChainCheck) -> str:
 
 def _plaintext(client: FluxClient, msg: dict[str, Any]) -> Text:
     if not msg.get("encrypted"):
-        return Text(str(msg.get("content", "")))
+        return Text(block(msg.get("content", "")))
     try:
-        return Text(client.decrypt(msg))
+        return Text(block(client.decrypt(msg)))
     except DecryptionError as exc:
         return Text(f"[cannot decrypt: {exc.message}]", style="red")
 
@@ -330,13 +330,14 @@ def _panel(msg: dict[str, Any], body: Text, chain: str) -> Panel:
     ]  # fmt: skip
     for label, value in rows:
         if value:
-            head.append(f"{label:>8}: ", style="bold").append(f"{value}\n")
+            head.append(f"{label:>8}: ", style="bold").append(f"{one_line(value)}\n")
     head.append("    ✓ signature verifies", style="green")
     head.append(f"\n    ✓ integrity chain: {chain}", style="green")
     if msg.get("encrypted"):
         head.append("\n    🔒 end-to-end encrypted", style="cyan")
     head.append("\n\n").append(body)
-    return Panel(head, title=str(msg.get("subject") or "message"), expand=False)
+    # a Text, not a str: Panel reads a str title as markup, and a subject is anyone's text
+    return Panel(head, title=Text(one_line(msg.get("subject") or "message")), expand=False)
 
 
 def watch(
@@ -374,8 +375,8 @@ def _line(client: FluxClient, msg: dict[str, Any]) -> str:
         mark = "[green]✓[/]"
     except FluxError as exc:
         mark = f"[red]✗ {exc.code}[/]"
-    text = escape(_plaintext(client, msg).plain.replace("\n", " "))
-    subject = f" [bold]{escape(str(msg['subject']))}[/]:" if msg.get("subject") else ""
+    text = escape(one_line(_plaintext(client, msg).plain))
+    subject = f" [bold]{escape(one_line(msg['subject']))}[/]:" if msg.get("subject") else ""
     return (
         f"{mark} {when(msg.get('t'))} {msg.get('id')} from {short(msg.get('from'))}{subject} {text}"
     )

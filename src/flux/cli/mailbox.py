@@ -10,7 +10,6 @@ through its /mail routes, and so does `reply` (through /mail/send); `forward` ne
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -34,6 +33,7 @@ from ._common import (
     with_client,
 )
 from .mail import _account, _plaintext, find_as_account
+from .safe_text import json_text, one_line
 from .table import flags
 
 IdArgument = typer.Argument(..., metavar="ID", help="Message id or its first 8+ hex digits.")
@@ -46,7 +46,7 @@ EncryptOption = typer.Option(
 
 def _emit(as_json: bool, data: Any, text: str) -> None:
     if as_json:
-        print(json.dumps(data, ensure_ascii=False))
+        print(json_text(data))
     else:
         ok(text)
 
@@ -144,16 +144,16 @@ def thread(
     def show(messages: list[dict[str, Any]], name_of: Callable[[str], str | None],
              text_of: Callable[[dict[str, Any]], str]) -> None:  # fmt: skip
         if as_json:
-            print(json.dumps(messages, ensure_ascii=False, indent=2))
+            print(json_text(messages, indent=2))
             return
         for msg in messages:
             depth = "  " if msg.get("re") else ""
             sender = str(msg.get("from"))
             name = name_of(sender) or msg.get("_from_name") or short(sender)
-            line = text_of(msg).replace("\n", " ")
-            out.print(f"{depth}[bold]{str(msg.get('id'))[:8]}[/] {escape(str(name))} "
+            line = one_line(text_of(msg))
+            out.print(f"{depth}[bold]{escape(str(msg.get('id'))[:8])}[/] {escape(one_line(name))} "
                       f"{when(msg.get('t'))} {flags(msg)} "
-                      f"[bold]{escape(str(msg.get('subject') or ''))}[/]")  # fmt: skip
+                      f"[bold]{escape(one_line(msg.get('subject') or ''))}[/]")  # fmt: skip
             out.print(f"{depth}  {escape(line[:200])}", overflow="ellipsis", no_wrap=True)
 
     if api := _account(key, legacy_secret, server):
@@ -300,7 +300,7 @@ def _mark_unread(
     done = _updated(answer)
     deleted = [str(r.get("id")) for r in answer.get("deleted") or [] if isinstance(r, dict)]
     if as_json:
-        print(json.dumps({"updated": done, "deleted": deleted}, ensure_ascii=False))
+        print(json_text({"updated": done, "deleted": deleted}))
         return
     ok(f"marked {len(done)} message(s) unread")
     if deleted:

@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ._common import short
+from .safe_text import one_line
 
 __all__ = ["WIDE", "flags", "inbox_table", "relative_time", "unread_first"]
 
@@ -104,15 +105,16 @@ def _cells(msg: dict[str, Any], wide: bool, name_of: Callable[[str], str | None]
     # the server's name for the sender (`_from_name`, where it knows the binding), else ours
     from_name = msg.get("_from_name")
     name = from_name if isinstance(from_name, str) and from_name else name_of(sender)
-    who = name or (short(sender, 14 if wide else 8))
-    subject = Text(str(msg["subject"])) if msg.get("subject") else Text("(no subject)", "dim")
+    who = one_line(name or short(sender, 14 if wide else 8))
+    # cleaned before layout, so widths count what is shown (safe_text.py); one line too
+    subject = Text(one_line(msg["subject"])) if msg.get("subject") else Text("(no subject)", "dim")
     if msg.get("encrypted"):
         subject = Text("🔒 ") + subject
     subject.no_wrap, subject.overflow = True, "ellipsis"
-    subject.plain = " ".join(subject.plain.split())  # a newline in a subject is one row
     style = "bold" if msg.get("_status") in UNREAD else ""
     row: list[Any] = [ident if wide else ident[:8], Text(who, style), subject]
     if wide:
         tags = ", ".join(str(t) for t in msg.get("_tags") or ())
-        row += [str(msg.get("_status", "?")), str(msg.get("_inbox") or ""), tags]
+        row += [one_line(msg.get("_status", "?")), one_line(msg.get("_inbox") or ""),
+                one_line(tags)]  # fmt: skip
     return [*row, relative_time(msg.get("t")), flags(msg)]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ...protocol.errors import KeyFileError
@@ -97,7 +98,7 @@ def reputation(
         decision = overrides.get(server)
         override = "" if decision is None else ("lifted" if decision.lifted else "imposed")
         quarantined = "yes" if server in standing.quarantined else "no"
-        table.add_row(server, str(standing.strikes.get(server, 0)), quarantined, override)
+        table.add_row(escape(server), str(standing.strikes.get(server, 0)), quarantined, override)
     out.print(table if servers else "no strikes, no quarantine")
 
 
@@ -108,7 +109,7 @@ def _override(ctx: typer.Context, data_dir: Path | None, server: str, lifted: bo
 
     standing = run(_with_reputation(_config(ctx, data_dir), apply))
     state = "quarantined" if server in standing.quarantined else "not quarantined"
-    out.print(f"✓ {server} is now {state}")
+    out.print(f"✓ {escape(server)} is now {state}")
 
 
 @admin.command()

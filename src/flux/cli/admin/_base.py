@@ -3,7 +3,6 @@ them, opening its stores, and printing JSON for scripts."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -19,6 +18,7 @@ from ...server.config import Backend, ServerConfig
 from ...server.runner import open_configured_accounts, open_configured_store
 from ...store.base import Store
 from .._common import CliError, run
+from ..safe_text import json_text
 
 T = TypeVar("T")
 
@@ -98,7 +98,7 @@ async def account_store(found: ServerConfig) -> AsyncIterator[Any]:
 
 
 def print_json(value: Any) -> None:
-    print(json.dumps(value, ensure_ascii=False, indent=2))
+    print(json_text(value, indent=2))
 
 
 def when(ms: int | None) -> str:

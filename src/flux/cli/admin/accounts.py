@@ -87,10 +87,10 @@ def _set(ctx: typer.Context, username: str, data_dir: Path | None, disable: bool
 
     account, revoked = run(change())
     if not disable:
-        ok(f"{escape(name)} is enabled: it can log in again")
+        ok(f"{name} is enabled: it can log in again")
         return
     was = " (it was disabled already)" if account.disabled_at is not None else ""
-    ok(f"{escape(name)} is disabled{was}: logins refused, {revoked} live session"
+    ok(f"{name} is disabled{was}: logins refused, {revoked} live session"
        f"{'s' if revoked != 1 else ''} revoked; mail to it still arrives and waits")  # fmt: skip
 
 

@@ -138,4 +138,4 @@ def revoke(
         raise CliError(
             f"no unrevoked invite {invite_id}; see the ids with `flux admin invite list`"
         )
-    ok(f"invite {escape(invite_id.strip())} revoked")
+    ok(f"invite {invite_id.strip()} revoked")

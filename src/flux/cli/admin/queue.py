@@ -146,8 +146,9 @@ def _destinations(found: ServerConfig, *, as_json: bool) -> None:
     for s in states:
         count = f"{s.queued} ({s.held_messages} held)" if s.held_messages else str(s.queued)
         table.add_row(
-            s.destination, count, when(s.oldest_at), str(s.attempts),
-            "now" if s.next_attempt_at <= now else when(s.next_attempt_at), s.last_error or "",
+            escape(s.destination), count, when(s.oldest_at), str(s.attempts),
+            "now" if s.next_attempt_at <= now else when(s.next_attempt_at),
+            escape(s.last_error or ""),
             _state(s, now),
         )  # fmt: skip
     out.print(table)
@@ -233,7 +234,7 @@ def _print_messages(rows: Sequence[dict]) -> None:
         nxt = r["next_attempt_at"]
         table.add_row(
             str(r["qid"]), r["id"][:12], short(r["from"]),
-            ", ".join(short(x) for x in r["recipients"]), r["destination"],
+            ", ".join(short(x) for x in r["recipients"]), escape(r["destination"]),
             when(r["queued_at"]), str(r["attempts"]),
             "" if nxt is None else ("now" if nxt <= now else when(nxt)),
             escape(r["last_error"] or ""), r["held_by"] or "",
@@ -371,7 +372,7 @@ def _hold(ctx, dest, to_server, msg_id, data_dir, held: bool) -> None:
         places = ", ".join(sorted({m.item.destination for m in copies}))
         return f"message {copies[0].item.envelope['id']} is {word} (queued for {places})"
 
-    ok(escape(with_store(found, act)))
+    ok(with_store(found, act))
 
 
 @queue.command()
@@ -428,10 +429,10 @@ def retry(
     places, held = with_store(found, act)
     for place in places:
         if place in held:
-            ok(f"{escape(place)} is due now, but held: `flux admin queue release {escape(place)}`"
+            ok(f"{place} is due now, but held: `flux admin queue release {place}`"
                " to send")  # fmt: skip
         else:
-            ok(f"{escape(place)} is due now")
+            ok(f"{place} is due now")
 
 
 # -- fail, drop --------------------------------------------------------------------------------
@@ -456,7 +457,7 @@ def _remove(ctx, dest, to_server, msg_id, data_dir, yes: bool, reason: str, boun
     done, busy = with_store(found, act)
     what = "failed (the sender gets a bounce)" if bounce else "dropped (no bounce)"
     for m in done:
-        ok(f"{escape(m.item.envelope['id'])} for {escape(m.item.destination)} {what}")
+        ok(f"{m.item.envelope['id']} for {m.item.destination} {what}")
     if busy:
         names = ", ".join(sorted({m.item.destination for m in busy}))
         raise CliError(

@@ -23,10 +23,7 @@ from flux.cli.safe_text import SafeConsole, block, json_text, one_line
 
 #: a window title, a screen clear, a cursor jump with a forged line, an 8-bit CSI (C1), a
 #: bidi override, a BEL and a DEL
-HOSTILE = (
-    "\x1b]0;owned\x07\x1b[2J\x1b[1A✓ signature verifies\x9b31m"
-    "\u202egpj.exe\u202c\x07\x7f"
-)
+HOSTILE = "\x1b]0;owned\x07\x1b[2J\x1b[1A✓ signature verifies\x9b31m\u202egpj.exe\u202c\x07\x7f"
 MARKUP = "[/oops] [link=https://evil.example]click[/link] [bold red]"
 RAW = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 

@@ -4,6 +4,7 @@ Each recipient of a sent message has a delivery state (docs/API.md, "Sent mail";
 PROTOCOL.md §10.3): `stored` (in a mailbox of your server), `queued` (waiting for another
 server: attempts, next try, the last error in words), `delivered` (the receiving server
 took it) or `bounced` (with the reason). `--json` prints the server's answer as it is.
+With no key, both act as the logged-in password account (`GET /mail/sent`, `/mail/sent/{id}`).
 
 Registered in flux/cli/__init__.py as `app.command()(sent.sent)` and
 `app.command()(sent.status)`; `app` below holds the two for tests that call them directly.
@@ -11,18 +12,31 @@ Registered in flux/cli/__init__.py as `app.command()(sent.sent)` and
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import typer
 from rich.markup import escape
 
-from ..client import FluxClient
+from ..client import FluxClient, FluxClientError
 from ..client.sent import delivery_state
 from ..client.sent import sent as list_sent
-from ._common import KeyOption, LegacySecretOption, ServerOption, out, short, when, with_client
+from ._common import (
+    CliError,
+    KeyOption,
+    LegacySecretOption,
+    ServerOption,
+    contacts,
+    out,
+    run,
+    short,
+    when,
+    with_client,
+)
+from .mail import _account
+from .safe_text import json_text, one_line
 
 __all__ = ["app", "describe_state", "sent", "status"]
 
@@ -46,13 +60,13 @@ def describe_state(state: Mapping[str, Any]) -> str:
     return f"{name} {when(state.get('at'))}"
 
 
-def _recipient_lines(client: FluxClient, message: Mapping[str, Any]) -> None:
+def _recipient_lines(message: Mapping[str, Any], name_of: Callable[[str], str | None]) -> None:
     delivery = message.get("_delivery")
     for rcpt, state in (delivery if isinstance(delivery, Mapping) else {}).items():
         state = state if isinstance(state, Mapping) else {}
-        who = client.bindings.name_of(str(rcpt)) or short(rcpt)
+        who = one_line(name_of(str(rcpt)) or short(rcpt))
         colour = STYLE.get(str(state.get("state")), "white")
-        out.print(f"  → {escape(who)}  [{colour}]{escape(describe_state(state))}[/]")
+        out.print(f"  → {escape(who)}  [{colour}]{escape(one_line(describe_state(state)))}[/]")
 
 
 def _summary(message: Mapping[str, Any]) -> str:
@@ -73,18 +87,28 @@ def sent(
 ) -> None:
     """List what you sent, newest first, with the delivery state of each recipient."""
 
-    async def go(client: FluxClient) -> None:
-        items, _ = await list_sent(client, limit=limit)
+    def show(items: list[dict[str, Any]]) -> None:
         if as_json:
-            print(json.dumps(items, ensure_ascii=False, indent=2))
+            print(json_text(items, indent=2))
             return
         if not items:
             out.print("nothing sent yet")
             return
+        name_of = contacts().name_of
         for msg in items:
-            out.print(f"[bold]{str(msg.get('id'))[:8]}[/] {when(msg.get('_sent_at'))} "
-                      f"{_summary(msg)} [bold]{escape(str(msg.get('subject') or ''))}[/]")  # fmt: skip
-            _recipient_lines(client, msg)
+            out.print(f"[bold]{escape(str(msg.get('id'))[:8])}[/] {when(msg.get('_sent_at'))} "
+                      f"{_summary(msg)} [bold]{escape(one_line(msg.get('subject') or ''))}[/]")  # fmt: skip
+            _recipient_lines(msg, name_of)
+
+    # a password account's sent mail is its session's own (GET /mail/sent)
+    if api := _account(key, legacy_secret, server):
+        answer = run(api.call("GET", "/mail/sent", params={"limit": limit}))
+        show(list(answer.get("messages") or []))
+        return
+
+    async def go(client: FluxClient) -> None:
+        items, _ = await list_sent(client, limit=limit)
+        show(items)
 
     with_client(key, server, go, legacy_secret)
 
@@ -100,16 +124,31 @@ def status(
 ) -> None:
     """Show where one message you sent stands, recipient by recipient."""
 
-    async def go(client: FluxClient) -> None:
-        msg = await delivery_state(client, message_id)
+    def show(msg: dict[str, Any]) -> None:
         if as_json:
-            print(json.dumps(msg, ensure_ascii=False, indent=2))
+            print(json_text(msg, indent=2))
             return
-        out.print(f"[bold]{msg.get('id')}[/] sent {when(msg.get('_sent_at'))} "
-                  f"[bold]{escape(str(msg.get('subject') or ''))}[/]")  # fmt: skip
-        _recipient_lines(client, msg)
+        out.print(f"[bold]{escape(str(msg.get('id')))}[/] sent {when(msg.get('_sent_at'))} "
+                  f"[bold]{escape(one_line(msg.get('subject') or ''))}[/]")  # fmt: skip
+        _recipient_lines(msg, contacts().name_of)
 
-    with_client(key, server, go, legacy_secret)
+    try:
+        if api := _account(key, legacy_secret, server):
+            answer = run(api.call("GET", f"/mail/sent/{quote(message_id, safe='')}"))
+            show(dict(answer.get("message") or {}))
+            return
+
+        async def go(client: FluxClient) -> None:
+            show(await delivery_state(client, message_id))
+
+        with_client(key, server, go, legacy_secret)
+    except FluxClientError as exc:
+        if exc.code != "not_found":
+            raise
+        # the general fix points at the inbox; a sent id is found in `flux sent`
+        raise CliError(
+            f"server refused: {exc}; see `flux sent` for the ids of what you sent"
+        ) from exc
 
 
 #: the two commands on their own (the `flux` app registers the functions themselves)

@@ -26,6 +26,7 @@ from typing import Any
 __all__ = ["CachedSession", "SessionCache", "config_dir"]
 
 FILE_NAME = "sessions.json"
+KINDS = ("key", "account")  #: a key's signed-challenge session; a password account's
 
 
 def config_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -76,10 +77,23 @@ class SessionCache:
         return {k: v for k, v in data.items() if isinstance(v, dict)}
 
     def _entry(self, raw: Mapping[str, Any]) -> CachedSession | None:
+        """The entry as a CachedSession, or None for one this code cannot use: written by
+        another version, or damaged (a field of the wrong type would otherwise fail every
+        command, e.g. comparing a string `expires_at` with the clock). Ignored entries are
+        replaced at the next login."""
         try:
-            return CachedSession(**raw)
+            found = CachedSession(**raw)
         except TypeError:
-            return None  # written by another version: ignored, replaced on next login
+            return None
+        texts = (found.server, found.identity, found.token)
+        if not all(isinstance(t, str) and t for t in texts) or found.kind not in KINDS:
+            return None
+        expires = found.expires_at
+        if expires is not None and (isinstance(expires, bool) or not isinstance(expires, int)):
+            return None
+        if found.username is not None and not isinstance(found.username, str):
+            return None
+        return found
 
     def get(self, server: str, identity: str, now_ms: int) -> CachedSession | None:
         """The live session for this server and identity, or None."""

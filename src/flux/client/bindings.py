@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import BindingChanged
+from .errors import BindingChanged, FluxClientError
 
 __all__ = ["KnownBindings"]
 
@@ -35,9 +35,7 @@ class KnownBindings:
         self._bindings: dict[str, dict[str, Any]] = {}
         self._keys: dict[str, dict[str, Any]] = {}
         if self.path is not None and self.path.exists():
-            data = json.loads(self.path.read_text())
-            self._bindings = dict(data.get("bindings") or {})
-            self._keys = dict(data.get("keys") or {})
+            self._bindings, self._keys = _load(self.path)
 
     def get(self, handle: str) -> str | None:
         """The address remembered for `handle` (lower-cased `name@domain`), if any."""
@@ -104,3 +102,33 @@ class KnownBindings:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
         os.replace(tmp, self.path)
+
+
+def _load(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """(bindings, keys) from the file. A damaged file is refused, never read as empty: it
+    holds the bindings trusted on first use, and forgetting them silently would let a
+    changed key pass unwarned. Raises FluxClientError (`contacts_damaged`) naming the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _damaged(path, f"not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise _damaged(path, "not a JSON object")
+    bindings, keys = data.get("bindings") or {}, data.get("keys") or {}
+    if not isinstance(bindings, dict) or not isinstance(keys, dict):
+        raise _damaged(path, "`bindings` and `keys` must be objects")
+    for handle, entry in bindings.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("address"), str):
+            raise _damaged(path, f"the binding of {handle!r} has no address")
+    for address, entry in keys.items():
+        if not isinstance(entry, dict):
+            raise _damaged(path, f"the key seen for {address!r} is not an object")
+    return dict(bindings), dict(keys)
+
+
+def _damaged(path: Path, reason: str) -> FluxClientError:
+    return FluxClientError(
+        f"{path} is damaged ({reason}); it holds the names and keys you trust: repair it, "
+        "or move it away to start with no contacts",
+        code="contacts_damaged",
+    )

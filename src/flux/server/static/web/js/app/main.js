@@ -139,9 +139,16 @@ async function offerBackup(identity, passphrase) {
   return link;
 }
 
+/** The protocol module, waiting for it if the page is still loading it. */
+async function needFlux() {
+  if (!(await loadFlux())) throw new Error(fluxError || "the protocol module is not available");
+  return flux;
+}
+
 async function generateKey() {
   signinError(null);
   try {
+    await needFlux();
     const passphrase = $("key-pass").value;
     if (passphrase && passphrase.length < 8) throw new Error("a passphrase needs at least 8 characters");
     const identity = await flux.generateIdentity();
@@ -160,6 +167,7 @@ async function generateKey() {
 async function importKey(file) {
   signinError(null);
   try {
+    await needFlux();
     const text = await file.text();
     const passphrase = $("key-pass").value || undefined;
     let identity;

@@ -328,7 +328,9 @@ def doctor(
     timeout: float = typer.Option(3.0, "--timeout", min=0.1, help="Seconds per network check."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON array of the checks."),
 ) -> None:
-    """Check config, data-dir permissions, the server key, the database, peers with queued
+    """Check the config, files, key, database, peers and clock; ✓ or ✗ with the fix.
+
+    Checks config, data-dir permissions, the server key, the database, peers with queued
     mail and clock skew; each line ✓ or ✗ with the fix; exit 1 if anything failed."""
     from .admin._base import settings
 

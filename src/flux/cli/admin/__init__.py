@@ -114,8 +114,10 @@ def _override(ctx: typer.Context, data_dir: Path | None, server: str, lifted: bo
 
 @admin.command()
 def lift(ctx: typer.Context, server: str, data_dir: Path | None = DataDirOption) -> None:
-    """Lift a server's quarantine: its strikes so far are forgiven (they stay on record);
-    new proofs of tampering quarantine it again at the threshold."""
+    """Lift a server's quarantine: its strikes so far are forgiven.
+
+    The strikes stay on record; new proofs of tampering quarantine it again at the
+    threshold."""
     _override(ctx, data_dir, server, True)
 
 

@@ -100,8 +100,9 @@ def disable(
     username: str = typer.Argument(..., help="The account's username."),
     data_dir: Path | None = DataDirOption,
 ) -> None:
-    """Refuse the account's logins ("disabled by this server's operator") and revoke its
-    live sessions; mail to it still arrives and waits for `enable`."""
+    """Refuse the account's logins and revoke its live sessions; its mail still arrives.
+
+    Logins get "disabled by this server's operator"; mail to it waits for `enable`."""
     _set(ctx, username, data_dir, True)
 
 

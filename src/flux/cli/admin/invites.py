@@ -74,10 +74,14 @@ def create(
 
 
 def _policy_hint(found: ServerConfig) -> None:
+    # What this command reads (environment, --config file) is not necessarily how the
+    # running server was started (`flux server --registration invite` is a flag there), so
+    # the note says where the setting comes from rather than what the server does.
     if found.registration is not Registration.INVITE:
         err.print(
-            f"note: registration here is {found.registration}, so invites are not asked for; "
-            "set FLUX_REGISTRATION=invite (or --registration invite) on the server",
+            f"note: registration here is {found.registration} in the configuration this "
+            "command reads (environment, --config): only a server started with "
+            "--registration invite (or FLUX_REGISTRATION=invite) asks for invites",
             markup=False,
         )
 
@@ -103,8 +107,9 @@ def _json(i: Invite, now: int) -> dict[str, Any]:
 def list_(
     ctx: typer.Context, as_json: bool = JsonOption, data_dir: Path | None = DataDirOption
 ) -> None:
-    """Every invite, newest first: id, state, uses left, expiry, note, who used it (the
-    codes themselves cannot be shown: only their hashes are kept)."""
+    """Every invite, newest first: id, state, uses left, expiry, note, who used it.
+
+    The codes themselves cannot be shown: only their hashes are kept."""
     found = config(ctx, data_dir)
     invites = with_store(found, lambda s: s.invites())
     now = now_ms()

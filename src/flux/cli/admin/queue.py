@@ -26,13 +26,16 @@ message they ask first (or need `--yes`).
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import typer
+from rich.cells import cell_len
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from ...protocol.chain import LOCAL_DELIVERY, ChainVerdict, ServerSigner, append_hop
 from ...protocol.envelope import verify_envelope
@@ -115,8 +118,10 @@ def list_(
     as_json: bool = JsonOption,
     data_dir: Path | None = DataDirOption,
 ) -> None:
-    """Queued mail per destination (state, count, oldest, attempts, next attempt, last
-    error), or with --messages per message. --json: one JSON array."""
+    """Queued mail per destination, or with --messages per message.
+
+    Per destination: state, count, oldest, attempts, next attempt, last error. --json: one
+    JSON array."""
     found = _config(ctx, data_dir)
     where = _destination(dest, to_server)
     if messages or where is not None:
@@ -139,19 +144,63 @@ def _destinations(found: ServerConfig, *, as_json: bool) -> None:
         out.print("the delivery queue is empty")
         return
     table = Table(title="delivery queue")
-    # the state last: scripts that read the first columns keep working
-    for column in ("destination", "queued", "oldest", "attempts", "next attempt",
-                   "last error", "state"):  # fmt: skip
-        table.add_column(column)
+    wide = out.width >= 120
+    rows = []
     for s in states:
         count = f"{s.queued} ({s.held_messages} held)" if s.held_messages else str(s.queued)
-        table.add_row(
-            escape(s.destination), count, when(s.oldest_at), str(s.attempts),
-            "now" if s.next_attempt_at <= now else when(s.next_attempt_at),
-            escape(s.last_error or ""),
-            _state(s, now),
-        )  # fmt: skip
+        rows.append([
+            escape(s.destination), count, *([_brief(s.oldest_at, now)] if wide else []),
+            str(s.attempts), "now" if s.next_attempt_at <= now else _brief(s.next_attempt_at, now),
+            escape(" ".join((s.last_error or "").split())), _state(s, now),
+        ])  # fmt: skip
+    # the state last: scripts that read the first columns keep working; the oldest
+    # message's time from 120 columns on (--json has it always)
+    _columns(table, rows, ("destination", 28), ("queued", 14),
+             *([("oldest", 11)] if wide else []), ("tries", 5), ("next", 11),
+             ("last error", None), ("state", 20))  # fmt: skip
+    for row in rows:
+        table.add_row(*row)
     out.print(table)
+
+
+ERROR_CELLS = 16  #: the least a table gives the last error before other columns shrink
+
+
+def _columns(table: Table, rows: list[list[str]], *columns: tuple[str, int | None]) -> None:
+    """Add `columns` (header, cap) to `table`: each one line wide enough for its header and
+    cells up to its cap, cut with … past it; the one with no cap gets the cells that are
+    left of the terminal's width (at least 5), cut with …, so each row stays one line even
+    at 80 columns. `show` and --json have every value whole."""
+    widths = [
+        None if cap is None
+        else min(cap, max([len(header)] + [cell_len(Text.from_markup(r[i]).plain) for r in rows]))
+        for i, (header, cap) in enumerate(columns)
+    ]  # fmt: skip
+    # a cell is padded by one on each side, and a rule stands between and around columns
+    frame = 3 * len(columns) + 1
+    # the error keeps at least ERROR_CELLS: the widest other column gives way first
+    while sum(w or 0 for w in widths) > out.width - frame - ERROR_CELLS:
+        widest = max(range(len(widths)), key=lambda i: widths[i] or 0)
+        if (widths[widest] or 0) <= 8:
+            break
+        widths[widest] = (widths[widest] or 0) - 1
+    rest = max(5, out.width - frame - sum(w or 0 for w in widths))
+    for (header, _cap), width in zip(columns, widths, strict=True):
+        table.add_column(header, width=rest if width is None else width, no_wrap=True,
+                         overflow="ellipsis")  # fmt: skip
+
+
+def _brief(ms: int, now: int) -> str:
+    """A queue time in few cells (local time): `06:39:46` today, `12-01 06:39` this year,
+    else `2027-12-01`. time.localtime, not datetime: a retry far in the future (past year
+    9999) is still a time."""
+    try:
+        at, today = time.localtime(ms / 1000), time.localtime(now / 1000)
+    except (OverflowError, OSError, ValueError):
+        return str(ms)
+    if at[:3] == today[:3]:
+        return time.strftime("%H:%M:%S", at)
+    return time.strftime("%m-%d %H:%M" if at[0] == today[0] else "%Y-%m-%d", at)
 
 
 def _state(s: DestinationState, now: int) -> str:
@@ -226,19 +275,27 @@ def _print_messages(rows: Sequence[dict]) -> None:
         out.print("no queued messages")
         return
     table = Table(title="queued messages")
-    for column in ("qid", "id", "from", "to", "destination", "queued", "attempts",
-                   "next attempt", "last error", "held"):  # fmt: skip
-        table.add_column(column)
     now = now_ms()
+    # below 120 columns: what the operator acts on (the id for `show`, `hold`, `fail`...),
+    # where it goes and how it stands; wider: who sent it to whom, and the queue entry
+    wide = out.width >= 120
+    cells = []
     for r in rows:
         nxt = r["next_attempt_at"]
-        table.add_row(
-            str(r["qid"]), r["id"][:12], short(r["from"]),
-            ", ".join(short(x) for x in r["recipients"]), escape(r["destination"]),
-            when(r["queued_at"]), str(r["attempts"]),
-            "" if nxt is None else ("now" if nxt <= now else when(nxt)),
-            escape(r["last_error"] or ""), r["held_by"] or "",
-        )  # fmt: skip
+        who = [str(r["qid"]), r["id"][: 12 if wide else 8], short(r["from"], 8),
+               ", ".join(short(x, 8) for x in r["recipients"])]  # fmt: skip
+        cells.append([
+            *(who if wide else who[1:2]), escape(r["destination"]),
+            *([_brief(r["queued_at"], now)] if wide else []), str(r["attempts"]),
+            "" if nxt is None else ("now" if nxt <= now else _brief(nxt, now)),
+            escape(" ".join((r["last_error"] or "").split())), r["held_by"] or "",
+        ])  # fmt: skip
+    columns = [("qid", 8), ("id", 12), ("from", 13), ("to", 13)] if wide else [("id", 8)]
+    columns += [("destination", 24), *([("queued", 11)] if wide else []), ("tries", 5),
+                ("next", 11), ("last error", None), ("held", 11)]  # fmt: skip
+    _columns(table, cells, *columns)
+    for row in cells:
+        table.add_row(*row)
     out.print(table)
 
 
@@ -250,8 +307,10 @@ def show(
     as_json: bool = JsonOption,
     data_dir: Path | None = DataDirOption,
 ) -> None:
-    """One queued message in full: envelope summary, destination, attempts so far, last
-    error, the sender's delivery state per recipient."""
+    """One queued message in full, with the sender's delivery state per recipient.
+
+    Envelope summary, destination, attempts so far, last error, the sender's delivery
+    state per recipient."""
     found = _config(ctx, data_dir)
     rows = with_store(found, lambda s: _show_rows(s, to_server, msg_id))
     if as_json:
@@ -383,8 +442,10 @@ def hold(
     msg_id: str | None = IdOption,
     data_dir: Path | None = DataDirOption,
 ) -> None:
-    """Stop sending: a held destination (or message) is never handed to the delivery
-    worker until released; a held message does not block the rest of its destination."""
+    """Stop sending to a destination (or one message) until released.
+
+    A held destination (or message) is never handed to the delivery worker until
+    released; a held message does not block the rest of its destination."""
     _hold(ctx, dest, to_server, msg_id, data_dir, True)
 
 
@@ -408,8 +469,9 @@ def retry(
     msg_id: str | None = IdOption,
     data_dir: Path | None = DataDirOption,
 ) -> None:
-    """Make a destination (or the destinations of a message) due now; a running server
-    tries within a few seconds. Held mail stays held."""
+    """Make a destination (or the destinations of a message) due now.
+
+    A running server tries within a few seconds. Held mail stays held."""
     where, msg_id = _target(dest, to_server, msg_id)
     found = _config(ctx, data_dir)
 
@@ -515,8 +577,10 @@ def fail(
     yes: bool = YesOption,
     data_dir: Path | None = DataDirOption,
 ) -> None:
-    """Bounce now: take the mail out of the queue; each sender gets a bounce signed by
-    this server ("failed by the operator") and sees `bounced` in its sent mail."""
+    """Bounce now: take the mail out of the queue and tell each sender.
+
+    Each sender gets a bounce signed by this server ("failed by the operator") and sees
+    `bounced` in its sent mail."""
     why = f"{FAILED}: {' '.join(reason.split())}" if reason and reason.strip() else FAILED
     _remove(ctx, dest, to_server, msg_id, data_dir, yes, why, bounce=True)
 
@@ -530,6 +594,7 @@ def drop(
     yes: bool = YesOption,
     data_dir: Path | None = DataDirOption,
 ) -> None:
-    """Remove without a bounce; the sender's sent mail shows `bounced`, reason "dropped by
-    the operator"."""
+    """Remove from the queue without a bounce.
+
+    The sender's sent mail shows `bounced`, reason "dropped by the operator"."""
     _remove(ctx, dest, to_server, msg_id, data_dir, yes, DROPPED, bounce=False)

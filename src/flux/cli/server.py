@@ -17,26 +17,46 @@ from ._common import CliError
 
 
 def server(
-    host: str | None = typer.Option(None, "--host", help="Bind address [$FLUX_HOST]."),
-    port: int | None = typer.Option(None, "--port", help="Port; 0 picks a free one [$FLUX_PORT]."),
-    domain: str | None = typer.Option(
-        None, "--domain", help="This server's domain [$FLUX_DOMAIN]."
+    host: str | None = typer.Option(
+        None,
+        "--host",
+        help="Bind address; 0.0.0.0 serves the network [$FLUX_HOST; default 127.0.0.1].",
     ),
-    data_dir: Path | None = typer.Option(None, "--data-dir", help="Where keys and data live."),
+    port: int | None = typer.Option(
+        None, "--port", help="Port; 0 picks a free one [$FLUX_PORT; default 8765]."
+    ),
+    domain: str | None = typer.Option(
+        None,
+        "--domain",
+        help="This server's domain, host or host:port [$FLUX_DOMAIN; default localhost].",
+    ),
+    data_dir: Path | None = typer.Option(
+        None, "--data-dir", help="Where keys and data live [$FLUX_DATA_DIR; default ./flux-data]."
+    ),
     db: str | None = typer.Option(
-        None, "--db", help="SQLite file [$FLUX_DB_PATH] or postgresql:// URL [$FLUX_DB_URL]."
+        None,
+        "--db",
+        help="SQLite file [$FLUX_DB_PATH; default <data-dir>/flux.db] or postgresql:// URL "
+        "[$FLUX_DB_URL].",
     ),
     backend: str | None = typer.Option(
-        None, "--backend", help="memory|sqlite|postgres [$FLUX_BACKEND]."
+        None, "--backend", help="memory|sqlite|postgres [$FLUX_BACKEND; default sqlite]."
     ),
     open_mode: bool | None = typer.Option(
-        None, "--open/--hosted", help="Accept mail for any address (development)."
+        None,
+        "--open/--hosted",
+        help="Accept mail for any address (development), or only for addresses hosted here "
+        "[$FLUX_OPEN; default --hosted].",
     ),
     registration: str | None = typer.Option(
-        None, "--registration", help="Who may register: open|invite|closed."
+        None,
+        "--registration",
+        help="Who may register: open|invite|closed [$FLUX_REGISTRATION; default open].",
     ),
     legacy_tokens: bool | None = typer.Option(
-        None, "--legacy-tokens/--no-legacy-tokens", help="Accept the prototype's tokens."
+        None,
+        "--legacy-tokens/--no-legacy-tokens",
+        help="Accept the prototype's tokens (with $FLUX_SECRET) [$FLUX_LEGACY_TOKENS; default no].",
     ),
     tls_cert: Path | None = typer.Option(
         None, "--tls-cert", help="Serve HTTPS with this PEM certificate chain [$FLUX_TLS_CERT]."
@@ -45,9 +65,13 @@ def server(
         None, "--tls-key", help="The PEM private key for --tls-cert [$FLUX_TLS_KEY]."
     ),
     access_log: bool | None = typer.Option(
-        None, "--access-log/--no-access-log", help="Log every HTTP request [$FLUX_ACCESS_LOG]."
+        None,
+        "--access-log/--no-access-log",
+        help="Log every HTTP request [$FLUX_ACCESS_LOG; default no].",
     ),
-    config: Path | None = typer.Option(None, "--config", help="TOML file of these settings."),
+    config: Path | None = typer.Option(
+        None, "--config", help="TOML file of these settings (and the rest: README, Configuration)."
+    ),
 ) -> None:
     """Run a FLUX server until interrupted."""
     from ..server.config import ServerConfig

@@ -132,6 +132,19 @@ class Accounts:
         self._dummy_hash: str | None = None
         #: called with each address that gains a name here (server/names.py forgets it)
         self._name_watchers: list[Callable[[str], None]] = []
+        #: called with an account's address when this process revokes sessions of it
+        self._revocation_watchers: list[Callable[[str], None]] = []
+
+    def watch_revocations(self, callback: Callable[[str], None]) -> None:
+        """Call `callback(address)` when this process revokes sessions of the account at
+        `address` (logout, password change), so its open WebSockets are checked at once
+        rather than at their next periodic check (server/ws.py). Revocations made
+        elsewhere (another process, `flux admin accounts disable`) are not seen here."""
+        self._revocation_watchers.append(callback)
+
+    def _revoked(self, address: str) -> None:
+        for callback in self._revocation_watchers:
+            callback(address)
 
     def watch_names(self, callback: Callable[[str], None]) -> None:
         """Call `callback(address)` whenever an account (any kind) is created in this
@@ -306,10 +319,12 @@ class Accounts:
         if Identity(seed).address != account.address:  # a row swapped or damaged in the store
             raise RuntimeError(f"the sealed key of {account.username} is not its address's key")
         password_hash, sealed = await self._kdf(client, self._protect, seed, new_password)
-        return await self.store.set_password(
+        revoked = await self.store.set_password(
             account.username, password_hash, sealed,
             keep_session=active.session.token_hash, now_ms=self.clock(),
         )  # fmt: skip
+        self._revoked(account.address)
+        return revoked
 
     async def _dummy(self, client: str | None) -> str:
         if self._dummy_hash is None:
@@ -369,7 +384,9 @@ class Accounts:
     async def logout(self, token: str | None) -> bool:
         """Revoke the session behind `token`. Raises NoSession."""
         active = await self.authenticate(token)
-        return await self.store.revoke_session(active.session.token_hash)
+        revoked = await self.store.revoke_session(active.session.token_hash)
+        self._revoked(active.account.address)
+        return revoked
 
     # -- names ---------------------------------------------------------------------------------
 

@@ -87,6 +87,7 @@ class Authenticator:
         self.challenge_ttl_ms = challenge_ttl_ms
         self.legacy_secret = legacy_secret
         self._randbytes = randbytes
+        self._revocation_watchers: list[Callable[[str], None]] = []
 
     # -- challenges ---------------------------------------------------------------------
 
@@ -185,7 +186,16 @@ class Authenticator:
         principal = await self.principal(token)
         if principal.token_hash is None:
             return False
-        return await self.store.revoke_session(principal.token_hash)
+        revoked = await self.store.revoke_session(principal.token_hash)
+        for callback in self._revocation_watchers:
+            callback(principal.address)
+        return revoked
+
+    def watch_revocations(self, callback: Callable[[str], None]) -> None:
+        """Call `callback(address)` when this process revokes a session of `address`, so its
+        open WebSockets are checked at once (server/ws.py); a revocation made by another
+        process is found by their periodic check instead."""
+        self._revocation_watchers.append(callback)
 
 
 def mac_key_for(seed: bytes) -> bytes:

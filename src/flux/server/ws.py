@@ -1,7 +1,22 @@
 """The WebSocket endpoint /ws (docs/API.md, "WebSocket").
 
 The first frame must authenticate within `ws_auth_timeout_s`; a refusal is an error frame
-and a close (4401/4403, 1008 for a malformed auth frame). After `authed`, every frame is a
+and a close (4401/4403, 1008 for a malformed auth frame). It names a key session (`token`,
+or the prototype's legacy token) or a password account's session (`session`, the
+X-Flux-Session of /account/login); either way the socket then acts for one address, the
+same for both, except that an account's socket does not `send` (below).
+
+A socket lives only as long as its session. It is checked again before every request
+frame, every `session_check_s` (the heartbeat period by default), and at once when this
+process revokes a session of its address (logout, a password change: the watchers of
+Authenticator and Accounts); a session found revoked, expired or (an account) disabled
+gets an error frame (`action: "auth"`, 401 `unauthorized`) and a close with 4401. The
+periodic check is what finds revocations made elsewhere: another process sharing the
+database, or the operator's `flux admin accounts disable`.
+
+`send` on an account's socket is refused (`unknown_action`, naming POST /mail/send): the
+frame carries an envelope signed by the client, and an account's client holds no key;
+composing and signing for it is /mail/send's, which a socket would only duplicate. After `authed`, every frame is a
 request answered by exactly one frame echoing its `rid`: `{"ok": true, "action", ...}` or
 the error shape of errors.py. A bad frame gets an error frame and the socket stays open.
 All outgoing frames (answers and pushes) go through the socket's one bounded queue, so they
@@ -30,10 +45,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
+from ..accounts.errors import NoSession
 from ..compat import ws as compat
 from ..protocol.errors import FluxError, InvalidValue, WrongType
 from ..protocol.limits import WS_MAX_FRAME_BYTES
@@ -41,12 +58,23 @@ from ..store.base import ListQuery, MessageStatus, Store, StoreUnavailable
 from . import wire
 from .auth import Authenticator, Principal
 from .config import ServerConfig
-from .errors import Forbidden, UnknownAction, dumps, error_body, row_for, unexpected
+from .errors import (
+    Forbidden,
+    Unauthorized,
+    UnknownAction,
+    dumps,
+    error_body,
+    row_for,
+    unexpected,
+)
 from .fair import request_client
 from .mailbox import Mailbox, parse_move, parse_refs, parse_tag, unread_wire, updated_wire
 from .metrics import Metrics
 from .push import Connection, Hub, delivered_wire
 from .submission import Submitter
+
+if TYPE_CHECKING:
+    from ..accounts import Accounts
 
 log = logging.getLogger("flux.server")
 
@@ -55,7 +83,7 @@ Action = Callable[[Principal, dict[str, Any], Connection], Awaitable[dict[str, A
 #: would be ignored is a request answered `ok` while doing nothing)
 COMMON = frozenset({"action", "rid", "address"})
 FIELDS: dict[str, frozenset[str]] = {
-    "auth": COMMON | {"token", "inbox", "dialect"},
+    "auth": COMMON | {"token", "session", "inbox", "dialect"},
     "send": COMMON | {"message", "domains"},
     "read": COMMON | {"ids", "id", "from"},
     "unread": COMMON | {"ids", "id", "from"},
@@ -84,6 +112,20 @@ def authed_batch(messages: list[dict[str, Any]], budget: int) -> list[dict[str, 
         budget -= size
         batch.append(message)
     return batch
+
+
+@dataclass(frozen=True, slots=True)
+class SocketOwner:
+    """Who a socket acts for: `principal` (its address), and `session`, the password
+    account's X-Flux-Session when the socket authenticated with one (None: a key session
+    or a legacy token, whose check is the principal's token hash)."""
+
+    principal: Principal
+    session: str | None = None
+
+    @property
+    def address(self) -> str:
+        return self.principal.address
 
 
 def _aborter(request: web.Request) -> Callable[[], None]:
@@ -119,7 +161,13 @@ class WebSocketEndpoint:
         mailbox: Mailbox,
         submitter: Submitter,
         metrics: Metrics,
+        accounts: Accounts | None = None,
+        session_check_s: float | None = None,
     ) -> None:
+        """`accounts`: the account service whose sessions a socket may present (None: the
+        one the mailbox's name resolver reads, which create_app builds from the same
+        service; no accounts at all: `session` is refused). `session_check_s`: how often
+        an open socket's session is checked again (default: the heartbeat period)."""
         self.config = config
         self.auth = auth
         self.store = store
@@ -127,6 +175,16 @@ class WebSocketEndpoint:
         self.mailbox = mailbox
         self.submitter = submitter
         self.metrics = metrics
+        if accounts is None and mailbox.names is not None:
+            accounts = mailbox.names.accounts
+        self.accounts = accounts
+        self.session_check_s = session_check_s or config.ws_heartbeat_s
+        #: each open socket's owner, to check its session when its address's is revoked
+        self._owners: dict[Connection, SocketOwner] = {}
+        self._checks: set[asyncio.Task[bool]] = set()  # checks started by a revocation
+        auth.watch_revocations(self._revoked)
+        if accounts is not None:
+            accounts.watch_revocations(self._revoked)
         self.actions: dict[str, Action] = {
             "send": self._send,
             "read": self._read,
@@ -149,33 +207,41 @@ class WebSocketEndpoint:
             compress=False,
         )  # fmt: skip
         await ws.prepare(request)
-        principal, inbox, dialect = await self._authenticate(ws)
-        if principal is None:
+        owner, inbox, dialect = await self._authenticate(ws)
+        if owner is None:
             return ws
         outbound = compat.to_prototype if dialect == compat.PROTOTYPE else None
         conn = self.hub.connect(
-            ws, principal.address, abort=_aborter(request), client=request_client(request),
+            ws, owner.address, abort=_aborter(request), client=request_client(request),
             outbound=outbound, dialect=dialect,
         )  # fmt: skip
+        self._owners[conn] = owner
+        watcher: asyncio.Task[None] | None = None
         try:
-            if not await self._send_authed(ws, principal.address, conn, inbox):
+            if not await self._send_authed(ws, owner.address, conn, inbox):
                 return ws
             conn.start()
-            log.info("event=ws_open address=%s", principal.address)
-            await self._serve(ws, principal, conn)
+            watcher = asyncio.create_task(self._watch_session(conn, owner))
+            log.info("event=ws_open address=%s account=%s", owner.address, owner.session is not None)  # fmt: skip
+            await self._serve(ws, owner, conn)
         finally:
+            self._owners.pop(conn, None)
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
             self.hub.disconnect(conn)
             await conn.finish()
-            log.info("event=ws_closed address=%s code=%s", principal.address, ws.close_code)
+            log.info("event=ws_closed address=%s code=%s", owner.address, ws.close_code)
         return ws
 
     # -- authentication ---------------------------------------------------------------------
 
     async def _authenticate(
         self, ws: web.WebSocketResponse
-    ) -> tuple[Principal | None, str | None, str]:
-        """(principal, inbox, dialect) of an accepted auth frame; principal None after a
-        refusal (the socket is then closed). The dialect: compat/ws.py."""
+    ) -> tuple[SocketOwner | None, str | None, str]:
+        """(owner, inbox, dialect) of an accepted auth frame; owner None after a refusal
+        (the socket is then closed). The dialect: compat/ws.py."""
         refused: tuple[None, None, str] = (None, None, compat.FLUX)
         try:
             async with asyncio.timeout(self.config.ws_auth_timeout_s):
@@ -191,25 +257,95 @@ class WebSocketEndpoint:
         try:
             frame = wire.json_object(msg.data, "frame")
             if frame.get("action") != "auth":
-                raise InvalidValue("the first frame must be {action: auth, token}", field="action")
+                raise InvalidValue("the first frame must be {action: auth, token} or {action: auth, session}", field="action")  # fmt: skip
             wire.only(frame, FIELDS["auth"], "frame")
-            token = wire.string(frame, "token", max_len=256)
             claimed = frame.get("address")
             if claimed is not None:
                 wire.check_address(claimed)
             inbox = frame.get("inbox")
             if inbox is not None:
                 wire.check_inbox(inbox)
-            principal = await self.auth.principal(token, claimed)
-            if claimed is not None and claimed != principal.address:
+            owner = await self._owner(frame, claimed)
+            if claimed is not None and claimed != owner.address:
                 raise Forbidden("this token is not for that address", field="address")
-            return principal, inbox, compat.socket_dialect(frame, legacy=principal.legacy)
+            legacy = owner.principal.legacy
+            return owner, inbox, compat.socket_dialect(frame, legacy=legacy)
         except FluxError as exc:
             await self._refuse(ws, exc, frame.get("action", "auth"), frame)
             return refused
         except StoreUnavailable as exc:  # 503-style refusal; the client retries
             await self._refuse(ws, unexpected(exc, "ws auth"), "auth", frame)
             return refused
+
+    async def _owner(self, frame: Mapping[str, Any], claimed: str | None) -> SocketOwner:
+        """Who the auth frame's `token` (a key session, or a legacy token for `claimed`) or
+        `session` (a password account's) is. Raises InvalidValue (both, or `session` on a
+        server without accounts), MissingField naming `token` (neither), Unauthorized."""
+        if "session" not in frame:
+            return SocketOwner(await self.auth.principal(wire.string(frame, "token", max_len=256), claimed))  # fmt: skip
+        if "token" in frame:
+            raise InvalidValue("give token (a key session) or session (a password account's), not both", field="session")  # fmt: skip
+        session = wire.string(frame, "session", max_len=256)
+        if self.accounts is None:
+            raise InvalidValue("this server has no password accounts", field="session")
+        active = await self.accounts.authenticate(session)
+        return SocketOwner(Principal(active.account.address, active.session.token_hash), session)
+
+    async def _revocation(self, owner: SocketOwner) -> FluxError | None:
+        """Why `owner`'s session may no longer be used (revoked, expired, its account
+        disabled), or None while it may. A legacy token is the operator's secret: it has
+        nothing to revoke. Raises StoreUnavailable."""
+        if owner.session is not None and self.accounts is not None:
+            try:
+                await self.accounts.authenticate(owner.session)
+            except NoSession as exc:
+                return exc
+            return None
+        digest = owner.principal.token_hash
+        if owner.principal.legacy or digest is None:
+            return None
+        if await self.store.session(digest, self.auth.clock()) is None:
+            return Unauthorized("the session was revoked or has expired: log in again", field="token")  # fmt: skip
+        return None
+
+    async def _still_owned(self, conn: Connection, owner: SocketOwner) -> bool:
+        """Check `owner`'s session (module docstring); if it is gone, send the error frame
+        and close the socket with its code (4401), and answer False. A store that cannot
+        answer leaves the socket open: the next check decides."""
+        try:
+            gone = await self._revocation(owner)
+        except StoreUnavailable as exc:
+            log.warning("event=ws_session_not_checked address=%s reason=%s", owner.address, exc)
+            return True
+        if gone is None:
+            return not conn.closed.is_set()
+        if conn.closed.is_set():
+            return False
+        self.metrics.refused(gone.code)
+        log.info("event=ws_session_ended address=%s code=%s", owner.address, gone.code)
+        frame = error_frame(gone, "auth")
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            # written directly (the queue is dropped by the close below); frames are whole
+            # writes on this uncompressed socket, so it cannot split one the writer sends
+            await conn.ws.send_str(dumps(conn.render(frame)))
+        conn.close(row_for(gone).ws_close or 1008, gone.code.encode())
+        return False
+
+    async def _watch_session(self, conn: Connection, owner: SocketOwner) -> None:
+        """Check the socket's session every `session_check_s` until it closes."""
+        while not conn.closed.is_set():
+            await asyncio.sleep(self.session_check_s)
+            if not await self._still_owned(conn, owner):
+                return
+
+    def _revoked(self, address: str) -> None:
+        """A session of `address` was revoked in this process: check its sockets now."""
+        for conn in self.hub.sockets(address):
+            owner = self._owners.get(conn)
+            if owner is not None:
+                task = asyncio.create_task(self._still_owned(conn, owner))
+                self._checks.add(task)
+                task.add_done_callback(self._checks.discard)
 
     async def _refuse(
         self, ws: web.WebSocketResponse, exc: FluxError, action: Any, frame: Any
@@ -278,14 +414,15 @@ class WebSocketEndpoint:
 
     # -- requests ---------------------------------------------------------------------------
 
-    async def _serve(
-        self, ws: web.WebSocketResponse, principal: Principal, conn: Connection
-    ) -> None:
+    async def _serve(self, ws: web.WebSocketResponse, owner: SocketOwner, conn: Connection) -> None:
+        principal = owner.principal
         async for msg in ws:
             if conn.closed.is_set():
                 break
             if msg.type == WSMsgType.TEXT:
-                conn.send(await self._answer(principal, msg.data, conn))  # in its dialect
+                if not await self._still_owned(conn, owner):  # no request on a dead session
+                    break
+                conn.send(await self._answer(owner, msg.data, conn))  # in its dialect
             elif msg.type == WSMsgType.BINARY:
                 conn.send(error_frame(WrongType("frames are JSON text", field="frame"), None))
             elif msg.type == WSMsgType.PING:
@@ -296,7 +433,8 @@ class WebSocketEndpoint:
             else:  # ERROR (e.g. a frame over the size limit): aiohttp closes the socket
                 break
 
-    async def _answer(self, principal: Principal, data: str, conn: Connection) -> dict[str, Any]:
+    async def _answer(self, owner: SocketOwner, data: str, conn: Connection) -> dict[str, Any]:
+        principal = owner.principal
         frame: dict[str, Any] = {}
         action: Any = None
         try:
@@ -307,6 +445,8 @@ class WebSocketEndpoint:
                 handler = None  # the prototype's socket keeps the prototype's actions
             if handler is None:
                 raise UnknownAction(f"unknown action {action!r}", field="action")
+            if action == "send" and owner.session is not None:
+                raise UnknownAction("an account's socket does not send: POST /mail/send composes and signs with the account's key", field="action")  # fmt: skip
             request = compat.request_frame(frame)  # the prototype's forms, as FLUX's
             wire.only(request, FIELDS[action], "frame")
             claimed = frame.get("address", principal.address)

@@ -38,7 +38,7 @@ from ..mailbox import (
     updated_wire,
 )
 from ..submission import NOT_HOSTED, Submitter
-from .mail import find_sent, message_ref, sent_page
+from .mail import changes_query, find_sent, message_ref, sent_page
 
 SESSION_HEADER = "X-Flux-Session"
 MAX_RECIPIENT_CHARS = 320  #: `fx1…@domain` or `name@domain`
@@ -125,6 +125,7 @@ class AccountRoutes:
             web.get("/mail/sent/{id}", self.sent_one),
             web.get("/mail/message/{id}", self.message),
             web.get("/mail/thread/{id}", self.thread),
+            web.get("/mail/changes", self.changes),
         ]
 
     def _public(self, account: Account) -> dict[str, Any]:
@@ -272,6 +273,14 @@ class AccountRoutes:
         GET /thread/{id}."""
         address = await self._owner(request, frozenset({"address", "from"}))
         return wire.ok(messages=await self.mailbox.thread(address, message_ref(request)))
+
+    async def changes(self, request: web.Request) -> web.Response:
+        """What changed in the session's mailbox after `since`: the answer of GET /changes
+        (`{created, updated, sent, state, has_more}`; 400 `cannot_calculate_changes` for a
+        state this server never issued: resync)."""
+        address = await self._owner(request, frozenset({"address", "since", "limit"}))
+        since, limit = changes_query(request, self.page_limit)
+        return wire.ok(**await self.mailbox.changes(address, since, limit))
 
     async def delete(self, request: web.Request) -> web.Response:
         address, body = await self._owner_of_body(request, REFS_FIELDS)

@@ -201,8 +201,7 @@ class MailRoutes:
 
     async def changes(self, request: web.Request) -> web.Response:
         wire.only_query(request, frozenset({"address", "since", "limit"}))
-        since = parse_since(wire.query_str(request, "since"))
-        limit = self._limit(request, default=100)
+        since, limit = changes_query(request, self.page_limit)
         address = await self._owner_in_query(request)
         return wire.ok(**await self.mailbox.changes(address, since, limit))
 
@@ -220,6 +219,14 @@ class MailRoutes:
 
     async def _hosted(self, address: str) -> bool:
         return await self.mailbox.store.hosted(address) is not None
+
+
+def changes_query(request: web.Request, page_limit: int) -> tuple[int, int]:
+    """`?since= &limit=` of a changes request (shared with GET /mail/changes): the state
+    token (absent: 0) and the page size (default 100, at most `page_limit`). Raises
+    CannotCalculateChanges naming `since`, InvalidValue naming `limit`."""
+    since = parse_since(wire.query_str(request, "since"))
+    return since, wire.query_int(request, "limit", 100, low=1, high=page_limit)
 
 
 async def sent_page(store: Store, address: str, limit: int, cursor: str | None) -> dict[str, Any]:

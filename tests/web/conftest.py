@@ -54,6 +54,9 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
+#: resolves to 127.0.0.1 in the test browser; a page served under it over plain HTTP is not
+#: a secure context (no WebCrypto), as a FLUX server reached over HTTP by name would be
+INSECURE_HOST = "insecure.flux.test"
 BLANK_HTML = (
     '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>flux test</title>'
     # an icon given, so no /favicon.ico request (its 404 would be a console error)
@@ -155,6 +158,8 @@ async def browser(chromium_path: str) -> AsyncIterator[FluxBrowser]:
                 "--disable-background-networking",
                 "--disable-component-update",
                 "--disable-sync",
+                # a name that is not localhost, for pages that are not a secure context
+                f"--host-resolver-rules=MAP {INSECURE_HOST} 127.0.0.1",
             ],
         )
         flux_browser = FluxBrowser(chromium)
@@ -187,11 +192,28 @@ class StaticSite:
     """The web client's files over HTTP on 127.0.0.1, without a FLUX server."""
 
     url: str  #: e.g. http://127.0.0.1:PORT (no trailing slash)
-    blank: str  #: a page with no script, to import modules into
+    port: int
 
-    def module(self, name: str) -> str:
-        """The URL of js/flux/<name> (or any path under web/)."""
-        return f"{self.url}/web/{name}"
+    @property
+    def blank(self) -> str:
+        """A page with no script, to import modules into."""
+        return self.url + "/blank.html"
+
+    def module(self, path: str) -> str:
+        """The URL of a file under web/, e.g. `js/flux/index.js`."""
+        return f"{self.url}/web/{path}"
+
+    @property
+    def insecure_url(self) -> str:
+        """The same site under a name that is not localhost: not a secure context."""
+        return f"http://{INSECURE_HOST}:{self.port}"
+
+    @property
+    def insecure_blank(self) -> str:
+        return self.insecure_url + "/blank.html"
+
+    def insecure_module(self, path: str) -> str:
+        return f"{self.insecure_url}/web/{path}"
 
 
 async def _blank(_: web.Request) -> web.Response:
@@ -219,9 +241,9 @@ async def web_origin() -> AsyncIterator[StaticSite]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     await web.SockSite(runner, sock).start()
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    port = sock.getsockname()[1]
     try:
-        yield StaticSite(url=url, blank=url + "/blank.html")
+        yield StaticSite(url=f"http://127.0.0.1:{port}", port=port)
     finally:
         await runner.cleanup()
 

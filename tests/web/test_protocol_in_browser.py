@@ -713,3 +713,33 @@ async def test_an_insecure_page_is_told_so(browser: FluxBrowser, web_origin: Sta
     assert got[3] == "no error" or got[3][0] == "insecure_context"
     assert log.errors == []
     await page.context.close()
+
+
+# --- the module's surface and its files -----------------------------------------------------------
+
+#: what js/app may import from js/flux/index.js (the contract with the web app, issue 13)
+EXPORTS = sorted([
+    "FluxError", "Signer", "addressFromPub", "authSessionBody", "b64d", "b64e", "bodyHash",
+    "canonical", "checkShape", "composeEnvelopes", "decryptContent", "findOffense",
+    "forgetSigner", "generateIdentity", "identityFromKeyFile", "integrityHash", "isAddress",
+    "keyFileFor", "loadSigners", "newMessageId", "openKeyFile", "openSigner", "registerBody",
+    "saveSigner", "sealKeyFile", "signingPayload", "verifyChain", "verifyEnvelope",
+])  # fmt: skip
+FLUX_JS = Path(__file__).resolve().parents[2] / "src/flux/server/static/web/js/flux"
+
+
+async def test_index_exports_the_contract(flux_page: Page) -> None:
+    assert await flux_page.evaluate("() => Object.keys(F).sort()") == EXPORTS
+
+
+def test_the_modules_name_no_other_origin_and_build_no_code() -> None:
+    """Plain ES modules loaded from this origin only: no URL of another site, no eval, no
+    HTML from strings (CSP forbids the first two anyway; this says where, if one creeps in)."""
+    for path in sorted(FLUX_JS.glob("*.js")):
+        code = "\n".join(
+            line for line in path.read_text().splitlines() if not line.lstrip().startswith("//")
+        )
+        for banned in ("http://", "https://", "eval(", "new Function", "innerHTML", "document."):
+            assert banned not in code, f"{path.name}: {banned}"
+        imports = [line for line in code.splitlines() if line.startswith("import ")]
+        assert all('from "./' in line for line in imports), path.name

@@ -24,6 +24,7 @@ What the fixtures give a test:
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import shutil
 import socket
@@ -70,7 +71,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     Prepended, so it is the closest `asyncio` marker (auto mode appends a bare one)."""
     here = Path(__file__).parent
     for item in items:
-        if Path(str(item.fspath)).is_relative_to(here):
+        coroutine = inspect.iscoroutinefunction(getattr(item, "obj", None))
+        if coroutine and Path(str(item.fspath)).is_relative_to(here):
             item.add_marker(pytest.mark.asyncio(loop_scope="session"), append=False)
 
 

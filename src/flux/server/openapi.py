@@ -544,6 +544,12 @@ def account_paths() -> dict[str, Any]:
             "One sent message and its delivery state, by id or short id",
             ok_obj(message=SENT_MESSAGE), params=[path_param("id", ID_OR_PREFIX)],
             errors=("404", AMBIGUOUS))},
+        "/mail/changes": {"get": session_op(
+            "What changed in the session's mailbox after state `since` (as GET /changes); "
+            "400 cannot_calculate_changes for a state never issued: fetch everything again",
+            ok_obj(state={"type": "integer"}, has_more={"type": "boolean"}, created=MESSAGES,
+                   updated=MESSAGES, sent={"type": "array", "items": SENT_MESSAGE}),
+            params=[OWN_ADDRESS, query("since", {"type": "integer", "minimum": 0}), LIMIT])},
         "/mail/inboxes": {"get": session_op(
             "Counts per inbox and status", ok_obj(inboxes=INBOXES))},
         "/mail/peek": {"get": session_op(

@@ -223,14 +223,20 @@ async def test_tamper_offenses_blame_as_python(flux_page: Page) -> None:
 
 
 async def test_blame_in_verify_chain_names_the_offender(flux_page: Page) -> None:
-    """verifyChain's `blame` is the first offense at any hand-off: for a forged body sealed to
-    b.example, x.example, with the same kind and proof id as the receiver's own proof."""
-    case = next(c for c in FLUX["tamper"]["offenses"] if c["name"] == "forged-body")
+    """verifyChain's `blame` is the first offense at any hand-off: for each proven offense of
+    the vectors (sealed to its receiver), the same offender, kind and proof id as the
+    receiver's own proof; none for the genuine three-hop message."""
+    named = ("forged-body", "false-hop", "broken-chain")
+    cases = [c for c in FLUX["tamper"]["offenses"] if c["name"] in named]
+    valid = next(c for c in FLUX["chains"]["cases"] if c["name"] == "valid")
     got = await flux_page.evaluate(
-        "async ([env, keys]) => F.verifyChain(env, (name) => keys[name] ?? [])",
-        [case["envelope"], FLUX["published_keys"]],
+        """async ([envs, keys]) => Promise.all(envs.map(
+            async (env) => (await F.verifyChain(env, (name) => keys[name] ?? [])).blame))""",
+        [[c["envelope"] for c in cases] + [valid["envelope"]], FLUX["published_keys"]],
     )
-    assert {k: got["blame"][k] for k in case["expected"]} == case["expected"]
+    for case, blame in zip(cases, got, strict=False):
+        assert {k: blame[k] for k in case["expected"]} == case["expected"], case["name"]
+    assert len(got) == 4 and got[-1] is None
 
 
 async def test_bcc_copies_are_the_vectors_byte_for_byte(flux_page: Page) -> None:

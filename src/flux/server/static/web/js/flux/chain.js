@@ -226,8 +226,22 @@ const verdictOf = (hops) => (!hops.length ? "none" : hops.some((h) => h.status =
 export async function verifyChain(msg, keysOf = null) {
   const keys = keysOf ? new KeyTable(keysOf) : null;
   const hops = await checkChain(msg, keys);
-  const blame = keys ? await firstOffense(msg, keys) : null;
-  return { verdict: verdictOf(hops), hops, blame };
+  const verdict = verdictOf(hops);
+  // Every offense shows as a failure first (a forged body fails the sender's signature; a
+  // false hop or a broken chain fails a record), so a clean message costs no blame search.
+  const suspect = verdict === "fail" || !(await signatureHolds(msg));
+  const blame = keys && suspect ? await firstOffense(msg, keys) : null;
+  return { verdict, hops, blame };
+}
+
+async function signatureHolds(msg) {
+  try {
+    await checkSignature(msg);
+    return true;
+  } catch (err) {
+    if (!(err instanceof FluxError) || err.code === "insecure_context") throw err;
+    return false;
+  }
 }
 
 // -- blame (§7.4) ----------------------------------------------------------------------------

@@ -334,6 +334,13 @@ async def test_canonical_form_edge_cases(flux_page: Page) -> None:
     ]
     got = await flux_page.evaluate("(vs) => vs.map((v) => F.canonical(v))", values)
     assert got == [json.dumps(v, sort_keys=True, separators=(",", ":")) for v in values]
+    proto = await flux_page.evaluate(
+        """async () => {
+            const env = JSON.parse('{"__proto__": {"a": 1}, "b": 2, "sig": "x"}');
+            return new TextDecoder().decode(F.signingPayload(env));
+        }"""
+    )
+    assert proto == '{"__proto__":{"a":1},"b":2}'
     refused = await flux_page.evaluate(
         """() => [1.5, 2 ** 53, NaN, "\\ud800", {a: undefined}, new Date(0)].map((v) => {
             try { F.canonical(v); return null; } catch (e) { return e.code; }

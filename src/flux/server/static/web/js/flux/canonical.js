@@ -102,7 +102,8 @@ export const canonicalBytes = (value) => utf8(canonical(value));
 
 /** A shallow copy of `obj` without the `excluded` keys (a Set); the input is not touched. */
 export function without(obj, excluded) {
-  const out = {};
+  // No prototype: a "__proto__" key (JSON.parse makes it an own property) stays a key.
+  const out = Object.create(null);
   for (const key of Object.keys(obj)) if (!excluded.has(key)) out[key] = obj[key];
   return out;
 }

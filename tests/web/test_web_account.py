@@ -4,14 +4,20 @@ Two people with password accounts on one server, each in their own browser conte
 sign-in, compose and send, arrival without a reload, reading (which marks read), reply,
 the conversation by `re`, tag, move, mark unread, delete, sent mail with its delivery
 state; the page's headers; no console error or CSP refusal anywhere (conftest's `page`
-and `new_page` record them).
+and `new_page` record them). Live updates come over the WebSocket with the account's
+session, with catch-up through /mail/changes after a reconnect, and a session ended
+elsewhere signs the page out.
 """
 
 from __future__ import annotations
 
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
 import aiohttp
 import pytest_asyncio
-from playwright.async_api import Page, expect
+from playwright.async_api import Page, Route, WebSocket, expect
 
 from flux.server.routes.web import CSP
 from flux.server.runner import RunningServer
@@ -93,7 +99,7 @@ async def test_two_accounts_mail_each_other(browser, server: RunningServer) -> N
     await expect(alice.locator("#compose")).to_be_hidden()
     await expect(alice.locator("#toast")).to_contain_text("Sent")
 
-    # bob sees it arrive without reloading (an account's page checks every few seconds)
+    # bob sees it arrive without reloading (pushed over the WebSocket)
     row = bob.locator("#list li.row", has_text="Lunch?")
     await expect(row).to_be_visible(timeout=15_000)
     await expect(row).to_have_class(lambda_cls := __import__("re").compile(r"\bunread\b"))
@@ -174,3 +180,115 @@ async def test_narrow_screen_and_dark(browser, server: RunningServer) -> None:
     assert width <= 360
     await shot(page, "narrow-dark")
     assert log.errors == []
+
+
+def record_frames(page: Page) -> list[dict[str, Any]]:
+    """Every JSON frame the page's WebSockets receive, in order (hooked before it opens one)."""
+    frames: list[dict[str, Any]] = []
+
+    def on_socket(ws: WebSocket) -> None:
+        def on_frame(payload: str | bytes) -> None:
+            if isinstance(payload, str):
+                frames.append(json.loads(payload))
+
+        ws.on("framereceived", on_frame)
+
+    page.on("websocket", on_socket)
+    return frames
+
+
+def gets(log: Any, path: str, since: int = 0) -> list[str]:
+    """The URLs of the GET requests to exactly `path` the page made after the first `since`."""
+    return [r.url for r in log.requests[since:] if r.method == "GET" and urlsplit(r.url).path == path]  # fmt: skip
+
+
+async def test_account_mode_is_live_over_the_websocket(browser, server: RunningServer) -> None:
+    page, log = await browser.new_page()
+    frames = record_frames(page)
+    await sign_up(page, server.url, "erin")
+    await expect(page.locator("#live")).to_have_text("live")
+    assert [f["action"] for f in frames[:1]] == ["authed"]
+    session = await page.evaluate("fluxApp.state.api.session")
+    mark = len(log.requests)
+
+    async with aiohttp.ClientSession() as http:
+        async with http.post(server.url + "/account/register",
+                             json={"username": "dave", "password": "correct horse 2"}) as r:  # fmt: skip
+            dave = {"X-Flux-Session": (await r.json())["session"]}
+
+        async def send(subject: str) -> str:
+            body = {"to": "erin", "subject": subject, "content": f"{subject}, from dave"}
+            async with http.post(server.url + "/mail/send", json=body, headers=dave) as r:
+                assert r.status == 200, await r.text()
+                return (await r.json())["id"]
+
+        # an arrival appears because the socket pushed it: no listing was asked for
+        first = await send("Pushed to you")
+        row = page.locator("#list li.row", has_text="Pushed to you")
+        await expect(row).to_be_visible()
+        pushed = [f for f in frames if f.get("action") == "message"]
+        assert [f["message"]["id"] for f in pushed] == [first]
+        assert gets(log, "/mail/inbox", mark) == []
+        assert await page.evaluate("fluxApp.state.live.fallback") is None
+
+        # away and back: what changed meanwhile comes through /mail/changes
+        await page.evaluate("fluxApp.pause()")
+        await expect(page.locator("#live")).to_have_text("paused")
+        mine = {"X-Flux-Session": session}
+        tag = {"id": first, "add": ["later"]}
+        async with http.post(server.url + "/mail/tag", json=tag, headers=mine) as r:
+            assert r.status == 200, await r.text()
+        await send("While you were away")
+        await page.wait_for_timeout(500)
+        away = page.locator("#list li.row", has_text="While you were away")
+        await expect(away).to_have_count(0)
+        mark = len(log.requests)
+        await page.evaluate("fluxApp.resume()")
+        await expect(away).to_be_visible()
+        await expect(row).to_contain_text("later")
+        assert gets(log, "/mail/changes", mark), "no catch-up through /mail/changes"
+        assert gets(log, "/mail/inbox", mark) == []
+
+        # a logout elsewhere (another tab, another device) ends this page's socket
+        async with http.post(server.url + "/account/logout", headers=mine) as r:
+            assert r.status == 200
+        await expect(page.locator("#live")).to_contain_text("signed out by the server")
+        ended = [f for f in frames if f.get("ok") is False]
+        assert [(f["action"], f["code"]) for f in ended] == [("auth", "unauthorized")]
+    assert log.errors == []
+
+
+#: a name only the page's routed HTTP requests reach: Playwright routes no WebSocket there,
+#: so the page's socket cannot open (as behind a proxy that refuses WebSockets)
+NO_SOCKET_HOST = "http://nosocket.flux.example"
+
+
+async def test_account_mode_polls_only_while_the_socket_cannot_open(
+    browser, server: RunningServer
+) -> None:
+    page, log = await browser.new_page()
+
+    async def through(route: Route) -> None:
+        url = route.request.url.replace(NO_SOCKET_HOST, server.url)
+        await route.fulfill(response=await route.fetch(url=url))
+
+    await page.route(NO_SOCKET_HOST + "/**", through)
+    await page.goto(NO_SOCKET_HOST + "/")
+    await page.fill("#acc-user", "fallback")
+    await page.fill("#acc-pass", "correct horse 4")
+    await page.click("#acc-register")
+    await expect(page.locator("#app")).to_be_visible()
+    await expect(page.locator("#live")).to_contain_text("checking every few seconds")
+    async with aiohttp.ClientSession() as http:
+        async with http.post(server.url + "/account/register",
+                             json={"username": "frank", "password": "correct horse 5"}) as r:  # fmt: skip
+            frank = {"X-Flux-Session": (await r.json())["session"]}
+        body = {"to": "fallback", "subject": "Found by asking", "content": "no socket here"}
+        async with http.post(server.url + "/mail/send", json=body, headers=frank) as r:
+            assert r.status == 200, await r.text()
+    await expect(page.locator("#list li.row", has_text="Found by asking")).to_be_visible()
+    assert gets(log, "/mail/inbox"), "the fallback lists the mailbox"
+    # the only errors: Chromium's console line for each socket that could not open
+    refused = f"WebSocket connection to '{NO_SOCKET_HOST.replace('http', 'ws')}/ws' failed"
+    assert [e for e in log.errors if refused not in e] == []
+    assert any(refused in e for e in log.errors)

@@ -1,7 +1,8 @@
 // The two ways to talk to this server, behind one interface the views use.
 //
-// AccountApi: a password account (docs/API.md "Accounts"): `X-Flux-Session` on /mail/*;
-// the server composes, signs and (on request) encrypts with the key it holds.
+// AccountApi: a password account (docs/API.md "Accounts"): `X-Flux-Session` on /mail/*
+// and in the WebSocket's auth frame; the server composes, signs and (on request) encrypts
+// with the key it holds.
 // KeyApi: a key held in this browser: a session from the signed challenge (/auth/*), the
 // key-session routes (/inbox/{address}, /thread, /changes, /ws...), and every envelope
 // composed and signed here (js/flux), sent with POST /send. The key never leaves the
@@ -153,6 +154,11 @@ export class AccountApi extends BaseApi {
     return { "X-Flux-Session": this.session };
   }
 
+  /** The WebSocket's auth frame (API.md "WebSocket"): the account's session. */
+  wsAuth() {
+    return { action: "auth", session: this.session };
+  }
+
   list(params) {
     return this.get("/mail/inbox", params);
   }
@@ -170,6 +176,9 @@ export class AccountApi extends BaseApi {
   }
   sentOne(id) {
     return this.get("/mail/sent/" + enc(id));
+  }
+  changes(since) {
+    return this.get("/mail/changes", { since });
   }
   read(refs) {
     return this.post("/mail/read", refsBody(refs));
@@ -234,6 +243,11 @@ export class KeyApi extends BaseApi {
 
   authHeaders() {
     return { Authorization: "Bearer " + this.token };
+  }
+
+  /** The WebSocket's auth frame: the key session's token. */
+  wsAuth() {
+    return { action: "auth", token: this.token };
   }
 
   list(params) {

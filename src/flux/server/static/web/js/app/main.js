@@ -7,7 +7,7 @@
 
 import { $, fill, h, safe, visible } from "./dom.js";
 import { AccountApi, ApiError, KeyApi, call, splitRecipients } from "./api.js";
-import { AccountPoll, KeyLive } from "./live.js";
+import { Live } from "./live.js";
 import { ServerKeys, checkMessage, checkName } from "./trust.js";
 import {
   bodyText, deliverySummary, isEncrypted, keyOf, renderBoxes, renderDelivery,
@@ -225,7 +225,7 @@ async function start(api) {
     resync: () => reloadAll(),
     poll: () => poll(),
   };
-  app.live = api.kind === "key" ? new KeyLive(api, handlers) : new AccountPoll(api, handlers);
+  app.live = new Live(api, handlers); // the poll only while the socket cannot open
   app.live.start();
   // for tests and the benchmark: the state of the page, read-only
   window.fluxApp = {

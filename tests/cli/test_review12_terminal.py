@@ -120,3 +120,26 @@ def test_safe_console_cleans_every_renderable_but_keeps_its_own_styles():
     assert "\x1b[1m" in written  # bold, rich's own
     assert "\x1b]" not in written and "\x1b[2J" not in written and "\x1b[1A" not in written
     _no_raw_controls(re.sub(r"\x1b\[[0-9;]*m", "", written).replace("\n", ""))
+
+
+def test_watch_shows_hostile_mail_inert(tmp_path, live_server):
+    from cli_helpers import Running
+
+    env = user_env(tmp_path, live_server)
+    alice_key, bob_key = tmp_path / "alice.json", tmp_path / "bob.json"
+    make_key(alice_key)
+    bob = make_key(bob_key)
+    for key in (alice_key, bob_key):
+        assert flux("register", "--key", str(key), **env).returncode == 0
+    watcher = Running("watch", FLUX_KEY=str(bob_key), **env)
+    try:
+        watcher.wait_for(r"^watching fx1")
+        sent = flux("send", bob, f"ping {HOSTILE}", "--subject", f"s {MARKUP}",
+                    FLUX_KEY=str(alice_key), **env)  # fmt: skip
+        assert sent.returncode == 0, sent.stderr
+        line = watcher.wait_for("ping").string
+        _no_raw_controls(line)
+        assert "[/oops]" in line and "\ufffd" in line
+    finally:
+        assert watcher.interrupt() in (0, 130)
+        watcher.kill()

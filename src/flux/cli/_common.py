@@ -75,6 +75,21 @@ LegacySecretOption = typer.Option(
 )
 
 
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def typed_ids(value: Any) -> Any:
+    """A message id (or a list of them) as typed, for an ID argument's callback: hex digits
+    in any case mean the id (ids are lower-case hex, and git takes `1A2B3C4D` too);
+    anything else is left for the server to refuse by name. Surrounding spaces go."""
+    if isinstance(value, list):
+        return [typed_ids(v) for v in value]
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    return text.lower() if text and set(text) <= _HEX else text
+
+
 class CliError(Exception):
     """A failure the user can act on, shown as its message alone."""
 

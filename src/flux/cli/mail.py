@@ -30,6 +30,7 @@ from ._common import (
     out,
     run,
     short,
+    typed_ids,
     when,
     with_client,
 )
@@ -202,7 +203,12 @@ def _account(key: Path | None, legacy_secret: str | None, server: str) -> Accoun
 
 
 def read(
-    message_id: str = typer.Argument(..., metavar="ID", help="The message id (from `inbox`)."),
+    message_id: str = typer.Argument(
+        ...,
+        metavar="ID",
+        help="The message id (from `inbox`), or its first 8+ hex digits.",
+        callback=typed_ids,
+    ),
     no_mark: bool = typer.Option(False, "--no-mark", help="Do not mark it read."),
     as_json: bool = typer.Option(
         False, "--json", help="Print the envelope exactly as stored (after verifying it)."
@@ -378,5 +384,6 @@ def _line(client: FluxClient, msg: dict[str, Any]) -> str:
     text = escape(one_line(_plaintext(client, msg).plain))
     subject = f" [bold]{escape(one_line(msg['subject']))}[/]:" if msg.get("subject") else ""
     return (
-        f"{mark} {when(msg.get('t'))} {msg.get('id')} from {short(msg.get('from'))}{subject} {text}"
+        f"{mark} {when(msg.get('t'))} {escape(one_line(msg.get('id')))} "
+        f"from {escape(one_line(short(msg.get('from'))))}{subject} {text}"
     )

@@ -29,6 +29,7 @@ from ._common import (
     out,
     run,
     short,
+    typed_ids,
     when,
     with_client,
 )
@@ -36,7 +37,9 @@ from .mail import _account, _plaintext, find_as_account
 from .safe_text import json_text, one_line
 from .table import flags
 
-IdArgument = typer.Argument(..., metavar="ID", help="Message id or its first 8+ hex digits.")
+IdArgument = typer.Argument(
+    ..., metavar="ID", help="Message id or its first 8+ hex digits.", callback=typed_ids
+)
 JsonOption = typer.Option(False, "--json", help="Print the answer as JSON.")
 EncryptOption = typer.Option(
     None, "--encrypt/--no-encrypt", help="Encrypt (default: as the message was).",
@@ -146,6 +149,9 @@ def thread(
         if as_json:
             print(json_text(messages, indent=2))
             return
+        if not messages:  # the message is there (else 404), but deleted: threads leave it out
+            out.print("no messages to show: the thread leaves deleted mail out "
+                      "(`flux inbox --status deleted`)")  # fmt: skip
         for msg in messages:
             depth = "  " if msg.get("re") else ""
             sender = str(msg.get("from"))
@@ -244,7 +250,9 @@ def _updated(answer: Any) -> list[str]:
 
 
 def delete(
-    message_ids: list[str] = typer.Argument(..., metavar="ID...", help="Ids or short ids."),
+    message_ids: list[str] = typer.Argument(
+        ..., metavar="ID...", help="Ids or short ids.", callback=typed_ids
+    ),
     as_json: bool = JsonOption,
     key: Path | None = KeyOption,
     server: str = ServerOption,
@@ -262,7 +270,9 @@ def delete(
 
 
 def mark(
-    message_ids: list[str] = typer.Argument(..., metavar="ID...", help="Ids or short ids."),
+    message_ids: list[str] = typer.Argument(
+        ..., metavar="ID...", help="Ids or short ids.", callback=typed_ids
+    ),
     unread: bool = typer.Option(False, "--unread", help="Mark unread instead of read."),
     as_json: bool = JsonOption,
     key: Path | None = KeyOption,

@@ -32,6 +32,7 @@ from ._common import (
     out,
     run,
     short,
+    typed_ids,
     when,
     with_client,
 )
@@ -115,7 +116,7 @@ def sent(
 
 def status(
     message_id: str = typer.Argument(
-        ..., metavar="ID", help="Sent message id or its first 8+ hex digits."
+        ..., metavar="ID", help="Sent message id or its first 8+ hex digits.", callback=typed_ids
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the message and its state."),
     key: Path | None = KeyOption,

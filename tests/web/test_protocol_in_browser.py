@@ -33,6 +33,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from playwright.async_api import Page
 
+from flux.client import FluxClient
 from flux.protocol import (
     Identity,
     b64d,
@@ -760,3 +761,73 @@ def test_the_modules_name_no_other_origin_and_build_no_code() -> None:
         imported = re.findall(r'\bfrom\s+"([^"]+)";', code)  # static imports and re-exports
         assert all(name.startswith("./") for name in imported), path.name
         assert not re.search(r"\bimport\s*\(", code), f"{path.name}: a dynamic import"
+
+
+async def test_mail_through_a_real_server_both_ways(
+    flux_page: Page, flux_server: RunningServer
+) -> None:
+    """The browser's key registers, sends encrypted mail that Python reads through a real
+    server (sealed hop and all), and reads Python's answer: its signature, its sealed hop
+    under the keys the server publishes, and its content."""
+    bob = Identity(os.urandom(32))
+    seed = os.urandom(32)
+    me = Identity(seed)
+    async with (
+        aiohttp.ClientSession() as http,
+        FluxClient(bob, flux_server.url, session=http) as bob_client,
+    ):
+        await bob_client.register()
+        async with http.get(flux_server.url + "/federation/info") as resp:
+            info = await resp.json()
+        content = "from the browser ✓ " + "é" * 3000
+        register, envelopes = await flux_page.evaluate(
+            """async ([seed, domain, now, bob, bobPub, content]) => {
+                const signer = await F.openSigner(F.b64d(seed));
+                return [await F.registerBody(signer, domain, now),
+                        await F.composeEnvelopes(signer, {to: bob, subject: "hi", content,
+                            encrypt: true, readerPubs: {[bob]: bobPub}}, now)];
+            }""",
+            [
+                b64e(seed),
+                info["domain"],
+                int(time.time() * 1000),
+                bob.address,
+                bob.pub_b64(),
+                content,
+            ],
+        )
+        async with http.post(flux_server.url + "/register", json=register) as resp:
+            assert resp.status == 200, await resp.text()
+        for env in envelopes:
+            async with http.post(flux_server.url + "/send", json=env) as resp:
+                assert resp.status == 200, await resp.text()
+        received = [m for m in await bob_client.fetch() if m["id"] == envelopes[0]["id"]]
+        assert len(received) == 1
+        verified = await bob_client.verify_online(received[0])
+        assert verified.chain.sealed and bob_client.decrypt(received[0]) == content
+
+        await bob_client.send(me.address, "answer ✓", encrypt=True, keys={me.address: me.pub_b64()})
+        async with http.get(
+            flux_server.url + "/auth/challenge", params={"address": me.address}
+        ) as resp:
+            challenge = await resp.json()
+        session = await flux_page.evaluate(
+            """async ([seed, c]) => F.authSessionBody(await F.openSigner(F.b64d(seed)), c.challenge, c.domain)""",
+            [b64e(seed), challenge],
+        )
+        async with http.post(flux_server.url + "/auth/session", json=session) as resp:
+            token = (await resp.json())["token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        async with http.get(f"{flux_server.url}/fetch/{me.address}", headers=headers) as resp:
+            answer = (await resp.json())["messages"][0]
+    verdict, chain, plain = await flux_page.evaluate(
+        """async ([seed, msg, domain, info]) => {
+            const signer = await F.openSigner(F.b64d(seed));
+            const keysOf = async (name) => { if (name !== domain) throw new Error("unknown"); return info; };
+            return [await F.verifyEnvelope(msg), await F.verifyChain(msg, keysOf), await F.decryptContent(signer, msg)];
+        }""",
+        [b64e(seed), answer, info["domain"], info],
+    )
+    assert verdict == {"ok": True} and plain == "answer ✓"
+    assert chain["verdict"] == "pass" and [h["status"] for h in chain["hops"]] == ["sealed"]
+    assert chain["hops"][0]["server"] == info["domain"] and chain["blame"] is None

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -35,12 +36,26 @@ def demo(
     # the demo provokes three) would only interleave with it.
     logging.getLogger("flux").setLevel(logging.ERROR)
     workdir = Path(tempfile.mkdtemp(prefix="flux-demo-"))
+    # `kill`, or closing the terminal, stops the demo as Ctrl-C does, so the key files it
+    # wrote (private keys, in /tmp) are removed then too, not only on Ctrl-C
+    previous = {sig: signal.signal(sig, _as_ctrl_c) for sig in STOP_SIGNALS}
     try:
         run(_demo(workdir, once, port))
     except KeyboardInterrupt:
         out.print("demo stopped")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _as_ctrl_c(_signum: int, _frame: Any) -> None:
+    # SIGINT, however it is handled right now: asyncio's runner cancels the demo and
+    # raises KeyboardInterrupt, outside it Python raises it directly
+    signal.raise_signal(signal.SIGINT)
 
 
 async def _demo(workdir: Path, once: bool, port: int) -> None:

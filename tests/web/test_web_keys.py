@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest_asyncio
-from playwright.async_api import Page, Route, expect
+from playwright.async_api import Page, expect
+from tests.web.conftest import INSECURE_HOST
 
 from flux.client import FluxClient
 from flux.protocol import Identity
@@ -138,13 +140,9 @@ async def test_insecure_context_says_so(browser, server: RunningServer) -> None:
     """Served under a name that is not localhost over plain HTTP, the page has no WebCrypto:
     it says so on the sign-in screen, offers no key, and a password account still works."""
     page, log = await browser.new_page()
-
-    async def through(route: Route) -> None:
-        url = route.request.url.replace("http://flux.example", server.url)
-        await route.fulfill(response=await route.fetch(url=url))
-
-    await page.route("http://flux.example/**", through)
-    await page.goto("http://flux.example/")
+    # the real server under a name the browser maps to 127.0.0.1 (conftest), WebSocket included
+    port = urlsplit(server.url).port
+    await page.goto(f"http://{INSECURE_HOST}:{port}/")
     assert await page.evaluate("isSecureContext") is False
     await expect(page.locator("#insecure")).to_be_visible()
     await expect(page.locator("#insecure")).to_contain_text("not a secure context")

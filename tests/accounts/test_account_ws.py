@@ -17,6 +17,7 @@ import pytest
 from accounts_helpers import PASSWORD, Account, make_identity
 
 from flux.protocol import compose
+from flux.server.app import PARTS
 
 WAIT_S = 10.0
 
@@ -380,3 +381,52 @@ async def test_mail_changes_refusals(srv: Any) -> None:
     assert nobody["code"] == "unauthorized"
     await srv.call("POST", "/account/logout", headers=bob.headers)
     assert (await changes(srv, bob, expect=401))["code"] == "unauthorized"
+
+
+# -- two processes on one PostgreSQL database -------------------------------------------------
+
+
+@pytest.mark.postgres
+async def test_two_processes_on_postgresql_push_and_revoke(pg_dsn: str, tmp_path: Any) -> None:
+    """Two servers of one domain on one PostgreSQL schema (processes of one deployment;
+    accounts in that database too): mail sent through one is pushed to an account's
+    socket on the other, and a logout through one ends that socket at the other's next
+    periodic check (nothing in the second process hears the first one's revocation)."""
+    from flux.server import ServerConfig, start_server
+    from postgres_env import fresh_schema_url
+
+    async with fresh_schema_url("flux_account_ws") as url:
+        config = ServerConfig(domain="pg.accounts.test", port=0, data_dir=tmp_path, backend="postgres",
+                              db_url=url, ws_heartbeat_s=1.0)  # fmt: skip
+        first = await start_server(config)
+        second = await start_server(config)
+        try:
+            for running in (first, second):  # each process listening for the other's pushes
+                await asyncio.wait_for(running.app[PARTS]["fanout"].connected.wait(), WAIT_S)
+            async with aiohttp.ClientSession() as http:
+
+                async def post(base: str, path: str, body: Any, headers: Any = None) -> Any:
+                    async with http.post(base + path, json=body, headers=headers) as r:
+                        assert r.status == 200, await r.text()
+                        return await r.json()
+
+                ada = await post(first.url, "/account/register",
+                                 {"username": "ada", "password": PASSWORD})  # fmt: skip
+                bob = await post(first.url, "/account/register",
+                                 {"username": "bob", "password": PASSWORD})  # fmt: skip
+                bob_headers = {"X-Flux-Session": bob["session"]}
+                sock = Socket(await http.ws_connect(second.url + "/ws"))
+                await sock.ws.send_json({"action": "auth", "session": bob["session"]})
+                assert (await sock.next())["action"] == "authed"
+                sent = await post(first.url, "/mail/send", {"to": "bob", "content": "across"},
+                                  {"X-Flux-Session": ada["session"]})  # fmt: skip
+                pushed = await sock.next()
+                assert pushed["action"] == "message" and pushed["message"]["id"] == sent["id"]
+                await post(first.url, "/account/logout", {}, bob_headers)
+                ended = await end_frame(sock)
+                assert (ended["action"], ended["code"]) == ("auth", "unauthorized")
+                assert await sock.closed() == 4401
+                await sock.close()
+        finally:
+            await second.stop()
+            await first.stop()

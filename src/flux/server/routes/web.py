@@ -36,7 +36,13 @@ from aiohttp import web
 
 from ...accounts import Accounts
 from ...client.errors import FluxClientError
-from ...client.resolve import domain_url, parse_recipient, resolve_name, resolve_url
+from ...client.resolve import (
+    delegated_server,
+    domain_url,
+    parse_recipient,
+    resolve_name,
+    resolve_url,
+)
 from ...federation.keys import KeyFetcher
 from ...protocol.chain import PublishedKey
 from ...protocol.encoding import b64e
@@ -202,11 +208,16 @@ class WebRoutes:
             return domain in insecure
 
         try:
-            # both URLs are checked against the outbound policy before anything is asked
+            # Each URL is checked against the outbound policy before it is asked: the
+            # domain's, then the server it delegates to in /.well-known/flux (as the CLI
+            # follows it: client/resolve.py), whose answer is still checked against the key.
             fetcher.policy.guard_url(domain_url(recipient.domain, plain_http=plain))
-            url = fetcher.policy.guard_url(resolve_url(recipient.domain, lookup, plain_http=plain))
+            server = await delegated_server(fetcher.session, recipient.domain, plain_http=plain)
+            url = fetcher.policy.guard_url(resolve_url(server, lookup, plain_http=plain))
+            # (resolve_name asks the delegated server's own /.well-known/flux again, then
+            # uses `url` as given: one small request more, bounded like the others)
             address, pub = await resolve_name(
-                fetcher.session, recipient.domain, lookup, url=url, plain_http=plain
+                fetcher.session, server, lookup, url=url, plain_http=plain
             )
         except (FluxClientError, FluxError, OSError) as exc:
             message = getattr(exc, "message", None) or str(exc)

@@ -16,11 +16,14 @@ database, or the operator's `flux admin accounts disable`.
 
 `send` on an account's socket is refused (`unknown_action`, naming POST /mail/send): the
 frame carries an envelope signed by the client, and an account's client holds no key;
-composing and signing for it is /mail/send's, which a socket would only duplicate. After `authed`, every frame is a
-request answered by exactly one frame echoing its `rid`: `{"ok": true, "action", ...}` or
-the error shape of errors.py. A bad frame gets an error frame and the socket stays open.
-All outgoing frames (answers and pushes) go through the socket's one bounded queue, so they
-leave in order and a client that stops reading is closed (1008) rather than buffered.
+composing and signing for it is /mail/send's, which a socket would only duplicate.
+
+After `authed`, every frame is a request answered by exactly one frame echoing its `rid`:
+`{"ok": true, "action", ...}` or the error shape of errors.py. A bad frame gets an error
+frame and the socket stays open. All outgoing frames (answers and pushes) go through the
+socket's one bounded queue, so they leave in order and a client that stops reading is
+closed (1008) rather than buffered; the one exception is the frame ending a dead session,
+written directly just before the close that drops the queue.
 
 Liveness: aiohttp pings every `ws_heartbeat_s` and closes a socket that does not answer
 within half of that. A frame over `ws_max_msg_bytes` closes the socket with 1009. No frame

@@ -20,6 +20,7 @@ from rich.markup import escape
 
 from ..client import FluxClient
 from ..protocol.errors import FluxError
+from ._account_api import account_session
 from ._common import (
     CliError,
     KeyOption,
@@ -116,6 +117,10 @@ def forward(
     """Send a message on to someone else, as a new message signed by you.
 
     The original's signature cannot travel with changed recipients: its header is quoted."""
+    if key is None and not legacy_secret and account_session(server) is not None:
+        raise CliError("`flux forward` needs a key (--key or FLUX_KEY): a password account's "
+                       "key is on the server, so its encrypted mail cannot be opened here "
+                       "to forward; send its text on with `flux send`")  # fmt: skip
 
     async def go(client: FluxClient) -> None:
         msg = await _verified(client, message_id)

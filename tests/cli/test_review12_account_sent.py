@@ -28,8 +28,15 @@ def test_sent_and_status_with_an_account_session(tmp_path, live_server):
     assert message_id[:8] in listed.stdout and "from olga" in listed.stdout
     assert re.search(r"→ fx1\S+\s+stored", listed.stdout), listed.stdout
     as_json = json.loads(flux("sent", "--json", **env).stdout)
-    assert [m["id"] for m in as_json] == [message_id]
+    assert [m["id"] for m in as_json] == [message_id]  # before the second send below
     assert as_json[0]["_delivery"][pat]["state"] == "stored"
+
+    second = flux("send", pat, "again", "--subject", "second", **env)
+    assert second.returncode == 0, second.stderr
+    first_only = flux("sent", "--limit", "1", **env)
+    assert "second" in first_only.stdout and "from olga" not in first_only.stdout
+    assert "more: use --limit" in first_only.stdout  # a page, and it says so
+    assert "more:" not in flux("sent", "--limit", "5", **env).stdout
 
     one = flux("status", message_id[:8], **env)
     assert one.returncode == 0, one.stderr

@@ -88,7 +88,7 @@ def sent(
 ) -> None:
     """List what you sent, newest first, with the delivery state of each recipient."""
 
-    def show(items: list[dict[str, Any]]) -> None:
+    def show(items: list[dict[str, Any]], more: Any) -> None:
         if as_json:
             print(json_text(items, indent=2))
             return
@@ -100,16 +100,18 @@ def sent(
             out.print(f"[bold]{escape(str(msg.get('id'))[:8])}[/] {when(msg.get('_sent_at'))} "
                       f"{_summary(msg)} [bold]{escape(one_line(msg.get('subject') or ''))}[/]")  # fmt: skip
             _recipient_lines(msg, name_of)
+        if more:
+            out.print(f"[dim]more: use --limit to see more than {limit}[/]")
 
     # a password account's sent mail is its session's own (GET /mail/sent)
     if api := _account(key, legacy_secret, server):
         answer = run(api.call("GET", "/mail/sent", params={"limit": limit}))
-        show(list(answer.get("messages") or []))
+        show(list(answer.get("messages") or []), answer.get("next_cursor"))
         return
 
     async def go(client: FluxClient) -> None:
-        items, _ = await list_sent(client, limit=limit)
-        show(items)
+        items, more = await list_sent(client, limit=limit)
+        show(items, more)
 
     with_client(key, server, go, legacy_secret)
 

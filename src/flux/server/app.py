@@ -151,7 +151,7 @@ def create_app(
                          clock=clock, reports=reports, peer_heard=delivery.peer_heard,
                          meshes=meshes),
         WebSocketEndpoint(config=config, auth=auth, store=store, hub=hub, mailbox=mailbox,
-                          submitter=submitter, metrics=metrics),
+                          submitter=submitter, metrics=metrics, accounts=accounts),
         # the web client at / and /web/... (its lookups use the federation's key cache)
         WebRoutes(key=key, auth=auth, accounts=accounts, fetcher=peers.fetcher),
     ]  # fmt: skip

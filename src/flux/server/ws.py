@@ -167,10 +167,9 @@ class WebSocketEndpoint:
         accounts: Accounts | None = None,
         session_check_s: float | None = None,
     ) -> None:
-        """`accounts`: the account service whose sessions a socket may present (None: the
-        one the mailbox's name resolver reads, which create_app builds from the same
-        service; no accounts at all: `session` is refused). `session_check_s`: how often
-        an open socket's session is checked again (default: the heartbeat period)."""
+        """`accounts`: the account service whose sessions a socket may present (None: no
+        accounts, `session` is refused). `session_check_s`: how often an open socket's
+        session is checked again (default: the heartbeat period)."""
         self.config = config
         self.auth = auth
         self.store = store
@@ -178,8 +177,6 @@ class WebSocketEndpoint:
         self.mailbox = mailbox
         self.submitter = submitter
         self.metrics = metrics
-        if accounts is None and mailbox.names is not None:
-            accounts = mailbox.names.accounts
         self.accounts = accounts
         self.session_check_s = session_check_s or config.ws_heartbeat_s
         #: each open socket's owner, to check its session when its address's is revoked

@@ -68,7 +68,7 @@ from flux.protocol import (
     verify_chain,
     verify_envelope,
 )
-from flux.protocol.chain import seal_payload
+from flux.protocol.chain import check_can_append, seal_payload
 from flux.protocol.e2e import unwrap_cek, wrap_cek
 from flux.protocol.envelope import UNHASHED_FIELDS, UNSEALED_FIELDS, sign_envelope
 from flux.protocol.identity import keyfile_is_protected
@@ -2343,6 +2343,47 @@ def bounce() -> dict[str, Any]:
     }
 
 
+# -- (p) room for one more hop (PROTOCOL.md §7.2) -----------------------------------------
+
+
+def appending() -> dict[str, Any]:
+    """check_can_append: may a server seal and hand on this message (its own route entry and
+    record appended, every limit of §8 still held)?"""
+    msg = envelope_message()
+    entry = {"server": "u.example", "t": NOW}
+    record = make_hop(msg, A, next_hop=LOCAL_DELIVERY, now_ms=NOW, cv=ChainVerdict.NONE)
+    cases = [
+        ("room", "31 route entries and 31 records: room for one more", {
+            **msg, "route": [entry] * 31, "integrity_chain": [record] * 31}, None),
+        ("route-full", "32 route entries: no room for this server's", {
+            **msg, "route": [entry] * 32}, ("too_large", "route")),
+        ("chain-full", "32 records: no room for this server's", {
+            **msg, "integrity_chain": [record] * 32}, ("too_large", "integrity_chain")),
+        ("route-checked-first", "both full: route is named", {
+            **msg, "route": [entry] * 32, "integrity_chain": [record] * 32}, ("too_large", "route")),
+        ("shape-first", "an unknown field and a full route: the shape error comes first",
+         {**msg, "x_new": 1, "route": [entry] * 32}, ("invalid_value", "x_new")),
+    ]  # fmt: skip
+    out = []
+    for name, text, message, want in cases:
+        try:
+            check_can_append(message)
+            got: dict[str, Any] = {"ok": True}
+        except FluxError as exc:
+            got = {"error": {"code": exc.code, "field": exc.field}}
+        expected = {"ok": True} if want is None else {"error": {"code": want[0], "field": want[1]}}
+        if got != expected:
+            raise AssertionError(f"append vector {name}: the code gives {got}")
+        out.append({"name": name, "rule": "§7.2", "description": text, "envelope": message,
+                    "expected": expected})  # fmt: skip
+    return {
+        "description": "Before sealing, the message as it will leave (one route entry and one "
+        "record more) must pass §4.3 steps 1-5 (PROTOCOL.md §7.2): expected is {ok: true} or "
+        "{error: {code, field}}.",
+        "cases": out,
+    }
+
+
 # -- the file -----------------------------------------------------------------------------
 
 
@@ -2406,6 +2447,7 @@ def build() -> dict[str, Any]:
         "bounce": bounce(),
         "spam": spam(),
         "legacy_tokens": legacy_tokens(),
+        "appending": appending(),
     }
     return plain(data)
 

@@ -88,7 +88,7 @@ def test_every_section_is_exercised() -> None:
         "set", "protocol", "generator", "spec", "encoding", "now_ms", "randbytes_definition",
         "identities", "servers", "published_keys", "sealed_hops", "chains", "tamper", "bcc",
         "encrypted", "envelopes", "signed_requests", "canonical", "key_files", "decryption",
-        "compose", "bounce", "spam", "legacy_tokens",
+        "compose", "bounce", "spam", "legacy_tokens", "appending",
     }  # fmt: skip
     assert set(DATA["tamper"]) == {"description", "offenses", "genuine", "forged"}
     assert len(DATA["sealed_hops"]["hops"]) == 3

@@ -34,6 +34,8 @@ from flux.protocol import (
     Identity,
     PublishedKey,
     RateLimiter,
+    ServerSigner,
+    append_hop,
     b64d,
     canonical_json,
     check_spam,
@@ -44,6 +46,7 @@ from flux.protocol import (
     loads_strict,
     verify_envelope,
 )
+from flux.protocol.chain import check_can_append
 from flux.protocol.errors import all_error_classes
 from flux.protocol.identity import is_address, keyfile_is_protected
 from flux.protocol.outgoing import make_bounce
@@ -327,6 +330,23 @@ def test_legacy_token_vector(case: dict[str, Any]) -> None:
     assert not legacy_token_matches(case["address"], case["secret"], "\ud800" + case["token"])
 
 
+@pytest.mark.parametrize("case", DATA["appending"]["cases"], ids=lambda c: c["name"])
+def test_appending_vector(case: dict[str, Any]) -> None:
+    signer = ServerSigner("b.example", IDENTITIES["server-b"])
+    try:
+        check_can_append(case["envelope"])
+    except FluxError as exc:
+        assert outcome(exc) == case["expected"]
+        if exc.code == "too_large":  # append_hop refuses the same message the same way
+            with pytest.raises(FluxError) as info:
+                append_hop(case["envelope"], signer, next_hop="local", now_ms=DATA["now_ms"])
+            assert outcome(info.value) == case["expected"]
+    else:
+        assert case["expected"] == {"ok": True}
+        out = append_hop(case["envelope"], signer, next_hop="local", now_ms=DATA["now_ms"])
+        assert len(out["route"]) == len(out["integrity_chain"]) == 32
+
+
 # -- the set as a whole -------------------------------------------------------------------
 
 
@@ -343,6 +363,7 @@ def every_vector() -> list[tuple[str, dict[str, Any]]]:
     for section in ("canonical", "key_files", "decryption", "compose", "spam"):
         out += [(section, c) for c in DATA[section]["cases"]]
     out += [("spam", DATA["spam"]["rate"])]
+    out += [("appending", c) for c in DATA["appending"]["cases"]]
     out += [("bounce", c) for c in DATA["bounce"]["cases"]]
     out += [("legacy_tokens", c) for c in DATA["legacy_tokens"]]
     return out

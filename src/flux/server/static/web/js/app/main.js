@@ -296,6 +296,9 @@ async function loadList(more = false) {
     for (const msg of answer.messages || []) remember(msg, v.kind === "sent");
     app.order.push(...(answer.messages || []).map(keyOf).filter((k) => !app.order.includes(k)));
     app.cursor = answer.next_cursor || null;
+    // the tags of the mail just loaded are mailboxes in the list too: drawn now, not only
+    // when the next count refresh happens to come after this page (at sign-in they race)
+    renderBoxList();
   } catch (err) {
     toast(explain(err));
   } finally {

@@ -66,7 +66,7 @@ export function renderBoxes(boxes, onPick) {
 }
 
 function tagChips(tags) {
-  return (tags || []).map((t) => h("span", { class: "chip" }, safe(t)));
+  return (tags || []).map((t) => h("span", { class: "chip", title: visible(t) }, safe(t)));
 }
 
 /** One row of a mailbox list. */
@@ -235,7 +235,7 @@ export function renderMessageBody(msg, plain, trustNode = null) {
       h("dd", null, recipients.map((a, i) => [i ? ", " : "", h("code", { class: "addr" }, visible(a))])),
       h("dt", null, "Date"),
       h("dd", null, fullTime(msg.t)),
-      msg._tags && msg._tags.length ? [h("dt", null, "Tags"), h("dd", null, tagChips(msg._tags))] : null,
+      msg._tags && msg._tags.length ? [h("dt", null, "Tags"), h("dd", { class: "tags" }, tagChips(msg._tags))] : null,
     ),
     trustNode,
     encLine,

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any, NoReturn
 
 import typer
+from rich.markup import escape
 
 from .. import __version__
 from . import account, admin, contacts, demo, export, keys, mail, mailbox, sent, server
-from ._common import fail
+from ._common import err, fail
+from .safe_text import one_line
 
 __all__ = ["app", "main"]
 
@@ -64,10 +67,46 @@ def _root(
 def main(argv: list[str] | None = None) -> None:
     """The `flux` console script."""
     try:
-        app(args=argv, prog_name="flux")
+        # standalone_mode=False: the command-line parser hands its refusals back instead of
+        # drawing them in a box, so they are one line with the fix like every other failure
+        code = app(args=argv, prog_name="flux", standalone_mode=False)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:
+        kind = _parser_refusal(exc)
+        if kind == "help":  # `flux` or `flux admin` alone: the help was printed
+            sys.exit(getattr(exc, "exit_code", 2))
+        if kind == "abort":  # Ctrl-C or end of input at a prompt
+            err.print("aborted", markup=False)
+            sys.exit(130)
+        if kind is not None:
+            usage_error(exc)
         if os.environ.get("FLUX_DEBUG"):
             raise
         fail(exc)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _parser_refusal(exc: BaseException) -> str | None:
+    """What the command-line parser's exception `exc` is: `help` (no arguments: help
+    shown), `abort`, `usage` (a bad command line) or `other` (its other refusals); None
+    for anything else. By class name: typer 0.29 raises its own copy of click's classes,
+    and other versions click's own."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if "NoArgsIsHelpError" in names:
+        return "help"
+    if "Abort" in names:
+        return "abort"
+    if "UsageError" in names:
+        return "usage"
+    return "other" if "ClickException" in names else None
+
+
+def usage_error(exc: Any) -> NoReturn:
+    """A command line the parser refused (unknown option, missing or bad argument): one line
+    saying what is wrong and where the help is; exit 2 (click's status for it)."""
+    message = one_line(exc.format_message()).rstrip(".")
+    ctx = getattr(exc, "ctx", None)
+    where = f"; see `{ctx.command_path} --help`" if ctx is not None else ""
+    err.print(f"[bold red]error:[/] {escape(message)}{escape(where)}")
+    sys.exit(getattr(exc, "exit_code", 2))

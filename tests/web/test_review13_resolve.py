@@ -9,6 +9,7 @@ hash to the address is refused. Real servers and a real hostile HTTP server on 1
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from aiohttp import web
 from federation.fed_helpers import local_servers
 from flux.protocol import Identity
 from flux.protocol.encoding import b64e
+from flux.server.routes.web import RESOLVES_PER_CALLER, WebRoutes
 
 
 def _free_port() -> int:
@@ -37,6 +39,9 @@ class Hostile:
         self.asked: list[str] = []
         self.delegate_to: str | None = None
         self.resolve_answer: web.StreamResponse | None = None
+        #: set: answers to /federation/resolve/slow* wait until it is
+        self.release = asyncio.Event()
+        self.waiting = 0
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.asked.append(request.path)
@@ -44,7 +49,11 @@ class Hostile:
             if self.delegate_to is None:
                 return web.json_response({"ok": False}, status=404)
             return web.json_response({"server": self.delegate_to})
-        if request.path.startswith("/federation/resolve/") and self.resolve_answer is not None:
+        if request.path.startswith("/federation/resolve/slow"):
+            self.waiting += 1
+            await self.release.wait()
+            self.waiting -= 1
+        elif request.path.startswith("/federation/resolve/") and self.resolve_answer is not None:
             return self.resolve_answer
         return web.json_response({"ok": False, "code": "not_found"}, status=404)
 
@@ -67,6 +76,14 @@ async def hostile() -> AsyncIterator[Hostile]:
 async def servers(tmp_path: Path, hostile: Hostile):
     async with local_servers(tmp_path, ["a", "b"], extra_insecure={hostile.name}) as running:
         yield running
+
+
+def _web_routes(server) -> WebRoutes:
+    """The running app's WebRoutes (the owner of its /web/resolve handler)."""
+    for resource in server.app.router.resources():
+        if resource.canonical == "/web/resolve/{name}":
+            return next(iter(resource)).handler.__self__
+    raise AssertionError("no /web/resolve route")
 
 
 async def _get(http: aiohttp.ClientSession, url: str, **headers: str) -> tuple[int, dict]:
@@ -136,3 +153,41 @@ async def test_resolve_follows_delegation_and_stays_bounded(servers, hostile: Ho
         )
         status, body = await resolve(f"{bob['address']}@{hostile.name}")
         assert (status, body["field"]) == (400, "name"), body
+
+
+async def test_resolve_lookups_under_way_are_bounded_per_caller(servers, hostile: Hostile) -> None:
+    """A page cannot hold the server's outbound connections with lookups a slow domain
+    never answers: past RESOLVES_PER_CALLER under way, the next is 429 at once (not
+    queued), another caller still gets its turn, and turns come back as lookups end."""
+    a = servers["a"]
+    async with aiohttp.ClientSession() as http:
+        sessions = []
+        for name in ("sol", "tim"):
+            form = {"username": name, "password": "correct horse 13"}
+            async with http.post(a.url + "/account/register", json=form) as r:
+                sessions.append({"X-Flux-Session": (await r.json())["session"]})
+        sol, tim = sessions
+        url = f"{a.url}/web/resolve/slow@{hostile.name}"
+
+        slow = [asyncio.create_task(_get(http, url, **sol)) for _ in range(RESOLVES_PER_CALLER)]
+        # until every one holds its turn (some wait for the pool's connections to the host)
+        lookups = _web_routes(a)._lookups
+        for _ in range(400):  # bounded by the loop, not timed
+            if sum(lookups.values()) == RESOLVES_PER_CALLER and hostile.waiting:
+                break
+            await asyncio.sleep(0.025)
+        assert sum(lookups.values()) == RESOLVES_PER_CALLER
+        asked = hostile.waiting
+        async with http.get(url, headers=sol) as r:
+            body = await r.json()
+            assert (r.status, body["code"], body["field"]) == (429, "rate_limited", "name")
+            assert int(r.headers["Retry-After"]) > 0
+        assert hostile.waiting == asked  # refused before anything was asked
+        other = asyncio.create_task(_get(http, url, **tim))
+
+        hostile.release.set()
+        for status, body in [*await asyncio.gather(*slow), await other]:
+            assert (status, body["field"]) == (404, "name"), body
+        assert "did not resolve" not in body["error"].split("did not resolve", 1)[1]
+        status, body = await _get(http, url, **sol)  # a turn again
+        assert (status, body["field"]) == (404, "name"), body

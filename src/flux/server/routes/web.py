@@ -27,7 +27,9 @@ Lookups (session required: a key session's bearer token or an account's X-Flux-S
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,9 @@ from aiohttp import web
 
 from ...accounts import Accounts
 from ...client.errors import FluxClientError
+from ...client.resolve import TIMEOUT_S as RESOLVE_TIMEOUT_S
 from ...client.resolve import (
+    Recipient,
     delegated_server,
     domain_url,
     parse_recipient,
@@ -51,6 +55,7 @@ from ...protocol.errors import FluxError, InvalidValue
 from .. import wire
 from ..auth import Authenticator, presented_token
 from ..errors import NotFound
+from ..fair import RateLimited
 from ..keys import ServerKey
 from ..static.docs import StaticFile
 from .accounts import SESSION_HEADER
@@ -65,6 +70,11 @@ CSP = (
     "base-uri 'none'; frame-ancestors 'none'; form-action 'self'; "
     "require-trusted-types-for 'script'; trusted-types 'none'"
 )
+
+#: name lookups (`GET /web/resolve`) one signed-in caller, and all callers together, may
+#: have under way at once; more are refused at once (429), never queued
+RESOLVES_PER_CALLER = 4
+RESOLVES_IN_FLIGHT = 16
 
 #: file suffix -> content type; files of any other type are not served
 TYPES = {
@@ -138,6 +148,8 @@ class WebRoutes:
         #: the federation's key fetcher (its cache, its guarded session), once running
         self.fetcher = fetcher
         self.files = files or WebFiles()
+        #: caller address -> name lookups it has under way (`_lookup_turn`)
+        self._lookups: dict[str, int] = {}
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -163,13 +175,13 @@ class WebRoutes:
             raise NotFound("no such file of the web client", field="path")
         return static_answer(request, found)
 
-    async def _signed_in(self, request: web.Request) -> None:
-        """Raises Unauthorized unless the request carries a live key or account session."""
+    async def _signed_in(self, request: web.Request) -> str:
+        """The caller's address. Raises Unauthorized unless the request carries a live key
+        or account session."""
         account_token = request.headers.get(SESSION_HEADER)
         if account_token:
-            await self.accounts.authenticate(account_token)
-            return
-        await self.auth.principal(presented_token(request, legacy=False))
+            return (await self.accounts.authenticate(account_token)).account.address
+        return (await self.auth.principal(presented_token(request, legacy=False))).address
 
     async def keys(self, request: web.Request) -> web.Response:
         """`{ok, server, keys: [{pub, valid_from, valid_until}]}`: this server's published
@@ -193,13 +205,42 @@ class WebRoutes:
         """`{ok, address, pub, name, domain}` for `name@domain` or `fx1…@domain` at another
         domain (or this one), the key checked to hash to the address (`name` null for an
         address). 400 naming `name` for anything else; 404 `not_found` (field `name`) when
-        the domain gives no binding or may not be reached; 401 without a session."""
-        await self._signed_in(request)
+        the domain gives no binding or may not be reached; 401 without a session; 429
+        `rate_limited` (field `name`, Retry-After) while the caller has RESOLVES_PER_CALLER
+        lookups under way, or all callers RESOLVES_IN_FLIGHT."""
+        caller = await self._signed_in(request)
         wire.only_query(request, frozenset())
         written = wire.path_str(request, "name")
         recipient = parse_recipient(written, field="name")
         if recipient.domain is None:
             raise InvalidValue("give name@domain or fx1…@domain", field="name")
+        with self._lookup_turn(caller):
+            return await self._resolve(written, recipient)
+
+    @contextmanager
+    def _lookup_turn(self, caller: str) -> Iterator[None]:
+        """A turn for one name lookup of `caller`, or 429 `rate_limited` (field `name`,
+        Retry-After) when it or everyone together already has as many under way as allowed:
+        each lookup may hold outbound connections for up to three GETs of TIMEOUT_S, and a
+        page is a client like any other, so it gets a share, not the whole federation pool."""
+        mine = self._lookups.get(caller, 0)
+        if mine >= RESOLVES_PER_CALLER or sum(self._lookups.values()) >= RESOLVES_IN_FLIGHT:
+            raise RateLimited(
+                "too many name lookups under way; try again when they have answered",
+                field="name", retry_after_s=math.ceil(RESOLVE_TIMEOUT_S),
+            )  # fmt: skip
+        self._lookups[caller] = mine + 1
+        try:
+            yield
+        finally:
+            left = self._lookups[caller] - 1
+            if left:
+                self._lookups[caller] = left
+            else:
+                del self._lookups[caller]
+
+    async def _resolve(self, written: str, recipient: Recipient) -> web.Response:
+        """Resolves `recipient` (which has a domain) for `resolve`."""
         lookup = recipient.name or str(recipient.address)
         fetcher = self.fetcher()
         insecure = fetcher.insecure_peers
@@ -221,6 +262,7 @@ class WebRoutes:
             )
         except (FluxClientError, FluxError, OSError) as exc:
             message = getattr(exc, "message", None) or str(exc)
+            message = message.split(" did not resolve: ", 1)[-1]  # said once, below
             raise NotFound(
                 f"{written[:80]} did not resolve: {message[:200]}", field="name"
             ) from None

@@ -92,7 +92,7 @@ export function renderRow(msg, plain, selected, onOpen) {
     h(
       "span",
       { class: "meta" },
-      isEncrypted(msg) ? h("span", { class: "lock", title: "encrypted end to end", "aria-label": "encrypted" }, "🔒") : null,
+      isEncrypted(msg) ? h("span", { class: "lock", title: "encrypted end to end", role: "img", "aria-label": "encrypted" }) : null,
       h("time", { datetime: new Date(msg.t).toISOString() }, when(msg.t)),
       h("span", { class: "status" }, unread(msg) ? "unread" : msg._status || ""),
       msg._inbox && msg._inbox !== "inbox" ? h("span", { class: "chip folder" }, safe(msg._inbox)) : null,
@@ -135,7 +135,7 @@ export function renderSentRow(msg, plain, selected, onOpen) {
     h(
       "span",
       { class: "meta" },
-      isEncrypted(msg) ? h("span", { class: "lock", "aria-label": "encrypted" }, "🔒") : null,
+      isEncrypted(msg) ? h("span", { class: "lock", title: "encrypted end to end", role: "img", "aria-label": "encrypted" }) : null,
       h("time", null, when(msg._sent_at || msg.t)),
       h("span", { class: "delivery-summary" }, deliverySummary(msg._delivery)),
     ),
@@ -219,8 +219,8 @@ export function renderMessageBody(msg, plain, trustNode = null) {
   const text = bodyText(msg, plain);
   const enc = isEncrypted(msg);
   let encLine = h("p", { class: "enc-line plain" }, "Not encrypted: servers on the way could read this message.");
-  if (enc && text !== null) encLine = h("p", { class: "enc-line encrypted" }, "🔒 Encrypted end to end, decrypted in this browser. The subject, sender and recipients were not encrypted.");
-  else if (enc) encLine = h("p", { class: "enc-line encrypted" }, "🔒 Encrypted end to end. ", visible(plain && plain.error ? plain.error : "It cannot be decrypted here."));
+  if (enc && text !== null) encLine = h("p", { class: "enc-line encrypted" }, h("span", { class: "lock", "aria-hidden": "true" }), " Encrypted end to end, decrypted in this browser. The subject, sender and recipients were not encrypted.");
+  else if (enc) encLine = h("p", { class: "enc-line encrypted" }, h("span", { class: "lock", "aria-hidden": "true" }), " Encrypted end to end. ", visible(plain && plain.error ? plain.error : "It cannot be decrypted here."));
   const recipients = [msg.to, ...(msg.cc || [])];
   return h(
     "div",

@@ -18,7 +18,7 @@ import typer
 from rich.markup import escape
 
 from .. import __version__
-from . import account, admin, contacts, demo, export, keys, mail, mailbox, sent, server
+from . import account, admin, contacts, demo, export, folders, keys, mail, mailbox, sent, server
 from ._common import err, fail
 from .safe_text import one_line
 
@@ -36,6 +36,7 @@ app = typer.Typer(
 for command in (
     keys.keygen, keys.selfcheck, server.server, mail.register, mail.send, mail.inbox,
     mail.read, mail.watch, keys.verify, demo.demo, account.logout, sent.sent, sent.status,
+    folders.folders,
 ):  # fmt: skip
     app.command()(command)
 # `flux tag ID +t -t`: a "-t" is a removal, not an unknown option

@@ -3,11 +3,13 @@ the mail commands are in mailbox.py, export.py and contacts.py)."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import typer
 from rich.markup import escape
 from rich.panel import Panel
@@ -17,6 +19,7 @@ from ..client import FluxClient, FluxClientError, KnownBindings, Verified
 from ..protocol import ChainCheck, verify_chain, verify_envelope
 from ..protocol.errors import DecryptionError, FluxError
 from ..protocol.identity import is_address
+from ..protocol.limits import WS_MAX_FRAME_BYTES
 from ._account_api import AccountApi, account_session
 from ._common import (
     CliError,
@@ -353,9 +356,12 @@ def watch(
     legacy_secret: str | None = LegacySecretOption,
 ) -> None:
     """Print each message as it arrives (WebSocket push). Ctrl-C stops."""
-    if key is None and not legacy_secret and account_session(server) is not None:
-        raise CliError("`flux watch` needs a key (--key or FLUX_KEY): the WebSocket takes "
-                       "key sessions only; use `flux inbox` with an account")  # fmt: skip
+    if api := _account(key, legacy_secret, server):
+        try:
+            run(_watch_account(api, box))
+        except KeyboardInterrupt:
+            out.print("stopped")
+        return
     identity = load_identity(key)
 
     async def go() -> None:
@@ -386,4 +392,64 @@ def _line(client: FluxClient, msg: dict[str, Any]) -> str:
     return (
         f"{mark} {when(msg.get('t'))} {escape(one_line(msg.get('id')))} "
         f"from {escape(one_line(short(msg.get('from'))))}{subject} {text}"
+    )
+
+
+async def _watch_account(api: AccountApi, box: str | None) -> None:
+    """`watch` for a password account: /ws authenticated with its session (docs/API.md,
+    "WebSocket", "Password accounts"); each pending and pushed message printed as it comes,
+    its signature checked here (its key is on the server, so encrypted mail is shown as
+    such). aiohttp answers the server's pings as frames are read, which acknowledges what
+    was printed. Raises CliError when the session ends (4401/4403) or the socket closes."""
+    assert api.session is not None
+    url = "ws" + api.url.removeprefix("http") + "/ws"
+    auth = {"action": "auth", "session": api.session.token, **({"inbox": box} if box else {})}
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(url, max_msg_size=WS_MAX_FRAME_BYTES) as ws,
+        ):
+            await ws.send_json(auth)
+            async for frame in ws:
+                if frame.type is not aiohttp.WSMsgType.TEXT:
+                    break
+                _account_frame(api, json.loads(frame.data))
+            code = ws.close_code
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise CliError(f"cannot reach {api.url}: {exc or type(exc).__name__}; is the server "
+                       "running? Check --server or $FLUX_SERVER") from exc  # fmt: skip
+    if code in (4401, 4403):
+        name = api.session.username or "NAME"
+        raise CliError(f"the session of {name} at {api.url} has ended (expired, revoked or "
+                       f"disabled): log in again with `flux account login {name}`")  # fmt: skip
+    raise CliError(f"the server closed the connection (code {code}); run `flux watch` again")
+
+
+def _account_frame(api: AccountApi, frame: Any) -> None:
+    if not isinstance(frame, dict):
+        return
+    action = frame.get("action")
+    if action == "authed":
+        out.print(f"watching {escape(one_line(api.me))} at {api.url} (Ctrl-C to stop)")
+        for msg in frame.get("messages") or []:
+            out.print(_account_line(msg))
+    elif action == "message" and isinstance(frame.get("message"), dict):
+        out.print(_account_line(frame["message"]))
+
+
+def _account_line(msg: Any) -> str:
+    try:
+        verify_envelope(dict(msg))
+        verify_chain(msg, None).raise_for_failure()
+        mark = "[green]✓[/]"
+    except FluxError as exc:
+        mark = f"[red]✗ {escape(exc.code)}[/]"
+    except (TypeError, ValueError):
+        mark = "[red]✗ malformed[/]"
+    body = "[encrypted end to end]" if msg.get("encrypted") else msg.get("content", "")
+    subject = f" [bold]{escape(one_line(msg['subject']))}[/]:" if msg.get("subject") else ""
+    sender = msg.get("_from_name") or short(msg.get("from"))
+    return (
+        f"{mark} {when(msg.get('t'))} {escape(one_line(msg.get('id')))} "
+        f"from {escape(one_line(sender))}{subject} {escape(one_line(body))}"
     )

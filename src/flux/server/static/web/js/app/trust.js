@@ -82,7 +82,9 @@ export class ServerKeys {
 }
 
 const HOP_WORDS = {
-  sealed: "seal verified under this server's published key",
+  // The page may talk only to its own server (CSP), so another server's keys reach it
+  // through yours (/web/keys): say whose word the check rests on.
+  sealed: "seal verified under the key your server has on record for it",
   unsealed: "an old-style record: signed, but proves nothing about order",
   failed: "does not verify",
 };

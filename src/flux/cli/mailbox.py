@@ -118,7 +118,7 @@ def forward(
 
     The original's signature cannot travel with changed recipients: its header is quoted."""
     if key is None and not legacy_secret and account_session(server) is not None:
-        raise CliError("`flux forward` needs a key (--key or FLUX_KEY): a password account's "
+        raise CliError("no key: `flux forward` needs a key (--key or FLUX_KEY); a password account's "
                        "key is on the server, so its encrypted mail cannot be opened here "
                        "to forward; send its text on with `flux send`")  # fmt: skip
 

@@ -143,3 +143,26 @@ def test_watch_shows_hostile_mail_inert(tmp_path, live_server):
     finally:
         assert watcher.interrupt() in (0, 130)
         watcher.kill()
+
+
+def test_tags_and_folders_are_never_markup(tmp_path, live_server):
+    """A sender's tags arrive with the message; `[/x]` in one used to fail the recipient's
+    wide `flux inbox` (rich read the cell as markup: MarkupError) and so would a folder."""
+    env = user_env(tmp_path, live_server)
+    alice_key, bob_key = tmp_path / "alice.json", tmp_path / "bob.json"
+    make_key(alice_key)
+    bob = make_key(bob_key)
+    for key in (alice_key, bob_key):
+        assert flux("register", "--key", str(key), **env).returncode == 0
+    sent = flux("send", bob, "x", "--tag", "[/x]", "--tag", "[bold]b", "--key", str(alice_key),
+                **env)  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    message_id = re.search(r"sent ([0-9a-f]{32})", sent.stdout).group(1)
+    bob_env = {**env, "FLUX_KEY": str(bob_key)}
+    assert flux("move", message_id[:8], "[red]f", **bob_env).returncode == 0
+    for args in (("inbox",), ("folders",), ("read", message_id[:8]), ("thread", message_id[:8])):
+        shown = flux(*args, **bob_env, COLUMNS="200")  # wide: the tags and folder columns
+        assert shown.returncode == 0, (args, shown.stderr)
+        assert "[red]f" in shown.stdout or args[0] in ("read", "thread"), shown.stdout
+    wide = flux("inbox", **bob_env, COLUMNS="200").stdout
+    assert "[/x]" in wide and "[bold]b" in wide

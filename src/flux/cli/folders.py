@@ -10,6 +10,7 @@ from typing import Any
 import typer
 from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from ..client import FluxClient
 from ._common import KeyOption, LegacySecretOption, ServerOption, out, run, with_client
@@ -43,7 +44,8 @@ def folders(
         for name, counts in sorted(found.items()):
             counts = counts if isinstance(counts, dict) else {}
             unread = sum(int(counts.get(s) or 0) for s in UNREAD)
-            table.add_row(one_line(name), str(unread), str(counts.get("read") or 0))
+            # Text: a folder name is never read as markup (`[/x]` is a valid name)
+            table.add_row(Text(one_line(name)), str(unread), str(counts.get("read") or 0))
         if not found:
             table.caption = "no mail yet: the first message lands in `inbox`"
         out.print(table)

@@ -115,6 +115,8 @@ def _cells(msg: dict[str, Any], wide: bool, name_of: Callable[[str], str | None]
     row: list[Any] = [ident if wide else ident[:8], Text(who, style), subject]
     if wide:
         tags = ", ".join(str(t) for t in msg.get("_tags") or ())
-        row += [one_line(msg.get("_status", "?")), one_line(msg.get("_inbox") or ""),
-                one_line(tags)]  # fmt: skip
+        # Text, not str: rich reads a str cell as markup, and a tag or folder is anyone's
+        # words (a sender's tags arrive with the message): `[/x]` would fail the listing
+        row += [Text(one_line(msg.get("_status", "?"))), Text(one_line(msg.get("_inbox") or "")),
+                Text(one_line(tags))]  # fmt: skip
     return [*row, relative_time(msg.get("t")), flags(msg)]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import venv
@@ -48,12 +49,21 @@ def ensure_venv(extras: str) -> None:
 
 def run(argv: list[str]) -> None:
     child = subprocess.Popen(argv, cwd=ROOT)
+    # A SIGTERM or SIGHUP sent to dev.py alone (a closed terminal, `kill`) is passed on, so
+    # the child stops cleanly (the demo removes its key files) instead of being orphaned.
+    forwarded = [s for s in ("SIGTERM", "SIGHUP") if hasattr(signal, s)]
+    previous = {name: signal.signal(getattr(signal, name),
+                                    lambda number, _frame: child.send_signal(number))
+                for name in forwarded}  # fmt: skip
     try:
         code = child.wait()
     except KeyboardInterrupt:
         # Ctrl-C reached the child too (same process group): let it finish its own clean
         # stop, then leave quietly with its status (130 if it had none to give).
         code = child.wait() or 130
+    finally:
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)
     if code:
         sys.exit(code)
 

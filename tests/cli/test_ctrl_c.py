@@ -11,10 +11,12 @@ import pty
 import re
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import termios
+import time
 from pathlib import Path
 
 from cli_helpers import WAIT, env, flux, make_key
@@ -99,9 +101,9 @@ def test_ctrl_c_stops_demo(tmp_path):
         term.kill()
 
 
-def test_ctrl_c_stops_dev_py_run(tmp_path):
-    """`python3 dev.py run` from a copy of the checkout's root whose .venv is this one's
-    (marked installed, so nothing is fetched): the demo, then Ctrl-C."""
+def _dev_py_copy(tmp_path: Path) -> None:
+    """A copy of the checkout's root whose .venv is this one's (marked installed, so
+    nothing is fetched)."""
     shutil.copy(ROOT / "dev.py", tmp_path / "dev.py")
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     bin_dir = tmp_path / ".venv" / "bin"
@@ -111,11 +113,37 @@ def test_ctrl_c_stops_dev_py_run(tmp_path):
     (bin_dir / "flux").chmod(0o755)
     digest = hashlib.sha256((tmp_path / "pyproject.toml").read_bytes()).hexdigest()
     (tmp_path / ".venv" / ".flux-installed").write_text(digest)
+
+
+def test_ctrl_c_stops_dev_py_run(tmp_path):
+    """`python3 dev.py run`: the demo, then Ctrl-C."""
+    _dev_py_copy(tmp_path)
     term = Terminal([sys.executable, "dev.py", "run"], cwd=tmp_path,
                     XDG_CONFIG_HOME=str(tmp_path))  # fmt: skip
     try:
         term.wait_for(r"Ctrl-C stops the server")
         _clean_exit(term)
+    finally:
+        term.kill()
+
+
+def test_sigterm_to_dev_py_alone_stops_the_demo_cleanly(tmp_path):
+    """A SIGTERM sent to dev.py only (not its process group) reaches the demo, which stops
+    and removes its key files instead of being left running."""
+    _dev_py_copy(tmp_path)
+    term = Terminal([sys.executable, "dev.py", "run"], cwd=tmp_path,
+                    XDG_CONFIG_HOME=str(tmp_path))  # fmt: skip
+    try:
+        term.wait_for(r"Ctrl-C stops the server")
+        key = Path(re.search(r"alice:\s+(\S+\.json)", term.output).group(1))
+        assert key.exists()
+        term.proc.send_signal(signal.SIGTERM)
+        term.proc.wait(timeout=WAIT)
+        deadline = time.monotonic() + WAIT
+        while key.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not key.exists(), term.output
+        assert "Traceback" not in term.output
     finally:
         term.kill()
 

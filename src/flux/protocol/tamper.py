@@ -279,7 +279,9 @@ def check_report_offline(report: Any) -> None:
     if not isinstance(last, dict) or last.get("server") != report["offender"]:
         raise InvalidProof("the last record is not the accused's", field="offender")
     if last.get("next") != report["reporter"]:
-        raise InvalidProof("the accused did not hand this message to the reporter", field="reporter")
+        raise InvalidProof(
+            "the accused did not hand this message to the reporter", field="reporter"
+        )
     if last.get("bh") != body_hash(envelope):
         raise InvalidProof("the accused's record does not commit to this body", field="envelope")
 

@@ -82,6 +82,7 @@ from ..protocol.outgoing import make_bounce
 from ..protocol.spam import RATE_LIMIT_REASON, check_spam
 from ..protocol.tamper import Offense, bound_seal, find_offense
 from ..store.base import (
+    REFUSED_REASONS,
     DeliveryState,
     Incoming,
     MessageRef,
@@ -633,11 +634,8 @@ _SENT_STATES: dict[str, tuple[DeliveryState, str | None]] = {
     StoreOutcome.DUPLICATE: (DeliveryState.STORED, None),
     QUEUED: (DeliveryState.QUEUED, None),
     NOT_HOSTED: (DeliveryState.BOUNCED, "this server does not host this address"),
-    StoreOutcome.OVER_QUOTA: (DeliveryState.BOUNCED, "the recipient's mailbox is full"),
-    StoreOutcome.OVER_STRANGER_SHARE: (
-        DeliveryState.BOUNCED,
-        "the recipient has not written to you and its mail from strangers is full",
-    ),
+    # a refusal by the store: the same words the storing transaction writes (sent_after)
+    **{outcome: (DeliveryState.BOUNCED, words) for outcome, words in REFUSED_REASONS.items()},
 }
 
 

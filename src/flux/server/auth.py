@@ -46,6 +46,7 @@ class Principal:
     address: str
     token_hash: str | None  #: None for a legacy token
     legacy: bool = False
+    expires_at: int | None = None  #: unix ms when the session ends (None: a legacy token)
 
 
 def token_hash(token: str) -> str:
@@ -153,7 +154,7 @@ class Authenticator:
         digest = token_hash(token)
         session = await self.store.session(digest, self.clock())
         if session is not None:
-            return Principal(session.address, digest)
+            return Principal(session.address, digest, expires_at=session.expires_at)
         if (
             self.legacy_secret
             and claimed

@@ -6,12 +6,13 @@ or the prototype's legacy token) or a password account's session (`session`, the
 X-Flux-Session of /account/login); either way the socket then acts for one address, the
 same for both, except that an account's socket does not `send` (below).
 
-A socket lives only as long as its session. It is checked again before every request
-frame, every `session_check_s` (the heartbeat period by default), and at once when this
-process revokes a session of its address (logout, a password change: the watchers of
-Authenticator and Accounts); a session found revoked, expired or (an account) disabled
-gets an error frame (`action: "auth"`, 401 `unauthorized`) and a close with 4401. The
-periodic check is what finds revocations made elsewhere: another process sharing the
+A socket lives only as long as its session. Its expiry is known from the auth and
+checked before every request frame (from memory: no store read on the send path); the
+store is asked again every `session_check_s` (the heartbeat period by default), and at
+once when this process revokes a session of its address (logout, a password change: the
+watchers of Authenticator and Accounts); a session found revoked, expired or (an account)
+disabled gets an error frame (`action: "auth"`, 401 `unauthorized`) and a close with 4401.
+The periodic check is what finds revocations made elsewhere: another process sharing the
 database, or the operator's `flux admin accounts disable`.
 
 `send` on an account's socket is refused (`unknown_action`, naming POST /mail/send): the
@@ -129,6 +130,10 @@ class SocketOwner:
     @property
     def address(self) -> str:
         return self.principal.address
+
+    def expired(self, now_ms: int) -> bool:
+        """Whether the session's known end has come (a legacy token has none)."""
+        return self.principal.expires_at is not None and now_ms >= self.principal.expires_at
 
 
 def _aborter(request: web.Request) -> Callable[[], None]:
@@ -289,7 +294,9 @@ class WebSocketEndpoint:
         if self.accounts is None:
             raise InvalidValue("this server has no password accounts", field="session")
         active = await self.accounts.authenticate(session)
-        return SocketOwner(Principal(active.account.address, active.session.token_hash), session)
+        principal = Principal(active.account.address, active.session.token_hash,
+                              expires_at=active.session.expires_at)  # fmt: skip
+        return SocketOwner(principal, session)
 
     async def _revocation(self, owner: SocketOwner) -> FluxError | None:
         """Why `owner`'s session may no longer be used (revoked, expired, its account
@@ -420,7 +427,9 @@ class WebSocketEndpoint:
             if conn.closed.is_set():
                 break
             if msg.type == WSMsgType.TEXT:
-                if not await self._still_owned(conn, owner):  # no request on a dead session
+                # no request on an expired session (known from memory; revocations are
+                # found by the watchers and the periodic check, not a store read per frame)
+                if owner.expired(self.auth.clock()) and not await self._still_owned(conn, owner):
                     break
                 conn.send(await self._answer(owner, msg.data, conn))  # in its dialect
             elif msg.type == WSMsgType.BINARY:

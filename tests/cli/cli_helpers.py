@@ -124,6 +124,18 @@ def make_key(path: Path) -> str:
     return re.search(r"fx1[0-9a-f]{40}", result.stdout).group(0)
 
 
+def registered_keys(tmp_path: Path, env: dict[str, str], *names: str) -> list[tuple[Path, str]]:
+    """A key file `tmp_path/<name>.json` per name, each registered on `env`'s server:
+    [(path, address)] in the order given."""
+    keys = []
+    for name in names:
+        path = tmp_path / f"{name}.json"
+        address = make_key(path)
+        assert flux("register", "--key", str(path), **env).returncode == 0
+        keys.append((path, address))
+    return keys
+
+
 def user_env(tmp_path: Path, server: str, name: str = "cfg", **extra: str) -> dict[str, str]:
     """A CLI user of `server` whose config (saved sessions, contacts) is `tmp_path/name`."""
     return {"FLUX_SERVER": server, "XDG_CONFIG_HOME": str(tmp_path / name), **extra}

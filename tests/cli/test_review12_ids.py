@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 
-from cli_helpers import flux, make_key, one_line_failure, user_env
+from cli_helpers import flux, one_line_failure, registered_keys, user_env
 
 from flux.cli._common import typed_ids
 
@@ -23,11 +23,7 @@ def test_typed_ids():
 
 def test_upper_case_short_ids_work_everywhere(tmp_path, live_server):
     env = user_env(tmp_path, live_server)
-    alice_key, bob_key = tmp_path / "alice.json", tmp_path / "bob.json"
-    make_key(alice_key)
-    bob = make_key(bob_key)
-    for key in (alice_key, bob_key):
-        assert flux("register", "--key", str(key), **env).returncode == 0
+    (alice_key, _), (bob_key, bob) = registered_keys(tmp_path, env, "alice", "bob")
     alice_env = {**env, "FLUX_KEY": str(alice_key)}
     bob_env = {**env, "FLUX_KEY": str(bob_key)}
     sent = flux("send", bob, "hello", "--subject", "s", **alice_env)

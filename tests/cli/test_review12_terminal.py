@@ -15,7 +15,7 @@ import io
 import json
 import re
 
-from cli_helpers import flux, make_key, user_env
+from cli_helpers import flux, registered_keys, user_env
 from rich.table import Table
 from rich.text import Text
 
@@ -34,11 +34,7 @@ def _no_raw_controls(text: str) -> None:
 
 def test_hostile_subjects_and_bodies_are_shown_inert(tmp_path, live_server):
     env = user_env(tmp_path, live_server)
-    alice_key, bob_key = tmp_path / "alice.json", tmp_path / "bob.json"
-    make_key(alice_key)
-    bob = make_key(bob_key)
-    for key in (alice_key, bob_key):
-        assert flux("register", "--key", str(key), **env).returncode == 0
+    (alice_key, _), (bob_key, bob) = registered_keys(tmp_path, env, "alice", "bob")
     alice_env = {**env, "FLUX_KEY": str(alice_key)}
     bob_env = {**env, "FLUX_KEY": str(bob_key)}
 
@@ -126,11 +122,7 @@ def test_watch_shows_hostile_mail_inert(tmp_path, live_server):
     from cli_helpers import Running
 
     env = user_env(tmp_path, live_server)
-    alice_key, bob_key = tmp_path / "alice.json", tmp_path / "bob.json"
-    make_key(alice_key)
-    bob = make_key(bob_key)
-    for key in (alice_key, bob_key):
-        assert flux("register", "--key", str(key), **env).returncode == 0
+    (alice_key, _), (bob_key, bob) = registered_keys(tmp_path, env, "alice", "bob")
     watcher = Running("watch", FLUX_KEY=str(bob_key), **env)
     try:
         watcher.wait_for(r"^watching fx1")
@@ -149,11 +141,7 @@ def test_tags_and_folders_are_never_markup(tmp_path, live_server):
     """A sender's tags arrive with the message; `[/x]` in one used to fail the recipient's
     wide `flux inbox` (rich read the cell as markup: MarkupError) and so would a folder."""
     env = user_env(tmp_path, live_server)
-    alice_key, bob_key = tmp_path / "alice.json", tmp_path / "bob.json"
-    make_key(alice_key)
-    bob = make_key(bob_key)
-    for key in (alice_key, bob_key):
-        assert flux("register", "--key", str(key), **env).returncode == 0
+    (alice_key, _), (bob_key, bob) = registered_keys(tmp_path, env, "alice", "bob")
     sent = flux("send", bob, "x", "--tag", "[/x]", "--tag", "[bold]b", "--key", str(alice_key),
                 **env)  # fmt: skip
     assert sent.returncode == 0, sent.stderr

@@ -40,6 +40,7 @@ from ..store.base import (
     MessageRef,
     MessageStatus,
     PrefixMatches,
+    SentMessage,
     Store,
     StoredMessage,
 )
@@ -267,14 +268,34 @@ class Mailbox:
         return (await self._named([row]))[0]
 
     async def thread(self, address: str, ref: MessageRef) -> list[Wire]:
-        """The conversation of one message (base.py, "Threads"). Raises NotFound,
-        Ambiguous."""
-        ref = await self._resolve_one(address, ref)
+        """The conversation of one message (base.py, "Threads"), the owner's own sent
+        messages included: each received one as listings show it, each sent one as
+        `GET /sent/{addr}/{id}` does (`_sent_at`, `_delivery`) plus `_folder: "sent"`
+        (docs/API.md, "Threads"). `ref` may name a received message or one the owner sent.
+        Raises NotFound, Ambiguous."""
+        ref = await self._thread_ref(address, ref)
         with _one_sender():
             rows = await self.store.thread(address, ref.id, ref.sender)
             if not rows and await self.store.get(address, ref.id, ref.sender) is None:
                 raise NotFound("no such message in this mailbox", field="id")
-        return await self._named(rows)
+        listed = [
+            {**r.to_wire(), "_folder": "sent"} if isinstance(r, SentMessage) else r.to_wire()
+            for r in rows
+        ]
+        return listed if self.names is None else await self.names.annotate(listed)
+
+    async def _thread_ref(self, address: str, ref: MessageRef) -> MessageRef:
+        """`ref` made whole: a short id of the mailbox (module notes), else of the owner's
+        sent mail when the mailbox has none (and `from`, if given, is the owner). Raises
+        NotFound, AmbiguousPrefix."""
+        whole = await self.resolve(address, ref)
+        if whole is not None:
+            return whole
+        if ref.sender in (None, address):
+            sent = await self.store.sent_prefix(address, ref.id, 2)
+            if len(sent) == 1:
+                return MessageRef(sent[0].id, address)
+        raise NotFound("no such message in this mailbox", field="id")
 
     async def changes(self, address: str, since: int, limit: int) -> dict[str, Any]:
         """What changed after state `since`. Raises CannotCalculateChanges for a state above

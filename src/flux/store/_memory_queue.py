@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .base import (
     DeliveryUpdates,
@@ -40,10 +41,19 @@ class MemoryQueue:
         self._qid = 0
         #: (sender, id) -> the sent-mail record (one per submission)
         self._sent: dict[tuple[str, str], SentMessage] = {}
+        #: (sender, id) -> the sent record's thread root (base.py, "A conversation...")
+        self._sent_roots: dict[tuple[str, str], str] = {}
 
     async def record_sent(self, sent: Sequence[SentMessage]) -> None:
         for record in sent:
-            self._sent.setdefault((record.sender, record.id), record)
+            key = (record.sender, record.id)
+            if key not in self._sent:  # a replay keeps the first record (and its root)
+                self._sent_roots[key] = self._new_root(record.sender, record.envelope)
+                self._sent[key] = record
+
+    def _new_root(self, owner: str, envelope: Mapping[str, Any]) -> str:
+        """The thread root of a message new to `owner`'s mail (MemoryStore computes it)."""
+        raise NotImplementedError
 
     async def sent(
         self, sender: str, limit: int, before: tuple[int, str] | None = None

@@ -29,8 +29,10 @@ from .base import (
     MessageStatus,
     Page,
     PrefixMatches,
+    SentMessage,
     StoredMessage,
     StoreOutcome,
+    ThreadItem,
     prefix_upper,
 )
 
@@ -65,6 +67,9 @@ async def store_batch(
     """Store every message of `batch`, in order, in the caller's transaction."""
     recipients = [_rules.recipients_of(inc) for inc in batch]  # TypeError before any SQL
     everyone = {r for rcpts in recipients for r in rcpts}
+    # a sent record written in this transaction computes its root in its sender's mail
+    # (queue.record_sent): its mailbox is locked with the others, in one statement
+    everyone |= {inc.envelope["from"] for inc in batch if inc.sent is not None}
     await locks.take(conn, everyone, {inc.body_hash for inc in batch})
     return [await store(conn, inc, rcpts) for inc, rcpts in zip(batch, recipients, strict=True)]
 
@@ -194,25 +199,49 @@ async def save_body(conn: asyncpg.Connection, inc: Incoming) -> None:
     )  # fmt: skip
 
 
-async def thread_root(conn: asyncpg.Connection, rcpt: str, env: Mapping[str, Any]) -> str:
-    """The root of a new message (base.py, "Threads"); the replies waiting for it that its
-    participants sent move under it."""
+async def parent_candidates(
+    conn: asyncpg.Connection, owner: str, re_id: str
+) -> list[tuple[Mapping[str, Any], str]]:
+    """(envelope, root) of `owner`'s messages of id `re_id`, received and sent, oldest
+    first (base.py, "A conversation includes the owner's own sent mail")."""
+    received = await conn.fetch(
+        f"""SELECT d.received_at, m.envelope, d.thread_root FROM {FROM}
+            WHERE d.recipient = $1 AND d.msg_id = $2 ORDER BY d.received_at, d.id""",
+        owner, re_id,
+    )  # fmt: skip
+    sent = await conn.fetch(
+        "SELECT sent_at, envelope, thread_root FROM sent WHERE sender = $1 AND msg_id = $2",
+        owner, re_id,
+    )  # fmt: skip
+    return _rules.oldest_first(
+        [(t, json.loads(e), r) for t, e, r in received], [(t, json.loads(e), r) for t, e, r in sent]
+    )
+
+
+async def new_root(conn: asyncpg.Connection, owner: str, env: Mapping[str, Any]) -> str:
+    """The root of a message new to `owner`'s mail, received or sent (base.py, "Threads");
+    the replies waiting for it that its participants sent move under it, in both. The
+    caller holds `owner`'s mailbox lock."""
     re_id = env.get("re")
     parent = None
     if isinstance(re_id, str) and re_id:
-        rows = await conn.fetch(
-            f"""SELECT m.envelope, d.thread_root FROM {FROM}
-                WHERE d.recipient = $1 AND d.msg_id = $2 ORDER BY d.received_at, d.id""",
-            rcpt, re_id,
-        )  # fmt: skip
-        parent = _rules.parent_root(env, rcpt, [(json.loads(e), r) for e, r in rows])
+        parent = _rules.parent_root(env, owner, await parent_candidates(conn, owner, re_id))
     root = _rules.thread_start(env, parent)
+    waiting = _rules.adoptable(env, owner)
     await conn.execute(
         "UPDATE deliveries SET thread_root = $1 "
         "WHERE recipient = $2 AND thread_root = ANY($3::text[])",
-        root, rcpt, _rules.adoptable(env, rcpt),
+        root, owner, waiting,
+    )  # fmt: skip
+    await conn.execute(
+        "UPDATE sent SET thread_root = $1 WHERE sender = $2 AND thread_root = ANY($3::text[])",
+        root, owner, waiting,
     )  # fmt: skip
     return root
+
+
+#: the root of a new delivery: the recipient is the owner
+thread_root = new_root
 
 
 SET_STATUSES = """
@@ -529,20 +558,50 @@ async def inboxes(conn: asyncpg.Connection, address: str, now: int) -> dict[str,
 
 async def thread(
     conn: asyncpg.Connection, address: str, msg_id: str, now: int, sender: str | None = None
-) -> list[StoredMessage]:
-    """Run in one snapshot (the caller's transaction)."""
-    sender = await find(conn, address, msg_id, sender)
-    if sender is None:
+) -> list[ThreadItem]:
+    """Received and sent messages of one root (base.py). Run in one snapshot (the
+    caller's transaction)."""
+    root = await root_of(conn, address, msg_id, sender)
+    if root is None:
         return []
     rows = await conn.fetch(
         f"""SELECT {ROW} FROM {FROM}
             WHERE d.recipient = $1 AND d.status <> 'deleted' AND {visible("$3")}
-              AND d.thread_root = (SELECT thread_root FROM deliveries
-                                   WHERE recipient = $1 AND msg_id = $2 AND sender = $4)
+              AND d.thread_root = $2
             ORDER BY d.received_at, d.id""",
-        address, msg_id, now, sender,
+        address, root, now,
     )  # fmt: skip
-    return [to_message(r, now) for r in rows]
+    sent = await conn.fetch(
+        """SELECT sender, sent_at, envelope, delivery, updated_at FROM sent
+           WHERE sender = $1 AND thread_root = $2 ORDER BY sent_at, msg_id COLLATE "C" """,
+        address, root,
+    )  # fmt: skip
+    return _rules.conversation(
+        [to_message(r, now) for r in rows],
+        [SentMessage(s, json.loads(e), at, json.loads(d), up) for s, at, e, d, up in sent],
+    )
+
+
+async def root_of(
+    conn: asyncpg.Connection, address: str, msg_id: str, sender: str | None
+) -> str | None:
+    """The root of the message (sender, msg_id) of `address`'s mail, received or sent;
+    None if there is none. Raises AmbiguousMessage (base.py)."""
+    held = (await senders_of(conn, address, [msg_id])).get(msg_id, [])
+    sent_root = await conn.fetchval(
+        "SELECT thread_root FROM sent WHERE sender = $1 AND msg_id = $2", address, msg_id
+    )
+    mine = [address] if sent_root is not None else []
+    who = _rules.pick(MessageRef(msg_id, sender), [*held, *mine])
+    if who is None:
+        return None
+    if who in held:
+        return await conn.fetchval(
+            "SELECT thread_root FROM deliveries "
+            "WHERE recipient = $1 AND msg_id = $2 AND sender = $3",
+            address, msg_id, who,
+        )  # fmt: skip
+    return sent_root
 
 
 async def changes(conn: asyncpg.Connection, address: str, since: int, limit: int) -> Changes:

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 import asyncpg
 
 from . import _rules
-from ._postgres_ops import rowcount
+from ._postgres_locks import Locks
+from ._postgres_ops import new_root, rowcount
 from .base import (
     DeliveryUpdates,
     DestinationState,
@@ -42,14 +43,30 @@ def _text(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-async def record_sent(conn: asyncpg.Connection, sent: Sequence[SentMessage]) -> None:
-    """One row per submission; a replay keeps the first record (and its states)."""
-    if sent:
-        await conn.executemany(
-            """INSERT INTO sent (sender, msg_id, sent_at, envelope, delivery, updated_at)
-               VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING""",
-            [(m.sender, m.id, m.sent_at, _rules.envelope_text(m.envelope), _text(m.delivery),
-              m.updated_at) for m in sent],
+async def record_sent(
+    conn: asyncpg.Connection, sent: Sequence[SentMessage], locks: Locks | None = None
+) -> None:
+    """One row per submission; a replay keeps the first record (and its states and root).
+    A new record's thread root is computed as a delivery's (base.py, "A conversation
+    includes the owner's own sent mail"), its sender being the owner, under the sender's
+    mailbox lock: taken here when `locks` is given, else already held by the caller (the
+    storing transaction takes it with the recipients')."""
+    if not sent:
+        return
+    if locks is not None:
+        await locks.take(conn, {m.sender for m in sent})
+    for m in sent:
+        if await conn.fetchval(
+            "SELECT 1 FROM sent WHERE sender = $1 AND msg_id = $2", m.sender, m.id
+        ):
+            continue
+        root = await new_root(conn, m.sender, m.envelope)
+        await conn.execute(
+            """INSERT INTO sent (sender, msg_id, sent_at, envelope, delivery, updated_at,
+                                 thread_root)
+               VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING""",
+            m.sender, m.id, m.sent_at, _rules.envelope_text(m.envelope), _text(m.delivery),
+            m.updated_at, root,
         )  # fmt: skip
 
 
@@ -116,10 +133,12 @@ async def update_sent(conn: asyncpg.Connection, delivery: DeliveryUpdates) -> No
 
 
 async def enqueue(
-    conn: asyncpg.Connection, items: Sequence[Outbound], sent: Sequence[SentMessage] = ()
-) -> list[bool]:
-    """Per item, in order: True if it was added, False if that copy was already queued."""
-    await record_sent(conn, sent)
+    conn: asyncpg.Connection, items: Sequence[Outbound], sent: Sequence[SentMessage] = (),
+    locks: Locks | None = None,
+) -> list[bool]:  # fmt: skip
+    """Per item, in order: True if it was added, False if that copy was already queued.
+    `locks`: as record_sent's."""
+    await record_sent(conn, sent, locks)
     added = []
     for item in items:
         await conn.execute(

@@ -15,7 +15,17 @@ from typing import Any
 
 from flux.protocol.errors import InvalidValue
 
-from .base import MAX_PAGE, STATUS_ORDER, AmbiguousMessage, Incoming, MessageRef, MessageStatus
+from .base import (
+    MAX_PAGE,
+    STATUS_ORDER,
+    AmbiguousMessage,
+    Incoming,
+    MessageRef,
+    MessageStatus,
+    SentMessage,
+    StoredMessage,
+    ThreadItem,
+)
 
 DEFAULT_INBOX = "inbox"
 LIVE_STATUSES = (MessageStatus.PENDING, MessageStatus.DELIVERED, MessageStatus.READ)
@@ -151,7 +161,9 @@ def decode_cursor(cursor: str) -> tuple[int, int]:
 # -- message identity and threads (base.py, "Threads"; PROTOCOL.md §4.5) ---------------------
 def refs(msg_ids: Iterable[str | MessageRef]) -> list[MessageRef]:
     """Distinct refs, in order; a bare id is a ref without sender."""
-    return list(dict.fromkeys(MessageRef(m) if isinstance(m, str) else MessageRef(*m) for m in msg_ids))
+    return list(
+        dict.fromkeys(MessageRef(m) if isinstance(m, str) else MessageRef(*m) for m in msg_ids)
+    )
 
 
 def pick(ref: MessageRef, senders: Iterable[str]) -> str | None:
@@ -238,3 +250,35 @@ def adoptable(envelope: Mapping[str, Any], owner: str) -> list[str]:
     """The placeholder roots a newly stored message takes over: those of its participants'
     replies to its id."""
     return sorted(waiting_key(who, envelope["id"]) for who in participants(envelope, owner))
+
+
+# -- the owner's sent mail in its conversations (base.py, "A conversation includes...") -------
+#: a candidate parent as the stores read it: (stored at, unix ms; envelope; thread root)
+Timed = tuple[int, Mapping[str, Any], str]
+
+
+def oldest_first(
+    received: Iterable[Timed], sent: Iterable[Timed]
+) -> list[tuple[Mapping[str, Any], str]]:
+    """The candidates `parent_root` takes, from the owner's received mail (already in
+    arrival order) and its sent mail: by time, received first at one millisecond (a
+    stable sort keeps each list's own order). A sent row whose root is "" is one a
+    migration has not computed yet (schema step 11's backfill): not a parent yet."""
+    tagged = [(at, 0, env, root) for at, env, root in received]
+    tagged += [(at, 1, env, root) for at, env, root in sent if root]
+    tagged.sort(key=lambda c: (c[0], c[1]))
+    return [(env, root) for _, _, env, root in tagged]
+
+
+def conversation(
+    received: Sequence[StoredMessage], sent: Sequence[SentMessage]
+) -> list[ThreadItem]:
+    """One thread's received and sent messages (each list oldest first), merged oldest
+    first; at one millisecond a sent message comes before a received one. A message the
+    owner sent to itself is in both lists: the received copy stands for it."""
+    held = {m.ref for m in received}
+    mine = [s for s in sent if MessageRef(s.id, s.sender) not in held]
+    items: list[tuple[int, int, ThreadItem]] = [(m.sent_at, 0, m) for m in mine]
+    items += [(m.received_at, 1, m) for m in received]
+    items.sort(key=lambda i: (i[0], i[1]))
+    return [m for _, _, m in items]

@@ -24,8 +24,10 @@ from .base import (
     MessageStatus,
     Page,
     PrefixMatches,
+    SentMessage,
     StoredMessage,
     StoreOutcome,
+    ThreadItem,
     prefix_upper,
 )
 
@@ -168,26 +170,48 @@ def save_body(conn: sqlite3.Connection, inc: Incoming) -> None:
     )  # fmt: skip
 
 
-def thread_root(conn: sqlite3.Connection, rcpt: str, env: Mapping[str, Any]) -> str:
-    """The root of a new message (base.py, "Threads"); the replies waiting for it that its
-    participants sent move under it."""
+def parent_candidates(
+    conn: sqlite3.Connection, owner: str, re_id: str
+) -> list[tuple[Mapping[str, Any], str]]:
+    """(envelope, root) of `owner`'s messages of id `re_id`, received and sent, oldest
+    first (base.py, "A conversation includes the owner's own sent mail")."""
+    received = conn.execute(
+        f"""SELECT d.received_at, m.envelope, d.thread_root FROM {FROM}
+            WHERE d.recipient = ? AND d.msg_id = ? ORDER BY d.received_at, d.id""",
+        (owner, re_id),
+    ).fetchall()
+    sent = conn.execute(
+        "SELECT sent_at, envelope, thread_root FROM sent WHERE sender = ? AND msg_id = ?",
+        (owner, re_id),
+    ).fetchall()
+    return _rules.oldest_first(
+        [(t, json.loads(e), r) for t, e, r in received], [(t, json.loads(e), r) for t, e, r in sent]
+    )
+
+
+def new_root(conn: sqlite3.Connection, owner: str, env: Mapping[str, Any]) -> str:
+    """The root of a message new to `owner`'s mail, received or sent (base.py, "Threads");
+    the replies waiting for it that its participants sent move under it, in both."""
     re_id = env.get("re")
     parent = None
     if isinstance(re_id, str) and re_id:
-        rows = conn.execute(
-            f"""SELECT m.envelope, d.thread_root FROM {FROM}
-                WHERE d.recipient = ? AND d.msg_id = ? ORDER BY d.received_at, d.id""",
-            (rcpt, re_id),
-        ).fetchall()
-        parent = _rules.parent_root(env, rcpt, [(json.loads(e), r) for e, r in rows])
+        parent = _rules.parent_root(env, owner, parent_candidates(conn, owner, re_id))
     root = _rules.thread_start(env, parent)
-    waiting = _rules.adoptable(env, rcpt)
+    waiting = _rules.adoptable(env, owner)
+    marks = ", ".join("?" * len(waiting))
     conn.execute(
-        f"""UPDATE deliveries SET thread_root = ? WHERE recipient = ?
-            AND thread_root IN ({", ".join("?" * len(waiting))})""",
-        (root, rcpt, *waiting),
+        f"UPDATE deliveries SET thread_root = ? WHERE recipient = ? AND thread_root IN ({marks})",
+        (root, owner, *waiting),
+    )
+    conn.execute(
+        f"UPDATE sent SET thread_root = ? WHERE sender = ? AND thread_root IN ({marks})",
+        (root, owner, *waiting),
     )
     return root
+
+
+#: the root of a new delivery: the recipient is the owner
+thread_root = new_root
 
 
 def set_status(
@@ -419,19 +443,47 @@ def inboxes(conn: sqlite3.Connection, address: str, now: int) -> dict[str, dict[
 
 def thread(
     conn: sqlite3.Connection, address: str, msg_id: str, now: int, sender: str | None = None
-) -> list[StoredMessage]:
-    sender = find(conn, address, msg_id, sender)
-    if sender is None:
+) -> list[ThreadItem]:
+    """Received and sent messages of one root (base.py); one read transaction."""
+    root = root_of(conn, address, msg_id, sender)
+    if root is None:
         return []
     rows = conn.execute(
         f"""SELECT {ROW} FROM {FROM}
             WHERE d.recipient = :a AND d.status != 'deleted' AND {VISIBLE}
-              AND d.thread_root = (SELECT thread_root FROM deliveries
-                                   WHERE recipient = :a AND msg_id = :m AND sender = :s)
+              AND d.thread_root = :r
             ORDER BY d.received_at, d.id""",
-        {"a": address, "m": msg_id, "s": sender, "now": now},
+        {"a": address, "r": root, "now": now},
     ).fetchall()
-    return [to_message(r, now) for r in rows]
+    sent = conn.execute(
+        """SELECT sender, sent_at, envelope, delivery, updated_at FROM sent
+           WHERE sender = ? AND thread_root = ? ORDER BY sent_at, msg_id""",
+        (address, root),
+    ).fetchall()
+    return _rules.conversation(
+        [to_message(r, now) for r in rows],
+        [SentMessage(s, json.loads(e), at, json.loads(d), up) for s, at, e, d, up in sent],
+    )
+
+
+def root_of(conn: sqlite3.Connection, address: str, msg_id: str, sender: str | None) -> str | None:
+    """The root of the message (sender, msg_id) of `address`'s mail, received or sent;
+    None if there is none. Raises AmbiguousMessage (base.py)."""
+    held = senders(conn, address, msg_id)
+    sent_root = conn.execute(
+        "SELECT thread_root FROM sent WHERE sender = ? AND msg_id = ?", (address, msg_id)
+    ).fetchone()
+    who = _rules.pick(
+        MessageRef(msg_id, sender), [*held, *([address] if sent_root is not None else [])]
+    )
+    if who is None:
+        return None
+    if who in held:
+        return conn.execute(
+            "SELECT thread_root FROM deliveries WHERE recipient = ? AND msg_id = ? AND sender = ?",
+            (address, msg_id, who),
+        ).fetchone()[0]
+    return sent_root[0]  # type: ignore[index]
 
 
 def changes(conn: sqlite3.Connection, address: str, since: int, limit: int) -> Changes:

@@ -10,7 +10,7 @@ import json
 import sqlite3
 from collections.abc import Sequence
 
-from ._sqlite_ops import new_change
+from ._sqlite_ops import new_change, new_root
 from .base import (
     ChangeKind,
     DeliveryUpdates,
@@ -38,13 +38,21 @@ def _text(value: object) -> str:
 
 
 def record_sent(conn: sqlite3.Connection, sent: Sequence[SentMessage]) -> None:
-    """One row per submission; a replay keeps the first record (and its states)."""
-    conn.executemany(
-        """INSERT OR IGNORE INTO sent (sender, msg_id, sent_at, envelope, delivery, updated_at)
-           VALUES (?, ?, ?, ?, ?, ?)""",
-        [(m.sender, m.id, m.sent_at, _text(m.envelope), _text(m.delivery), m.updated_at)
-         for m in sent],
-    )  # fmt: skip
+    """One row per submission; a replay keeps the first record (and its states and root).
+    A new record's thread root is computed as a delivery's (base.py, "A conversation
+    includes the owner's own sent mail"), its sender being the owner."""
+    for m in sent:
+        if conn.execute(
+            "SELECT 1 FROM sent WHERE sender = ? AND msg_id = ?", (m.sender, m.id)
+        ).fetchone():
+            continue
+        conn.execute(
+            """INSERT INTO sent (sender, msg_id, sent_at, envelope, delivery, updated_at,
+                                 thread_root)
+               VALUES (?, ?, ?, ?, ?, ?, ?)""",
+            (m.sender, m.id, m.sent_at, _text(m.envelope), _text(m.delivery), m.updated_at,
+             new_root(conn, m.sender, m.envelope)),
+        )  # fmt: skip
 
 
 def _sent_row(row: tuple) -> SentMessage:

@@ -64,6 +64,17 @@ exist, one whose sender is a participant of R wins, then the oldest. A reply who
 is not (yet) in the mailbox waits under a placeholder of (its sender, `re`); when a
 message with that id arrives, it adopts the placeholders of its own participants only.
 (`_rules.py` holds these decisions, shared by every store.)
+
+A conversation includes the owner's own sent mail. Each sent record (`SentMessage`) gets a
+thread root by the same rule, its sender being the mailbox owner: it joins the root of the
+message it answers, looked up among the sender's received mail AND its sent mail (oldest
+first across both); a received reply to one of the owner's sent messages joins that sent
+message's root, so a delivery's lookup reads the recipient's sent records too, and
+placeholders are adopted in both. `thread` answers the union of the received and the sent
+messages of one root, oldest first (a received message by `received_at`, a sent one by
+`sent_at`; at one millisecond, sent first); a message the owner sent to itself is there
+once, as the received copy (while that copy is not deleted). The thread may be asked for by
+the id of a sent message as well (sender: the owner).
 """
 
 from __future__ import annotations
@@ -333,6 +344,9 @@ class SentMessage:
                 "_delivery": {r: dict(s) for r, s in self.delivery.items()}}  # fmt: skip
 
 
+#: one message of a conversation (`Store.thread`): received (the owner's mailbox) or sent
+ThreadItem = StoredMessage | SentMessage
+
 #: {(sender, msg_id): {recipient: its new state}}: what one settlement changes
 DeliveryUpdates = Mapping[tuple[str, str], Mapping[str, Mapping[str, Any]]]
 
@@ -522,10 +536,13 @@ class Store(Protocol):
 
     async def thread(
         self, address: str, msg_id: str, sender: str | None = None
-    ) -> list[StoredMessage]:
+    ) -> list[ThreadItem]:
         """Every message of `address` in the conversation of (`sender`, `msg_id`) (by `re`
-        and the participant rule above), oldest first; [] if no such message.
-        Raises AmbiguousMessage as `get`."""
+        and the participant rule above), received and sent (module notes, "A conversation
+        includes the owner's own sent mail"), oldest first; [] if no such message.
+        (`sender`, `msg_id`) may name a received message or one `address` sent (`sender`
+        then `address` or None). Raises AmbiguousMessage as `get` (a bare id held both
+        from another sender and in the owner's sent mail is ambiguous)."""
 
     async def changes(self, address: str, since: int, limit: int) -> Changes:
         """Changes with seq > `since`, in seq order, at most `limit` (not collapsed: a row

@@ -34,6 +34,7 @@ from .base import (
     StoreOutcome,
     Strike,
     StrikeTally,
+    ThreadItem,
     sent_after,
 )
 
@@ -145,7 +146,7 @@ class MemoryStore(MemoryQueue, MemoryInvites):
                 out[rcpt] = StoreOutcome.OVER_STRANGER_SHARE
                 continue
             self._s.messages.setdefault(inc.body_hash, text)
-            root = self._thread_root(rcpt, inc.envelope)
+            root = self._new_root(rcpt, inc.envelope)
             self._s.rowid += 1
             d = _Delivery(
                 rowid=self._s.rowid, recipient=rcpt, sender=sender, msg_id=msg_id, body_hash=inc.body_hash,
@@ -192,23 +193,34 @@ class MemoryStore(MemoryQueue, MemoryInvites):
             del self._s.messages[body]
         return len(gone)
 
-    def _thread_root(self, rcpt: str, env: Mapping[str, Any]) -> str:
-        """The root of a new message (base.py, "Threads"); the replies waiting for it that
-        its participants sent move under it."""
+    def _new_root(self, owner: str, env: Mapping[str, Any]) -> str:
+        """The root of a message new to `owner`'s mail, received or sent (base.py,
+        "Threads"); the replies waiting for it that its participants sent move under it,
+        in both."""
         re_id = env.get("re")
         parent = None
         if isinstance(re_id, str) and re_id:
             found = sorted(
-                (self._s.deliveries[(rcpt, s, re_id)] for s in self._s.senders.get((rcpt, re_id), ())),
+                (self._s.deliveries[(owner, s, re_id)] for s in self._s.senders.get((owner, re_id), ())),
                 key=lambda d: d.order,
             )  # fmt: skip
-            candidates = [(json.loads(self._s.messages[d.body_hash]), d.thread_root) for d in found]
-            parent = _rules.parent_root(env, rcpt, candidates)
+            received = [
+                (d.received_at, json.loads(self._s.messages[d.body_hash]), d.thread_root)
+                for d in found
+            ]
+            mine = self._sent.get((owner, re_id))
+            sent = [] if mine is None else [
+                (mine.sent_at, mine.envelope, self._sent_roots[(owner, re_id)])
+            ]  # fmt: skip
+            parent = _rules.parent_root(env, owner, _rules.oldest_first(received, sent))
         root = _rules.thread_start(env, parent)
-        waiting = set(_rules.adoptable(env, rcpt))
+        waiting = set(_rules.adoptable(env, owner))
         for d in self._s.deliveries.values():
-            if d.recipient == rcpt and d.thread_root in waiting:
+            if d.recipient == owner and d.thread_root in waiting:
                 d.thread_root = root
+        for key, old in self._sent_roots.items():
+            if key[0] == owner and old in waiting:
+                self._sent_roots[key] = root
         return root
 
     def _find(self, address: str, msg_id: str, sender: str | None) -> _Delivery | None:
@@ -385,17 +397,30 @@ class MemoryStore(MemoryQueue, MemoryInvites):
 
     async def thread(
         self, address: str, msg_id: str, sender: str | None = None
-    ) -> list[StoredMessage]:
-        start = self._find(address, msg_id, sender)
-        if start is None:
+    ) -> list[ThreadItem]:
+        held = list(self._s.senders.get((address, msg_id), ()))
+        mine = (address, msg_id) in self._sent
+        who = _rules.pick(MessageRef(msg_id, sender), [*held, *([address] if mine else [])])
+        if who is None:
             return []
+        if who in held:
+            root = self._s.deliveries[(address, who, msg_id)].thread_root
+        else:
+            root = self._sent_roots[(address, msg_id)]
         now = self._clock()
         rows = [
             d for d in self._mailbox(address)
-            if d.thread_root == start.thread_root
+            if d.thread_root == root
             and _rules.effective_status(d.status, d.hide_at, now) != MessageStatus.DELETED
         ]  # fmt: skip
-        return [self._view(d, now) for d in sorted(rows, key=lambda d: d.order)]
+        sent = sorted(
+            (m for key, m in self._sent.items()
+             if key[0] == address and self._sent_roots[key] == root),
+            key=lambda m: (m.sent_at, m.id),
+        )  # fmt: skip
+        return _rules.conversation(
+            [self._view(d, now) for d in sorted(rows, key=lambda d: d.order)], sent
+        )
 
     async def changes(self, address: str, since: int, limit: int) -> Changes:
         limit = max(1, int(limit))

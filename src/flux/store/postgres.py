@@ -87,6 +87,7 @@ from .base import (
     StoreOutcome,
     Strike,
     StrikeTally,
+    ThreadItem,
     sent_after,
 )
 from .migrations.postgres import migrate
@@ -280,7 +281,7 @@ class PostgresStore:
 
     async def thread(
         self, address: str, msg_id: str, sender: str | None = None
-    ) -> list[StoredMessage]:
+    ) -> list[ThreadItem]:
         now = self._clock()
         return await self._snapshot(lambda c: ops.thread(c, address, msg_id, now, sender))
 
@@ -347,12 +348,12 @@ class PostgresStore:
         self, items: Sequence[Outbound], *, sent: Sequence[SentMessage] = ()
     ) -> list[bool]:
         items, sent = list(items), list(sent)
-        return await self._write(lambda c: queue.enqueue(c, items, sent))
+        return await self._write(lambda c: queue.enqueue(c, items, sent, self._locks))
 
     async def record_sent(self, sent: Sequence[SentMessage]) -> None:
         sent = list(sent)
         if sent:
-            await self._write(lambda c: queue.record_sent(c, sent))
+            await self._write(lambda c: queue.record_sent(c, sent, self._locks))
 
     async def sent(
         self, sender: str, limit: int, before: tuple[int, str] | None = None

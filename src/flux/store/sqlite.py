@@ -75,6 +75,7 @@ from .base import (
     StoreOutcome,
     Strike,
     StrikeTally,
+    ThreadItem,
     sent_after,
 )
 from .migrations.sqlite import migrate
@@ -356,7 +357,7 @@ class SQLiteStore:
 
     async def thread(
         self, address: str, msg_id: str, sender: str | None = None
-    ) -> list[StoredMessage]:
+    ) -> list[ThreadItem]:
         now = self._clock()
         return await self._read(lambda c: ops.thread(c, address, msg_id, now, sender))
 

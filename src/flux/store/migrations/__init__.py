@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["Migration", "SchemaTooNew", "plan", "split_statements"]
 
@@ -34,9 +35,15 @@ class SchemaTooNew(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class Migration:
+    """One step. `backfill`, if given, runs after `sql` in the same transaction, with the
+    back end's connection (a coroutine function for PostgreSQL): for data the step must
+    compute by rules written in Python, which SQL would only duplicate (step 11's thread
+    roots of sent mail)."""
+
     version: int
     description: str
     sql: str
+    backfill: Callable[[Any], Any] | None = None
 
 
 def check_sequence(steps: Sequence[Migration]) -> None:

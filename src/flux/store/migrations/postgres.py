@@ -38,6 +38,9 @@ uses an index only in the index's own collation). Building it locks writes to
 Step 8 is SQLite's step 8 (read its notes): the operator's holds, `destinations.held` and
 `outbound.held` (BOOLEAN). Adding a column with a constant default rewrites no rows.
 
+Step 11 is SQLite's step 11 (read its notes): a thread root per sent record, computed for
+the existing rows by the rule new rows get (`_postgres_ops.new_root`), in the order sent.
+
 Several processes may start at once against one new database: `migrate` holds a
 transaction-scoped advisory lock while it reads the version and applies steps, so exactly
 one of them applies each step and the others then find it applied.
@@ -45,10 +48,12 @@ one of them applies each step and the others then find it applied.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import asyncpg
 
+from .._postgres_ops import new_root
 from . import Migration, plan
 
 STEPS: list[Migration] = [
@@ -288,7 +293,31 @@ CREATE TABLE invite_uses (
 CREATE INDEX invite_uses_invite ON invite_uses (invite_id, used_at);
 """,
     ),
+    Migration(
+        11,
+        "sent mail in conversations: a thread root per sent record",
+        """
+-- SQLite's step 11 (read its note); '' until the backfill computes it. ADD COLUMN holds
+-- `sent` exclusively until COMMIT, so no row is written meanwhile without a root.
+ALTER TABLE sent ADD COLUMN thread_root TEXT NOT NULL DEFAULT '';
+CREATE INDEX sent_thread ON sent (sender, thread_root);
+""",
+        backfill=lambda conn: backfill_sent_roots(conn),
+    ),
 ]
+
+
+async def backfill_sent_roots(conn: asyncpg.Connection) -> None:
+    """Step 11: every sent row's root, in the order sent (migrations/sqlite.py, step 11)."""
+    rows = await conn.fetch(
+        'SELECT sender, msg_id, envelope FROM sent ORDER BY sent_at, sender, msg_id COLLATE "C"'
+    )
+    for sender, msg_id, envelope in rows:
+        root = await new_root(conn, sender, json.loads(envelope))
+        await conn.execute(
+            "UPDATE sent SET thread_root = $1 WHERE sender = $2 AND msg_id = $3",
+            root, sender, msg_id,
+        )  # fmt: skip
 
 
 def version_table(name: str) -> str:
@@ -342,6 +371,8 @@ async def migrate(
         await conn.execute(version_table(table))
         for step in plan(await current_version(conn, table), steps, where):
             await conn.execute(step.sql)  # no arguments: a multi-statement script is allowed
+            if step.backfill is not None:
+                await step.backfill(conn)
             await conn.execute(
                 f"INSERT INTO {quote_ident(table)} (version, description) VALUES ($1, $2)",
                 step.version,

@@ -46,12 +46,21 @@ in BINARY order already and serves a prefix range as it is (base.py, "Short ids"
 Step 8 adds the operator's holds (`flux admin queue hold`): `destinations.held` and
 `outbound.held`, 0 or 1. The lease and `next_due` pass over a held destination and over
 held messages, so a held message never blocks the rest of its destination.
+
+Step 11 gives each sent record a thread root (base.py, "A conversation includes the
+owner's own sent mail"), indexed by (sender, thread_root) as deliveries are by (recipient,
+thread_root). Its backfill computes the root of every existing sent row with the rule new
+rows get (`_sqlite_ops.new_root`), in the order they were sent, so a reply's parent has its
+root before the reply is computed; each row also adopts the placeholders of the received
+replies that were waiting for it, so a conversation stored before this step comes together.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
+from .._sqlite_ops import new_root
 from . import Migration, plan, split_statements
 
 STEPS: list[Migration] = [
@@ -347,7 +356,31 @@ CREATE TABLE invite_uses (
 CREATE INDEX invite_uses_invite ON invite_uses (invite_id, used_at);
 """,
     ),
+    Migration(
+        11,
+        "sent mail in conversations: a thread root per sent record",
+        """
+-- '' until the backfill below computes it (a root is never empty: _rules.root_key)
+ALTER TABLE sent ADD COLUMN thread_root TEXT NOT NULL DEFAULT '';
+CREATE INDEX sent_thread ON sent (sender, thread_root);
+""",
+        backfill=lambda conn: backfill_sent_roots(conn),
+    ),
 ]
+
+
+def backfill_sent_roots(conn: sqlite3.Connection) -> None:
+    """Step 11: every sent row's root, oldest first (module notes)."""
+    rows = conn.execute(
+        "SELECT sender, msg_id, envelope FROM sent ORDER BY sent_at, sender, msg_id"
+    ).fetchall()
+    for sender, msg_id, envelope in rows:
+        root = new_root(conn, sender, json.loads(envelope))
+        conn.execute(
+            "UPDATE sent SET thread_root = ? WHERE sender = ? AND msg_id = ?",
+            (root, sender, msg_id),
+        )
+
 
 VERSION_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_version (
@@ -376,6 +409,8 @@ def migrate(conn: sqlite3.Connection, where: str, steps: list[Migration] = STEPS
         for step in todo:
             for stmt in split_statements(step.sql, sqlite3.complete_statement):
                 conn.execute(stmt)
+            if step.backfill is not None:
+                step.backfill(conn)
             conn.execute(
                 "INSERT INTO schema_version (version, description) VALUES (?, ?)",
                 (step.version, step.description),

@@ -1207,15 +1207,16 @@ def envelope_cases() -> list[Case]:
          env(enc_changed(content_enc="A" * 87_424)), ("too_large", "content_enc")),
         ("enc-recipients-not-object", "§4.3 step 4", "enc_recipients is a list",
          env(enc_changed(enc_recipients=[])), ("wrong_type", "enc_recipients")),
-        ("enc-recipients-empty", "§4.1 / §4.3 step 4", "enc_recipients is {} (code today: "
-         "wrong_type)", env(enc_changed(enc_recipients={})), ("wrong_type", "enc_recipients")),
+        ("enc-recipients-empty", "§4.1 / §4.3 step 4", "enc_recipients is {}: the right type, "
+         "no reader", env(enc_changed(enc_recipients={})), ("invalid_value", "enc_recipients")),
         ("enc-recipients-at-limit", "§4.1 / §8.1", "101 entries",
          env(enc_changed(enc_recipients=dict.fromkeys(addresses(101), "AAAA"))), None),
         ("enc-recipients-over-limit", "§4.1 / §8.1 / §4.3 step 4", "102 entries",
          env(enc_changed(enc_recipients=dict.fromkeys(addresses(102), "AAAA"))),
          ("too_large", "enc_recipients")),
-        ("enc-recipients-key-not-address", "§4.3 step 4", "a key that is not an address",
-         env(enc_changed(enc_recipients={"bob": "AAAA"})), ("invalid_value", "enc_recipients key")),
+        ("enc-recipients-key-not-address", "§4.3 step 4", "a key that is not an address: the "
+         "object is named", env(enc_changed(enc_recipients={"bob": "AAAA"})),
+         ("invalid_value", "enc_recipients")),
         ("enc-recipients-blob-not-base64url", "§1 / §4.3 step 4", "a blob that is not base64url",
          env(enc_changed(enc_recipients={BOB.address: "A==="})),
          ("invalid_value", f"enc_recipients.{BOB.address}")),

@@ -1,7 +1,8 @@
-"""PROTOCOL.md §16, items 5-6: where the reference implementation's answers differ from the
-text, as strict xfails (each becomes a failure, XPASS(strict), the day the code follows
-the text; §16 and the mark are then updated with it). Item 4, settled, is kept here as a
-passing test; items 1-3 were in test_answers.py."""
+"""PROTOCOL.md §16: where the reference implementation's answers differed from the text.
+An open item is a strict xfail here (it becomes a failure, XPASS(strict), the day the code
+follows the text; §16 and the mark are then updated with it). Every item is settled now,
+and its test kept as a passing one: items 4-6 here, 1-3 in test_answers.py, 7 in
+test_chain_key_fetches.py, 8 in test_refusal_fields.py."""
 
 from __future__ import annotations
 
@@ -30,20 +31,27 @@ def refusal(envelope: dict) -> tuple[str, str | None]:
     return caught.value.code, caught.value.field
 
 
-@pytest.mark.xfail(strict=True, reason="PROTOCOL.md §16 item 5: FLUX answers wrong_type")
 def test_an_empty_enc_recipients_is_invalid_value() -> None:
+    """Formerly PROTOCOL.md §16 item 5 (answered wrong_type: the value has the right type)."""
     assert refusal({**ENVELOPE, "enc_recipients": {}}) == ("invalid_value", "enc_recipients")
 
 
-@pytest.mark.xfail(strict=True, reason="PROTOCOL.md §16 item 5: field 'enc_recipients key'")
 def test_a_key_of_enc_recipients_that_is_no_address_names_enc_recipients() -> None:
+    """Formerly PROTOCOL.md §16 item 5 (the field was `enc_recipients key`)."""
     assert refusal({**ENVELOPE, "enc_recipients": {"x": "AAAA"}}) == ("invalid_value", "enc_recipients")  # fmt: skip
 
 
-@pytest.mark.xfail(strict=True, reason="PROTOCOL.md §16 item 6: reported as the value's text")
-def test_a_record_whose_server_is_not_a_string_is_reported_as_question_mark() -> None:
-    check = verify_chain({"integrity_chain": [{"server": 5}]}, None)
-    assert [h.server for h in check.hops] == ["?"]
+@pytest.mark.parametrize("server", [5, None, ["a.example"], {"a": 1}, True])
+def test_a_record_whose_server_is_not_a_string_is_reported_as_question_mark(server: object) -> None:
+    """Formerly PROTOCOL.md §16 item 6 (reported as the value's text, `"5"`): also after a
+    failed record, where every later record is reported too."""
+    check = verify_chain({"integrity_chain": [{"server": server}, {"server": server}]}, None)
+    assert [h.server for h in check.hops] == ["?", "?"]
+
+
+def test_a_record_whose_server_is_a_string_is_reported_as_written() -> None:
+    check = verify_chain({"integrity_chain": [{"server": "not a name"}, 7]}, None)
+    assert [h.server for h in check.hops] == ["not a name", "?"]
 
 
 async def test_a_refused_results_id_is_a_string_or_null(tmp_path: Path) -> None:

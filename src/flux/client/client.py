@@ -39,10 +39,10 @@ from ..protocol import (
     compose,
     decrypt_content,
     is_address,
-    servers_in_chain,
     verify_chain,
     verify_envelope,
 )
+from ..protocol.chain import sealed_servers_in_chain
 from ..protocol.errors import InvalidInput
 from ..protocol.tokens import legacy_token
 from .answers import bad_answer, need, optional
@@ -741,8 +741,10 @@ class FluxClient:
 
     async def verify_online(self, msg: Mapping[str, Any]) -> Verified:
         """`verify`, with each hop's seal checked under the keys its server publishes
-        (GET /federation/info at that server; this client's own server at its URL)."""
-        servers = servers_in_chain(msg)
+        (GET /federation/info at that server; this client's own server at its URL). Only
+        sealed records' servers are asked: a prototype record's `server` is a label whose
+        check uses no key, and is never fetched (PROTOCOL.md §13.11)."""
+        servers = sealed_servers_in_chain(msg)
         table = {name: await self.published_keys(name) for name in servers}
         return self.verify(msg, server_keys=lambda name: table.get(name, ()))
 

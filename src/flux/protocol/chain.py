@@ -345,6 +345,14 @@ def _check_link(chain: Sequence[Any], index: int) -> None:
         raise _fail(f"the previous hop sent the message to {previous['next']}, not here")
 
 
+def _reported_server(record: Any) -> str:
+    """The `server` a result names for `record` (PROTOCOL.md §7.3, informative): the
+    record's `server` member when the record is an object and that member is a string,
+    else "?" (a number's or a list's text would read like a name it never gave)."""
+    server = record.get("server") if isinstance(record, dict) else None
+    return server if isinstance(server, str) else "?"
+
+
 def verify_chain(msg: Mapping[str, Any], keys: KeyLookup | None) -> ChainCheck:
     """Check every record of `msg`'s chain against the message and each other.
 
@@ -362,17 +370,17 @@ def verify_chain(msg: Mapping[str, Any], keys: KeyLookup | None) -> ChainCheck:
     results: list[HopCheck] = []
     broken = False
     for index, record in enumerate(chain):
-        server = record.get("server", "?") if isinstance(record, dict) else "?"
+        server = _reported_server(record)
         if broken:
             # After a failure the links that follow cannot be trusted either.
-            results.append(HopCheck(index, str(server), HopStatus.FAILED, "follows a failed hop"))
+            results.append(HopCheck(index, server, HopStatus.FAILED, "follows a failed hop"))
             continue
         try:
             status = _check_hop(msg, chain, index, keys, hashes)
-            results.append(HopCheck(index, str(server), status))
+            results.append(HopCheck(index, server, status))
         except _HopFailure as exc:
             broken = True
-            results.append(HopCheck(index, str(server), HopStatus.FAILED, exc.message))
+            results.append(HopCheck(index, server, HopStatus.FAILED, exc.message))
     return ChainCheck(tuple(results))
 
 
@@ -425,8 +433,7 @@ def first_committed_failure(msg: Mapping[str, Any]) -> HopCheck | None:
             if status is HopStatus.SEALED and (index > start or index == 0):
                 _check_link(chain, index)
         except _HopFailure as exc:
-            server = record.get("server", "?") if isinstance(record, dict) else "?"
-            return HopCheck(index, str(server), HopStatus.FAILED, exc.message)
+            return HopCheck(index, _reported_server(record), HopStatus.FAILED, exc.message)
     return None
 
 
@@ -456,13 +463,32 @@ def witnesses(msg: Mapping[str, Any], keys: KeyLookup) -> list[str]:
 
 
 def servers_in_chain(msg: Mapping[str, Any]) -> list[str]:
-    """Names of every server whose keys verifying this chain needs (well-formed names only)."""
+    """Names of every server the chain's records name, prototype labels included
+    (well-formed names only, each once, in chain order): who has handled the message, as
+    the mesh reads it. For the servers whose keys verifying the chain needs, use
+    `sealed_servers_in_chain`."""
+    return _chain_servers(msg, sealed_only=False)
+
+
+def sealed_servers_in_chain(msg: Mapping[str, Any]) -> list[str]:
+    """Names of the servers whose published keys verifying `msg`'s chain needs: the
+    `server` of every sealed record (an object with a `seal` member, as §7.3 step 9 reads
+    it), well-formed names only, each once, in chain order. A prototype record's `server`
+    is a label whose check uses no key, so it is never fetched (PROTOCOL.md §10.7 receiver
+    step 6, §13.11): fetching it would send a request to a host the sender chose.
+    Never raises: unvalidated input names no one."""
+    return _chain_servers(msg, sealed_only=True)
+
+
+def _chain_servers(msg: Mapping[str, Any], *, sealed_only: bool) -> list[str]:
     chain = msg.get("integrity_chain")
     if not isinstance(chain, list):  # unvalidated input: no servers, never a TypeError
         return []
     names: list[str] = []
     for record in chain:
-        server = record.get("server") if isinstance(record, dict) else None
+        if not isinstance(record, dict) or (sealed_only and "seal" not in record):
+            continue
+        server = record.get("server")
         if isinstance(server, str) and SERVER_RE.match(server) and server not in names:
             names.append(server)
     return names

@@ -278,12 +278,17 @@ def _check_content_enc(name: str, value: Any) -> None:
 
 
 def _check_enc_recipients(name: str, value: Any) -> None:
-    if not isinstance(value, dict) or not value:
+    if not isinstance(value, dict):
         raise WrongType("enc_recipients must be an object of address -> blob", field=name)
+    if not value:  # the right type, a wrong value (PROTOCOL.md §4.3)
+        raise InvalidValue("enc_recipients must name at least one reader", field=name)
     if len(value) > MAX_RECIPIENTS + 1:
         raise TooLarge("enc_recipients has too many entries", field=name)
     for addr, blob in value.items():
-        require_address(f"{name} key", addr)
+        # A key that is not an address cannot be used in a field name (`name.key` would
+        # echo arbitrary text), so the object itself is named (§4.3).
+        if not (isinstance(addr, str) and ADDRESS_RE.match(addr)):
+            raise InvalidValue(f"a key of {name} is not an fx1 address", field=name)
         _check_b64(f"{name}.{addr}", blob)
 
 

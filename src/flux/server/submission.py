@@ -73,6 +73,7 @@ from ..protocol.chain import (
     ServerSigner,
     append_hop,
     check_room_for_hop,
+    sealed_servers_in_chain,
     servers_in_chain,
     verify_chain,
 )
@@ -658,11 +659,12 @@ def sent_record(env: Envelope, outcomes: Mapping[str, str], now: int) -> SentMes
 def _keys_for(
     messages: Sequence[Any], also: Sequence[str], keys: KeyLookup
 ) -> dict[str, tuple[PublishedKey, ...]]:
-    """What `keys` holds now for every server the messages' chains name, and `also`."""
+    """What `keys` holds now for every server whose seal the messages' chains hold, and
+    `also` (a prototype record's label needs no key: PROTOCOL.md §10.7 step 6, §13.11)."""
     names = set(also)
     for msg in messages:
-        # a message or chain of the wrong shape names no one (servers_in_chain never
-        # raises for one); it is refused in the thread
+        # a message or chain of the wrong shape names no one (sealed_servers_in_chain
+        # never raises for one); it is refused in the thread
         if isinstance(msg, dict):
-            names.update(servers_in_chain(msg))
+            names.update(sealed_servers_in_chain(msg))
     return {name: tuple(keys(name)) for name in names}

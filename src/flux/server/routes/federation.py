@@ -37,7 +37,12 @@ from ...federation.keys import KeyFetcher
 from ...federation.mesh import MAX_MESH_PEERS, Mesh, check_mesh_header
 from ...federation.peers import ReportSender
 from ...federation.signing import CheckedRequest, check_request, verify_checked
-from ...protocol.chain import PublishedKey, published_key_covers, servers_in_chain, witnesses
+from ...protocol.chain import (
+    PublishedKey,
+    published_key_covers,
+    sealed_servers_in_chain,
+    witnesses,
+)
 from ...protocol.encoding import b64d
 from ...protocol.envelope import SERVER_RE
 from ...protocol.errors import (
@@ -58,7 +63,7 @@ from ...protocol.tamper import (
 )
 from ...store.base import Store, Strike
 from .. import wire
-from ..errors import Unavailable
+from ..errors import SpamRefused, Unavailable
 from ..fair import PeerTurns, request_client
 from ..keys import ServerKey
 from ..submission import Refused, SubmitResult, Submitter
@@ -177,11 +182,13 @@ class FederationRoutes:
         raise AssertionError("unreachable")
 
     async def _fetch_chain_keys(self, messages: list[Any]) -> None:
-        """Keys of the servers the chains name, for an authenticated peer: deduplicated,
-        fetched concurrently in the key pool, at most MAX_CHAIN_FETCHES not yet cached."""
+        """Keys of the servers whose seals the chains hold, for an authenticated peer:
+        deduplicated, fetched concurrently in the key pool, at most MAX_CHAIN_FETCHES not
+        yet cached (PROTOCOL.md §10.7 receiver step 6). A prototype record's label is never
+        fetched (§13.11): its check uses no key, and the host is the sender's choice."""
         fetcher = self.fetcher()
         named = dict.fromkeys(
-            s for m in messages if isinstance(m, dict) for s in servers_in_chain(m)
+            s for m in messages if isinstance(m, dict) for s in sealed_servers_in_chain(m)
             if s != self.name
         )  # fmt: skip
         now = self.clock()
@@ -210,6 +217,10 @@ class FederationRoutes:
         return messages
 
     async def _result(self, msg: Any, result: SubmitResult | Refused) -> dict[str, Any]:
+        """One result of the answer (PROTOCOL.md §10.7): `{id, recipients}` when accepted;
+        `{id, refused, error, struck}` when refused, plus `field` (str) when the refusal
+        names one field and `reasons` (list of str, §8.2) when it is spam, as an error
+        answer carries them (§9): for the sender's logs and bounce, never its decision."""
         if isinstance(result, SubmitResult):
             return {"id": result.id, "recipients": result.recipients}
         struck = result.offense is not None and await self._strike(result.offense, msg)
@@ -218,7 +229,14 @@ class FederationRoutes:
         msg_id = msg.get("id") if isinstance(msg, dict) else None
         msg_id = msg_id if isinstance(msg_id, str) else None
         error = result.error
-        return {"id": msg_id, "refused": error.code, "error": error.message, "struck": struck}
+        out: dict[str, Any] = {
+            "id": msg_id, "refused": error.code, "error": error.message, "struck": struck,
+        }  # fmt: skip
+        if error.field is not None:
+            out["field"] = error.field
+        if isinstance(error, SpamRefused):
+            out["reasons"] = list(error.reasons)
+        return out
 
     async def _strike(self, offense: Offense, msg: dict[str, Any]) -> bool:
         """Count `offense` (found by the submitter's checks against the peer that handed

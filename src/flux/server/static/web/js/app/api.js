@@ -106,7 +106,7 @@ class BaseApi {
 
   /**
    * Resolve one written recipient: {written, address, domain (null when this server's),
-   * pub|null}. Names and addresses at this server are asked at /federation/resolve;
+   * pub|null, confirmed}; `confirmed`: the domain answered for the address (it hosts it). Names and addresses at this server are asked at /federation/resolve;
    * at another domain through this server's /web/resolve (the page may only talk to its
    * own origin). Throws ApiError naming `field`.
    */
@@ -115,6 +115,7 @@ class BaseApi {
     const here = !r.domain || r.domain === this.domain;
     let pub = null;
     let address = r.address;
+    let confirmed = false;
     try {
       if (here) {
         const b = await call("GET", "/federation/resolve/" + enc(r.name || r.address));
@@ -124,6 +125,7 @@ class BaseApi {
         const b = await this.get("/web/resolve/" + enc(`${r.name || r.address}@${r.domain}`));
         address = b.address;
         pub = b.pub;
+        confirmed = true;
       }
     } catch (err) {
       // an fx1 address needs no lookup to be sent to; only its key stays unknown
@@ -133,7 +135,7 @@ class BaseApi {
       throw new ApiError(400, { error: `${written}: the server answered for another address`, code: "address_mismatch", field });
     }
     if (pub) this.keys.set(address, pub);
-    return { written, address, domain: here ? null : r.domain, pub: pub || this.keys.get(address) || null };
+    return { written, address, domain: here ? null : r.domain, pub: pub || this.keys.get(address) || null, confirmed: confirmed && !here };
   }
 }
 

@@ -8,6 +8,7 @@
 import { $, fill, h, safe, visible } from "./dom.js";
 import { AccountApi, ApiError, KeyApi, call, splitRecipients } from "./api.js";
 import { Live } from "./live.js";
+import { learnHome, replyAllCc, standingGuesses } from "./homes.js";
 import { ServerKeys, checkMessage, checkName } from "./trust.js";
 import {
   bodyText, deliverySummary, isEncrypted, keyOf, renderBoxes, renderDelivery,
@@ -509,8 +510,8 @@ function renderReader() {
     h("button", { type: "button", class: "back", onclick: () => { $("app").classList.remove("reading"); $("list").focus(); } }, "← Back"),
     h("div", { class: "actions", role: "toolbar", "aria-label": "Message actions" }, actions),
     sent ? null : editForms(msg),
-    renderMessageBody(msg, plain, sent ? null : renderTrust(app.trust.get(k), () => { app.trust.get(k).name.accept(); app.trust.delete(k); openMessage(msg); })),
-    sent ? renderDelivery(msg._delivery) : null,
+    renderMessageBody(msg, plain, sent ? null : renderTrust(app.trust.get(k), () => { app.trust.get(k).name.accept(); app.trust.delete(k); openMessage(msg); }), sent),
+    sent ? renderDelivery(msg._delivery, msg) : null,
     others.length
       ? h(
           "section",
@@ -699,10 +700,11 @@ async function reloadAll() {
 }
 
 // -- compose --------------------------------------------------------------------------------
-const draftState = { resolved: null, timer: null };
+const draftState = { resolved: null, timer: null, guesses: [] };
 
 function writtenFor(msg) {
-  // reply to the sender at its server: the first hop's server, when it is not ours
+  // reply to the sender at its server: the first hop's server, when it is not ours (the
+  // other recipients of a reply-all are placed by homes.js `replyAllCc`)
   const first = (msg.integrity_chain && msg.integrity_chain[0]) || (msg.route && msg.route[0]);
   const server = first && typeof first.server === "string" ? first.server : null;
   if (msg._from_name) return msg._from_name;
@@ -713,7 +715,8 @@ function quote(text) {
   return String(text || "").split("\n").map((l) => "> " + l).join("\n");
 }
 
-function composeFrom(msg, how) {
+async function composeFrom(msg, how) {
+  if (draftState.finding || $("compose").open) return; // one draft at a time
   const plain = app.plain.get(keyOf(msg));
   const text = bodyText(msg, plain) ?? "(encrypted)";
   const subject = msg.subject || "";
@@ -722,13 +725,26 @@ function composeFrom(msg, how) {
     return;
   }
   const to = writtenFor(msg);
-  let cc = [];
+  let cc = { cc: [], guesses: [] };
   if (how === "all") {
-    const server = (msg.integrity_chain && msg.integrity_chain[0] && msg.integrity_chain[0].server) || null;
-    const at = (a) => (server && server !== app.api.domain ? `${a}@${server}` : a);
-    cc = [msg.to, ...(msg.cc || [])].filter((a) => a !== app.api.address && a !== msg.from).map(at);
+    // each other recipient's home may cost a lookup: the draft opens once they are found
+    draftState.finding = true;
+    toast("Finding where each recipient is hosted…");
+    try {
+      cc = await replyAllCc(app.api, msg, [...app.loaded.values()]);
+    } finally {
+      draftState.finding = false;
+    }
+    toast("");
   }
-  openCompose({ to, cc: cc.join(", "), subject: /^re:/i.test(subject) ? subject : "Re: " + subject, content: `\n\n${quote(text)}`, re: msg.id });
+  openCompose({ to, cc: cc.cc.join(", "), guesses: cc.guesses, subject: /^re:/i.test(subject) ? subject : "Re: " + subject, content: `\n\n${quote(text)}`, re: msg.id });
+}
+
+/** The notes under Cc: one per recipient whose home server was guessed and still stands
+ * as guessed in the fields (a corrected one loses its note). */
+function renderGuesses() {
+  draftState.guesses = standingGuesses(draftState.guesses, fieldsNow());
+  fill($("c-notes"), draftState.guesses.map((g) => h("li", { class: "note", dataset: { address: g.address } }, g.text)));
 }
 
 function openCompose(fields = {}) {
@@ -741,6 +757,8 @@ function openCompose(fields = {}) {
   $("compose-error").textContent = "";
   $("compose-title").textContent = fields.re ? "Reply" : fields.subject && fields.subject.startsWith("Fwd:") ? "Forward" : "New message";
   draftState.userChoice = null;
+  draftState.guesses = fields.guesses || [];
+  renderGuesses();
   $("compose").showModal();
   (fields.to ? $("c-body") : $("c-to")).focus();
   if (fields.to) $("c-body").setSelectionRange(0, 0);
@@ -770,6 +788,7 @@ async function resolveAll() {
 }
 
 function recipientsChanged() {
+  renderGuesses();
   clearTimeout(draftState.timer);
   draftState.timer = setTimeout(checkEncryption, 250);
 }
@@ -822,6 +841,9 @@ async function sendDraft(event) {
     const recipients = await resolvedNow();
     const draft = { subject: $("c-subject").value, content: $("c-body").value, re: $("c-re").value || null, encrypt: $("c-encrypt").checked && !$("c-encrypt").disabled };
     const answer = await app.api.send(draft, recipients);
+    // a recipient written at a server that confirmed it hosts the address: its home, for
+    // the next reply-all (homes.js)
+    for (const r of [...recipients.to, ...recipients.cc, ...recipients.bcc]) if (r.confirmed) learnHome(r.address, r.domain);
     $("compose").close();
     const outcomes = Object.values(answer.recipients || {});
     toast(`Sent${draft.encrypt ? " encrypted" : ""}: ${outcomes.join(", ") || "ok"}.`);

@@ -58,11 +58,20 @@ export function checkName(name, address) {
   return { state: "ok", text: `${name} has the same key as before.` };
 }
 
+/** Thrown by `ServerKeys.lookup` for a server whose keys are not known here. */
+export class UnknownServerKeys extends Error {
+  constructor(server) {
+    super(`your server has no key on record for ${server}`);
+    this.name = "UnknownServerKeys";
+    this.server = server;
+  }
+}
+
 /** Keys of each server, cached for the page's life. */
 export class ServerKeys {
   constructor(api) {
     this.api = api;
-    this.docs = new Map();
+    this.docs = new Map(); // server -> {keys, retired_keys}, or null: not known here
   }
 
   async fetch(servers) {
@@ -78,7 +87,24 @@ export class ServerKeys {
     );
   }
 
-  lookup = (server) => this.docs.get(server) || { keys: [], retired_keys: [] };
+  /**
+   * The keys `server` publishes ({keys, retired_keys}), as fetched by `fetch`. Throws
+   * UnknownServerKeys for a server whose keys are not known here (never fetched, or this
+   * server has none on record for it): an unknown key is never an empty list that the
+   * caller could read as "publishes nothing" or, worse, skip. js/flux verifyChain takes the
+   * throw as "publishes none" (the hop fails, naming the reason); checkMessage turns that
+   * into its own plain warning (`unknownKeys`).
+   */
+  lookup = (server) => {
+    const doc = this.docs.get(server);
+    if (!doc) throw new UnknownServerKeys(server);
+    return doc;
+  };
+
+  /** Whether `server`'s keys are known here (after `fetch`). */
+  known(server) {
+    return !!this.docs.get(server);
+  }
 }
 
 const HOP_WORDS = {
@@ -87,6 +113,7 @@ const HOP_WORDS = {
   sealed: "seal verified under the key your server has on record for it",
   unsealed: "an old-style record: signed, but proves nothing about order",
   failed: "does not verify",
+  unknown: "not verified: your server has no key on record for this server (its seal holds only under the key the record itself names)",
 };
 
 /**
@@ -110,35 +137,7 @@ export async function checkMessage(flux, keys, msg) {
   const records = Array.isArray(msg.integrity_chain) ? msg.integrity_chain : [];
   if (flux) {
     try {
-      await keys.fetch(records.map((r) => r && r.server).filter((s) => typeof s === "string"));
-      const c = await flux.verifyChain(msg, keys.lookup);
-      const hops = (c.hops || []).map((hop, i) => ({
-        server: hop.server ?? (records[i] && records[i].server),
-        t: hop.t ?? (records[i] && records[i].t),
-        status: hop.status,
-        text: HOP_WORDS[hop.status] || hop.status,
-        reason: hop.reason || null,
-      }));
-      let state = "ok";
-      let text = `Route verified: ${hops.length} server${hops.length === 1 ? "" : "s"} handled this message and each sealed it.`;
-      if (c.verdict === "none") {
-        state = "warn";
-        text = "No route record: no server vouched for how this message travelled.";
-      } else if (c.verdict === "fail") {
-        state = "bad";
-        const failed = hops.find((hop) => hop.status === "failed");
-        text = `Broken chain: the route record does not verify${failed ? ` at ${failed.server} (${failed.reason || "failed"})` : ""}. The message may have been changed on the way.`;
-      } else if (hops.some((hop) => hop.status === "unsealed")) {
-        state = "warn";
-        text = "Route partly verified: some servers wrote old-style records that prove nothing about order.";
-      }
-      if (c.blame) {
-        const who = typeof c.blame === "string" ? c.blame : c.blame.offender || "?";
-        const why = (c.blame && c.blame.detail) || (c.blame && c.blame.kind) || "";
-        text += ` Blamed server: ${who}${why ? ` (${why})` : ""}.`;
-        state = "bad";
-      }
-      out.chain = { state, text, hops, verdict: c.verdict };
+      out.chain = await checkRoute(flux, keys, msg, records);
     } catch (err) {
       out.chain = { state: "unknown", text: "The route could not be checked in this browser: " + (err.message || err), hops: [] };
     }
@@ -155,6 +154,59 @@ export async function checkMessage(flux, keys, msg) {
     out.look = { state: "warn", text: "The sender's name or the subject holds characters that can disguise text (shown as [U+…]) or mixes alphabets that look alike." };
   }
   return out;
+}
+
+/**
+ * The route check: every seal under the keys its server publishes (as your server knows
+ * them). A server whose keys are not known here is neither verified nor proof of
+ * tampering: when the strict check fails at such a server only for want of its key, the
+ * chain is checked again with that server's records taken under their own keys, to tell
+ * "intact, but X could not be checked" (a warning) from a chain broken anyway (an alarm).
+ * Hops of unknown servers are never shown as sealed.
+ */
+async function checkRoute(flux, keys, msg, records) {
+  await keys.fetch(records.map((r) => r && r.server).filter((s) => typeof s === "string"));
+  const strict = await flux.verifyChain(msg, keys.lookup);
+  const unknown = new Set(records.map((r) => r && r.server).filter((s) => typeof s === "string" && !keys.known(s)));
+  const firstFailure = (strict.hops || []).find((hop) => hop.status === "failed");
+  let c = strict;
+  let unchecked = new Set();
+  if (firstFailure && unknown.has(firstFailure.server) && /no key on record/.test(firstFailure.reason || "")) {
+    // each unknown server's records as their own key: the rest of the chain is still judged
+    const own = (server) => ({ keys: records.filter((r) => r && r.server === server && typeof r.pub === "string").map((r) => ({ pub: r.pub, valid_from: 0, valid_until: null })) });
+    c = await flux.verifyChain(msg, (server) => (unknown.has(server) ? own(server) : keys.lookup(server)));
+    unchecked = unknown;
+  }
+  const hops = (c.hops || []).map((hop, i) => {
+    const server = hop.server ?? (records[i] && records[i].server);
+    const status = hop.status === "sealed" && unchecked.has(server) ? "unknown" : hop.status;
+    return { server, t: hop.t ?? (records[i] && records[i].t), status, text: HOP_WORDS[status] || status, reason: hop.reason || null };
+  });
+  let state = "ok";
+  let text = `Route verified: ${hops.length} server${hops.length === 1 ? "" : "s"} handled this message and each sealed it.`;
+  const notChecked = [...new Set(hops.filter((hop) => hop.status === "unknown").map((hop) => hop.server))];
+  if (c.verdict === "none") {
+    state = "warn";
+    text = "No route record: no server vouched for how this message travelled.";
+  } else if (c.verdict === "fail") {
+    state = "bad";
+    const failed = hops.find((hop) => hop.status === "failed");
+    text = `Broken chain: the route record does not verify${failed ? ` at ${failed.server} (${failed.reason || "failed"})` : ""}. The message may have been changed on the way.`;
+  } else if (notChecked.length) {
+    state = "warn";
+    text = `Route not fully verified: your server has no key on record for ${notChecked.join(", ")}, so ${notChecked.length === 1 ? "its seal" : "their seals"} could not be checked. The rest of the route holds.`;
+  } else if (hops.some((hop) => hop.status === "unsealed")) {
+    state = "warn";
+    text = "Route partly verified: some servers wrote old-style records that prove nothing about order.";
+  }
+  if (c.blame) {
+    const who = typeof c.blame === "string" ? c.blame : c.blame.offender || "?";
+    const why = (c.blame && c.blame.detail) || (c.blame && c.blame.kind) || "";
+    const unsure = unchecked.has(who) ? " (its key is not on record here, so this cannot be confirmed)" : "";
+    text += ` Blamed server: ${who}${why ? ` (${why})` : ""}${unsure}.`;
+    state = "bad";
+  }
+  return { state, text, hops, verdict: c.verdict };
 }
 
 /** Server-side report (used when the browser cannot check): POST /integrity/verify. */

@@ -115,9 +115,20 @@ export function deliverySummary(delivery) {
   return Object.entries(counts).map(([s, n]) => `${n} ${s}`).join(", ");
 }
 
+/** The BCC recipients of a sent record: its `bcc` (a BCC copy's), and any recipient in its
+ * delivery state that is not in `to`/`cc` (the primary envelope, as kept, names no BCC
+ * recipient; only the sender's own record knows them). */
+export function bccOf(msg) {
+  const shown = new Set([msg.to, ...(msg.cc || [])]);
+  const out = new Set(Array.isArray(msg.bcc) ? msg.bcc : []);
+  for (const who of Object.keys(msg._delivery || {})) if (!shown.has(who)) out.add(who);
+  return [...out].filter((a) => !shown.has(a));
+}
+
 /** A sent message row. */
 export function renderSentRow(msg, plain, selected, onOpen) {
-  const to = [msg.to, ...(msg.cc || []), ...(msg.bcc || [])].map(shortAddress).join(", ");
+  const bcc = bccOf(msg);
+  const to = [msg.to, ...(msg.cc || [])].map(shortAddress).join(", ") + (bcc.length ? " · Bcc: " + bcc.map(shortAddress).join(", ") : "");
   const text = bodyText(msg, plain);
   return h(
     "li",
@@ -142,8 +153,9 @@ export function renderSentRow(msg, plain, selected, onOpen) {
   );
 }
 
-/** The per-recipient delivery table of a sent message. */
-export function renderDelivery(delivery) {
+/** The per-recipient delivery table of a sent message (`msg`: its record, to mark BCC). */
+export function renderDelivery(delivery, msg = null) {
+  const bcc = new Set(msg ? bccOf(msg) : []);
   const rows = Object.entries(delivery || {}).map(([who, d]) => {
     let detail = STATE_WORDS[d.state] || d.state;
     if (d.state === "bounced" && d.reason) detail = `bounced: ${d.reason}`;
@@ -153,7 +165,7 @@ export function renderDelivery(delivery) {
     return h(
       "tr",
       { class: "delivery-" + d.state, dataset: { recipient: who } },
-      h("td", null, h("code", null, shortAddress(who))),
+      h("td", { title: who }, h("code", null, shortAddress(who)), bcc.has(who) ? h("span", { class: "chip bcc" }, "bcc") : null),
       h("td", { class: "state" }, visible(d.state)),
       h("td", null, visible(detail)),
       h("td", null, fullTime(d.at)),
@@ -214,14 +226,16 @@ export function renderTrust(trust, onAcceptName) {
   );
 }
 
-/** The header and body of one message. */
-export function renderMessageBody(msg, plain, trustNode = null) {
+/** The header and body of one message; `sent`: it is the sender's own record (its BCC
+ * recipients are shown: nobody else sees this view of it). */
+export function renderMessageBody(msg, plain, trustNode = null, sent = false) {
   const text = bodyText(msg, plain);
   const enc = isEncrypted(msg);
   let encLine = h("p", { class: "enc-line plain" }, "Not encrypted: servers on the way could read this message.");
   if (enc && text !== null) encLine = h("p", { class: "enc-line encrypted" }, h("span", { class: "lock", "aria-hidden": "true" }), " Encrypted end to end, decrypted in this browser. The subject, sender and recipients were not encrypted.");
   else if (enc) encLine = h("p", { class: "enc-line encrypted" }, h("span", { class: "lock", "aria-hidden": "true" }), " Encrypted end to end. ", visible(plain && plain.error ? plain.error : "It cannot be decrypted here."));
   const recipients = [msg.to, ...(msg.cc || [])];
+  const bcc = sent ? bccOf(msg) : [];
   return h(
     "div",
     { class: "message" },
@@ -233,6 +247,7 @@ export function renderMessageBody(msg, plain, trustNode = null) {
       h("dd", null, msg._from_name ? [safe(msg._from_name), " "] : null, h("code", { class: "addr" }, visible(msg.from))),
       h("dt", null, "To"),
       h("dd", null, recipients.map((a, i) => [i ? ", " : "", h("code", { class: "addr" }, visible(a))])),
+      bcc.length ? [h("dt", null, "Bcc"), h("dd", { class: "bcc" }, bcc.map((a, i) => [i ? ", " : "", h("code", { class: "addr" }, visible(a))]))] : null,
       h("dt", null, "Date"),
       h("dd", null, fullTime(msg.t)),
       msg._tags && msg._tags.length ? [h("dt", null, "Tags"), h("dd", { class: "tags" }, tagChips(msg._tags))] : null,

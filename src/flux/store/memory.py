@@ -116,7 +116,8 @@ class MemoryStore(MemoryQueue, MemoryInvites):
 
     # -- mail: writing ----------------------------------------------------------------------
     async def store_message(self, incoming: Incoming) -> dict[str, StoreOutcome]:
-        return self._store(incoming)
+        # with its sent record, as store_many (and PostgresStore) keep it
+        return (await self.store_many([incoming]))[0]
 
     async def store_many(self, batch: Sequence[Incoming]) -> list[dict[str, StoreOutcome]]:
         outcomes = [self._store(inc) for inc in batch]

@@ -293,7 +293,8 @@ class SQLiteStore:
 
     # -- mail -------------------------------------------------------------------------------
     async def store_message(self, incoming: Incoming) -> dict[str, StoreOutcome]:
-        return await self._write(lambda c: ops.store(c, incoming))
+        # with its sent record, as store_many (and PostgresStore) keep it
+        return await self._write(lambda c: _store_one(c, incoming))
 
     async def store_many(self, batch: Sequence[Incoming]) -> list[dict[str, StoreOutcome]]:
         return await self._write(lambda c: [_store_one(c, inc) for inc in batch])

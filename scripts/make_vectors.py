@@ -1434,6 +1434,8 @@ def step_chain_cases() -> list[ChainCase]:
          {k: v for k, v in msg.items() if k != "integrity_chain"}, []),
         ("record-without-server", "§7.3 step 1", "a record with no server (named \"?\")",
          one_record(msg, {k: v for k, v in lone.items() if k != "server"}), [F]),
+        ("record-server-not-string", "§7.3 step 1", "a record whose server is a number "
+         "(named \"?\", not \"5\")", one_record(msg, {**lone, "server": 5}), [F]),
         ("record-pub-not-string", "§7.3 step 2", "pub is a number",
          one_record(msg, {**lone, "pub": 5}), [F]),
         ("hash-upper-case", "§7.3 step 1", "hash in upper-case hex", one_record(

@@ -190,7 +190,8 @@ async function checkChain(msg, keys) {
   const hops = [];
   let broken = false;
   for (const [index, record] of chain.entries()) {
-    const server = String(isObject(record) && Object.hasOwn(record, "server") ? record.server : "?");
+    // the record's server when it is a string, else "?" (§7.3; a number's text would read as a name)
+    const server = isObject(record) && typeof record.server === "string" ? record.server : "?";
     const t = isObject(record) && isInt(record.t) ? record.t : null;
     if (broken) {
       hops.push({ index, server, t, status: "failed", reason: "follows a failed hop" });

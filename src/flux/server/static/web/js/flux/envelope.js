@@ -121,6 +121,8 @@ function checkExpires(name, value) {
 }
 
 function checkEncrypted(name, value) {
+  // its type first, then its value (§4.3 step 4): "true" is the wrong type, false a wrong value
+  if (typeof value !== "boolean") throw fail("wrong_type", "encrypted, when present, must be the boolean true", name);
   if (value !== true) throw fail("invalid_value", "encrypted, when present, must be true", name);
 }
 
@@ -140,12 +142,13 @@ function checkContentEnc(name, value) {
 const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
 
 function checkEncRecipients(name, value) {
-  if (!isObject(value) || !Object.keys(value).length) {
-    throw fail("wrong_type", "enc_recipients must be an object of address -> blob", name);
-  }
+  if (!isObject(value)) throw fail("wrong_type", "enc_recipients must be an object of address -> blob", name);
+  // {} has the right type and a wrong value (§4.3)
+  if (!Object.keys(value).length) throw fail("invalid_value", "enc_recipients must name at least one reader", name);
   if (Object.keys(value).length > MAX_RECIPIENTS + 1) throw fail("too_large", "enc_recipients has too many entries", name);
   for (const [addr, blob] of Object.entries(value)) {
-    requireAddress(`${name} key`, addr);
+    // a key that is not an address cannot be used in a field name: the object is named (§4.3)
+    if (!ADDRESS_RE.test(addr)) throw fail("invalid_value", `a key of ${name} is not an fx1 address`, name);
     checkB64(`${name}.${addr}`, blob);
   }
 }

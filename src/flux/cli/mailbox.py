@@ -160,10 +160,16 @@ def thread(
         for msg in messages:
             depth = "  " if msg.get("re") else ""
             sender = str(msg.get("from"))
-            name = name_of(sender) or msg.get("_from_name") or short(sender)
+            # your own sent messages are in the conversation too (`_folder: "sent"`):
+            # marked as yours, with S (sent) where a received one shows its status
+            mine = msg.get("_folder") == "sent"
+            name = (
+                "you (sent)" if mine else name_of(sender) or msg.get("_from_name") or short(sender)
+            )
+            marks = "S" + flags(msg)[1:] if mine else flags(msg)
             line = one_line(text_of(msg))
             out.print(f"{depth}[bold]{escape(str(msg.get('id'))[:8])}[/] {escape(one_line(name))} "
-                      f"{when(msg.get('t'))} {flags(msg)} "
+                      f"{when(msg.get('t'))} {marks} "
                       f"[bold]{escape(one_line(msg.get('subject') or ''))}[/]")  # fmt: skip
             out.print(f"{depth}  {escape(line[:200])}", overflow="ellipsis", no_wrap=True)
 

@@ -115,13 +115,15 @@ export function deliverySummary(delivery) {
   return Object.entries(counts).map(([s, n]) => `${n} ${s}`).join(", ");
 }
 
-/** The BCC recipients of a sent record: its `bcc` (a BCC copy's), and any recipient in its
+/** The BCC recipients of a sent record: its `bcc` (a BCC copy's), any recipient in its
  * delivery state that is not in `to`/`cc` (the primary envelope, as kept, names no BCC
- * recipient; only the sender's own record knows them). */
+ * recipient; only the sender's own record knows them), and those this browser remembers
+ * sending to (`_bcc_sent`, main.js from bccmemory.js). */
 export function bccOf(msg) {
   const shown = new Set([msg.to, ...(msg.cc || [])]);
   const out = new Set(Array.isArray(msg.bcc) ? msg.bcc : []);
   for (const who of Object.keys(msg._delivery || {})) if (!shown.has(who)) out.add(who);
+  for (const who of Object.keys(msg._bcc_sent || {})) out.add(who);
   return [...out].filter((a) => !shown.has(a));
 }
 
@@ -156,6 +158,17 @@ export function renderSentRow(msg, plain, selected, onOpen) {
 /** The per-recipient delivery table of a sent message (`msg`: its record, to mark BCC). */
 export function renderDelivery(delivery, msg = null) {
   const bcc = new Set(msg ? bccOf(msg) : []);
+  // a BCC recipient the server's record does not track: what it answered when sent, said so
+  const untracked = [...bcc].filter((who) => !Object.hasOwn(delivery || {}, who)).map((who) =>
+    h(
+      "tr",
+      { class: "delivery-untracked", dataset: { recipient: who } },
+      h("td", { title: who }, h("code", null, shortAddress(who)), h("span", { class: "chip bcc" }, "bcc")),
+      h("td", { class: "state" }, "not tracked"),
+      h("td", null, visible(`your server does not keep the delivery state of Bcc copies; when sent, it answered: ${(msg._bcc_sent || {})[who] || "nothing this browser kept"}`)),
+      h("td", null, ""),
+    ),
+  );
   const rows = Object.entries(delivery || {}).map(([who, d]) => {
     let detail = STATE_WORDS[d.state] || d.state;
     if (d.state === "bounced" && d.reason) detail = `bounced: ${d.reason}`;
@@ -176,7 +189,7 @@ export function renderDelivery(delivery, msg = null) {
     { class: "delivery" },
     h("caption", null, "Delivery, per recipient"),
     h("thead", null, h("tr", null, h("th", { scope: "col" }, "Recipient"), h("th", { scope: "col" }, "State"), h("th", { scope: "col" }, "Detail"), h("th", { scope: "col" }, "Since"))),
-    h("tbody", null, rows),
+    h("tbody", null, rows, untracked),
   );
 }
 

@@ -60,7 +60,7 @@ from .keys import (
     wrap_session_seed,
 )
 from .limiter import LoginLimiter
-from .names import USERNAME_RE, check_username
+from .names import USERNAME_RE, check_not_reserved, check_username, is_reserved
 from .store import (
     Account,
     AccountKind,
@@ -167,7 +167,8 @@ class Accounts:
     ) -> Account:
         """A password account with a new custodial key.
 
-        Raises InvalidValue/WrongType/TooLarge (naming the field), RegistrationClosed,
+        Raises InvalidValue/WrongType/TooLarge (naming the field), NameReserved (a reserved
+        name, names.py: 400 naming `username`, reason "reserved"), RegistrationClosed,
         UsernameTaken, BadInvite."""
         account, _seed = await self._register(username, password, invite, client)
         return account
@@ -183,6 +184,7 @@ class Accounts:
     async def _register(
         self, username: str, password: str, invite: str | None, client: str | None
     ) -> tuple[Account, bytes]:
+        check_not_reserved(username)  # first: `Postmaster` is reserved, not just misspelt
         check_username(username)
         check_password(password)
         self.admission.check_open()
@@ -207,9 +209,14 @@ class Accounts:
         """A name for a key its owner holds (claims.py). Returns (account, created): the same
         key claiming the same name again changes nothing.
 
-        Raises what verify_claim raises, RegistrationClosed, BadInvite, UsernameTaken,
-        AddressTaken."""
+        Raises NameReserved (a reserved name, names.py, unless this key already holds it:
+        the operator bound it), what verify_claim raises, RegistrationClosed, BadInvite,
+        UsernameTaken, AddressTaken."""
         now = self.clock()
+        if isinstance(username, str) and is_reserved(username):
+            held = await self.store.account(username.lower())
+            if held is None or held.address != address:
+                check_not_reserved(username)  # raises
         verify_claim(domain=self.domain, username=username, address=address, pub=pub, t=t,
                      sig=sig, now_ms=now)  # fmt: skip
         self.admission.check_open()
@@ -225,8 +232,11 @@ class Accounts:
 
     async def create_oauth_account(self, username: str, link: OAuthLink) -> Created:
         """A custodial account bound to an OAuth identity (see oauth.py). Returns CREATED,
-        USERNAME_TAKEN or LINK_TAKEN (the caller tries another name, or logs in)."""
+        USERNAME_TAKEN or LINK_TAKEN (the caller tries another name, or logs in). A reserved
+        name (names.py) is USERNAME_TAKEN: sign-up goes on to the next candidate."""
         check_username(username)
+        if is_reserved(username):
+            return Created.USERNAME_TAKEN
         self.admission.check_open()
         identity = Identity.generate(self._randbytes)
         sealed = seal_custodial_seed(identity.seed, self._custody_key, randbytes=self._randbytes)

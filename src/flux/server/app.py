@@ -30,6 +30,7 @@ from ..federation.delivery import DeliveryWorker
 from ..federation.mesh import load_meshes
 from ..federation.peers import PeerClient, ReportSender
 from ..protocol.chain import ServerSigner
+from ..protocol.identity import address_from_pub
 from ..store.base import Store, StoreUnavailable, StrangerShare
 from .auth import Authenticator, OperatorAuth, mac_key_for
 from .config import Backend, ServerConfig
@@ -100,7 +101,9 @@ def create_app(
                        shared=store if cluster else None)  # fmt: skip
     fanout = make_fanout(config, Dispatcher(store, hub, new_process_id()))
     accounts = build_accounts(config, store, key, clock, accounts_store or MemoryAccountStore())
-    mailbox = Mailbox(store, fanout, names=NameResolver(accounts, clock))
+    # the server's own keys sign its bounces, shown as from mailer-daemon@domain
+    own = [address_from_pub(k.pub) for k in key.all_published()]
+    mailbox = Mailbox(store, fanout, names=NameResolver(accounts, clock, server_addresses=own))
     meshes = load_meshes(config.mesh_path)
     limits = client_limits(config, store, clock)
     submitter = Submitter(

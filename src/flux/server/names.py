@@ -12,6 +12,12 @@ the claim (accounts/claims.py). So the name is always `{username}@{this domain}`
 at other domains are resolved and pinned by clients (client/resolve.py, bindings.py),
 which the server does not second-guess.
 
+One more binding is the server's own: mail signed by this server's key (its bounces,
+PROTOCOL.md §10.3; `make_bounce`) is from `mailer-daemon@{this domain}`, the mail system's
+name (RFC 5321 §4.5.5 bounces come from it; it is reserved, accounts/names.py, so no account
+can take it). `server_addresses` are the fx1 addresses of the server's keys, current and
+retired, so a bounce stays named after a key rotation.
+
 Why a cache: a page of 50 messages from a handful of senders would otherwise cost 50
 account lookups. The cache is bounded (least recently used entries go first) and keeps
 misses too, since most senders have no name here. A name, once given, is never taken
@@ -31,11 +37,12 @@ from typing import Any
 from ..accounts import Accounts
 from ..protocol.identity import is_address
 
-__all__ = ["FROM_NAME", "NameResolver"]
+__all__ = ["DAEMON_NAME", "FROM_NAME", "NameResolver"]
 
 FROM_NAME = "_from_name"  #: the retrieval field a listing adds beside the envelope
 MAX_ENTRIES = 4096  #: addresses remembered, named or not (a few hundred KiB at most)
 MISS_TTL_MS = 60_000  #: how long "no name" is believed (other processes' registrations)
+DAEMON_NAME = "mailer-daemon"  #: the name of mail the server itself signs (module notes)
 
 Clock = Callable[[], int]
 
@@ -44,7 +51,9 @@ class NameResolver:
     """address -> `name@domain` for the accounts of `accounts` (module notes).
 
     `accounts`: this server's account service (its store is read, never written); `clock`:
-    unix ms; `max_entries` bounds the cache, `miss_ttl_ms` how long a miss is kept."""
+    unix ms; `max_entries` bounds the cache, `miss_ttl_ms` how long a miss is kept;
+    `server_addresses`: the fx1 addresses of this server's own keys, named
+    `mailer-daemon@domain`."""
 
     def __init__(
         self,
@@ -53,10 +62,12 @@ class NameResolver:
         *,
         max_entries: int = MAX_ENTRIES,
         miss_ttl_ms: int = MISS_TTL_MS,
+        server_addresses: Iterable[str] = (),
     ) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self.accounts = accounts
+        self.server_addresses = frozenset(server_addresses)
         self.clock = clock
         self.max_entries = max_entries
         self.miss_ttl_ms = miss_ttl_ms
@@ -73,6 +84,8 @@ class NameResolver:
         is not an fx1 address has no name (and is not cached)."""
         if not is_address(address):
             return None
+        if address in self.server_addresses:  # the server's own mail: its bounces
+            return f"{DAEMON_NAME}@{self.accounts.domain}"
         now = self.clock()
         cached = self._cache.get(address)
         if cached is not None and (cached[0] is not None or now - cached[1] < self.miss_ttl_ms):

@@ -104,6 +104,31 @@ async def test_a_hop_of_a_server_with_no_known_key_is_a_warning_not_a_pass(
     await expect(route).to_contain_text("Broken chain")
     await expect(route).to_contain_text(f"at {own}")
     await expect(trust.locator(".hop.sealed")).to_have_count(0)
+    # the lookup itself: a known server's keys, a throw (not an empty list) for the others
+    got = await page.evaluate(
+        """async ([own, ghost]) => {
+            const keys = fluxApp.state.keys;
+            await keys.fetch([own, ghost]);
+            const out = {own: keys.lookup(own).keys.length};
+            for (const name of [ghost, "never.asked.example"]) {
+                try {
+                    out[name] = ["returned", keys.lookup(name)];
+                } catch (err) {
+                    out[name] = [err.name, err.message, err.server];
+                }
+            }
+            return out;
+        }""",
+        [own, GHOST],
+    )
+    assert got["own"] >= 1
+    assert got[GHOST] == [
+        "UnknownServerKeys",
+        f"your server has no key on record for {GHOST}",
+        GHOST,
+    ]
+    assert got["never.asked.example"][0] == "UnknownServerKeys"
+
     # the only console line: Chromium's own report of /web/keys's 404 for the ghost (how
     # that route says "no keys known here"); nothing else went wrong on the page
     unknown_keys = f"/web/keys/{GHOST}"

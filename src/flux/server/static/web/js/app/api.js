@@ -106,9 +106,10 @@ class BaseApi {
 
   /**
    * Resolve one written recipient: {written, address, domain (null when this server's),
-   * pub|null, confirmed}; `confirmed`: the domain answered for the address (it hosts it). Names and addresses at this server are asked at /federation/resolve;
-   * at another domain through this server's /web/resolve (the page may only talk to its
-   * own origin). Throws ApiError naming `field`.
+   * pub|null, confirmed}; `confirmed`: another domain answered for the address (it hosts
+   * it). Names and addresses at this server are asked at /federation/resolve; at another
+   * domain through this server's /web/resolve (the page may only talk to its own origin).
+   * Throws ApiError naming `field`.
    */
   async resolve(written, field) {
     const r = parseRecipient(written, field);

@@ -6,7 +6,8 @@
 //   every message whose signature fails) and that this browser did not.
 // - The hop chain (§7.3) with js/flux verifyChain, each seal under the keys its server
 //   publishes, fetched through this server (/web/keys/{server}: this page may talk to its
-//   own origin only).
+//   own origin only). A server whose keys this server has no record of is "unknown": its
+//   hops are shown as not verified, with a warning, never as sealed (`checkRoute`).
 // - Names: the first key seen for a name@domain is remembered in this browser
 //   (localStorage); a later message under that name from another key gets a warning, as
 //   SSH does for a host key.

@@ -8,13 +8,14 @@ session ends: a 401 forgets the kept token and asks the user to log in again.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
-
-from ..client import FluxClientError
-from ..client.session_cache import CachedSession, SessionCache
 from ._common import CliError, now_ms
+
+# aiohttp and the client are imported where a call needs them: the mail commands import
+# this module to look for a kept session, and their start-up stays light (_common.py).
+if TYPE_CHECKING:
+    from ..client.session_cache import CachedSession
 
 SESSION_HEADER = "X-Flux-Session"
 
@@ -25,7 +26,7 @@ class AccountApi:
     def __init__(self, url: str, session: CachedSession | None = None, timeout: float = 30.0):
         self.url = url
         self.session = session
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._timeout_s = timeout
 
     @property
     def me(self) -> str:
@@ -36,11 +37,16 @@ class AccountApi:
         self, method: str, path: str, *, json: Any = None, params: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
         """One call; the answer body, or FluxClientError (CliError for a dead session)."""
+        import aiohttp
+
+        from ..client.errors import FluxClientError
+        from ..client.session_cache import SessionCache
+
         headers = {SESSION_HEADER: self.session.token} if self.session else {}
         query = {k: str(v) for k, v in (params or {}).items() if v is not None}
         try:
             async with (
-                aiohttp.ClientSession(timeout=self._timeout) as http,
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout_s)) as http,
                 http.request(
                     method,
                     self.url + path,
@@ -74,6 +80,8 @@ class AccountApi:
 
     async def open(self, path: str, username: str, password: str, invite: str | None) -> dict:
         """Register or log in; keeps the new session and returns the answer."""
+        from ..client.session_cache import CachedSession, SessionCache
+
         body: dict[str, Any] = {"username": username, "password": password}
         if invite is not None:
             body["invite"] = invite
@@ -89,6 +97,8 @@ class AccountApi:
 
 def account_session(url: str, username: str | None = None) -> CachedSession | None:
     """The kept password-account session for `url` (of `username`, else the latest)."""
+    from ..client.session_cache import SessionCache
+
     found = SessionCache().sessions(url, "account", now_ms())
     if username is not None:
         found = [s for s in found if s.username == username]

@@ -1,9 +1,14 @@
 """What every command shares: consoles, the --key/--server options, running a client, and
-turning any failure into one line on stderr."""
+turning any failure into one line on stderr.
+
+Every `flux` command imports this module, so it imports no client, HTTP or server code at
+the top: `flux --help`, `keygen` or `verify` would pay for aiohttp and the client in each
+run (a tenth of a second and more, on every start). The functions that need the client
+import it when called.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 import time
@@ -11,17 +16,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 from rich.markup import escape
 from rich.text import Text
 
-from ..client import AmbiguousId, FluxClient, FluxClientError, KnownBindings
-from ..client.session_cache import CachedSession, SessionCache, config_dir
 from ..identity import FluxIdentity
 from ..protocol.errors import FluxError
 from .safe_text import SafeConsole, one_line
+
+if TYPE_CHECKING:
+    from ..client import AmbiguousId, FluxClient, KnownBindings
 
 T = TypeVar("T")
 
@@ -111,15 +117,21 @@ FIXES = {
 def contacts_path() -> Path:
     """Where the CLI remembers names and keys it has seen (client/bindings.py):
     `contacts.json` in the user's FLUX config directory."""
+    from ..client.session_cache import config_dir
+
     return config_dir() / "contacts.json"
 
 
 def contacts() -> KnownBindings:
+    from ..client.bindings import KnownBindings
+
     return KnownBindings(contacts_path())
 
 
 def describe(exc: BaseException) -> str:
     """One line saying what went wrong and, where there is one, the fix; no traceback."""
+    from ..client.errors import FluxClientError
+
     if isinstance(exc, CliError):
         text = str(exc)
     elif isinstance(exc, FluxClientError):
@@ -143,6 +155,8 @@ def describe(exc: BaseException) -> str:
 def fail(exc: BaseException | str) -> NoReturn:
     """Print the one-line error (then, for an ambiguous short id, one line per candidate:
     id, from, subject) and exit 1."""
+    from ..client.errors import AmbiguousId
+
     message = exc if isinstance(exc, str) else describe(exc)
     err.print(f"[bold red]error:[/] {escape(message)}", markup=True)
     if isinstance(exc, AmbiguousId):
@@ -180,6 +194,8 @@ def load_identity(key: Path | None) -> FluxIdentity:
 
 
 def run(coro: Awaitable[T]) -> T:
+    import asyncio  # only the commands that talk to something need an event loop
+
     return asyncio.run(coro)  # type: ignore[arg-type]
 
 
@@ -194,6 +210,9 @@ async def cached_client(
     """A client that starts from the session kept for (server, identity) and keeps the one
     it ends with, so commands in a row share one session (client/session_cache.py). A 401
     on a kept token makes the client prove its key again; the new token replaces it."""
+    from ..client import FluxClient
+    from ..client.session_cache import CachedSession, SessionCache
+
     async with FluxClient(
         identity, server, legacy_secret=legacy_secret, bindings=contacts()
     ) as client:

@@ -16,8 +16,6 @@ from typing import Any
 
 import typer
 
-from ..client import FluxClient
-from ..client.session_cache import SessionCache
 from ._account_api import AccountApi, account_session
 from ._common import CliError, KeyOption, ServerOption, load_identity, ok, out, run
 
@@ -91,6 +89,8 @@ def account_logout(
     server: str = ServerOption,
 ) -> None:
     """Log out: the server revokes the session and this machine forgets it."""
+    from ..client.session_cache import SessionCache
+
     session = _session_or_fail(server, username)
     try:
         run(AccountApi(server, session).call("POST", "/account/logout"))
@@ -143,6 +143,9 @@ def logout(
     """Revoke the session kept for this server and forget it.
 
     With --key (or $FLUX_KEY) the key's session, else the password account's."""
+    from ..client import FluxClient
+    from ..client.session_cache import SessionCache
+
     if key is None:
         account_logout(username, server)
         return

@@ -5,13 +5,17 @@ the one first seen (trust on first use)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
 
-from ..client import KnownBindings
-from ._common import contacts_path, err, out, short
+from ._common import contacts as known_contacts
+from ._common import err, out, short
 from .safe_text import json_text
+
+if TYPE_CHECKING:
+    from ..client import KnownBindings
 
 
 def _day(seconds: object) -> str:
@@ -32,7 +36,7 @@ def contacts(
     """Names and keys seen, warning where a name's key changed since first seen.
 
     Kept in $XDG_CONFIG_HOME/flux/contacts.json (else ~/.config/flux/contacts.json)."""
-    known = KnownBindings(contacts_path())
+    known = known_contacts()
     if accept is not None:
         _accept(known, accept)
         return

@@ -14,15 +14,16 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.text import Text
 
-from ..client import FluxClient
 from ..identity import FluxIdentity
 from ._common import ok, out, run, short
-from .demo_federation import federation_demo
+
+if TYPE_CHECKING:
+    from ..client import FluxClient
 
 WAIT_S = 10.0
 
@@ -59,8 +60,11 @@ def _as_ctrl_c(_signum: int, _frame: Any) -> None:
 
 
 async def _demo(workdir: Path, once: bool, port: int) -> None:
+    # the server, the client and the federation demo only when the demo runs: every other
+    # command imports this module too (cli/__init__.py), and its start-up stays light
     from ..server.config import ServerConfig
     from ..server.runner import start_server
+    from .demo_federation import federation_demo
 
     out.rule("[bold]FLUX demo")
     config = ServerConfig.from_env(
@@ -84,6 +88,8 @@ async def _demo(workdir: Path, once: bool, port: int) -> None:
 
 
 async def _exchange(url: str, workdir: Path) -> dict[str, Path]:
+    from ..client import FluxClient
+
     alice_id, bob_id = FluxIdentity.generate(), FluxIdentity.generate()
     keys = {
         "alice": alice_id.save(workdir / "alice.json"),

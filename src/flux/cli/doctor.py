@@ -29,14 +29,19 @@ import stat
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 
-from ..server.config import Backend, ServerConfig
 from ._common import out, run
 from .safe_text import json_text
+
+# The server's modules are imported by the functions that run: every `flux` command
+# imports this module (through `flux admin`), and importing flux.server costs each of them
+# a tenth of a second or more at start-up.
+if TYPE_CHECKING:
+    from ..server.config import ServerConfig
 
 __all__ = ["Check", "doctor"]
 
@@ -154,6 +159,7 @@ def _version(name: str, version: int, known: int) -> Check:
 
 def check_databases(found: ServerConfig) -> list[Check]:
     from ..accounts.store import STEPS as ACCOUNT_STEPS
+    from ..server.config import Backend
     from ..store.migrations.sqlite import STEPS
 
     if found.backend is Backend.MEMORY:
@@ -332,6 +338,7 @@ def doctor(
 
     Checks config, data-dir permissions, the server key, the database, peers with queued
     mail and clock skew; each line ✓ or ✗ with the fix; exit 1 if anything failed."""
+    from ..server.config import Backend
     from .admin._base import settings
 
     try:

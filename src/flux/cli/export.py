@@ -9,15 +9,16 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import typer
-from rich.progress import Progress, SpinnerColumn, TextColumn
 
-from ..client import FluxClient
-from ._account_api import AccountApi
 from ._common import KeyOption, LegacySecretOption, ServerOption, err, run, with_client
 from .mail import _account, stored_json
+
+if TYPE_CHECKING:  # the client is imported where a command runs (_common.py says why)
+    from ..client import FluxClient
+    from ._account_api import AccountApi
 
 PAGE = 500  # the server's largest page (docs/API.md: limit 1-500)
 
@@ -46,6 +47,8 @@ async def _pages_account(
 
 
 async def _write(pages: AsyncIterator[list[dict[str, Any]]], sink: TextIO) -> int:
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
     progress = Progress(SpinnerColumn(), TextColumn("exporting: {task.completed} messages"),
                         console=err, transient=True)  # fmt: skip
     count = 0

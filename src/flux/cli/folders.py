@@ -5,17 +5,19 @@ counted), so you know what `flux inbox --inbox NAME` and `flux move ID NAME` can
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from ..client import FluxClient
 from ._common import KeyOption, LegacySecretOption, ServerOption, out, run, with_client
 from .mail import _account
 from .safe_text import json_text, one_line
+
+if TYPE_CHECKING:  # the client is imported where a command runs (_common.py says why)
+    from ..client import FluxClient
 
 __all__ = ["folders"]
 

@@ -14,15 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import typer
 from rich.markup import escape
 
-from ..client import FluxClient, FluxClientError
-from ..client.sent import delivery_state
-from ..client.sent import sent as list_sent
 from ._common import (
     CliError,
     KeyOption,
@@ -38,6 +35,9 @@ from ._common import (
 )
 from .mail import _account
 from .safe_text import json_text, one_line
+
+if TYPE_CHECKING:  # the client is imported where a command runs (_common.py says why)
+    from ..client import FluxClient
 
 __all__ = ["app", "describe_state", "sent", "status"]
 
@@ -110,6 +110,8 @@ def sent(
         return
 
     async def go(client: FluxClient) -> None:
+        from ..client.sent import sent as list_sent
+
         items, more = await list_sent(client, limit=limit)
         show(items, more)
 
@@ -126,6 +128,8 @@ def status(
     legacy_secret: str | None = LegacySecretOption,
 ) -> None:
     """Show where one message you sent stands, recipient by recipient."""
+    from ..client.errors import FluxClientError
+    from ..client.sent import delivery_state
 
     def show(msg: dict[str, Any]) -> None:
         if as_json:

@@ -13,17 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from ...protocol.errors import KeyFileError
-from ...server.config import ServerConfig
-from ...server.reputation import Reputation
-from ...server.runner import open_configured_store
-from ...store.base import Store
 from .._common import CliError, out, run
 from ..doctor import doctor
 from ._base import DataDirOption, JsonOption, print_json
@@ -33,6 +29,14 @@ from ._base import settings as _settings
 from .accounts import accounts
 from .invites import invite
 from .queue import queue
+
+# The server's and the store's modules are imported where a command runs: every `flux`
+# command imports this package (cli/__init__.py), and flux.server alone costs each of them
+# a tenth of a second or more at start-up.
+if TYPE_CHECKING:
+    from ...server.config import ServerConfig
+    from ...server.reputation import Reputation
+    from ...store.base import Store
 
 admin = typer.Typer(
     help="Operate a server: the delivery queue, invites, accounts, a health check "
@@ -45,7 +49,7 @@ admin.add_typer(accounts, name="accounts")
 admin.command()(doctor)
 
 T = TypeVar("T")
-Action = Callable[[Store, Reputation, int], Awaitable[T]]
+Action = Callable[["Store", "Reputation", int], Awaitable[T]]
 
 
 @admin.callback()
@@ -63,6 +67,9 @@ def _options(
 
 
 async def _with_reputation(config: ServerConfig, action: Action[T]) -> T:
+    from ...server.reputation import Reputation
+    from ...server.runner import open_configured_store
+
     store = open_configured_store(config, _now_ms)
     await store.open()
     try:

@@ -10,15 +10,18 @@ import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
-from ...server.config import Backend, ServerConfig
-from ...server.runner import open_configured_accounts, open_configured_store
-from ...store.base import Store
 from .._common import CliError, run
 from ..safe_text import json_text
+
+# flux.server and flux.store are imported by the functions that use them: this module is
+# imported by every `flux` command (through cli/admin), which must start without them.
+if TYPE_CHECKING:
+    from ...server.config import ServerConfig
+    from ...store.base import Store
 
 T = TypeVar("T")
 
@@ -36,6 +39,8 @@ YesOption = typer.Option(False, "--yes", "-y", help="Do it without asking, whate
 def settings(ctx: typer.Context, data_dir: Path | None) -> ServerConfig:
     """The server's configuration as `flux server` would read it: --config file, FLUX_*
     variables, then --data-dir."""
+    from ...server.config import ServerConfig
+
     overrides = {"data_dir": data_dir} if data_dir is not None else {}
     toml = _root(ctx).get("config")  # set by the admin group's --config
     try:
@@ -54,6 +59,8 @@ def _root(ctx: typer.Context) -> dict[str, Any]:
 def config(ctx: typer.Context, data_dir: Path | None) -> ServerConfig:
     """`settings`, refusing a SQLite data directory that has no database (a typo'd path
     would otherwise create an empty one)."""
+    from ...server.config import Backend
+
     found = settings(ctx, data_dir)
     if found.backend is Backend.SQLITE and not found.database.exists():
         raise CliError(
@@ -70,6 +77,8 @@ def now_ms() -> int:
 @asynccontextmanager
 async def mail_store(found: ServerConfig) -> AsyncIterator[Store]:
     """The server's mail store, opened (and migrated, as the server would) and closed."""
+    from ...server.runner import open_configured_store
+
     store = open_configured_store(found, now_ms)
     await store.open()
     try:
@@ -89,6 +98,8 @@ def with_store(found: ServerConfig, action: Callable[[Store], Awaitable[T]]) -> 
 @asynccontextmanager
 async def account_store(found: ServerConfig) -> AsyncIterator[Any]:
     """The server's accounts store (accounts/store.py, postgres.py), opened and closed."""
+    from ...server.runner import open_configured_accounts
+
     store = open_configured_accounts(found)
     await store.open()
     try:

@@ -12,16 +12,17 @@ owner signs in with the key, so disabling one is refused with that explanation.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ...accounts.store import Account, AccountKind
-from ...server.config import Backend
 from .._common import CliError, ok, out, run
 from ._base import DataDirOption, JsonOption, account_store, config, now_ms, print_json, when
+
+if TYPE_CHECKING:  # imported where a command runs (_base.py says why)
+    from ...accounts.store import Account
 
 __all__ = ["accounts"]
 
@@ -41,6 +42,8 @@ def list_(
     ctx: typer.Context, as_json: bool = JsonOption, data_dir: Path | None = DataDirOption
 ) -> None:
     """Every account, by username: kind, address, created, last login, disabled."""
+    from ...server.config import Backend
+
     found = config(ctx, data_dir)
 
     async def fetch() -> list[Account]:
@@ -69,6 +72,8 @@ def list_(
 
 
 def _set(ctx: typer.Context, username: str, data_dir: Path | None, disable: bool) -> None:
+    from ...accounts.store import AccountKind
+
     found = config(ctx, data_dir)
     name = username.strip().lower()
 

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ...accounts.admission import new_invite
-from ...server.config import Registration, ServerConfig
-from ...store.base import Invite
 from .._common import CliError, err, ok, out
 from ._base import DataDirOption, JsonOption, config, now_ms, print_json, when, with_store
+
+if TYPE_CHECKING:  # imported where a command runs (_base.py says why)
+    from ...server.config import ServerConfig
+    from ...store.base import Invite
 
 __all__ = ["invite", "parse_duration"]
 
@@ -57,6 +58,8 @@ def create(
     data_dir: Path | None = DataDirOption,
 ) -> None:
     """Make an invite and print its code (shown this once: the server keeps only a hash)."""
+    from ...accounts.admission import new_invite
+
     found = config(ctx, data_dir)
     now = now_ms()
     expires_at = now + parse_duration(expires) if expires else None
@@ -77,6 +80,8 @@ def _policy_hint(found: ServerConfig) -> None:
     # What this command reads (environment, --config file) is not necessarily how the
     # running server was started (`flux server --registration invite` is a flag there), so
     # the note says where the setting comes from rather than what the server does.
+    from ...server.config import Registration
+
     if found.registration is not Registration.INVITE:
         err.print(
             f"note: registration here is {found.registration} in the configuration this "

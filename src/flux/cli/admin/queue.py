@@ -29,7 +29,7 @@ import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.cells import cell_len
@@ -40,16 +40,6 @@ from rich.text import Text
 from ...protocol.chain import LOCAL_DELIVERY, ChainVerdict, ServerSigner, append_hop
 from ...protocol.envelope import verify_envelope
 from ...protocol.outgoing import make_bounce
-from ...server.config import ServerConfig
-from ...server.keys import KEY_FILE, load_or_create
-from ...store.base import (
-    DeliveryState,
-    DestinationState,
-    Incoming,
-    QueuedMessage,
-    SentMessage,
-    Store,
-)
 from .._common import CliError, ok, out, short
 from ._base import (
     DataDirOption,
@@ -62,6 +52,10 @@ from ._base import (
     when,
     with_store,
 )
+
+if TYPE_CHECKING:  # imported where a command runs (_base.py says why)
+    from ...server.config import ServerConfig
+    from ...store.base import DestinationState, QueuedMessage, SentMessage, Store
 
 __all__ = ["queue"]
 
@@ -253,6 +247,8 @@ async def _message_row(store: Store, m: QueuedMessage, dest: DestinationState | 
 
 
 def _words(record: SentMessage | None, m: QueuedMessage, attempts: int) -> str | None:
+    from ...store.base import DeliveryState
+
     if not attempts:
         return None
     for rcpt in m.item.recipients:
@@ -529,6 +525,8 @@ def _remove(ctx, dest, to_server, msg_id, data_dir, yes: bool, reason: str, boun
 
 
 def _bounced(m: QueuedMessage, reason: str, now: int) -> dict:
+    from ...store.base import DeliveryState
+
     env = m.item.envelope
     state = {"state": DeliveryState.BOUNCED.value, "at": now, "reason": reason}
     return {(str(env.get("from")), str(env.get("id"))): dict.fromkeys(m.item.recipients, state)}
@@ -536,6 +534,8 @@ def _bounced(m: QueuedMessage, reason: str, now: int) -> dict:
 
 def _server_signer(found: ServerConfig) -> ServerSigner:
     """The server's signing key, for the bounce: the same key the worker signs with."""
+    from ...server.keys import KEY_FILE, load_or_create
+
     if not (found.data_dir / KEY_FILE).exists():
         raise CliError(
             f"no server key at {found.data_dir / KEY_FILE}; pass the server's --data-dir"
@@ -553,6 +553,8 @@ async def operator_bounce(
     not host (mail relayed for a peer) gets none; False then. A server running on the
     same store shows it to the sender at its next listing or /changes (this process
     cannot push to the server's sockets)."""
+    from ...store.base import Incoming
+
     original = m.item.envelope
     sender = str(original["from"])
     if not (found.open_mode or await store.hosted(sender)):

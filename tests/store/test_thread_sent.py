@@ -117,12 +117,22 @@ async def test_a_bare_id_in_both_a_sent_record_and_anothers_mail_is_ambiguous(st
     assert shape(await store.thread(ALICE, mine["id"], BOB)) == [("in", mine["id"])]
 
 
-async def test_sent_mail_at_one_millisecond_comes_before_what_was_received(store):
+async def test_within_one_millisecond_a_message_comes_before_its_replies(store):
+    """Times tie (a fast exchange, a coarse clock): the thread still reads in order, each
+    message before its replies, sent or received; then sent before received."""
     m1 = envelope(**{"from": ALICE, "to": BOB})
     m2 = envelope(**{"from": BOB, "to": ALICE, "re": m1["id"]})
     await store.record_sent([sent(m1, T0)])
     await store.store_message(incoming(m2, ALICE, at=T0))
     assert shape(await store.thread(ALICE, m2["id"])) == [("out", m1["id"]), ("in", m2["id"])]
+    b1 = envelope(**{"from": BOB, "to": CAROL})
+    b2 = envelope(**{"from": CAROL, "to": BOB, "re": b1["id"]})
+    await store.store_message(incoming(b1, CAROL, at=T0))
+    await store.record_sent([sent(b2, T0)])  # carol answers within the millisecond
+    other = envelope(**{"from": BOB, "to": CAROL, "re": b1["id"]})  # bob adds a line
+    await store.store_message(incoming(other, CAROL, at=T0))
+    assert shape(await store.thread(CAROL, b1["id"])) == [
+        ("in", b1["id"]), ("out", b2["id"]), ("in", other["id"])]  # fmt: skip
 
 
 # -- schema step 11: the backfill -------------------------------------------------------------

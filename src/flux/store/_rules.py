@@ -274,11 +274,27 @@ def conversation(
     received: Sequence[StoredMessage], sent: Sequence[SentMessage]
 ) -> list[ThreadItem]:
     """One thread's received and sent messages (each list oldest first), merged oldest
-    first; at one millisecond a sent message comes before a received one. A message the
-    owner sent to itself is in both lists: the received copy stands for it."""
+    first. Within one millisecond a message comes before its replies (by depth in the
+    thread), then a sent one before a received one. A message the owner sent to itself is
+    in both lists: the received copy stands for it."""
     held = {m.ref for m in received}
     mine = [s for s in sent if MessageRef(s.id, s.sender) not in held]
     items: list[tuple[int, int, ThreadItem]] = [(m.sent_at, 0, m) for m in mine]
     items += [(m.received_at, 1, m) for m in received]
-    items.sort(key=lambda i: (i[0], i[1]))
+    depth = _depths([m for _, _, m in items])
+    items.sort(key=lambda i: (i[0], depth[id(i[2])], i[1]))
     return [m for _, _, m in items]
+
+
+def _depths(items: Sequence[ThreadItem]) -> dict[int, int]:
+    """id(item) -> how many of its `re` ancestors are among `items` (a cycle, which
+    signed ids make practically impossible, stops the count)."""
+    by_id = {m.envelope["id"]: m for m in items}
+    out: dict[int, int] = {}
+    for m in items:
+        n, seen, parent = 0, {m.envelope["id"]}, m.envelope.get("re")
+        while isinstance(parent, str) and parent in by_id and parent not in seen:
+            seen.add(parent)
+            n, parent = n + 1, by_id[parent].envelope.get("re")
+        out[id(m)] = n
+    return out

@@ -72,7 +72,8 @@ first across both); a received reply to one of the owner's sent messages joins t
 message's root, so a delivery's lookup reads the recipient's sent records too, and
 placeholders are adopted in both. `thread` answers the union of the received and the sent
 messages of one root, oldest first (a received message by `received_at`, a sent one by
-`sent_at`; at one millisecond, sent first); a message the owner sent to itself is there
+`sent_at`; within one millisecond a message before its replies, then sent before received);
+a message the owner sent to itself is there
 once, as the received copy (while that copy is not deleted). The thread may be asked for by
 the id of a sent message as well (sender: the owner).
 """

@@ -1926,6 +1926,8 @@ def canonical_cases() -> list[tuple[str, str, str, str, str | None]]:
          ' \t\r\n[ 1 ,\n{ "a" :\t2 } ]\n', '[1,{"a":2}]'),
         ("top-level-string", "§3.1", "any value may be at the top", '"x"', '"x"'),
         ("trailing-value", "§3.1", "two values", "1 2", None),
+        ("trailing-letter", "§3.1", "a letter after the value is not whitespace", "{}X", None),
+        ("leading-letter", "§3.1", "a letter before the value is not whitespace", "X{}", None),
         ("empty-text", "§3.1", "no value at all", "", None),
         ("byte-order-mark", "§3.1", "a UTF-8 BOM before the value is not whitespace",
          "\ufeff{}", None),
@@ -2004,6 +2006,13 @@ def key_file_cases() -> list[tuple[str, str, str, str, str | None, bool]]:
         ("sealed-wrong-passphrase", "the wrong passphrase", sealed_file, "Correct horse", None,
          True),
         ("sealed-no-passphrase", "no passphrase given", sealed_file, None, None, True),
+        ("sealed-without-address", "no address member: the associated data is the empty "
+         "string, and the address is the key's", sealed_key_file(
+             ALICE, "correct horse", det_randbytes("flux-vectors:key-file-no-address"),
+             address=False), "correct horse", ALICE.address, True),
+        ("sealed-address-removed", "the writer's file without its address: sealed under the "
+         "address, opened with the empty string", as_text(
+             {k: v for k, v in sealed.items() if k != "address"}), "correct horse", None, True),
         ("sealed-other-address", "the address (the AEAD's associated data) changed",
          as_text({**sealed, "address": BOB.address}), "correct horse", None, True),
         ("sealed-other-kdf", "kdf name is argon2id", as_text(
@@ -2026,12 +2035,18 @@ def key_file_cases() -> list[tuple[str, str, str, str, str | None, bool]]:
 VECTOR_SCRYPT = {"n": 1024, "r": 8, "p": 1}
 
 
-def sealed_key_file(identity: Identity, passphrase: str, randbytes: Callable[[int], bytes]) -> str:
-    """A passphrase-protected key file exactly as §2.3 defines it, with VECTOR_SCRYPT."""
+def sealed_key_file(
+    identity: Identity, passphrase: str, randbytes: Callable[[int], bytes], *, address: bool = True
+) -> str:
+    """A passphrase-protected key file exactly as §2.3 defines it, with VECTOR_SCRYPT.
+    `address=False`: without an `address` member, so sealed with the empty string as the
+    associated data (what a reader uses then; no conforming writer makes such a file)."""
     salt = randbytes(16)
     key = _aead.scrypt(passphrase.encode("utf-8"), salt, **VECTOR_SCRYPT)
-    sealed = _aead.seal(key, identity.seed, randbytes(12), identity.address.encode("ascii"))
-    return json.dumps({"address": identity.address, "private_key_enc": b64e(sealed),
+    aad = identity.address.encode("ascii") if address else b""
+    sealed = _aead.seal(key, identity.seed, randbytes(12), aad)
+    return json.dumps({**({"address": identity.address} if address else {}),
+                       "private_key_enc": b64e(sealed),
                        "kdf": {"name": "scrypt", "salt": b64e(salt), **VECTOR_SCRYPT}})  # fmt: skip
 
 
@@ -2086,6 +2101,9 @@ def spam_cases() -> list[tuple[str, str, str, str | None, list[str]]]:
         ("keywords-once-each", "winner twice counts once (2)", "winner winner dinner", None, []),
         ("keywords-in-subject", "content winner (2), subject click here (2)", "You are a winner",
          "click here", ["spam keyword score 4"]),
+        ("keywords-across-the-join", "the text is content + \" \" + subject: winner (2) and "
+         "click here (2), a phrase that only the joining space makes", "You are a winner, click",
+         "here", ["spam keyword score 4"]),
         ("keywords-case", "upper-case phrases count", "FREE MONEY, ACT NOW", None,
          ["spam keyword score 5"]),
         ("subject-abusive", "act now (2) + a run of capitals + !!!: 4",

@@ -245,3 +245,35 @@ async def test_step_11_backfills_postgres(pg_dsn):
     finally:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         await conn.close()
+
+
+# -- what GET /thread answers (server/mailbox.py over the memory store) -----------------------
+async def test_the_answer_marks_sent_messages_and_finds_them_by_short_id():
+    from flux.server.errors import NotFound
+    from flux.server.fanout import Dispatcher, LocalFanout
+    from flux.server.mailbox import AmbiguousPrefix, Mailbox
+    from flux.server.metrics import Metrics
+    from flux.server.push import Hub
+    from flux.store import MemoryStore
+    from flux.store.base import MessageRef
+
+    store = MemoryStore()
+    box = Mailbox(store, LocalFanout(Dispatcher(store, Hub(Metrics(), 8), "test")))
+    m1 = envelope(**{"id": "abcd1234" + "0" * 24, "from": ALICE, "to": BOB})
+    m2 = envelope(**{"from": BOB, "to": ALICE, "re": m1["id"]})
+    twin = envelope(**{"id": "abcd1234" + "f" * 24, "from": ALICE, "to": CAROL})
+    await store.record_sent([sent(m1, T0), sent(twin, T0 + 1)])
+    await store.store_message(incoming(m2, ALICE, at=T0 + 2))
+    got = await box.thread(ALICE, MessageRef(m2["id"][:10]))
+    assert [(m["id"], m.get("_folder"), "_status" in m) for m in got] == [
+        (m1["id"], "sent", False), (m2["id"], None, True)]  # fmt: skip
+    assert got[0]["_delivery"] == {BOB: {"state": "stored", "at": T0}}
+    by_sent = await box.thread(ALICE, MessageRef(m1["id"][:12]))  # only in alice's sent mail
+    assert [m["id"] for m in by_sent] == [m1["id"], m2["id"]]
+    with pytest.raises(AmbiguousPrefix) as caught:  # two sent ids start alike
+        await box.thread(ALICE, MessageRef("abcd1234"))
+    assert caught.value.count == 2 and caught.value.field == "id"
+    with pytest.raises(NotFound):  # another sender's sent mail is not in alice's threads
+        await box.thread(ALICE, MessageRef(m1["id"][:12], BOB))
+    with pytest.raises(NotFound):
+        await box.thread(CAROL, MessageRef(m1["id"][:12]))

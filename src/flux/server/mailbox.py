@@ -287,14 +287,18 @@ class Mailbox:
     async def _thread_ref(self, address: str, ref: MessageRef) -> MessageRef:
         """`ref` made whole: a short id of the mailbox (module notes), else of the owner's
         sent mail when the mailbox has none (and `from`, if given, is the owner). Raises
-        NotFound, AmbiguousPrefix."""
+        NotFound, AmbiguousPrefix (for sent mail `count` stops at MAX_CANDIDATES + 1, as
+        `GET /sent/{addr}/{id}` counts)."""
         whole = await self.resolve(address, ref)
         if whole is not None:
             return whole
         if ref.sender in (None, address):
-            sent = await self.store.sent_prefix(address, ref.id, 2)
+            sent = await self.store.sent_prefix(address, ref.id, MAX_CANDIDATES + 1)
             if len(sent) == 1:
                 return MessageRef(sent[0].id, address)
+            if sent:  # a SentMessage names itself as a row does: id, sender, envelope
+                found = PrefixMatches(len(sent), sent[:MAX_CANDIDATES])  # type: ignore[arg-type]
+                raise AmbiguousPrefix(ref.id, found, "id")
         raise NotFound("no such message in this mailbox", field="id")
 
     async def changes(self, address: str, since: int, limit: int) -> dict[str, Any]:

@@ -298,7 +298,7 @@ def test_encryption_fields_come_together() -> None:
     with pytest.raises(InvalidValue) as info:
         verify_envelope({**enc, "content": "the plaintext"})
     assert info.value.field == "content"
-    with pytest.raises(WrongType):
+    with pytest.raises(InvalidValue):  # the right type, no member: PROTOCOL.md §4.3
         verify_envelope({**enc, "enc_recipients": {}})
     with pytest.raises(InvalidValue):
         verify_envelope({**enc, "enc_recipients": {"nobody": "AAAA"}})

@@ -831,3 +831,24 @@ async def test_mail_through_a_real_server_both_ways(
     assert verdict == {"ok": True} and plain == "answer ✓"
     assert chain["verdict"] == "pass" and [h["status"] for h in chain["hops"]] == ["sealed"]
     assert chain["hops"][0]["server"] == info["domain"] and chain["blame"] is None
+
+
+async def test_envelope_vectors_verdicts(flux_page: Page) -> None:
+    """Every `envelopes` vector given as a JSON value (not as raw text: the strict parser of
+    §3.1 is the browser's JSON.parse's job to the page, out of js/flux) gets its expected
+    verdict, code and field from F.verifyEnvelope (§4.3)."""
+    cases = [c for c in FLUX["envelopes"]["cases"] if "envelope" in c]
+    assert len(cases) > 100
+    got = await flux_page.evaluate(
+        """(cases) => Promise.all(cases.map((c) =>
+            F.verifyEnvelope(c.envelope, c.now_ms === undefined ? {} : { nowMs: c.now_ms })))""",
+        cases,
+    )
+    for case, verdict in zip(cases, got, strict=True):
+        expected = case["expected"]
+        if expected.get("valid"):
+            assert verdict["ok"], (case["name"], verdict)
+        else:
+            error = expected["error"]
+            actual = None if verdict["ok"] else (verdict["code"], verdict.get("field"))
+            assert actual == (error["code"], error["field"]), (case["name"], verdict)

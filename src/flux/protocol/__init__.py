@@ -18,6 +18,7 @@ from .chain import (
     append_hop,
     make_hop,
     record_hash,
+    sealed_servers_in_chain,
     servers_in_chain,
     verify_chain,
 )
@@ -59,7 +60,7 @@ __all__ = [
     "check_freshness", "check_shape", "check_spam", "compose", "decrypt_content",
     "encrypt_content", "find_offense", "for_storage", "integrity_hash", "is_address",
     "legacy_token", "legacy_token_matches", "loads_strict", "make_hop", "new_message_id",
-    "record_hash", "run_key_flow", "servers_in_chain", "sign_envelope", "signing_payload",
-    "validate_report", "validate_report_flow", "verify_chain", "verify_envelope",
+    "record_hash", "run_key_flow", "sealed_servers_in_chain", "servers_in_chain",
+    "sign_envelope", "signing_payload", "validate_report", "validate_report_flow", "verify_chain", "verify_envelope",
     "verify_signature", *_error_names,
 ]  # fmt: skip

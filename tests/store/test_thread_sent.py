@@ -198,6 +198,19 @@ async def test_step_11_backfills_sqlite(tmp_path):
         await _check_backfilled(store, received, sent_rows)
     finally:
         await store.close()
+    # a row an old process records during a rolling upgrade has no root: it stands alone
+    late, other = envelope(**{"from": ALICE, "to": BOB}), envelope(**{"from": ALICE, "to": BOB})
+    conn = sqlite3.connect(path, isolation_level=None)
+    for env in (late, other):
+        conn.execute("INSERT INTO sent (sender, msg_id, sent_at, envelope, delivery, updated_at) "
+                     "VALUES (?, ?, ?, ?, '{}', ?)", (ALICE, env["id"], T0, json.dumps(env), T0))  # fmt: skip
+    conn.close()
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        assert shape(await store.thread(ALICE, late["id"])) == [("out", late["id"])]
+    finally:
+        await store.close()
 
 
 @pytest.mark.postgres
@@ -240,6 +253,17 @@ async def test_step_11_backfills_postgres(pg_dsn):
         try:
             assert store.schema_version == STEPS[-1].version >= 11
             await _check_backfilled(store, received, sent_rows)
+            # a row an old process records during a rolling upgrade: it stands alone
+            late, other = (
+                envelope(**{"from": ALICE, "to": BOB}),
+                envelope(**{"from": ALICE, "to": BOB}),
+            )
+            for env in (late, other):
+                await conn.execute(
+                    "INSERT INTO sent (sender, msg_id, sent_at, envelope, delivery, updated_at) "
+                    "VALUES ($1, $2, $3, $4, '{}', $3)", ALICE, env["id"], T0, json.dumps(env),
+                )  # fmt: skip
+            assert shape(await store.thread(ALICE, late["id"])) == [("out", late["id"])]
         finally:
             await store.close()
     finally:

@@ -571,10 +571,13 @@ async def thread(
             ORDER BY d.received_at, d.id""",
         address, root, now,
     )  # fmt: skip
+    # a root of "" is a row an older process recorded during a rolling upgrade past
+    # schema step 11 (docs/OPERATING.md): it stands alone rather than with every such row
     sent = await conn.fetch(
         """SELECT sender, sent_at, envelope, delivery, updated_at FROM sent
-           WHERE sender = $1 AND thread_root = $2 ORDER BY sent_at, msg_id COLLATE "C" """,
-        address, root,
+           WHERE sender = $1 AND thread_root = $2 AND ($2 <> '' OR msg_id = $3)
+           ORDER BY sent_at, msg_id COLLATE "C" """,
+        address, root, msg_id,
     )  # fmt: skip
     return _rules.conversation(
         [to_message(r, now) for r in rows],

@@ -455,10 +455,13 @@ def thread(
             ORDER BY d.received_at, d.id""",
         {"a": address, "r": root, "now": now},
     ).fetchall()
+    # a root of "" is a row an older process recorded during a rolling upgrade past
+    # schema step 11 (docs/OPERATING.md): it stands alone rather than with every such row
+    alone = " AND msg_id = :m" if root == "" else ""
     sent = conn.execute(
-        """SELECT sender, sent_at, envelope, delivery, updated_at FROM sent
-           WHERE sender = ? AND thread_root = ? ORDER BY sent_at, msg_id""",
-        (address, root),
+        f"""SELECT sender, sent_at, envelope, delivery, updated_at FROM sent
+            WHERE sender = :a AND thread_root = :r{alone} ORDER BY sent_at, msg_id""",
+        {"a": address, "r": root, "m": msg_id},
     ).fetchall()
     return _rules.conversation(
         [to_message(r, now) for r in rows],

@@ -93,10 +93,12 @@ def test_reply_forward_and_thread(tmp_path, live_server):
     by_stdin = _ok(flux("reply", back["id"], **env["alice"], stdin="see you"))
     assert "replied" in by_stdin.stdout
 
-    # bob's mailbox holds alice's two messages (his own reply is in hers): the thread there
+    # bob's thread: alice's three messages and, from his sent mail, his own reply
     followup = _send(env["alice"], who["bob"], "or one?", "--reply-to", original)
     conversation = _json(flux("thread", original, "--json", **env["bob"]))
-    assert [m["id"] for m in conversation] == [original, followup]
+    see_you = re.search(r"[0-9a-f]{32}", by_stdin.stdout).group(0)
+    assert [m["id"] for m in conversation] == [original, answer["id"], see_you, followup]
+    assert [m.get("_folder") for m in conversation] == [None, "sent", None, None]
     shown = _ok(flux("thread", original[:8], **env["bob"])).stdout
     assert original[:8] in shown and followup[:8] in shown
     assert "lunch?" in shown and "or one?" in shown and "Lunch" in shown

@@ -126,6 +126,12 @@ SENT_MESSAGE = {
         "_delivery": {"type": "object", "additionalProperties": DELIVERY_STATE},
     },
 }  # fmt: skip
+#: a conversation: received messages as listings show them, and the caller's own sent
+#: ones as GET /sent shows them plus `_folder: "sent"` (docs/API.md, "Threads")
+THREAD = {"type": "array", "items": {"oneOf": [
+    ref("Message"),
+    {"allOf": [SENT_MESSAGE, obj(["_folder"], _folder={"const": "sent"})]},
+]}}  # fmt: skip
 COUNT = {
     "type": "integer",
     "description": "how many messages this answer holds (pending, for peek)",
@@ -303,7 +309,8 @@ def paths() -> dict[str, Any]:
             auth=True, errors=("404", AMBIGUOUS))},
         "/thread/{id}": {"get": op(
             "The conversation by `re`, oldest first (a reply joins its parent only if its "
-            "sender is a participant of the parent)", ok_obj(messages=MESSAGES),
+            "sender is a participant of the parent), with the caller's own sent messages of "
+            "it (`_folder: \"sent\"`, `_sent_at`, `_delivery`)", ok_obj(messages=THREAD),
             params=[path_param("id", ID_OR_PREFIX), query("address", ADDRESS, True), FROM_QUERY],
             auth=True, errors=("404", AMBIGUOUS))},
         "/changes": {"get": op(
@@ -532,7 +539,7 @@ def account_paths() -> dict[str, Any]:
             errors=("404", AMBIGUOUS))},
         "/mail/thread/{id}": {"get": session_op(
             "The conversation of one message of the session's mailbox (as GET /thread/{id})",
-            ok_obj(messages=MESSAGES),
+            ok_obj(messages=THREAD),
             params=[path_param("id", ID_OR_PREFIX), OWN_ADDRESS, FROM_QUERY],
             errors=("404", AMBIGUOUS))},
         "/mail/sent": {"get": session_op(

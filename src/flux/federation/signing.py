@@ -201,6 +201,13 @@ def claimed_server(headers: Mapping[str, str]) -> str | None:
 
 
 def _header(headers: Mapping[str, str], name: str) -> str:
+    """The one value of header `name`. Two field lines of one name are one field, their
+    values joined by a comma (RFC 9110 §5.3): a second line is a second member, which this
+    profile refuses (PROTOCOL.md §10.6, difference 3) rather than reading the first line
+    and letting the other pass unjudged. Raises BadRequestSignature naming the header."""
+    getall = getattr(headers, "getall", None)  # a multidict (aiohttp's) keeps every line
+    if getall is not None and len(getall(name, ())) > 1:
+        raise BadRequestSignature(f"{name} is sent more than once", field=name)
     value = headers.get(name)
     if not isinstance(value, str) or not value:
         raise BadRequestSignature(f"{name} header is missing", field=name)

@@ -387,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
         uvloop.run(serve(args.host, args.port, db))
         return 0
     count = args.messages or int(args.seconds * 9000) + WARMUP
+    if count <= WARMUP:  # the warm-up would take them all and the run measure nothing
+        parser.error(f"--messages must be more than the warm-up's {WARMUP}")
     # A server we did not start keeps its database: every run then needs its own messages.
     total = count * args.runs if args.url else count
     print(

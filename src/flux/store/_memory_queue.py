@@ -16,6 +16,7 @@ from .base import (
     QueuedMessage,
     SentMessage,
     merge_delivery,
+    merge_sent,
 )
 
 
@@ -45,11 +46,16 @@ class MemoryQueue:
         self._sent_roots: dict[tuple[str, str], str] = {}
 
     async def record_sent(self, sent: Sequence[SentMessage]) -> None:
+        # no await between the look-up and the write: racing copies cannot lose an entry
         for record in sent:
             key = (record.sender, record.id)
-            if key not in self._sent:  # a replay keeps the first record (and its root)
+            kept = self._sent.get(key)
+            if kept is None:
                 self._sent_roots[key] = self._new_root(record.sender, record.envelope)
                 self._sent[key] = record
+            elif (merged := merge_sent(kept, record)) is not None:  # a BCC copy (base.py)
+                self._sent[key] = merged  # the root stays: the copies share their `re`
+                self._sent_changed(*key)
 
     def _new_root(self, owner: str, envelope: Mapping[str, Any]) -> str:
         """The thread root of a message new to `owner`'s mail (MemoryStore computes it)."""

@@ -27,6 +27,7 @@ from .base import (
     QueuedMessage,
     SentMessage,
     merge_delivery,
+    merge_sent,
     prefix_upper,
 )
 
@@ -46,28 +47,55 @@ def _text(value: object) -> str:
 async def record_sent(
     conn: asyncpg.Connection, sent: Sequence[SentMessage], locks: Locks | None = None
 ) -> None:
-    """One row per submission; a replay keeps the first record (and its states and root).
-    A new record's thread root is computed as a delivery's (base.py, "A conversation
-    includes the owner's own sent mail"), its sender being the owner, under the sender's
-    mailbox lock: taken here when `locks` is given, else already held by the caller (the
-    storing transaction takes it with the recipients')."""
+    """One row per message: the first record of (sender, id) is inserted, a later BCC copy
+    merged into it (base.py `merge_sent`), a replay changes nothing. A new record's thread
+    root is computed as a delivery's (base.py, "A conversation includes the owner's own
+    sent mail"), its sender being the owner, under the sender's mailbox lock: taken here
+    when `locks` is given, else already held by the caller (the storing transaction takes
+    it with the recipients'). That lock orders two submissions of one sender; a merge also
+    reads the row FOR UPDATE, the lock `update_sent` takes, so a settlement of the same
+    message cannot write between the merge's read and its write."""
     if not sent:
         return
     if locks is not None:
         await locks.take(conn, {m.sender for m in sent})
     for m in sent:
-        if await conn.fetchval(
-            "SELECT 1 FROM sent WHERE sender = $1 AND msg_id = $2", m.sender, m.id
-        ):
+        if await _merge_sent(conn, m):
             continue
         root = await new_root(conn, m.sender, m.envelope)
-        await conn.execute(
+        status = await conn.execute(
             """INSERT INTO sent (sender, msg_id, sent_at, envelope, delivery, updated_at,
                                  thread_root)
                VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING""",
             m.sender, m.id, m.sent_at, _rules.envelope_text(m.envelope), _text(m.delivery),
             m.updated_at, root,
         )  # fmt: skip
+        if rowcount(status) == 0:  # the row appeared meanwhile (a writer without the lock)
+            await _merge_sent(conn, m)
+
+
+async def _merge_sent(conn: asyncpg.Connection, new: SentMessage) -> bool:
+    """Merge `new` into the kept record of its (sender, id); False when there is none."""
+    row = await conn.fetchrow(
+        f"SELECT {SENT_COLUMNS} FROM sent WHERE sender = $1 AND msg_id = $2 FOR UPDATE",
+        new.sender, new.id,
+    )  # fmt: skip
+    if row is None:
+        return False
+    merged = merge_sent(_sent_row(row), new)
+    if merged is None:
+        return True
+    await conn.execute(
+        """UPDATE sent SET envelope = $1, delivery = $2, updated_at = $3
+           WHERE sender = $4 AND msg_id = $5""",
+        _rules.envelope_text(merged.envelope), _text(merged.delivery), merged.updated_at,
+        new.sender, new.id,
+    )  # fmt: skip
+    await conn.execute(  # in the sender's /changes, as a settlement's
+        "INSERT INTO changes (address, sender, msg_id, kind) VALUES ($1, $1, $2, 'sent')",
+        new.sender, new.id,
+    )  # fmt: skip
+    return True
 
 
 SENT_COLUMNS = "sender, sent_at, envelope, delivery, updated_at"

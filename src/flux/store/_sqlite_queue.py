@@ -21,6 +21,7 @@ from .base import (
     QueuedMessage,
     SentMessage,
     merge_delivery,
+    merge_sent,
     prefix_upper,
 )
 
@@ -38,13 +39,17 @@ def _text(value: object) -> str:
 
 
 def record_sent(conn: sqlite3.Connection, sent: Sequence[SentMessage]) -> None:
-    """One row per submission; a replay keeps the first record (and its states and root).
-    A new record's thread root is computed as a delivery's (base.py, "A conversation
-    includes the owner's own sent mail"), its sender being the owner."""
+    """One row per message: the first record of (sender, id) is inserted, a later BCC copy
+    merged into it (base.py `merge_sent`; read, merge, write in the writer's transaction,
+    as `update_sent`), a replay changes nothing. A new record's thread root is computed as
+    a delivery's (base.py, "A conversation includes the owner's own sent mail"), its
+    sender being the owner; a merge keeps it (the copies share their `re`)."""
     for m in sent:
-        if conn.execute(
-            "SELECT 1 FROM sent WHERE sender = ? AND msg_id = ?", (m.sender, m.id)
-        ).fetchone():
+        row = conn.execute(
+            f"SELECT {SENT_COLUMNS} FROM sent WHERE sender = ? AND msg_id = ?", (m.sender, m.id)
+        ).fetchone()
+        if row is not None:
+            _merge_sent(conn, _sent_row(row), m)
             continue
         conn.execute(
             """INSERT INTO sent (sender, msg_id, sent_at, envelope, delivery, updated_at,
@@ -53,6 +58,19 @@ def record_sent(conn: sqlite3.Connection, sent: Sequence[SentMessage]) -> None:
             (m.sender, m.id, m.sent_at, _text(m.envelope), _text(m.delivery), m.updated_at,
              new_root(conn, m.sender, m.envelope)),
         )  # fmt: skip
+
+
+def _merge_sent(conn: sqlite3.Connection, kept: SentMessage, new: SentMessage) -> None:
+    merged = merge_sent(kept, new)
+    if merged is None:
+        return
+    conn.execute(
+        """UPDATE sent SET envelope = ?, delivery = ?, updated_at = ?
+           WHERE sender = ? AND msg_id = ?""",
+        (_text(merged.envelope), _text(merged.delivery), merged.updated_at, kept.sender,
+         kept.id),
+    )  # fmt: skip
+    new_change(conn, kept.sender, kept.sender, kept.id, ChangeKind.SENT)  # the sender's /changes
 
 
 def _sent_row(row: tuple) -> SentMessage:

@@ -76,6 +76,24 @@ messages of one root, oldest first (a received message by `received_at`, a sent 
 a message the owner sent to itself is there
 once, as the received copy (while that copy is not deleted). The thread may be asked for by
 the id of a sent message as well (sender: the owner).
+
+One sent record per message, BCC copies included (`merge_sent`). A message with BCC is
+submitted as several envelopes sharing one id (PROTOCOL.md §5.2): the primary (to + cc,
+no `bcc`) and one copy per BCC address. Each submission brings a record for (sender, id);
+the first one written creates the row, and every later copy of the same message is merged
+into it, in the writing transaction (so racing copies and the delivery worker's
+settlements never lose each other's entries):
+
+* a copy's recipients join `delivery`; a recipient already there keeps its state (so a
+  replay of any copy changes nothing, and a settlement is never undone);
+* the kept envelope is the primary's once it has arrived (a BCC copy that came first
+  stands in for it until then): the record never shows one BCC copy's `bcc` beside the
+  primary, and only the sender ever reads the record, whose `delivery` keys do name every
+  BCC recipient;
+* a merge that changes the row is a `SENT` change of the sender's mailbox, as a settlement
+  is (a new record is not: that is the hot path, and the submitter has its answer);
+* an envelope that is not a copy of the kept one (the id reused for another message) or a
+  second primary (a replay) changes nothing: the first record stands.
 """
 
 from __future__ import annotations
@@ -323,7 +341,8 @@ class DeliveryState(enum.StrEnum):
 @dataclass(frozen=True, slots=True)
 class SentMessage:
     """A message a hosted sender sent, as its `sent` mailbox keeps it: one row per
-    submission, with the delivery state of every recipient.
+    message (its BCC copies merged in: `merge_sent`), with the delivery state of every
+    recipient, BCC recipients included.
 
     `delivery` maps each recipient to `{"state": DeliveryState, "at": unix ms}` plus, when
     queued, `attempts`, `next_retry_at` (unix ms) and `error` (words), and when bounced
@@ -608,10 +627,12 @@ class Store(Protocol):
         """Queue durably, in one transaction; a copy already queued for its destination
         (same body hash) is skipped. Returns, per item, whether it was added. `sent`: the
         sent-mail records of these submissions, written in the same transaction (a record
-        already kept for (sender, id) is left as it is: a replay changes no state)."""
+        already kept for (sender, id) gets another copy's recipients by `merge_sent`, and
+        is otherwise left as it is: a replay changes no state)."""
 
     async def record_sent(self, sent: Sequence[SentMessage]) -> None:
-        """Keep sent-mail records (mail with no remote recipient), as `enqueue`'s `sent`."""
+        """Keep sent-mail records (mail with no remote recipient), as `enqueue`'s `sent`
+        (a BCC copy of a message already kept is merged into its record: `merge_sent`)."""
 
     async def sent(
         self, sender: str, limit: int, before: tuple[int, str] | None = None
@@ -771,3 +792,42 @@ def merge_delivery(
             continue
         out[rcpt] = dict(state)
     return out
+
+
+#: what a BCC copy may change of the primary (PROTOCOL.md §5.2, §5.3): it adds `bcc`, wraps
+#: the content key once more in `enc_recipients` and is signed again; the route and chain
+#: are written by servers, not by the sender
+COPY_FIELDS = frozenset({"bcc", "enc_recipients", "sig", "route", "integrity_chain"})
+
+
+def same_message(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether envelopes `a` and `b` are copies of one message (the primary and its BCC
+    copies): equal but for COPY_FIELDS and the unsigned `_` fields a server adds."""
+
+    def core(env: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in env.items() if k not in COPY_FIELDS and not k.startswith("_")}
+
+    return core(a) == core(b)
+
+
+def merge_sent(kept: SentMessage, new: SentMessage) -> SentMessage | None:
+    """The record of (sender, id) once `new`, the record of another submission of that id,
+    arrives on `kept` (module notes, "One sent record per message"); None when nothing
+    changes: a replay, a second primary, or an envelope that is no copy of the kept one.
+
+    `new`'s recipients missing from `kept.delivery` are added with their states (a kept
+    one is never overwritten); the envelope becomes `new`'s when `new` is the primary (no
+    `bcc`) and `kept` was a BCC copy. `sent_at` stays the first copy's (the sent list's
+    order does not move); `updated_at` is the later of the two when a recipient was added."""
+    primary_arrives = bool(kept.envelope.get("bcc")) and not new.envelope.get("bcc")
+    if not (new.envelope.get("bcc") or primary_arrives):
+        return None  # the primary again: a replay (or the id reused), the first record stands
+    if not same_message(kept.envelope, new.envelope):
+        return None  # another message under a used id: the first record stands, as above
+    added = {r: dict(s) for r, s in new.delivery.items() if r not in kept.delivery}
+    if not added and not primary_arrives:
+        return None
+    delivery = {**{r: dict(s) for r, s in kept.delivery.items()}, **added}
+    envelope = new.envelope if primary_arrives else kept.envelope
+    updated = max(kept.updated_at, new.updated_at) if added else kept.updated_at
+    return SentMessage(kept.sender, envelope, kept.sent_at, delivery, updated)

@@ -9,7 +9,10 @@ What it measures, against a server started as its own process on 127.0.0.1:
   default (each message from a distinct-enough sender that the spam rate limit, 20/min per
   sender, never interferes, to recipients spread so no pending quota is reached);
 * WebSocket push latency p50/p99 (send → frame received) for one watcher while 16 other
-  senders load the server;
+  senders load the server (closed loop: this measures the queue the senders build, not
+  FLUX), and, with `--open-loop` (the default), while an open-loop load arrives at a fixed
+  rate of 50 % and of 90 % of the accepted rate just measured: submissions are started on
+  schedule whether or not earlier ones were answered, as real senders do;
 * the server's peak RSS;
 * the memory of 10,000 idle authenticated WebSocket connections (RSS after − before).
 
@@ -97,7 +100,9 @@ class ServerProcess:
         else:
             args += ["--backend", db]
         self.proc = subprocess.Popen(
-            args, cwd=ROOT, stdout=subprocess.DEVNULL,
+            args,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
             env={**os.environ, **(LOAD_GENERATOR_ENV if load_generator else {}), **(env or {})},
         )
 
@@ -149,7 +154,10 @@ async def session_token(http: aiohttp.ClientSession, url: str, ident: Identity) 
 
 
 async def load(
-    http: aiohttp.ClientSession, url: str | list[str], bodies: list[bytes], concurrency: int,
+    http: aiohttp.ClientSession,
+    url: str | list[str],
+    bodies: list[bytes],
+    concurrency: int,
     seconds: float,
 ) -> tuple[int, list[float], int]:
     """Post bodies with `concurrency` workers for `seconds`; return (ok, latencies, errors).
@@ -176,6 +184,41 @@ async def load(
 
     await asyncio.gather(*(worker(urls[i % len(urls)]) for i in range(concurrency)))
     return len(latencies), latencies, errors
+
+
+async def open_loop(
+    http: aiohttp.ClientSession,
+    urls: list[str],
+    bodies: list[bytes],
+    rate: float,
+    seconds: float,
+) -> tuple[int, int, float]:
+    """Start one submission every 1/`rate` s for `seconds`, each without waiting for the
+    earlier ones (an open loop: a slow server meets the same arrivals, so latency shows
+    its queue); return (accepted, errors, achieved arrival rate)."""
+    done = {"ok": 0, "errors": 0}
+
+    async def post(url: str, body: bytes) -> None:
+        async with http.post(f"{url}/send", data=body,
+                             headers={"Content-Type": "application/json"}) as r:  # fmt: skip
+            await r.read()
+            done["ok" if r.status == 200 else "errors"] += 1
+
+    tasks = set()
+    start = time.perf_counter()
+    sent = 0
+    while sent < len(bodies) and time.perf_counter() - start < seconds:
+        due = start + sent / rate
+        wait = due - time.perf_counter()
+        if wait > 0:  # behind schedule: start the late ones at once, never skip them
+            await asyncio.sleep(wait)
+        task = asyncio.create_task(post(urls[sent % len(urls)], bodies[sent]))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        sent += 1
+    achieved = sent / (time.perf_counter() - start)
+    await asyncio.gather(*tasks)
+    return done["ok"], done["errors"], achieved
 
 
 def pct(values: list[float], q: float) -> float:
@@ -208,6 +251,11 @@ async def measure_ingest(args: argparse.Namespace) -> dict:
                 )
                 elapsed = time.perf_counter() - start
                 push = await measure_push(http, urls, recipients, args)
+                rate = ok / elapsed
+                open_push = {
+                    share: await measure_push(http, urls, recipients, args, rate=share * rate)
+                    for share in ((0.5, 0.9) if args.open_loop else ())
+                }
                 cpu_s = sum(cpu_seconds(s.proc.pid) for s in servers)
                 peak = max(rss_kb(s.proc.pid, "VmHWM") for s in servers)
                 sockets = (
@@ -225,6 +273,8 @@ async def measure_ingest(args: argparse.Namespace) -> dict:
         "peak_rss_mb": peak / 1024, "sockets": sockets, "bare_msgs_per_s": bare_rate,
         "vs_bare_pct": 100 * ok / elapsed / bare_rate,
         "server_cpu_ms_per_msg": 1000 * cpu_s / max(1, ok + 500),
+        **{f"open{round(share * 100)}_push_{k}_ms": v
+           for share, got in open_push.items() for k, v in zip(("p50", "p99"), got, strict=True)},
     }  # fmt: skip
 
 
@@ -266,21 +316,32 @@ async def measure_bare(http: aiohttp.ClientSession, bodies: list[bytes], args) -
 
 
 async def measure_push(
-    http: aiohttp.ClientSession, urls: list[str], recipients: list[str], args: argparse.Namespace
+    http: aiohttp.ClientSession,
+    urls: list[str],
+    recipients: list[str],
+    args: argparse.Namespace,
+    rate: float | None = None,
 ) -> tuple[float, float]:
-    """The watcher's socket is on the last process, probes go to the first: with two
-    processes every push crosses between them (PostgreSQL LISTEN/NOTIFY)."""
+    """Submit → push latency (p50, p99 in ms) of probes while the server is loaded: by 16
+    closed-loop senders, or with `rate` by an open loop at that many messages/s. The
+    watcher's socket is on the last process, probes go to the first: with two processes
+    every push crosses between them (PostgreSQL LISTEN/NOTIFY)."""
     url, watch_url = urls[0], urls[-1]
     watcher = Identity.generate()
     prober = Identity.generate()
     token = await session_token(http, watch_url, watcher)
-    background = build_messages(int(args.push_seconds * 3000) + 500, recipients)
+    count = int(args.push_seconds * (rate or 3000)) + 500
+    background = build_messages(count, recipients)
     samples: list[float] = []
     async with http.ws_connect(f"{watch_url.replace('http', 'ws')}/ws") as ws:
         await ws.send_json({"action": "auth", "token": token})
         authed = await ws.receive_json()
         assert authed.get("action") == "authed", authed
-        loader = asyncio.create_task(load(http, urls, background, 16, args.push_seconds))
+        loader = asyncio.create_task(
+            open_loop(http, urls, background, rate, args.push_seconds)
+            if rate
+            else load(http, urls, background, 16, args.push_seconds)
+        )
         for i in range(min(200, int(args.push_seconds * 20))):
             msg = compose(prober, watcher.address, f"probe {i}", now_ms=now_ms()).primary
             if i % 18 == 17:
@@ -330,6 +391,8 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=1,
                         help="server processes sharing the database (PostgreSQL)")  # fmt: skip
     parser.add_argument("--sockets", type=int, default=10_000, help="idle sockets (0: skip)")
+    parser.add_argument("--no-open-loop", dest="open_loop", action="store_false",
+                        help="skip push latency under open-loop load at 50 %% and 90 %%")  # fmt: skip
     parser.add_argument("--no-bare", dest="bare", action="store_false",
                         help="skip the bare-pipeline yardstick")  # fmt: skip
     args = parser.parse_args()
@@ -341,6 +404,8 @@ def main() -> None:
         print(f"run {run + 1}: " + json.dumps(result, default=str), flush=True)
     keys = ["msgs_per_s", "p50_ms", "p99_ms", "push_p50_ms", "push_p99_ms", "peak_rss_mb",
             "bare_msgs_per_s", "vs_bare_pct", "server_cpu_ms_per_msg"]  # fmt: skip
+    if args.open_loop:
+        keys += [f"open{p}_push_{q}_ms" for p in (50, 90) for q in ("p50", "p99")]
     print(f"\nmedians over {args.runs} runs ({args.db}, {args.processes} process(es), "
           f"concurrency {args.concurrency}, "
           f"{os.cpu_count()} cpus):")  # fmt: skip

@@ -23,7 +23,8 @@ import pytest
 from multidict import CIMultiDict
 
 from federation.fed_helpers import local_servers, name, signer
-from flux.federation.signing import sign_request
+from flux.federation.mesh import mesh_mac
+from flux.federation.signing import sign_request, signature_base, signature_params
 from flux.protocol import Identity, ServerSigner, append_hop, compose
 from flux.server.runner import RunningServer
 from spec.schema_check import check
@@ -182,6 +183,40 @@ async def test_the_same_valid_line_twice_is_refused_too(ab: Any) -> None:
     lines = [*headers.items(), ("Signature", headers["Signature"])]
     status, answer = await post(b, body, lines)
     assert refusal(status, answer) == (401, "bad_request_signature", "Signature")
+
+
+def flip_unused_bits(value: str) -> str:
+    """`label=:<base64>=:` with the unused low bits of its last character set: other text,
+    the same bytes (RFC 8941 §4.2.7: a parser SHOULD NOT fail on them)."""
+    head, text, tail = value.split(":")
+    stem = text.rstrip("=")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    unused = 4 if text.endswith("==") else 2
+    last = alphabet[alphabet.index(stem[-1]) | ((1 << unused) - 1)]
+    flipped = stem[:-1] + last + text[len(stem) :]
+    assert flipped != text and base64.b64decode(flipped) == base64.b64decode(text)
+    return f"{head}:{flipped}:{tail}"
+
+
+@pytest.mark.parametrize("header", ["Content-Digest", "Signature"])
+async def test_non_zero_unused_bits_in_a_byte_sequence_are_not_refused(
+    ab: Any, header: str
+) -> None:
+    """§10.6 (as written in R14): padding is required, unused bits are not judged."""
+    a, b = ab
+    body = txn(a, [letter(a, b)])
+    headers = signed(signer(a), b, body)
+    if header == "Content-Digest":  # its text is in the signature base: signed as sent
+        digest = flip_unused_bits(headers[header])
+        params = signature_params(int(time.time()), name(a))
+        base = signature_base("POST", name(b), DELIVER, digest, params)
+        sig = base64.b64encode(signer(a).identity.sign_bytes(base)).decode()
+        headers = CIMultiDict({header: digest, "Signature-Input": f"flux={params}",
+                               "Signature": f"flux=:{sig}:"})  # fmt: skip
+    else:
+        headers[header] = flip_unused_bits(headers[header])
+    status, answer = await post(b, body, headers)
+    assert status == 200, answer
 
 
 @pytest.mark.parametrize("header", ["Content-Digest", "Signature-Input", "Signature"])
@@ -348,8 +383,134 @@ async def test_a_report_the_text_refuses_is_400_invalid_proof(
     assert refusal(status, answer) == (400, "invalid_proof", field)
 
 
-async def test_a_report_over_the_request_limit_is_413(ab: Any) -> None:
+def padded(a: RunningServer, b: RunningServer, size: int) -> bytes:
+    """A report of exactly `size` bytes whose first refusal is its `reporter`."""
+    body = report(a, b, reporter="A B", pad="")
+    return body[:-2] + b"x" * (size - len(body)) + body[-2:]
+
+
+async def test_a_report_is_read_up_to_256_kib_and_413_beyond(ab: Any) -> None:
+    """§10.9: FLUX's limit for reports is 262,144 bytes; the 413 names no field."""
     a, b = ab
-    body = report(a, b, pad="x" * (9 * 1024 * 1024))
+    limit = 256 * 1024
+    at, over = padded(a, b, limit), padded(a, b, limit + 1)
+    assert (len(at), len(over)) == (limit, limit + 1)
+    status, answer = await post(b, at, [], path="/integrity/tamper_report")
+    assert refusal(status, answer) == (400, "invalid_proof", "reporter")
+    status, answer = await post(b, over, [], path="/integrity/tamper_report")
+    assert refusal(status, answer) == (413, "payload_too_large", None)
+
+
+async def test_the_http_checks_of_a_report_come_before_its_shape(ab: Any) -> None:
+    """§10.9: `t` out of its window is reported before a missing `type` (§7.6's order)."""
+    a, b = ab
+    body = report(a, b, t=now_ms() - 2 * 86_400_000)  # no `type` either
+    assert b'"type"' not in body
     status, answer = await post(b, body, [], path="/integrity/tamper_report")
-    assert refusal(status, answer)[:2] == (413, "payload_too_large")
+    assert refusal(status, answer) == (400, "invalid_proof", "t")
+
+
+# -- §10.7: one message of a transaction ----------------------------------------------------
+@pytest.fixture
+async def abc(tmp_path: Path) -> AsyncIterator[tuple[RunningServer, ...]]:
+    async with local_servers(tmp_path, "abc") as s:
+        yield s["a"], s["b"], s["c"]
+
+
+async def test_a_message_sealed_by_another_server_is_chain_invalid_without_a_strike(
+    abc: Any,
+) -> None:
+    """Receiver step 3: the last record must be `from_server`'s seal. C's genuine seal to
+    B, handed over by A, is refused (`integrity_chain`), and A is not blamed: its own seal
+    is not there to prove anything (§7.4)."""
+    a, b, c = abc
+    msg = compose(ALICE, BOB.address, "hello", now_ms=now_ms()).primary
+    by_c = append_hop(msg, signer(c), next_hop=name(b), now_ms=now_ms())
+    body = txn(a, [by_c])
+    status, answer = await post(b, body, signed(signer(a), b, body))
+    assert status == 200, answer
+    (result,) = answer["results"]
+    assert (result["refused"], result.get("field"), result["struck"]) == (
+        "chain_invalid", "integrity_chain", False,
+    )  # fmt: skip
+
+
+async def test_days_old_mail_without_the_senders_route_entry_is_taken(ab: Any) -> None:
+    """No freshness between servers (step 1), and `route` is not judged (§10.7): a letter
+    written three days ago whose route lacks A's entry is stored."""
+    a, b = ab
+    old = compose(ALICE, BOB.address, "from the queue", now_ms=now_ms() - 3 * 86_400_000)
+    sealed = append_hop(old.primary, signer(a), next_hop=name(b), now_ms=now_ms())
+    sealed["route"] = []
+    body = txn(a, [sealed])
+    status, answer = await post(b, body, signed(signer(a), b, body))
+    assert status == 200, answer
+    assert answer["results"][0]["recipients"] == {BOB.address: "stored"}
+
+
+# -- §10.8: the mesh proof ------------------------------------------------------------------
+TOKEN = "t" * 32
+
+
+@pytest.fixture
+async def mesh_ab(tmp_path: Path) -> AsyncIterator[tuple[RunningServer, RunningServer]]:
+    """A and B in mesh `m` (broadcast)."""
+
+    def per_server(label: str, names: dict[str, str]) -> dict[str, Any]:
+        doc = {"meshes": {"m": {"token": TOKEN, "mode": "broadcast", "peers": sorted(names.values())}}}  # fmt: skip
+        path = tmp_path / f"{label}.mesh.json"
+        path.write_text(json.dumps(doc))
+        return {"mesh_config": path}
+
+    async with local_servers(tmp_path, "ab", per_server=per_server) as s:
+        yield s["a"], s["b"]
+
+
+def relay_headers(
+    a: RunningServer, b: RunningServer, body: bytes, *, mesh: str = "m", token: str = TOKEN,
+    over: str | None = None, now_s: int = 0,
+) -> CIMultiDict[str]:  # fmt: skip
+    """A's signed relay to B with its Flux-Mesh proof (the MAC over `over`, else over this
+    request's own Signature header)."""
+    headers = signed(signer(a), b, body, path="/mesh/relay", now_s=now_s)
+    mac = mesh_mac(token, over if over is not None else headers["Signature"])
+    headers["Flux-Mesh"] = f"{mesh};mac={mac}"
+    return headers
+
+
+async def test_a_relay_with_its_mesh_proof_is_taken(mesh_ab: Any) -> None:
+    a, b = mesh_ab
+    body = txn(a, [letter(a, b)], mesh_peers=[name(a), name(b)])
+    status, answer = await post(b, body, relay_headers(a, b, body), path="/mesh/relay")
+    assert status == 200, answer
+    check("federation-answer", answer)
+
+
+PROOFS = {
+    "another token": {"token": "u" * 32},
+    "a mesh B is not in": {"mesh": "other"},
+    "a MAC captured from another request": {"over": "flux=:" + "A" * 86 + "==:"},
+}
+
+
+@pytest.mark.parametrize("change", PROOFS.values(), ids=PROOFS.keys())
+async def test_a_relay_whose_mesh_proof_fails_is_401_flux_mesh(mesh_ab: Any, change: dict) -> None:
+    a, b = mesh_ab
+    body = txn(a, [letter(a, b)], mesh_peers=[name(a), name(b)])
+    headers = relay_headers(a, b, body, **change)
+    status, answer = await post(b, body, headers, path="/mesh/relay")
+    assert refusal(status, answer) == (401, "bad_request_signature", "Flux-Mesh")
+
+
+async def test_the_mesh_proof_is_judged_after_the_signature_and_before_the_body(
+    mesh_ab: Any,
+) -> None:
+    """§10.6 check 6 comes after checks 1-5 and before the body's shape (check 7)."""
+    a, b = mesh_ab
+    junk = b'{"txn": 5}'
+    headers = signed(signer(a), b, junk, path="/mesh/relay")  # no Flux-Mesh
+    status, answer = await post(b, junk, headers, path="/mesh/relay")
+    assert refusal(status, answer) == (401, "bad_request_signature", "Flux-Mesh")
+    stale = relay_headers(a, b, junk, now_s=int(time.time()) - 600)
+    status, answer = await post(b, junk, stale, path="/mesh/relay")
+    assert refusal(status, answer) == (401, "bad_request_signature", "Signature-Input")

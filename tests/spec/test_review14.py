@@ -514,3 +514,28 @@ async def test_the_mesh_proof_is_judged_after_the_signature_and_before_the_body(
     stale = relay_headers(a, b, junk, now_s=int(time.time()) - 600)
     status, answer = await post(b, junk, stale, path="/mesh/relay")
     assert refusal(status, answer) == (401, "bad_request_signature", "Signature-Input")
+
+
+async def test_the_same_message_twice_in_one_transaction_is_stored_once(ab: Any) -> None:
+    """§10.7: accepted messages are stored in batch order, and a message already stored is
+    `duplicate`: the second copy in the same batch is that."""
+    a, b = ab
+    sealed = letter(a, b)
+    body = txn(a, [sealed, sealed])
+    status, answer = await post(b, body, signed(signer(a), b, body))
+    assert status == 200, answer
+    outcomes = [r.get("recipients", r) for r in answer["results"]]
+    assert outcomes == [{BOB.address: "stored"}, {BOB.address: "duplicate"}]
+
+
+async def test_one_id_with_two_bodies_in_one_transaction_is_a_conflict(ab: Any) -> None:
+    a, b = ab
+    first = compose(ALICE, BOB.address, "one", now_ms=now_ms(), message_id="ab" * 16).primary
+    other = compose(ALICE, BOB.address, "two", now_ms=now_ms(), message_id="ab" * 16).primary
+    msgs = [append_hop(m, signer(a), next_hop=name(b), now_ms=now_ms()) for m in (first, other)]
+    body = txn(a, msgs)
+    status, answer = await post(b, body, signed(signer(a), b, body))
+    assert status == 200, answer
+    first_result, second = answer["results"]
+    assert first_result["recipients"] == {BOB.address: "stored"}
+    assert (second["refused"], second.get("field")) == ("conflict", "id")

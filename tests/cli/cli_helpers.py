@@ -16,6 +16,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+from flux.identity import FluxIdentity
+
 WAIT = 30.0
 # XDG_CONFIG_HOME: the CLI caches sessions there; never the real ~/.config of whoever runs us
 ENV = {
@@ -118,10 +120,13 @@ class Running:
 
 
 def make_key(path: Path) -> str:
-    """A key file made by `flux keygen`; returns its address."""
-    result = flux("keygen", "--save", str(path))
-    assert result.returncode == 0, result.stderr
-    return re.search(r"fx1[0-9a-f]{40}", result.stdout).group(0)
+    """A key file at `path`, as `flux keygen --save` writes it (FluxIdentity.save: mode
+    0600); returns its address. Made in this process: the tests that use it are about the
+    commands that read the key, and a `flux keygen` process for each of some fifty keys
+    cost ~0.4 s apiece; `flux keygen` itself is tested in test_offline.py."""
+    identity = FluxIdentity.generate()
+    identity.save(path)
+    return identity.address
 
 
 def registered_keys(tmp_path: Path, env: dict[str, str], *names: str) -> list[tuple[Path, str]]:

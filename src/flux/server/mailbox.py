@@ -285,21 +285,37 @@ class Mailbox:
         return listed if self.names is None else await self.names.annotate(listed)
 
     async def _thread_ref(self, address: str, ref: MessageRef) -> MessageRef:
-        """`ref` made whole: a short id of the mailbox (module notes), else of the owner's
-        sent mail when the mailbox has none (and `from`, if given, is the owner). Raises
-        NotFound, AmbiguousPrefix (for sent mail `count` stops at MAX_CANDIDATES + 1, as
-        `GET /sent/{addr}/{id}` counts)."""
-        whole = await self.resolve(address, ref)
-        if whole is not None:
-            return whole
+        """`ref` made whole: a short id is looked up in the mailbox AND in the owner's sent
+        mail (when `from`, if given, is the owner), and must name one id across both.
+
+        Why both: a thread may be asked for by a sent message's id, so a prefix that
+        matches one received and one sent message names two conversations. Taking the
+        received one because it was looked up first would let anyone who knows 8 digits
+        of the owner's sent id (any recipient of it) send a message whose id starts the
+        same and have the owner's `flux thread <prefix>` open theirs instead, silently.
+        A message the owner sent to itself is one message in both lists, not two.
+
+        Raises NotFound, AmbiguousPrefix (`count`: the mailbox's matches plus the sent
+        ones, which stop at MAX_CANDIDATES + 1 as `GET /sent/{addr}/{id}` counts them)."""
+        if len(ref.id) == ID_DIGITS:
+            return ref
+        got = await self.store.match_prefix(address, ref.id, ref.sender, MAX_CANDIDATES)
+        sent: list[SentMessage] = []
         if ref.sender in (None, address):
             sent = await self.store.sent_prefix(address, ref.id, MAX_CANDIDATES + 1)
-            if len(sent) == 1:
-                return MessageRef(sent[0].id, address)
-            if sent:  # a SentMessage names itself as a row does: id, sender, envelope
-                found = PrefixMatches(len(sent), sent[:MAX_CANDIDATES])  # type: ignore[arg-type]
-                raise AmbiguousPrefix(ref.id, found, "id")
-        raise NotFound("no such message in this mailbox", field="id")
+        held = {(m.id, m.sender) for m in got.items}
+        extra = [s for s in sent if (s.id, s.sender) not in held]
+        ids = {m.id for m in got.items} | {s.id for s in extra}
+        if not ids:
+            raise NotFound("no such message in this mailbox", field="id")
+        if len(ids) == 1 and got.count == len(got.items) and len(sent) <= MAX_CANDIDATES:
+            # one id: several senders of it (the owner's sent one among them) are the
+            # store's 409 naming `from`, as for a whole id
+            return MessageRef(ids.pop(), ref.sender)
+        # a SentMessage names itself as a row does: id, sender, envelope
+        rows = sorted([*got.items, *extra], key=lambda m: (m.id, m.sender))
+        found = PrefixMatches(got.count + len(extra), rows[:MAX_CANDIDATES])  # type: ignore[arg-type]
+        raise AmbiguousPrefix(ref.id, found, "id")
 
     async def changes(self, address: str, since: int, limit: int) -> dict[str, Any]:
         """What changed after state `since`. Raises CannotCalculateChanges for a state above

@@ -643,7 +643,9 @@ _SENT_STATES: dict[str, tuple[DeliveryState, str | None]] = {
 def sent_record(env: Envelope, outcomes: Mapping[str, str], now: int) -> SentMessage:
     """The sender's sent copy of `env`, each recipient's state from its submit outcome
     (PROTOCOL.md §10.3, "Delivery state"): stored here, queued for another server (no
-    attempt yet: next retry now), or bounced at once with the reason."""
+    attempt yet: next retry now), or bounced at once with the reason. A BCC copy's record
+    names its one BCC recipient; the store merges it into the message's record, whichever
+    copy came first (store/base.py, "One sent record per message")."""
     delivery: dict[str, dict[str, Any]] = {}
     for rcpt, outcome in outcomes.items():
         state, reason = _SENT_STATES.get(outcome, (DeliveryState.BOUNCED, str(outcome)))

@@ -129,6 +129,21 @@ async def test_created_in_milliseconds_is_401_signature_input(ab: Any) -> None:
     assert refusal(status, answer) == (401, "bad_request_signature", "Signature-Input")
 
 
+async def test_created_with_a_leading_zero_is_401_signature_input(ab: Any) -> None:
+    """§10.6: `created` is RFC 8941's canonical integer; `0` + the time, though signed as
+    written, is refused (so one moment has one spelling)."""
+    a, b = ab
+    body = txn(a, [letter(a, b)])
+    digest = signed(signer(a), b, body)["Content-Digest"]
+    params = signature_params(int(time.time()), name(a)).replace("created=", "created=0")
+    base = signature_base("POST", name(b), DELIVER, digest, params)
+    sig = base64.b64encode(signer(a).identity.sign_bytes(base)).decode()
+    headers = CIMultiDict({"Content-Digest": digest, "Signature-Input": f"flux={params}",
+                           "Signature": f"flux=:{sig}:"})  # fmt: skip
+    status, answer = await post(b, body, headers)
+    assert refusal(status, answer) == (401, "bad_request_signature", "Signature-Input")
+
+
 async def test_a_request_for_another_host_is_401_authority(ab: Any) -> None:
     a, b = ab
     body = txn(a, [letter(a, b)])
@@ -350,6 +365,10 @@ async def test_resolve_refuses_a_query_and_answers_404_name(ab: Any) -> None:
         400, "invalid_value", "x",
     )  # fmt: skip
     assert refusal(*await get(b, "/federation/resolve/nobody")) == (404, "not_found", "name")
+    # `token`, the legacy token every route takes (§10.4), is the one parameter not refused
+    assert refusal(*await get(b, "/federation/resolve/nobody?token=x")) == (
+        404, "not_found", "name",
+    )  # fmt: skip
 
 
 # -- §10.9: tamper reports ------------------------------------------------------------------

@@ -37,8 +37,10 @@ LABEL = "flux"
 COMPONENTS = ("@method", "@authority", "@path", "content-digest")
 MAX_SKEW_S = 300
 _INNER = "(" + " ".join(f'"{c}"' for c in COMPONENTS) + ")"
+#: `created`: 1-12 digits without a leading zero, RFC 8941's canonical integer (the
+#: parameters are signed as written, so only one spelling of a time is taken)
 _INPUT_RE = re.compile(
-    rf'^{LABEL}={re.escape(_INNER)};created=(\d{{1,12}});keyid="([^"\\]{{1,260}})";alg="ed25519"\Z'
+    rf'^{LABEL}={re.escape(_INNER)};created=(0|[1-9]\d{{0,11}});keyid="([^"\\]{{1,260}})";alg="ed25519"\Z'
 )
 _SIG_RE = re.compile(rf"^{LABEL}=:([A-Za-z0-9+/]+={{0,2}}):\Z")
 _DIGEST_RE = re.compile(r"^sha-256=:([A-Za-z0-9+/]+={0,2}):\Z")

@@ -19,6 +19,7 @@ bytes signed and the CEK for the file).
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import json
 import sys
@@ -1849,6 +1850,23 @@ def request_cases() -> list[tuple[str, str, str, dict[str, Any], str | None]]:
          req(edit(Signature="flux=:A=:")), "Signature"),
         ("signature-retired-key-in-time", "§10.2", "signed with the retired key at "
          "valid_until", req(signed_request(A_RETIRED, now_s=retired_at), now_s=retired_at), None),
+        # one spelling of each value, one member per header: a second header line is a
+        # second member (RFC 9110 §5.3), so these are also what two lines of one name join to
+        ("input-created-leading-zero", "§10.6", "created=01767225600 (RFC 8941 writes no "
+         "leading zero)", req(edit(**{"Signature-Input": sig_input.replace("created=",
+                                                                           "created=0")})),
+         "Signature-Input"),
+        ("input-two-members", "§10.6 / RFC 9421", "a second signature's parameters after the "
+         "first (or on a second header line)", req(edit(**{"Signature-Input": sig_input + ", "
+                                                          + "sig2" + sig_input[4:]})),
+         "Signature-Input"),
+        ("signature-two-members", "§10.6 / RFC 9421", "the valid signature twice (or on two "
+         "header lines)", req(edit(Signature=good["Signature"] + ", " + good["Signature"])),
+         "Signature"),
+        ("digest-two-members", "§10.6 / RFC 9530", "the valid digest and a sha-512 one (or two "
+         "header lines)", req(edit(**{"Content-Digest": good["Content-Digest"] + ", sha-512=:"
+                                      + base64.b64encode(bytes(64)).decode() + ":"})),
+         "Content-Digest"),
     ]  # fmt: skip
 
 

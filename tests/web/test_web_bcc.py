@@ -6,8 +6,9 @@ encrypted. js/flux composes one signed copy for To/Cc with no `bcc` at all and o
 recipient naming only that recipient (PROTOCOL.md §5.2). Carol gets each message, her copy
 naming her alone in `bcc` (and decrypting); Bob's copy, as his server gives it to him and
 as his page renders it, holds Carol's address nowhere. Alice's sent view shows Carol in
-Bcc with what the server answered when the copy went out (kept in Alice's browser); her
-delivery state as the server tracks it waits for the server (the xfail below).
+Bcc with her delivery state as Alice's server tracks it (the BCC copy's recipient is merged
+into the message's one sent record: docs/API.md, "Sent mail"), in this browser and in a
+fresh one that kept nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 import pytest_asyncio
 from playwright.async_api import Page, expect
 
@@ -109,6 +109,7 @@ async def send_with_bcc(page: Page, to: str, bcc: str, subject: str, *, encrypt:
 class Scene:
     """Alice (key, A) has sent `plain` and `sealed` to Bob (account, B), Carol (C) in Bcc."""
 
+    alice: Identity
     alice_page: Page
     alice_log: PageLog
     bob_page: Page
@@ -133,7 +134,9 @@ async def bcc_scene(browser: FluxBrowser, servers: dict) -> Scene:
     to, bcc = f"bob@{host(b)}", f"{carol.address}@{host(c)}"
     plain = await send_with_bcc(alice_page, to, bcc, "Plain budget", encrypt=False)
     sealed = await send_with_bcc(alice_page, to, bcc, "Sealed budget", encrypt=True)
-    return Scene(alice_page, alice_log, bob_page, bob_log, carol, carol_client, plain, sealed)
+    return Scene(
+        alice, alice_page, alice_log, bob_page, bob_log, carol, carol_client, plain, sealed
+    )
 
 
 async def test_bcc_reaches_its_recipient_and_no_one_else_sees_it(browser, servers) -> None:
@@ -169,14 +172,13 @@ async def test_bcc_reaches_its_recipient_and_no_one_else_sees_it(browser, server
             assert carol.address[:10] not in html, subject
         await expect(bob.locator("#reader .headers")).not_to_contain_text("Bcc")
 
-        # Alice's sent view: Bob's delivery state; Carol in Bcc, with what the server
-        # answered when sent, as this browser kept it (the server keeps no state for her
-        # yet: the xfail below)
+        # Alice's sent view: Bob's and Carol's delivery states as her server tracks them,
+        # Carol marked Bcc (her copy went to server C, queued and then delivered)
         alice = scene.alice_page
         await alice.click(".box[data-box=sent]")
         sealed_row = alice.locator("#list li.row", has_text="Sealed budget")
-        await expect(sealed_row).to_contain_text("1 delivered", timeout=20_000)
         await expect(sealed_row).to_contain_text(f"Bcc: {short(carol.address)}")
+        await expect(sealed_row).to_contain_text("2 delivered", timeout=20_000)
         await sealed_row.click()
         await expect(alice.locator("#reader .content")).to_have_text(
             "Sealed budget: the budget is final."
@@ -184,34 +186,49 @@ async def test_bcc_reaches_its_recipient_and_no_one_else_sees_it(browser, server
         await expect(alice.locator("#reader .headers dd.bcc")).to_have_text(carol.address)
         carol_row = alice.locator(f"#reader table.delivery tr[data-recipient='{carol.address}']")
         await expect(carol_row.locator(".chip.bcc")).to_have_text("bcc")
-        await expect(carol_row.locator(".state")).to_have_text("not tracked")
-        await expect(carol_row).to_contain_text("when sent, it answered: queued")
+        await expect(carol_row.locator(".state")).to_have_text("delivered")
+        await expect(carol_row).to_contain_text("delivered to the receiving server")
+        await expect(alice.locator("#reader table.delivery tbody tr")).to_have_count(2)
         await shot(alice, "sent-bcc")
         assert scene.alice_log.errors == [] and scene.bob_log.errors == []
     finally:
         await scene.carol_client.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the server keeps one sent record per (sender, id), written from the first copy "
-    "submitted; the BCC copies share the id, so their recipients never enter the record "
-    "or its delivery state (store record_sent / enqueue sent=, merge_delivery). When the "
-    "server records them, this passes: remove the mark.",
-)
 async def test_sent_view_shows_the_bcc_recipient_with_its_delivery_state(browser, servers) -> None:
+    """What the server keeps, not what a browser remembers: Alice in a fresh browser (no
+    storage of the first) sees Carol in Bcc of both messages, delivered; and the page keeps
+    no list of Bcc recipients of its own."""
     scene = await bcc_scene(browser, servers)
-    carol, alice = scene.carol, scene.alice_page
+    carol = scene.carol
     try:
-        await copy_of(scene.carol_client, scene.sealed)
+        for msg_id in (scene.plain, scene.sealed):
+            await copy_of(scene.carol_client, msg_id)
+        stored = await scene.alice_page.evaluate("JSON.stringify(Object.keys(localStorage))")
+        assert "flux.sent-bcc" not in stored
+        alice, log = await browser.new_page()
+        await alice.set_viewport_size({"width": 1100, "height": 760})
+        await import_key(alice, servers["a"].url, scene.alice)
         await alice.click(".box[data-box=sent]")
-        sealed_row = alice.locator("#list li.row", has_text="Sealed budget")
-        await expect(sealed_row).to_contain_text(f"Bcc: {short(carol.address)}", timeout=5_000)
-        await expect(sealed_row).to_contain_text("2 delivered", timeout=20_000)
-        await sealed_row.click()
-        await expect(alice.locator("#reader .headers dd.bcc")).to_contain_text(carol.address)
-        carol_row = alice.locator(f"#reader table.delivery tr[data-recipient='{carol.address}']")
-        await expect(carol_row.locator(".state")).to_have_text("delivered")
-        await expect(carol_row.locator(".chip.bcc")).to_have_text("bcc")
+        for subject in ("Plain budget", "Sealed budget"):
+            row = alice.locator("#list li.row", has_text=subject)
+            await expect(row).to_contain_text(f"Bcc: {short(carol.address)}")
+            await expect(row).to_contain_text("2 delivered", timeout=20_000)
+            await row.click()
+            await expect(alice.locator("#reader .msg-subject")).to_have_text(subject)
+            await expect(alice.locator("#reader .headers dd.bcc")).to_contain_text(carol.address)
+            carol_row = alice.locator(
+                f"#reader table.delivery tr[data-recipient='{carol.address}']"
+            )
+            await expect(carol_row.locator(".state")).to_have_text("delivered")
+            await expect(carol_row.locator(".chip.bcc")).to_have_text("bcc")
+        # the sent record as the server gives it: Carol in `_delivery`, in no envelope field
+        listing = await alice.evaluate("fluxApp.state.api.sent({limit: 50})")
+        for msg in (m for m in listing["messages"] if m["id"] in (scene.plain, scene.sealed)):
+            assert msg["_delivery"][carol.address]["state"] == "delivered"
+            assert "bcc" not in msg and carol.address not in json.dumps(
+                {k: v for k, v in msg.items() if k != "_delivery"}
+            )
+        assert log.errors == []
     finally:
         await scene.carol_client.close()

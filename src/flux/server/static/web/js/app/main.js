@@ -8,7 +8,6 @@
 import { $, fill, h, safe, visible } from "./dom.js";
 import { AccountApi, ApiError, KeyApi, call, splitRecipients } from "./api.js";
 import { Live } from "./live.js";
-import { bccSent, rememberBcc } from "./bccmemory.js";
 import { learnHome, replyAllCc, standingGuesses } from "./homes.js";
 import { ServerKeys, checkMessage, checkName } from "./trust.js";
 import {
@@ -212,6 +211,13 @@ async function start(api) {
   };
   $("signin").hidden = true;
   $("app").hidden = false;
+  // Bcc recipients an earlier version of this page kept here (the server's sent record now
+  // holds them): nothing of them stays in the browser
+  try {
+    localStorage.removeItem("flux.sent-bcc.v1");
+  } catch {
+    /* storage disabled: nothing was kept */
+  }
   const who = api.kind === "account" ? api.name : shortAddress(api.address);
   fill($("me"), h("span", { title: api.address }, visible(who)), " ", h("span", { class: "mode" }, api.kind === "account" ? "(password account)" : "(key in this browser)"));
   await Promise.all([refreshBoxes(), loadList()]);
@@ -312,8 +318,6 @@ async function loadList(more = false) {
 
 function remember(msg, sent = false) {
   const key = keyOf(msg) + (sent ? "|sent" : "");
-  const bcc = sent ? bccSent(msg.id) : null;
-  if (bcc) msg = { ...msg, _bcc_sent: bcc }; // what this browser knows of its Bcc (bccmemory.js)
   const old = app.loaded.get(key);
   app.loaded.set(key, old ? { ...old, ...msg } : msg);
   for (const t of msg._tags || []) app.tags.add(t);
@@ -847,7 +851,6 @@ async function sendDraft(event) {
     // a recipient written at a server that confirmed it hosts the address: its home, for
     // the next reply-all (homes.js)
     for (const r of [...recipients.to, ...recipients.cc, ...recipients.bcc]) if (r.confirmed) learnHome(r.address, r.domain);
-    rememberBcc(answer.id, Object.fromEntries(recipients.bcc.map((r) => [r.address, (answer.recipients || {})[r.address] || "sent"])));
     $("compose").close();
     const outcomes = Object.values(answer.recipients || {});
     toast(`Sent${draft.encrypt ? " encrypted" : ""}: ${outcomes.join(", ") || "ok"}.`);

@@ -115,15 +115,15 @@ export function deliverySummary(delivery) {
   return Object.entries(counts).map(([s, n]) => `${n} ${s}`).join(", ");
 }
 
-/** The BCC recipients of a sent record: its `bcc` (a BCC copy's), any recipient in its
- * delivery state that is not in `to`/`cc` (the primary envelope, as kept, names no BCC
- * recipient; only the sender's own record knows them), and those this browser remembers
- * sending to (`_bcc_sent`, main.js from bccmemory.js). */
+/** The BCC recipients of a sent record: its `bcc` (a BCC copy's, kept until the primary
+ * reaches the server) and every recipient in its delivery state that is not in `to`/`cc`.
+ * The server merges each BCC copy's recipient into the message's one record (docs/API.md,
+ * "Sent mail"); the primary envelope names none of them, and only the sender's own record
+ * does. */
 export function bccOf(msg) {
   const shown = new Set([msg.to, ...(msg.cc || [])]);
   const out = new Set(Array.isArray(msg.bcc) ? msg.bcc : []);
   for (const who of Object.keys(msg._delivery || {})) if (!shown.has(who)) out.add(who);
-  for (const who of Object.keys(msg._bcc_sent || {})) out.add(who);
   return [...out].filter((a) => !shown.has(a));
 }
 
@@ -158,17 +158,6 @@ export function renderSentRow(msg, plain, selected, onOpen) {
 /** The per-recipient delivery table of a sent message (`msg`: its record, to mark BCC). */
 export function renderDelivery(delivery, msg = null) {
   const bcc = new Set(msg ? bccOf(msg) : []);
-  // a BCC recipient the server's record does not track: what it answered when sent, said so
-  const untracked = [...bcc].filter((who) => !Object.hasOwn(delivery || {}, who)).map((who) =>
-    h(
-      "tr",
-      { class: "delivery-untracked", dataset: { recipient: who } },
-      h("td", { title: who }, h("code", null, shortAddress(who)), h("span", { class: "chip bcc" }, "bcc")),
-      h("td", { class: "state" }, "not tracked"),
-      h("td", null, visible(`your server does not keep the delivery state of Bcc copies; when sent, it answered: ${(msg._bcc_sent || {})[who] || "nothing this browser kept"}`)),
-      h("td", null, ""),
-    ),
-  );
   const rows = Object.entries(delivery || {}).map(([who, d]) => {
     let detail = STATE_WORDS[d.state] || d.state;
     if (d.state === "bounced" && d.reason) detail = `bounced: ${d.reason}`;
@@ -189,7 +178,7 @@ export function renderDelivery(delivery, msg = null) {
     { class: "delivery" },
     h("caption", null, "Delivery, per recipient"),
     h("thead", null, h("tr", null, h("th", { scope: "col" }, "Recipient"), h("th", { scope: "col" }, "State"), h("th", { scope: "col" }, "Detail"), h("th", { scope: "col" }, "Since"))),
-    h("tbody", null, rows, untracked),
+    h("tbody", null, rows),
   );
 }
 
@@ -247,7 +236,8 @@ export function renderMessageBody(msg, plain, trustNode = null, sent = false) {
   let encLine = h("p", { class: "enc-line plain" }, "Not encrypted: servers on the way could read this message.");
   if (enc && text !== null) encLine = h("p", { class: "enc-line encrypted" }, h("span", { class: "lock", "aria-hidden": "true" }), " Encrypted end to end, decrypted in this browser. The subject, sender and recipients were not encrypted.");
   else if (enc) encLine = h("p", { class: "enc-line encrypted" }, h("span", { class: "lock", "aria-hidden": "true" }), " Encrypted end to end. ", visible(plain && plain.error ? plain.error : "It cannot be decrypted here."));
-  const recipients = [msg.to, ...(msg.cc || [])];
+  const addresses = (list) => list.map((a, i) => [i ? ", " : "", h("code", { class: "addr" }, visible(a))]);
+  const cc = Array.isArray(msg.cc) ? msg.cc : [];
   const bcc = sent ? bccOf(msg) : [];
   return h(
     "div",
@@ -259,8 +249,10 @@ export function renderMessageBody(msg, plain, trustNode = null, sent = false) {
       h("dt", null, "From"),
       h("dd", null, msg._from_name ? [safe(msg._from_name), " "] : null, h("code", { class: "addr" }, visible(msg.from))),
       h("dt", null, "To"),
-      h("dd", null, recipients.map((a, i) => [i ? ", " : "", h("code", { class: "addr" }, visible(a))])),
-      bcc.length ? [h("dt", null, "Bcc"), h("dd", { class: "bcc" }, bcc.map((a, i) => [i ? ", " : "", h("code", { class: "addr" }, visible(a))]))] : null,
+      h("dd", { class: "to" }, addresses([msg.to])),
+      // Cc apart from To: who was written to and who was copied is part of the message
+      cc.length ? [h("dt", null, "Cc"), h("dd", { class: "cc" }, addresses(cc))] : null,
+      bcc.length ? [h("dt", null, "Bcc"), h("dd", { class: "bcc" }, addresses(bcc))] : null,
       h("dt", null, "Date"),
       h("dd", null, fullTime(msg.t)),
       msg._tags && msg._tags.length ? [h("dt", null, "Tags"), h("dd", { class: "tags" }, tagChips(msg._tags))] : null,

@@ -20,8 +20,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from multidict import CIMultiDict
 
+from cli.cli_helpers import free_port
 from federation.fed_helpers import local_servers, name, signer
 from flux.federation.mesh import mesh_mac
 from flux.federation.signing import sign_request, signature_base, signature_params
@@ -558,3 +560,67 @@ async def test_one_id_with_two_bodies_in_one_transaction_is_a_conflict(ab: Any) 
     first_result, second = answer["results"]
     assert first_result["recipients"] == {BOB.address: "stored"}
     assert (second["refused"], second.get("field")) == ("conflict", "id")
+
+
+# -- §10.1: a reader of /federation/info ----------------------------------------------------
+class InfoPeer:
+    """A peer (a real aiohttp server on 127.0.0.1) that publishes `info` as its
+    /federation/info and signs with `identity`."""
+
+    def __init__(self, info: dict[str, Any], identity: Identity) -> None:
+        self.info, self.port = info, free_port()
+        self.signer = ServerSigner(f"127.0.0.1:{self.port}", identity)
+        self._runner: web.AppRunner | None = None
+
+    async def __aenter__(self) -> InfoPeer:
+        app = web.Application()
+        app.router.add_get("/federation/info", self._info)
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _info(self, _: web.Request) -> web.Response:
+        return web.json_response(self.info)
+
+
+def key_entry(identity: Identity) -> dict[str, Any]:
+    pub = base64.urlsafe_b64encode(identity.public_key).decode()
+    return {"pub": pub, "valid_from": 0, "valid_until": None}
+
+
+async def signed_by_info_peer(tmp_path: Path, members: dict[str, Any]) -> int:
+    """The status B answers a transaction signed by a peer whose /federation/info is
+    `{"ok": true, **members}` (with `$key` standing for its key's entry)."""
+    identity = Identity.generate()
+    info = {"ok": True, **{k: [key_entry(identity)] if v == "$key" else v for k, v in members.items()}}  # fmt: skip
+    async with InfoPeer(info, identity) as peer:
+        async with local_servers(tmp_path, "b", extra_insecure=[peer.signer.name]) as s:
+            b = s["b"]
+            doc = {"txn": "t1", "from_server": peer.signer.name, "messages": [{}]}
+            body = json.dumps(doc).encode()
+            status, _ = await post(b, body, signed(peer.signer, b, body))
+            return status
+
+
+async def test_a_peer_publishing_its_key_is_heard(tmp_path: Path) -> None:
+    assert await signed_by_info_peer(tmp_path, {"keys": "$key", "unknown": {"x": 1}}) == 200
+
+
+@pytest.mark.parametrize("keys", [{}, False, 0, ""], ids=["object", "false", "zero", "empty string"])
+@pytest.mark.xfail(strict=True, reason="PROTOCOL.md §16 item 9: keys.parse_info reads a falsy "
+                   "keys of another type as an empty list")  # fmt: skip
+async def test_keys_of_another_type_refuse_the_whole_answer(tmp_path: Path, keys: Any) -> None:
+    """§10.1: a reader refuses the whole answer when `keys` or `retired_keys` is another type
+    than an array (or null), so the key listed beside it is not taken either."""
+    status = await signed_by_info_peer(tmp_path, {"keys": keys, "retired_keys": "$key"})
+    assert status == 401
+
+
+async def test_keys_of_a_truthy_other_type_refuse_the_whole_answer(tmp_path: Path) -> None:
+    status = await signed_by_info_peer(tmp_path, {"keys": {"a": 1}, "retired_keys": "$key"})
+    assert status == 401

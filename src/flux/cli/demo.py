@@ -6,7 +6,6 @@ tried against it."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import shutil
@@ -62,6 +61,8 @@ def _as_ctrl_c(_signum: int, _frame: Any) -> None:
 async def _demo(workdir: Path, once: bool, port: int) -> None:
     # the server, the client and the federation demo only when the demo runs: every other
     # command imports this module too (cli/__init__.py), and its start-up stays light
+    import asyncio
+
     from ..server.config import ServerConfig
     from ..server.runner import start_server
     from .demo_federation import federation_demo
@@ -122,6 +123,8 @@ async def _signed_by_fetch(alice: FluxClient, bob: FluxClient) -> None:
 
 
 async def _encrypted_by_push(alice: FluxClient, bob: FluxClient) -> dict[str, Any]:
+    import asyncio
+
     out.rule("encrypted mail, received by WebSocket push")
     inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     bob.on_message(inbox.put)

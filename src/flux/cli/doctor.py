@@ -21,7 +21,6 @@ reported, not fixed. Checks, in order:
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import json
 import sqlite3
@@ -176,6 +175,8 @@ def check_databases(found: ServerConfig) -> list[Check]:
 
 
 async def _postgres_checks(found: ServerConfig) -> list[Check]:
+    import asyncio
+
     import asyncpg
 
     from ..accounts.postgres import STEPS as ACCOUNT_STEPS
@@ -266,6 +267,10 @@ def _words(exc: BaseException) -> str:
 
 
 async def check_peers(found: ServerConfig, limit: int, timeout_s: float) -> list[Check]:
+    # asyncio here and below: the offline commands (keygen, verify, --help) import this
+    # module too, and start without an event loop's modules
+    import asyncio
+
     from ..server.runner import open_configured_store
 
     store = open_configured_store(found, lambda: int(time.time() * 1000))
@@ -288,6 +293,8 @@ async def check_peers(found: ServerConfig, limit: int, timeout_s: float) -> list
 async def _peer(found: ServerConfig, destination: str, timeout_s: float) -> list[Check]:
     """Reach `destination` as the delivery worker does: the server its domain delegates to
     (/.well-known/flux), over HTTPS unless listed insecure, under the address policy."""
+    import asyncio
+
     from ..federation.peers import PeerClient
 
     peers = PeerClient(clock=lambda: int(time.time() * 1000), insecure_peers=found.insecure_peers,

@@ -598,20 +598,22 @@ async def signed_by_info_peer(tmp_path: Path, members: dict[str, Any]) -> int:
     `{"ok": true, **members}` (with `$key` standing for its key's entry)."""
     identity = Identity.generate()
     info = {"ok": True, **{k: [key_entry(identity)] if v == "$key" else v for k, v in members.items()}}  # fmt: skip
-    async with InfoPeer(info, identity) as peer:
-        async with local_servers(tmp_path, "b", extra_insecure=[peer.signer.name]) as s:
-            b = s["b"]
-            doc = {"txn": "t1", "from_server": peer.signer.name, "messages": [{}]}
-            body = json.dumps(doc).encode()
-            status, _ = await post(b, body, signed(peer.signer, b, body))
-            return status
+    peer = InfoPeer(info, identity)
+    async with peer, local_servers(tmp_path, "b", extra_insecure=[peer.signer.name]) as s:
+        b = s["b"]
+        doc = {"txn": "t1", "from_server": peer.signer.name, "messages": [{}]}
+        body = json.dumps(doc).encode()
+        status, _ = await post(b, body, signed(peer.signer, b, body))
+        return status
 
 
 async def test_a_peer_publishing_its_key_is_heard(tmp_path: Path) -> None:
     assert await signed_by_info_peer(tmp_path, {"keys": "$key", "unknown": {"x": 1}}) == 200
 
 
-@pytest.mark.parametrize("keys", [{}, False, 0, ""], ids=["object", "false", "zero", "empty string"])
+@pytest.mark.parametrize(
+    "keys", [{}, False, 0, ""], ids=["object", "false", "zero", "empty string"]
+)
 @pytest.mark.xfail(strict=True, reason="PROTOCOL.md §16 item 9: keys.parse_info reads a falsy "
                    "keys of another type as an empty list")  # fmt: skip
 async def test_keys_of_another_type_refuse_the_whole_answer(tmp_path: Path, keys: Any) -> None:

@@ -20,6 +20,7 @@ from cli_helpers import flux, free_port
 from federation.fed_helpers import name
 from flux.client import FluxClient
 from flux.client.sent import delivery_state
+from flux.federation import delivery
 from flux.protocol import Identity
 from flux.server.app import PARTS
 from flux.server.config import ServerConfig
@@ -68,7 +69,17 @@ async def bounces(client: FluxClient) -> list[dict[str, Any]]:
     return [m for m in page.messages if "bounce" in (m.get("tags") or ())]
 
 
+@pytest.fixture
+def worker_looks_often(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI changes the queue from another process, so server A's worker learns of a
+    `release` or `retry` at its next idle look at the store (federation/delivery.py,
+    IDLE_CHECK_S: 10 s, each wait up to that long); here it looks every 0.2 s, the same
+    path sooner."""
+    monkeypatch.setattr(delivery, "IDLE_CHECK_S", 0.2)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.usefixtures("worker_looks_often")
 async def test_queue_control_against_a_down_peer(tmp_path: Path, backend: str) -> None:
     me, bob = Identity.generate(), Identity.generate()
     port = free_port()

@@ -115,8 +115,9 @@ X = ServerSigner("x.example", IDS["server-x"])
 B = ServerSigner("b.example", IDS["server-b"])
 C = ServerSigner("c.example", IDS["server-c"])
 A_RETIRED = ServerSigner("a.example", IDS["server-a-retired"])
-#: d.example's only key is valid for less than a second, NOW + 1 to NOW + 999 ms: a request's
-#: `created` (whole seconds) counts when the key is valid at any moment of that second.
+#: d.example's only key is valid for less than a second, NOW + 1 to NOW + 998 ms, at neither
+#: end of the second NOW (s): a request's `created` (whole seconds) counts when the key is
+#: valid at any moment of that second, not only at its first or last millisecond.
 D = ServerSigner("d.example", IDS["server-d"])
 RETIRED_UNTIL = NOW - DAY
 
@@ -130,7 +131,7 @@ PUBLISHED: dict[str, list[PublishedKey]] = {
     "x.example": [PublishedKey(X.identity.public_key)],
     "b.example": [PublishedKey(B.identity.public_key)],
     "c.example": [PublishedKey(C.identity.public_key)],
-    "d.example": [PublishedKey(D.identity.public_key, valid_from=NOW + 1, valid_until=NOW + 999)],
+    "d.example": [PublishedKey(D.identity.public_key, valid_from=NOW + 1, valid_until=NOW + 998)],
 }
 
 
@@ -1829,7 +1830,8 @@ def request_cases() -> list[tuple[str, str, str, dict[str, Any], str | None]]:
         ("signature-retired-key", "§10.2", "signed with a.example's retired key after its "
          "valid_until", req(signed_request(A_RETIRED)), "Signature"),
         ("key-valid-within-the-second", "§10.6 / §10.1", "d.example's key is valid from "
-         "NOW + 1 to NOW + 999 ms; created = NOW (s) covers it", req(signed_request(D)), None),
+         "NOW + 1 to NOW + 998 ms; created = NOW (s) covers it (the key is valid inside "
+         "that second, at neither end)", req(signed_request(D)), None),
         ("key-valid-before-the-second", "§10.6 / §10.1", "the same key, created one second "
          "later: no moment of that second is covered",
          req(signed_request(D, now_s=NOW_S + 1), now_s=NOW_S + 1), "Signature"),

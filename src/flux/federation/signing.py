@@ -161,8 +161,11 @@ def verify_checked(
     # Any key the server publishes for that moment will do (rotation overlaps keys).
     for key in keys(server):
         # `created` has whole seconds: the key counts if valid at any moment of that second
-        # (a key made 300 ms into the second signs requests "created" at its start).
-        if not (key.covers(created * 1000) or key.covers(created * 1000 + 999)):
+        # (a key made 300 ms into the second signs requests "created" at its start), i.e.
+        # when its validity and [created·1000, created·1000 + 999] overlap (§10.6 check 8),
+        # also when the key is valid only inside the second, at neither of its ends.
+        first, last = created * 1000, created * 1000 + 999
+        if key.valid_from > last or (key.valid_until is not None and key.valid_until < first):
             continue
         try:
             verify_signature(key.pub, base, checked.signature)

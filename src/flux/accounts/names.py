@@ -15,6 +15,16 @@ given one through the public paths (`Accounts.register`, `claim`, OAuth sign-up)
 comparison ignores case and the separators '.', '_' and '-', so `Post-Master`, `no_reply`
 and `mailer.daemon` are the same reserved names, not look-alikes free to take. The account
 store itself does not check: what the operator binds through it directly is theirs to bind.
+
+Look-alikes. A username is ASCII (`USERNAME_RE`), so Unicode confusables (Cyrillic 'а',
+fullwidth 'ａ', combining marks) can never be bound; but ASCII has look-alikes of its own,
+and a client shows `adm1n@domain` or `postrnaster@domain` in fonts where they read as the
+real thing. So the comparison is on a skeleton (as Unicode TR39's confusable skeletons,
+for the few ASCII cases): '0' reads as 'o', '1' and 'i' as 'l', 'rn' as 'm', 'vv' as 'w'.
+And before that, the comparison takes what a person may have typed, not only what is
+valid: NFKD with combining marks dropped, case folded, spaces around it trimmed. A
+fullwidth `ＡＤＭＩＮ` or ` admin ` is then refused as reserved (the reason a client
+shows), not merely as malformed; either way nothing is bound.
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ from ..protocol.errors import InvalidValue, WrongType
 
 __all__ = [
     "MAX_USERNAME", "RESERVED_NAMES", "USERNAME_RE", "NameReserved", "check_not_reserved",
-    "check_username", "is_reserved", "username_from",
+    "check_username", "is_reserved", "reserved_as", "username_from",
 ]  # fmt: skip
 
 MAX_USERNAME = 32
@@ -42,6 +52,23 @@ RESERVED_NAMES = frozenset({
     "mailerdaemon", "noreply", "root", "admin", "administrator",
 })  # fmt: skip
 _SEPARATORS = re.compile(r"[._-]")
+#: ASCII look-alikes (module notes, "Look-alikes"): each read as the letter it passes for
+_LOOKALIKES = (("rn", "m"), ("vv", "w"))
+_LOOKALIKE_CHARS = str.maketrans({"0": "o", "1": "l", "i": "l"})
+
+
+def _skeleton(name: str) -> str:
+    """`name` as the reserved-name rule compares it (module notes)."""
+    decomposed = unicodedata.normalize("NFKD", name.strip())
+    plain = "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+    folded = _SEPARATORS.sub("", plain)
+    for pair, letter in _LOOKALIKES:
+        folded = folded.replace(pair, letter)
+    return folded.translate(_LOOKALIKE_CHARS)
+
+
+#: skeleton -> the reserved name it reads as
+_RESERVED_SKELETONS = {_skeleton(n): n for n in RESERVED_NAMES}
 
 
 class NameReserved(InvalidValue):
@@ -54,16 +81,31 @@ class NameReserved(InvalidValue):
         return {**super().to_dict(), "reason": self.reason}
 
 
+def reserved_as(name: str) -> str | None:
+    """The reserved name (as RESERVED_NAMES spells it) that `name` is or reads as, whatever
+    its case, separators, look-alikes and Unicode form (module notes); None if none."""
+    return _RESERVED_SKELETONS.get(_skeleton(name))
+
+
 def is_reserved(name: str) -> bool:
-    """Whether `name` is a reserved name, whatever its case and separators."""
-    return _SEPARATORS.sub("", name.lower()) in RESERVED_NAMES
+    """Whether `name` is a reserved name, or reads as one (`reserved_as`)."""
+    return reserved_as(name) is not None
 
 
 def check_not_reserved(value: object, field: str = "username") -> None:
-    """Raise NameReserved naming `field` if `value` is a reserved name (any string: a case
-    variant is refused as reserved, not as a malformed name)."""
-    if isinstance(value, str) and is_reserved(value):
-        raise NameReserved(f"{field} {value.lower()} is reserved for this server", field=field)
+    """Raise NameReserved naming `field` if `value` is, or reads as, a reserved name (any
+    string: a case or Unicode variant is refused as reserved, not as a malformed name)."""
+    if not isinstance(value, str):
+        return
+    reserved = reserved_as(value)
+    if reserved is not None:
+        shown = ascii(value.strip())[1:-1]  # what was sent, its non-ASCII escaped
+        reads = (
+            "" if _SEPARATORS.sub("", shown.lower()) == reserved else f" (it reads as {reserved})"
+        )
+        raise NameReserved(
+            f"{field} {shown.lower()} is reserved for this server{reads}", field=field
+        )
 
 
 def check_username(value: object, field: str = "username") -> str:

@@ -190,8 +190,8 @@ async def local_servers(
         for label, port in ports.items():
             config = ServerConfig.from_env(
                 {}, host="127.0.0.1", port=port, domain=names[label], data_dir=tmp / label,
-                backend="memory", insecure_peers=frozenset(names.values()) | extra_insecure,
-                **{"open_mode": True, **overrides, **per_server(label, names)},
+                insecure_peers=frozenset(names.values()) | extra_insecure,
+                **{"backend": "memory", "open_mode": True, **overrides, **per_server(label, names)},
             )  # fmt: skip
             running[label] = await start_server(config)
         yield running

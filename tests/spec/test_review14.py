@@ -27,7 +27,8 @@ from cli.cli_helpers import free_port
 from federation.fed_helpers import local_servers, name, signer
 from flux.federation.mesh import mesh_mac
 from flux.federation.signing import sign_request, signature_base, signature_params
-from flux.protocol import Identity, ServerSigner, append_hop, compose
+from flux.protocol import Identity, PublishedKey, ServerSigner, append_hop, compose
+from flux.protocol.tamper import validate_report
 from flux.server.runner import RunningServer
 from spec.schema_check import check
 
@@ -626,3 +627,28 @@ async def test_keys_of_another_type_refuse_the_whole_answer(tmp_path: Path, keys
 async def test_keys_of_a_truthy_other_type_refuse_the_whole_answer(tmp_path: Path) -> None:
     status = await signed_by_info_peer(tmp_path, {"keys": {"a": 1}, "retired_keys": "$key"})
     assert status == 401
+
+
+# -- §7.6 / §15: members a report may carry beyond its own ----------------------------------
+VECTORS = json.loads(
+    (Path(__file__).resolve().parents[2] / "spec" / "vectors" / "flux-v1.json").read_text()
+)
+
+
+def vector_keys(server: str) -> list[PublishedKey]:
+    return [
+        PublishedKey(base64.urlsafe_b64decode(k["pub"]), k.get("valid_from", 0), k.get("valid_until"))
+        for k in VECTORS["published_keys"].get(server, [])
+    ]  # fmt: skip
+
+
+def test_unknown_members_of_a_report_are_ignored() -> None:
+    """§7.6 "Fields beyond these are ignored" and §15: the genuine report of the vectors,
+    with members a later version might add, proves the same offense."""
+    genuine = VECTORS["tamper"]["genuine"]
+    report_with_more = {**genuine["report"], "version": "1.1", "extra": {"a": [1]}}
+    offense = validate_report(report_with_more, vector_keys)
+    assert (offense.offender, str(offense.kind), offense.proof_id) == (
+        genuine["expected"]["offender"], genuine["expected"]["kind"],
+        genuine["expected"]["proof_id"],
+    )  # fmt: skip

@@ -290,6 +290,28 @@ async def test_a_blamed_route_is_not_called_verified(browser, servers) -> None:
     text = await route.inner_text()
     assert "Route verified" not in text, text
     assert " sig " not in text, text
+    # and the blamed server's hop is marked (views.js does, once trust.js passes the blame)
+    await expect(page.locator("#reader .hops li.blamed")).to_have_count(1)
+
+
+async def test_the_reader_marks_the_blamed_hop(page, web_origin) -> None:
+    """views.js renderTrust, given a route whose blame names a server, marks that hop."""
+    await page.goto(web_origin.blank)
+    marked = await page.evaluate(
+        """async (url) => {
+            const views = await import(url);
+            const trust = {signature: null, name: null, look: null, chain: {
+                state: "bad", text: "Blamed server: b.example.", verdict: "pass",
+                blame: {kind: "forged_body", offender: "b.example", detail: "x"},
+                hops: [{server: "b.example", t: 1, status: "sealed", text: "seal verified"},
+                       {server: "a.example", t: 2, status: "sealed", text: "seal verified"}]}};
+            const node = views.renderTrust(trust, () => {});
+            return [...node.querySelectorAll("li.hop")].map(
+                (li) => [li.className, li.textContent.includes("blamed:")]);
+        }""",
+        web_origin.module("js/app/views.js"),
+    )
+    assert marked == [["hop sealed blamed", True], ["hop sealed", False]]
 
 
 async def test_page_answers_carry_the_strict_csp(servers) -> None:

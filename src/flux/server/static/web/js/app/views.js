@@ -192,6 +192,10 @@ function checkLine(check, label) {
 export function renderTrust(trust, onAcceptName) {
   if (!trust) return h("section", { class: "trust pending", "aria-label": "Checks" }, "Checking…");
   const hops = (trust.chain && trust.chain.hops) || [];
+  // the server a proof blames (trust.js gives it as chain.blame, {offender, ...} or a
+  // name): its hop is marked, so a genuine seal is not read as a clean bill of health
+  const blame = trust.chain && trust.chain.blame;
+  const blamed = blame ? (typeof blame === "string" ? blame : blame.offender) : null;
   const bad = [trust.signature, trust.chain, trust.name, trust.look].some((c) => c && c.state === "bad");
   return h(
     "section",
@@ -214,13 +218,14 @@ export function renderTrust(trust, onAcceptName) {
           hops.map((hop) =>
             h(
               "li",
-              { class: "hop " + hop.status },
+              { class: "hop " + hop.status + (blamed && hop.server === blamed ? " blamed" : "") },
               h("span", { class: "server" }, safe(hop.server || "?")),
               " ",
               h("time", null, fullTime(hop.t)),
               " — ",
               visible(hop.text),
               hop.reason ? h("span", { class: "reason" }, " (", visible(hop.reason), ")") : null,
+              blamed && hop.server === blamed ? h("strong", { class: "blamed-mark" }, " — blamed: its own seal proves it passed this message on in a form it should have refused") : null,
             ),
           ),
         )

@@ -1695,6 +1695,10 @@ def step_reports(genuine: dict[str, Any]) -> list[tuple[str, str, str, Any, str,
          resigned(base, B, offender="X.example"), IP, "offender"),
         ("report-reporter-not-name", "§7.6 step 1", "reporter is b example",
          {**base, "reporter": "b example"}, IP, "reporter"),
+        ("report-offender-local", "§7.6 step 1 / §2.4", "offender is local (the pattern's "
+         "one reserved match)", resigned(base, B, offender="local"), IP, "offender"),
+        ("report-reporter-local", "§7.6 step 1 / §2.4", "reporter is local (a seal to local "
+         "delivery names no reporter)", {**base, "reporter": "local"}, IP, "reporter"),
         ("report-kind-unknown", "§7.6 step 1", "kind is lying", {**base, "kind": "lying"}, IP,
          "kind"),
         ("report-chain-empty", "§7.6 / §7.4 step 0", "the envelope's chain is empty",
@@ -1804,6 +1808,10 @@ def request_cases() -> list[tuple[str, str, str, dict[str, Any], str | None]]:
          "Signature-Input"),
         ("input-keyid-not-a-name", "§10.6", "keyid A.example",
          req(edit(**{"Signature-Input": sig_input.replace('"a.example"', '"A.example"')})),
+         "Signature-Input"),
+        ("input-keyid-local", "§10.6 / §2.4", "keyid local: the pattern matches, but it names "
+         "no server", req(edit(**{"Signature-Input": sig_input.replace('"a.example"',
+                                                                       '"local"')})),
          "Signature-Input"),
         ("host-other-server", "§10.6", "a request for b.example, received by c.example (Host "
          "c.example)", req(authority="c.example", host="c.example"), "Signature"),

@@ -33,9 +33,10 @@ from multidict import CIMultiDict
 from cli.cli_helpers import free_port
 from federation.fed_helpers import local_servers, name, signer
 from flux.federation.mesh import mesh_mac
-from flux.federation.signing import sign_request, signature_base, signature_params
+from flux.federation.signing import content_digest, sign_request, signature_base, signature_params
 from flux.protocol import Identity, PublishedKey, ServerSigner, append_hop, compose
 from flux.protocol.tamper import validate_report
+from flux.server.app import PARTS
 from flux.server.runner import RunningServer
 from spec.schema_check import check
 
@@ -660,3 +661,51 @@ def test_unknown_members_of_a_report_are_ignored() -> None:
         genuine["expected"]["offender"], genuine["expected"]["kind"],
         genuine["expected"]["proof_id"],
     )  # fmt: skip
+
+
+# -- §2.4: `local` is never a server's name -------------------------------------------------
+def fetches(server: RunningServer) -> int:
+    return server.app[PARTS]["reports"].peers.fetcher().fetches
+
+
+def signed_as(keyid: str, identity: Identity, b: RunningServer, body: bytes) -> CIMultiDict[str]:
+    """Headers signed by `identity` under any `keyid` (ServerSigner refuses `local`)."""
+    digest = content_digest(body)
+    params = signature_params(int(time.time()), keyid)
+    sig = identity.sign_bytes(signature_base("POST", name(b), DELIVER, digest, params))
+    return CIMultiDict({"Content-Digest": digest, "Signature-Input": f"flux={params}",
+                        "Signature": "flux=:" + base64.b64encode(sig).decode() + ":"})  # fmt: skip
+
+
+async def test_keyid_local_is_401_signature_input_before_any_fetch(ab: Any) -> None:
+    """§10.6 check 2: `keyid` is a server name, and `local` is none (§2.4): refused with
+    the checks that need no network, not by a key fetch from a host called `local`."""
+    _, b = ab
+    body = json.dumps({"txn": "t", "from_server": "local", "messages": [{}]}).encode()
+    status, answer = await post(b, body, signed_as("local", Identity.generate(), b, body))
+    assert refusal(status, answer) == (401, "bad_request_signature", "Signature-Input")
+    assert fetches(b) == 0
+
+
+@pytest.mark.parametrize("member", ["reporter", "offender"])
+async def test_a_report_naming_local_is_400_before_any_fetch(ab: Any, member: str) -> None:
+    """§10.9: `reporter` and `offender` are server names; a seal to `local` (delivery to the
+    sealing server's own users) names no reporter (§16, local-delivery tampering)."""
+    a, b = ab
+    status, answer = await post(b, report(a, b, **{member: "local"}), [], path="/integrity/tamper_report")  # fmt: skip
+    assert refusal(status, answer) == (400, "invalid_proof", member)
+    assert fetches(b) == 0
+
+
+async def test_a_sealed_record_naming_local_makes_no_fetch(ab: Any) -> None:
+    """§10.7 step 6 fetches the keys of sealed records' *server names*; a record claiming
+    to be sealed by `local` fails §7.3 step 1 and costs the receiver no request."""
+    a, b = ab
+    sealed = letter(a, b)
+    forged = {**sealed["integrity_chain"][0], "server": "local"}
+    sealed["integrity_chain"] = [forged, *sealed["integrity_chain"]]
+    body = txn(a, [sealed])
+    status, answer = await post(b, body, signed(signer(a), b, body))
+    assert status == 200, answer
+    assert answer["results"][0]["refused"] == "chain_invalid"
+    assert fetches(b) == 1  # A's keys, to authenticate the transaction; nothing for `local`

@@ -28,8 +28,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..protocol.chain import KeyLookup, ServerSigner
-from ..protocol.envelope import SERVER_RE
+from ..protocol.chain import KeyLookup, ServerSigner, is_server_name
 from ..protocol.errors import BadRequestSignature, FluxError
 from ..protocol.identity import verify_signature
 
@@ -127,7 +126,7 @@ def check_request(
             "Signature-Input must cover exactly " + _INNER, field="Signature-Input"
         )
     created, server = int(match.group(1)), match.group(2)
-    if not SERVER_RE.match(server):
+    if not is_server_name(server):  # `local` too: it names no server (§2.4)
         raise BadRequestSignature("keyid is not a server name", field="Signature-Input")
     if abs(now_s - created) > max_skew_s:
         raise BadRequestSignature("created is too far from now", field="Signature-Input")
@@ -202,7 +201,7 @@ def claimed_server(headers: Mapping[str, str]) -> str | None:
     """The server a request says signed it (unverified), so its keys can be fetched first."""
     match = _INPUT_RE.match((headers.get("Signature-Input") or "").strip())
     server = match.group(2) if match else None
-    return server if server and SERVER_RE.match(server) else None
+    return server if is_server_name(server) else None
 
 
 def _header(headers: Mapping[str, str], name: str) -> str:

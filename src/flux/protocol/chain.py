@@ -53,6 +53,13 @@ PROTOTYPE_FIELDS = frozenset({"server", "t", "hash", "sig", "pub"})
 SEALED_FIELDS = PROTOTYPE_FIELDS | {"i", "prev", "cv", "next", "bh", "seal"}
 
 
+def is_server_name(value: object) -> bool:
+    """Is `value` a server name (PROTOCOL.md §2.4): a string matching SERVER_RE that is
+    not `local`, which the pattern admits but which means local delivery in `next` and
+    names no server (so no key is ever fetched for it, and no report is sent to it)."""
+    return isinstance(value, str) and SERVER_RE.match(value) is not None and value != LOCAL_DELIVERY
+
+
 class ChainVerdict(enum.StrEnum):
     """A server's verdict on the chain it received (the `cv` field, PROTOCOL.md §7.2)."""
 
@@ -489,6 +496,6 @@ def _chain_servers(msg: Mapping[str, Any], *, sealed_only: bool) -> list[str]:
         if not isinstance(record, dict) or (sealed_only and "seal" not in record):
             continue
         server = record.get("server")
-        if isinstance(server, str) and SERVER_RE.match(server) and server not in names:
+        if is_server_name(server) and server not in names:
             names.append(server)
     return names

@@ -58,12 +58,13 @@ from .chain import (
     _HopFailure,
     _verify_prototype_sig,
     first_committed_failure,
+    is_server_name,
     published_key_covers,
     record_hash,
     verify_seal,
 )
 from .encoding import b64d
-from .envelope import SERVER_RE, body_hash, check_signature, integrity_hash
+from .envelope import body_hash, check_signature, integrity_hash
 from .errors import FluxError, InvalidProof, InvalidValue, UnknownServerKey
 from .identity import verify_signature
 from .limits import MAX_ROUTE_HOPS
@@ -237,7 +238,7 @@ def _check_report_shape(report: Any) -> None:
     if report["type"] != "tamper_report":
         raise InvalidProof("type must be tamper_report", field="type")
     for name in ("offender", "reporter"):
-        if not SERVER_RE.match(report[name]):
+        if not is_server_name(report[name]):
             raise InvalidProof(f"{name} is not a server name", field=name)
 
 
@@ -249,7 +250,7 @@ def servers_named(report: Mapping[str, Any]) -> list[str]:
     chain = judgeable_chain(report.get("envelope"))
     if chain is not None and isinstance(chain[-1], dict):
         names.append(chain[-1].get("server"))
-    return [n for n in dict.fromkeys(names) if isinstance(n, str) and SERVER_RE.match(n)]
+    return [n for n in dict.fromkeys(names) if is_server_name(n)]
 
 
 def check_report_offline(report: Any) -> None:

@@ -39,12 +39,12 @@ from ...federation.peers import ReportSender
 from ...federation.signing import CheckedRequest, check_request, verify_checked
 from ...protocol.chain import (
     PublishedKey,
+    is_server_name,
     published_key_covers,
     sealed_servers_in_chain,
     witnesses,
 )
 from ...protocol.encoding import b64d
-from ...protocol.envelope import SERVER_RE
 from ...protocol.errors import (
     BadRequestSignature,
     FluxError,
@@ -303,7 +303,7 @@ class FederationRoutes:
         Returns the reporter; raises InvalidProof naming the field."""
         for name in ("reporter", "offender"):
             value = report.get(name)
-            if not isinstance(value, str) or not SERVER_RE.match(value):
+            if not is_server_name(value):  # `local` is none either (§2.4)
                 raise InvalidProof(f"{name} is not a server name", field=name)
         if report["offender"] == self.name:
             raise InvalidProof("the accused is this server", field="offender")
@@ -357,7 +357,7 @@ def _mesh_peers(batch: Mapping[str, Any]) -> list[str] | None:
         return None
     if not (
         isinstance(listed, list) and len(listed) <= MAX_MESH_PEERS
-        and all(isinstance(p, str) and SERVER_RE.fullmatch(p) for p in listed)
+        and all(is_server_name(p) for p in listed)
     ):  # fmt: skip
         where = "mesh_peers"
         raise InvalidValue(f"mesh_peers must list at most {MAX_MESH_PEERS} server names", field=where)  # fmt: skip

@@ -484,17 +484,25 @@ TOKEN = "t" * 32
 
 
 @pytest.fixture
-async def mesh_ab(tmp_path: Path) -> AsyncIterator[tuple[RunningServer, RunningServer]]:
-    """A and B in mesh `m` (broadcast)."""
+async def mesh_abc(tmp_path: Path) -> AsyncIterator[tuple[RunningServer, ...]]:
+    """A and B in mesh `m` (broadcast); C, outside it, a FLUX server B also knows."""
 
     def per_server(label: str, names: dict[str, str]) -> dict[str, Any]:
-        doc = {"meshes": {"m": {"token": TOKEN, "mode": "broadcast", "peers": sorted(names.values())}}}  # fmt: skip
+        if label == "c":
+            return {}
+        peers = sorted([names["a"], names["b"]])
+        doc = {"meshes": {"m": {"token": TOKEN, "mode": "broadcast", "peers": peers}}}
         path = tmp_path / f"{label}.mesh.json"
         path.write_text(json.dumps(doc))
         return {"mesh_config": path}
 
-    async with local_servers(tmp_path, "ab", per_server=per_server) as s:
-        yield s["a"], s["b"]
+    async with local_servers(tmp_path, "abc", per_server=per_server) as s:
+        yield s["a"], s["b"], s["c"]
+
+
+@pytest.fixture
+async def mesh_ab(mesh_abc: tuple[RunningServer, ...]) -> tuple[RunningServer, RunningServer]:
+    return mesh_abc[0], mesh_abc[1]
 
 
 def relay_headers(
@@ -530,6 +538,17 @@ async def test_a_relay_whose_mesh_proof_fails_is_401_flux_mesh(mesh_ab: Any, cha
     body = txn(a, [letter(a, b)], mesh_peers=[name(a), name(b)])
     headers = relay_headers(a, b, body, **change)
     status, answer = await post(b, body, headers, path="/mesh/relay")
+    assert refusal(status, answer) == (401, "bad_request_signature", "Flux-Mesh")
+
+
+async def test_a_server_outside_the_mesh_that_knows_its_token_is_401_flux_mesh(
+    mesh_abc: Any,
+) -> None:
+    """§10.8: the signing server must be a peer of the mesh the header names; the token
+    alone (here C's own correct MAC over its own signature) is not membership."""
+    _, b, c = mesh_abc
+    body = txn(c, [letter(c, b)], mesh_peers=[name(b)])
+    status, answer = await post(b, body, relay_headers(c, b, body), path="/mesh/relay")
     assert refusal(status, answer) == (401, "bad_request_signature", "Flux-Mesh")
 
 

@@ -217,9 +217,6 @@ async def test_a_message_reusing_a_sent_id_is_its_own_thread(srv: Harness, peopl
     assert view(await thread(srv, alice, r1["id"])) == view(mine)
 
 
-@pytest.mark.xfail(strict=True, reason="store/_rules.py parent_root drops the mailbox owner "
-                   "from the reply's addressees, so a message reusing the owner's sent id wins "
-                   "when the reply also names its sender (see the review report)")  # fmt: skip
 async def test_a_reply_all_naming_the_squatter_still_joins_the_sent_message(
     srv: Harness, people: dict
 ) -> None:
@@ -376,9 +373,6 @@ async def test_flux_thread_shows_each_their_own_and_no_strangers(
         assert s1 not in missing.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="store: a sent parent's participants are its envelope's "
-                   "to/cc only; the sender's own Bcc recipients (its record's _delivery) are not "
-                   "among them, so their replies stand alone (see the review report)")  # fmt: skip
 async def test_a_reply_from_your_own_bcc_recipient_joins_your_message(srv: Harness) -> None:
     """Alice Bcc's Dave; Dave answers Alice. Alice knows she wrote to Dave (her sent item's
     `_delivery` names him), so his answer is part of her conversation, in her view."""

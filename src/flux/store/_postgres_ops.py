@@ -210,11 +210,12 @@ async def parent_candidates(
         owner, re_id,
     )  # fmt: skip
     sent = await conn.fetch(
-        "SELECT sent_at, envelope, thread_root FROM sent WHERE sender = $1 AND msg_id = $2",
+        "SELECT sent_at, envelope, thread_root, delivery FROM sent WHERE sender = $1 AND msg_id = $2",
         owner, re_id,
     )  # fmt: skip
     return _rules.oldest_first(
-        [(t, json.loads(e), r) for t, e, r in received], [(t, json.loads(e), r) for t, e, r in sent]
+        [(t, json.loads(e), r) for t, e, r in received],
+        [(t, _rules.as_sent(json.loads(e), json.loads(d)), r) for t, e, r, d in sent],
     )
 
 

@@ -209,16 +209,31 @@ def waiting_key(sender: str, re_id: str) -> str:
     return f"re {re_id} {sender}"
 
 
-def participants(envelope: Mapping[str, Any], owner: str) -> set[str]:
-    """Who may file a reply under this message: its sender, `to`, `cc`, the mailbox owner."""
-    out = {owner}
+def named(envelope: Mapping[str, Any]) -> set[str]:
+    """The addresses a message names: its sender, `to`, `cc` and `bcc` (a received Bcc
+    copy names only its owner there; a sent record, `as_sent`, every Bcc recipient)."""
+    out = set()
     for name in ("from", "to"):
         if isinstance(envelope.get(name), str):
             out.add(envelope[name])
-    cc = envelope.get("cc")
-    if isinstance(cc, list):
-        out.update(a for a in cc if isinstance(a, str))
+    for name in ("cc", "bcc"):
+        value = envelope.get(name)
+        if isinstance(value, list):
+            out.update(a for a in value if isinstance(a, str))
     return out
+
+
+def participants(envelope: Mapping[str, Any], owner: str) -> set[str]:
+    """Who may file a reply under this message: the addresses it names, the mailbox owner."""
+    return named(envelope) | {owner}
+
+
+def as_sent(envelope: Mapping[str, Any], delivery: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A sent record's envelope as its sender knows the message: every recipient it went
+    to (the record's `delivery` keys, its Bcc copies' included) named, the others under
+    `bcc`, so a reply from a Bcc recipient joins the sender's conversation."""
+    extra = sorted(a for a in delivery if a not in named(envelope))
+    return {**envelope, "bcc": extra} if extra else envelope
 
 
 def parent_root(
@@ -231,7 +246,7 @@ def parent_root(
     allowed = [(env, root) for env, root in candidates if sender in participants(env, owner)]
     if not allowed:
         return None
-    addressed = participants(reply, owner) - {owner}
+    addressed = named(reply)  # the owner too when the reply names it: its sent mail competes
     preferred = [root for env, root in allowed if env.get("from") in addressed]
     return preferred[0] if preferred else allowed[0][1]
 

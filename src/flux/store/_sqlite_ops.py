@@ -181,11 +181,12 @@ def parent_candidates(
         (owner, re_id),
     ).fetchall()
     sent = conn.execute(
-        "SELECT sent_at, envelope, thread_root FROM sent WHERE sender = ? AND msg_id = ?",
+        "SELECT sent_at, envelope, thread_root, delivery FROM sent WHERE sender = ? AND msg_id = ?",
         (owner, re_id),
     ).fetchall()
     return _rules.oldest_first(
-        [(t, json.loads(e), r) for t, e, r in received], [(t, json.loads(e), r) for t, e, r in sent]
+        [(t, json.loads(e), r) for t, e, r in received],
+        [(t, _rules.as_sent(json.loads(e), json.loads(d)), r) for t, e, r, d in sent],
     )
 
 

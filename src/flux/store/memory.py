@@ -211,7 +211,8 @@ class MemoryStore(MemoryQueue, MemoryInvites):
             ]
             mine = self._sent.get((owner, re_id))
             sent = [] if mine is None else [
-                (mine.sent_at, mine.envelope, self._sent_roots[(owner, re_id)])
+                (mine.sent_at, _rules.as_sent(mine.envelope, mine.delivery),
+                 self._sent_roots[(owner, re_id)])
             ]  # fmt: skip
             parent = _rules.parent_root(env, owner, _rules.oldest_first(received, sent))
         root = _rules.thread_start(env, parent)

@@ -11,7 +11,8 @@ judged by its first line only (now refused, naming the header); `created` with a
 zero was taken; a key valid only inside the second `created` names was refused (§10.6).
 What it wrote down: unused base64 bits, `mesh_peers: null`, the report size limit and
 the order of a report's HTTP checks, resolve's `token` parameter, a batch's messages
-seeing each other. What it left open: §16 item 9 (the strict xfails below).
+seeing each other. §16 item 9, which it found open, is settled (a falsy `keys` of another
+type refuses the whole answer).
 """
 
 from __future__ import annotations
@@ -643,8 +644,6 @@ async def test_a_peer_publishing_its_key_is_heard(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "keys", [{}, False, 0, ""], ids=["object", "false", "zero", "empty string"]
 )
-@pytest.mark.xfail(strict=True, reason="PROTOCOL.md §16 item 9: keys.parse_info reads a falsy "
-                   "keys of another type as an empty list")  # fmt: skip
 async def test_keys_of_another_type_refuse_the_whole_answer(tmp_path: Path, keys: Any) -> None:
     """§10.1: a reader refuses the whole answer when `keys` or `retired_keys` is another type
     than an array (or null), so the key listed beside it is not taken either."""

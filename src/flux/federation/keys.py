@@ -34,9 +34,8 @@ from typing import Any
 
 import aiohttp
 
-from ..protocol.chain import PublishedKey
+from ..protocol.chain import PublishedKey, is_server_name
 from ..protocol.encoding import b64d
-from ..protocol.envelope import SERVER_RE
 from ..protocol.errors import FluxError, InvalidValue
 from .netguard import INFO_MAX_BYTES, PeerPolicy, read_capped
 
@@ -51,7 +50,9 @@ def parse_info(body: Any) -> tuple[PublishedKey, ...]:
     if not isinstance(body, dict):
         raise InvalidValue("federation info is not an object", field="info")
     for field in ("keys", "retired_keys"):
-        if not isinstance(body.get(field) or [], list):
+        # absent or null is no list; any other value that is not a list (`{}`, `false`,
+        # `0`, `""` too) refuses the whole answer (PROTOCOL.md §10.1)
+        if body.get(field) is not None and not isinstance(body[field], list):
             raise InvalidValue(f"{field} is not a list", field=field)
     entries = [*(body.get("keys") or []), *(body.get("retired_keys") or [])]
     if not entries or len(entries) > MAX_KEYS:
@@ -173,7 +174,7 @@ class KeyFetcher:
         self.fetches = 0  #: fetches started (not joined), for metrics and tests
 
     def info_url(self, server: str) -> str:
-        if not SERVER_RE.match(server):
+        if not is_server_name(server):
             raise InvalidValue(f"{server[:60]!r} is not a server name", field="server")
         scheme = "http" if server in self.insecure_peers else "https"
         return f"{scheme}://{server}/federation/info"

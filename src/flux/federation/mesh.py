@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..protocol.envelope import SERVER_RE
+from ..protocol.chain import is_server_name
 from ..protocol.errors import BadRequestSignature
 
 HEADER = "Flux-Mesh"
@@ -142,10 +142,10 @@ def _peer_name(peer: Any, at: str) -> tuple[str, str | None]:
     """(server name, base URL or None) for one `peers` entry: a `host[:port]` name, or a
     URL of the prototype's form, whose host is lower-cased into the name (DNS names are
     case-insensitive); its scheme is kept. Raise MeshConfigError naming the entry."""
-    if isinstance(peer, str) and SERVER_RE.match(peer):
+    if is_server_name(peer):
         return peer, None
     match = _PEER_URL_RE.match(peer) if isinstance(peer, str) else None
-    if match is None or not SERVER_RE.match(match.group(2).lower()):
+    if match is None or not is_server_name(match.group(2).lower()):
         shown = repr(peer)[:80]
         raise MeshConfigError(f"{at}: peer {shown} is not a host[:port] name or http(s) URL")
     server = match.group(2).lower()
@@ -221,6 +221,9 @@ def mesh_header(mesh: Mesh, signature_header: str) -> dict[str, str]:
 def check_mesh_header(headers: Mapping[str, str], meshes: Mapping[str, Mesh], peer: str) -> Mesh:
     """The mesh a signed request from `peer` relays through; raise BadRequestSignature
     unless the header names a mesh this server is in, `peer` is in it, and the MAC holds."""
+    getall = getattr(headers, "getall", None)  # a second line would be a second member
+    if getall is not None and len(getall(HEADER, ())) > 1:
+        raise BadRequestSignature(f"{HEADER} is sent more than once", field=HEADER)
     match = _HEADER_RE.match(headers.get(HEADER, ""))
     if match is None:
         raise BadRequestSignature(f"{HEADER} is missing or malformed", field=HEADER)

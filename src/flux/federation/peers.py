@@ -30,7 +30,7 @@ from typing import Any
 import aiohttp
 
 from ..compat.federation import ProtoPeers, ProtoRoute
-from ..protocol.envelope import SERVER_RE
+from ..protocol.chain import is_server_name
 from ..protocol.errors import FluxError
 from .keys import KeyCache, KeyFetcher
 from .mesh import Mesh, mesh_header
@@ -194,7 +194,7 @@ class PeerClient:
             log.info("event=well_known_ignored domain=%s reason=%s", domain, exc)
             return domain
         server = body.get("server") if isinstance(body, dict) else None
-        if not isinstance(server, str) or not SERVER_RE.match(server.lower()):
+        if not isinstance(server, str) or not is_server_name(server.lower()):
             return domain
         if self.policy.literal_refused(server.lower()):
             log.warning("event=delegation_refused domain=%s server=%s", domain, server[:100])

@@ -26,7 +26,8 @@ from typing import Any
 from aiohttp import web
 
 from ..protocol.canonical import loads_strict
-from ..protocol.envelope import CONTROL_RE, SERVER_RE, require_address, require_id
+from ..protocol.chain import is_server_name
+from ..protocol.envelope import CONTROL_RE, require_address, require_id
 from ..protocol.errors import InvalidValue, MalformedJSON, MissingField, TooLarge, WrongType
 from ..protocol.limits import MAX_RECIPIENTS, MAX_TAG_CHARS, MAX_TAGS
 from ..store.base import MIN_PREFIX
@@ -330,7 +331,7 @@ def submission(
         where = f"domains.{rcpt}"
         if not isinstance(domain, str):
             raise WrongType(f"{where} must be a domain name", field=where)
-        if not SERVER_RE.match(domain):
+        if not is_server_name(domain):
             raise InvalidValue(f"{where} must be a lower-case host or host:port", field=where)
         if refused is not None and refused(domain):
             raise InvalidValue(

@@ -48,9 +48,8 @@ from ...client.resolve import (
     resolve_url,
 )
 from ...federation.keys import KeyFetcher
-from ...protocol.chain import PublishedKey
+from ...protocol.chain import PublishedKey, is_server_name
 from ...protocol.encoding import b64e
-from ...protocol.envelope import SERVER_RE
 from ...protocol.errors import FluxError, InvalidValue
 from .. import wire
 from ..auth import Authenticator, presented_token
@@ -191,7 +190,7 @@ class WebRoutes:
         await self._signed_in(request)
         wire.only_query(request, frozenset())
         server = wire.path_str(request, "server")
-        if not SERVER_RE.match(server):
+        if not is_server_name(server):
             raise InvalidValue("not a server name (host or host:port)", field="server")
         if server == self.key.signer.name:
             known = tuple(self.key.all_published())

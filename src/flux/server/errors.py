@@ -289,7 +289,7 @@ def from_http_exception(exc: web.HTTPException) -> FluxError:
     if exc.status == 405:
         return MethodNotAllowed("method not allowed on this endpoint")
     if exc.status == 413:
-        return PayloadTooLarge("request body too large")
+        return PayloadTooLarge("request body too large", field="body")
     return BadRequest(exc.reason or "bad request")
 
 

@@ -422,7 +422,7 @@ def padded(a: RunningServer, b: RunningServer, size: int) -> bytes:
 
 
 async def test_a_report_is_read_up_to_256_kib_and_413_beyond(ab: Any) -> None:
-    """§10.9: FLUX's limit for reports is 262,144 bytes; the 413 names no field."""
+    """§10.9: FLUX's limit for reports is 262,144 bytes; the 413 names the field `body`."""
     a, b = ab
     limit = 256 * 1024
     at, over = padded(a, b, limit), padded(a, b, limit + 1)
@@ -430,7 +430,7 @@ async def test_a_report_is_read_up_to_256_kib_and_413_beyond(ab: Any) -> None:
     status, answer = await post(b, at, [], path="/integrity/tamper_report")
     assert refusal(status, answer) == (400, "invalid_proof", "reporter")
     status, answer = await post(b, over, [], path="/integrity/tamper_report")
-    assert refusal(status, answer) == (413, "payload_too_large", None)
+    assert refusal(status, answer) == (413, "payload_too_large", "body")
 
 
 async def test_the_http_checks_of_a_report_come_before_its_shape(ab: Any) -> None:

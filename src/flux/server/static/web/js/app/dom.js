@@ -10,8 +10,12 @@
 // right-to-left name cannot reorder what is around it.
 
 /** Characters that can disguise text: C0/C1 controls, bidi embeddings, overrides,
- * isolates and marks, zero-width characters, the BOM, and the line/paragraph separators. */
-const DISGUISING = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/gu;
+ * isolates and marks, zero-width characters, the BOM, and the line/paragraph separators;
+ * and characters drawn as nothing or as a blank, which hide text or fake a space: the soft
+ * hyphen, the combining grapheme joiner, the Hangul and Khmer fillers, the Mongolian vowel
+ * separator, the interlinear annotation marks and the tag characters (U+E0000-E007F,
+ * invisible: text "smuggled" in them reads as nothing on screen). */
+const DISGUISING = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2069\u3164\ufeff\uffa0\ufff9-\ufffb\u{e0000}-\u{e007f}]/gu;
 /** The same for multi-line text: newlines and tabs are kept. */
 const DISGUISING_IN_TEXT = DISGUISING;
 
@@ -26,7 +30,9 @@ export function visible(s) {
 
 /** Multi-line text (message content): the same, keeping newlines and tabs. */
 export function visibleText(s) {
-  return String(s ?? "").replace(DISGUISING_IN_TEXT, (ch) => (ch === "\n" || ch === "\t" ? ch : mark(ch)));
+  // CRLF is a line end (mail written elsewhere often has it), not a CR to mark on every line
+  const lines = String(s ?? "").replace(/\r\n/g, "\n");
+  return lines.replace(DISGUISING_IN_TEXT, (ch) => (ch === "\n" || ch === "\t" ? ch : mark(ch)));
 }
 
 /** True when `s` had characters that `visible` marks. */

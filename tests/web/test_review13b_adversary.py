@@ -209,6 +209,31 @@ async def test_hostile_content_stays_inert_and_fetches_nothing(browser, servers,
     assert log.errors == []
 
 
+async def test_a_long_cc_list_keeps_the_checks_in_view(browser, servers) -> None:
+    """99 Cc recipients (the most a message may name) scroll in their own box: the checks
+    and the text stay in view, at 1100 and at 360 px."""
+    a = servers["a"]
+    page, log = await browser.new_page()
+    await page.set_viewport_size({"width": 1100, "height": 760})
+    me = await sign_up(page, a.url, "manycc")
+    others = [Identity.generate().address for _ in range(99)]
+    out = compose(Identity.generate(), me, "Hello all.", subject="Everyone", cc=others,
+                  now_ms=int(time.time() * 1000))  # fmt: skip
+    status, answer = await post(a.url + "/send", out.primary)
+    assert status == 200, answer
+    await row(page, "Everyone").click()
+    reader = page.locator("#reader")
+    await expect(reader.locator(".headers .cc code")).to_have_count(99)
+    await expect(reader.locator(".trust")).to_contain_text("Route verified")
+    for width, height in ((1100, 760), (360, 720)):
+        await page.set_viewport_size({"width": width, "height": height})
+        if width == 360:
+            await shot(page, "r13b-many-cc-narrow")
+        box = await reader.locator(".trust").bounding_box()
+        assert box is not None and box["y"] < height, (width, box)
+    assert log.errors == []
+
+
 async def test_claimed_name_is_dropped_on_federation_too(servers) -> None:
     """A peer that hands over a message with `_from_name` and friends added: A keeps none
     of them (what a page would show as the sender's name is A's word only)."""

@@ -360,3 +360,30 @@ async def test_page_answers_carry_the_strict_csp(servers) -> None:
         assert not re.search(r"<script(?![^>]*\bsrc=)", html)
         assert "<style" not in html and " style=" not in html
         assert not re.search(r"\son[a-z]+\s*=", html)  # no inline event handler
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="js/app/main.js writtenFor addresses a reply to the first hop's server, read from "
+    "the chain whether or not it verified: a relay that rewrote that record (the page warns "
+    "'Broken chain') chooses where the reply goes. When writtenFor uses the first hop only "
+    "once the route check passed (else the bare address, with a note), this passes: remove "
+    "the mark.",
+)
+async def test_a_reply_does_not_follow_a_forged_first_hop(browser, servers) -> None:
+    a = servers["a"]
+    page, _ = await browser.new_page()
+    me = await sign_up(page, a.url, "replier")
+    now = int(time.time() * 1000)
+    out = compose(Identity.generate(), me, "Please answer with the code.", subject="Code?",
+                  now_ms=now)  # fmt: skip
+    stamped = append_hop(out.primary, signer(a), next_hop="local", now_ms=now)
+    first = {**stamped["integrity_chain"][0], "server": "evil.example"}
+    forged = {**stamped, "integrity_chain": [first]}
+    await a.app[PARTS]["store"].store_message(Incoming(forged, body_hash(forged), (me,), now))
+    await page.reload()
+    await row(page, "Code?").click()
+    await expect(page.locator("#reader .trust.alarm")).to_contain_text("Broken chain")
+    await page.keyboard.press("r")
+    await expect(page.locator("#compose")).to_be_visible()
+    assert "evil.example" not in await page.locator("#c-to").input_value()

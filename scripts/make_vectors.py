@@ -97,6 +97,7 @@ SEED_KEYS = {
 #: New identities: seed = SHA-256(UTF-8 "flux-vectors:" + label).
 DERIVED = (
     "dave", "erin", "mallory", "server-b", "server-c", "server-a-retired", "impostor", "server-d",
+    "server-e", "server-f",
 )  # fmt: skip
 
 
@@ -119,6 +120,10 @@ A_RETIRED = ServerSigner("a.example", IDS["server-a-retired"])
 #: end of the second NOW (s): a request's `created` (whole seconds) counts when the key is
 #: valid at any moment of that second, not only at its first or last millisecond.
 D = ServerSigner("d.example", IDS["server-d"])
+#: e.example's key is valid from the last millisecond of the second NOW (s), f.example's
+#: from the first of the next: the second's two edges, each on its side.
+E = ServerSigner("e.example", IDS["server-e"])
+F = ServerSigner("f.example", IDS["server-f"])
 RETIRED_UNTIL = NOW - DAY
 
 #: What each server publishes at GET /federation/info (PROTOCOL.md §10.1). a.example also
@@ -132,6 +137,8 @@ PUBLISHED: dict[str, list[PublishedKey]] = {
     "b.example": [PublishedKey(B.identity.public_key)],
     "c.example": [PublishedKey(C.identity.public_key)],
     "d.example": [PublishedKey(D.identity.public_key, valid_from=NOW + 1, valid_until=NOW + 998)],
+    "e.example": [PublishedKey(E.identity.public_key, valid_from=NOW + 999)],
+    "f.example": [PublishedKey(F.identity.public_key, valid_from=NOW + 1000)],
 }
 
 
@@ -1843,6 +1850,12 @@ def request_cases() -> list[tuple[str, str, str, dict[str, Any], str | None]]:
         ("key-valid-before-the-second", "§10.6 / §10.1", "the same key, created one second "
          "later: no moment of that second is covered",
          req(signed_request(D, now_s=NOW_S + 1), now_s=NOW_S + 1), "Signature"),
+        ("key-valid-from-the-last-ms", "§10.6 / §10.1", "e.example's key is valid from "
+         "NOW + 999 ms, the last millisecond of the second created = NOW (s) names: it counts",
+         req(signed_request(E)), None),
+        ("key-valid-from-the-next-second", "§10.6 / §10.1", "f.example's key is valid from "
+         "NOW + 1000 ms, the first of the next second: created = NOW (s) is not covered",
+         req(signed_request(F)), "Signature"),
         ("signature-overlapping-keys", "§10.2", "a.example's current key, at a time both its "
          "keys cover: the retired one (listed first) does not verify, the current one does",
          req(signed_request(A, now_s=retired_at), now_s=retired_at), None),

@@ -13,6 +13,7 @@ not an expected lookup miss.
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,12 @@ async def test_a_newcomers_first_session(browser, servers) -> None:
         await expect(kim.locator("#backup-link")).to_contain_text("Download a backup")
         await expect(kim.locator("#live")).to_have_text("live")
         kim_address = await kim.evaluate("fluxApp.state.api.address")
+        # the backup is the key itself (its file opens to Kim's address)
+        async with kim.expect_download() as download:
+            await kim.click("#backup-link")
+        backup = Path(await (await download.value).path()).read_text()
+        kim_key = Identity.from_keyfile(backup)
+        assert kim_key.address == kim_address
 
         # Ann: a password account on A writes to bob@B by name, Kim and Carl in Cc
         await sign_up(ann, a.url, "ann")
@@ -245,6 +252,14 @@ async def test_a_newcomers_first_session(browser, servers) -> None:
         await kim.click("#menu")
         await expect(kim.locator("#boxes")).to_be_visible()
         await shot(kim, "r13b-narrow-menu")
+        # the key made in the browser never left it: in no request of Kim's page
+        seed = kim_key.seed
+        secrets = [seed.hex(), base64.urlsafe_b64encode(seed).decode().rstrip("="),
+                   base64.b64encode(seed).decode().rstrip("=")]  # fmt: skip
+        sent = kim_log.sent()
+        assert len(sent) > 20
+        for secret in secrets:
+            assert not any(secret in req for req in sent), "the key left the browser"
         # Carl's home unknown at reply-all: the 404s of asking for him are expected
         assert ann_log.errors == []
         faults = [e for e in kim_log.errors if not ("404" in e and carl.address in e)]

@@ -46,5 +46,5 @@ def test_sent_and_status_with_an_account_session(tmp_path, live_server):
 
     one_line_failure(flux("status", "0123abcd", **env), "you sent no message", "see `flux sent`")
     one_line_failure(flux("status", "0123", **env), "id")
-    # forward needs a key: said as such, not as a bare "no key"
-    one_line_failure(flux("forward", message_id[:8], pat, **env), "needs a key", "flux send")
+    # forward takes a message of the mailbox; one sent is not there (one line, the fix)
+    one_line_failure(flux("forward", message_id[:8], pat, **env), "no such message", "flux inbox")

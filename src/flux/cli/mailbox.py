@@ -4,8 +4,9 @@
 Every ID may be a short id (8+ hex digits, as git takes an abbreviated hash); an ambiguous
 one fails listing the candidates (id, sender, subject). `tag`, `move`, `delete`, `mark`
 (read and unread) and `thread` also work for a logged-in password account (no key),
-through its /mail routes, and so does `reply` (through /mail/send); `forward` needs a key
-(an account's server holds its key, so an encrypted message cannot be decrypted here).
+through its /mail routes, and so do `reply` and `forward` (through /mail/send); an
+account's server holds its key, so it decrypts the account's encrypted mail for the
+session (`/mail/message/{id}/plain`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from rich.markup import escape
 
 from ..client import FluxClient
 from ..protocol.errors import FluxError
-from ._account_api import account_session
 from ._common import (
     CliError,
     KeyOption,
@@ -34,7 +34,7 @@ from ._common import (
     when,
     with_client,
 )
-from .mail import _account, _plaintext, find_as_account
+from .mail import _account, _plaintext, find_as_account, plain_as_account
 from .safe_text import json_text, one_line
 from .table import flags
 
@@ -117,14 +117,9 @@ def forward(
     """Send a message on to someone else, as a new message signed by you.
 
     The original's signature cannot travel with changed recipients: its header is quoted."""
-    if key is None and not legacy_secret and account_session(server) is not None:
-        raise CliError("no key: `flux forward` needs a key (--key or FLUX_KEY); a password account's "
-                       "key is on the server, so its encrypted mail cannot be opened here "
-                       "to forward; send its text on with `flux send`")  # fmt: skip
 
-    async def go(client: FluxClient) -> None:
-        msg = await _verified(client, message_id)
-        body = _plaintext(client, msg).plain
+    def forwarded(msg: dict[str, Any], body: str) -> tuple[str, str, bool]:
+        """(text, subject, encrypt) of the forward of `msg` whose text is `body`."""
         head = (f"---------- Forwarded message ----------\nFrom: {msg.get('from')}\n"
                 f"Date: {when(msg.get('t'))}\nSubject: {msg.get('subject') or ''}\n"
                 f"Id: {msg.get('id')}\n\n")  # fmt: skip
@@ -132,7 +127,21 @@ def forward(
         subject = str(msg.get("subject") or "")
         if not subject.lower().startswith("fwd:"):
             subject = f"Fwd: {subject}".strip()
-        lock = bool(msg.get("encrypted")) if encrypt is None else encrypt
+        return text, subject, bool(msg.get("encrypted")) if encrypt is None else encrypt
+
+    if api := _account(key, legacy_secret, server):
+        msg = run(find_as_account(api, message_id))
+        plain = run(plain_as_account(api, msg)) if msg.get("encrypted") else msg.get("content", "")
+        text, subject, lock = forwarded(msg, str(plain))
+        body = {"to": to, "content": text, "subject": subject, "encrypt": lock or None}
+        sent = run(api.call("POST", "/mail/send", json={k: v for k, v in body.items() if v is not None}))  # fmt: skip
+        _emit(as_json, {"id": sent.get("id"), "forwarded": msg["id"], "recipients": sent.get("recipients")},
+              f"forwarded {msg['id']} to {to} as {sent.get('id')}")  # fmt: skip
+        return
+
+    async def go(client: FluxClient) -> None:
+        msg = await _verified(client, message_id)
+        text, subject, lock = forwarded(msg, _plaintext(client, msg).plain)
         result = await client.send(to, text, subject=subject, encrypt=lock)
         _emit(as_json, {"id": result.id, "forwarded": msg["id"], "recipients": result.recipients},
               f"forwarded {msg['id']} to {to} as {result.id}")  # fmt: skip
@@ -177,7 +186,9 @@ def thread(
         if len(message_id) < 8:
             raise CliError(f"{message_id!r}: give at least 8 digits of the id (see `flux inbox`)")
         answer = run(api.call("GET", f"/mail/thread/{message_id}"))
-        show(list(answer.get("messages") or []), lambda _a: None, _account_text)
+        messages = list(answer.get("messages") or [])
+        texts = run(_account_texts(api, messages))
+        show(messages, lambda _a: None, lambda m: texts.get(str(m.get("id")), ""))
         return
 
     async def go(client: FluxClient) -> None:
@@ -187,11 +198,19 @@ def thread(
     with_client(key, server, go, legacy_secret)
 
 
-def _account_text(msg: dict[str, Any]) -> str:
-    """A message's text as an account session can show it: its key is on the server."""
-    if msg.get("encrypted"):
-        return "[encrypted end to end: the account's key is on the server]"
-    return str(msg.get("content", ""))
+async def _account_texts(api: Any, messages: list[dict[str, Any]]) -> dict[str, str]:
+    """Each message's text by id, as an account session reads it: encrypted ones decrypted
+    by its server, which holds its key (a sent one from the sent mail)."""
+    texts = {}
+    for msg in messages:
+        if not msg.get("encrypted"):
+            texts[str(msg.get("id"))] = str(msg.get("content", ""))
+        elif msg.get("_folder") == "sent":
+            answer = await api.call("GET", f"/mail/sent/{msg['id']}/plain")
+            texts[str(msg["id"])] = str(answer.get("content", ""))
+        else:
+            texts[str(msg["id"])] = await plain_as_account(api, msg)
+    return texts
 
 
 def _account_or_key(

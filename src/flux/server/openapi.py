@@ -132,6 +132,9 @@ THREAD = {"type": "array", "items": {"oneOf": [
     ref("Message"),
     {"allOf": [SENT_MESSAGE, obj(["_folder"], _folder={"const": "sent"})]},
 ]}}  # fmt: skip
+#: a message's text as its owner reads it (GET /mail/message/{id}/plain)
+PLAIN = ok_obj(id={"type": "string"}, encrypted={"type": "boolean"},
+               content={"type": "string"}, **{"from": {"type": "string"}})  # fmt: skip
 COUNT = {
     "type": "integer",
     "description": "how many messages this answer holds (pending, for peek)",
@@ -537,6 +540,12 @@ def account_paths() -> dict[str, Any]:
             ok_obj(message=ref("Message")),
             params=[path_param("id", ID_OR_PREFIX), OWN_ADDRESS, FROM_QUERY],
             errors=("404", AMBIGUOUS))},
+        "/mail/message/{id}/plain": {"get": session_op(
+            "The text of one message of the session's mailbox, decrypted by this server "
+            "with the account's key when it is end-to-end encrypted (the key is the "
+            "account's, held here); 400 not_a_recipient / decryption_failed",
+            PLAIN, params=[path_param("id", ID_OR_PREFIX), OWN_ADDRESS, FROM_QUERY],
+            errors=("404", AMBIGUOUS))},
         "/mail/thread/{id}": {"get": session_op(
             "The conversation of one message of the session's mailbox (as GET /thread/{id})",
             ok_obj(messages=THREAD),
@@ -551,6 +560,10 @@ def account_paths() -> dict[str, Any]:
             "One sent message and its delivery state, by id or short id",
             ok_obj(message=SENT_MESSAGE), params=[path_param("id", ID_OR_PREFIX)],
             errors=("404", AMBIGUOUS))},
+        "/mail/sent/{id}/plain": {"get": session_op(
+            "The text of one sent message, decrypted with the account's key (as "
+            "GET /mail/message/{id}/plain)", PLAIN,
+            params=[path_param("id", ID_OR_PREFIX), OWN_ADDRESS], errors=("404", AMBIGUOUS))},
         "/mail/changes": {"get": session_op(
             "What changed in the session's mailbox after state `since` (as GET /changes); "
             "400 cannot_calculate_changes for a state never issued: fetch everything again",

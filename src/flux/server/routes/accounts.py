@@ -21,7 +21,9 @@ from aiohttp import web
 from ...accounts import Account, Accounts
 from ...accounts.service import MAX_PASSWORD
 from ...accounts.store import ActiveSession
+from ...protocol.e2e import decrypt_content
 from ...protocol.errors import InvalidValue, TooLarge, WrongType
+from ...protocol.identity import Identity
 from ...protocol.limits import MAX_CONTENT_BYTES, MAX_RECIPIENTS, MAX_SUBJECT_BYTES
 from ...protocol.outgoing import Outgoing, compose
 from ...store.base import MessageStatus, Store, StoreOutcome
@@ -123,7 +125,9 @@ class AccountRoutes:
             web.post("/mail/move", self.move),
             web.get("/mail/sent", self.sent),
             web.get("/mail/sent/{id}", self.sent_one),
+            web.get("/mail/sent/{id}/plain", self.sent_plain),
             web.get("/mail/message/{id}", self.message),
+            web.get("/mail/message/{id}/plain", self.message_plain),
             web.get("/mail/thread/{id}", self.thread),
             web.get("/mail/changes", self.changes),
         ]
@@ -243,6 +247,16 @@ class AccountRoutes:
         msg_id = wire.check_id_or_prefix(request.match_info["id"])
         return wire.ok(message=(await find_sent(self.mailbox.store, address, msg_id)).to_wire())
 
+    async def sent_plain(self, request: web.Request) -> web.Response:
+        """The text of one sent message, decrypted with the account's key: as
+        GET /mail/message/{id}/plain, for the session's sent mail."""
+        active, token = await self._session(request)
+        wire.only_query(request, frozenset({"address"}))
+        address = self._own(active, wire.query_str(request, "address"))
+        msg_id = wire.check_id_or_prefix(request.match_info["id"])
+        sent = (await find_sent(self.mailbox.store, address, msg_id)).to_wire()
+        return self._plain(sent, self.accounts.signer(active, token))
+
     async def inboxes(self, request: web.Request) -> web.Response:
         address = await self._owner(request, frozenset({"address"}))
         return wire.ok(inboxes=await self.mailbox.store.inboxes(address))
@@ -267,6 +281,27 @@ class AccountRoutes:
         sender): the answer of GET /message/{address}/{id}."""
         address = await self._owner(request, frozenset({"address", "from"}))
         return wire.ok(message=await self.mailbox.get(address, message_ref(request)))
+
+    async def message_plain(self, request: web.Request) -> web.Response:
+        """The text of one message of the session's mailbox, end-to-end encrypted or not:
+        `{ok, id, from, encrypted, content}`. A password account's key is on this server
+        (sealed under the password, unwrapped for one request by the session), so this
+        server, and only for the session's owner, decrypts what was encrypted for it
+        (PROTOCOL.md §6.2); a key kept by its owner never reaches a server, so there is no
+        such route for key sessions. 400 `not_a_recipient` when the message was not
+        encrypted for the account, `decryption_failed` when it does not open; 404 and 409
+        `ambiguous` as GET /mail/message/{id}."""
+        active, token = await self._session(request)
+        wire.only_query(request, frozenset({"address", "from"}))
+        address = self._own(active, wire.query_str(request, "address"))
+        msg = await self.mailbox.get(address, message_ref(request))
+        return self._plain(msg, self.accounts.signer(active, token))
+
+    @staticmethod
+    def _plain(msg: Mapping[str, Any], identity: Identity) -> web.Response:
+        content = decrypt_content(msg, identity)  # a plain message's content as it is
+        encrypted = bool(msg.get("encrypted"))
+        return wire.ok(id=msg["id"], encrypted=encrypted, content=content, **{"from": msg["from"]})
 
     async def thread(self, request: web.Request) -> web.Response:
         """The conversation of one message of the session's mailbox: the answer of

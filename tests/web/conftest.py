@@ -47,14 +47,10 @@ from playwright.async_api import (
 from playwright.async_api import Error as PlaywrightError
 
 from flux.server import ServerConfig, start_server
+from flux.server.routes.web import CSP  # the real app's policy: the test pages run under it
 from flux.server.runner import RunningServer
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "src" / "flux" / "server" / "static" / "web"
-#: the web client's Content-Security-Policy (routes/web.py sends it with the real app)
-CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-)
 #: resolves to 127.0.0.1 in the test browser; a page served under it over plain HTTP is not
 #: a secure context (no WebCrypto), as a FLUX server reached over HTTP by name would be
 INSECURE_HOST = "insecure.flux.test"

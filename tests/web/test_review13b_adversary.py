@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 import pytest_asyncio
 from aiohttp import web
 from playwright.async_api import Page, expect
@@ -302,13 +301,6 @@ async def test_a_relay_that_forged_the_body_is_blamed_by_name(browser, servers) 
     await blamed_page(browser, servers)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="js/app/trust.js checkRoute keeps its opening 'Route verified: 2 servers handled "
-    "this message and each sealed it.' when it adds 'Blamed server: X (...)': the alarm "
-    "contradicts itself, and its reason is jargon ('sig does not verify'). When the text "
-    "leads with the blame in plain words, this passes: remove the mark.",
-)
 async def test_a_blamed_route_is_not_called_verified(browser, servers) -> None:
     page = await blamed_page(browser, servers)
     route = page.locator("#reader .trust .check", has_text="Route")
@@ -362,14 +354,6 @@ async def test_page_answers_carry_the_strict_csp(servers) -> None:
         assert not re.search(r"\son[a-z]+\s*=", html)  # no inline event handler
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="js/app/main.js writtenFor addresses a reply to the first hop's server, read from "
-    "the chain whether or not it verified: a relay that rewrote that record (the page warns "
-    "'Broken chain') chooses where the reply goes. When writtenFor uses the first hop only "
-    "once the route check passed (else the bare address, with a note), this passes: remove "
-    "the mark.",
-)
 async def test_a_reply_does_not_follow_a_forged_first_hop(browser, servers) -> None:
     a = servers["a"]
     page, _ = await browser.new_page()

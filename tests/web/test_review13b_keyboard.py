@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 
 import aiohttp
-import pytest
 import pytest_asyncio
 from playwright.async_api import Page, expect
 
@@ -148,13 +147,6 @@ async def signed_in_with_notes(browser, flux_server: RunningServer) -> Page:
     return page
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="js/app/main.js onKey ignores every key whose target is inside a <dialog>, open "
-    "or not; Chromium often leaves focus on the closed help's Close button or compose's To "
-    "field after Esc, so the next shortcut (j, r...) is lost. When onKey ignores only "
-    "targets in an open dialog (dialog[open]), this passes: remove the mark.",
-)
 async def test_shortcuts_work_with_focus_left_in_a_closed_dialog(
     browser, flux_server: RunningServer
 ) -> None:
@@ -171,13 +163,6 @@ async def test_shortcuts_work_with_focus_left_in_a_closed_dialog(
     await expect(selected(page)).to_have_count(1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Esc in the search box (type=search) makes Chromium empty it without an `input` "
-    "event; js/app/main.js listens to `input` only, so the list stays filtered by a query "
-    "no longer shown. When it also listens to `search` (or clears app.search on Esc), this "
-    "passes: remove the mark.",
-)
 async def test_escape_in_search_shows_everything_again(browser, flux_server: RunningServer) -> None:
     page = await signed_in_with_notes(browser, flux_server)
     await page.keyboard.press("/")

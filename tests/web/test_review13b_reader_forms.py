@@ -11,7 +11,6 @@ page's shortcuts (`#` deletes the open message, `e` archives it).
 from __future__ import annotations
 
 import aiohttp
-import pytest
 import pytest_asyncio
 from playwright.async_api import expect
 
@@ -43,12 +42,6 @@ async def send(http: aiohttp.ClientSession, url: str, session: str, subject: str
         assert r.status == 200, await r.text()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="js/app/main.js renderReader rebuilds editForms (#tag-input, #move-input) on "
-    "every redraw, so what is typed there, and the focus, are lost when mail arrives. "
-    "When the redraw keeps them, this passes: remove the mark.",
-)
 async def test_typing_a_tag_survives_new_mail(browser, flux_server: RunningServer) -> None:
     async with aiohttp.ClientSession() as http:
         await account(http, flux_server.url, "reader")

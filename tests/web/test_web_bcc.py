@@ -52,7 +52,7 @@ def host(server) -> str:
 
 def short(address: str) -> str:
     """As js/app/views.js `shortAddress` shows an address."""
-    return f"{address[:10]}…{address[-4:]}"
+    return f"{address[:14]}…{address[-6:]}"
 
 
 async def import_key(page: Page, url: str, who: Identity) -> None:

@@ -89,4 +89,18 @@ export function fill(el, ...children) {
   return el;
 }
 
+/** Replace the children of `el` with `children`, except `keep` (one of them, already in
+ * `el`): it stays where it is, never taken out and put back. Taking out a focused element
+ * blurs it; kept in place, what is typed in it, its selection and its focus survive. */
+export function fillKeeping(el, keep, ...children) {
+  const flat = children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false);
+  const at = flat.indexOf(keep);
+  if (!keep || keep.parentNode !== el || at < 0) return fill(el, ...children);
+  for (const child of [...el.childNodes]) if (child !== keep) child.remove();
+  const nodes = flat.map((c) => (c instanceof Node ? c : document.createTextNode(String(c))));
+  keep.before(...nodes.slice(0, at));
+  keep.after(...nodes.slice(at + 1));
+  return el;
+}
+
 export const $ = (id) => document.getElementById(id);

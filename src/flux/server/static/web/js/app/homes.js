@@ -8,9 +8,11 @@
 //
 // 1. hosted here (this server's /federation/resolve knows it): written bare;
 // 2. a home this browser knows: the first hop of a message it holds from that address (the
-//    server that signed the route's first record: where the sender submitted it), else a
-//    home a lookup confirmed earlier (`learnHome`, kept in localStorage per origin);
-// 3. the original sender's server, when it confirms it hosts the address (/web/resolve);
+//    server that signed the route's first record: where the sender submitted it; never
+//    from a message whose route check failed), else a home a lookup confirmed earlier
+//    (`learnHome`, kept in localStorage per origin);
+// 3. the original sender's server (its first hop, when its route did not fail the check),
+//    when it confirms it hosts the address (/web/resolve);
 // 4. otherwise it is unknown. It is then still put in the field, at the sender's server,
 //    with a plain note under the field naming the address and the guess, so the person can
 //    fix it before sending. Why kept rather than left out: a recipient silently missing
@@ -55,11 +57,12 @@ export function firstHopServer(msg) {
   return first && typeof first.server === "string" ? first.server : null;
 }
 
-/** address -> home server, from the mail this page holds (the first hop of mail from it). */
-function homesFromMail(mail) {
+/** address -> home server, from the mail this page holds (the first hop of mail from it,
+ * when `hopUsable` allows it: not a message whose route check failed). */
+function homesFromMail(mail, hopUsable) {
   const homes = new Map();
   for (const m of mail) {
-    const server = m && firstHopServer(m);
+    const server = m && hopUsable(m) && firstHopServer(m);
     if (server && typeof m.from === "string" && !homes.has(m.from)) homes.set(m.from, server);
   }
   return homes;
@@ -96,15 +99,19 @@ async function confirmedAt(api, address, server) {
  * Everyone in `msg`'s to/cc but us and its sender (who goes in To), each written as the
  * rule above says; `guesses` are the recipients whose home is unknown, written at the
  * sender's server, each with the note to show. `mail`: every message the page holds.
+ * `hopUsable(m)`: whether message m's first hop may be taken as its sender's home (the
+ * page says no for a message whose route check failed: a relay that rewrote that record
+ * would otherwise choose where the reply goes).
  * Lookups go one at a time (this server bounds the name lookups a caller has under way).
  */
-export async function replyAllCc(api, msg, mail) {
-  const senderServer = firstHopServer(msg);
+export async function replyAllCc(api, msg, mail, hopUsable = () => true) {
+  // a first hop whose record did not verify may be a relay's forgery: it places nobody
+  const senderServer = hopUsable(msg) ? firstHopServer(msg) : null;
   const remoteSender = senderServer && senderServer !== api.domain ? senderServer : null;
   const others = [...new Set([msg.to, ...(Array.isArray(msg.cc) ? msg.cc : [])])].filter(
     (a) => typeof a === "string" && a && a !== api.address && a !== msg.from,
   );
-  const fromMail = homesFromMail(mail);
+  const fromMail = homesFromMail(mail, hopUsable);
   const stored = storedHomes();
   const cc = [];
   const guesses = [];
@@ -124,7 +131,8 @@ export async function replyAllCc(api, msg, mail) {
       continue;
     }
     if (!remoteSender) {
-      // the sender is one of ours, so the recipient's home has no candidate at all: bare,
+      // the sender is one of ours (or its route did not verify), so the recipient's home has
+      // no candidate at all: bare,
       // as written in the original (this server's relays, if any, may know it), with a note
       cc.push(address);
       guesses.push({ address, server: null, text: `Home server of ${address} unknown; it is written bare, for this server to route. Add @server if you know it.` });

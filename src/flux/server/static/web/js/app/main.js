@@ -5,10 +5,10 @@
 // (no WebCrypto outside a secure context) still works with a password account, and says
 // plainly why a key cannot be used here.
 
-import { $, fill, h, safe, visible } from "./dom.js";
+import { $, fill, fillKeeping, h, safe, visible } from "./dom.js";
 import { AccountApi, ApiError, KeyApi, call, splitRecipients } from "./api.js";
 import { Live } from "./live.js";
-import { learnHome, replyAllCc, standingGuesses } from "./homes.js";
+import { firstHopServer, learnHome, replyAllCc, standingGuesses } from "./homes.js";
 import { ServerKeys, checkMessage, checkName } from "./trust.js";
 import {
   bodyText, deliverySummary, isEncrypted, keyOf, renderBoxes, renderDelivery,
@@ -277,6 +277,9 @@ function renderBoxList() {
 function pickBox(b) {
   app.view = b.sent ? { kind: "sent" } : b.tag ? { kind: "tag", tag: b.tag } : { kind: "box", inbox: b.inbox };
   app.open = null;
+  // at 360 px the reader takes the list's place while `reading`: another mailbox shows its
+  // list (left set, the page would show an empty reader and nothing else)
+  $("app").classList.remove("reading");
   $("boxes").classList.remove("shown");
   fill($("reader"));
   renderBoxList();
@@ -402,11 +405,33 @@ async function openMessage(msg) {
     }
   }
   if (!app.trust.has(k) && app.view.kind !== "sent") {
-    const trust = await checkMessage(flux, app.keys, msg);
-    app.trust.set(k, trust);
+    await trustOf(msg);
     if (app.open === k) renderReader();
   }
   if (app.view.kind !== "sent") loadThread(msg);
+}
+
+/** The checks of `msg` (trust.js checkMessage), made once: a reply waits for them too, as
+ * where it goes depends on whether the route verified (`writtenFor`). */
+function trustOf(msg) {
+  const k = keyOf(msg);
+  if (app.trust.has(k)) return Promise.resolve(app.trust.get(k));
+  app.checking = app.checking || new Map();
+  if (!app.checking.has(k)) {
+    const check = checkMessage(flux, app.keys, msg).then((trust) => {
+      app.trust.set(k, trust);
+      return trust;
+    });
+    check.finally(() => app.checking.delete(k)).catch(() => {});
+    app.checking.set(k, check);
+  }
+  return app.checking.get(k);
+}
+
+/** Whether the first hop of `msg` may say where its sender lives: not when its route
+ * check failed (a relay that rewrote that record would choose where replies go). */
+function firstHopUsable(msg) {
+  return app.trust.get(keyOf(msg))?.chain?.state !== "bad";
 }
 
 function setStatus(k, status) {
@@ -512,12 +537,17 @@ function renderReader() {
       ];
   const thread = (!sent && app.threads && app.threads.get(k)) || [];
   const others = thread.filter((m) => keyOf(m) !== k);
-  fill(
+  // The reader is drawn again whenever the open message may have changed (its checks come
+  // in, its conversation loads, mail arrives): its forms stay on the page across redraws,
+  // with what is typed in them and the focus (else the next keys go to the shortcuts)
+  const forms = sent ? null : formsFor(k);
+  fillKeeping(
     reader,
+    forms,
     h("button", { type: "button", class: "back", onclick: () => { $("app").classList.remove("reading"); $("list").focus(); } }, "← Back"),
     h("div", { class: "actions", role: "toolbar", "aria-label": "Message actions" }, actions),
-    sent ? null : editForms(msg),
-    renderMessageBody(msg, plain, sent ? null : renderTrust(app.trust.get(k), () => { app.trust.get(k).name.accept(); app.trust.delete(k); openMessage(msg); }), sent),
+    forms,
+    renderMessageBody(msg, plain, sent ? null : renderTrust(app.trust.get(k), () => { app.trust.get(k).name.accept(); app.trust.delete(k); app.checking?.delete(k); openMessage(msg); }), sent),
     sent ? renderDelivery(msg._delivery, msg) : null,
     others.length
       ? h(
@@ -563,13 +593,28 @@ async function moveOpen(inbox) {
   }
 }
 
-function editForms(msg) {
+/** The reader's forms for the message `k`: those on the page when they were made for it
+ * (their mailbox names brought up to date), else new ones. */
+function formsFor(k) {
+  const old = $("reader").querySelector(":scope > .edit-forms");
+  if (old && old.dataset.key === k) {
+    fill($("box-names"), boxNameOptions());
+    return old;
+  }
+  return editForms(k);
+}
+
+function boxNameOptions() {
+  return ["inbox", "archive", ...Object.keys(app.boxes)].filter((v, i, a) => a.indexOf(v) === i).map((n) => h("option", { value: n }));
+}
+
+function editForms(k) {
   const tagInput = h("input", { id: "tag-input", autocomplete: "off", spellcheck: "false", placeholder: "tag, or -tag to remove" });
   const moveInput = h("input", { id: "move-input", autocomplete: "off", spellcheck: "false", placeholder: "mailbox name", list: "box-names" });
-  const names = h("datalist", { id: "box-names" }, ["inbox", "archive", ...Object.keys(app.boxes)].filter((v, i, a) => a.indexOf(v) === i).map((n) => h("option", { value: n })));
+  const names = h("datalist", { id: "box-names" }, boxNameOptions());
   return h(
     "div",
-    { class: "edit-forms" },
+    { class: "edit-forms", dataset: { key: k } },
     h("form", { class: "inline", id: "tag-form", onsubmit: (e) => { e.preventDefault(); tagWith(tagInput.value); } },
       h("label", { for: "tag-input" }, "Tags"), tagInput, h("button", { type: "submit" }, "Apply")),
     h("form", { class: "inline", id: "move-form", onsubmit: (e) => { e.preventDefault(); if (moveInput.value.trim()) moveOpen(moveInput.value.trim()); } },
@@ -587,6 +632,9 @@ async function tagWith(input) {
     const answer = await app.api.tag(refOf(msg), add.filter(Boolean), remove.filter(Boolean));
     app.loaded.set(keyOf(msg), { ...msg, _tags: answer.tags });
     for (const t of answer.tags || []) app.tags.add(t);
+    // applied: the field is emptied (the redraw keeps it as it is), unless typed on since
+    const field = $("tag-input");
+    if (field && field.value === input) field.value = "";
     renderBoxList();
     renderList();
     renderReader();
@@ -709,13 +757,17 @@ async function reloadAll() {
 // -- compose --------------------------------------------------------------------------------
 const draftState = { resolved: null, timer: null, guesses: [] };
 
+/** Where a reply to `msg` goes: {to, note}. The sender at its server: the first hop's
+ * server, when it is not ours and the route verified (the other recipients of a reply-all
+ * are placed by homes.js `replyAllCc`). A route that does not verify gives no home: the
+ * address goes bare, for this server to route, with a note saying why. */
 function writtenFor(msg) {
-  // reply to the sender at its server: the first hop's server, when it is not ours (the
-  // other recipients of a reply-all are placed by homes.js `replyAllCc`)
-  const first = (msg.integrity_chain && msg.integrity_chain[0]) || (msg.route && msg.route[0]);
-  const server = first && typeof first.server === "string" ? first.server : null;
-  if (msg._from_name) return msg._from_name;
-  return server && server !== app.api.domain ? `${msg.from}@${server}` : msg.from;
+  if (msg._from_name) return { to: msg._from_name, note: null };
+  const server = firstHopServer(msg);
+  if (!server || server === app.api.domain) return { to: msg.from, note: null };
+  if (firstHopUsable(msg)) return { to: `${msg.from}@${server}`, note: null };
+  const text = `The route of the message you answer does not verify, so its first server (${server}) is not taken as the sender's home: ${shortAddress(msg.from)} is written bare, for this server to route. Add @server if you know it.`;
+  return { to: msg.from, note: { address: msg.from, server: null, text } };
 }
 
 function quote(text) {
@@ -731,20 +783,22 @@ async function composeFrom(msg, how) {
     openCompose({ subject: /^fwd:/i.test(subject) ? subject : "Fwd: " + subject, content: `\n\n---------- Forwarded message ----------\nFrom: ${msg._from_name || msg.from}\nDate: ${new Date(msg.t).toISOString()}\nSubject: ${subject}\n\n${text}` });
     return;
   }
-  const to = writtenFor(msg);
+  let to, note;
   let cc = { cc: [], guesses: [] };
-  if (how === "all") {
-    // each other recipient's home may cost a lookup: the draft opens once they are found
-    draftState.finding = true;
-    toast("Finding where each recipient is hosted…");
-    try {
-      cc = await replyAllCc(app.api, msg, [...app.loaded.values()]);
-    } finally {
-      draftState.finding = false;
+  draftState.finding = true; // the draft opens once these are known: one at a time
+  try {
+    if (app.view.kind !== "sent") await trustOf(msg); // where the reply goes depends on it
+    ({ to, note } = writtenFor(msg));
+    if (how === "all") {
+      // each other recipient's home may cost a lookup
+      toast("Finding where each recipient is hosted…");
+      cc = await replyAllCc(app.api, msg, [...app.loaded.values()], firstHopUsable);
+      toast("");
     }
-    toast("");
+  } finally {
+    draftState.finding = false;
   }
-  openCompose({ to, cc: cc.cc.join(", "), guesses: cc.guesses, subject: /^re:/i.test(subject) ? subject : "Re: " + subject, content: `\n\n${quote(text)}`, re: msg.id });
+  openCompose({ to, cc: cc.cc.join(", "), guesses: note ? [note, ...cc.guesses] : cc.guesses, subject: /^re:/i.test(subject) ? subject : "Re: " + subject, content: `\n\n${quote(text)}`, re: msg.id });
 }
 
 /** The notes under Cc: one per recipient whose home server was guessed and still stands
@@ -881,7 +935,9 @@ function openSelected() {
 function onKey(event) {
   if (!app || $("app").hidden || event.ctrlKey || event.metaKey || event.altKey) return;
   const target = event.target;
-  if (target.closest && target.closest("input, textarea, select, dialog")) {
+  // typing goes to the field, and an open dialog keeps its keys; a closed dialog does not
+  // (Chromium may leave focus on one of its elements after Esc)
+  if (target.closest && target.closest("input, textarea, select, dialog[open]")) {
     if (event.key === "Escape" && target.id === "search") target.blur();
     return;
   }
@@ -935,10 +991,23 @@ function wire() {
   new IntersectionObserver((seen) => {
     if (app && seen.some((e) => e.isIntersecting)) loadList(true);
   }, { root: $("list-pane"), rootMargin: "200px" }).observe($("more"));
-  $("search").addEventListener("input", (e) => {
-    app.search = e.target.value;
-    renderList();
-  });
+  // `search` too: Esc empties a search box without an `input` event
+  for (const kind of ["input", "search"]) {
+    $("search").addEventListener(kind, (e) => {
+      if (!app || app.search === e.target.value) return;
+      app.search = e.target.value;
+      renderList();
+    });
+  }
+  // a closed dialog hands the keyboard back to the list, where the shortcuts work, unless
+  // it went elsewhere already (the event comes a moment after the dialog closed: a key
+  // pressed in that moment, "/" say, may have moved it on purpose)
+  for (const id of ["compose", "help"]) {
+    $(id).addEventListener("close", () => {
+      const at = document.activeElement;
+      if (!at || at === document.body || $(id).contains(at)) $("list").focus();
+    });
+  }
   $("menu").addEventListener("click", () => {
     const shown = $("boxes").classList.toggle("shown");
     $("menu").setAttribute("aria-expanded", shown ? "true" : "false");

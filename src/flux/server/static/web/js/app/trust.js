@@ -201,14 +201,23 @@ async function checkRoute(flux, keys, msg, records) {
     text = "Route partly verified: some servers wrote old-style records that prove nothing about order.";
   }
   if (c.blame) {
+    // the blame replaces, never follows, the sentences above: a genuine seal on a forgery
+    // is no "Route verified" (views.js marks the blamed hop from `blame`)
     const who = typeof c.blame === "string" ? c.blame : c.blame.offender || "?";
-    const why = (c.blame && c.blame.detail) || (c.blame && c.blame.kind) || "";
+    const why = BLAME_WORDS[c.blame && c.blame.kind] || "something it should have refused";
     const unsure = unchecked.has(who) ? " (its key is not on record here, so this cannot be confirmed)" : "";
-    text += ` Blamed server: ${who}${why ? ` (${why})` : ""}${unsure}.`;
+    text = `Blamed server: ${who}: its own seal proves it passed this message on with ${why}${unsure}. Do not trust this message.`;
     state = "bad";
   }
-  return { state, text, hops, verdict: c.verdict };
+  return { state, text, hops, verdict: c.verdict, blame: c.blame || null };
 }
+
+/** Each kind of blame (PROTOCOL §7.4) in plain words, ending "passed this message on with". */
+const BLAME_WORDS = {
+  forged_body: "content that the key it names did not sign (changed after signing, or never signed by that key)",
+  false_hop: "a record of its own hop that does not match the message it sealed",
+  broken_chain: "a route record that does not verify, while vouching that it did",
+};
 
 /** Server-side report (used when the browser cannot check): POST /integrity/verify. */
 export function serverReport(msg) {

@@ -5,9 +5,12 @@ import { h, safe, visible, visibleText } from "./dom.js";
 
 export const keyOf = (msg) => `${msg.from}|${msg.id}`;
 
+/** An address shortened for rows, toasts and tables: its first 14 and last 6 characters.
+ * 17 hex digits beyond "fx1": 68 bits to match for a look-alike key; the 10 + 4 shown
+ * before were 44 bits, within reach of grinding keys on ordinary hardware. */
 export function shortAddress(address) {
   const a = String(address || "");
-  return a.length > 16 ? `${a.slice(0, 10)}…${a.slice(-4)}` : a;
+  return a.length > 22 ? `${a.slice(0, 14)}…${a.slice(-6)}` : a;
 }
 
 export function when(ms) {

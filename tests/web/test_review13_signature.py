@@ -2,8 +2,8 @@
 
 The server refuses such mail on arrival, so one is written into the store as a lying or
 broken server would hand it over: its content changed after the sender signed it, then
-sealed by the server (the route verifies; only the signature does not). The page, which
-checks every signature itself, must say so plainly, and show the text as text only.
+sealed by the server (its seal verifies, over a body whose signature does not). The page,
+which checks every signature itself, must say so plainly, and show the text as text only.
 """
 
 from __future__ import annotations
@@ -69,7 +69,10 @@ async def test_a_wrong_signature_is_named_and_stays_text(
     alarm = reader.locator(".trust .check.bad", has_text="Sender")
     await expect(alarm).to_contain_text("Bad signature")
     await expect(alarm).to_contain_text("Do not trust it")
-    # the route itself is sound: the warning is about the sender, not the servers
-    await expect(reader.locator(".trust")).to_contain_text("Route verified")
+    # the seal holds, so it proves that server passed on a body whose signature fails: it
+    # is blamed (§7.4), and a blamed route is never called verified
+    route = reader.locator(".trust .check", has_text="Route")
+    await expect(route).to_contain_text("Blamed server:")
+    await expect(route).not_to_contain_text("Route verified")
     assert await page.evaluate("document.querySelectorAll('#reader b').length") == 0
     assert log.errors == []

@@ -118,7 +118,9 @@ const HOP_WORDS = {
 };
 
 /**
- * Check one message: {signature, chain: {verdict, hops, text, state}, name, look}.
+ * Check one message: {signature, chain: {verdict, hops, text, state, blame}, name, look}.
+ * `chain.blame`: js/flux verifyChain's {kind, offender, ...} when a server's own seal
+ * proves an offense (§7.4), else null; views.js marks that server's hop.
  * `flux` is the protocol module, or null when it cannot run here.
  */
 export async function checkMessage(flux, keys, msg) {

@@ -88,10 +88,11 @@ async def test_two_accounts_mail_each_other(browser, server: RunningServer) -> N
     await sign_up(alice, server.url, "alice")
     await sign_up(bob, server.url, "bob")
 
-    # alice writes to bob by name; encryption is off by default for an account
+    # alice writes to bob by name; encrypted by default (bob's key is hosted here), and
+    # bob's server, which holds his key, decrypts it for his session
     await alice.keyboard.press("c")
     await alice.fill("#c-to", "bob@web.test")
-    await expect(alice.locator("#c-enc-state")).to_contain_text("Not encrypted")
+    await expect(alice.locator("#c-enc-state")).to_contain_text("Encrypted end to end")
     await alice.fill("#c-subject", "Lunch?")
     await alice.fill("#c-body", "Shall we have lunch on Friday?")
     await shot(alice, "compose")

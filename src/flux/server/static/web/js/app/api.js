@@ -174,6 +174,12 @@ export class AccountApi extends BaseApi {
   thread(ref) {
     return this.get("/mail/thread/" + enc(ref.id), { from: ref.from });
   }
+  /** The text of `msg` (received, or sent: `_delivery`/`_folder`), decrypted by the
+   * server with the account's key, which it holds (API.md "Accounts"): {content, ...}. */
+  plain(msg) {
+    const sent = msg._folder === "sent" || "_delivery" in msg;
+    return sent ? this.get(`/mail/sent/${enc(msg.id)}/plain`) : this.get(`/mail/message/${enc(msg.id)}/plain`, { from: msg.from });
+  }
   sent(params) {
     return this.get("/mail/sent", params);
   }

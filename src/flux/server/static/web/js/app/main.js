@@ -363,13 +363,28 @@ function renderList() {
   if (current) list.setAttribute("aria-activedescendant", current.id || "");
 }
 
-const ACCOUNT_CANNOT_DECRYPT = "A password account cannot decrypt it in this client: the server holds the key and never decrypts.";
+/** A password account's encrypted message as its server decrypts it for this session
+ * (the server holds the account's key; a key in the browser never leaves it). */
+async function accountPlain(msg) {
+  try {
+    return { text: (await app.api.plain(msg)).content };
+  } catch (err) {
+    return { error: "It could not be decrypted: " + explain(err) };
+  }
+}
 
 async function decryptVisible() {
   if (app.api.kind === "account") {
+    let changed = false;
     for (const k of app.order) {
       const msg = listed(k);
-      if (msg && isEncrypted(msg) && !app.plain.has(k)) app.plain.set(k, { error: ACCOUNT_CANNOT_DECRYPT });
+      if (!msg || !isEncrypted(msg) || app.plain.has(k)) continue;
+      app.plain.set(k, await accountPlain(msg));
+      changed = true;
+    }
+    if (changed) {
+      renderList();
+      if (app.open) renderReader();
     }
     return;
   }
@@ -446,6 +461,12 @@ async function loadThread(msg) {
   try {
     const answer = await app.api.thread({ id: msg.id, from: msg.from });
     const messages = await withOwnMessages(answer.messages || []);
+    if (app.api.kind === "account") {
+      for (const m of messages) {
+        const mk = keyOf(m);
+        if (isEncrypted(m) && !app.plain.has(mk)) app.plain.set(mk, await accountPlain(m));
+      }
+    }
     if (flux && app.api.kind === "key") {
       for (const m of messages) {
         const mk = keyOf(m);
@@ -882,14 +903,14 @@ async function checkEncryption() {
         : "Not encrypted: you turned encryption off."
       : `Not encrypted: no key known for ${unknown.join(", ") || "a recipient"}.`;
   } else {
-    // the server encrypts for an account, and only for addresses it hosts; an account
-    // cannot read encrypted mail here (the server never decrypts), so it is off by default
-    box.checked = possible && draftState.userChoice === true;
+    // the server encrypts for an account, and only for addresses it hosts (it holds the
+    // account's key, and decrypts the account's mail for it: /mail/message/{id}/plain)
+    box.checked = possible && draftState.userChoice !== false;
     state.textContent = !possible
       ? "Not encrypted: this server can encrypt only for addresses it hosts."
       : box.checked
-        ? "Encrypted end to end by this server with your account's key. Password accounts cannot read encrypted mail in this client, including your sent copy."
-        : "Not encrypted (password accounts cannot read encrypted mail in this client; tick to encrypt anyway).";
+        ? `Encrypted end to end by this server with your account's key, for ${all.length} recipient${all.length === 1 ? "" : "s"} (and you). The subject and the list of recipients are not encrypted.`
+        : "Not encrypted: you turned encryption off.";
   }
 }
 

@@ -216,7 +216,8 @@ TABLE: dict[str, Row] = {
     "invalid_proof": Row(400, 1008),
     "unknown_server_key": Row(400, 1008),
     "bad_request_signature": Row(401, 4401),  # a peer that cannot prove who it is
-    # confidentiality (§9.3): the server never decrypts; a client error if it appears here
+    # confidentiality (§9.3): a server decrypts only for a password account whose key it
+    # holds, for that account's session (GET /mail/message/{id}/plain)
     "decryption_failed": Row(400, 1008),
     "not_a_recipient": Row(400, 1008),
     "bad_key_file": Row(400, 1008),

@@ -245,4 +245,5 @@ def test_a_password_account_uses_the_same_commands(tmp_path, live_server):
     assert answered["re"] == two and list(answered["recipients"].values()) == ["stored"]
     (back,) = _json(flux("inbox", "--json", **dave))
     assert back["re"] == two and back["subject"] == "Re: two" and back["from"] == erin
-    _error(flux("forward", two, erin, **env), "no key")
+    forwarded = _json(flux("forward", two, erin, "--json", **env))  # an account forwards too
+    assert forwarded["forwarded"] == two and list(forwarded["recipients"].values()) == ["stored"]

@@ -40,7 +40,9 @@ def test_upper_case_short_ids_work_everywhere(tmp_path, live_server):
 
     deleted = flux("delete", upper, **bob_env)
     assert deleted.returncode == 0, deleted.stderr
-    empty = flux("thread", message_id[:8], **bob_env)
-    assert empty.returncode == 0 and "deleted" in empty.stdout, empty.stdout
-    assert json.loads(flux("thread", message_id[:8], "--json", **bob_env).stdout) == []
+    # the deleted message is gone from bob's conversation; his own reply stays in it
+    left = flux("thread", message_id[:8], **bob_env)
+    assert left.returncode == 0 and "you (sent)" in left.stdout and "thanks" in left.stdout
+    remaining = json.loads(flux("thread", message_id[:8], "--json", **bob_env).stdout)
+    assert [(m["re"], m["_folder"]) for m in remaining] == [(message_id, "sent")]
     one_line_failure(flux("read", "ABCDEF", **bob_env), "8")  # too short: still refused

@@ -19,7 +19,7 @@ from cli_helpers import env
 
 #: the server's side: aiohttp.web and the databases' drivers with it
 SERVER_SIDE = ("flux.server", "flux.store", "flux.accounts", "aiohttp.web", "asyncpg", "uvloop",
-               "prometheus_client", "flux.cli.demo_federation")  # fmt: skip
+               "prometheus_client", "flux.cli.demo_federation", "aiohttp", "flux.client.client")  # fmt: skip
 
 RUN_THEN_LIST = """
 import json, sys

@@ -7,15 +7,13 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import typer
 from rich.markup import escape
 from rich.panel import Panel
 from rich.text import Text
 
-from ..client import FluxClient, FluxClientError, KnownBindings, Verified
 from ..protocol import ChainCheck, verify_chain, verify_envelope
 from ..protocol.errors import DecryptionError, FluxError
 from ..protocol.identity import is_address
@@ -39,6 +37,9 @@ from ._common import (
 )
 from .safe_text import block, json_text, one_line
 from .table import inbox_table, unread_first
+
+if TYPE_CHECKING:  # the client and aiohttp are imported where a command runs (_common.py)
+    from ..client import FluxClient, KnownBindings, Verified
 
 
 def register(
@@ -308,6 +309,8 @@ async def _show_as_account(
 
 
 async def _verify(client: FluxClient, msg: dict[str, Any]) -> Verified:
+    from ..client.errors import FluxClientError
+
     try:
         return await client.verify_online(msg)
     except FluxClientError as exc:
@@ -408,6 +411,8 @@ async def _watch_account(api: AccountApi, box: str | None) -> None:
     its signature checked here (its key is on the server, so encrypted mail is shown as
     such). aiohttp answers the server's pings as frames are read, which acknowledges what
     was printed. Raises CliError when the session ends (4401/4403) or the socket closes."""
+    import aiohttp
+
     assert api.session is not None
     url = "ws" + api.url.removeprefix("http") + "/ws"
     auth = {"action": "auth", "session": api.session.token, **({"inbox": box} if box else {})}

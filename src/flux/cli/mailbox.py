@@ -14,12 +14,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 
-from ..client import FluxClient
 from ..protocol.errors import FluxError
 from ._common import (
     CliError,
@@ -37,6 +36,9 @@ from ._common import (
 from .mail import _account, _plaintext, find_as_account, plain_as_account
 from .safe_text import json_text, one_line
 from .table import flags
+
+if TYPE_CHECKING:  # the client is imported where a command runs (_common.py says why)
+    from ..client import FluxClient
 
 IdArgument = typer.Argument(
     ..., metavar="ID", help="Message id or its first 8+ hex digits.", callback=typed_ids

@@ -10,11 +10,30 @@ make_app, run_server`, as its main.py does): see flux.compat.library.
 
 # The prototype's names (its main.py imports them from here), a translation onto FLUX's
 # server; run_server(config) is FLUX's own call.
-from ..compat.library import make_app, run_server
-from .app import create_app
-from .config import Backend, Registration, ServerConfig
-from .keys import ServerKey, load_or_create
-from .runner import RunningServer, start_server
+from typing import Any
+
+_LAZY = {
+    "make_app": "..compat.library",
+    "run_server": "..compat.library",
+    "create_app": ".app",
+    "Backend": ".config",
+    "Registration": ".config",
+    "ServerConfig": ".config",
+    "ServerKey": ".keys",
+    "load_or_create": ".keys",
+    "RunningServer": ".runner",
+    "start_server": ".runner",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'flux.server' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module, __name__), name)
+
 
 __all__ = [
     "Backend", "Registration", "RunningServer", "ServerConfig", "ServerKey", "create_app",

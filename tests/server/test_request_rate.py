@@ -66,8 +66,9 @@ async def test_a_flood_from_one_address_gets_429_with_retry_after_and_others_are
 
 @pytest.mark.parametrize(
     "running",
+    # shutdown_timeout_s: the request left waiting its turn is not waited for at teardown
     [{"requests_per_address_per_s": 0.05, "request_burst_per_address": 1,
-      "request_delay_max_s": 60.0}],
+      "request_delay_max_s": 60.0, "shutdown_timeout_s": 0.5}],
     indirect=True,
 )  # fmt: skip
 async def test_past_its_burst_a_request_waits_its_turn_while_other_addresses_are_served(running):

@@ -11,8 +11,7 @@ when first used, so `import flux` loads no HTTP or server code.
 
 from __future__ import annotations
 
-from typing import Any
-
+from ._lazy import lazy_attributes
 from .identity import FluxIdentity
 from .protocol import (
     FluxError,
@@ -37,18 +36,9 @@ __all__ = [
     "verify_message",
 ]
 
-#: the prototype's names that are only a translation (flux/compat/library.py)
-_PROTOTYPE_NAMES = frozenset({"make_app", "run_server", "verify_message"})
-
-
-def __getattr__(name: str) -> Any:
-    # The client pulls in the HTTP stack; import it only when asked for.
-    if name == "FluxClient":
-        from .client import FluxClient
-
-        return FluxClient
-    if name in _PROTOTYPE_NAMES:
-        from .compat import library
-
-        return getattr(library, name)
-    raise AttributeError(f"module 'flux' has no attribute {name!r}")
+#: loaded when first used: the client pulls in the HTTP stack, and the prototype's names
+#: are only a translation (flux/compat/library.py)
+__getattr__ = lazy_attributes(__name__, {
+    "FluxClient": ".client",
+    **dict.fromkeys(("make_app", "run_server", "verify_message"), ".compat.library"),
+})  # fmt: skip

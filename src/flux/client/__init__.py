@@ -12,8 +12,9 @@ async with FluxClient(FluxIdentity.load("alice.json"), "http://localhost:8765") 
     await c.connect_ws()   # until c.close(); reconnects and catches up by itself
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .._lazy import lazy_attributes
 from .bindings import KnownBindings
 from .errors import AmbiguousId, BindingChanged, FluxClientError
 from .results import Changes, Page, Peek, SendResult, Verified
@@ -26,22 +27,16 @@ if TYPE_CHECKING:
 #: the names whose modules import aiohttp: loaded when first used, so the CLI's commands
 #: that only need the errors, the bindings or the session cache start without it
 _LAZY = {
-    "FluxClient": "client",
-    "Backoff": "ws",
-    "Recipient": "resolve",
-    "parse_recipient": "resolve",
-    "resolve_name": "resolve",
-    "resolve_url": "resolve",
+    "FluxClient": ".client",
+    "Backoff": ".ws",
+    "Recipient": ".resolve",
+    "parse_recipient": ".resolve",
+    "resolve_name": ".resolve",
+    "resolve_url": ".resolve",
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'flux.client' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f".{module}", __name__), name)
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = [

@@ -10,7 +10,7 @@ make_app, run_server`, as its main.py does): see flux.compat.library.
 
 # The prototype's names (its main.py imports them from here), a translation onto FLUX's
 # server; run_server(config) is FLUX's own call.
-from typing import Any
+from .._lazy import lazy_attributes
 
 _LAZY = {
     "make_app": "..compat.library",
@@ -26,13 +26,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'flux.server' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(module, __name__), name)
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = [

@@ -89,9 +89,8 @@ def reply(
         if subject and not subject.lower().startswith("re:"):
             subject = f"Re: {subject}"
         lock = bool(msg.get("encrypted")) if encrypt is None else encrypt
-        body = {"to": msg["from"], "content": text, "re": msg["id"], "encrypt": lock or None,
-                "subject": subject or None}  # fmt: skip
-        sent = run(api.call("POST", "/mail/send", json={k: v for k, v in body.items() if v is not None}))  # fmt: skip
+        sent = _send_as_account(api, to=msg["from"], content=text, re=msg["id"],
+                                encrypt=lock or None, subject=subject or None)  # fmt: skip
         _emit(as_json, {"id": sent.get("id"), "re": msg["id"], "recipients": sent.get("recipients")},
               f"replied {sent.get('id')} to {msg['from']}")  # fmt: skip
         return
@@ -135,8 +134,7 @@ def forward(
         msg = run(find_as_account(api, message_id))
         plain = run(plain_as_account(api, msg)) if msg.get("encrypted") else msg.get("content", "")
         text, subject, lock = forwarded(msg, str(plain))
-        body = {"to": to, "content": text, "subject": subject, "encrypt": lock or None}
-        sent = run(api.call("POST", "/mail/send", json={k: v for k, v in body.items() if v is not None}))  # fmt: skip
+        sent = _send_as_account(api, to=to, content=text, subject=subject, encrypt=lock or None)
         _emit(as_json, {"id": sent.get("id"), "forwarded": msg["id"], "recipients": sent.get("recipients")},
               f"forwarded {msg['id']} to {to} as {sent.get('id')}")  # fmt: skip
         return
@@ -198,6 +196,11 @@ def thread(
         show(messages, client.bindings.name_of, lambda m: _plaintext(client, m).plain)
 
     with_client(key, server, go, legacy_secret)
+
+
+def _send_as_account(api: Any, **body: Any) -> dict[str, Any]:
+    """POST /mail/send with the fields of `body` that are set; the server's answer."""
+    return run(api.call("POST", "/mail/send", json={k: v for k, v in body.items() if v is not None}))  # fmt: skip
 
 
 async def _account_texts(api: Any, messages: list[dict[str, Any]]) -> dict[str, str]:

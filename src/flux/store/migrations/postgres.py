@@ -304,6 +304,17 @@ CREATE INDEX sent_thread ON sent (sender, thread_root);
 """,
         backfill=lambda conn: backfill_sent_roots(conn),
     ),
+    Migration(
+        12,
+        "a fair delivery queue: each queued copy names its sender",
+        """
+-- SQLite's step 12 (read its note): the sender of each queued copy, backfilled from the
+-- stored envelope's `from`, and the index a lease numbers each sender's turns from
+ALTER TABLE outbound ADD COLUMN sender TEXT NOT NULL DEFAULT '';
+UPDATE outbound SET sender = COALESCE(envelope::jsonb ->> 'from', '');
+CREATE INDEX outbound_fair ON outbound (destination, held, sender, qid);
+""",
+    ),
 ]
 
 

@@ -315,6 +315,213 @@ UPDATE outbound SET sender = COALESCE(envelope::jsonb ->> 'from', '');
 CREATE INDEX outbound_fair ON outbound (destination, held, sender, qid);
 """,
     ),
+    Migration(
+        13,
+        "the submit path's writes as server-side functions: one round trip each",
+        """
+-- Issue 15, aim 3: the submit path's writes as server-side functions, so each is one
+-- statement, one round trip, its own transaction (autocommit): the locks a function
+-- takes first are held to its COMMIT, and each statement after them, in a VOLATILE
+-- function, reads a new snapshot, so it sees everything committed before the lock was
+-- granted (the same guarantees as the transactions they replace: _postgres_hits.py,
+-- postgres.py "Concurrency").
+
+-- Store.count_hit (_postgres_hits.py): the bucket's lock, forget, count, add.
+CREATE FUNCTION flux_count_hit(lock_key BIGINT, hit_bucket TEXT, now_ms BIGINT,
+                               window_ms BIGINT, hit_limit BIGINT) RETURNS BOOLEAN
+LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    n BIGINT;
+BEGIN
+    PERFORM pg_advisory_xact_lock(lock_key);
+    DELETE FROM hits WHERE bucket = hit_bucket AND t <= now_ms - window_ms;
+    SELECT count(*) INTO n FROM hits WHERE bucket = hit_bucket AND t > now_ms - window_ms;
+    IF n < hit_limit THEN
+        INSERT INTO hits (bucket, t) VALUES (hit_bucket, now_ms);
+    END IF;
+    RETURN n >= hit_limit;
+END
+$fn$;
+
+-- Store.store_many (_postgres_ops.store_at_once): the rules of _postgres_ops.store and of
+-- the sent record (_postgres_queue.record_sent) for the cases that need no Python rule: a
+-- reply whose parent is already in the owner's mail, and a sent record to merge into one
+-- already kept, raise SQLSTATE FX001 instead, which rolls everything back, and the caller
+-- stores the batch the general way. `batch` is a JSON array, one object per message (the
+-- keys are listed in _postgres_ops.at_once_json); the result, one array of outcomes per
+-- message, in its recipients' order.
+CREATE FUNCTION flux_store_batch(batch JSONB, lock_keys BIGINT[], reasons JSONB)
+RETURNS JSONB LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    m JSONB;
+    rcpt TEXT;
+    existing TEXT;
+    body_saved BOOLEAN;
+    outcome TEXT;
+    outcomes JSONB;
+    bounced JSONB;
+    delivery_text TEXT;
+    kept BIGINT;
+    result JSONB := '[]';
+    n INT := 0;
+BEGIN
+    PERFORM pg_advisory_xact_lock(k) FROM unnest(lock_keys) AS k;
+    -- Decided before any write, so that leaving the batch to the general way draws no
+    -- seq (a sequence is not rolled back): under the locks, no one else adds a parent
+    -- or a sent record for these owners meanwhile, and this batch can add only those
+    -- whose id is one of its own.
+    IF flux_needs_general_way(batch) THEN
+        RAISE EXCEPTION 'a batch for the general way' USING ERRCODE = 'FX001';
+    END IF;
+    FOR m IN SELECT value FROM jsonb_array_elements(batch) LOOP
+        outcomes := '[]';
+        body_saved := FALSE;
+        FOR rcpt IN SELECT value FROM jsonb_array_elements_text(m->'rcpts') LOOP
+            SELECT d.body_hash INTO existing FROM deliveries d
+             WHERE d.msg_id = m->>'id' AND d.sender = m->>'from' AND d.recipient = rcpt;
+            IF FOUND THEN
+                outcome := CASE WHEN existing = m->>'hash' THEN 'duplicate' ELSE 'conflict' END;
+            ELSIF m->'quota' <> 'null' AND (
+                SELECT count(*) FROM deliveries d
+                 WHERE d.recipient = rcpt AND d.status = 'pending'
+                   AND (d.hide_at IS NULL OR d.hide_at > (m->>'at')::BIGINT)
+            ) >= (m->>'quota')::BIGINT THEN
+                outcome := 'over_quota';
+            ELSIF m->'share' <> 'null' AND rcpt <> m->>'from' AND NOT EXISTS (
+                SELECT 1 FROM contacts WHERE owner = rcpt AND peer = m->>'from'
+            ) AND (
+                SELECT count(*) >= (m->'share'->>0)::BIGINT
+                       OR count(*) FILTER (WHERE d.sender = m->>'from') >= (m->'share'->>1)::BIGINT
+                  FROM deliveries d
+                 WHERE d.recipient = rcpt AND d.status = 'pending'
+                   AND (d.hide_at IS NULL OR d.hide_at > (m->>'at')::BIGINT)
+                   AND d.sender <> d.recipient
+                   AND NOT EXISTS (SELECT 1 FROM contacts c
+                                    WHERE c.owner = d.recipient AND c.peer = d.sender)
+            ) THEN
+                outcome := 'over_stranger_share';
+            ELSE
+                outcome := 'stored';
+                IF NOT body_saved THEN
+                    INSERT INTO messages (body_hash, id, sender, t, re, envelope)
+                    VALUES (m->>'hash', m->>'id', m->>'sender', (m->>'t')::BIGINT, m->>'re',
+                            m->>'envelope')
+                    ON CONFLICT (body_hash) DO NOTHING;
+                    body_saved := TRUE;
+                END IF;
+                PERFORM flux_no_parent(rcpt, m->>'parent');
+                PERFORM flux_adopt(rcpt, m->>'root', m->'adopt', m->>'id');
+                WITH c AS (
+                    INSERT INTO changes (address, sender, msg_id, kind)
+                    VALUES (rcpt, m->>'from', m->>'id', 'created') RETURNING seq
+                ), d AS (
+                    INSERT INTO deliveries (recipient, sender, msg_id, re, body_hash, status,
+                                            inbox, tags, received_at, seq, delete_on_read,
+                                            hide_at, thread_root)
+                    SELECT rcpt, m->>'from', m->>'id', m->>'re', m->>'hash', 'pending',
+                           m->>'inbox', ARRAY(SELECT jsonb_array_elements_text(m->'tags')),
+                           (m->>'at')::BIGINT, c.seq, (m->>'delete_on_read')::BOOLEAN,
+                           (m->>'hide_at')::BIGINT, m->>'root'
+                      FROM c
+                    RETURNING id
+                )
+                INSERT INTO delivery_tags (delivery_id, tag, recipient, received_at)
+                SELECT d.id, t, rcpt, (m->>'at')::BIGINT
+                  FROM d, jsonb_array_elements_text(m->'tags') AS t;
+            END IF;
+            outcomes := outcomes || to_jsonb(outcome);
+        END LOOP;
+        result := result || jsonb_build_array(outcomes);
+    END LOOP;
+    -- the sent records, in batch order, of the messages stored for someone
+    FOR m IN SELECT value FROM jsonb_array_elements(batch) LOOP
+        n := n + 1;
+        CONTINUE WHEN m->'sent' = 'null' OR NOT (result->(n - 1) ? 'stored');
+        SELECT jsonb_object_agg(rcpt_, jsonb_build_object(
+                   'state', 'bounced', 'at', m->'sent'->'sent_at', 'reason', reasons->>o))
+          INTO bounced
+          FROM jsonb_array_elements_text(m->'rcpts') WITH ORDINALITY AS r (rcpt_, i)
+          JOIN jsonb_array_elements_text(result->(n - 1)) WITH ORDINALITY AS s (o, j)
+            ON i = j
+         WHERE reasons ? o;
+        delivery_text := CASE WHEN bounced IS NULL THEN m->'sent'->>'delivery'
+                         ELSE (((m->'sent'->>'delivery')::JSONB) || bounced)::TEXT END;
+        PERFORM flux_no_parent(m->'sent'->>'sender', m->'sent'->>'parent');
+        PERFORM flux_adopt(m->'sent'->>'sender', m->'sent'->>'root', m->'sent'->'adopt',
+                           m->'sent'->>'id');
+        INSERT INTO sent (sender, msg_id, sent_at, envelope, delivery, updated_at, thread_root)
+        VALUES (m->'sent'->>'sender', m->'sent'->>'id', (m->'sent'->>'sent_at')::BIGINT,
+                m->'sent'->>'envelope',
+                delivery_text, (m->'sent'->>'updated_at')::BIGINT, m->'sent'->>'root')
+        ON CONFLICT DO NOTHING;
+        GET DIAGNOSTICS kept = ROW_COUNT;
+        IF kept = 0 THEN  -- a guard, as flux_no_parent's
+            RAISE EXCEPTION 'a sent record to merge' USING ERRCODE = 'FX001';
+        END IF;
+    END LOOP;
+    RETURN result;
+END
+$fn$;
+
+-- Whether a message of `batch` may have a parent in its owners' mail (a recipient's, or
+-- its sender's for its sent record), or its sent record one to merge into.
+CREATE FUNCTION flux_needs_general_way(batch JSONB) RETURNS BOOLEAN
+LANGUAGE sql VOLATILE AS $fn$
+WITH b AS (
+    SELECT value AS m FROM jsonb_array_elements(batch)
+), owners AS (
+    SELECT b.m, o.owner_ FROM b, jsonb_array_elements_text(b.m->'rcpts') AS o (owner_)
+    UNION ALL
+    SELECT b.m->'sent', b.m->'sent'->>'sender' FROM b WHERE b.m->'sent' <> 'null'
+)
+SELECT EXISTS (
+    SELECT 1 FROM owners WHERE owners.m->>'parent' IS NOT NULL AND (
+        owners.m->>'parent' IN (SELECT b.m->>'id' FROM b
+                                UNION ALL SELECT b.m->'sent'->>'id' FROM b)
+        OR EXISTS (SELECT 1 FROM deliveries d
+                    WHERE d.recipient = owners.owner_ AND d.msg_id = owners.m->>'parent')
+        OR EXISTS (SELECT 1 FROM sent s
+                    WHERE s.sender = owners.owner_ AND s.msg_id = owners.m->>'parent'
+                      AND s.thread_root <> ''))
+) OR EXISTS (
+    SELECT 1 FROM b WHERE b.m->'sent' <> 'null' AND EXISTS (
+        SELECT 1 FROM sent s
+         WHERE s.sender = b.m->'sent'->>'sender' AND s.msg_id = b.m->'sent'->>'id')
+) OR EXISTS (
+    SELECT 1 FROM b WHERE b.m->'sent' <> 'null'
+     GROUP BY b.m->'sent'->>'sender', b.m->'sent'->>'id' HAVING count(*) > 1
+)
+$fn$;
+
+-- _postgres_ops.new_root's parent: only the case of none is decided here (a guard: the
+-- check above has left any other to the general way)
+CREATE FUNCTION flux_no_parent(owner_ TEXT, re_id TEXT) RETURNS VOID
+LANGUAGE plpgsql VOLATILE AS $fn$
+BEGIN
+    IF re_id IS NOT NULL AND (
+        EXISTS (SELECT 1 FROM deliveries WHERE recipient = owner_ AND msg_id = re_id)
+        OR EXISTS (SELECT 1 FROM sent WHERE sender = owner_ AND msg_id = re_id
+                                        AND thread_root <> '')
+    ) THEN
+        RAISE EXCEPTION 'a reply whose parent is in the mail' USING ERRCODE = 'FX001';
+    END IF;
+END
+$fn$;
+
+-- _postgres_ops.new_root's adoption: the replies waiting for this message move under it
+CREATE FUNCTION flux_adopt(owner_ TEXT, root TEXT, adopt JSONB, of_id TEXT) RETURNS VOID
+LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    waiting TEXT[] := ARRAY(SELECT jsonb_array_elements_text(adopt))
+                      || ('re ' || of_id || ' ' || owner_);
+BEGIN
+    UPDATE deliveries SET thread_root = root
+     WHERE recipient = owner_ AND thread_root = ANY(waiting);
+    UPDATE sent SET thread_root = root WHERE sender = owner_ AND thread_root = ANY(waiting);
+END
+$fn$;
+""",
+    ),
 ]
 
 

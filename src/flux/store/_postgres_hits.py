@@ -1,11 +1,16 @@
 """The shared rate counters of PostgresStore (`Store.count_hit`; table `hits`, step 3).
 
-Atomic across processes. `count_hit` runs in one READ COMMITTED transaction that first
-takes a transaction-scoped advisory lock on the bucket, then counts and inserts in one
-statement. Why it is exact: the lock is held until COMMIT, so the hits of one bucket are
-counted one at a time, and the counting statement starts (takes its snapshot) only once
-the lock is granted, after the previous holder's COMMIT: it sees every hit counted before
-it. Without the lock, two transactions could both count `limit - 1` and both insert.
+Atomic across processes. `count_hit` is one call of the server-side function
+`flux_count_hit` (schema step 13), one statement and so one round trip, run on its own
+(autocommit): it first takes a transaction-scoped advisory lock on the bucket, then
+forgets, counts and inserts. Why it is exact: the lock is held until the statement's
+COMMIT, so the hits of one bucket are counted one at a time, and each statement of a
+VOLATILE PL/pgSQL function takes a new snapshot: the count, which starts after the lock
+is granted, after the previous holder's COMMIT, sees every hit counted before it. (A
+plain statement could not do that: its one snapshot is taken before its lock is
+granted.) Without the lock, two transactions could both count `limit - 1` and both insert.
+It used to be a transaction of its own: BEGIN, the lock, the count, COMMIT, four round
+trips where this is one (issue 15, aim 3).
 
 Why this and not one row per bucket updated in place (`INSERT … ON CONFLICT DO UPDATE` on
 an array of times): the row lock of an upsert would serialise a bucket just as well, but
@@ -26,24 +31,17 @@ import asyncpg
 from ._postgres_locks import Locks
 from ._postgres_ops import rowcount
 
-_COUNT = """
-WITH gone AS (
-    DELETE FROM hits WHERE bucket = $1 AND t <= $2::bigint - $3::bigint
-), counted AS (
-    SELECT count(*) AS n FROM hits WHERE bucket = $1 AND t > $2::bigint - $3::bigint
-), added AS (
-    INSERT INTO hits (bucket, t) SELECT $1, $2 FROM counted WHERE n < $4::bigint
-)
-SELECT n >= $4::bigint FROM counted"""
+#: the lock, forgetting this bucket's hits that left the window (a busy bucket stays small
+#: whether or not anyone prunes), the count and the insert: schema step 13
+_COUNT = "SELECT flux_count_hit($1, $2, $3, $4, $5)"
 
 
 async def count_hit(
     c: asyncpg.Connection, locks: Locks, bucket: str, now_ms: int, window_ms: int, limit: int
 ) -> bool:
-    await c.execute("SELECT pg_advisory_xact_lock($1)", locks.key("hits", bucket))
-    # `gone` forgets this bucket's hits that left the window (a busy bucket stays small
-    # whether or not anyone prunes); it and `counted` read disjoint rows of one snapshot.
-    return bool(await c.fetchval(_COUNT, bucket, now_ms, window_ms, limit))
+    """Run on its own, not in a transaction: the function's statement is one."""
+    key = locks.key("hits", bucket)
+    return bool(await c.fetchval(_COUNT, key, bucket, now_ms, window_ms, limit))
 
 
 async def hits_in_window(c: asyncpg.Connection, bucket: str, now_ms: int, window_ms: int) -> int:

@@ -29,14 +29,19 @@ class Locks:
         raw = f"{self.scope}\0{kind}\0{name}".encode()
         return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big", signed=True)
 
+    def keys(self, mailboxes: Iterable[str] = (), bodies: Iterable[str] = ()) -> list[int]:
+        """The lock keys of `mailboxes` and `bodies`, in the order they are taken."""
+        keys = {self.key("mailbox", a) for a in mailboxes} | {self.key("body", b) for b in bodies}
+        return sorted(keys)
+
     async def take(
         self, conn: asyncpg.Connection, mailboxes: Iterable[str] = (), bodies: Iterable[str] = ()
     ) -> None:
-        keys = {self.key("mailbox", a) for a in mailboxes} | {self.key("body", b) for b in bodies}
+        keys = self.keys(mailboxes, bodies)
         if keys:
             # unnest yields the array in order, so the locks are taken in key order.
             sql = "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k"
-            await conn.execute(sql, sorted(keys))
+            await conn.execute(sql, keys)
 
 
 async def scope_of(conn: asyncpg.Connection, schema: str | None) -> str:

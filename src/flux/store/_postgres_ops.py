@@ -20,6 +20,7 @@ import asyncpg
 from . import _rules
 from ._postgres_locks import Locks
 from .base import (
+    REFUSED_REASONS,
     Change,
     ChangeKind,
     Changes,
@@ -72,6 +73,81 @@ async def store_batch(
     everyone |= {inc.envelope["from"] for inc in batch if inc.sent is not None}
     await locks.take(conn, everyone, {inc.body_hash for inc in batch})
     return [await store(conn, inc, rcpts) for inc, rcpts in zip(batch, recipients, strict=True)]
+
+
+#: SQLSTATE of `flux_store_batch`'s "not here: store this batch the general way"
+GENERAL_WAY = "FX001"
+STORE_AT_ONCE = "SELECT flux_store_batch($1::jsonb, $2::bigint[], $3::jsonb)"
+#: what a sent record says of a recipient the store refused (sent_after)
+_BOUNCE_REASONS = json.dumps({str(k): v for k, v in REFUSED_REASONS.items()})
+
+
+async def store_at_once(
+    conn: asyncpg.Connection, locks: Locks, batch: Sequence[Incoming]
+) -> list[dict[str, StoreOutcome]] | None:
+    """`store_batch` and the sent records (`sent_after`, queue.record_sent) in one call of
+    the server-side function `flux_store_batch` (schema step 13): one statement, one
+    round trip, its own transaction; the connection must not be in one. It takes every
+    lock `store_batch` takes, in the same order, and then decides and writes by the same
+    rules, each statement on a new snapshot. None (nothing written) for a batch it leaves
+    to the general way: a reply whose parent is in its owner's mail (_rules.parent_root),
+    a sent record to merge into one already kept (base.py merge_sent)."""
+    recipients = [_rules.recipients_of(inc) for inc in batch]  # TypeError before any SQL
+    everyone = {r for rcpts in recipients for r in rcpts}
+    everyone |= {inc.envelope["from"] for inc in batch if inc.sent is not None}
+    payload = json.dumps(
+        [at_once_json(inc, rcpts) for inc, rcpts in zip(batch, recipients, strict=True)],
+        ensure_ascii=False, separators=(",", ":"),
+    )  # fmt: skip
+    keys = locks.keys(everyone, {inc.body_hash for inc in batch})
+    try:
+        raw = await conn.fetchval(STORE_AT_ONCE, payload, keys, _BOUNCE_REASONS)
+    except asyncpg.PostgresError as exc:
+        if exc.sqlstate == GENERAL_WAY:
+            return None
+        raise
+    return [
+        {r: StoreOutcome(o) for r, o in zip(rcpts, outcomes, strict=True)}
+        for rcpts, outcomes in zip(recipients, json.loads(raw), strict=True)
+    ]
+
+
+def at_once_json(inc: Incoming, recipients: list[str]) -> dict[str, Any]:
+    """One message as `flux_store_batch` reads it: what `store` and `save_body` write, and
+    what the rules decided in Python without reading the mail (the root of a message
+    with no parent in it, the placeholders it adopts, but for its owner's own)."""
+    env = inc.envelope
+    re_id = env.get("re") if isinstance(env.get("re"), str) else None
+    delete_on_read, hide_at = _rules.expiry_of(env)
+    share = inc.stranger_share
+    sent = None
+    if inc.sent is not None:
+        record = inc.sent
+        sent = {
+            "sender": record.sender, "id": record.id, "sent_at": record.sent_at,
+            "updated_at": record.updated_at,
+            "envelope": _rules.envelope_text(record.envelope),
+            "delivery": json.dumps(record.delivery, ensure_ascii=False, separators=(",", ":")),
+            **_threading(record.envelope),
+        }  # fmt: skip
+    return {
+        "hash": inc.body_hash, "id": env["id"], "from": env["from"],
+        "sender": str(env.get("from", "")), "t": int(env.get("t", 0)), "re": re_id,
+        "envelope": _rules.envelope_text(env), "at": inc.received_at, "inbox": inc.inbox,
+        "tags": list(_rules.normalise_tags(inc.tags)), "delete_on_read": delete_on_read,
+        "hide_at": hide_at, "quota": inc.pending_quota,
+        "share": None if share is None else [share.total, share.per_sender],
+        "rcpts": recipients, "sent": sent, **_threading(env),
+    }  # fmt: skip
+
+
+def _threading(env: Mapping[str, Any]) -> dict[str, Any]:
+    """`new_root` without its reads: the parent to look for (`re`, if any), the root when
+    none is found, and the placeholders of the participants but the owner."""
+    re_id = env.get("re")
+    parent = re_id if isinstance(re_id, str) and re_id else None
+    adopt = sorted(_rules.waiting_key(who, env["id"]) for who in _rules.named(env))
+    return {"parent": parent, "root": _rules.thread_start(env, None), "adopt": adopt}
 
 
 STORE_DELIVERY = """

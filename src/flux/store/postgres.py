@@ -38,6 +38,16 @@ order (_postgres_locks.py). That gives, without SERIALIZABLE retries:
 Reads are single statements (each sees one committed snapshot), or a read-only REPEATABLE
 READ transaction where several statements must agree (`stats`).
 
+Round trips. Each statement is a round trip to the database, and BEGIN and COMMIT are two
+more; a submission once cost 28 (tests/server/test_postgres_round_trips.py counts them).
+The writes of the submit path are therefore one statement each, run on their own
+(autocommit, `_statement`): storing a batch and counting a rate hit call server-side
+PL/pgSQL functions (schema step 13) that take the same locks first, as their first
+statement, and then read and write by the same rules. In a VOLATILE function each
+statement takes a new snapshot, so what they read after the locks is as fresh as in the
+transactions they replace. A batch those functions leave to Python's rules (a reply whose
+parent is in the mail, a sent record to merge) is stored in a transaction as before.
+
 Schemas. Tables live in the connection's default search_path, or in `schema` (created if
 missing). `fresh_schema=True` (tests) makes a new, uniquely named schema that `close()`
 drops, so every test starts empty on one shared database.
@@ -175,6 +185,12 @@ class PostgresStore:
         """Run a single-statement read `op` (a statement is its own snapshot)."""
         return await self._borrow(op, None)
 
+    async def _statement(self, op: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run `op`, one statement that is its own transaction (autocommit): a write done
+        in one statement, or a server-side function that takes its own locks first. One
+        round trip where BEGIN, the statement and COMMIT would be three."""
+        return await self._borrow(op, None)
+
     async def _execute(self, sql: str, *args: object) -> int:
         """Run one writing statement (autocommit) and return its row count."""
         return ops.rowcount(await self._borrow(lambda c: c.execute(sql, *args), None))
@@ -207,6 +223,13 @@ class PostgresStore:
         return await self._stores.submit(batch)
 
     async def _store_batch(self, batch: list[Incoming]) -> list[dict[str, StoreOutcome]]:
+        # The common batch: one call, one round trip (_postgres_ops.store_at_once); the
+        # rest (replies whose parent is in the mail, sent records to merge), the general
+        # way, in a transaction of several statements.
+        at_once = await self._statement(lambda c: ops.store_at_once(c, self._locks, batch))
+        if at_once is not None:
+            return at_once
+
         async def store(conn: Conn) -> list[dict[str, StoreOutcome]]:
             outcomes = await ops.store_batch(conn, self._locks, batch)
             records = [
@@ -299,7 +322,7 @@ class PostgresStore:
 
     async def add_contacts(self, owner: str, peers: Sequence[str], now_ms: int) -> None:
         peers = list(peers)
-        await self._write(lambda c: ops.add_contacts(c, owner, peers, now_ms))
+        await self._statement(lambda c: ops.add_contacts(c, owner, peers, now_ms))
 
     async def is_contact(self, owner: str, peer: str) -> bool:
         sql = "SELECT 1 FROM contacts WHERE owner = $1 AND peer = $2"
@@ -477,7 +500,8 @@ class PostgresStore:
 
     # -- rate counters (atomic across processes: see _postgres_hits.py) ---------------------
     async def count_hit(self, bucket: str, now_ms: int, window_ms: int, limit: int) -> bool:
-        return await self._write(
+        # one statement, its own transaction (_postgres_hits.py)
+        return await self._statement(
             lambda c: hits.count_hit(c, self._locks, bucket, now_ms, window_ms, limit)
         )
 

@@ -21,7 +21,9 @@ RUNS = [
                           "--messages", "1500"], "msgs_per_s"),
     ("ingest.py", ["--seconds", "0.5", "--push-seconds", "0.5", "--runs", "1",
                    "--concurrency", "4", "--sockets", "10"], "vs_bare_pct"),
-    ("federation.py", ["--messages", "100", "--probes", "10", "--runs", "1"], "median:"),
+    # both modes: throughput, then fairness (a small flood; its report is the last line)
+    ("federation.py", ["--messages", "100", "--probes", "10", "--flood", "200",
+                       "--probe-every-ms", "20", "--runs", "1"], "fairness median:"),
     ("federation_batch.py", ["--runs", "1", "--seconds", "0.5", "--senders", "2",
                              "--batches", "2"], "ratio: median"),
     ("adversarial.py", ["--seconds", "0.3", "--runs", "1"], "attacker answers/s"),

@@ -2,10 +2,25 @@
 
 The submit pipeline puts each copy for another server in the store's durable queue (one
 row per destination and body) and kicks the worker. The worker claims one *destination* at
-a time (a store lease: one batch in flight per peer, across every process sharing the
-store), seals each message to the server it is about to reach, and POSTs the batch as one
-signed, idempotent transaction to `/federation/deliver` (or `/mesh/relay` for mesh copies);
-a prototype peer gets each message through its own dialect instead (`PeerClient.dialect`).
+a time (a store lease: one lease per peer, across every process sharing the store), takes
+its next messages round-robin across their senders (the store's fair queue:
+store/_memory_queue.py, "A fair queue"), seals each message to the server it is about to
+reach, and POSTs them as signed, idempotent transactions to `/federation/deliver` (or
+`/mesh/relay` for mesh copies); a prototype peer gets each message through its own dialect
+instead (`PeerClient.dialect`).
+
+Lanes: a lease carries up to `batch` messages (one transaction's worth, MAX_BATCH, by
+default). Its messages are split by sender into up to `lanes` lanes (`sender_lanes`: no
+sender in two, a flood keeps one lane to itself), and the lanes go at once, the smallest
+first, each one transaction after the other (a lane over MAX_BATCH or MAX_BATCH_BYTES seals
+its next transaction while the one before it is in flight). So a sender's mail still
+reaches the peer in queue order, while another sender's single message goes in a small
+transaction of its own that the peer checks first, not as the 101st of a flood's. The
+receiver checks one peer's batches one at a time and queues a few more (server/fair.py
+PeerTurns), so lanes overlap this server's sealing and the network with the peer's
+checking rather than loading the peer twice. The lease is settled once, when every lane
+has its answers; a failed transaction fails the lease (it all goes again; the peer
+answers `duplicate` for what it has).
 
 What the answer decides, per message:
 
@@ -37,9 +52,9 @@ peer storing a batch and this server settling it makes the batch go again; the p
 dedupes by (id, recipient) and answers `duplicate`, so each recipient gets each message
 exactly once. A worker that dies holding a lease loses it after `lease_ms`.
 
-Leases and slow peers: a send can outlast the lease (a batch split into several
+Leases and slow peers: a send can outlast the lease (a lease split into several
 transactions, each allowed `timeout_s`), and a lapsed lease lets another process take the
-destination, so two batches would be in flight for one peer and the stale worker's
+destination, so two leases would be in flight for one peer and the stale worker's
 settlement (a failure backoff, say) would overwrite what the new holder did. So a worker
 renews its lease every third of `lease_ms` while it works (`Store.renew`), sends no
 further transaction once the lease is lost, and only the holder settles: each lease gets
@@ -65,7 +80,7 @@ import re
 import ssl
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -74,6 +89,7 @@ import aiohttp
 from ..background import running, wait_at_most
 from ..protocol.chain import ChainVerdict, ServerSigner, append_hop, check_can_append
 from ..protocol.errors import FluxError
+from ..store._memory_queue import queue_sender  # whose turn a copy is: one rule for both
 from ..store.base import (
     DeliveryState,
     DeliveryUpdates,
@@ -122,7 +138,16 @@ STORE_RETRY_S = 1.0
 
 @dataclass(frozen=True, slots=True)
 class QueuePolicy:
-    batch: int = MAX_BATCH  #: messages per lease (the receiver accepts at most MAX_BATCH)
+    #: messages per lease, sent in transactions of at most MAX_BATCH (the receiver's
+    #: limit). One transaction's worth: another sender's mail waits for the lease in flight
+    #: to end, so a lease of 200 (the next transaction sealed while the first is in
+    #: flight) made that wait longer (p50 1,049 ms against 686 ms, medians of 3 runs of
+    #: benchmarks/federation.py --mode fairness) for no drain gained
+    batch: int = MAX_BATCH
+    #: transactions in flight at once for one peer, each for other senders (module doc,
+    #: "Lanes"); the receiver checks one peer's batches one at a time and queues a few more
+    #: (server/fair.py PEER_BATCHES_IN_WORK, PEER_BATCHES_WAITING)
+    lanes: int = 2
     parallel: int = 8  #: destinations worked at once by one process
     lease_ms: int = 60_000  #: a dead worker's destinations are free again after this
     retry_base_ms: int = 5_000  #: the first retry waits about this long
@@ -438,23 +463,17 @@ class DeliveryWorker:
         return cached[0]
 
     async def _post(self, server: str, batch: list[Queued], *, via: str, held: _Held) -> list[Any]:
-        """Seal each message to `server` and hand them over, in order, in as few signed
-        transactions as MAX_BATCH_BYTES allows (one after the other: one in flight)."""
+        """Seal each message to `server` and hand them over: in signed transactions of at
+        most MAX_BATCH messages and MAX_BATCH_BYTES, in lanes (module doc, "Lanes");
+        the results in `batch`'s order. Raises DeliveryFailed (then nothing of the lease
+        counts as answered: it all goes again, and the peer answers `duplicate` for what it
+        has) or LeaseLost."""
         now = self.clock()
-        sealed = [
-            append_hop(
-                q.item.envelope,
-                self.signer,
-                next_hop=server,
-                now_ms=now,
-                cv=ChainVerdict(q.item.cv),
-            )
-            for q in batch
-        ]
         # The one seam to the prototype's dialect (compat/federation.py): its answers come
         # back as FLUX results, judged below like any peer's.
         legacy = await self._dialect(server, via)
         if legacy is not None:
+            sealed = [self._seal(q, server, now) for q in batch]
             try:
                 return await legacy.deliver(
                     sealed, [q.item.recipients for q in batch], now_ms=now,
@@ -462,13 +481,58 @@ class DeliveryWorker:
                 )  # fmt: skip
             except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
                 raise DeliveryFailed.of(exc, self.policy.timeout_s) from exc
-        encoded = [_json(m) for m in sealed]
-        results: list[Any] = []
-        for part in _by_size(encoded, MAX_BATCH_BYTES - 1024):
-            if held.lost:  # another worker has the destination: one batch in flight per peer
-                raise LeaseLost
-            results += await self._transaction(server, part, via=via, now=now)
+        results: list[Any] = [None] * len(batch)
+
+        async def lane(places: list[int]) -> None:
+            answers = await self._lane(server, [batch[i] for i in places], via=via, now=now, held=held)  # fmt: skip
+            for i, answer in zip(places, answers, strict=True):
+                results[i] = answer
+
+        # the smallest lane first: its transaction reaches the peer first, so one sender's
+        # single message is checked before the flood's hundred, not after them
+        lanes = [
+            asyncio.create_task(lane(places))
+            for places in sorted(sender_lanes(batch, self.policy.lanes), key=len)
+        ]
+        try:
+            await asyncio.gather(*lanes)  # the first failure is the lease's
+        finally:  # and the other lanes stop sending: what they got is not settled anyway
+            for task in lanes:
+                task.cancel()
+            await asyncio.gather(*lanes, return_exceptions=True)
         return results
+
+    async def _lane(
+        self, server: str, items: list[Queued], *, via: str, now: int, held: _Held
+    ) -> list[Any]:
+        """`items` in order, one transaction after the other (each sender's mail arrives in
+        order), each sealed while the one before it is in flight."""
+        results: list[Any] = []
+        sending: asyncio.Task[list[Any]] | None = None
+        try:
+            for start in range(0, len(items), MAX_BATCH):
+                chunk = items[start : start + MAX_BATCH]
+                encoded = [_json(self._seal(q, server, now)) for q in chunk]
+                for part in _by_size(encoded, MAX_BATCH_BYTES - 1024):
+                    if sending is not None:
+                        results += await sending
+                    if held.lost:  # another worker has the destination now
+                        raise LeaseLost
+                    sending = asyncio.create_task(self._transaction(server, part, via=via, now=now))
+            if sending is not None:
+                results += await sending
+        finally:
+            if sending is not None and not sending.done():
+                sending.cancel()
+                await asyncio.gather(sending, return_exceptions=True)
+        return results
+
+    def _seal(self, queued: Queued, server: str, now: int) -> dict[str, Any]:
+        """`queued`'s envelope with this server's hop, sealed to `server` at `now`."""
+        return append_hop(
+            queued.item.envelope, self.signer, next_hop=server, now_ms=now,
+            cv=ChainVerdict(queued.item.cv),
+        )  # fmt: skip
 
     async def _transaction(
         self, server: str, messages: list[bytes], *, via: str, now: int
@@ -513,6 +577,20 @@ def _cannot_seal(envelope: Mapping[str, Any]) -> str | None:
     except FluxError as exc:
         return exc.message
     return None
+
+
+def sender_lanes(batch: Sequence[Queued], lanes: int) -> list[list[int]]:
+    """Places in `batch` in at most `lanes` lanes, each in `batch`'s order, no sender in
+    two lanes (its mail goes in one, in order); a sender goes to the lane with the fewest
+    messages so far, the largest senders first, so a flood keeps one lane and the others
+    share the rest."""
+    by_sender: dict[str, list[int]] = {}
+    for place, queued in enumerate(batch):
+        by_sender.setdefault(queue_sender(queued.item), []).append(place)
+    filled: list[list[int]] = [[] for _ in range(max(1, lanes))]
+    for places in sorted(by_sender.values(), key=len, reverse=True):
+        min(filled, key=len).extend(places)
+    return [sorted(places) for places in filled if places]
 
 
 def _json(value: Any) -> bytes:

@@ -1,4 +1,15 @@
-"""The delivery queue of MemoryStore (the rules are in base.py, "the delivery queue")."""
+"""The delivery queue of MemoryStore (the rules are in base.py, "the delivery queue").
+
+A fair queue. A lease takes a destination's mail round-robin across its senders, as mail
+queues do for bulk senders: each sendable copy gets a turn, 1 for its sender's oldest copy
+for that destination, 2 for the next and so on, and a lease takes the copies in (turn,
+qid) order. So one sender with 10,000 copies queued for a peer and another with one take
+the first two places of the next lease, not places 1 and 10,001: a flood delays others'
+mail by one lease, not by itself. Each sender's copies still go in queue order (docs/FEDERATION.md,
+"Delivery queue": a sender's mail arrives in submission order). The sender is the envelope's `from`
+(`queue_sender`); the SQL stores keep it in a column of `outbound` (schema step 12) and
+number the turns with ROW_NUMBER(), the same rule as `fair_order` here.
+"""
 
 from __future__ import annotations
 
@@ -34,6 +45,24 @@ class _Destination:
     def sendable(self) -> list[tuple[int, Outbound]]:
         """Its messages not held one by one, in queue order."""
         return [(q, m) for q, m in self.messages.items() if q not in self.held_qids]
+
+
+def queue_sender(item: Outbound) -> str:
+    """Whose turn a queued copy takes: its envelope's `from` ("" if it has none)."""
+    sender = item.envelope.get("from")
+    return sender if isinstance(sender, str) else ""
+
+
+def fair_order(copies: Sequence[tuple[int, Outbound]]) -> list[tuple[int, Outbound]]:
+    """`copies` (qid, item), in queue order, reordered round-robin across senders: by (turn
+    within its sender, qid) (module docstring)."""
+    turns: dict[str, int] = {}
+    numbered = []
+    for qid, item in copies:
+        sender = queue_sender(item)
+        turns[sender] = turns.get(sender, 0) + 1
+        numbered.append((turns[sender], qid, item))
+    return [(qid, item) for _, qid, item in sorted(numbered, key=lambda t: (t[0], t[1]))]
 
 
 class MemoryQueue:
@@ -114,8 +143,8 @@ class MemoryQueue:
             if dest.holder is not None and dest.leased_until > now_ms:
                 continue
             dest.holder, dest.leased_until = holder, now_ms + lease_ms
-            oldest = sendable[:limit]
-            return Lease(name, holder, [Queued(q, item) for q, item in oldest], dest.attempts)
+            taken = fair_order(sendable)[:limit]
+            return Lease(name, holder, [Queued(q, item) for q, item in taken], dest.attempts)
         return None
 
     async def settle(

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from . import _rules
+from ._memory_queue import queue_sender
 from ._postgres_locks import Locks
 from ._postgres_ops import new_root, rowcount
 from .base import (
@@ -175,15 +176,38 @@ async def enqueue(
         )
         status = await conn.execute(
             """INSERT INTO outbound
-                   (destination, body_hash, envelope, recipients, cv, via, enqueued_at)
-               VALUES ($1, $2, $3, $4::text[], $5, $6, $7)
+                   (destination, body_hash, envelope, recipients, cv, via, enqueued_at, sender)
+               VALUES ($1, $2, $3, $4::text[], $5, $6, $7, $8)
                ON CONFLICT (destination, body_hash) DO NOTHING""",
             item.destination, item.body_hash, _rules.envelope_text(item.envelope),
-            list(item.recipients), item.cv, item.via, item.enqueued_at,
+            list(item.recipients), item.cv, item.via, item.enqueued_at, queue_sender(item),
         )  # fmt: skip
         added.append(rowcount(status) == 1)
     return added
 
+
+#: a destination's sendable copies round-robin across senders, each sender's in queue order,
+#: at most $2 (_memory_queue.py, "A fair queue"); as _sqlite_queue.FAIR_LEASE, the senders
+#: are found by skipping through the index outbound_fair one sender at a time, and only
+#: each sender's first $2 copies are numbered and read
+FAIR_LEASE = """
+WITH RECURSIVE senders(sender) AS (
+    SELECT MIN(sender) FROM outbound WHERE destination = $1 AND NOT held
+    UNION ALL
+    SELECT (SELECT MIN(o.sender) FROM outbound o
+            WHERE o.destination = $1 AND NOT o.held AND o.sender > s.sender)
+    FROM senders s WHERE s.sender IS NOT NULL
+)
+SELECT o.qid, o.body_hash, o.envelope, o.recipients, o.cv, o.via, o.enqueued_at
+FROM senders s CROSS JOIN LATERAL (
+    SELECT f.qid, ROW_NUMBER() OVER (ORDER BY f.qid) AS turn FROM (
+        SELECT qid FROM outbound
+        WHERE destination = $1 AND NOT held AND sender = s.sender
+        ORDER BY qid LIMIT $2
+    ) f
+) t JOIN outbound o ON o.qid = t.qid
+WHERE s.sender IS NOT NULL
+ORDER BY t.turn, t.qid LIMIT $2"""
 
 CLAIM = f"""
 WITH due AS (
@@ -204,11 +228,7 @@ async def lease(
     if claimed is None:
         return None
     destination, attempts = claimed
-    rows = await conn.fetch(
-        """SELECT qid, body_hash, envelope, recipients, cv, via, enqueued_at FROM outbound
-           WHERE destination = $1 AND NOT held ORDER BY qid LIMIT $2""",
-        destination, limit,
-    )  # fmt: skip
+    rows = await conn.fetch(FAIR_LEASE, destination, limit)
     messages = [
         Queued(qid, Outbound(destination, json.loads(env), bh, tuple(rcpts), cv, at, via))
         for qid, bh, env, rcpts, cv, via, at in rows

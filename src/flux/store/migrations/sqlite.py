@@ -53,6 +53,11 @@ thread_root). Its backfill computes the root of every existing sent row with the
 rows get (`_sqlite_ops.new_root`), in the order they were sent, so a reply's parent has its
 root before the reply is computed; each row also adopts the placeholders of the received
 replies that were waiting for it, so a conversation stored before this step comes together.
+
+Step 12 makes the delivery queue fair between senders (docs/FEDERATION.md, "Delivery
+queue"): `outbound.sender` (the envelope's `from`, backfilled from the stored envelopes)
+and an index (destination, held, sender, qid) from which a lease numbers each sender's
+sendable copies in queue order without reading an envelope (`_sqlite_queue.lease`).
 """
 
 from __future__ import annotations
@@ -365,6 +370,18 @@ ALTER TABLE sent ADD COLUMN thread_root TEXT NOT NULL DEFAULT '';
 CREATE INDEX sent_thread ON sent (sender, thread_root);
 """,
         backfill=lambda conn: backfill_sent_roots(conn),
+    ),
+    Migration(
+        12,
+        "a fair delivery queue: each queued copy names its sender",
+        """
+-- the lease takes a destination's mail round-robin across its senders (_sqlite_queue.py
+-- FAIR_ORDER); the sender is the envelope's `from`, copied here so the turn of a copy
+-- within its sender is read from this index alone, without parsing envelopes
+ALTER TABLE outbound ADD COLUMN sender TEXT NOT NULL DEFAULT '';
+UPDATE outbound SET sender = COALESCE(json_extract(envelope, '$.from'), '');
+CREATE INDEX outbound_fair ON outbound (destination, held, sender, qid);
+""",
     ),
 ]
 

@@ -1,0 +1,107 @@
+"""The delivery queue is fair between senders (store/_memory_queue.py, "A fair queue";
+delivery.py, "Lanes"), on real servers on 127.0.0.1 (in this process: the test reads A's
+worker), with a memory and a SQLite store.
+
+One sender's flood is queued at A for B, then one message of another sender. The first
+lease already carries the other sender's message (second place, not behind the flood),
+in a transaction of its own lane, sent beside the flood's instead of after it; the flood
+goes in queue order, and every message reaches B exactly once. Order and composition are
+asserted, never time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from federation.fed_helpers import local_servers, name
+from flux.federation.delivery import MAX_BATCH, DeliveryWorker, Settlement, sender_lanes
+from flux.protocol import ChainVerdict, Identity, compose
+from flux.protocol.envelope import body_hash
+from flux.server.app import PARTS
+from flux.store.base import Lease, Outbound, Queued
+
+FLOOD = 150  #: more than one lease (and transaction) takes: the single message is 151st
+
+
+def queued(message: dict, destination: str) -> Outbound:
+    return Outbound(destination, message, body_hash(message), (message["to"],),
+                    str(ChainVerdict.NONE), int(time.time() * 1000))  # fmt: skip
+
+
+def watch(worker: DeliveryWorker) -> tuple[list[Lease], list[list[str]]]:
+    """The leases `worker` settles and the message ids of each transaction it posts."""
+    leases: list[Lease] = []
+    transactions: list[list[str]] = []
+    counted = worker.on_settled
+    post = worker.peers.post
+
+    def settled(lease: Lease, verdict: Settlement) -> None:
+        leases.append(lease)
+        if counted is not None:
+            counted(lease, verdict)
+
+    async def posted(server: str, path: str, body: bytes, *args: Any, **kw: Any) -> Any:
+        transactions.append([m["id"] for m in json.loads(body)["messages"]])
+        return await post(server, path, body, *args, **kw)
+
+    worker.on_settled = settled
+    worker.peers.post = posted  # type: ignore[method-assign]
+    return leases, transactions
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+async def test_another_senders_message_is_not_queued_behind_a_flood(
+    tmp_path: Path, backend: str
+) -> None:
+    async with local_servers(tmp_path, "ab", backend=backend) as s:
+        a, b = s["a"], s["b"]
+        worker: DeliveryWorker = a.app[PARTS]["delivery"]
+        leases, transactions = watch(worker)
+        flooder, other = Identity.generate(), Identity.generate()
+        now = int(time.time() * 1000)
+        recipients = [Identity.generate().address for _ in range(FLOOD + 1)]  # strangers' share
+        flood = [compose(flooder, to, f"bulk {i}", now_ms=now).primary
+                 for i, to in enumerate(recipients[:FLOOD])]  # fmt: skip
+        single = compose(other, recipients[-1], "just one", now_ms=now).primary
+        # one transaction: the whole flood is queued before the other sender's message
+        store_a = a.app[PARTS]["store"]
+        items = [queued(m, name(b)) for m in [*flood, single]]
+        assert await store_a.enqueue(items) == [True] * (FLOOD + 1)
+        worker.kick()
+        async with asyncio.timeout(60):
+            while any(d.queued for d in await store_a.queue_state()):
+                await asyncio.sleep(0.05)  # polling the store, bounded by the timeout
+
+        first = [q.item.envelope["id"] for q in leases[0].messages]
+        flood_ids = [m["id"] for m in flood]
+        # the lease takes turns: the flood's oldest, the other sender's one, then the flood
+        assert first[:2] == [flood_ids[0], single["id"]]
+        assert [i for i in first if i != single["id"]] == flood_ids[: len(first) - 1]
+        # its own transaction (lane), not the tail of the flood's; the flood in order, in
+        # transactions of at most MAX_BATCH
+        assert [single["id"]] in transactions
+        flood_sent = [i for t in transactions if single["id"] not in t for i in t]
+        assert flood_sent == flood_ids and all(len(t) <= MAX_BATCH for t in transactions)
+        # and B has every message once
+        store_b = b.app[PARTS]["store"]
+        for message in [*flood, single]:
+            (got,) = await store_b.fetch_pending(message["to"], 10)
+            assert got.envelope["id"] == message["id"]
+
+
+def test_sender_lanes_keep_each_sender_in_one_lane_in_order() -> None:
+    def q(qid: int, sender: str) -> Queued:
+        env = {"from": sender, "id": f"{qid:032x}"}
+        return Queued(qid, Outbound("b.example", env, f"h{qid}", ("x",), "none", 0))
+
+    batch = [q(1, "flood"), q(2, "one"), q(3, "flood"), q(4, "two"), q(5, "flood"), q(6, "two")]
+    lanes = sender_lanes(batch, 2)
+    assert lanes == [[0, 2, 4], [1, 3, 5]]  # the flood alone; the others share a lane
+    assert sender_lanes(batch, 1) == [[0, 1, 2, 3, 4, 5]]  # one lane: the lease's order
+    assert sender_lanes(batch[:1], 3) == [[0]]  # no empty lane

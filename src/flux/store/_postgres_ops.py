@@ -142,12 +142,18 @@ def at_once_json(inc: Incoming, recipients: list[str]) -> dict[str, Any]:
 
 
 def _threading(env: Mapping[str, Any]) -> dict[str, Any]:
-    """`new_root` without its reads: the parent to look for (`re`, if any), the root when
-    none is found, and the placeholders of the participants but the owner."""
+    """What `new_root` takes from the message, for `flux_root` and `flux_adopt`: the
+    parent to look for (`re`, if any), its sender and the addresses it names
+    (`_rules.parent_root`), the root when no parent is found, and the placeholders of
+    its participants but the owner."""
     re_id = env.get("re")
     parent = re_id if isinstance(re_id, str) and re_id else None
-    adopt = sorted(_rules.waiting_key(who, env["id"]) for who in _rules.named(env))
-    return {"parent": parent, "root": _rules.thread_start(env, None), "adopt": adopt}
+    named = sorted(_rules.named(env))
+    return {
+        "parent": parent, "from": env.get("from"), "named": named,
+        "root": _rules.thread_start(env, None),
+        "adopt": [_rules.waiting_key(who, env["id"]) for who in named],
+    }  # fmt: skip
 
 
 STORE_DELIVERY = """

@@ -522,6 +522,234 @@ END
 $fn$;
 """,
     ),
+    Migration(
+        14,
+        "a reply's thread decided in the storing function too: one round trip for replies",
+        """
+-- Step 13's storing function decides a reply's thread in SQL too (_rules.parent_root), so
+-- a reply costs one round trip like any message; a batch is left to the general way
+-- (before any write) only when it holds the parent of one of its own replies, or when
+-- PostgreSQL cannot read the stored JSON of a candidate parent as JSONB.
+
+-- _rules.named without `cc`/`bcc` unless listed in `lists`: `from` and `to` if strings,
+-- the strings of the listed fields that are arrays.
+CREATE FUNCTION flux_names(env JSONB, lists TEXT[]) RETURNS TEXT[]
+LANGUAGE sql IMMUTABLE AS $fn$
+SELECT ARRAY(
+    SELECT env->>f FROM unnest(ARRAY['from', 'to']) AS f
+     WHERE jsonb_typeof(env->f) = 'string'
+    UNION
+    SELECT a #>> '{}' FROM unnest(lists) AS f,
+           jsonb_array_elements(CASE WHEN jsonb_typeof(env->f) = 'array' THEN env->f
+                                     ELSE '[]' END) AS a
+     WHERE jsonb_typeof(a) = 'string'
+)
+$fn$;
+
+-- _rules.named of a candidate parent: a received message's envelope, or a sent record's as
+-- _rules.as_sent shows it (the recipients its envelope does not name are its `bcc`, in
+-- place of the envelope's own, when there are any)
+CREATE FUNCTION flux_candidate_names(env JSONB, delivery JSONB) RETURNS TEXT[]
+LANGUAGE sql IMMUTABLE AS $fn$
+SELECT CASE WHEN extra IS NULL THEN flux_names(env, ARRAY['cc', 'bcc'])
+            ELSE flux_names(env, ARRAY['cc']) || extra END
+  FROM (SELECT array_agg(k) AS extra FROM jsonb_object_keys(COALESCE(delivery, '{}')) AS k
+         WHERE NOT k = ANY(flux_names(env, ARRAY['cc', 'bcc']))) AS x
+$fn$;
+
+-- _postgres_ops.parent_candidates and _rules.parent_root: the root of the thread a reply
+-- from `reply_from` naming `addressed` to `re_id` joins in `owner_`'s mail; NULL: none
+CREATE FUNCTION flux_parent_root(owner_ TEXT, re_id TEXT, reply_from TEXT, addressed TEXT[])
+RETURNS TEXT LANGUAGE sql VOLATILE AS $fn$
+WITH c AS (
+    SELECT d.received_at AS at, 0 AS kind, d.id AS n, m.envelope::JSONB AS env,
+           NULL::JSONB AS delivery, d.thread_root AS root
+      FROM deliveries d JOIN messages m ON m.body_hash = d.body_hash
+     WHERE d.recipient = owner_ AND d.msg_id = re_id
+    UNION ALL
+    SELECT s.sent_at, 1, 0, s.envelope::JSONB, s.delivery::JSONB, s.thread_root
+      FROM sent s WHERE s.sender = owner_ AND s.msg_id = re_id AND s.thread_root <> ''
+)
+SELECT root FROM c
+ WHERE reply_from = owner_ OR reply_from = ANY(flux_candidate_names(env, delivery))
+ ORDER BY (jsonb_typeof(env->'from') = 'string' AND env->>'from' = ANY(addressed)) DESC,
+          at, kind, n
+ LIMIT 1
+$fn$;
+
+-- whether PostgreSQL reads `value` as JSONB (a stored envelope may hold what JSONB refuses)
+CREATE FUNCTION flux_reads_as_jsonb(value TEXT) RETURNS BOOLEAN
+LANGUAGE plpgsql IMMUTABLE AS $fn$
+BEGIN
+    PERFORM value::JSONB;
+    RETURN TRUE;
+EXCEPTION WHEN OTHERS THEN
+    RETURN FALSE;
+END
+$fn$;
+
+-- _postgres_ops.new_root's root: the parent's, else the one Python computed for none
+-- (`t`: a message or its sent record, as flux_store_batch reads them)
+CREATE FUNCTION flux_root(owner_ TEXT, t JSONB) RETURNS TEXT
+LANGUAGE sql VOLATILE AS $fn$
+SELECT COALESCE(
+    CASE WHEN t->>'parent' IS NOT NULL THEN flux_parent_root(
+        owner_, t->>'parent', t->>'from', ARRAY(SELECT jsonb_array_elements_text(t->'named')))
+    END,
+    t->>'root')
+$fn$;
+
+-- Whether a message of `batch` is a reply to one of the batch's own, or to one whose
+-- stored JSON PostgreSQL cannot read, in its owners' mail (a recipient's, or its sender's
+-- for its sent record); or its sent record has one to merge into.
+CREATE OR REPLACE FUNCTION flux_needs_general_way(batch JSONB) RETURNS BOOLEAN
+LANGUAGE sql VOLATILE AS $fn$
+WITH b AS (
+    SELECT value AS m FROM jsonb_array_elements(batch)
+), owners AS (
+    SELECT b.m, o.owner_ FROM b, jsonb_array_elements_text(b.m->'rcpts') AS o (owner_)
+    UNION ALL
+    SELECT b.m->'sent', b.m->'sent'->>'sender' FROM b WHERE b.m->'sent' <> 'null'
+)
+SELECT EXISTS (
+    SELECT 1 FROM owners WHERE owners.m->>'parent' IS NOT NULL AND (
+        owners.m->>'parent' IN (SELECT b.m->>'id' FROM b
+                                UNION ALL SELECT b.m->'sent'->>'id' FROM b)
+        OR EXISTS (SELECT 1 FROM deliveries d JOIN messages e ON e.body_hash = d.body_hash
+                    WHERE d.recipient = owners.owner_ AND d.msg_id = owners.m->>'parent'
+                      AND NOT flux_reads_as_jsonb(e.envelope))
+        OR EXISTS (SELECT 1 FROM sent s
+                    WHERE s.sender = owners.owner_ AND s.msg_id = owners.m->>'parent'
+                      AND s.thread_root <> ''
+                      AND NOT (flux_reads_as_jsonb(s.envelope)
+                               AND flux_reads_as_jsonb(s.delivery))))
+) OR EXISTS (
+    SELECT 1 FROM b WHERE b.m->'sent' <> 'null' AND EXISTS (
+        SELECT 1 FROM sent s
+         WHERE s.sender = b.m->'sent'->>'sender' AND s.msg_id = b.m->'sent'->>'id')
+) OR EXISTS (
+    SELECT 1 FROM b WHERE b.m->'sent' <> 'null'
+     GROUP BY b.m->'sent'->>'sender', b.m->'sent'->>'id' HAVING count(*) > 1
+)
+$fn$;
+
+-- Store.store_many (_postgres_ops.store_at_once), as step 13's but a reply's root from
+-- flux_root; FX001 (nothing written) for a batch flux_needs_general_way leaves to the
+-- general way.
+CREATE OR REPLACE FUNCTION flux_store_batch(batch JSONB, lock_keys BIGINT[], reasons JSONB)
+RETURNS JSONB LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    m JSONB;
+    rcpt TEXT;
+    existing TEXT;
+    body_saved BOOLEAN;
+    outcome TEXT;
+    outcomes JSONB;
+    bounced JSONB;
+    delivery_text TEXT;
+    kept BIGINT;
+    root TEXT;
+    result JSONB := '[]';
+    n INT := 0;
+BEGIN
+    PERFORM pg_advisory_xact_lock(k) FROM unnest(lock_keys) AS k;
+    -- Decided before any write, so that leaving the batch to the general way draws no
+    -- seq (a sequence is not rolled back): under the locks, no one else adds a parent
+    -- or a sent record for these owners meanwhile, and this batch can add only those
+    -- whose id is one of its own.
+    IF flux_needs_general_way(batch) THEN
+        RAISE EXCEPTION 'a batch for the general way' USING ERRCODE = 'FX001';
+    END IF;
+    FOR m IN SELECT value FROM jsonb_array_elements(batch) LOOP
+        outcomes := '[]';
+        body_saved := FALSE;
+        FOR rcpt IN SELECT value FROM jsonb_array_elements_text(m->'rcpts') LOOP
+            SELECT d.body_hash INTO existing FROM deliveries d
+             WHERE d.msg_id = m->>'id' AND d.sender = m->>'from' AND d.recipient = rcpt;
+            IF FOUND THEN
+                outcome := CASE WHEN existing = m->>'hash' THEN 'duplicate' ELSE 'conflict' END;
+            ELSIF m->'quota' <> 'null' AND (
+                SELECT count(*) FROM deliveries d
+                 WHERE d.recipient = rcpt AND d.status = 'pending'
+                   AND (d.hide_at IS NULL OR d.hide_at > (m->>'at')::BIGINT)
+            ) >= (m->>'quota')::BIGINT THEN
+                outcome := 'over_quota';
+            ELSIF m->'share' <> 'null' AND rcpt <> m->>'from' AND NOT EXISTS (
+                SELECT 1 FROM contacts WHERE owner = rcpt AND peer = m->>'from'
+            ) AND (
+                SELECT count(*) >= (m->'share'->>0)::BIGINT
+                       OR count(*) FILTER (WHERE d.sender = m->>'from') >= (m->'share'->>1)::BIGINT
+                  FROM deliveries d
+                 WHERE d.recipient = rcpt AND d.status = 'pending'
+                   AND (d.hide_at IS NULL OR d.hide_at > (m->>'at')::BIGINT)
+                   AND d.sender <> d.recipient
+                   AND NOT EXISTS (SELECT 1 FROM contacts c
+                                    WHERE c.owner = d.recipient AND c.peer = d.sender)
+            ) THEN
+                outcome := 'over_stranger_share';
+            ELSE
+                outcome := 'stored';
+                IF NOT body_saved THEN
+                    INSERT INTO messages (body_hash, id, sender, t, re, envelope)
+                    VALUES (m->>'hash', m->>'id', m->>'sender', (m->>'t')::BIGINT, m->>'re',
+                            m->>'envelope')
+                    ON CONFLICT (body_hash) DO NOTHING;
+                    body_saved := TRUE;
+                END IF;
+                root := flux_root(rcpt, m);
+                PERFORM flux_adopt(rcpt, root, m->'adopt', m->>'id');
+                WITH c AS (
+                    INSERT INTO changes (address, sender, msg_id, kind)
+                    VALUES (rcpt, m->>'from', m->>'id', 'created') RETURNING seq
+                ), d AS (
+                    INSERT INTO deliveries (recipient, sender, msg_id, re, body_hash, status,
+                                            inbox, tags, received_at, seq, delete_on_read,
+                                            hide_at, thread_root)
+                    SELECT rcpt, m->>'from', m->>'id', m->>'re', m->>'hash', 'pending',
+                           m->>'inbox', ARRAY(SELECT jsonb_array_elements_text(m->'tags')),
+                           (m->>'at')::BIGINT, c.seq, (m->>'delete_on_read')::BOOLEAN,
+                           (m->>'hide_at')::BIGINT, root
+                      FROM c
+                    RETURNING id
+                )
+                INSERT INTO delivery_tags (delivery_id, tag, recipient, received_at)
+                SELECT d.id, t, rcpt, (m->>'at')::BIGINT
+                  FROM d, jsonb_array_elements_text(m->'tags') AS t;
+            END IF;
+            outcomes := outcomes || to_jsonb(outcome);
+        END LOOP;
+        result := result || jsonb_build_array(outcomes);
+    END LOOP;
+    -- the sent records, in batch order, of the messages stored for someone
+    FOR m IN SELECT value FROM jsonb_array_elements(batch) LOOP
+        n := n + 1;
+        CONTINUE WHEN m->'sent' = 'null' OR NOT (result->(n - 1) ? 'stored');
+        SELECT jsonb_object_agg(rcpt_, jsonb_build_object(
+                   'state', 'bounced', 'at', m->'sent'->'sent_at', 'reason', reasons->>o))
+          INTO bounced
+          FROM jsonb_array_elements_text(m->'rcpts') WITH ORDINALITY AS r (rcpt_, i)
+          JOIN jsonb_array_elements_text(result->(n - 1)) WITH ORDINALITY AS s (o, j)
+            ON i = j
+         WHERE reasons ? o;
+        delivery_text := CASE WHEN bounced IS NULL THEN m->'sent'->>'delivery'
+                         ELSE (((m->'sent'->>'delivery')::JSONB) || bounced)::TEXT END;
+        root := flux_root(m->'sent'->>'sender', m->'sent');
+        PERFORM flux_adopt(m->'sent'->>'sender', root, m->'sent'->'adopt', m->'sent'->>'id');
+        INSERT INTO sent (sender, msg_id, sent_at, envelope, delivery, updated_at, thread_root)
+        VALUES (m->'sent'->>'sender', m->'sent'->>'id', (m->'sent'->>'sent_at')::BIGINT,
+                m->'sent'->>'envelope',
+                delivery_text, (m->'sent'->>'updated_at')::BIGINT, root)
+        ON CONFLICT DO NOTHING;
+        GET DIAGNOSTICS kept = ROW_COUNT;
+        IF kept = 0 THEN  -- a guard: flux_needs_general_way has seen to it
+            RAISE EXCEPTION 'a sent record to merge' USING ERRCODE = 'FX001';
+        END IF;
+    END LOOP;
+    RETURN result;
+END
+$fn$;
+""",
+    ),
 ]
 
 

@@ -13,6 +13,10 @@ What it measures, against a server started as its own process on 127.0.0.1:
   FLUX), and, with `--open-loop` (the default), while an open-loop load arrives at a fixed
   rate of 50 % and of 90 % of the accepted rate just measured: submissions are started on
   schedule whether or not earlier ones were answered, as real senders do;
+* the bare pipeline (benchmarks/bare_pipeline.py, the yardstick) on the same messages,
+  loaded in turns with FLUX (`--slices` turns of each within `--seconds`), so that the
+  ratio FLUX / bare is taken under the same load from the rest of the machine; and the
+  server's CPU per message over the warm-up and that load (not start-up, not the pushes);
 * the server's peak RSS;
 * the memory of 10,000 idle authenticated WebSocket connections (RSS after − before).
 
@@ -233,6 +237,7 @@ async def measure_ingest(args: argparse.Namespace) -> dict:
         shared = tempfile.mkdtemp(prefix="flux-bench-") if args.processes > 1 else None
         servers = [ServerProcess(db, data_dir=shared)]
         conn = aiohttp.TCPConnector(limit=0)
+        bare: ServerProcess | None = None
         async with aiohttp.ClientSession(connector=conn) as http:
             try:
                 await servers[0].wait_ready(http)  # it makes the key the others then load
@@ -244,19 +249,26 @@ async def measure_ingest(args: argparse.Namespace) -> dict:
                 recipients = [Identity.generate().address for _ in range(2000)]
                 expected = int(args.seconds * 6000) + 1000
                 bodies = build_messages(expected, recipients)
+                if args.bare:  # the yardstick, loaded in turns with FLUX (see `interleaved`)
+                    bare = ServerProcess("sqlite", bare=True)
+                    await bare.wait_ready(http)
+                    await load(http, bare.url, bodies[:500], args.concurrency, 5)
+                cpu_before = sum(cpu_seconds(s.proc.pid) for s in servers)
                 await load(http, urls, bodies[:500], args.concurrency, 5)  # warm-up
-                start = time.perf_counter()
-                ok, lat, errors = await load(
-                    http, urls, bodies[500:], args.concurrency, args.seconds
+                ok, lat, errors, elapsed, bare_rate = await interleaved(
+                    http, urls, bare.url if bare else None, bodies[500:], args
                 )
-                elapsed = time.perf_counter() - start
+                # the CPU of the warm-up and the load alone (not start-up, not the pushes)
+                cpu_s = sum(cpu_seconds(s.proc.pid) for s in servers) - cpu_before
+                if bare is not None:
+                    bare.stop()
+                    bare = None
                 push = await measure_push(http, urls, recipients, args)
                 rate = ok / elapsed
                 open_push = {
                     share: await measure_push(http, urls, recipients, args, rate=share * rate)
                     for share in ((0.5, 0.9) if args.open_loop else ())
                 }
-                cpu_s = sum(cpu_seconds(s.proc.pid) for s in servers)
                 peak = max(rss_kb(s.proc.pid, "VmHWM") for s in servers)
                 sockets = (
                     await measure_sockets(http, servers[0], args.sockets)
@@ -264,9 +276,8 @@ async def measure_ingest(args: argparse.Namespace) -> dict:
                     else None
                 )
             finally:
-                for server in servers:
+                for server in [*servers, *([bare] if bare else [])]:
                     server.stop()
-            bare_rate = await measure_bare(http, bodies, args) if args.bare else float("nan")
     return {
         "msgs_per_s": ok / elapsed, "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99),
         "errors": errors, "push_p50_ms": push[0], "push_p99_ms": push[1],
@@ -302,17 +313,38 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def measure_bare(http: aiohttp.ClientSession, bodies: list[bytes], args) -> float:
-    """Accepted msgs/s of the bare pipeline on the same messages, load and machine."""
-    bare = ServerProcess("sqlite", bare=True)
-    try:
-        await bare.wait_ready(http)
-        await load(http, bare.url, bodies[:500], args.concurrency, 5)
+async def interleaved(
+    http: aiohttp.ClientSession,
+    urls: list[str],
+    bare_url: str | None,
+    bodies: list[bytes],
+    args: argparse.Namespace,
+) -> tuple[int, list[float], int, float, float]:
+    """FLUX's load and the bare pipeline's (same messages, its own database) in turns of
+    `--seconds / --slices` each, for `--seconds` each in all: (FLUX's accepted, latencies,
+    errors, its loaded seconds, the bare pipeline's accepted msgs/s, NaN without it).
+
+    Why in turns: on a shared machine the other work changes within seconds, and one
+    block of FLUX then one of the yardstick measured them under different loads (runs
+    of one build gave 16-48 % of bare). In turns, both see the same drift."""
+    slice_s = args.seconds / max(1, args.slices)
+    ok = errors = bare_ok = 0
+    latencies: list[float] = []
+    elapsed = bare_elapsed = 0.0
+    mine = theirs = 0  # the next body of each: each server takes the list in order
+    for _ in range(max(1, args.slices)):
         start = time.perf_counter()
-        ok, _, _ = await load(http, bare.url, bodies[500:], args.concurrency, args.seconds)
-        return ok / (time.perf_counter() - start)
-    finally:
-        bare.stop()
+        got, lat, bad = await load(http, urls, bodies[mine:], args.concurrency, slice_s)
+        elapsed += time.perf_counter() - start
+        ok, errors, mine = ok + got, errors + bad, mine + got + bad
+        latencies += lat
+        if bare_url is not None:
+            start = time.perf_counter()
+            got, _, bad = await load(http, bare_url, bodies[theirs:], args.concurrency, slice_s)
+            bare_elapsed += time.perf_counter() - start
+            bare_ok, theirs = bare_ok + got, theirs + got + bad
+    bare_rate = bare_ok / bare_elapsed if bare_url is not None else float("nan")
+    return ok, latencies, errors, elapsed, bare_rate
 
 
 async def measure_push(
@@ -395,6 +427,8 @@ def main() -> None:
                         help="skip push latency under open-loop load at 50 %% and 90 %%")  # fmt: skip
     parser.add_argument("--no-bare", dest="bare", action="store_false",
                         help="skip the bare-pipeline yardstick")  # fmt: skip
+    parser.add_argument("--slices", type=int, default=4,
+                        help="turns of FLUX and the bare pipeline within --seconds each")  # fmt: skip
     args = parser.parse_args()
     random.seed(1)
     results = []

@@ -36,7 +36,7 @@ from typing import Any
 
 from .canonical import MAX_SAFE_INTEGER, canonical_bytes, sha256_hex, without
 from .encoding import b64d
-from .envelope import SERVER_RE, body_hash, check_shape, integrity_hash
+from .envelope import SERVER_RE, Digests, check_shape, message_digests
 from .errors import BadSignature, ChainError, FluxError, TooLarge
 from .identity import Identity, verify_signature
 from .limits import MAX_ROUTE_HOPS
@@ -123,10 +123,13 @@ def make_hop(
     next_hop: str,
     now_ms: int,
     cv: ChainVerdict,
+    digests: Digests | None = None,
 ) -> dict[str, Any]:
-    """The sealed record `signer` appends to `msg` before handing it to `next_hop`."""
+    """The sealed record `signer` appends to `msg` before handing it to `next_hop`.
+    `digests`: `msg`'s, when the caller has them (`Envelope.digests`)."""
     chain = msg.get("integrity_chain") or []
-    digest = integrity_hash(msg)
+    digests = digests or message_digests(msg)
+    digest = digests.integrity_hash
     record: dict[str, Any] = {
         "server": signer.name,
         "t": now_ms,
@@ -137,7 +140,7 @@ def make_hop(
         "prev": record_hash(chain[-1]) if chain else "",
         "cv": str(ChainVerdict.NONE if not chain else cv),
         "next": next_hop,
-        "bh": body_hash(msg),
+        "bh": digests.body_hash,
     }
     record["seal"] = signer.identity.sign(seal_payload(record))
     return record
@@ -183,8 +186,10 @@ def append_hop(
     next_hop: str,
     now_ms: int,
     cv: ChainVerdict = ChainVerdict.PASS,
+    digests: Digests | None = None,
 ) -> dict[str, Any]:
     """A new message: `msg` with this server's route entry and sealed hop appended.
+    `digests`: `msg`'s, when the caller has them (`Envelope.digests`).
 
     Raises TooLarge when there is no room for them (`check_room_for_hop`): the caller is
     expected to have refused or bounced such a message already (`check_can_append`).
@@ -192,7 +197,7 @@ def append_hop(
     check_room_for_hop(msg)
     out = dict(msg)
     out["route"] = [*(msg.get("route") or []), {"server": signer.name, "t": now_ms}]
-    hop = make_hop(msg, signer, next_hop=next_hop, now_ms=now_ms, cv=cv)
+    hop = make_hop(msg, signer, next_hop=next_hop, now_ms=now_ms, cv=cv, digests=digests)
     out["integrity_chain"] = [*(msg.get("integrity_chain") or []), hop]
     return out
 
@@ -360,12 +365,15 @@ def _reported_server(record: Any) -> str:
     return server if isinstance(server, str) else "?"
 
 
-def verify_chain(msg: Mapping[str, Any], keys: KeyLookup | None) -> ChainCheck:
+def verify_chain(
+    msg: Mapping[str, Any], keys: KeyLookup | None, *, digests: Digests | None = None
+) -> ChainCheck:
     """Check every record of `msg`'s chain against the message and each other.
 
     With `keys=None` seals are checked only against the key in the record (useful offline;
     it cannot tell a genuine server from an impostor). Never raises for a bad chain: the
     result names each hop's status; use `ChainCheck.raise_for_failure` to raise.
+    `digests`: `msg`'s, when the caller has them (`Envelope.digests`).
     """
     # Absent is an empty chain; anything else that is not an array fails as a whole, even
     # when empty ("", {}, false, null: PROTOCOL.md §7.3 step 1). Unvalidated input gives a
@@ -373,7 +381,10 @@ def verify_chain(msg: Mapping[str, Any], keys: KeyLookup | None) -> ChainCheck:
     chain = msg.get("integrity_chain", [])
     if not isinstance(chain, list):
         return ChainCheck((HopCheck(0, "?", HopStatus.FAILED, "integrity_chain is not a list"),))
-    hashes = {"hash": integrity_hash(msg), "bh": body_hash(msg)}
+    if not chain:  # nothing to compare the body with (a client's submission)
+        return ChainCheck(())
+    digests = digests or message_digests(msg)
+    hashes = {"hash": digests.integrity_hash, "bh": digests.body_hash}
     results: list[HopCheck] = []
     broken = False
     for index, record in enumerate(chain):
@@ -430,7 +441,8 @@ def first_committed_failure(msg: Mapping[str, Any]) -> HopCheck | None:
     if not isinstance(chain, list) or not chain:
         return None
     start = committed_start(chain)
-    hashes = {"hash": integrity_hash(msg), "bh": body_hash(msg)}
+    digests = message_digests(msg)
+    hashes = {"hash": digests.integrity_hash, "bh": digests.body_hash}
     for index in range(start, len(chain)):
         record = chain[index]
         try:

@@ -26,7 +26,10 @@ In order, each step refusing with its own error (the table in errors.py gives th
    changes, 200 `duplicate`); with another body it is a 409 conflict. Another sender's
    message with the same id is another message: it changes no answer (no oracle of who
    got what, no squatting an id ahead of its sender). A replay of a stored message passes
-   no further step: it is neither spam-counted nor quota-counted;
+   no further step: it is neither spam-counted nor quota-counted. With one local
+   recipient (the common case) no lookup is made here: the storing transaction decides
+   duplicate or conflict (step 8), and the lookup is made only when step 6 refuses, so a
+   replay is still answered `duplicate`, and a conflict 409, never as spam;
 6. spam (451 with every reason; a refused message never reaches the quota). The cheapest
    refusal first: a sender already over the rate limit is refused before the content
    heuristics run, and the rate budget is only looked at here; a hit is counted once the
@@ -362,7 +365,7 @@ class Submitter:
                 f"the last hop is not {peer}'s seal handing this message to this server",
                 field="integrity_chain",
             )
-        verify_chain(env.data, keys).raise_for_failure()
+        verify_chain(env.data, keys, digests=env.digests).raise_for_failure()
         return env
 
     async def _deliver(
@@ -390,13 +393,32 @@ class Submitter:
             raise UnknownRecipient("no recipient of this message is hosted here", field=where)
         if route.origin and relays:
             await self._check_relay(env)
-        outcomes, fresh = await self._dedupe(env, hosted)
+        # Dedupe (step 5). For one local recipient the storing transaction decides it, as
+        # it must anyway for racing submissions: its DUPLICATE or CONFLICT answers the
+        # message just as a lookup here would, and the loop makes no read for it. With
+        # several, the lookup comes first: a conflict for one of them refuses the message
+        # for all (PROTOCOL.md §4.5), which the store's per-recipient outcomes cannot undo.
+        looked_up = sum(why is None for why in hosted.values()) != 1
+        if looked_up:
+            outcomes, fresh = await self._dedupe(env, hosted)
+        else:
+            outcomes = {r: why for r, why in hosted.items() if why}
+            fresh = [r for r, why in hosted.items() if not why]
         outgoing = [*route.remote.items(), *relays.items()]
         if fresh or outgoing:
             # Mail a peer hands on was rate-limited by the sender's own server when it was
             # submitted; counting it again here would refuse a queue that flushes after an
             # outage as a burst it never was. The content heuristics apply to all mail.
-            await self._check_spam(env, now, rate_limited=route.origin)
+            try:
+                await self._check_spam(env, now, rate_limited=route.origin)
+            except SpamRefused:
+                if looked_up:
+                    raise
+                # A replay is answered from what is stored, never as spam (step 5): only
+                # a refusal pays for the lookup the store would otherwise have made.
+                outcomes, fresh = await self._dedupe(env, hosted)
+                if fresh or outgoing:
+                    raise
         keep = route.origin and (self.open_mode or await self.store.hosted(env.sender) is not None)
         return _Plan(
             env, now, cv, started, outcomes, fresh, outgoing, rated=route.origin, keep_sent=keep
@@ -435,8 +457,9 @@ class Submitter:
     def _incoming(self, plan: _Plan) -> Incoming:
         env = plan.env
         stamped = append_hop(
-            env.data, self.signer, next_hop=LOCAL_DELIVERY, now_ms=plan.now, cv=plan.cv
-        )
+            env.data, self.signer, next_hop=LOCAL_DELIVERY, now_ms=plan.now, cv=plan.cv,
+            digests=env.digests,
+        )  # fmt: skip
         tags = tuple(sorted({t.lower() for t in env.data.get("tags") or ()}))
         # The sent copy of mail with no remote recipient goes in the storing transaction
         # (the store bounces the recipients it refuses); with one, in the queueing one.
@@ -505,7 +528,7 @@ class Submitter:
         # A chain that does not hold is refused, not passed on with `cv: fail` (BRIEF §2.5:
         # each server refuses a forgery). Seals are checked against the keys in the records
         # until federation fetches the keys servers publish.
-        check = verify_chain(env.data, None)
+        check = verify_chain(env.data, None, digests=env.digests)
         check.raise_for_failure()
         chain = env.chain
         if chain and "seal" in chain[-1] and chain[-1].get("next") != self.signer.name:

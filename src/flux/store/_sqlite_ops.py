@@ -1,6 +1,6 @@
 """The SQL of SQLiteStore: one function per operation, each taking a connection.
 
-Write functions run on the writer thread inside a SAVEPOINT (see _sqlite_writer.py);
+Write functions run on the writer thread inside its transaction (see _sqlite_writer.py);
 read functions run on a reader thread inside one read transaction, so a multi-statement
 read sees one snapshot. The lifecycle decisions come from _rules.py, shared with
 MemoryStore.
@@ -75,20 +75,23 @@ def store(conn: sqlite3.Connection, inc: Incoming) -> dict[str, StoreOutcome]:
     tags = _rules.normalise_tags(inc.tags)
     out: dict[str, StoreOutcome] = {}
     body_saved = False
+    quota = inc.pending_quota
     for rcpt in _rules.recipients_of(inc):
-        row = conn.execute(
-            "SELECT body_hash FROM deliveries WHERE recipient = ? AND msg_id = ? AND sender = ?",
-            (rcpt, msg_id, sender),
-        ).fetchone()
-        if row is not None:
-            same = row[0] == inc.body_hash
+        held, pending, known = conn.execute(
+            _BEFORE_STORING,
+            {"a": rcpt, "m": msg_id, "s": sender, "now": inc.received_at,
+             "counted": quota is not None},
+        ).fetchone()  # fmt: skip
+        if held is not None:
+            same = held == inc.body_hash
             out[rcpt] = StoreOutcome.DUPLICATE if same else StoreOutcome.CONFLICT
             continue
-        quota = inc.pending_quota
-        if quota is not None and pending_count(conn, rcpt, inc.received_at) >= quota:
+        if quota is not None and pending >= quota:
             out[rcpt] = StoreOutcome.OVER_QUOTA
             continue
-        if inc.stranger_share is not None and over_stranger_share(conn, inc, rcpt):
+        if inc.stranger_share is not None and over_stranger_share(
+            conn, inc, rcpt, known=bool(known)
+        ):
             out[rcpt] = StoreOutcome.OVER_STRANGER_SHARE
             continue
         if not body_saved:
@@ -103,25 +106,43 @@ def store(conn: sqlite3.Connection, inc: Incoming) -> dict[str, StoreOutcome]:
             (rcpt, sender, msg_id, re_id, inc.body_hash, inc.inbox, json.dumps(tags),
              inc.received_at, seq, int(delete_on_read), hide_at, root),
         )  # fmt: skip
-        conn.executemany(
-            "INSERT INTO delivery_tags (delivery_id, tag, recipient, received_at) "
-            "VALUES (?, ?, ?, ?)",
-            [(cur.lastrowid, t, rcpt, inc.received_at) for t in tags],
-        )
+        if tags:
+            conn.executemany(
+                "INSERT INTO delivery_tags (delivery_id, tag, recipient, received_at) "
+                "VALUES (?, ?, ?, ?)",
+                [(cur.lastrowid, t, rcpt, inc.received_at) for t in tags],
+            )
         out[rcpt] = StoreOutcome.STORED
     return out
 
 
-def over_stranger_share(conn: sqlite3.Connection, inc: Incoming, rcpt: str) -> bool:
+#: What `store` must know of a recipient before writing, in one statement instead of
+#: three (each a turn through sqlite3 on the writer, which holds the GIL the loop needs):
+#: the body hash this sender's message of this id already has there (dedupe), its
+#: visible pending count when a quota applies, and whether it has written to the sender.
+_BEFORE_STORING = f"""SELECT
+    (SELECT body_hash FROM deliveries
+      WHERE recipient = :a AND msg_id = :m AND sender = :s),
+    CASE WHEN :counted THEN
+        (SELECT COUNT(*) FROM deliveries d
+          WHERE d.recipient = :a AND d.status = 'pending' AND {VISIBLE}) END,
+    EXISTS (SELECT 1 FROM contacts WHERE owner = :a AND peer = :s)"""
+
+
+def over_stranger_share(
+    conn: sqlite3.Connection, inc: Incoming, rcpt: str, *, known: bool | None = None
+) -> bool:
     """The stranger share's decision (_rules.over_stranger_share), counted in the storing
-    transaction: visible pending rows of `rcpt` from senders it has not written to."""
+    transaction: visible pending rows of `rcpt` from senders it has not written to.
+    `known`: whether `rcpt` has written to the sender, when the caller looked already."""
     sender = inc.envelope["from"]
-    known = (
-        conn.execute(
-            "SELECT 1 FROM contacts WHERE owner = ? AND peer = ?", (rcpt, sender)
-        ).fetchone()
-        is not None
-    )
+    if known is None:
+        known = (
+            conn.execute(
+                "SELECT 1 FROM contacts WHERE owner = ? AND peer = ?", (rcpt, sender)
+            ).fetchone()
+            is not None
+        )
     if known or rcpt == sender:
         return False
     strangers, from_sender = conn.execute(

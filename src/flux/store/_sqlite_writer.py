@@ -8,9 +8,12 @@ await a future. The thread takes whatever is queued (up to MAX_BATCH), runs it a
 transaction, commits once, and only then resolves the futures: a write returns after its
 commit is on disk, and N concurrent writers pay for about one fsync, not N.
 
-Each operation runs inside its own SAVEPOINT: if it raises, only its own changes are
-rolled back and only its future gets the exception; the rest of the batch commits. If the
-COMMIT itself fails, no operation of the batch happened, and every future gets the error.
+If an operation raises, only its own changes are rolled back and only its future gets
+the exception; the rest of the batch commits. A batch first runs without a SAVEPOINT per
+operation (two statements each, for a failure that rarely comes); when one raises, the
+whole transaction is rolled back and the batch runs again with each operation inside its
+own SAVEPOINT. If the COMMIT itself fails, no operation of the batch happened, and every
+future gets the error.
 
 Cancelling the awaiting coroutine does not withdraw an operation already queued; it may
 still commit (as with any database whose client disconnects after sending a COMMIT).
@@ -182,6 +185,49 @@ class Writer:
         return batch, False
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
+        outcomes = self._run_all(conn, batch)
+        if outcomes is None:  # an operation failed: again, each in its own SAVEPOINT
+            outcomes = self._run_each(conn, batch)
+        if any(isinstance(e, StoreFull) for _r, e in outcomes):
+            self.full = True
+        self.operations += len(batch)
+        for (_op, fut, loop), (result, exc) in zip(batch, outcomes, strict=True):
+            _resolve(loop, fut, result, exc)
+
+    def _run_all(
+        self, conn: sqlite3.Connection, batch: list[Any]
+    ) -> list[tuple[Any, BaseException | None]] | None:
+        """The batch in one transaction without a SAVEPOINT per operation (two statements
+        each, and most batches have no failure); None, with nothing of it written, when
+        an operation raised: `_run_each` then runs it the careful way. The operations are
+        functions of the connection alone, so running one again after a rollback is
+        running it for the first time."""
+        results: list[tuple[Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except BaseException as exc:
+            return self._failed(conn, batch, exc)
+        try:
+            for op, _fut, _loop in batch:
+                results.append((op(conn), None))
+        except Exception:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):  # a full disk may refuse it too
+                    conn.execute("ROLLBACK")
+            return None
+        except BaseException as exc:
+            return self._failed(conn, batch, exc)
+        try:
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            return self._failed(conn, batch, exc)
+        self.commits += 1
+        self.full = False
+        return results
+
+    def _run_each(
+        self, conn: sqlite3.Connection, batch: list[Any]
+    ) -> list[tuple[Any, BaseException | None]]:
         outcomes: list[tuple[Any, BaseException | None]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -191,15 +237,18 @@ class Writer:
             self.commits += 1
             self.full = False
         except BaseException as exc:  # BEGIN or COMMIT failed: nothing of the batch stands
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):  # a full disk may refuse it too
-                    conn.execute("ROLLBACK")
-            outcomes = [(None, _as_full(exc))] * len(batch)
-        if any(isinstance(e, StoreFull) for _r, e in outcomes):
-            self.full = True
-        self.operations += len(batch)
-        for (_op, fut, loop), (result, exc) in zip(batch, outcomes, strict=True):
-            _resolve(loop, fut, result, exc)
+            return self._failed(conn, batch, exc)
+        return outcomes
+
+    @staticmethod
+    def _failed(
+        conn: sqlite3.Connection, batch: list[Any], exc: BaseException
+    ) -> list[tuple[Any, BaseException | None]]:
+        """Nothing of the batch stands: every operation gets `exc`."""
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):  # a full disk may refuse it too
+                conn.execute("ROLLBACK")
+        return [(None, _as_full(exc))] * len(batch)
 
     @staticmethod
     def _run_one(conn: sqlite3.Connection, op: Op) -> tuple[Any, BaseException | None]:

@@ -44,11 +44,12 @@ WELL_KNOWN_MAX_BYTES = 8 * 1024
 
 @dataclass(frozen=True, slots=True)
 class PoolLimits:
-    """Connections per pool (total, per peer). Deliveries go one batch at a time per
-    destination (delivery.py), so 2 per peer leaves room for a mesh relay beside it."""
+    """Connections per pool (total, per peer). Deliveries go in up to two lanes per
+    destination (delivery.py, "Lanes"), so 3 per peer leaves room for a mesh relay beside
+    them."""
 
     keys: tuple[int, int] = (32, 2)
-    deliveries: tuple[int, int] = (64, 2)
+    deliveries: tuple[int, int] = (64, 3)
     reports: tuple[int, int] = (8, 1)
     key_timeout_s: float = 5.0
     well_known_timeout_s: float = 5.0

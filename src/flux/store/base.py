@@ -650,10 +650,12 @@ class Store(Protocol):
 
     async def lease(self, holder: str, now_ms: int, lease_ms: int, limit: int) -> Lease | None:
         """Claim one destination that has queued mail, is due (`next_attempt_at <= now`)
-        and is not held by a live lease (the caller's own included: one batch in flight per
-        destination, even within one worker); return its oldest `limit` messages in queue
-        order. One destination is held by one worker at a time (one batch in flight per
-        peer); a lease that is not settled by `now + lease_ms` (a dead worker) lapses."""
+        and is not held by a live lease (the caller's own included: one lease per
+        destination, even within one worker); return at most `limit` of its unheld messages
+        round-robin across their senders, each sender's in queue order (the fair queue:
+        _memory_queue.py, "A fair queue"; PROTOCOL.md §10.3). One destination is held by one
+        worker at a time; a lease that is not settled by `now + lease_ms` (a dead worker)
+        lapses."""
 
     async def settle(
         self,

@@ -110,8 +110,12 @@ def through(dsn: str, port: int) -> str:
     return urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
 
 
-async def submission_turns(tmp_path: Path, count: int = 40) -> tuple[list[int], list[list[str]]]:
-    """Turns per submission after a warm-up, and the statements of the last one's turns."""
+async def submission_turns(
+    tmp_path: Path, count: int = 40, *, replies: bool = False
+) -> tuple[list[int], list[list[str]]]:
+    """Turns per submission after a warm-up, and the statements of the last one's turns;
+    with `replies`, each message answers the one before it, which its recipient holds
+    (the thread root is then looked for among the recipient's mail)."""
     async with fresh_schema_url("flux_turns") as dsn:
         parts = urlsplit(dsn)
         relay = TurnCountingRelay(parts.hostname or "127.0.0.1", parts.port or 5432)
@@ -125,11 +129,14 @@ async def submission_turns(tmp_path: Path, count: int = 40) -> tuple[list[int], 
         turns: list[int] = []
         try:
             bob = Identity.generate()
+            previous: str | None = None
             async with aiohttp.ClientSession() as http:
                 for n in range(10 + count):  # the first ten warm the statement caches
                     # a new sender each time: the per-sender spam rate never interferes
                     env = compose(Identity.generate(), bob.address, f"message {n}",
+                                  reply_to=previous if replies else None,
                                   now_ms=int(time.time() * 1000)).primary  # fmt: skip
+                    previous = env["id"]
                     before = relay.turns
                     async with http.post(f"{server.url}/send", json=env) as r:
                         assert r.status == 200, await r.text()
@@ -147,6 +154,18 @@ async def submission_turns(tmp_path: Path, count: int = 40) -> tuple[list[int], 
 async def test_a_submission_costs_no_more_round_trips_than_today(tmp_path: Path) -> None:
     turns, last = await submission_turns(tmp_path)
     print(f"\nround trips per submission: median {statistics.median(turns)}, "
+          f"[{min(turns)}–{max(turns)}]; the last one's:")  # fmt: skip
+    for n, statements in enumerate(last, 1):
+        print(f"  {n:2d}. " + " | ".join(statements or ["(no statement: sync or reset)"]))
+    assert statistics.median(turns) <= TURNS_NOW
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(120)
+async def test_a_reply_costs_no_more_round_trips_than_a_message(tmp_path: Path) -> None:
+    """A reply's thread is decided in the storing call too (schema step 14)."""
+    turns, last = await submission_turns(tmp_path, replies=True)
+    print(f"\nround trips per reply: median {statistics.median(turns)}, "
           f"[{min(turns)}–{max(turns)}]; the last one's:")  # fmt: skip
     for n, statements in enumerate(last, 1):
         print(f"  {n:2d}. " + " | ".join(statements or ["(no statement: sync or reset)"]))

@@ -86,12 +86,14 @@ async def store_at_once(
     conn: asyncpg.Connection, locks: Locks, batch: Sequence[Incoming]
 ) -> list[dict[str, StoreOutcome]] | None:
     """`store_batch` and the sent records (`sent_after`, queue.record_sent) in one call of
-    the server-side function `flux_store_batch` (schema step 13): one statement, one
-    round trip, its own transaction; the connection must not be in one. It takes every
-    lock `store_batch` takes, in the same order, and then decides and writes by the same
-    rules, each statement on a new snapshot. None (nothing written) for a batch it leaves
-    to the general way: a reply whose parent is in its owner's mail (_rules.parent_root),
-    a sent record to merge into one already kept (base.py merge_sent)."""
+    the server-side function `flux_store_batch` (schema steps 13 and 14): one statement,
+    one round trip, its own transaction; the connection must not be in one. It takes
+    every lock `store_batch` takes, in the same order, and then decides and writes by the
+    same rules, each statement on a new snapshot (a reply's thread by _rules.parent_root,
+    written again in SQL: flux_parent_root). None (nothing written, no seq drawn) for a
+    batch it leaves to the general way: a sent record to merge into one already kept
+    (base.py merge_sent: a BCC copy after the first), a reply to a message of the same
+    batch, or to one whose stored JSON PostgreSQL does not read as JSONB."""
     recipients = [_rules.recipients_of(inc) for inc in batch]  # TypeError before any SQL
     everyone = {r for rcpts in recipients for r in rcpts}
     everyone |= {inc.envelope["from"] for inc in batch if inc.sent is not None}

@@ -42,11 +42,12 @@ Round trips. Each statement is a round trip to the database, and BEGIN and COMMI
 more; a submission once cost 28 (tests/server/test_postgres_round_trips.py counts them).
 The writes of the submit path are therefore one statement each, run on their own
 (autocommit, `_statement`): storing a batch and counting a rate hit call server-side
-PL/pgSQL functions (schema step 13) that take the same locks first, as their first
-statement, and then read and write by the same rules. In a VOLATILE function each
+PL/pgSQL functions (schema steps 13 and 14) that take the same locks first, as their
+first statement, and then read and write by the same rules. In a VOLATILE function each
 statement takes a new snapshot, so what they read after the locks is as fresh as in the
-transactions they replace. A batch those functions leave to Python's rules (a reply whose
-parent is in the mail, a sent record to merge) is stored in a transaction as before.
+transactions they replace. A batch the storing function leaves to Python's rules (a sent
+record to merge, a reply to a message of its own batch: _postgres_ops.store_at_once) is
+stored in a transaction as before.
 
 Schemas. Tables live in the connection's default search_path, or in `schema` (created if
 missing). `fresh_schema=True` (tests) makes a new, uniquely named schema that `close()`
@@ -224,8 +225,8 @@ class PostgresStore:
 
     async def _store_batch(self, batch: list[Incoming]) -> list[dict[str, StoreOutcome]]:
         # The common batch: one call, one round trip (_postgres_ops.store_at_once); the
-        # rest (replies whose parent is in the mail, sent records to merge), the general
-        # way, in a transaction of several statements.
+        # rest (sent records to merge, replies within a batch), the general way, in a
+        # transaction of several statements.
         at_once = await self._statement(lambda c: ops.store_at_once(c, self._locks, batch))
         if at_once is not None:
             return at_once

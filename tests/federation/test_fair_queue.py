@@ -12,6 +12,7 @@ asserted, never time.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -105,3 +106,65 @@ def test_sender_lanes_keep_each_sender_in_one_lane_in_order() -> None:
     assert lanes == [[0, 2, 4], [1, 3, 5]]  # the flood alone; the others share a lane
     assert sender_lanes(batch, 1) == [[0, 1, 2, 3, 4, 5]]  # one lane: the lease's order
     assert sender_lanes(batch[:1], 3) == [[0]]  # no empty lane
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+async def test_a_failed_lane_does_not_hold_or_bounce_what_the_other_lane_delivered(
+    tmp_path: Path, backend: str
+) -> None:
+    """B answers the other sender's transaction and refuses the flood's (503, answered
+    last): the lease settles the delivered message as done and only the flood waits; when
+    the flood's retry window runs out, only the flood bounces."""
+    async with local_servers(tmp_path, "ab", backend=backend) as s:
+        a, b = s["a"], s["b"]
+        worker: DeliveryWorker = a.app[PARTS]["delivery"]
+        flooder, other = Identity.generate(), Identity.generate()
+        now = int(time.time() * 1000)
+        flood = [compose(flooder, Identity.generate().address, f"bulk {i}", now_ms=now).primary
+                 for i in range(5)]  # fmt: skip
+        single = compose(other, Identity.generate().address, "just one", now_ms=now).primary
+        flood_ids = {m["id"] for m in flood}
+        post = worker.peers.post
+        other_lane_answered = asyncio.Event()
+
+        async def refuse_the_flood(server: str, path: str, body: bytes, *args: Any, **kw: Any):
+            if flood_ids & {m["id"] for m in json.loads(body)["messages"]}:
+                await other_lane_answered.wait()  # B answers the other lane first
+                return 503, {"ok": False, "error": "busy", "code": "unavailable"}
+            try:
+                return await post(server, path, body, *args, **kw)
+            finally:
+                other_lane_answered.set()
+
+        worker.peers.post = refuse_the_flood  # type: ignore[method-assign]
+        settled: list[Settlement] = []
+        worker.on_settled = lambda lease, verdict: settled.append(verdict)
+        bounced: list[str] = []
+
+        async def bounce(item: Outbound, recipients: Any, reason: str) -> None:
+            bounced.append(item.envelope["id"])
+
+        worker.bounces.bounce = bounce  # type: ignore[method-assign]
+        store_a = a.app[PARTS]["store"]
+        items = [queued(m, name(b)) for m in [*flood, single]]
+        assert await store_a.enqueue(items) == [True] * 6
+        worker.kick()
+        async with asyncio.timeout(30):
+            while not settled:
+                await asyncio.sleep(0.05)  # polling, bounded by the timeout
+        (got,) = await b.app[PARTS]["store"].fetch_pending(single["to"], 10)
+        assert got.envelope["id"] == single["id"]
+        first = settled[0]
+        assert first.retry is not None and not first.bounces
+        (queue,) = [d for d in await store_a.queue_state() if d.destination == name(b)]
+        assert queue.queued == len(flood)  # the delivered message left the queue
+
+        # the flood's retry window runs out while B still refuses it: the flood bounces,
+        # and the message B has is not bounced with it
+        worker.policy = dataclasses.replace(worker.policy, retry_window_ms=1)
+        await store_a.wake(name(b))
+        worker.kick()
+        async with asyncio.timeout(30):
+            while len(settled) < 2:
+                await asyncio.sleep(0.05)
+        assert sorted(bounced) == sorted(flood_ids) and single["id"] not in bounced

@@ -19,8 +19,10 @@ transaction of its own that the peer checks first, not as the 101st of a flood's
 receiver checks one peer's batches one at a time and queues a few more (server/fair.py
 PeerTurns), so lanes overlap this server's sealing and the network with the peer's
 checking rather than loading the peer twice. The lease is settled once, when every lane
-has its answers; a failed transaction fails the lease (it all goes again; the peer
-answers `duplicate` for what it has).
+has its answers: a failed transaction stops its own lane only, and what went unanswered
+waits for the next attempt (or bounces, when waiting cannot help), while what the other
+lane got answered is settled by its answer, so another sender's delivered message never
+waits or bounces with a flood's failed transaction.
 
 What the answer decides, per message:
 
@@ -430,18 +432,29 @@ class DeliveryWorker:
             return Settlement(expired_ids, bounced, None)
         try:
             server = await self._server_for(lease.destination)
-            results = await self._post(server, sending, via=sending[0].item.via, held=held)
-        except DeliveryFailed as exc:
-            if exc.permanent:  # waiting cannot help (the domain does not exist): bounce now
-                log.info("event=delivery_failed destination=%s reason=%s", lease.destination, exc)
-                bounced += [(q, list(q.item.recipients), exc.words) for q in sending]
-                return Settlement(expired_ids + [q.qid for q in sending], bounced, None)
-            log.warning("event=delivery_deferred destination=%s attempts=%d reason=%s",
-                        lease.destination, lease.attempts + 1, exc)  # fmt: skip
-            return Settlement(expired_ids, bounced, str(exc), exc.words)
-        verdict = _judge(sending, results, mesh=bool(sending[0].item.via))
-        log.info("event=delivered destination=%s sent=%d done=%d bounced=%d",
-                 lease.destination, len(sending), len(verdict.done), len(verdict.bounces))  # fmt: skip
+            results, failure = await self._post(server, sending, via=sending[0].item.via, held=held)
+        except DeliveryFailed as exc:  # nothing was answered
+            results, failure = [NOT_ANSWERED] * len(sending), exc
+        answered = [(q, r) for q, r in zip(sending, results, strict=True) if r is not NOT_ANSWERED]
+        unanswered = [q for q, r in zip(sending, results, strict=True) if r is NOT_ANSWERED]
+        verdict = _judge([q for q, _ in answered], [r for _, r in answered],
+                         mesh=bool(sending[0].item.via))  # fmt: skip
+        if answered:
+            log.info("event=delivered destination=%s sent=%d done=%d bounced=%d",
+                     lease.destination, len(answered), len(verdict.done),
+                     len(verdict.bounces))  # fmt: skip
+        if failure is not None and unanswered:
+            # Only what went unanswered failed: a lane that was answered is settled by its
+            # answer (the peer has that mail; it must not wait, nor bounce, with the rest).
+            if failure.permanent:  # waiting cannot help (the domain does not exist): bounce now
+                log.info("event=delivery_failed destination=%s reason=%s",
+                         lease.destination, failure)  # fmt: skip
+                bounced += [(q, list(q.item.recipients), failure.words) for q in unanswered]
+                expired_ids += [q.qid for q in unanswered]
+            else:
+                log.warning("event=delivery_deferred destination=%s attempts=%d reason=%s",
+                            lease.destination, lease.attempts + 1, failure)  # fmt: skip
+                verdict = dataclasses.replace(verdict, retry=str(failure), words=failure.words)
         return dataclasses.replace(
             verdict, done=expired_ids + verdict.done, bounces=bounced + verdict.bounces
         )
@@ -462,12 +475,16 @@ class DeliveryWorker:
             self._servers[destination] = cached
         return cached[0]
 
-    async def _post(self, server: str, batch: list[Queued], *, via: str, held: _Held) -> list[Any]:
+    async def _post(
+        self, server: str, batch: list[Queued], *, via: str, held: _Held
+    ) -> tuple[list[Any], DeliveryFailed | None]:
         """Seal each message to `server` and hand them over: in signed transactions of at
-        most MAX_BATCH messages and MAX_BATCH_BYTES, in lanes (module doc, "Lanes");
-        the results in `batch`'s order. Raises DeliveryFailed (then nothing of the lease
-        counts as answered: it all goes again, and the peer answers `duplicate` for what it
-        has) or LeaseLost."""
+        most MAX_BATCH messages and MAX_BATCH_BYTES, in lanes (module doc, "Lanes").
+        Returns the results in `batch`'s order, NOT_ANSWERED where no answer was read, and
+        the failure that left them unanswered (None when all were answered): a lane that
+        fails stops, the others go on, and what they got answered is settled by its answer.
+        Raises DeliveryFailed when nothing could be sent (a prototype peer's dialect), or
+        LeaseLost (every lane stops)."""
         now = self.clock()
         # The one seam to the prototype's dialect (compat/federation.py): its answers come
         # back as FLUX results, judged below like any peer's.
@@ -478,15 +495,19 @@ class DeliveryWorker:
                 return await legacy.deliver(
                     sealed, [q.item.recipients for q in batch], now_ms=now,
                     timeout_s=self.policy.timeout_s, lost=lambda: held.lost,
-                )  # fmt: skip
+                ), None  # fmt: skip
             except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
                 raise DeliveryFailed.of(exc, self.policy.timeout_s) from exc
-        results: list[Any] = [None] * len(batch)
+        results: list[Any] = [NOT_ANSWERED] * len(batch)
+        failures: list[DeliveryFailed] = []
 
         async def lane(places: list[int]) -> None:
-            answers = await self._lane(server, [batch[i] for i in places], via=via, now=now, held=held)  # fmt: skip
-            for i, answer in zip(places, answers, strict=True):
+            items = [batch[i] for i in places]
+            answers, failure = await self._lane(server, items, via=via, now=now, held=held)
+            for i, answer in zip(places, answers, strict=False):  # answers may stop short
                 results[i] = answer
+            if failure is not None:
+                failures.append(failure)
 
         # the smallest lane first: its transaction reaches the peer first, so one sender's
         # single message is checked before the flood's hundred, not after them
@@ -495,18 +516,20 @@ class DeliveryWorker:
             for places in sorted(sender_lanes(batch, self.policy.lanes), key=len)
         ]
         try:
-            await asyncio.gather(*lanes)  # the first failure is the lease's
-        finally:  # and the other lanes stop sending: what they got is not settled anyway
+            await asyncio.gather(*lanes)
+        finally:  # LeaseLost (or a crash) in one lane stops the others
             for task in lanes:
                 task.cancel()
             await asyncio.gather(*lanes, return_exceptions=True)
-        return results
+        return results, (failures[0] if failures else None)
 
     async def _lane(
         self, server: str, items: list[Queued], *, via: str, now: int, held: _Held
-    ) -> list[Any]:
+    ) -> tuple[list[Any], DeliveryFailed | None]:
         """`items` in order, one transaction after the other (each sender's mail arrives in
-        order), each sealed while the one before it is in flight."""
+        order), each sealed while the one before it is in flight. Returns the results of
+        the transactions answered, in order, and the failure that stopped the lane, if one
+        did (the items after those results were not answered). Raises LeaseLost."""
         results: list[Any] = []
         sending: asyncio.Task[list[Any]] | None = None
         try:
@@ -521,11 +544,13 @@ class DeliveryWorker:
                     sending = asyncio.create_task(self._transaction(server, part, via=via, now=now))
             if sending is not None:
                 results += await sending
+        except DeliveryFailed as failure:
+            return results, failure
         finally:
             if sending is not None and not sending.done():
                 sending.cancel()
                 await asyncio.gather(sending, return_exceptions=True)
-        return results
+        return results, None
 
     def _seal(self, queued: Queued, server: str, now: int) -> dict[str, Any]:
         """`queued`'s envelope with this server's hop, sealed to `server` at `now`."""
@@ -610,6 +635,10 @@ def _by_size(parts: list[bytes], limit: int) -> list[list[bytes]]:
         groups[-1].append(part)
         size += len(part) + 1
     return groups
+
+
+#: a message of a lease whose transaction was not answered (module doc, "Lanes")
+NOT_ANSWERED: Any = object()
 
 
 class DeliveryFailed(Exception):

@@ -104,7 +104,10 @@ class Writer:
             raise self._error
 
     def submit(self, op: Op) -> asyncio.Future[Any]:
-        """Queue `op`; the future resolves once the transaction that ran it has committed."""
+        """Queue `op`; the future resolves once the transaction that ran it has committed.
+        `op` may run twice (module doc: a batch in which an operation raised runs again),
+        so it must act only through the connection: no Python state, counters or calls
+        out, and arguments it does not consume (lists, not iterators)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         with self._submit_lock:

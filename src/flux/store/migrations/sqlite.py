@@ -58,6 +58,9 @@ Step 12 makes the delivery queue fair between senders (docs/FEDERATION.md, "Deli
 queue"): `outbound.sender` (the envelope's `from`, backfilled from the stored envelopes)
 and an index (destination, held, sender, qid) from which a lease numbers each sender's
 sendable copies in queue order without reading an envelope (`_sqlite_queue.lease`).
+
+Steps 13 and 14 change nothing here: PostgreSQL's steps of those numbers (functions that
+store a submission in one round trip) have no counterpart in a store in this process.
 """
 
 from __future__ import annotations
@@ -376,13 +379,22 @@ CREATE INDEX sent_thread ON sent (sender, thread_root);
         "a fair delivery queue: each queued copy names its sender",
         """
 -- the lease takes a destination's mail round-robin across its senders (_sqlite_queue.py
--- FAIR_ORDER); the sender is the envelope's `from`, copied here so the turn of a copy
+-- FAIR_LEASE); the sender is the envelope's `from`, copied here so the turn of a copy
 -- within its sender is read from this index alone, without parsing envelopes
 ALTER TABLE outbound ADD COLUMN sender TEXT NOT NULL DEFAULT '';
 UPDATE outbound SET sender = COALESCE(json_extract(envelope, '$.from'), '');
 CREATE INDEX outbound_fair ON outbound (destination, held, sender, qid);
 """,
     ),
+    Migration(
+        13,
+        "no change: PostgreSQL's storing functions",
+        # Kept so the step numbers match PostgreSQL's, whose steps 13 and 14 move the
+        # submit path's writes into server-side functions to save round trips; here the
+        # store runs in this process, where a statement costs no round trip.
+        "SELECT 1;",
+    ),
+    Migration(14, "no change: PostgreSQL's storing functions decide replies", "SELECT 1;"),
 ]
 
 

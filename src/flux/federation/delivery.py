@@ -91,7 +91,6 @@ import aiohttp
 from ..background import running, wait_at_most
 from ..protocol.chain import ChainVerdict, ServerSigner, append_hop, check_can_append
 from ..protocol.errors import FluxError
-from ..store._memory_queue import queue_sender  # whose turn a copy is: one rule for both
 from ..store.base import (
     DeliveryState,
     DeliveryUpdates,
@@ -611,7 +610,7 @@ def sender_lanes(batch: Sequence[Queued], lanes: int) -> list[list[int]]:
     share the rest."""
     by_sender: dict[str, list[int]] = {}
     for place, queued in enumerate(batch):
-        by_sender.setdefault(queue_sender(queued.item), []).append(place)
+        by_sender.setdefault(queued.item.sender, []).append(place)
     filled: list[list[int]] = [[] for _ in range(max(1, lanes))]
     for places in sorted(by_sender.values(), key=len, reverse=True):
         min(filled, key=len).extend(places)

@@ -7,7 +7,7 @@ qid) order. So one sender with 10,000 copies queued for a peer and another with 
 the first two places of the next lease, not places 1 and 10,001: a flood delays others'
 mail by one lease, not by itself. Each sender's copies still go in queue order (docs/FEDERATION.md,
 "Delivery queue": a sender's mail arrives in submission order). The sender is the envelope's `from`
-(`queue_sender`); the SQL stores keep it in a column of `outbound` (schema step 12) and
+(`Outbound.sender`); the SQL stores keep it in a column of `outbound` (schema step 12) and
 number the turns with ROW_NUMBER(), the same rule as `fair_order` here.
 """
 
@@ -47,19 +47,13 @@ class _Destination:
         return [(q, m) for q, m in self.messages.items() if q not in self.held_qids]
 
 
-def queue_sender(item: Outbound) -> str:
-    """Whose turn a queued copy takes: its envelope's `from` ("" if it has none)."""
-    sender = item.envelope.get("from")
-    return sender if isinstance(sender, str) else ""
-
-
 def fair_order(copies: Sequence[tuple[int, Outbound]]) -> list[tuple[int, Outbound]]:
     """`copies` (qid, item), in queue order, reordered round-robin across senders: by (turn
     within its sender, qid) (module docstring)."""
     turns: dict[str, int] = {}
     numbered = []
     for qid, item in copies:
-        sender = queue_sender(item)
+        sender = item.sender
         turns[sender] = turns.get(sender, 0) + 1
         numbered.append((turns[sender], qid, item))
     return [(qid, item) for _, qid, item in sorted(numbered, key=lambda t: (t[0], t[1]))]

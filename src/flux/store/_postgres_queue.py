@@ -16,7 +16,6 @@ from collections.abc import Sequence
 import asyncpg
 
 from . import _rules
-from ._memory_queue import queue_sender
 from ._postgres_locks import Locks
 from ._postgres_ops import new_root, rowcount
 from .base import (
@@ -180,7 +179,7 @@ async def enqueue(
                VALUES ($1, $2, $3, $4::text[], $5, $6, $7, $8)
                ON CONFLICT (destination, body_hash) DO NOTHING""",
             item.destination, item.body_hash, _rules.envelope_text(item.envelope),
-            list(item.recipients), item.cv, item.via, item.enqueued_at, queue_sender(item),
+            list(item.recipients), item.cv, item.via, item.enqueued_at, item.sender,
         )  # fmt: skip
         added.append(rowcount(status) == 1)
     return added

@@ -10,7 +10,6 @@ import json
 import sqlite3
 from collections.abc import Sequence
 
-from ._memory_queue import queue_sender
 from ._sqlite_ops import new_change, new_root
 from .base import (
     ChangeKind,
@@ -174,7 +173,7 @@ def enqueue(
             (item.destination, item.body_hash,
              json.dumps(item.envelope, ensure_ascii=False, separators=(",", ":")),
              json.dumps(list(item.recipients)), item.cv, item.via, item.enqueued_at,
-             queue_sender(item)),
+             item.sender),
         )  # fmt: skip
         added.append(cur.rowcount == 1)
     return added

@@ -324,6 +324,13 @@ class Outbound:
     enqueued_at: int
     via: str = ""  #: "" for direct delivery, else the mesh the copy is relayed through
 
+    @property
+    def sender(self) -> str:
+        """Whose turn this copy takes in the fair queue: the envelope's `from` ("" if it has
+        none); the SQL stores keep it in `outbound.sender` (schema step 12)."""
+        sender = self.envelope.get("from")
+        return sender if isinstance(sender, str) else ""
+
 
 class DeliveryState(enum.StrEnum):
     """Where one sent message stands for one recipient (PROTOCOL.md §10.3, "Delivery state").

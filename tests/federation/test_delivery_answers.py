@@ -165,7 +165,13 @@ async def test_a_bounce_after_a_partial_delivery_names_only_who_did_not_get_it(
         a = await sender(peer, window_s=GIVE_UP_S)
         message = await _send(a, [BOB, CAROL], peer.name)
         bounces = await _until(lambda: _bounces(a))
-        states = await _states(a, message["id"])
+
+        async def settled() -> dict[str, Any] | None:
+            # the bounce is stored just before the settling transaction writes the states
+            states = await _states(a, message["id"])
+            return states if states[CAROL]["state"] != "queued" else None
+
+        states = await _until(settled)
     assert [s["state"] for s in (states[BOB], states[CAROL])] == ["delivered", "bounced"]
     assert "not delivered within" in states[CAROL]["reason"], states
     assert len(bounces) == 1 and CAROL in bounces[0]["content"], bounces

@@ -8,10 +8,16 @@ open on another process than the one that stored the mail, so `PostgresFanout` a
 each event on a PostgreSQL channel (`NOTIFY`), and every process `LISTEN`s and dispatches
 what the others published.
 
-Why publish after the commit rather than `NOTIFY` inside the storing transaction:
-the event is sent only once the commit has returned, so no socket ever hears of mail the
-store could still lose, which is the property that matters; and the store stays unaware
-of sockets. The cost is a window: a process that dies between its commit and its NOTIFY
+New mail is announced inside the storing transaction: the submitter hands the store
+an `Announcement` (`announcement`: the channel and each recipient's payload, made here,
+so the store knows nothing of sockets but a channel and some text), and the store's
+function NOTIFYs it for each recipient stored. PostgreSQL delivers a NOTIFY only at its
+transaction's commit, so no socket ever hears of mail the store could still lose, which
+is the property that matters, and no process that dies after its commit loses that push;
+it saves the submission the round trip of a NOTIFY of its own (issue 15, aim 3). Until the
+listening connection has learnt the channel (its scope, asked of the database), and for
+every other event (changes, delivery states), an event is published after the commit,
+on the fanout's own connection: a process that dies between that commit and its NOTIFY
 loses that one push (never the mail). Clients cover it as they cover any dropped socket:
 the mail is still pending (it is delivered by the next `authed` or fetch) and `/changes`
 replays every change since a client's last state. A pushed message is marked delivered
@@ -44,7 +50,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..background import running
-from ..store.base import DeliveryUpdates, MessageRef, MessageStatus, Store
+from ..store.base import Announcement, DeliveryUpdates, MessageRef, MessageStatus, Store
 from .push import Hub, delivered_wire, push_delivery_here
 
 if TYPE_CHECKING:
@@ -160,6 +166,16 @@ class LocalFanout:
     async def publish(self, event: MailEvent) -> None:
         await self.dispatcher.deliver(event)
 
+    async def publish_here(self, event: MailEvent) -> None:
+        """This process's sockets only: the other processes were told by the store
+        (the `announcement` it sent at its commit)."""
+        await self.dispatcher.deliver(event)
+
+    def announcement(self, recipients: Sequence[str], ref: MessageRef) -> Announcement | None:
+        """What the store should NOTIFY of new mail `ref` for `recipients` (module notes);
+        None: no other process listens."""
+        return None
+
     def origin(self, conn: object | None) -> str:
         return self.dispatcher.origin(conn)
 
@@ -189,6 +205,13 @@ class PostgresFanout(LocalFanout):
     async def publish(self, event: MailEvent) -> None:
         await super().publish(event)
         self._queue(event)
+
+    def announcement(self, recipients: Sequence[str], ref: MessageRef) -> Announcement | None:
+        if not self.channel:  # not yet learnt: published after the commit instead
+            return None
+        process = self.dispatcher.process
+        payloads = {r: _encode(MailEvent(r, NEW, (ref,)), process) for r in recipients}
+        return Announcement(self.channel, payloads)
 
     def relay_delivery(self, changes: DeliveryUpdates) -> None:
         """Send delivery-state changes to the other processes (this one's sockets have

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ..store.base import Store
+from ..store.base import RateBucket, Store
 from ..store.memory import HitLog
 
 __all__ = [
-    "KEEP_MS", "HitCounter", "MemoryHitCounter", "StoreHitCounter", "hit_counter",
+    "KEEP_MS", "HitCounter", "MemoryHitCounter", "StoreHitCounter", "counted_in_store",
+    "hit_counter",
 ]  # fmt: skip
 
 #: How long the store keeps a hit, whatever counter made it: the longest window a
@@ -122,6 +123,27 @@ class StoreHitCounter:
 
     async def prune(self, now_ms: int) -> int:
         return await self.store.prune_hits(now_ms, KEEP_MS)
+
+    def bucket(self, bucket: str) -> RateBucket:
+        """`bucket` as a storing transaction counts it (`Incoming.rate`): the same hits,
+        in the same table, one round trip fewer than a `full` before and a `hit` after."""
+        return RateBucket(bucket, self.window_ms, self.limit)
+
+    async def counted(self, now_ms: int) -> None:
+        """A hit of this counter was counted by a storing transaction: prune on the
+        schedule `hit` keeps (a round trip at most every `prune_every_ms`)."""
+        if self._next_prune is None or now_ms >= self._next_prune:
+            self._next_prune = now_ms + self.prune_every_ms
+            await self.prune(now_ms)
+
+
+def counted_in_store(counter: HitCounter, store: Store) -> StoreHitCounter | None:
+    """`counter`, when it counts in `store` itself, so its hits can be counted in that
+    store's storing transaction (`Incoming.rate`); None when it counts elsewhere (in this
+    process, where a hit costs no round trip and no durable write)."""
+    if isinstance(counter, StoreHitCounter) and counter.store is store:
+        return counter
+    return None
 
 
 def hit_counter(*, limit: int, window_ms: int, shared: Store | None = None) -> HitCounter:

@@ -34,7 +34,13 @@ In order, each step refusing with its own error (the table in errors.py gives th
    refusal first: a sender already over the rate limit is refused before the content
    heuristics run, and the rate budget is only looked at here; a hit is counted once the
    message is accepted (stored or queued for someone), so a message refused for any
-   reason, and a replay, costs the sender nothing (PROTOCOL.md §8.2);
+   reason, and a replay, costs the sender nothing (PROTOCOL.md §8.2). When the budget
+   is counted in the store itself (PostgreSQL: shared by the processes of a cluster) and
+   the message has no remote copy, the storing transaction decides it instead, after
+   dedupe and before any write, and counts the hit (store/base.py, "Rate and contacts in
+   the storing transaction"): two round trips fewer. The content heuristics then run
+   first, and a message they refuse is answered as before (the rate reason alone when
+   the sender is over the limit: that look is made only for a refusal);
 7. pending quota per recipient, checked in the storing transaction (429 when every new
    recipient is full; the others still get the message); within it, a sender the
    recipient has never written to is a stranger, and strangers hold at most their share
@@ -52,7 +58,9 @@ In order, each step refusing with its own error (the table in errors.py gives th
 9. only then the push to the recipients' live sockets (the pushed copy is marked
    delivered first, so a client never sees mail the store could still lose);
 10. a sender this server hosts now knows every recipient it wrote to (`add_contacts`):
-   their mail to it is no stranger's.
+   their mail to it is no stranger's. Kept by the storing transaction itself for mail
+   with no remote copy (`Incoming.contacts`), and that transaction also NOTIFYs the
+   push to the other processes (fanout.py): one round trip for the whole of step 8-10.
 
 The store repeats the dedupe check atomically (two submissions of one id can race between
 step 5 and step 8); its CONFLICT outcome is reported the same way.
@@ -107,7 +115,7 @@ from .errors import (
 )
 from .fair import ClientLimits
 from .fanout import NEW, LocalFanout, MailEvent
-from .limits import HitCounter
+from .limits import HitCounter, StoreHitCounter, counted_in_store
 from .metrics import Metrics
 from .reputation import Reputation
 
@@ -193,6 +201,11 @@ class _Plan:
     outgoing: list[tuple[Any, Sequence[str]]]
     #: counts against the sender's rate budget once accepted (mail this server took)
     rated: bool = False
+    #: the sender's rate is decided and counted by the storing transaction
+    #: (`Incoming.rate`), not looked at before nor counted after it
+    rate_in_store: bool = False
+    #: the store has NOTIFYed the other processes of the recipients stored
+    announced: bool = False
     #: the sender is hosted here: its sent mail keeps this message (step 8)
     keep_sent: bool = False
 
@@ -254,6 +267,12 @@ class Submitter:
         #: per client address and per peer server budgets (fair.py); None: not counted
         self.limits = limits
 
+    @property
+    def _rate_in_store(self) -> StoreHitCounter | None:
+        """`rate` when it counts in `store` itself: a local message's rate is then decided
+        and its hit counted in its storing transaction, two round trips fewer (limits.py)."""
+        return counted_in_store(self.rate, self.store)
+
     async def submit(self, raw: bytes | str | Any, *, client: str | None = None) -> SubmitResult:
         """Run the pipeline on one submission: raw JSON or an already strictly-parsed value,
         a bare envelope or `{"message": envelope, "domains": {...}}` (wire.submission).
@@ -279,12 +298,7 @@ class Submitter:
         cv = self._check_chain(env)
         if remote:
             await self._check_relay(env)
-        result = await self._deliver(env, now, cv, started, Routing(remote=remote))
-        # A replay was recorded when it was first accepted: no second lookup and write.
-        # (`sender_hosted` is the plan's own lookup: none is made again here.)
-        if not result.duplicate and result.sender_hosted:
-            await self.store.add_contacts(env.sender, local_recipients(env), now)
-        return result
+        return await self._deliver(env, now, cv, started, Routing(remote=remote))
 
     async def accept_batch(
         self,
@@ -405,12 +419,18 @@ class Submitter:
             outcomes = {r: why for r, why in hosted.items() if why}
             fresh = [r for r, why in hosted.items() if not why]
         outgoing = [*route.remote.items(), *relays.items()]
+        # Mail only for mailboxes here, whose rate counter lives in the store: the storing
+        # transaction decides the rate (after dedupe, before anything is written) and
+        # counts the hit, in the round trip that stores it (store/base.py notes).
+        rate_in_store = route.origin and not outgoing and self._rate_in_store is not None
         if fresh or outgoing:
             # Mail a peer hands on was rate-limited by the sender's own server when it was
             # submitted; counting it again here would refuse a queue that flushes after an
             # outage as a burst it never was. The content heuristics apply to all mail.
             try:
-                await self._check_spam(env, now, rate_limited=route.origin)
+                await self._check_spam(
+                    env, now, rate_limited=route.origin, rate_in_store=rate_in_store
+                )
             except SpamRefused:
                 if looked_up:
                     raise
@@ -421,8 +441,9 @@ class Submitter:
                     raise
         keep = route.origin and (self.open_mode or await self.store.hosted(env.sender) is not None)
         return _Plan(
-            env, now, cv, started, outcomes, fresh, outgoing, rated=route.origin, keep_sent=keep
-        )
+            env, now, cv, started, outcomes, fresh, outgoing, rated=route.origin,
+            rate_in_store=rate_in_store, keep_sent=keep,
+        )  # fmt: skip
 
     async def _commit(self, plans: Sequence[_Plan]) -> list[SubmitResult | FluxError]:
         """Store every plan's local copies in one transaction and queue its remote ones
@@ -450,7 +471,7 @@ class Submitter:
                 continue
             for rcpt, outcome in plan.outcomes.items():
                 if outcome == StoreOutcome.STORED:
-                    await self.push_new(rcpt, plan.env.id, plan.env.sender)
+                    await self.push_new(rcpt, plan.env.id, plan.env.sender, plan.announced)
             results.append(await self._done(plan))
         return results
 
@@ -467,12 +488,20 @@ class Submitter:
         if plan.keep_sent and not plan.outgoing:
             stored = {**plan.outcomes, **dict.fromkeys(plan.fresh, StoreOutcome.STORED)}
             sent = sent_record(env, stored, plan.now)
+        # With no remote copy, the sender's contacts (step 10) and the NOTIFY of the push
+        # (fanout.py) are written in the storing transaction too: no round trip of their own.
+        contacts = local_recipients(env) if plan.keep_sent and not plan.outgoing else ()
+        announce = self.fanout.announcement(plan.fresh, MessageRef(env.id, env.sender))
+        plan.announced = announce is not None
+        rate = None
+        if plan.rate_in_store and self._rate_in_store is not None:
+            rate = self._rate_in_store.bucket(f"send:{env.sender}")
         return Incoming(
             stamped, env.body_hash, tuple(plan.fresh), plan.now, tags=tags,
             pending_quota=self.pending_quota,
             # this server's own bounces are the sender's own server speaking: no stranger
             stranger_share=None if env.sender == self.signer.identity.address else self.stranger_share,
-            sent=sent,
+            sent=sent, rate=rate, contacts=contacts, announce=announce,
         )  # fmt: skip
 
     def _refusal(self, outcome: Mapping[str, StoreOutcome]) -> FluxError | None:
@@ -480,6 +509,8 @@ class Submitter:
             return None
         if StoreOutcome.CONFLICT in outcome.values():
             return Conflict(CONFLICT_TEXT, field="id")
+        if StoreOutcome.RATE_LIMITED in outcome.values():  # the same 451 as _check_spam's
+            return SpamRefused((RATE_LIMIT_REASON,))
         if StoreOutcome.OVER_QUOTA in outcome.values():
             return QuotaExceeded(f"the recipient has {self.pending_quota} pending messages", field="to")  # fmt: skip
         if StoreOutcome.OVER_STRANGER_SHARE in outcome.values():
@@ -495,7 +526,14 @@ class Submitter:
     async def _done(self, plan: _Plan) -> SubmitResult:
         result = SubmitResult(plan.env.id, plan.outcomes, sender_hosted=plan.keep_sent)
         if plan.rated and not result.duplicate:  # accepted: now it counts (step 6)
-            await self.rate.hit(f"send:{plan.env.sender}", plan.now)
+            if plan.rate_in_store and self._rate_in_store is not None:
+                await self._rate_in_store.counted(plan.now)  # the store counted it
+            else:
+                await self.rate.hit(f"send:{plan.env.sender}", plan.now)
+        # Step 10, for mail with a remote copy (a local one's were kept by the store). A
+        # replay was recorded when it was first accepted: no second lookup and write.
+        if plan.keep_sent and plan.outgoing and not result.duplicate:
+            await self.store.add_contacts(plan.env.sender, local_recipients(plan.env), plan.now)
         self.metrics.submit_seconds.observe(time.perf_counter() - plan.started)
         self.metrics.submissions.labels(outcome="duplicate" if result.duplicate else "stored").inc()
         log.debug(
@@ -595,13 +633,21 @@ class Submitter:
                 raise Conflict(CONFLICT_TEXT, field="id")
         return outcomes, fresh
 
-    async def _check_spam(self, env: Envelope, now: int, *, rate_limited: bool) -> None:
+    async def _check_spam(
+        self, env: Envelope, now: int, *, rate_limited: bool, rate_in_store: bool = False
+    ) -> None:
         # Over the limit: refused before the content heuristics, the costly part, run; the
         # hit is counted in _done, once the message is accepted.
-        if rate_limited and await self.rate.full(f"send:{env.sender}", now):
+        bucket = f"send:{env.sender}"
+        if rate_limited and not rate_in_store and await self.rate.full(bucket, now):
             raise SpamRefused((RATE_LIMIT_REASON,))
         reasons = check_spam(env.data, None, now).reasons  # the content heuristics
         if reasons:
+            # With the rate decided by the storing transaction, a look at the rate costs a
+            # round trip, so it is made only for a refusal: the answer stays the one a
+            # sender over the limit always got (the rate reason alone).
+            if rate_in_store and await self.rate.full(bucket, now):
+                raise SpamRefused((RATE_LIMIT_REASON,))
             raise SpamRefused(reasons)
 
     async def _queue(self, plans: Sequence[_Plan]) -> None:
@@ -647,9 +693,16 @@ class Submitter:
         self.metrics.refused("bounced")
         log.info("event=bounce id=%s re=%s to=%s", env.id, original["id"], sender)
 
-    async def push_new(self, address: str, msg_id: str, sender: str) -> None:
-        """Tell `address`'s live sockets, in every process, of a message just stored."""
-        await self.fanout.publish(MailEvent(address, NEW, (MessageRef(msg_id, sender),)))
+    async def push_new(
+        self, address: str, msg_id: str, sender: str, announced: bool = False
+    ) -> None:
+        """Tell `address`'s live sockets, in every process, of a message just stored
+        (`announced`: the store has told the other processes, at its commit)."""
+        event = MailEvent(address, NEW, (MessageRef(msg_id, sender),))
+        if announced:
+            await self.fanout.publish_here(event)
+        else:
+            await self.fanout.publish(event)
 
 
 #: what a submit outcome means for the sender's sent mail: (state, reason if bounced)

@@ -67,12 +67,25 @@ async def store_batch(
 ) -> list[dict[str, StoreOutcome]]:
     """Store every message of `batch`, in order, in the caller's transaction."""
     recipients = [_rules.recipients_of(inc) for inc in batch]  # TypeError before any SQL
-    everyone = {r for rcpts in recipients for r in rcpts}
-    # a sent record written in this transaction computes its root in its sender's mail
-    # (queue.record_sent): its mailbox is locked with the others, in one statement
-    everyone |= {inc.envelope["from"] for inc in batch if inc.sent is not None}
-    await locks.take(conn, everyone, {inc.body_hash for inc in batch})
+    await conn.execute(TAKE_LOCKS, lock_keys(locks, batch, recipients))
     return [await store(conn, inc, rcpts) for inc, rcpts in zip(batch, recipients, strict=True)]
+
+
+#: unnest yields the array in order, so the locks are taken in key order (_postgres_locks)
+TAKE_LOCKS = "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k"
+
+
+def lock_keys(locks: Locks, batch: Sequence[Incoming], recipients: list[list[str]]) -> list[int]:
+    """Every lock a storing transaction takes, in the order it takes them: its recipients'
+    mailboxes, and its senders' where a sent record is written (its root is computed in
+    the sender's mail: queue.record_sent); its bodies; and the rate buckets it counts in,
+    whose lock is the one `flux_count_hit` takes (_postgres_hits.py), so a hit counted
+    here and one counted there are counted one at a time."""
+    everyone = {r for rcpts in recipients for r in rcpts}
+    everyone |= {inc.envelope["from"] for inc in batch if inc.sent is not None}
+    keys = set(locks.keys(everyone, {inc.body_hash for inc in batch}))
+    keys |= {locks.key("hits", inc.rate.bucket) for inc in batch if inc.rate is not None}
+    return sorted(keys)
 
 
 #: SQLSTATE of `flux_store_batch`'s "not here: store this batch the general way"
@@ -95,13 +108,11 @@ async def store_at_once(
     (base.py merge_sent: a BCC copy after the first), a reply to a message of the same
     batch, or to one whose stored JSON PostgreSQL does not read as JSONB."""
     recipients = [_rules.recipients_of(inc) for inc in batch]  # TypeError before any SQL
-    everyone = {r for rcpts in recipients for r in rcpts}
-    everyone |= {inc.envelope["from"] for inc in batch if inc.sent is not None}
     payload = json.dumps(
         [at_once_json(inc, rcpts) for inc, rcpts in zip(batch, recipients, strict=True)],
         ensure_ascii=False, separators=(",", ":"),
     )  # fmt: skip
-    keys = locks.keys(everyone, {inc.body_hash for inc in batch})
+    keys = lock_keys(locks, batch, recipients)
     try:
         raw = await conn.fetchval(STORE_AT_ONCE, payload, keys, _BOUNCE_REASONS)
     except asyncpg.PostgresError as exc:
@@ -140,6 +151,11 @@ def at_once_json(inc: Incoming, recipients: list[str]) -> dict[str, Any]:
         "hide_at": hide_at, "quota": inc.pending_quota,
         "share": None if share is None else [share.total, share.per_sender],
         "rcpts": recipients, "sent": sent, **_threading(env),
+        "rate": None if inc.rate is None else [inc.rate.bucket, inc.rate.window_ms, inc.rate.limit],
+        "contacts": list(dict.fromkeys(inc.contacts)),
+        "notify": None if inc.announce is None else {
+            "channel": inc.announce.channel, "payloads": dict(inc.announce.payloads),
+        },
     }  # fmt: skip
 
 
@@ -195,10 +211,20 @@ async def store(
     pending = await pending_counts(conn, fresh, inc.received_at) if quota is not None else {}
     out: dict[str, StoreOutcome] = {}
     body_saved = False
+    rate = inc.rate
+    # looked at once, before anything of the message is written, under the bucket's lock
+    # (base.py notes, "Rate and contacts in the storing transaction")
+    limited = rate is not None and (
+        await conn.fetchval(HITS_IN_WINDOW, rate.bucket, inc.received_at, rate.window_ms)
+        >= rate.limit
+    )
     for rcpt in recipients:
         if rcpt in existing:
             same = existing[rcpt] == inc.body_hash
             out[rcpt] = StoreOutcome.DUPLICATE if same else StoreOutcome.CONFLICT
+            continue
+        if limited:
+            out[rcpt] = StoreOutcome.RATE_LIMITED
             continue
         if quota is not None and pending.get(rcpt, 0) >= quota:
             out[rcpt] = StoreOutcome.OVER_QUOTA
@@ -215,7 +241,28 @@ async def store(
             delete_on_read, hide_at, root, sender, re_id,
         )  # fmt: skip
         out[rcpt] = StoreOutcome.STORED
+    if body_saved:
+        await after_storing(conn, inc, [r for r, o in out.items() if o is StoreOutcome.STORED])
     return out
+
+
+HITS_IN_WINDOW = "SELECT count(*) FROM hits WHERE bucket = $1 AND t > $2::bigint - $3::bigint"
+#: flux_count_hit's forgetting and insert, for a bucket known not to be full
+COUNT_HIT = """WITH gone AS (DELETE FROM hits WHERE bucket = $1 AND t <= $2::bigint - $3::bigint)
+INSERT INTO hits (bucket, t) VALUES ($1, $2)"""
+NOTIFY_EACH = "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p"
+
+
+async def after_storing(conn: asyncpg.Connection, inc: Incoming, stored: list[str]) -> None:
+    """What a message with `stored` recipients adds in its transaction: its rate hit, its
+    sender's contacts, its NOTIFYs (which PostgreSQL sends at COMMIT)."""
+    if inc.rate is not None:
+        await conn.execute(COUNT_HIT, inc.rate.bucket, inc.received_at, inc.rate.window_ms)
+    if inc.contacts:
+        await add_contacts(conn, inc.envelope["from"], inc.contacts, inc.received_at)
+    if inc.announce is not None:
+        payloads = [inc.announce.payloads[r] for r in stored if r in inc.announce.payloads]
+        await conn.execute(NOTIFY_EACH, inc.announce.channel, payloads)
 
 
 STRANGER_COUNTS = f"""

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import _rules
+from . import _sqlite_hits as hits
 from .base import (
     Change,
     ChangeKind,
@@ -76,6 +77,12 @@ def store(conn: sqlite3.Connection, inc: Incoming) -> dict[str, StoreOutcome]:
     out: dict[str, StoreOutcome] = {}
     body_saved = False
     quota = inc.pending_quota
+    rate = inc.rate
+    # looked at once, before anything of the message is written (base.py notes, "Rate and
+    # contacts in the storing transaction"); the writer's transaction makes it exact
+    limited = rate is not None and (
+        hits.hits_in_window(conn, rate.bucket, inc.received_at, rate.window_ms) >= rate.limit
+    )
     for rcpt in _rules.recipients_of(inc):
         held, pending, known = conn.execute(
             _BEFORE_STORING,
@@ -85,6 +92,9 @@ def store(conn: sqlite3.Connection, inc: Incoming) -> dict[str, StoreOutcome]:
         if held is not None:
             same = held == inc.body_hash
             out[rcpt] = StoreOutcome.DUPLICATE if same else StoreOutcome.CONFLICT
+            continue
+        if limited:
+            out[rcpt] = StoreOutcome.RATE_LIMITED
             continue
         if quota is not None and pending >= quota:
             out[rcpt] = StoreOutcome.OVER_QUOTA
@@ -113,6 +123,11 @@ def store(conn: sqlite3.Connection, inc: Incoming) -> dict[str, StoreOutcome]:
                 [(cur.lastrowid, t, rcpt, inc.received_at) for t in tags],
             )
         out[rcpt] = StoreOutcome.STORED
+    if body_saved:  # something was stored: the hit counts, the contacts are kept
+        if rate is not None:
+            hits.count_hit(conn, rate.bucket, inc.received_at, rate.window_ms, rate.limit)
+        if inc.contacts:
+            add_contacts(conn, sender, inc.contacts, inc.received_at)
     return out
 
 

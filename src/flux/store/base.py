@@ -94,6 +94,18 @@ settlements never lose each other's entries):
   is (a new record is not: that is the hot path, and the submitter has its answer);
 * an envelope that is not a copy of the kept one (the id reused for another message) or a
   second primary (a replay) changes nothing: the first record stands.
+
+Rate and contacts in the storing transaction (issue 15, aim 3: each was a round trip of
+its own on PostgreSQL, and a writer operation with its commit wait on SQLite). An
+`Incoming` may carry its sender's `rate` (a `RateBucket`, counted as `count_hit` counts)
+and `contacts` (as `add_contacts` keeps them). Per recipient, dedupe comes first (a replay
+is answered DUPLICATE whatever the rate: it costs the sender nothing), then the rate,
+then quota and stranger share: a full bucket makes every other recipient RATE_LIMITED
+before anything of the message is written, so a refused message is refused whole and
+atomically. Once a recipient is STORED, the message counts one hit and its contacts are
+kept, in its transaction, before the batch's next message is decided (that message sees
+them, as it would have after a separate commit). A message with nothing stored counts
+nothing and keeps no contacts.
 """
 
 from __future__ import annotations
@@ -185,6 +197,8 @@ class StoreOutcome(enum.StrEnum):
     OVER_QUOTA = "over_quota"  #: the recipient already has `pending_quota` pending messages
     #: the sender is a stranger to the recipient and the strangers' share is full
     OVER_STRANGER_SHARE = "over_stranger_share"
+    #: the message's rate bucket (`Incoming.rate`) was full: nothing of it was stored
+    RATE_LIMITED = "rate_limited"
 
 
 class ChangeKind(enum.StrEnum):
@@ -457,6 +471,28 @@ class StrangerShare:
 
 
 @dataclass(frozen=True, slots=True)
+class Announcement:
+    """What `Incoming.announce` sends: on `channel`, `payloads[recipient]` for each recipient
+    stored. PostgreSQL delivers a NOTIFY only at its transaction's commit, so a listener
+    never hears of mail the store could still lose (server/fanout.py)."""
+
+    channel: str
+    payloads: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class RateBucket:
+    """A rate limit a message counts against in its storing transaction (`Incoming.rate`):
+    at most `limit` hits in `bucket` within the last `window_ms`, by the rules and in the
+    table of `Store.count_hit`, so the counters of flux.server.limits.StoreHitCounter and
+    the storing transaction count the same hits."""
+
+    bucket: str
+    window_ms: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
 class Incoming:
     """One message to store for the given local recipients (one transaction)."""
 
@@ -477,6 +513,17 @@ class Incoming:
     #: the sender's sent-mail record, kept in the same transaction when a recipient was
     #: stored (`sent_after` marks the refused ones bounced): one row, no second commit
     sent: SentMessage | None = None
+    #: the sender's rate, decided in the same transaction (module notes, "Rate and
+    #: contacts in the storing transaction"): full, and every recipient not a duplicate or
+    #: conflict is RATE_LIMITED, nothing stored; else one hit is counted if any is STORED
+    rate: RateBucket | None = None
+    #: the addresses the sender (`envelope["from"]`) has now written to, kept as
+    #: `add_contacts` keeps them, in the same transaction, when any recipient is STORED
+    contacts: Sequence[str] = ()
+    #: the PostgreSQL channel and the NOTIFY payload of each recipient, sent in the
+    #: storing transaction for each one STORED (server/fanout.py); a store no other process
+    #: shares ignores it
+    announce: Announcement | None = None
 
 
 class Store(Protocol):

@@ -131,11 +131,19 @@ class MemoryStore(MemoryQueue, MemoryInvites):
         msg_id, sender = inc.envelope["id"], inc.envelope["from"]
         delete_on_read, hide_at = _rules.expiry_of(inc.envelope)
         out: dict[str, StoreOutcome] = {}
+        rate = inc.rate
+        # looked at once, before anything of the message is written (base.py notes)
+        limited = rate is not None and (
+            self._hits.in_window(rate.bucket, inc.received_at, rate.window_ms) >= rate.limit
+        )
         for rcpt in _rules.recipients_of(inc):
             old = self._s.deliveries.get((rcpt, sender, msg_id))
             if old is not None:
                 same = old.body_hash == inc.body_hash
                 out[rcpt] = StoreOutcome.DUPLICATE if same else StoreOutcome.CONFLICT
+                continue
+            if limited:
+                out[rcpt] = StoreOutcome.RATE_LIMITED
                 continue
             if (
                 inc.pending_quota is not None
@@ -159,6 +167,10 @@ class MemoryStore(MemoryQueue, MemoryInvites):
             self._s.senders.setdefault((rcpt, msg_id), []).append(sender)
             self._change(d, ChangeKind.CREATED)
             out[rcpt] = StoreOutcome.STORED
+        if StoreOutcome.STORED in out.values():
+            if rate is not None:
+                self._hits.count(rate.bucket, inc.received_at, rate.window_ms, rate.limit)
+            self._s.contacts.update((sender, p) for p in inc.contacts)
         return out
 
     def _over_share(self, inc: Incoming, rcpt: str, sender: str) -> bool:

@@ -42,8 +42,11 @@ Round trips. Each statement is a round trip to the database, and BEGIN and COMMI
 more; a submission once cost 28 (tests/server/test_postgres_round_trips.py counts them).
 The writes of the submit path are therefore one statement each, run on their own
 (autocommit, `_statement`): storing a batch and counting a rate hit call server-side
-PL/pgSQL functions (schema steps 13 and 14) that take the same locks first, as their
-first statement, and then read and write by the same rules. In a VOLATILE function each
+PL/pgSQL functions (schema steps 13 to 15) that take the same locks first, as their
+first statement, and then read and write by the same rules; the storing one also decides
+and counts the sender's rate, keeps its contacts and NOTIFYs the push (step 15; base.py,
+"Rate and contacts in the storing transaction"), so a submission now costs two round
+trips: the client address's rate and this call. In a VOLATILE function each
 statement takes a new snapshot, so what they read after the locks is as fresh as in the
 transactions they replace. A batch the storing function leaves to Python's rules (a sent
 record to merge, a reply to a message of its own batch: _postgres_ops.store_at_once) is

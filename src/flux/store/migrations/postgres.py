@@ -750,6 +750,162 @@ END
 $fn$;
 """,
     ),
+    Migration(
+        15,
+        "the sender's rate, its contacts and the push's NOTIFY in the storing function",
+        """
+-- Issue 15, aim 3: step 14's storing function, and in the same transaction what were
+-- three more round trips of a submission (base.py notes, "Rate and contacts in the
+-- storing transaction"): each message may carry its sender's rate bucket (`rate`:
+-- [bucket, window ms, limit], counted as flux_count_hit counts, whose lock the caller
+-- puts in lock_keys): a full one refuses every recipient that is not a duplicate or a
+-- conflict as 'rate_limited', before anything of the message is written; a message
+-- stored for someone counts its hit and keeps its sender's `contacts`. `notify`
+-- ({channel, payloads: {recipient: text}}) is NOTIFYed for each recipient stored:
+-- PostgreSQL delivers it at COMMIT, so no listener hears of mail that could be lost
+-- (server/fanout.py). A batch without these keys is stored as step 14 stored it.
+CREATE OR REPLACE FUNCTION flux_store_batch(batch JSONB, lock_keys BIGINT[], reasons JSONB)
+RETURNS JSONB LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    m JSONB;
+    rcpt TEXT;
+    existing TEXT;
+    body_saved BOOLEAN;
+    outcome TEXT;
+    outcomes JSONB;
+    bounced JSONB;
+    delivery_text TEXT;
+    kept BIGINT;
+    root TEXT;
+    limited BOOLEAN;
+    result JSONB := '[]';
+    n INT := 0;
+BEGIN
+    PERFORM pg_advisory_xact_lock(k) FROM unnest(lock_keys) AS k;
+    -- Decided before any write, so that leaving the batch to the general way draws no
+    -- seq (a sequence is not rolled back): under the locks, no one else adds a parent
+    -- or a sent record for these owners meanwhile, and this batch can add only those
+    -- whose id is one of its own.
+    IF flux_needs_general_way(batch) THEN
+        RAISE EXCEPTION 'a batch for the general way' USING ERRCODE = 'FX001';
+    END IF;
+    FOR m IN SELECT value FROM jsonb_array_elements(batch) LOOP
+        outcomes := '[]';
+        body_saved := FALSE;
+        -- the sender's rate, looked at once before anything of the message is written,
+        -- under the bucket's lock (in lock_keys), on a snapshot taken after it
+        limited := m->'rate' <> 'null' AND (
+            SELECT count(*) FROM hits
+             WHERE bucket = m->'rate'->>0
+               AND t > (m->>'at')::BIGINT - (m->'rate'->>1)::BIGINT
+        ) >= (m->'rate'->>2)::BIGINT;
+        FOR rcpt IN SELECT value FROM jsonb_array_elements_text(m->'rcpts') LOOP
+            SELECT d.body_hash INTO existing FROM deliveries d
+             WHERE d.msg_id = m->>'id' AND d.sender = m->>'from' AND d.recipient = rcpt;
+            IF FOUND THEN
+                outcome := CASE WHEN existing = m->>'hash' THEN 'duplicate' ELSE 'conflict' END;
+            ELSIF limited THEN
+                outcome := 'rate_limited';
+            ELSIF m->'quota' <> 'null' AND (
+                SELECT count(*) FROM deliveries d
+                 WHERE d.recipient = rcpt AND d.status = 'pending'
+                   AND (d.hide_at IS NULL OR d.hide_at > (m->>'at')::BIGINT)
+            ) >= (m->>'quota')::BIGINT THEN
+                outcome := 'over_quota';
+            ELSIF m->'share' <> 'null' AND rcpt <> m->>'from' AND NOT EXISTS (
+                SELECT 1 FROM contacts WHERE owner = rcpt AND peer = m->>'from'
+            ) AND (
+                SELECT count(*) >= (m->'share'->>0)::BIGINT
+                       OR count(*) FILTER (WHERE d.sender = m->>'from') >= (m->'share'->>1)::BIGINT
+                  FROM deliveries d
+                 WHERE d.recipient = rcpt AND d.status = 'pending'
+                   AND (d.hide_at IS NULL OR d.hide_at > (m->>'at')::BIGINT)
+                   AND d.sender <> d.recipient
+                   AND NOT EXISTS (SELECT 1 FROM contacts c
+                                    WHERE c.owner = d.recipient AND c.peer = d.sender)
+            ) THEN
+                outcome := 'over_stranger_share';
+            ELSE
+                outcome := 'stored';
+                IF NOT body_saved THEN
+                    INSERT INTO messages (body_hash, id, sender, t, re, envelope)
+                    VALUES (m->>'hash', m->>'id', m->>'sender', (m->>'t')::BIGINT, m->>'re',
+                            m->>'envelope')
+                    ON CONFLICT (body_hash) DO NOTHING;
+                    body_saved := TRUE;
+                END IF;
+                root := flux_root(rcpt, m);
+                PERFORM flux_adopt(rcpt, root, m->'adopt', m->>'id');
+                WITH c AS (
+                    INSERT INTO changes (address, sender, msg_id, kind)
+                    VALUES (rcpt, m->>'from', m->>'id', 'created') RETURNING seq
+                ), d AS (
+                    INSERT INTO deliveries (recipient, sender, msg_id, re, body_hash, status,
+                                            inbox, tags, received_at, seq, delete_on_read,
+                                            hide_at, thread_root)
+                    SELECT rcpt, m->>'from', m->>'id', m->>'re', m->>'hash', 'pending',
+                           m->>'inbox', ARRAY(SELECT jsonb_array_elements_text(m->'tags')),
+                           (m->>'at')::BIGINT, c.seq, (m->>'delete_on_read')::BOOLEAN,
+                           (m->>'hide_at')::BIGINT, root
+                      FROM c
+                    RETURNING id
+                )
+                INSERT INTO delivery_tags (delivery_id, tag, recipient, received_at)
+                SELECT d.id, t, rcpt, (m->>'at')::BIGINT
+                  FROM d, jsonb_array_elements_text(m->'tags') AS t;
+                -- sent at COMMIT, and only then (server/fanout.py)
+                IF m->'notify' <> 'null' AND m->'notify'->'payloads' ? rcpt THEN
+                    PERFORM pg_notify(m->'notify'->>'channel',
+                                      m->'notify'->'payloads'->>rcpt);
+                END IF;
+            END IF;
+            outcomes := outcomes || to_jsonb(outcome);
+        END LOOP;
+        -- stored for someone: the hit counts and the contacts are kept, before the next
+        -- message of the batch is decided
+        IF body_saved THEN
+            IF m->'rate' <> 'null' THEN
+                DELETE FROM hits WHERE bucket = m->'rate'->>0
+                   AND t <= (m->>'at')::BIGINT - (m->'rate'->>1)::BIGINT;
+                INSERT INTO hits (bucket, t) VALUES (m->'rate'->>0, (m->>'at')::BIGINT);
+            END IF;
+            INSERT INTO contacts (owner, peer, since)
+            SELECT m->>'from', p, (m->>'at')::BIGINT
+              FROM jsonb_array_elements_text(m->'contacts') AS p
+            ON CONFLICT (owner, peer) DO NOTHING;
+        END IF;
+        result := result || jsonb_build_array(outcomes);
+    END LOOP;
+    -- the sent records, in batch order, of the messages stored for someone
+    FOR m IN SELECT value FROM jsonb_array_elements(batch) LOOP
+        n := n + 1;
+        CONTINUE WHEN m->'sent' = 'null' OR NOT (result->(n - 1) ? 'stored');
+        SELECT jsonb_object_agg(rcpt_, jsonb_build_object(
+                   'state', 'bounced', 'at', m->'sent'->'sent_at', 'reason', reasons->>o))
+          INTO bounced
+          FROM jsonb_array_elements_text(m->'rcpts') WITH ORDINALITY AS r (rcpt_, i)
+          JOIN jsonb_array_elements_text(result->(n - 1)) WITH ORDINALITY AS s (o, j)
+            ON i = j
+         WHERE reasons ? o;
+        delivery_text := CASE WHEN bounced IS NULL THEN m->'sent'->>'delivery'
+                         ELSE (((m->'sent'->>'delivery')::JSONB) || bounced)::TEXT END;
+        root := flux_root(m->'sent'->>'sender', m->'sent');
+        PERFORM flux_adopt(m->'sent'->>'sender', root, m->'sent'->'adopt', m->'sent'->>'id');
+        INSERT INTO sent (sender, msg_id, sent_at, envelope, delivery, updated_at, thread_root)
+        VALUES (m->'sent'->>'sender', m->'sent'->>'id', (m->'sent'->>'sent_at')::BIGINT,
+                m->'sent'->>'envelope',
+                delivery_text, (m->'sent'->>'updated_at')::BIGINT, root)
+        ON CONFLICT DO NOTHING;
+        GET DIAGNOSTICS kept = ROW_COUNT;
+        IF kept = 0 THEN  -- a guard: flux_needs_general_way has seen to it
+            RAISE EXCEPTION 'a sent record to merge' USING ERRCODE = 'FX001';
+        END IF;
+    END LOOP;
+    RETURN result;
+END
+$fn$;
+""",
+    ),
 ]
 
 

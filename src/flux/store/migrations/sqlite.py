@@ -59,8 +59,9 @@ queue"): `outbound.sender` (the envelope's `from`, backfilled from the stored en
 and an index (destination, held, sender, qid) from which a lease numbers each sender's
 sendable copies in queue order without reading an envelope (`_sqlite_queue.lease`).
 
-Steps 13 and 14 change nothing here: PostgreSQL's steps of those numbers (functions that
-store a submission in one round trip) have no counterpart in a store in this process.
+Steps 13, 14 and 15 change nothing here: PostgreSQL's steps of those numbers (functions
+that store a submission in one round trip) have no counterpart in a store in this
+process (step 15's rate and contacts are written by `_sqlite_ops.store` itself).
 """
 
 from __future__ import annotations
@@ -395,6 +396,11 @@ CREATE INDEX outbound_fair ON outbound (destination, held, sender, qid);
         "SELECT 1;",
     ),
     Migration(14, "no change: PostgreSQL's storing functions decide replies", "SELECT 1;"),
+    Migration(
+        15,
+        "no change: PostgreSQL's storing function counts the rate and keeps contacts",
+        "SELECT 1;",
+    ),
 ]
 
 

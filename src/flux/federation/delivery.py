@@ -111,6 +111,7 @@ DELEGATION_TTL_MS = 3_600_000  #: how long a /.well-known/flux answer is trusted
 IDLE_CHECK_S = 10.0  #: the worker looks at the store at least this often
 MAX_BATCH = 100  #: messages in one delivery transaction (docs/FEDERATION.md)
 MAX_BATCH_BYTES = 8 * 1024 * 1024  #: one delivery transaction's body, at most
+SEAL_SLICE = 10  #: messages sealed between two turns of the event loop (`_sealed`)
 
 #: refusals a later attempt may overcome, in words a person understands; every other
 #: refusal is final (a bounce)
@@ -533,8 +534,7 @@ class DeliveryWorker:
         sending: asyncio.Task[list[Any]] | None = None
         try:
             for start in range(0, len(items), MAX_BATCH):
-                chunk = items[start : start + MAX_BATCH]
-                encoded = [_json(self._seal(q, server, now)) for q in chunk]
+                encoded = await self._sealed(items[start : start + MAX_BATCH], server, now)
                 for part in _by_size(encoded, MAX_BATCH_BYTES - 1024):
                     if sending is not None:
                         results += await sending
@@ -550,6 +550,20 @@ class DeliveryWorker:
                 sending.cancel()
                 await asyncio.gather(sending, return_exceptions=True)
         return results, None
+
+    async def _sealed(self, items: list[Queued], server: str, now: int) -> list[bytes]:
+        """`items` sealed to `server` and encoded, SEAL_SLICE at a time with the loop let
+        run between slices: a hundred seals are ~200 Ed25519 signatures, and done in one
+        go they would hold back the transaction another lane has just started (the other
+        sender's single message reached the peer after the flood's sealing, 10 ms at p50
+        and 38 ms at p99 under a flood) and every request this server is serving."""
+        encoded: list[bytes] = []
+        for start in range(0, len(items), SEAL_SLICE):
+            if start:
+                await asyncio.sleep(0)  # a turn for the loop, not a wait
+            sealing = items[start : start + SEAL_SLICE]
+            encoded += [_json(self._seal(q, server, now)) for q in sealing]
+        return encoded
 
     def _seal(self, queued: Queued, server: str, now: int) -> dict[str, Any]:
         """`queued`'s envelope with this server's hop, sealed to `server` at `now`."""

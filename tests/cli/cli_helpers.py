@@ -1,12 +1,21 @@
-"""Running `python -m flux …` as a user would: real processes, output read line by line
-(with timeouts, never sleeps)."""
+"""Running `python -m flux …` as a user would: processes of their own, output read line by
+line (with timeouts, never sleeps).
+
+`flux(...)` forks each command from a process that has done the imports already
+(forkserver.py: a process per command all the same, at a tenth of the cost);
+`flux_process(...)` and `Running` start a new interpreter, for the tests whose subject
+includes the interpreter's start-up, and for servers."""
 
 from __future__ import annotations
 
+import atexit
+import json
+import locale
 import os
 import queue
 import random
 import re
+import shutil
 import signal
 import socket
 import sqlite3
@@ -32,6 +41,26 @@ def env(**extra: str) -> dict[str, str]:
 
 
 def flux(*args: str, stdin: str | None = None, **extra_env: str) -> subprocess.CompletedProcess:
+    """`python -m flux ARGS` in a process of its own, forked from the fork server; what
+    `subprocess.run(..., capture_output=True, text=True)` would return, stdin /dev/null
+    unless `stdin` is given."""
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        _input(stdin) as source,
+    ):
+        proc = Forked(list(args), env(**extra_env), source.fileno(), out.fileno(), err.fileno())
+        try:
+            code = proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=WAIT)
+            raise
+        return subprocess.CompletedProcess(proc.args, code, _text(out), _text(err))
+
+
+def flux_process(*args: str, stdin: str | None = None, **extra_env: str) -> subprocess.CompletedProcess:
+    """`python -m flux ARGS` in a new interpreter: for a test of what happens from its start."""
     return subprocess.run(
         [sys.executable, "-m", "flux", *args],
         input=stdin,
@@ -40,6 +69,98 @@ def flux(*args: str, stdin: str | None = None, **extra_env: str) -> subprocess.C
         env=env(**extra_env),
         timeout=120,
     )
+
+
+def _input(text: str | None):
+    if text is None:
+        return open(os.devnull, "rb")
+    source = tempfile.TemporaryFile()  # noqa: SIM115  (the caller's `with` closes it)
+    source.write(text.encode(locale.getencoding()))
+    source.seek(0)
+    return source
+
+
+def _text(file) -> str:
+    """A captured output as subprocess's text mode reads it (locale encoding, universal
+    newlines)."""
+    file.seek(0)
+    text = file.read().decode(locale.getencoding())
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+FORKSERVER = Path(__file__).with_name("forkserver.py")
+
+
+class _ForkServer:
+    """This test process's forkserver.py, started on first use; it ends with us (its stdin,
+    a pipe from us, closes)."""
+
+    def __init__(self) -> None:
+        self.directory = tempfile.mkdtemp(prefix="flux-forkserver-")
+        self.path = os.path.join(self.directory, "socket")
+        self.proc = subprocess.Popen([sys.executable, str(FORKSERVER), self.path],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     env=env())  # fmt: skip
+        assert self.proc.stdout is not None
+        if (line := self.proc.stdout.readline()) != "ready\n":
+            raise RuntimeError(f"the fork server did not start: {line!r}")
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=WAIT)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+_fork_server: list[_ForkServer] = []
+
+
+class Forked:
+    """A `flux` command forked by the fork server: the part of subprocess.Popen's interface
+    the tests use (pid, args, wait, poll, send_signal, kill, returncode). `stdin`, `stdout`
+    and `stderr` are file descriptors the command gets as 0, 1 and 2 (the caller keeps and
+    closes its own)."""
+
+    def __init__(self, argv: list[str], environ: dict[str, str], stdin: int, stdout: int,
+                 stderr: int) -> None:  # fmt: skip
+        if not _fork_server:
+            _fork_server.append(_ForkServer())
+        self.args = ["flux", *argv]
+        self.returncode: int | None = None
+        self._conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._conn.connect(_fork_server[0].path)
+        request = {"argv": argv, "env": environ, "cwd": os.getcwd()}
+        socket.send_fds(self._conn, [json.dumps(request).encode()], [stdin, stdout, stderr])
+        self.pid: int = self._receive(WAIT)["pid"]
+
+    def _receive(self, timeout: float | None) -> dict:
+        self._conn.settimeout(timeout)
+        if not (data := self._conn.recv(4096)):
+            raise RuntimeError(f"the fork server's handler of {self.args} ended without an answer")
+        return json.loads(data)
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            try:
+                self.returncode = self._receive(timeout)["status"]
+            except (TimeoutError, BlockingIOError):
+                raise subprocess.TimeoutExpired(self.args, timeout or 0) from None
+            self._conn.close()
+        return self.returncode
+
+    def poll(self) -> int | None:
+        try:
+            return self.wait(timeout=0)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def send_signal(self, number: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, number)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
 
 
 def _ephemeral_low() -> int:
@@ -67,24 +188,36 @@ def free_port() -> int:
 
 
 class Running:
-    """A long-running `flux` process whose merged output is read by a thread."""
+    """A long-running `flux` process whose merged output is read by a thread: a new
+    interpreter, or with `forked=True` a fork of the fork server (for a server that is
+    only the setting of a test, not its subject)."""
 
-    def __init__(self, *args: str, **extra_env: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "flux", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env(**extra_env),
-        )
+    def __init__(self, *args: str, forked: bool = False, **extra_env: str) -> None:
+        self.proc: subprocess.Popen | Forked
+        if forked:
+            reading, writing = os.pipe()
+            with open(os.devnull, "rb") as nothing:
+                self.proc = Forked(list(args), env(**extra_env), nothing.fileno(), writing, writing)
+            os.close(writing)
+            self._stdout = open(reading, encoding=locale.getencoding())  # noqa: SIM115
+        else:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "flux", *args],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=env(**extra_env),
+            )
+            assert self.proc.stdout is not None
+            self._stdout = self.proc.stdout
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._queue.put(line.rstrip("\n"))
+        with self._stdout:
+            for line in self._stdout:
+                self._queue.put(line.rstrip("\n"))
         self._queue.put(None)
 
     def wait_for(self, pattern: str, timeout: float = WAIT) -> re.Match[str]:

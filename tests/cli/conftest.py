@@ -15,10 +15,11 @@ from cli_helpers import Running
 
 @pytest.fixture
 def live_server(tmp_path: Path) -> Iterator[str]:
-    """`python -m flux server --port 0`; yields the URL it says it bound, once it is up."""
+    """`python -m flux server --port 0`; yields the URL it says it bound, once it is up.
+    Forked (cli_helpers.Running): the tests using it are about the commands run against it."""
     server = Running(
         "server", "--host", "127.0.0.1", "--port", "0", "--backend", "sqlite",
-        "--data-dir", str(tmp_path / "server"), "--hosted",
+        "--data-dir", str(tmp_path / "server"), "--hosted", forked=True,
     )  # fmt: skip
     try:
         yield server.wait_for(r"FLUX server for \S+ at (http://127\.0\.0\.1:\d+)").group(1)

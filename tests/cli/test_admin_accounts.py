@@ -29,7 +29,8 @@ async def server(tmp_path: Path, backend: str) -> AsyncIterator[tuple[str, dict[
             store["FLUX_DB_URL"] = await stack.enter_async_context(
                 fresh_schema_url("flux_admin_accounts")
             )
-        proc = Running("server", "--host", "127.0.0.1", "--port", "0", "--hosted", **store)
+        proc = Running("server", "--host", "127.0.0.1", "--port", "0", "--hosted", forked=True,
+                       **store)
         try:
             yield proc.wait_for(r"FLUX server for \S+ at (http://127\.0\.0\.1:\d+)").group(1), store
         finally:

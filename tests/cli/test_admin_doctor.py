@@ -39,7 +39,8 @@ def test_a_healthy_server_passes_then_loose_permissions_fail(tmp_path: Path) -> 
     port = free_port()
     # the settings as an operator keeps them, for the server and for doctor alike
     env = {"FLUX_DOMAIN": f"localhost:{port}", "FLUX_PORT": str(port)}
-    server = Running("server", "--host", "127.0.0.1", "--data-dir", str(data_dir), **env)
+    server = Running("server", "--host", "127.0.0.1", "--data-dir", str(data_dir), forked=True,
+                     **env)
     try:
         server.wait_for(r"FLUX server for \S+ at http://")
         healthy = doctor(data_dir, **env)

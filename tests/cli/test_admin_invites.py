@@ -32,7 +32,7 @@ def invite_server(tmp_path: Path, db_url: str | None) -> Iterator[tuple[str, dic
         store["FLUX_DB_URL"] = db_url
     server = Running(
         "server", "--host", "127.0.0.1", "--port", "0", "--registration", "invite",
-        FLUX_INVITES="static-1", **store,
+        FLUX_INVITES="static-1", forked=True, **store,
     )  # fmt: skip
     try:
         yield server.wait_for(r"FLUX server for \S+ at (http://127\.0\.0\.1:\d+)").group(1), store

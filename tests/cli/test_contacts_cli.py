@@ -15,6 +15,7 @@ def _server(tmp_path, port, data):
     server = Running(
         "server", "--host", "127.0.0.1", "--port", str(port), "--backend", "sqlite",
         "--data-dir", str(tmp_path / data), "--hosted", "--domain", f"127.0.0.1:{port}",
+        forked=True,
     )  # fmt: skip
     server.wait_for(r"FLUX server for \S+ at http://127")
     return server

@@ -21,7 +21,7 @@ def test_watch_with_an_account(tmp_path, live_server):
     early = flux("send", wanda, "waiting for you", "--key", str(key), **env)
     assert early.returncode == 0, early.stderr
 
-    watcher = Running("watch", **env)
+    watcher = Running("watch", forked=True, **env)
     try:
         watcher.wait_for(r"^watching wanda at ")
         assert re.search(r"✓ .* from fx1\S+ waiting for you",
@@ -46,7 +46,7 @@ def test_watch_with_an_account(tmp_path, live_server):
 def test_ctrl_c_stops_an_account_watch(tmp_path, live_server):
     env = user_env(tmp_path, live_server, FLUX_PASSWORD="correct horse battery")
     assert flux("account", "register", "walt", **env).returncode == 0
-    watcher = Running("watch", **env)
+    watcher = Running("watch", forked=True, **env)
     try:
         watcher.wait_for(r"^watching walt")
         assert watcher.interrupt() == 0

@@ -123,7 +123,7 @@ def test_watch_shows_hostile_mail_inert(tmp_path, live_server):
 
     env = user_env(tmp_path, live_server)
     (alice_key, _), (bob_key, bob) = registered_keys(tmp_path, env, "alice", "bob")
-    watcher = Running("watch", FLUX_KEY=str(bob_key), **env)
+    watcher = Running("watch", FLUX_KEY=str(bob_key), forked=True, **env)
     try:
         watcher.wait_for(r"^watching fx1")
         sent = flux("send", bob, f"ping {HOSTILE}", "--subject", f"s {MARKUP}",

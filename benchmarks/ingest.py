@@ -30,16 +30,20 @@ import argparse
 import asyncio
 import contextlib
 import json
+import multiprocessing
 import os
 import random
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import aiohttp
@@ -47,6 +51,9 @@ import aiohttp
 from flux.protocol import Identity, compose
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+PROBES_PER_S = 50  # push probes a second, one at a time (fewer when each takes longer)
 
 
 def now_ms() -> int:
@@ -281,11 +288,12 @@ async def measure_ingest(args: argparse.Namespace) -> dict:
     return {
         "msgs_per_s": ok / elapsed, "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99),
         "errors": errors, "push_p50_ms": push[0], "push_p99_ms": push[1],
+        "push_commit_p99_ms": push[2],
         "peak_rss_mb": peak / 1024, "sockets": sockets, "bare_msgs_per_s": bare_rate,
         "vs_bare_pct": 100 * ok / elapsed / bare_rate,
         "server_cpu_ms_per_msg": 1000 * cpu_s / max(1, ok + 500),
         **{f"open{round(share * 100)}_push_{k}_ms": v
-           for share, got in open_push.items() for k, v in zip(("p50", "p99"), got, strict=True)},
+           for share, got in open_push.items() for k, v in zip(("p50", "p99", "commit_p99"), got, strict=True)},
     }  # fmt: skip
 
 
@@ -347,17 +355,70 @@ async def interleaved(
     return ok, latencies, errors, elapsed, bare_rate
 
 
+def _open_loop_process(
+    urls: list[str], bodies: list[bytes], rate: float, seconds: float, pipe: Connection
+) -> None:
+    """The open-loop load, in a process of its own: on one event loop with the probe,
+    the probe's frames would wait behind the loader's own hundreds of submissions a
+    second, and its latency would measure the load generator, not the server."""
+
+    async def run() -> None:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+            pipe.send("ready")
+            pipe.send(await open_loop(http, urls, bodies, rate, seconds))
+
+    asyncio.run(run())
+
+
+class CommitYardstick:
+    """Bare durable commits (SQLite WAL, synchronous=FULL, one 2 KB row each) at
+    PROBES_PER_S a second on the server's filesystem while the probes run: a push is sent
+    only after its message's commit, so the commit's own p99 on this disk, at this moment,
+    is the floor under the push's (it waits for at least one such commit, often the one in
+    progress too)."""
+
+    def __init__(self) -> None:
+        self._dir = tempfile.mkdtemp(prefix="flux-bench-disk-")
+        self._stop = threading.Event()
+        self.samples: list[float] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> CommitYardstick:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def _run(self) -> None:
+        db = sqlite3.connect(os.path.join(self._dir, "disk.db"), isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB)")
+        row = os.urandom(2048)
+        while not self._stop.wait(1 / PROBES_PER_S):
+            start = time.perf_counter()
+            db.execute("INSERT INTO t (body) VALUES (?)", (row,))
+            self.samples.append(time.perf_counter() - start)
+        db.close()
+
+
 async def measure_push(
     http: aiohttp.ClientSession,
     urls: list[str],
     recipients: list[str],
     args: argparse.Namespace,
     rate: float | None = None,
-) -> tuple[float, float]:
+) -> tuple[float, float, float]:
     """Submit → push latency (p50, p99 in ms) of probes while the server is loaded: by 16
-    closed-loop senders, or with `rate` by an open loop at that many messages/s. The
-    watcher's socket is on the last process, probes go to the first: with two processes
-    every push crosses between them (PostgreSQL LISTEN/NOTIFY)."""
+    closed-loop senders, or with `rate` by an open loop at that many messages/s started in
+    a process of its own. Probes go one at a time, up to PROBES_PER_S a second, so p99
+    rests on a few hundred samples. The watcher's socket is on the last process, probes go
+    to the first: with two processes every push crosses between them (PostgreSQL
+    LISTEN/NOTIFY). Third: the p99 of bare commits on the same disk meanwhile
+    (`CommitYardstick`)."""
     url, watch_url = urls[0], urls[-1]
     watcher = Identity.generate()
     prober = Identity.generate()
@@ -365,31 +426,46 @@ async def measure_push(
     count = int(args.push_seconds * (rate or 3000)) + 500
     background = build_messages(count, recipients)
     samples: list[float] = []
-    async with http.ws_connect(f"{watch_url.replace('http', 'ws')}/ws") as ws:
-        await ws.send_json({"action": "auth", "token": token})
-        authed = await ws.receive_json()
-        assert authed.get("action") == "authed", authed
-        loader = asyncio.create_task(
-            open_loop(http, urls, background, rate, args.push_seconds)
-            if rate
-            else load(http, urls, background, 16, args.push_seconds)
-        )
-        for i in range(min(200, int(args.push_seconds * 20))):
-            msg = compose(prober, watcher.address, f"probe {i}", now_ms=now_ms()).primary
-            if i % 18 == 17:
-                prober = Identity.generate()  # stay under the per-sender rate limit
-            start = time.perf_counter()
-            async with http.post(f"{url}/send", json=msg) as r:
-                await r.read()
-            while True:
-                frame = await ws.receive_json(timeout=30)  # a lost push fails the run
-                if frame.get("action") == "message" and frame["message"]["id"] == msg["id"]:
-                    samples.append(time.perf_counter() - start)
+    process = None
+    with CommitYardstick() as disk:
+        async with http.ws_connect(f"{watch_url.replace('http', 'ws')}/ws") as ws:
+            await ws.send_json({"action": "auth", "token": token})
+            authed = await ws.receive_json()
+            assert authed.get("action") == "authed", authed
+            if rate:
+                spawn = multiprocessing.get_context("spawn")
+                ours, theirs = spawn.Pipe()
+                process = spawn.Process(
+                    target=_open_loop_process,
+                    args=(urls, background, rate, args.push_seconds, theirs),
+                )
+                process.start()
+                await asyncio.to_thread(ours.recv)  # "ready": its session is open
+                loader = asyncio.create_task(asyncio.to_thread(ours.recv))
+            else:
+                loader = asyncio.create_task(load(http, urls, background, 16, args.push_seconds))
+            started = time.perf_counter()
+            for i in range(int(args.push_seconds * PROBES_PER_S)):
+                due = started + i / PROBES_PER_S
+                if (wait := due - time.perf_counter()) > 0:
+                    await asyncio.sleep(wait)
+                msg = compose(prober, watcher.address, f"probe {i}", now_ms=now_ms()).primary
+                if i % 18 == 17:
+                    prober = Identity.generate()  # stay under the per-sender rate limit
+                start = time.perf_counter()
+                async with http.post(f"{url}/send", json=msg) as r:
+                    await r.read()
+                while True:
+                    frame = await ws.receive_json(timeout=30)  # a lost push fails the run
+                    if frame.get("action") == "message" and frame["message"]["id"] == msg["id"]:
+                        samples.append(time.perf_counter() - start)
+                        break
+                if loader.done():
                     break
-            if loader.done():
-                break
-        await loader
-    return pct(samples, 0.5), pct(samples, 0.99)
+            await loader
+            if process is not None:
+                process.join()
+    return pct(samples, 0.5), pct(samples, 0.99), pct(disk.samples, 0.99)
 
 
 async def measure_sockets(http: aiohttp.ClientSession, server: ServerProcess, count: int) -> dict:
@@ -436,10 +512,11 @@ def main() -> None:
         result = asyncio.run(measure_ingest(args))
         results.append(result)
         print(f"run {run + 1}: " + json.dumps(result, default=str), flush=True)
-    keys = ["msgs_per_s", "p50_ms", "p99_ms", "push_p50_ms", "push_p99_ms", "peak_rss_mb",
+    keys = ["msgs_per_s", "p50_ms", "p99_ms", "push_p50_ms", "push_p99_ms", "push_commit_p99_ms",
+            "peak_rss_mb",
             "bare_msgs_per_s", "vs_bare_pct", "server_cpu_ms_per_msg"]  # fmt: skip
     if args.open_loop:
-        keys += [f"open{p}_push_{q}_ms" for p in (50, 90) for q in ("p50", "p99")]
+        keys += [f"open{p}_push_{q}_ms" for p in (50, 90) for q in ("p50", "p99", "commit_p99")]
     print(f"\nmedians over {args.runs} runs ({args.db}, {args.processes} process(es), "
           f"concurrency {args.concurrency}, "
           f"{os.cpu_count()} cpus):")  # fmt: skip

@@ -12,12 +12,15 @@ What it measures, against a server started as its own process on 127.0.0.1:
   senders load the server (closed loop: this measures the queue the senders build, not
   FLUX), and, with `--open-loop` (the default), while an open-loop load arrives at a fixed
   rate of 50 % and of 90 % of the accepted rate just measured: submissions are started on
-  schedule whether or not earlier ones were answered, as real senders do;
+  schedule whether or not earlier ones were answered, as real senders do, by a process of
+  their own; beside each push p99, the p99 of bare durable commits on the same disk in the
+  same seconds (a push follows its message's commit: that is its floor);
 * the bare pipeline (benchmarks/bare_pipeline.py, the yardstick) on the same messages,
   loaded in turns with FLUX (`--slices` turns of each within `--seconds`), so that the
   ratio FLUX / bare is taken under the same load from the rest of the machine; and the
   server's CPU per message over the warm-up and that load (not start-up, not the pushes);
-* the server's peak RSS;
+* the server's peak RSS under that load, and over the push phases that follow (an open
+  loop at 90 % may queue hundreds of requests);
 * the memory of 10,000 idle authenticated WebSocket connections (RSS after − before).
 
 Messages are built before the clock starts, so the numbers are the server's, not the
@@ -267,6 +270,9 @@ async def measure_ingest(args: argparse.Namespace) -> dict:
                 )
                 # the CPU of the warm-up and the load alone (not start-up, not the pushes)
                 cpu_s = sum(cpu_seconds(s.proc.pid) for s in servers) - cpu_before
+                # peak RSS under the load at --concurrency (the aim's figure), before the
+                # push phases, whose open loop at 90 % may queue hundreds of requests
+                peak = max(rss_kb(s.proc.pid, "VmHWM") for s in servers)
                 if bare is not None:
                     bare.stop()
                     bare = None
@@ -276,7 +282,7 @@ async def measure_ingest(args: argparse.Namespace) -> dict:
                     share: await measure_push(http, urls, recipients, args, rate=share * rate)
                     for share in ((0.5, 0.9) if args.open_loop else ())
                 }
-                peak = max(rss_kb(s.proc.pid, "VmHWM") for s in servers)
+                peak_all = max(rss_kb(s.proc.pid, "VmHWM") for s in servers)
                 sockets = (
                     await measure_sockets(http, servers[0], args.sockets)
                     if args.sockets and args.processes == 1
@@ -289,7 +295,8 @@ async def measure_ingest(args: argparse.Namespace) -> dict:
         "msgs_per_s": ok / elapsed, "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99),
         "errors": errors, "push_p50_ms": push[0], "push_p99_ms": push[1],
         "push_commit_p99_ms": push[2],
-        "peak_rss_mb": peak / 1024, "sockets": sockets, "bare_msgs_per_s": bare_rate,
+        "peak_rss_mb": peak / 1024,
+        "peak_rss_push_phases_mb": peak_all / 1024, "sockets": sockets, "bare_msgs_per_s": bare_rate,
         "vs_bare_pct": 100 * ok / elapsed / bare_rate,
         "server_cpu_ms_per_msg": 1000 * cpu_s / max(1, ok + 500),
         **{f"open{round(share * 100)}_push_{k}_ms": v
@@ -513,7 +520,7 @@ def main() -> None:
         results.append(result)
         print(f"run {run + 1}: " + json.dumps(result, default=str), flush=True)
     keys = ["msgs_per_s", "p50_ms", "p99_ms", "push_p50_ms", "push_p99_ms", "push_commit_p99_ms",
-            "peak_rss_mb",
+            "peak_rss_mb", "peak_rss_push_phases_mb",
             "bare_msgs_per_s", "vs_bare_pct", "server_cpu_ms_per_msg"]  # fmt: skip
     if args.open_loop:
         keys += [f"open{p}_push_{q}_ms" for p in (50, 90) for q in ("p50", "p99", "commit_p99")]

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -127,6 +128,7 @@ class PeerTurns:
                 del self._holders[peer], self._turns[peer]
 
 
+@functools.lru_cache(maxsize=4096)  # parsed on every request; few clients are active at once
 def client_bucket(address: str | None) -> str:
     """What one client is counted as: its IPv4 address, its IPv6 /64, or "" unknown."""
     if not address:

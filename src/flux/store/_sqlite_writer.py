@@ -194,8 +194,13 @@ class Writer:
         if any(isinstance(e, StoreFull) for _r, e in outcomes):
             self.full = True
         self.operations += len(batch)
+        # One wake-up of each waiting loop per batch, not one per operation: each
+        # call_soon_threadsafe writes to the loop's self-pipe and costs it a turn.
+        settled: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, Any]]] = {}
         for (_op, fut, loop), (result, exc) in zip(batch, outcomes, strict=True):
-            _resolve(loop, fut, result, exc)
+            settled.setdefault(loop, []).append((fut, result, exc))
+        for loop, items in settled.items():
+            _resolve(loop, items)
 
     def _run_all(
         self, conn: sqlite3.Connection, batch: list[Any]
@@ -272,17 +277,18 @@ class Writer:
 
 def _resolve(
     loop: asyncio.AbstractEventLoop,
-    fut: asyncio.Future[Any],
-    result: Any,
-    exc: BaseException | None,
+    items: list[tuple[asyncio.Future[Any], Any, BaseException | None]],
 ) -> None:
+    """Settle `items` (future, result, exception) on `loop`, from the writer thread."""
+
     def settle() -> None:
-        if fut.done():  # the waiter was cancelled
-            return
-        if exc is not None:
-            fut.set_exception(exc)
-        else:
-            fut.set_result(result)
+        for fut, result, exc in items:
+            if fut.done():  # the waiter was cancelled
+                continue
+            if exc is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(result)
 
     with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
         loop.call_soon_threadsafe(settle)

@@ -209,6 +209,23 @@ async def test_the_quota_holds_across_stores_on_one_database(pg_dsn, pg, schema)
         await asyncio.gather(*(s.close() for s in stores))
 
 
+async def test_an_address_another_process_registers_is_hosted_at_once(pg_dsn, pg, schema):
+    """`hosted` keeps what it found (a hosted address never changes), never what it did
+    not: an address registered through another process is hosted here at once."""
+    one, two = pg.PostgresStore(pg_dsn, schema=schema), pg.PostgresStore(pg_dsn, schema=schema)
+    await one.open()
+    await two.open()
+    try:
+        assert await one.hosted(ALICE) is None
+        assert await two.register_address(ALICE, "cHVi", 5)
+        found = await one.hosted(ALICE)
+        assert found is not None and (found.pub, found.registered_at) == ("cHVi", 5)
+        assert await one.hosted(ALICE) == found
+    finally:
+        await one.close()
+        await two.close()
+
+
 async def test_a_reader_following_changes_during_writes_misses_none(pg_store):
     """Concurrent writers to one mailbox; a reader polling `changes(since)` with its state
     token must see every change: a seq below one it has seen never commits later."""

@@ -110,6 +110,9 @@ __all__ = ["DatabaseUnavailable", "PostgresStore"]
 
 T = TypeVar("T")
 
+#: hosted addresses a PostgresStore keeps once read (`hosted`); ~200 bytes each
+HOSTED_SEEN_MAX = 100_000
+
 
 class PostgresStore:
     """The PostgreSQL `Store`. `clock` returns unix ms (for the `expires` hiding rule)."""
@@ -140,6 +143,12 @@ class PostgresStore:
         # Concurrent stores share transactions (_coalesce.py); a few batches at a time,
         # leaving most of the pool to reads.
         self._stores = Coalescer(self._store_batch, max_in_flight=max(1, pool_max // 3))
+        #: hosted addresses already read: a row of `hosted_addresses` is only ever
+        #: inserted, never changed or removed, so one that was found stays true; an address
+        #: not found is asked again (another process may register it). The submit path
+        #: asks for its sender and each recipient: with this, no round trip for them once
+        #: known (issue 15, aim 3).
+        self._hosted_seen: dict[str, HostedAddress] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def open(self) -> None:
@@ -210,9 +219,16 @@ class PostgresStore:
         return await self._execute(sql, address, pub, now_ms) == 1
 
     async def hosted(self, address: str) -> HostedAddress | None:
+        if (known := self._hosted_seen.get(address)) is not None:
+            return known
         sql = "SELECT address, pub, registered_at FROM hosted_addresses WHERE address = $1"
         row = await self._read(lambda c: c.fetchrow(sql, address))
-        return None if row is None else HostedAddress(*row)
+        if row is None:
+            return None
+        if len(self._hosted_seen) >= HOSTED_SEEN_MAX:  # bounded: forget the oldest read
+            del self._hosted_seen[next(iter(self._hosted_seen))]
+        self._hosted_seen[address] = found = HostedAddress(*row)
+        return found
 
     # -- mail -------------------------------------------------------------------------------
     async def store_message(self, incoming: Incoming) -> dict[str, StoreOutcome]:

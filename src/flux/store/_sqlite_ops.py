@@ -84,10 +84,10 @@ def store(conn: sqlite3.Connection, inc: Incoming) -> dict[str, StoreOutcome]:
         hits.hits_in_window(conn, rate.bucket, inc.received_at, rate.window_ms) >= rate.limit
     )
     for rcpt in _rules.recipients_of(inc):
-        held, pending, known = conn.execute(
+        held, pending, known, strangers, from_sender = conn.execute(
             _BEFORE_STORING,
             {"a": rcpt, "m": msg_id, "s": sender, "now": inc.received_at,
-             "counted": quota is not None},
+             "counted": quota is not None, "shared": inc.stranger_share is not None},
         ).fetchone()  # fmt: skip
         if held is not None:
             same = held == inc.body_hash
@@ -99,9 +99,7 @@ def store(conn: sqlite3.Connection, inc: Incoming) -> dict[str, StoreOutcome]:
         if quota is not None and pending >= quota:
             out[rcpt] = StoreOutcome.OVER_QUOTA
             continue
-        if inc.stranger_share is not None and over_stranger_share(
-            conn, inc, rcpt, known=bool(known)
-        ):
+        if _rules.over_stranger_share(inc, rcpt, bool(known), strangers or 0, from_sender or 0):
             out[rcpt] = StoreOutcome.OVER_STRANGER_SHARE
             continue
         if not body_saved:
@@ -132,43 +130,29 @@ def store(conn: sqlite3.Connection, inc: Incoming) -> dict[str, StoreOutcome]:
 
 
 #: What `store` must know of a recipient before writing, in one statement instead of
-#: three (each a turn through sqlite3 on the writer, which holds the GIL the loop needs):
+#: four (each a turn through sqlite3 on the writer, which holds the GIL the loop needs):
 #: the body hash this sender's message of this id already has there (dedupe), its
-#: visible pending count when a quota applies, and whether it has written to the sender.
-_BEFORE_STORING = f"""SELECT
+#: visible pending count when a quota applies, whether it has written to the sender, and,
+#: when a stranger share applies and it has not, the stranger share's two counts
+#: (`over_stranger_share`: visible pending mail from every stranger, and from this one).
+_BEFORE_STORING = f"""SELECT held, pending, known,
+    CASE WHEN :shared AND NOT known AND :a != :s THEN
+        (SELECT COUNT(*) FROM deliveries d
+          WHERE d.recipient = :a AND d.status = 'pending' AND {VISIBLE}
+            AND d.sender != d.recipient
+            AND NOT EXISTS (SELECT 1 FROM contacts c
+                             WHERE c.owner = d.recipient AND c.peer = d.sender)) END,
+    CASE WHEN :shared AND NOT known AND :a != :s THEN
+        (SELECT COUNT(*) FROM deliveries d
+          WHERE d.recipient = :a AND d.sender = :s AND d.status = 'pending'
+            AND {VISIBLE}) END
+  FROM (SELECT
     (SELECT body_hash FROM deliveries
-      WHERE recipient = :a AND msg_id = :m AND sender = :s),
+      WHERE recipient = :a AND msg_id = :m AND sender = :s) AS held,
     CASE WHEN :counted THEN
         (SELECT COUNT(*) FROM deliveries d
-          WHERE d.recipient = :a AND d.status = 'pending' AND {VISIBLE}) END,
-    EXISTS (SELECT 1 FROM contacts WHERE owner = :a AND peer = :s)"""
-
-
-def over_stranger_share(
-    conn: sqlite3.Connection, inc: Incoming, rcpt: str, *, known: bool | None = None
-) -> bool:
-    """The stranger share's decision (_rules.over_stranger_share), counted in the storing
-    transaction: visible pending rows of `rcpt` from senders it has not written to.
-    `known`: whether `rcpt` has written to the sender, when the caller looked already."""
-    sender = inc.envelope["from"]
-    if known is None:
-        known = (
-            conn.execute(
-                "SELECT 1 FROM contacts WHERE owner = ? AND peer = ?", (rcpt, sender)
-            ).fetchone()
-            is not None
-        )
-    if known or rcpt == sender:
-        return False
-    strangers, from_sender = conn.execute(
-        f"""SELECT COUNT(*), COALESCE(SUM(d.sender = :s), 0) FROM deliveries d
-            WHERE d.recipient = :a AND d.status = 'pending' AND {VISIBLE}
-              AND d.sender != d.recipient
-              AND NOT EXISTS (SELECT 1 FROM contacts c
-                              WHERE c.owner = d.recipient AND c.peer = d.sender)""",
-        {"a": rcpt, "s": sender, "now": inc.received_at},
-    ).fetchone()
-    return _rules.over_stranger_share(inc, rcpt, known, strangers, from_sender)
+          WHERE d.recipient = :a AND d.status = 'pending' AND {VISIBLE}) END AS pending,
+    EXISTS (SELECT 1 FROM contacts WHERE owner = :a AND peer = :s) AS known)"""
 
 
 def add_contacts(conn: sqlite3.Connection, owner: str, peers: Sequence[str], now: int) -> None:
@@ -236,6 +220,17 @@ def new_root(conn: sqlite3.Connection, owner: str, env: Mapping[str, Any]) -> st
     root = _rules.thread_start(env, parent)
     waiting = _rules.adoptable(env, owner)
     marks = ", ".join("?" * len(waiting))
+    # Replies stored before their parent are rare: one look at both tables, and the two
+    # UPDATEs only when it finds one (each statement is a turn through sqlite3 on the
+    # writer, which holds the GIL the loop needs; two index probes cost the same as one).
+    found = conn.execute(
+        f"""SELECT EXISTS (SELECT 1 FROM deliveries
+                            WHERE recipient = ? AND thread_root IN ({marks}))
+                OR EXISTS (SELECT 1 FROM sent WHERE sender = ? AND thread_root IN ({marks}))""",
+        (owner, *waiting, owner, *waiting),
+    ).fetchone()[0]
+    if not found:
+        return root
     conn.execute(
         f"UPDATE deliveries SET thread_root = ? WHERE recipient = ? AND thread_root IN ({marks})",
         (root, owner, *waiting),

@@ -128,8 +128,13 @@ class Forked:
             _fork_server.append(_ForkServer())
         self.args = ["flux", *argv]
         self.returncode: int | None = None
+        server = _fork_server[0]
         self._conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self._conn.connect(_fork_server[0].path)
+        try:
+            self._conn.connect(server.path)
+        except OSError as exc:  # it died: its traceback is on this process's stderr
+            status = server.proc.poll()
+            raise RuntimeError(f"the fork server is gone (exit status {status}): {exc}") from exc
         request = {"argv": argv, "env": environ, "cwd": os.getcwd()}
         socket.send_fds(self._conn, [json.dumps(request).encode()], [stdin, stdout, stderr])
         self.pid: int = self._receive(WAIT)["pid"]

@@ -111,7 +111,6 @@ DELEGATION_TTL_MS = 3_600_000  #: how long a /.well-known/flux answer is trusted
 IDLE_CHECK_S = 10.0  #: the worker looks at the store at least this often
 MAX_BATCH = 100  #: messages in one delivery transaction (docs/FEDERATION.md)
 MAX_BATCH_BYTES = 8 * 1024 * 1024  #: one delivery transaction's body, at most
-SEAL_AT_ONCE = 10  #: a lane sealing more messages lets the event loop run once first (`_sealed`)
 
 #: refusals a later attempt may overcome, in words a person understands; every other
 #: refusal is final (a bounce)
@@ -510,7 +509,11 @@ class DeliveryWorker:
                 failures.append(failure)
 
         # the smallest lane first: its transaction reaches the peer first, so one sender's
-        # single message is checked before the flood's hundred, not after them
+        # single message is checked before the flood's hundred, not after them. Its request
+        # is written once the flood's lane has sealed (~200 signatures, 18 ms p50 under
+        # load): letting the loop run every ten seals got it to the peer 12 ms sooner but
+        # the flood's own transaction 13 ms later, and one turn before sealing only moved
+        # that wait into the request (traced, benchmarks/federation.py --mode fairness)
         lanes = [
             asyncio.create_task(lane(places))
             for places in sorted(sender_lanes(batch, self.policy.lanes), key=len)
@@ -534,7 +537,8 @@ class DeliveryWorker:
         sending: asyncio.Task[list[Any]] | None = None
         try:
             for start in range(0, len(items), MAX_BATCH):
-                encoded = await self._sealed(items[start : start + MAX_BATCH], server, now)
+                chunk = items[start : start + MAX_BATCH]
+                encoded = [_json(self._seal(q, server, now)) for q in chunk]
                 for part in _by_size(encoded, MAX_BATCH_BYTES - 1024):
                     if sending is not None:
                         results += await sending
@@ -550,19 +554,6 @@ class DeliveryWorker:
                 sending.cancel()
                 await asyncio.gather(sending, return_exceptions=True)
         return results, None
-
-    async def _sealed(self, items: list[Queued], server: str, now: int) -> list[bytes]:
-        """`items` sealed to `server` and encoded; more than SEAL_AT_ONCE only after one
-        turn of the event loop. The lanes start together, the smallest first, and a
-        hundred seals (~200 Ed25519 signatures) made before that turn held back the
-        transaction the smaller lane had just started: another sender's single message
-        was posted 18 ms after its lease at p50, 52 ms at p99, under a 10,000 flood on a
-        loaded machine, against 2.4-2.9 and 23-34 ms with the turn. One turn, not one per
-        ten seals: that let the server's other requests in between ten times and posted
-        the flood's own transaction 13 ms later at p50 (32-34 against 20-24 ms)."""
-        if len(items) > SEAL_AT_ONCE:
-            await asyncio.sleep(0)  # a turn for the loop, not a wait
-        return [_json(self._seal(q, server, now)) for q in items]
 
     def _seal(self, queued: Queued, server: str, now: int) -> dict[str, Any]:
         """`queued`'s envelope with this server's hop, sealed to `server` at `now`."""

@@ -23,7 +23,10 @@ them (listed as insecure peers: TLS would add its own cost, which this does not 
   its first submission) beside A's accept rate (the flood over its submission time), and
   their ratio: a queue that keeps pace with A drains close to 100 %. `submit_p50/p99`:
   the probes' submission alone (A's answer), the part of their latency that is A's
-  accept path under the flood, not its queue.
+  accept path under the flood, not its queue; `queue_p50/p99`: the rest, from A's answer
+  to the push at B (A's queue, the transaction, B's checks and store, the push). A probe
+  waits in A's queue for the lease in flight to end (one lease per destination: up to one
+  transaction of the flood, sealed, checked by B and settled), which is most of it.
 
 Report medians over several runs; this machine is shared and noisy.
 """
@@ -200,12 +203,14 @@ async def fairness_run(args: argparse.Namespace) -> dict:
                 await asyncio.gather(reader, return_exceptions=True)
             samples = [pushed[i] - at for i, at in starts.items() if i in pushed]
             submits = [answered[i] - at for i, at in starts.items() if i in answered]
+            queued = [pushed[i] - answered[i] for i in starts if i in pushed and i in answered]
         finally:
             a.stop()
             b.stop()
     return {"idle_p50_ms": idle[0], "idle_p99_ms": idle[1],
             "flood_p50_ms": pct(samples, 0.5), "flood_p99_ms": pct(samples, 0.99),
             "submit_p50_ms": pct(submits, 0.5), "submit_p99_ms": pct(submits, 0.99),
+            "queue_p50_ms": pct(queued, 0.5), "queue_p99_ms": pct(queued, 0.99),
             "probes": len(samples), "accept_msgs_per_s": accepted / accept_s,
             "drain_msgs_per_s": accepted / drain_s,
             "drain_vs_accept_pct": 100 * accept_s / drain_s}  # fmt: skip

@@ -135,6 +135,10 @@ def store(conn: sqlite3.Connection, inc: Incoming) -> dict[str, StoreOutcome]:
 #: visible pending count when a quota applies, whether it has written to the sender, and,
 #: when a stranger share applies and it has not, the stranger share's two counts
 #: (`over_stranger_share`: visible pending mail from every stranger, and from this one).
+#: Both counts walk the recipient's pending rows (deliveries_status), as many as its quota
+#: at most: `+d.sender` keeps this sender's count off the (recipient, sender) index, whose
+#: range also holds every message of it already read (schema step 16 dropped the index
+#: on (recipient, sender, status) that served only this count).
 _BEFORE_STORING = f"""SELECT held, pending, known,
     CASE WHEN :shared AND NOT known AND :a != :s THEN
         (SELECT COUNT(*) FROM deliveries d
@@ -144,8 +148,8 @@ _BEFORE_STORING = f"""SELECT held, pending, known,
                              WHERE c.owner = d.recipient AND c.peer = d.sender)) END,
     CASE WHEN :shared AND NOT known AND :a != :s THEN
         (SELECT COUNT(*) FROM deliveries d
-          WHERE d.recipient = :a AND d.sender = :s AND d.status = 'pending'
-            AND {VISIBLE}) END
+          WHERE d.recipient = :a AND d.status = 'pending' AND {VISIBLE}
+            AND +d.sender = :s) END
   FROM (SELECT
     (SELECT body_hash FROM deliveries
       WHERE recipient = :a AND msg_id = :m AND sender = :s) AS held,

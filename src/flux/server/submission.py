@@ -536,11 +536,12 @@ class Submitter:
             await self.store.add_contacts(plan.env.sender, local_recipients(plan.env), plan.now)
         self.metrics.submit_seconds.observe(time.perf_counter() - plan.started)
         self.metrics.submissions.labels(outcome="duplicate" if result.duplicate else "stored").inc()
-        log.debug(
-            "event=submit id=%s from=%s stored=%d duplicate=%s",
-            plan.env.id, plan.env.sender,
-            sum(o == StoreOutcome.STORED for o in plan.outcomes.values()), result.duplicate,
-        )  # fmt: skip
+        if log.isEnabledFor(logging.DEBUG):  # the count is made for the line, not for nothing
+            log.debug(
+                "event=submit id=%s from=%s stored=%d duplicate=%s",
+                plan.env.id, plan.env.sender,
+                sum(o == StoreOutcome.STORED for o in plan.outcomes.values()), result.duplicate,
+            )  # fmt: skip
         return result
 
     def _mesh_relays(

@@ -36,6 +36,10 @@ ROW = """d.recipient, d.status, d.inbox, d.tags, d.received_at, d.seq, d.hide_at
          m.envelope, d.id"""
 FROM = "deliveries d JOIN messages m ON m.body_hash = d.body_hash"
 VISIBLE = "(d.hide_at IS NULL OR d.hide_at > :now)"
+#: an envelope as stored: compact JSON, non-ASCII kept. One encoder made once: `json.dumps`
+#: with keywords builds one per call (~3.5 of ~12 us for a small envelope, on the writer)
+envelope_text = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+NO_TAGS = "[]"  #: json.dumps(()), which most mail stores
 
 
 def to_message(row: sqlite3.Row | tuple, now: int) -> StoredMessage:
@@ -111,7 +115,8 @@ def store(conn: sqlite3.Connection, inc: Incoming) -> dict[str, StoreOutcome]:
             """INSERT INTO deliveries (recipient, sender, msg_id, re, body_hash, status, inbox,
                    tags, received_at, seq, delete_on_read, hide_at, thread_root)
                VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)""",
-            (rcpt, sender, msg_id, re_id, inc.body_hash, inc.inbox, json.dumps(tags),
+            (rcpt, sender, msg_id, re_id, inc.body_hash, inc.inbox,
+             json.dumps(tags) if tags else NO_TAGS,
              inc.received_at, seq, int(delete_on_read), hide_at, root),
         )  # fmt: skip
         if tags:
@@ -190,7 +195,7 @@ def save_body(conn: sqlite3.Connection, inc: Incoming) -> None:
            VALUES (?, ?, ?, ?, ?, ?)""",
         (inc.body_hash, env["id"], str(env.get("from", "")), int(env.get("t", 0)),
          re_id if isinstance(re_id, str) else None,
-         json.dumps(env, ensure_ascii=False, separators=(",", ":"))),
+         envelope_text(env)),
     )  # fmt: skip
 
 

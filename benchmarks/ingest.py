@@ -434,44 +434,51 @@ async def measure_push(
     background = build_messages(count, recipients)
     samples: list[float] = []
     process = None
-    with CommitYardstick() as disk:
-        async with http.ws_connect(f"{watch_url.replace('http', 'ws')}/ws") as ws:
-            await ws.send_json({"action": "auth", "token": token})
-            authed = await ws.receive_json()
-            assert authed.get("action") == "authed", authed
-            if rate:
-                spawn = multiprocessing.get_context("spawn")
-                ours, theirs = spawn.Pipe()
-                process = spawn.Process(
-                    target=_open_loop_process,
-                    args=(urls, background, rate, args.push_seconds, theirs),
-                )
-                process.start()
-                await asyncio.to_thread(ours.recv)  # "ready": its session is open
-                loader = asyncio.create_task(asyncio.to_thread(ours.recv))
-            else:
-                loader = asyncio.create_task(load(http, urls, background, 16, args.push_seconds))
-            started = time.perf_counter()
-            for i in range(int(args.push_seconds * PROBES_PER_S)):
-                due = started + i / PROBES_PER_S
-                if (wait := due - time.perf_counter()) > 0:
-                    await asyncio.sleep(wait)
-                msg = compose(prober, watcher.address, f"probe {i}", now_ms=now_ms()).primary
-                if i % 18 == 17:
-                    prober = Identity.generate()  # stay under the per-sender rate limit
-                start = time.perf_counter()
-                async with http.post(f"{url}/send", json=msg) as r:
-                    await r.read()
-                while True:
-                    frame = await ws.receive_json(timeout=30)  # a lost push fails the run
-                    if frame.get("action") == "message" and frame["message"]["id"] == msg["id"]:
-                        samples.append(time.perf_counter() - start)
+    try:
+        with CommitYardstick() as disk:
+            async with http.ws_connect(f"{watch_url.replace('http', 'ws')}/ws") as ws:
+                await ws.send_json({"action": "auth", "token": token})
+                authed = await ws.receive_json()
+                assert authed.get("action") == "authed", authed
+                if rate:
+                    spawn = multiprocessing.get_context("spawn")
+                    ours, theirs = spawn.Pipe()
+                    process = spawn.Process(
+                        target=_open_loop_process,
+                        args=(urls, background, rate, args.push_seconds, theirs),
+                    )
+                    process.start()
+                    theirs.close()  # the child's end is the child's: its death is then an EOF
+                    await asyncio.to_thread(ours.recv)  # "ready": its session is open
+                    loader = asyncio.create_task(asyncio.to_thread(ours.recv))
+                else:
+                    loader = asyncio.create_task(
+                        load(http, urls, background, 16, args.push_seconds)
+                    )
+                started = time.perf_counter()
+                for i in range(int(args.push_seconds * PROBES_PER_S)):
+                    due = started + i / PROBES_PER_S
+                    if (wait := due - time.perf_counter()) > 0:
+                        await asyncio.sleep(wait)
+                    msg = compose(prober, watcher.address, f"probe {i}", now_ms=now_ms()).primary
+                    if i % 18 == 17:
+                        prober = Identity.generate()  # stay under the per-sender rate limit
+                    start = time.perf_counter()
+                    async with http.post(f"{url}/send", json=msg) as r:
+                        await r.read()
+                    while True:
+                        frame = await ws.receive_json(timeout=30)  # a lost push fails the run
+                        if frame.get("action") == "message" and frame["message"]["id"] == msg["id"]:
+                            samples.append(time.perf_counter() - start)
+                            break
+                    if loader.done():
                         break
-                if loader.done():
-                    break
-            await loader
-            if process is not None:
-                process.join()
+                await loader
+    finally:  # a probe that failed (a lost push) leaves the load running otherwise
+        if process is not None:
+            process.join(5)
+            process.kill()
+            process.join()
     return pct(samples, 0.5), pct(samples, 0.99), pct(disk.samples, 0.99)
 
 

@@ -285,10 +285,14 @@ def _resolve(
         for fut, result, exc in items:
             if fut.done():  # the waiter was cancelled
                 continue
-            if exc is not None:
-                fut.set_exception(exc)
-            else:
+            if exc is None:
                 fut.set_result(result)
+                continue
+            try:
+                fut.set_exception(exc)
+            except TypeError:  # StopIteration: a future refuses it; one bad outcome
+                # must not leave the batch's other waiters unsettled
+                fut.set_exception(RuntimeError(f"the store operation raised {exc!r}"))
 
     with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
         loop.call_soon_threadsafe(settle)

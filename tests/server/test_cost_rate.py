@@ -91,3 +91,37 @@ async def test_a_cluster_counts_only_accepted_mail_in_the_store(
     assert await rated.store.hits_in_window(f"send:{alice.address}", rated.clock(), 60_000) == 3
     body = await rated.send(rated.message(alice, bob, SPAM), expect=451)
     assert body["reasons"] == ["rate limit exceeded"]
+
+
+async def test_a_sender_the_store_refused_for_its_rate_is_then_refused_before_storing(
+    rated: Any, alice: Any, bob: Any, carol: Any
+) -> None:
+    """With the rate decided in the storing transaction (a cluster), the first message over
+    the limit is refused there; the sender's next ones within the window are refused by a
+    look before the plan (one read), not after the hop's signatures and a storing
+    transaction. The same answer either way, and mail counts again once the window moves."""
+    submitter = rated.app[PARTS]["submitter"]
+    submitter.rate = StoreHitCounter(rated.store, limit=3, window_ms=60_000)
+    calls = 0
+    store_many = rated.store.store_many
+
+    async def counting(batch: Any) -> Any:  # a spy on the real store's storing calls
+        nonlocal calls
+        calls += 1
+        return await store_many(batch)
+
+    rated.store.store_many = counting
+    for n in range(3):
+        await rated.send(rated.message(alice, bob, f"Ordinary message {n}"))
+    body = await rated.send(rated.message(alice, bob, "Refused in the store"), expect=451)
+    assert body["reasons"] == ["rate limit exceeded"]
+    assert calls == 4
+    for n in range(5):
+        body = await rated.send(rated.message(alice, bob, f"Refused before {n}"), expect=451)
+        assert body["reasons"] == ["rate limit exceeded"]
+    assert calls == 4  # none of those five reached a storing transaction
+    await rated.send(rated.message(carol, bob, "Carol is not held back"))
+    assert calls == 5
+    rated.clock.advance(60_001)
+    await rated.send(rated.message(alice, bob, "The window has moved"))
+    assert await rated.store.hits_in_window(f"send:{alice.address}", rated.clock(), 60_000) == 1

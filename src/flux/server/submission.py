@@ -71,6 +71,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,6 +129,8 @@ CONFLICT_TEXT = "you already sent a message with this id and another body"
 #: per-recipient outcomes beyond the store's own
 NOT_HOSTED = "not_hosted"
 QUEUED = "queued"  #: in the delivery queue for another server
+#: senders kept as recently over their rate (`Submitter._over_rate`), ~100 bytes each
+OVER_RATE_KEPT = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +269,9 @@ class Submitter:
         self.stranger_share = stranger_share
         #: per client address and per peer server budgets (fair.py); None: not counted
         self.limits = limits
+        #: senders the storing transaction refused for their rate, and until when (unix ms)
+        #: their mail takes the look before the plan instead (`_over_rate`)
+        self._over_rate_until: OrderedDict[str, int] = OrderedDict()
 
     @property
     def _rate_in_store(self) -> StoreHitCounter | None:
@@ -422,7 +428,10 @@ class Submitter:
         # Mail only for mailboxes here, whose rate counter lives in the store: the storing
         # transaction decides the rate (after dedupe, before anything is written) and
         # counts the hit, in the round trip that stores it (store/base.py notes).
-        rate_in_store = route.origin and not outgoing and self._rate_in_store is not None
+        rate_in_store = (
+            route.origin and not outgoing and self._rate_in_store is not None
+            and not self._over_rate(env.sender, now)
+        )  # fmt: skip
         if fresh or outgoing:
             # Mail a peer hands on was rate-limited by the sender's own server when it was
             # submitted; counting it again here would refuse a queue that flushes after an
@@ -459,6 +468,8 @@ class Submitter:
             error = self._refusal(outcome)
             if error is not None:
                 refused[id(plan)] = error
+                if StoreOutcome.RATE_LIMITED in outcome.values():
+                    self._note_over_rate(plan.env.sender, plan.now)
             else:
                 plan.outcomes.update({r: str(o) for r, o in outcome.items()})
         queueing = [p for p in plans if p.outgoing and id(p) not in refused]
@@ -634,6 +645,28 @@ class Submitter:
                 raise Conflict(CONFLICT_TEXT, field="id")
         return outcomes, fresh
 
+    def _over_rate(self, sender: str, now: int) -> bool:
+        """Whether the storing transaction refused `sender` for its rate within the last
+        window. Such a sender's mail looks at the rate before the plan, as it did before
+        the rate moved into the store: a refusal then costs one read, not the content
+        heuristics, the hop's two signatures and a storing transaction with its locks.
+        Exact either way: the look only decides where the same rule is applied."""
+        until = self._over_rate_until.get(sender)
+        if until is None:
+            return False
+        if until <= now:
+            del self._over_rate_until[sender]
+            return False
+        return True
+
+    def _note_over_rate(self, sender: str, now: int) -> None:
+        if self._rate_in_store is None:
+            return
+        self._over_rate_until[sender] = now + self._rate_in_store.window_ms
+        self._over_rate_until.move_to_end(sender)
+        if len(self._over_rate_until) > OVER_RATE_KEPT:  # bounded: the oldest noted goes
+            self._over_rate_until.popitem(last=False)
+
     async def _check_spam(
         self, env: Envelope, now: int, *, rate_limited: bool, rate_in_store: bool = False
     ) -> None:
@@ -641,6 +674,7 @@ class Submitter:
         # hit is counted in _done, once the message is accepted.
         bucket = f"send:{env.sender}"
         if rate_limited and not rate_in_store and await self.rate.full(bucket, now):
+            self._note_over_rate(env.sender, now)
             raise SpamRefused((RATE_LIMIT_REASON,))
         reasons = check_spam(env.data, None, now).reasons  # the content heuristics
         if reasons:

@@ -65,6 +65,14 @@ def unreachable(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc)
 
 
+def notify_queue_full(exc: BaseException) -> bool:
+    """Whether `exc` is PostgreSQL's "too many notifications in the NOTIFY queue": a
+    listener stopped reading, so a transaction that notifies (the storing one does,
+    OPERATING.md) cannot commit now. The connection is fine and the write can be retried:
+    a 503, never a 500. Other limits of its class (54) are the call's own and stay errors."""
+    return getattr(exc, "sqlstate", None) == "54000" and "NOTIFY queue" in str(exc)
+
+
 async def keep_session(_conn: asyncpg.Connection) -> None:
     """The pool's reset on release: nothing. asyncpg's default sends `RESET ALL`, closes
     cursors, drops LISTENs and session advisory locks: a round trip per borrow, for state
@@ -216,6 +224,10 @@ class PgPool:
                         await pool.expire_connections()
                     raise
         except Exception as exc:
+            if notify_queue_full(exc):
+                raise StoreUnavailable(
+                    f"PostgreSQL cannot take the write now: {reason(exc)}"
+                ) from exc
             if not unreachable(exc):
                 raise
             if not done:

@@ -59,6 +59,7 @@ drops, so every test starts empty on one shared database.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
@@ -148,7 +149,7 @@ class PostgresStore:
         #: not found is asked again (another process may register it). The submit path
         #: asks for its sender and each recipient: with this, no round trip for them once
         #: known (issue 15, aim 3).
-        self._hosted_seen: dict[str, HostedAddress] = {}
+        self._hosted_seen: OrderedDict[str, HostedAddress] = OrderedDict()
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def open(self) -> None:
@@ -226,7 +227,7 @@ class PostgresStore:
         if row is None:
             return None
         if len(self._hosted_seen) >= HOSTED_SEEN_MAX:  # bounded: forget the oldest read
-            del self._hosted_seen[next(iter(self._hosted_seen))]
+            self._hosted_seen.popitem(last=False)
         self._hosted_seen[address] = found = HostedAddress(*row)
         return found
 

@@ -61,8 +61,8 @@ FROM turns JOIN outbound o ON o.qid = turns.qid
 ORDER BY turns.turn, turns.qid LIMIT :limit"""
 
 
-def _text(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+#: compact JSON, its encoder made once (json.dumps with keywords builds one per call)
+_text = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def record_sent(conn: sqlite3.Connection, sent: Sequence[SentMessage]) -> None:

@@ -40,7 +40,10 @@ In order, each step refusing with its own error (the table in errors.py gives th
    dedupe and before any write, and counts the hit (store/base.py, "Rate and contacts in
    the storing transaction"): two round trips fewer. The content heuristics then run
    first, and a message they refuse is answered as before (the rate reason alone when
-   the sender is over the limit: that look is made only for a refusal);
+   the sender is over the limit: that look is made only for a refusal). A sender the
+   storing transaction refused for its rate takes the look before the plan again for the
+   rest of the window (`_over_rate`), so its further mail costs one read, not a hop's
+   signatures and a storing transaction;
 7. pending quota per recipient, checked in the storing transaction (429 when every new
    recipient is full; the others still get the message); within it, a sender the
    recipient has never written to is a stranger, and strangers hold at most their share

@@ -5,6 +5,7 @@ in-process counter and the counter shared in the store (a cluster)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -125,3 +126,35 @@ async def test_a_sender_the_store_refused_for_its_rate_is_then_refused_before_st
     rated.clock.advance(60_001)
     await rated.send(rated.message(alice, bob, "The window has moved"))
     assert await rated.store.hits_in_window(f"send:{alice.address}", rated.clock(), 60_000) == 1
+
+
+ELSEWHERE = "localhost:9"  # a closed port: the queued copies stay put (tests never leave 127.0.0.1)
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["own counter", "counter in the store"])
+@pytest.mark.parametrize("remote", [False, True], ids=["local", "with a remote copy"])
+async def test_racing_submissions_of_one_sender_pass_the_limit_no_more_than_it_allows(
+    rated: Any, alice: Any, bob: Any, carol: Any, remote: bool, shared: bool
+) -> None:
+    """Twelve submissions of one sender at once against a limit of 3: each counts the ones
+    still in flight ahead of it, so exactly three are accepted and counted, whether the
+    rate is looked at before storing (a copy for another server, or one process's own
+    counter) or decided by the storing transaction. Found in review: with a remote copy,
+    all twelve passed the look before any was counted."""
+    await rated.register(alice)
+    if shared:  # the processes of a cluster count in the store
+        submitter = rated.app[PARTS]["submitter"]
+        submitter.rate = StoreHitCounter(rated.store, limit=3, window_ms=60_000)
+
+    def submission(n: int) -> Any:
+        msg = rated.message(alice, bob, f"Ordinary message {n}", cc=[carol.address])
+        return {"message": msg, "domains": {carol.address: ELSEWHERE}} if remote else msg
+
+    answers = await asyncio.gather(*(rated.send(submission(n), expect=None) for n in range(12)))
+    accepted = [a for a in answers if a.get("ok") is True]
+    refused = [a for a in answers if a.get("ok") is not True]
+    assert len(accepted) == 3, answers
+    assert all(a["reasons"] == ["rate limit exceeded"] for a in refused), refused
+    # the next one, alone, is refused too: three were counted
+    body = await rated.send(rated.message(alice, bob, "One too many"), expect=451)
+    assert body["reasons"] == ["rate limit exceeded"]

@@ -47,8 +47,10 @@ class HitCounter(Protocol):
         the last `window_ms` (the hit is then not counted)."""
         ...
 
-    async def full(self, bucket: str, now_ms: int) -> bool:
-        """True when `bucket` has `limit` hits within the last `window_ms`; counts nothing."""
+    async def full(self, bucket: str, now_ms: int, ahead: int = 0) -> bool:
+        """True when `bucket`'s hits within the last `window_ms`, with `ahead` more not yet
+        counted (accepted by the checks, still being stored), reach `limit`; counts
+        nothing."""
         ...
 
     async def clear(self, bucket: str) -> None:
@@ -79,8 +81,8 @@ class MemoryHitCounter:
             self._log.prune(now_ms, self.window_ms)
         return self._log.count(bucket, now_ms, self.window_ms, self.limit)
 
-    async def full(self, bucket: str, now_ms: int) -> bool:
-        return self._log.in_window(bucket, now_ms, self.window_ms) >= self.limit
+    async def full(self, bucket: str, now_ms: int, ahead: int = 0) -> bool:
+        return self._log.in_window(bucket, now_ms, self.window_ms) + ahead >= self.limit
 
     async def clear(self, bucket: str) -> None:
         self._log.clear(bucket)
@@ -115,8 +117,8 @@ class StoreHitCounter:
             await self.prune(now_ms)
         return over
 
-    async def full(self, bucket: str, now_ms: int) -> bool:
-        return await self.store.hits_in_window(bucket, now_ms, self.window_ms) >= self.limit
+    async def full(self, bucket: str, now_ms: int, ahead: int = 0) -> bool:
+        return await self.store.hits_in_window(bucket, now_ms, self.window_ms) + ahead >= self.limit
 
     async def clear(self, bucket: str) -> None:
         await self.store.clear_hits(bucket)

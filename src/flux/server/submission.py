@@ -193,6 +193,14 @@ def local_recipients(env: Envelope) -> tuple[str, ...]:
     return tuple(dict.fromkeys((env.to, *env.cc)))
 
 
+@dataclass(frozen=True, slots=True)
+class _RatePlace:
+    """A message's place among its sender's messages in flight (`Submitter._deliver`)."""
+
+    sender: str
+    seq: int
+
+
 @dataclass(slots=True)
 class _Plan:
     """What the checks decided for one message, before anything is written."""
@@ -212,6 +220,8 @@ class _Plan:
     rate_in_store: bool = False
     #: the store has NOTIFYed the other processes of the recipients stored
     announced: bool = False
+    #: its place among its sender's messages in flight (`Submitter._deliver`)
+    rate_place: _RatePlace | None = None
     #: the sender is hosted here: its sent mail keeps this message (step 8)
     keep_sent: bool = False
 
@@ -275,6 +285,10 @@ class Submitter:
         #: senders the storing transaction refused for their rate, and until when (unix ms)
         #: their mail takes the look before the plan instead (`_over_rate`)
         self._over_rate_until: OrderedDict[str, int] = OrderedDict()
+        #: per sender, the places (`_RatePlace.seq`, in order) of its messages this process
+        #: took and has not yet counted or refused: at most the submissions in flight
+        self._rate_in_flight: dict[str, dict[int, None]] = {}
+        self._rate_places = 0
 
     @property
     def _rate_in_store(self) -> StoreHitCounter | None:
@@ -394,17 +408,58 @@ class Submitter:
     async def _deliver(
         self, env: Envelope, now: int, cv: ChainVerdict, started: float, route: Routing
     ) -> SubmitResult:
-        """One message through `_plan` and `_commit`; raises what refused it."""
-        (result,) = await self._commit([await self._plan(env, now, cv, started, route)])
+        """One message through `_plan` and `_commit`; raises what refused it.
+
+        A message this server takes holds a place in its sender's rate from before the rate
+        is looked at until it is counted or refused (`_RatePlace`): racing submissions of
+        one sender each count the ones still in flight ahead of them, so no more than the
+        limit pass the look between another's look and its hit."""
+        place = self._hold_rate_place(env.sender) if route.origin else None
+        try:
+            plan = await self._plan(env, now, cv, started, route, place=place)
+            (result,) = await self._commit([plan])
+        finally:
+            if place is not None:
+                self._free_rate_place(place)  # refused, a replay, or failed: never counted
         if isinstance(result, FluxError):
             raise result
         return result
 
+    def _hold_rate_place(self, sender: str) -> _RatePlace:
+        self._rate_places += 1
+        place = _RatePlace(sender, self._rate_places)
+        self._rate_in_flight.setdefault(sender, {})[place.seq] = None
+        return place
+
+    def _ahead_of(self, place: _RatePlace | None) -> int:
+        """`place`'s sender's messages still in flight (not yet counted nor refused) that
+        took their place before it."""
+        if place is None:
+            return 0
+        return sum(seq < place.seq for seq in self._rate_in_flight.get(place.sender, ()))
+
+    def _free_rate_place(self, place: _RatePlace) -> None:
+        """Idempotent: `_done` frees it once counted, `_deliver` whatever happened."""
+        held = self._rate_in_flight.get(place.sender)
+        if held is None:
+            return
+        held.pop(place.seq, None)
+        if not held:
+            del self._rate_in_flight[place.sender]
+
     async def _plan(
-        self, env: Envelope, now: int, cv: ChainVerdict, started: float, route: Routing
+        self,
+        env: Envelope,
+        now: int,
+        cv: ChainVerdict,
+        started: float,
+        route: Routing,
+        *,
+        place: _RatePlace | None = None,
     ) -> _Plan:
         """The checks after authenticity: route, recipients, dedupe, spam. Nothing is
-        written; `_commit` writes what the plan says."""
+        written; `_commit` writes what the plan says. `place`: the message's place in its
+        sender's rate (`_deliver`), whose look counts the messages in flight ahead of it."""
         _check_bcc(env)
         _check_expires(env, now)
         await self._check_route(env)
@@ -441,7 +496,11 @@ class Submitter:
             # outage as a burst it never was. The content heuristics apply to all mail.
             try:
                 await self._check_spam(
-                    env, now, rate_limited=route.origin, rate_in_store=rate_in_store
+                    env,
+                    now,
+                    rate_limited=route.origin,
+                    rate_in_store=rate_in_store,
+                    ahead=self._ahead_of(place),
                 )
             except SpamRefused:
                 if looked_up:
@@ -454,7 +513,7 @@ class Submitter:
         keep = route.origin and (self.open_mode or await self.store.hosted(env.sender) is not None)
         return _Plan(
             env, now, cv, started, outcomes, fresh, outgoing, rated=route.origin,
-            rate_in_store=rate_in_store, keep_sent=keep,
+            rate_in_store=rate_in_store, keep_sent=keep, rate_place=place,
         )  # fmt: skip
 
     async def _commit(self, plans: Sequence[_Plan]) -> list[SubmitResult | FluxError]:
@@ -544,6 +603,8 @@ class Submitter:
                 await self._rate_in_store.counted(plan.now)  # the store counted it
             else:
                 await self.rate.hit(f"send:{plan.env.sender}", plan.now)
+        if plan.rate_place is not None:  # counted now (or never): no longer ahead of others
+            self._free_rate_place(plan.rate_place)
         # Step 10, for mail with a remote copy (a local one's were kept by the store). A
         # replay was recorded when it was first accepted: no second lookup and write.
         if plan.keep_sent and plan.outgoing and not result.duplicate:
@@ -671,12 +732,19 @@ class Submitter:
             self._over_rate_until.popitem(last=False)
 
     async def _check_spam(
-        self, env: Envelope, now: int, *, rate_limited: bool, rate_in_store: bool = False
+        self,
+        env: Envelope,
+        now: int,
+        *,
+        rate_limited: bool,
+        rate_in_store: bool = False,
+        ahead: int = 0,
     ) -> None:
         # Over the limit: refused before the content heuristics, the costly part, run; the
-        # hit is counted in _done, once the message is accepted.
+        # hit is counted in _done, once the message is accepted. The sender's messages in
+        # flight ahead of this one (`ahead`) count as if counted already.
         bucket = f"send:{env.sender}"
-        if rate_limited and not rate_in_store and await self.rate.full(bucket, now):
+        if rate_limited and not rate_in_store and await self.rate.full(bucket, now, ahead):
             self._note_over_rate(env.sender, now)
             raise SpamRefused((RATE_LIMIT_REASON,))
         reasons = check_spam(env.data, None, now).reasons  # the content heuristics

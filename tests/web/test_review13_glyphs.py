@@ -14,6 +14,7 @@ import pytest_asyncio
 from playwright.async_api import expect
 
 from flux.server.runner import RunningServer
+from web.boxes import settled_box
 
 #: a shared 2-core machine can be slow: each expectation waits up to 15 s (not 5)
 expect.set_options(timeout=15_000)
@@ -54,7 +55,7 @@ async def test_the_padlock_is_drawn_not_an_emoji(browser, flux_server: RunningSe
     await expect(locks).to_have_count(2)
     for n in range(2):
         lock = locks.nth(n)
-        box = await lock.bounding_box()
+        box = await settled_box(lock)
         assert box is not None and box["width"] > 4 and box["height"] > 4, box
         assert await lock.text_content() == ""
         mask = await lock.evaluate("e => getComputedStyle(e).maskImage")

@@ -14,6 +14,7 @@ import pytest_asyncio
 from playwright.async_api import expect
 
 from flux.server.runner import RunningServer
+from web.boxes import settled_box
 
 #: a shared 2-core machine can be slow: each expectation waits up to 15 s (not 5)
 expect.set_options(timeout=15_000)
@@ -69,13 +70,7 @@ async def test_many_hostile_tags_stay_text_and_in_bounds(
     await expect(boxes.locator(".box", has_text="tag-156-")).to_have_count(1)
 
     # one row stays one row: sender and subject in view, tags clipped after the time
-    # the list may be drawn again (live updates) between two steps: measure a row in place
-    box = None
-    for _ in range(20):
-        await expect(row).to_be_visible()
-        box = await row.bounding_box()
-        if box is not None:
-            break
+    box = await settled_box(row)  # the list may be drawn again between two steps
     assert box is not None and box["height"] < 120, box
     await expect(row.locator(".from")).to_be_in_viewport()
     await expect(row.locator(".subject")).to_be_in_viewport()
@@ -85,8 +80,7 @@ async def test_many_hostile_tags_stay_text_and_in_bounds(
     await row.click()
     reader = page.locator("#reader")
     await expect(reader.locator(".content")).to_contain_text("hello")
-    await expect(reader.locator(".headers .tags")).to_be_visible()  # drawn after the text
-    tag_box = await reader.locator(".headers .tags").bounding_box()
+    tag_box = await settled_box(reader.locator(".headers .tags"))  # drawn after the text
     assert tag_box is not None and tag_box["height"] < 150, tag_box
     await expect(reader.locator(".content")).to_be_in_viewport()
     chip = reader.locator(".chip", has_text=HOSTILE_TAG)

@@ -33,6 +33,7 @@ from flux.protocol.outgoing import compose
 from flux.server.app import PARTS
 from flux.server.routes.web import CSP
 from flux.store.base import Incoming
+from web.boxes import settled_box
 from web.shots import shot
 
 #: a shared 2-core machine can be slow: each expectation waits up to 15 s (not 5)
@@ -161,7 +162,7 @@ async def test_hostile_content_stays_inert_and_fetches_nothing(browser, servers,
     await expect(page.locator("#boxes")).not_to_contain_text("verified")
     await shot(page, "r13b-hostile")
     # a 4 KiB subject does not push the checks out of view
-    checks = await reader.locator(".trust").bounding_box()
+    checks = await settled_box(reader.locator(".trust"))
     assert checks is not None and checks["y"] < 760, checks
 
     # nothing made from the text: no element, no link, no image, no script
@@ -228,7 +229,7 @@ async def test_a_long_cc_list_keeps_the_checks_in_view(browser, servers) -> None
         await page.set_viewport_size({"width": width, "height": height})
         if width == 360:
             await shot(page, "r13b-many-cc-narrow")
-        box = await reader.locator(".trust").bounding_box()
+        box = await settled_box(reader.locator(".trust"))
         assert box is not None and box["y"] < height, (width, box)
     assert log.errors == []
 

@@ -108,10 +108,9 @@ async def store_at_once(
     (base.py merge_sent: a BCC copy after the first), a reply to a message of the same
     batch, or to one whose stored JSON PostgreSQL does not read as JSONB."""
     recipients = [_rules.recipients_of(inc) for inc in batch]  # TypeError before any SQL
-    payload = json.dumps(
-        [at_once_json(inc, rcpts) for inc, rcpts in zip(batch, recipients, strict=True)],
-        ensure_ascii=False, separators=(",", ":"),
-    )  # fmt: skip
+    payload = _rules.compact_json(
+        [at_once_json(inc, rcpts) for inc, rcpts in zip(batch, recipients, strict=True)]
+    )
     keys = lock_keys(locks, batch, recipients)
     try:
         raw = await conn.fetchval(STORE_AT_ONCE, payload, keys, _BOUNCE_REASONS)
@@ -140,7 +139,7 @@ def at_once_json(inc: Incoming, recipients: list[str]) -> dict[str, Any]:
             "sender": record.sender, "id": record.id, "sent_at": record.sent_at,
             "updated_at": record.updated_at,
             "envelope": _rules.envelope_text(record.envelope),
-            "delivery": json.dumps(record.delivery, ensure_ascii=False, separators=(",", ":")),
+            "delivery": _rules.compact_json(record.delivery),
             **_threading(record.envelope),
         }  # fmt: skip
     return {

@@ -40,10 +40,6 @@ SENDABLE = (
 )
 
 
-def _text(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
 async def record_sent(
     conn: asyncpg.Connection, sent: Sequence[SentMessage], locks: Locks | None = None
 ) -> None:
@@ -67,8 +63,8 @@ async def record_sent(
             """INSERT INTO sent (sender, msg_id, sent_at, envelope, delivery, updated_at,
                                  thread_root)
                VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING""",
-            m.sender, m.id, m.sent_at, _rules.envelope_text(m.envelope), _text(m.delivery),
-            m.updated_at, root,
+            m.sender, m.id, m.sent_at, _rules.envelope_text(m.envelope),
+            _rules.compact_json(m.delivery), m.updated_at, root,
         )  # fmt: skip
         if rowcount(status) == 0:  # the row appeared meanwhile (a writer without the lock)
             await _merge_sent(conn, m)
@@ -88,8 +84,8 @@ async def _merge_sent(conn: asyncpg.Connection, new: SentMessage) -> bool:
     await conn.execute(
         """UPDATE sent SET envelope = $1, delivery = $2, updated_at = $3
            WHERE sender = $4 AND msg_id = $5""",
-        _rules.envelope_text(merged.envelope), _text(merged.delivery), merged.updated_at,
-        new.sender, new.id,
+        _rules.envelope_text(merged.envelope), _rules.compact_json(merged.delivery),
+        merged.updated_at, new.sender, new.id,
     )  # fmt: skip
     await conn.execute(  # in the sender's /changes, as a settlement's
         "INSERT INTO changes (address, sender, msg_id, kind) VALUES ($1, $1, $2, 'sent')",
@@ -152,7 +148,7 @@ async def update_sent(conn: asyncpg.Connection, delivery: DeliveryUpdates) -> No
         merged = merge_delivery(json.loads(row[0]), changes)
         await conn.execute(
             "UPDATE sent SET delivery = $1, updated_at = $2 WHERE sender = $3 AND msg_id = $4",
-            _text(merged), max(row[1], at), sender, msg_id,
+            _rules.compact_json(merged), max(row[1], at), sender, msg_id,
         )  # fmt: skip
         await conn.execute(  # in the sender's /changes
             "INSERT INTO changes (address, sender, msg_id, kind) VALUES ($1, $1, $2, 'sent')",

@@ -37,9 +37,15 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+#: A value as the stores keep it: compact JSON, non-ASCII kept as is. One encoder, made
+#: once: `json.dumps` with keywords builds one per call (~3.5 of ~12 us for a small
+#: envelope, on SQLite's writer).
+compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def envelope_text(envelope: Mapping[str, Any]) -> str:
-    """The envelope as a store keeps it: compact JSON, non-ASCII kept as is."""
-    return json.dumps(envelope, ensure_ascii=False, separators=(",", ":"))
+    """The envelope as a store keeps it (`compact_json`)."""
+    return compact_json(envelope)
 
 
 def clamp_limit(limit: int) -> int:

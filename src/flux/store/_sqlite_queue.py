@@ -10,6 +10,7 @@ import json
 import sqlite3
 from collections.abc import Sequence
 
+from . import _rules
 from ._sqlite_ops import new_change, new_root
 from .base import (
     ChangeKind,
@@ -61,10 +62,6 @@ FROM turns JOIN outbound o ON o.qid = turns.qid
 ORDER BY turns.turn, turns.qid LIMIT :limit"""
 
 
-#: compact JSON, its encoder made once (json.dumps with keywords builds one per call)
-_text = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
-
 def record_sent(conn: sqlite3.Connection, sent: Sequence[SentMessage]) -> None:
     """One row per message: the first record of (sender, id) is inserted, a later BCC copy
     merged into it (base.py `merge_sent`; read, merge, write in the writer's transaction,
@@ -82,8 +79,8 @@ def record_sent(conn: sqlite3.Connection, sent: Sequence[SentMessage]) -> None:
             """INSERT INTO sent (sender, msg_id, sent_at, envelope, delivery, updated_at,
                                  thread_root)
                VALUES (?, ?, ?, ?, ?, ?, ?)""",
-            (m.sender, m.id, m.sent_at, _text(m.envelope), _text(m.delivery), m.updated_at,
-             new_root(conn, m.sender, m.envelope)),
+            (m.sender, m.id, m.sent_at, _rules.envelope_text(m.envelope),
+             _rules.compact_json(m.delivery), m.updated_at, new_root(conn, m.sender, m.envelope)),
         )  # fmt: skip
 
 
@@ -94,8 +91,8 @@ def _merge_sent(conn: sqlite3.Connection, kept: SentMessage, new: SentMessage) -
     conn.execute(
         """UPDATE sent SET envelope = ?, delivery = ?, updated_at = ?
            WHERE sender = ? AND msg_id = ?""",
-        (_text(merged.envelope), _text(merged.delivery), merged.updated_at, kept.sender,
-         kept.id),
+        (_rules.envelope_text(merged.envelope), _rules.compact_json(merged.delivery),
+         merged.updated_at, kept.sender, kept.id),
     )  # fmt: skip
     new_change(conn, kept.sender, kept.sender, kept.id, ChangeKind.SENT)  # the sender's /changes
 
@@ -152,7 +149,7 @@ def update_sent(conn: sqlite3.Connection, delivery: DeliveryUpdates) -> None:
         merged = merge_delivery(json.loads(row[0]), changes)
         conn.execute(
             "UPDATE sent SET delivery = ?, updated_at = ? WHERE sender = ? AND msg_id = ?",
-            (_text(merged), max(row[1], at), sender, msg_id),
+            (_rules.compact_json(merged), max(row[1], at), sender, msg_id),
         )
         new_change(conn, sender, sender, msg_id, ChangeKind.SENT)  # in the sender's /changes
 
@@ -171,7 +168,7 @@ def enqueue(
                (destination, body_hash, envelope, recipients, cv, via, enqueued_at, sender)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
             (item.destination, item.body_hash,
-             json.dumps(item.envelope, ensure_ascii=False, separators=(",", ":")),
+             _rules.envelope_text(item.envelope),
              json.dumps(list(item.recipients)), item.cv, item.via, item.enqueued_at,
              item.sender),
         )  # fmt: skip

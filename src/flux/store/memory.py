@@ -127,7 +127,7 @@ class MemoryStore(MemoryQueue, MemoryInvites):
         return outcomes
 
     def _store(self, inc: Incoming) -> dict[str, StoreOutcome]:
-        text = json.dumps(inc.envelope, ensure_ascii=False, separators=(",", ":"))
+        text = _rules.envelope_text(inc.envelope)
         msg_id, sender = inc.envelope["id"], inc.envelope["from"]
         delete_on_read, hide_at = _rules.expiry_of(inc.envelope)
         out: dict[str, StoreOutcome] = {}

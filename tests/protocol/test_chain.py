@@ -38,6 +38,7 @@ from flux.protocol import (
     verify_signature,
 )
 from flux.protocol.chain import SEALED_FIELDS, seal_payload
+from flux.protocol.tamper import bound_seal, handed_over
 
 A, B, C = SERVER_POOL[:3]
 MSG = plain_message("chain me")
@@ -311,3 +312,34 @@ def test_keyring_helper_publishes_only_own_keys() -> None:
     keys = keyring([A])
     assert [k.pub for k in keys(A.name)] == [A.identity.public_key]
     assert list(keys(B.name)) == []
+
+
+RECEIVERS = [s.name for s in SERVER_POOL] + [LOCAL_DELIVERY, "elsewhere.example"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(routes, st.data())
+def test_handed_over_agrees_with_bound_seal_on_any_delivery(
+    route: list[ServerSigner], data: st.DataObject
+) -> None:
+    # A receiver checks a delivery with verify_chain and then `handed_over`, and calls
+    # bound_seal (which verifies the last seal again) only when that gives None. For any
+    # honest or damaged chain and any receiver, a record handed_over names is the one
+    # bound_seal names, and a chain that passes gives both the same answer.
+    states = relay(MSG, route, final_next=data.draw(st.sampled_from(RECEIVERS)))
+    msg = copy.deepcopy(states[-1])
+    chain = msg["integrity_chain"]
+    if data.draw(st.booleans()):  # damage one field of one record
+        i = data.draw(st.integers(0, len(chain) - 1))
+        chain[i] = _mutate_field(chain[i], data.draw(st.sampled_from(sorted(SEALED_FIELDS))), data)
+    if data.draw(st.booleans()):  # or the body the seals commit to
+        msg["content"] = msg["content"] + "!"
+    keys = data.draw(st.sampled_from([POOL_KEYS, keyring(route[:-1])]))
+    receiver = data.draw(st.sampled_from(RECEIVERS))
+    check = verify_chain(msg, keys)
+    named = handed_over(msg, check, receiver)
+    bound = bound_seal(msg, keys, receiver)
+    if named is not None:
+        assert named is bound
+    if check.verdict is ChainVerdict.PASS:
+        assert named is bound

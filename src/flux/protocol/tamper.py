@@ -50,7 +50,9 @@ from typing import Any
 
 from .canonical import sha256_hex
 from .chain import (
+    ChainCheck,
     ChainVerdict,
+    HopStatus,
     KeyLookup,
     PublishedKey,
     ServerSigner,
@@ -121,6 +123,23 @@ def bound_seal(msg: Mapping[str, Any], keys: KeyLookup, receiver: str) -> dict[s
         and last["bh"] == body_hash(msg)
     )
     return last if bound else None
+
+
+def handed_over(msg: Mapping[str, Any], check: ChainCheck, receiver: str) -> dict[str, Any] | None:
+    """The last record of `msg` when `check` (`verify_chain(msg, keys)` with the keys
+    `bound_seal` would use) passed with that record sealed and handing the message to
+    `receiver`; else None, and `bound_seal` says what is wrong (PROTOCOL.md §7.4 step 1).
+
+    A passing chain has verified the last seal under a published key with its `i`, `prev`
+    and `bh` (§7.3): only `next` is left of `bound_seal`'s conditions, so a delivery
+    checked this way costs one Ed25519 verification and one body hash fewer.
+    """
+    if not check.hops or check.first_failure is not None:
+        return None
+    if check.hops[-1].status is not HopStatus.SEALED:
+        return None
+    last = msg["integrity_chain"][-1]
+    return last if last["next"] == receiver else None
 
 
 def find_offense(msg: Any, keys: KeyLookup, *, receiver: str) -> Offense | None:

@@ -96,7 +96,7 @@ from ..protocol.envelope import Envelope, body_hash, for_storage, verify_envelop
 from ..protocol.errors import ChainError, FluxError, InvalidValue
 from ..protocol.outgoing import make_bounce
 from ..protocol.spam import RATE_LIMIT_REASON, check_spam
-from ..protocol.tamper import Offense, bound_seal, find_offense
+from ..protocol.tamper import Offense, bound_seal, find_offense, handed_over
 from ..store.base import (
     REFUSED_REASONS,
     DeliveryState,
@@ -396,13 +396,18 @@ class Submitter:
             msg = for_storage(msg)
         env = verify_envelope(msg)
         check_room_for_hop(env.data)  # before the seal and chain checks (PROTOCOL.md §7.4)
-        last = bound_seal(env.data, keys, self.signer.name)
+        checked = verify_chain(env.data, keys, digests=env.digests)
+        # The chain's check has verified the last seal already; bound_seal verifies it again,
+        # so it runs only to say which error a failing delivery gets (the binding's first).
+        last = handed_over(env.data, checked, self.signer.name)
+        if last is None:
+            last = bound_seal(env.data, keys, self.signer.name)
         if last is None or last["server"] != peer:
             raise ChainError(
                 f"the last hop is not {peer}'s seal handing this message to this server",
                 field="integrity_chain",
             )
-        verify_chain(env.data, keys, digests=env.digests).raise_for_failure()
+        checked.raise_for_failure()
         return env
 
     async def _deliver(

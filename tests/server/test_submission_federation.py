@@ -13,6 +13,7 @@ import pytest
 
 from federation.fed_helpers import deliver, local_servers, name, signer
 from flux.protocol import Identity, ServerSigner, append_hop, compose
+from flux.server.submission import CHECKED_ALONE
 
 ALICE, BOB, CAROL = Identity.generate(), Identity.generate(), Identity.generate()
 
@@ -82,6 +83,34 @@ async def test_each_message_of_a_batch_is_answered_in_order(servers) -> None:
     row = await b.store.get(CAROL.address, also_good["id"])
     chain = row.envelope["integrity_chain"]
     assert [(h["server"], h["next"], h["cv"]) for h in chain[-1:]] == [(name(b), "local", "pass")]
+
+
+async def test_a_batch_checked_in_two_halves_is_answered_in_order(servers) -> None:
+    """A batch larger than CHECKED_ALONE is checked in two worker threads: refusals at
+    either end of each half come back at their own places, and the accepted messages are
+    stored in batch order."""
+    a, b = servers["a"], servers["b"]
+    size = 2 * CHECKED_ALONE + 3
+    middle = (size + 1) // 2
+    refused_at = {0, middle - 1, middle, size - 1}
+    batch = [
+        append_hop(
+            compose(ALICE, BOB.address, f"sealed for c {i}", now_ms=now_ms()).primary,
+            signer(a), next_hop="c.example", now_ms=now_ms(),
+        ) if i in refused_at else sealed(a, b, f"message {i} of the batch")
+        for i in range(size)
+    ]  # fmt: skip
+    status, answer = await deliver(signer(a), b, batch)
+    assert status == 200, answer
+    results = answer["results"]
+    assert [r["id"] for r in results] == [m["id"] for m in batch]
+    assert {i for i, r in enumerate(results) if r.get("refused")} == refused_at
+    assert all(results[i]["refused"] == "chain_invalid" for i in refused_at)
+    stored = [r for i, r in enumerate(results) if i not in refused_at]
+    assert all(r["recipients"] == {BOB.address: "stored"} for r in stored)
+    for i, msg in enumerate(batch):
+        held = await b.store.get(BOB.address, msg["id"])
+        assert (held is None) == (i in refused_at)
 
 
 async def test_a_peers_mail_neither_counts_nor_is_held_to_the_senders_rate_budget(

@@ -134,6 +134,9 @@ NOT_HOSTED = "not_hosted"
 QUEUED = "queued"  #: in the delivery queue for another server
 #: senders kept as recently over their rate (`Submitter._over_rate`), ~100 bytes each
 OVER_RATE_KEPT = 10_000
+#: a relayed batch of at most this many messages is checked in one worker thread, a
+#: larger one in two (accept_batch): a second hand-off is not worth it for a few messages
+CHECKED_ALONE = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,14 +349,23 @@ class Submitter:
         route = Routing(origin=False, relayed_through=mesh, sender_lists=listed)
         started = time.perf_counter()
         # The pure checks of the whole batch (up to 100 messages, each several Ed25519
-        # verifications over canonical JSON) run in one worker thread: PyNaCl releases the
-        # GIL, so the loop keeps serving other clients meanwhile (issue 10 §1).
-        # The key cache is the loop's (an LRU it reorders on every read): the thread gets a
+        # verifications over canonical JSON) run in worker threads: PyNaCl releases the
+        # GIL, so the loop keeps serving other clients meanwhile (issue 10 §1), and a
+        # batch's halves are checked on two cores at once where two are free: the peer's
+        # next transaction of a sender waits for this answer (PROTOCOL.md §10.3).
+        # The key cache is the loop's (an LRU it reorders on every read): the threads get a
         # copy of what this batch's chains can need, made here.
         snapshot = _keys_for(messages, [peer, self.signer.name], keys)
-        verified = await asyncio.to_thread(
-            self._verify_all, messages, peer, lambda server: snapshot.get(server, ())
-        )
+        verified = [
+            env
+            for part in await asyncio.gather(*(
+                asyncio.to_thread(
+                    self._verify_all, part, peer, lambda server: snapshot.get(server, ())
+                )
+                for part in _halves(messages, CHECKED_ALONE)
+            ))
+            for env in part
+        ]  # fmt: skip
         results: list[SubmitResult | Refused | _Plan] = []
         for env in verified:
             if isinstance(env, Refused):
@@ -843,6 +855,15 @@ def sent_record(env: Envelope, outcomes: Mapping[str, str], now: int) -> SentMes
             entry["reason"] = reason
         delivery[rcpt] = entry
     return SentMessage(env.sender, env.data, now, delivery, now)
+
+
+def _halves(items: Sequence[Any], alone: int) -> list[Sequence[Any]]:
+    """`items` in two halves, in order (the first the larger), or whole when it holds no
+    more than `alone`."""
+    if len(items) <= alone:
+        return [items]
+    middle = (len(items) + 1) // 2
+    return [items[:middle], items[middle:]]
 
 
 def _keys_for(

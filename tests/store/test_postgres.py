@@ -282,6 +282,23 @@ async def test_session_settings(pg_dsn, pg):
         await store.close()
 
 
+async def test_a_rate_hit_alone_does_not_wait_for_a_flush_and_mail_still_does(pg_store):
+    """count_hit turns synchronous_commit off for its own statement's transaction only
+    (a rate counter: a crash may forget its last hits), never for the connection or a
+    transaction around it, where mail would lose its durability."""
+    from flux.store import _postgres_hits as hits
+
+    pool = pg_store._live_pool()
+    async with pool.acquire() as conn:
+        for t in range(3):
+            assert await hits.count_hit(conn, pg_store._locks, "ip-send:x", t, 60_000, 2) is (t == 2)
+        assert await conn.fetchval("SHOW synchronous_commit") == "on"
+        async with conn.transaction():
+            with pytest.raises(RuntimeError, match="on its own"):
+                await hits.count_hit(conn, pg_store._locks, "ip-send:x", 3, 60_000, 2)
+            assert await conn.fetchval("SHOW synchronous_commit") == "on"
+
+
 async def test_a_closed_port_is_a_clear_error():
     from flux.store import postgres as pg  # no server needed: nothing listens on port 1
 

@@ -32,16 +32,27 @@ from ._postgres_locks import Locks
 from ._postgres_ops import rowcount
 
 #: the lock, forgetting this bucket's hits that left the window (a busy bucket stays small
-#: whether or not anyone prunes), the count and the insert: schema step 13
-_COUNT = "SELECT flux_count_hit($1, $2, $3, $4, $5)"
+#: whether or not anyone prunes), the count and the insert: schema step 13. Committed
+#: without waiting for the WAL flush (`synchronous_commit` off for this statement's own
+#: transaction only): the bucket's lock is held until the commit, so waiting there made
+#: every hit of one bucket (one client address, on every process) wait a flush of its
+#: own, one after the other. A crash of the database can forget the last fraction of a
+#: second of hits (at most 3 x `wal_writer_delay`): a rate counter, not mail.
+_COUNT = (
+    "SELECT flux_count_hit($1, $2, $3, $4, $5), set_config('synchronous_commit', 'off', true)"
+)
 
 
 async def count_hit(
     c: asyncpg.Connection, locks: Locks, bucket: str, now_ms: int, window_ms: int, limit: int
 ) -> bool:
-    """Run on its own, not in a transaction: the function's statement is one."""
+    """Run on its own, not in a transaction: the function's statement is one, and its
+    `synchronous_commit` off would hold for a whole transaction around it (mail's too).
+    Raises RuntimeError inside a transaction."""
+    if c.is_in_transaction():
+        raise RuntimeError("count_hit commits without a flush: it must run on its own")
     key = locks.key("hits", bucket)
-    return bool(await c.fetchval(_COUNT, key, bucket, now_ms, window_ms, limit))
+    return bool(await c.fetchval(_COUNT, key, bucket, now_ms, window_ms, limit, column=0))
 
 
 async def hits_in_window(c: asyncpg.Connection, bucket: str, now_ms: int, window_ms: int) -> int:

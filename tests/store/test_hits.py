@@ -109,3 +109,16 @@ async def test_two_stores_on_one_database_share_the_limit(two_stores) -> None:
     assert results.count(False) == 9
     assert await two.clear_hits("shared") == 9
     assert await one.count_hit("shared", 6, 60_000, 1) is False
+
+
+async def test_two_stores_counting_many_buckets_at_once_stay_exact(two_stores) -> None:
+    """Hits of four buckets, interleaved, from two stores at once: counted together in
+    statements that each take several buckets' locks (PostgreSQL), they neither deadlock
+    nor let a bucket past its limit."""
+    one, two = two_stores
+    calls = [
+        s.count_hit(f"many-{i % 4}", 5, 60_000, 6) for i in range(40) for s in (one, two)
+    ]  # fmt: skip
+    results = await asyncio.gather(*calls)
+    for b in range(4):
+        assert [r for i, r in enumerate(results) if (i // 2) % 4 == b].count(False) == 6

@@ -289,14 +289,30 @@ async def test_a_rate_hit_alone_does_not_wait_for_a_flush_and_mail_still_does(pg
     from flux.store import _postgres_hits as hits
 
     pool = pg_store._live_pool()
+    batch = [hits.Hit("ip-send:x", t, 60_000, 2) for t in range(3)]
     async with pool.acquire() as conn:
-        for t in range(3):
-            assert await hits.count_hit(conn, pg_store._locks, "ip-send:x", t, 60_000, 2) is (t == 2)
+        assert await hits.count_hits(conn, pg_store._locks, batch) == [False, False, True]
         assert await conn.fetchval("SHOW synchronous_commit") == "on"
         async with conn.transaction():
             with pytest.raises(RuntimeError, match="on its own"):
-                await hits.count_hit(conn, pg_store._locks, "ip-send:x", 3, 60_000, 2)
+                await hits.count_hits(conn, pg_store._locks, batch)
             assert await conn.fetchval("SHOW synchronous_commit") == "on"
+
+
+async def test_hits_counted_together_keep_each_buckets_order_and_exact_limit(pg_store):
+    """One statement of hits of several buckets, interleaved: they go in the order of
+    their lock keys, one bucket's in arrival order, and each answer comes back to its own
+    place, exactly as one hit at a time would count them."""
+    from flux.store import _postgres_hits as hits
+
+    batch = [hits.Hit(f"b{i % 3}", 100 + i, 60_000, 2) for i in range(9)]
+    pool = pg_store._live_pool()
+    async with pool.acquire() as conn:
+        assert await hits.count_hits(conn, pg_store._locks, batch) == [False] * 6 + [True] * 3
+        kept = await conn.fetch("SELECT bucket, t FROM hits ORDER BY bucket, t")
+    assert [(r["bucket"], r["t"]) for r in kept] == [
+        ("b0", 100), ("b0", 103), ("b1", 101), ("b1", 104), ("b2", 102), ("b2", 105)
+    ]  # fmt: skip
 
 
 async def test_a_closed_port_is_a_clear_error():

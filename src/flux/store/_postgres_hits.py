@@ -1,9 +1,10 @@
 """The shared rate counters of PostgresStore (`Store.count_hit`; table `hits`, step 3).
 
-Atomic across processes. `count_hit` is one call of the server-side function
-`flux_count_hit` (schema step 13), one statement and so one round trip, run on its own
-(autocommit): it first takes a transaction-scoped advisory lock on the bucket, then
-forgets, counts and inserts. Why it is exact: the lock is held until the statement's
+Atomic across processes. `count_hits` counts the hits that arrived together
+(PostgresStore coalesces them) in one statement and so one round trip, run on its own
+(autocommit): a call of the server-side function `flux_count_hit` (schema step 13) per
+hit, which first takes a transaction-scoped advisory lock on the bucket, then forgets,
+counts and inserts. Why it is exact: the lock is held until the statement's
 COMMIT, so the hits of one bucket are counted one at a time, and each statement of a
 VOLATILE PL/pgSQL function takes a new snapshot: the count, which starts after the lock
 is granted, after the previous holder's COMMIT, sees every hit counted before it. (A
@@ -20,39 +21,77 @@ row per hit keeps the exact window of flux.protocol.spam.RateLimiter, reads thro
 
 The lock key is `Locks.key("hits", bucket)`: 64 bits of BLAKE2b over the schema and the
 bucket (hashtext would give 32 bits and collide across the schemas of one database). A
-collision only makes two buckets take turns. Each transaction takes one lock and no
-other, so it cannot be part of a deadlock.
+collision only makes two buckets take turns. A statement of several hits takes its
+locks in ascending key order, as the storing transactions take theirs (the sender's rate
+bucket among them), so no two of them can wait for each other in a cycle; within it, one
+bucket's later hits see its earlier ones (one transaction, each call a new snapshot).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import asyncpg
 
 from ._postgres_locks import Locks
 from ._postgres_ops import rowcount
 
-#: the lock, forgetting this bucket's hits that left the window (a busy bucket stays small
-#: whether or not anyone prunes), the count and the insert: schema step 13. Committed
-#: without waiting for the WAL flush (`synchronous_commit` off for this statement's own
-#: transaction only): the bucket's lock is held until the commit, so waiting there made
-#: every hit of one bucket (one client address, on every process) wait a flush of its
-#: own, one after the other. A crash of the database can forget the last fraction of a
-#: second of hits (at most 3 x `wal_writer_delay`): a rate counter, not mail.
-_COUNT = (
-    "SELECT flux_count_hit($1, $2, $3, $4, $5), set_config('synchronous_commit', 'off', true)"
-)
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One hit to count: `Store.count_hit`'s arguments."""
+
+    bucket: str
+    now_ms: int
+    window_ms: int
+    limit: int
 
 
-async def count_hit(
-    c: asyncpg.Connection, locks: Locks, bucket: str, now_ms: int, window_ms: int, limit: int
-) -> bool:
-    """Run on its own, not in a transaction: the function's statement is one, and its
+#: For each hit, in the order of the arrays: the bucket's lock, forgetting its hits that
+#: left the window (a busy bucket stays small whether or not anyone prunes), the count
+#: and the insert (schema step 13). Each call is VOLATILE, so a hit sees the ones before it
+#: in the same statement. Committed without waiting for the WAL flush
+#: (`synchronous_commit` off for this statement's own transaction only): the locks are
+#: held until the commit, so waiting there made every hit of one bucket (one client
+#: address, on every process) wait a flush of its own, one after the other. A crash of
+#: the database can forget the last fraction of a second of hits (at most 3 x
+#: `wal_writer_delay`): a rate counter, not mail.
+_COUNT = """SELECT h.n, flux_count_hit(h.k, h.b, h.t, h.w, h.l),
+       set_config('synchronous_commit', 'off', true)
+  FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[])
+       WITH ORDINALITY AS h(k, b, t, w, l, n)"""
+
+
+async def count_hits(c: asyncpg.Connection, locks: Locks, batch: Sequence[Hit]) -> list[bool]:
+    """Count `batch` in one statement, one round trip: for each hit, in order, True when
+    its bucket was already full (the hit is then not counted).
+
+    Run on its own, not in a transaction: the statement is one, and its
     `synchronous_commit` off would hold for a whole transaction around it (mail's too).
-    Raises RuntimeError inside a transaction."""
+    Raises RuntimeError inside a transaction.
+
+    The hits go in the order of their lock keys (a stable sort: one bucket's hits keep
+    their order), so the statement takes its locks in ascending order, as every storing
+    transaction does (`_postgres_ops.lock_keys`): two statements never wait for each
+    other's locks in a cycle.
+    """
     if c.is_in_transaction():
-        raise RuntimeError("count_hit commits without a flush: it must run on its own")
-    key = locks.key("hits", bucket)
-    return bool(await c.fetchval(_COUNT, key, bucket, now_ms, window_ms, limit, column=0))
+        raise RuntimeError("count_hits commits without a flush: it must run on its own")
+    keys = [locks.key("hits", h.bucket) for h in batch]
+    order = sorted(range(len(batch)), key=keys.__getitem__)
+    rows = await c.fetch(
+        _COUNT,
+        [keys[i] for i in order],
+        [batch[i].bucket for i in order],
+        [batch[i].now_ms for i in order],
+        [batch[i].window_ms for i in order],
+        [batch[i].limit for i in order],
+    )
+    over = [False] * len(batch)
+    for n, full, _ in rows:
+        over[order[n - 1]] = bool(full)
+    return over
 
 
 async def hits_in_window(c: asyncpg.Connection, bucket: str, now_ms: int, window_ms: int) -> int:

@@ -144,6 +144,9 @@ class PostgresStore:
         # Concurrent stores share transactions (_coalesce.py); a few batches at a time,
         # leaving most of the pool to reads.
         self._stores = Coalescer(self._store_batch, max_in_flight=max(1, pool_max // 3))
+        #: every client address's submissions count a hit (server/fair.py): counted
+        #: together, they share a statement's Python, round trip and commit
+        self._hits: Coalescer[hits.Hit, bool] = Coalescer(self._count_hits, max_in_flight=2)
         #: hosted addresses already read: a row of `hosted_addresses` is only ever
         #: inserted, never changed or removed, so one that was found stays true; an address
         #: not found is asked again (another process may register it). The submit path
@@ -521,10 +524,13 @@ class PostgresStore:
 
     # -- rate counters (atomic across processes: see _postgres_hits.py) ---------------------
     async def count_hit(self, bucket: str, now_ms: int, window_ms: int, limit: int) -> bool:
-        # one statement, its own transaction (_postgres_hits.py)
-        return await self._statement(
-            lambda c: hits.count_hit(c, self._locks, bucket, now_ms, window_ms, limit)
-        )
+        # hits that arrive together are counted together: one statement, its own
+        # transaction, one round trip for them all (_postgres_hits.py)
+        (over,) = await self._hits.submit([hits.Hit(bucket, now_ms, window_ms, limit)])
+        return over
+
+    async def _count_hits(self, batch: list[hits.Hit]) -> list[bool]:
+        return await self._statement(lambda c: hits.count_hits(c, self._locks, batch))
 
     async def hits_in_window(self, bucket: str, now_ms: int, window_ms: int) -> int:
         return await self._read(lambda c: hits.hits_in_window(c, bucket, now_ms, window_ms))

@@ -138,25 +138,28 @@ def store(conn: sqlite3.Connection, inc: Incoming) -> dict[str, StoreOutcome]:
 #: visible pending count when a quota applies, whether it has written to the sender, and,
 #: when a stranger share applies and it has not, the stranger share's two counts
 #: (`over_stranger_share`: visible pending mail from every stranger, and from this one).
-#: The three counts come from one walk of the recipient's pending rows (deliveries_status,
-#: as many as its quota at most), each row counted by a FILTER, instead of a walk per
-#: count; the walk is skipped when no count is wanted, and the per-row contact probe
-#: runs only when the stranger counts are (`k.strange`). Schema step 16 dropped the index
-#: on (recipient, sender, status) that served only this sender's count.
-_BEFORE_STORING = f"""SELECT k.held,
-    CASE WHEN :counted THEN COUNT(d.id) END,
-    k.known,
-    CASE WHEN k.strange THEN COUNT(d.id) FILTER (
-        WHERE k.strange AND d.sender != d.recipient
-          AND NOT EXISTS (SELECT 1 FROM contacts c
-                           WHERE c.owner = d.recipient AND c.peer = d.sender)) END,
-    CASE WHEN k.strange THEN COUNT(d.id) FILTER (WHERE d.sender = :s) END
-  FROM (SELECT held, known, :shared AND NOT known AND :a != :s AS strange FROM (SELECT
+#: Both counts walk the recipient's pending rows (deliveries_status), as many as its quota
+#: at most: `+d.sender` keeps this sender's count off the (recipient, sender) index, whose
+#: range also holds every message of it already read (schema step 16 dropped the index
+#: on (recipient, sender, status) that served only this count).
+_BEFORE_STORING = f"""SELECT held, pending, known,
+    CASE WHEN :shared AND NOT known AND :a != :s THEN
+        (SELECT COUNT(*) FROM deliveries d
+          WHERE d.recipient = :a AND d.status = 'pending' AND {VISIBLE}
+            AND d.sender != d.recipient
+            AND NOT EXISTS (SELECT 1 FROM contacts c
+                             WHERE c.owner = d.recipient AND c.peer = d.sender)) END,
+    CASE WHEN :shared AND NOT known AND :a != :s THEN
+        (SELECT COUNT(*) FROM deliveries d
+          WHERE d.recipient = :a AND d.status = 'pending' AND {VISIBLE}
+            AND +d.sender = :s) END
+  FROM (SELECT
     (SELECT body_hash FROM deliveries
       WHERE recipient = :a AND msg_id = :m AND sender = :s) AS held,
-    EXISTS (SELECT 1 FROM contacts WHERE owner = :a AND peer = :s) AS known)) k
-  LEFT JOIN deliveries d
-    ON (:counted OR k.strange) AND d.recipient = :a AND d.status = 'pending' AND {VISIBLE}"""
+    CASE WHEN :counted THEN
+        (SELECT COUNT(*) FROM deliveries d
+          WHERE d.recipient = :a AND d.status = 'pending' AND {VISIBLE}) END AS pending,
+    EXISTS (SELECT 1 FROM contacts WHERE owner = :a AND peer = :s) AS known)"""
 
 
 def add_contacts(conn: sqlite3.Connection, owner: str, peers: Sequence[str], now: int) -> None:

@@ -315,6 +315,52 @@ async def test_hits_counted_together_keep_each_buckets_order_and_exact_limit(pg_
     ]  # fmt: skip
 
 
+async def test_a_prune_and_a_statement_of_several_hits_do_not_deadlock(pg_dsn, pg_store):
+    """A statement counting hits of two buckets deletes their old rows bucket by bucket;
+    a prune deletes old rows of every bucket in its own order. A prune held up on one row
+    (a trigger that sleeps in the prune's session only) while the statement waits for it:
+    the prune never waits for a row another holds (SKIP LOCKED), so both finish, where
+    they deadlocked before (found in review)."""
+    import asyncpg
+
+    from flux.store import _postgres_hits as hits
+
+    day, locks, schema = 24 * 3_600_000, pg_store._locks, pg_store.schema
+    a, b = sorted(["ip-send:a", "ip-send:b"], key=lambda n: locks.key("hits", n))
+    admin = await asyncpg.connect(pg_dsn, server_settings={"search_path": schema})
+    pruner = await asyncpg.connect(
+        pg_dsn, server_settings={"search_path": schema, "flux_test.who": "prune"}
+    )
+    counter = await asyncpg.connect(pg_dsn, server_settings={"search_path": schema})
+    try:
+        await admin.execute("INSERT INTO hits (bucket, t) VALUES ($1, 1), ($2, 2)", b, a)
+        await admin.execute(f"""
+            CREATE FUNCTION slow_prune() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF current_setting('flux_test.who', true) = 'prune' AND OLD.bucket = '{b}'
+                THEN PERFORM pg_sleep(0.5); END IF;
+                RETURN OLD;
+            END $$;
+            CREATE TRIGGER slow BEFORE DELETE ON hits
+                FOR EACH ROW EXECUTE FUNCTION slow_prune()""")
+
+        async def prune() -> int:
+            async with pruner.transaction():  # as PostgresStore.prune_hits runs it
+                return await hits.prune_hits(pruner, 10 * day, day)
+
+        async def count() -> list[bool]:
+            await asyncio.sleep(0.2)  # the prune is asleep on b's row
+            batch = [hits.Hit(a, 10 * day, 60_000, 5), hits.Hit(b, 10 * day, 60_000, 5)]
+            return await hits.count_hits(counter, locks, batch)
+
+        pruned, counted = await asyncio.wait_for(asyncio.gather(prune(), count()), 10)
+        assert counted == [False, False]
+        assert pruned + await admin.fetchval("SELECT count(*) FROM hits WHERE t < 10") == 2
+    finally:
+        for conn in (admin, pruner, counter):
+            await conn.close()
+
+
 async def test_a_closed_port_is_a_clear_error():
     from flux.store import postgres as pg  # no server needed: nothing listens on port 1
 

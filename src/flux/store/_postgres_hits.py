@@ -23,8 +23,10 @@ The lock key is `Locks.key("hits", bucket)`: 64 bits of BLAKE2b over the schema 
 bucket (hashtext would give 32 bits and collide across the schemas of one database). A
 collision only makes two buckets take turns. A statement of several hits takes its
 locks in ascending key order, as the storing transactions take theirs (the sender's rate
-bucket among them), so no two of them can wait for each other in a cycle; within it, one
-bucket's later hits see its earlier ones (one transaction, each call a new snapshot).
+bucket among them), so no two of them can wait for each other's advisory locks in a
+cycle; the row locks of the old hits they delete meet only `prune_hits`, which skips
+locked rows instead of waiting. Within a statement, one bucket's later hits see its
+earlier ones (one transaction, each call a new snapshot).
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ async def count_hits(c: asyncpg.Connection, locks: Locks, batch: Sequence[Hit]) 
     The hits go in the order of their lock keys (a stable sort: one bucket's hits keep
     their order), so the statement takes its locks in ascending order, as every storing
     transaction does (`_postgres_ops.lock_keys`): two statements never wait for each
-    other's locks in a cycle.
+    other's advisory locks in a cycle (row locks: `prune_hits`).
     """
     if c.is_in_transaction():
         raise RuntimeError("count_hits commits without a flush: it must run on its own")
@@ -100,8 +102,17 @@ async def hits_in_window(c: asyncpg.Connection, bucket: str, now_ms: int, window
     return int(await c.fetchval(query, bucket, now_ms, window_ms))
 
 
+#: Old hits of every bucket, skipping rows another transaction holds: a counting
+#: statement deletes its buckets' old rows in its own order (bucket by bucket), so a prune
+#: that waited for a row could wait in a cycle with one (a deadlock, and every hit counted
+#: in that statement refused with it). A prune that never waits is in no cycle; what it
+#: skips, that statement is deleting anyway, or the next prune takes.
+_PRUNE = """DELETE FROM hits WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM hits WHERE t <= $1 FOR UPDATE SKIP LOCKED))"""
+
+
 async def prune_hits(c: asyncpg.Connection, now_ms: int, window_ms: int) -> int:
-    return rowcount(await c.execute("DELETE FROM hits WHERE t <= $1", now_ms - window_ms))
+    return rowcount(await c.execute(_PRUNE, now_ms - window_ms))
 
 
 async def clear_hits(c: asyncpg.Connection, locks: Locks, bucket: str) -> int:

@@ -141,9 +141,13 @@ class PostgresStore:
             pool_min=pool_min, pool_max=pool_max, statement_timeout_ms=statement_timeout_ms,
             connect_timeout_s=connect_timeout_s, acquire_timeout_s=acquire_timeout_s,
         )  # fmt: skip
-        # Concurrent stores share transactions (_coalesce.py); a few batches at a time,
-        # leaving most of the pool to reads.
-        self._stores = Coalescer(self._store_batch, max_in_flight=max(1, pool_max // 3))
+        # Concurrent stores share transactions (_coalesce.py), one batch at a time: the
+        # next one takes everything that arrived meanwhile, so under load each commit
+        # carries more messages and no two of this process's storing transactions wait
+        # for each other's locks or flushes. Measured against pool_max // 3 (3) in flight
+        # (benchmarks/README.md, 2026-12-02 third session): one process +12 % msg/s and
+        # -8 % CPU per message, two processes +31 % msg/s, -17 % CPU per message.
+        self._stores = Coalescer(self._store_batch, max_in_flight=1)
         #: every client address's submissions count a hit (server/fair.py): counted
         #: together, they share a statement's Python, round trip and commit
         self._hits: Coalescer[hits.Hit, bool] = Coalescer(self._count_hits, max_in_flight=2)

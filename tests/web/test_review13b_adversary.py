@@ -206,7 +206,12 @@ async def test_hostile_content_stays_inert_and_fetches_nothing(browser, servers,
         and not r.url.startswith(("data:", "blob:"))
     ]
     assert others == [], others
-    assert log.errors == []
+    # The reply asked this server whether it hosts the sender (homes.js hostedHere): its
+    # 404 is the answer "no", which Chromium logs as a failed load when it arrives before
+    # this look (it did in CI); anything else is a fault.
+    asked = f"/federation/resolve/{to.split('@')[0].strip()}'"
+    faults = [e for e in log.errors if not ("404" in e and asked in e)]
+    assert faults == [], log.errors
 
 
 async def test_a_long_cc_list_keeps_the_checks_in_view(browser, servers) -> None:

@@ -17,6 +17,7 @@ import pytest
 from store_helpers import ALICE, BOB, check_migrated_to_step_4, envelope, incoming
 
 from flux.store import Incoming, SchemaTooNew, StoreOutcome
+from flux.store.base import RateBucket
 
 pytestmark = pytest.mark.postgres
 
@@ -289,7 +290,7 @@ async def test_a_rate_hit_alone_does_not_wait_for_a_flush_and_mail_still_does(pg
     from flux.store import _postgres_hits as hits
 
     pool = pg_store._live_pool()
-    batch = [hits.Hit("ip-send:x", t, 60_000, 2) for t in range(3)]
+    batch = [hits.Hit(RateBucket("ip-send:x", 60_000, 2), t) for t in range(3)]
     async with pool.acquire() as conn:
         assert await hits.count_hits(conn, pg_store._locks, batch) == [False, False, True]
         assert await conn.fetchval("SHOW synchronous_commit") == "on"
@@ -305,7 +306,7 @@ async def test_hits_counted_together_keep_each_buckets_order_and_exact_limit(pg_
     place, exactly as one hit at a time would count them."""
     from flux.store import _postgres_hits as hits
 
-    batch = [hits.Hit(f"b{i % 3}", 100 + i, 60_000, 2) for i in range(9)]
+    batch = [hits.Hit(RateBucket(f"b{i % 3}", 60_000, 2), 100 + i) for i in range(9)]
     pool = pg_store._live_pool()
     async with pool.acquire() as conn:
         assert await hits.count_hits(conn, pg_store._locks, batch) == [False] * 6 + [True] * 3
@@ -350,7 +351,7 @@ async def test_a_prune_and_a_statement_of_several_hits_do_not_deadlock(pg_dsn, p
 
         async def count() -> list[bool]:
             await asyncio.sleep(0.2)  # the prune is asleep on b's row
-            batch = [hits.Hit(a, 10 * day, 60_000, 5), hits.Hit(b, 10 * day, 60_000, 5)]
+            batch = [hits.Hit(RateBucket(n, 60_000, 5), 10 * day) for n in (a, b)]
             return await hits.count_hits(counter, locks, batch)
 
         pruned, counted = await asyncio.wait_for(asyncio.gather(prune(), count()), 10)

@@ -134,9 +134,7 @@ def handed_over(msg: Mapping[str, Any], check: ChainCheck, receiver: str) -> dic
     and `bh` (§7.3): only `next` is left of `bound_seal`'s conditions, so a delivery
     checked this way costs one Ed25519 verification and one body hash fewer.
     """
-    if not check.hops or check.first_failure is not None:
-        return None
-    if check.hops[-1].status is not HopStatus.SEALED:
+    if check.verdict is not ChainVerdict.PASS or check.hops[-1].status is not HopStatus.SEALED:
         return None
     last = msg["integrity_chain"][-1]
     return last if last["next"] == receiver else None

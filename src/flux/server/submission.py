@@ -356,16 +356,12 @@ class Submitter:
         # The key cache is the loop's (an LRU it reorders on every read): the threads get a
         # copy of what this batch's chains can need, made here.
         snapshot = _keys_for(messages, [peer, self.signer.name], keys)
-        verified = [
-            env
-            for part in await asyncio.gather(*(
-                asyncio.to_thread(
-                    self._verify_all, part, peer, lambda server: snapshot.get(server, ())
-                )
-                for part in _halves(messages, CHECKED_ALONE)
-            ))
-            for env in part
-        ]  # fmt: skip
+        known = lambda server: snapshot.get(server, ())  # noqa: E731
+        parts = await asyncio.gather(*(
+            asyncio.to_thread(self._verify_all, part, peer, known)
+            for part in _halves(messages, CHECKED_ALONE)
+        ))  # fmt: skip
+        verified = [env for part in parts for env in part]
         results: list[SubmitResult | Refused | _Plan] = []
         for env in verified:
             if isinstance(env, Refused):

@@ -38,16 +38,15 @@ import asyncpg
 
 from ._postgres_locks import Locks
 from ._postgres_ops import rowcount
+from .base import RateBucket
 
 
 @dataclass(frozen=True, slots=True)
 class Hit:
-    """One hit to count: `Store.count_hit`'s arguments."""
+    """One hit to count in `rate` at `now_ms` (`Store.count_hit`'s arguments)."""
 
-    bucket: str
+    rate: RateBucket
     now_ms: int
-    window_ms: int
-    limit: int
 
 
 #: For each hit, in the order of the arrays: the bucket's lock, forgetting its hits that
@@ -80,15 +79,15 @@ async def count_hits(c: asyncpg.Connection, locks: Locks, batch: Sequence[Hit]) 
     """
     if c.is_in_transaction():
         raise RuntimeError("count_hits commits without a flush: it must run on its own")
-    keys = [locks.key("hits", h.bucket) for h in batch]
+    keys = [locks.key("hits", h.rate.bucket) for h in batch]
     order = sorted(range(len(batch)), key=keys.__getitem__)
     rows = await c.fetch(
         _COUNT,
         [keys[i] for i in order],
-        [batch[i].bucket for i in order],
+        [batch[i].rate.bucket for i in order],
         [batch[i].now_ms for i in order],
-        [batch[i].window_ms for i in order],
-        [batch[i].limit for i in order],
+        [batch[i].rate.window_ms for i in order],
+        [batch[i].rate.limit for i in order],
     )
     over = [False] * len(batch)
     for n, full, _ in rows:

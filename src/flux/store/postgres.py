@@ -96,6 +96,7 @@ from .base import (
     Page,
     PrefixMatches,
     QueuedMessage,
+    RateBucket,
     SentMessage,
     Session,
     StoredMessage,
@@ -530,7 +531,8 @@ class PostgresStore:
     async def count_hit(self, bucket: str, now_ms: int, window_ms: int, limit: int) -> bool:
         # hits that arrive together are counted together: one statement, its own
         # transaction, one round trip for them all (_postgres_hits.py)
-        (over,) = await self._hits.submit([hits.Hit(bucket, now_ms, window_ms, limit)])
+        hit = hits.Hit(RateBucket(bucket, window_ms, limit), now_ms)
+        (over,) = await self._hits.submit([hit])
         return over
 
     async def _count_hits(self, batch: list[hits.Hit]) -> list[bool]:

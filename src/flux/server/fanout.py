@@ -107,8 +107,14 @@ class Dispatcher:
     def origin(self, conn: object | None) -> str:
         return f"{self.process}/{id(conn)}" if conn is not None else ""
 
+    def listening(self, address: str) -> bool:
+        """True if `address` has a socket on this process. For any other address an event
+        does nothing here, whatever its kind (`deliver`: no frame, no read, no cache or
+        counter touched), so the fan-out drops it unread (PostgresFanout._heard)."""
+        return self.hub.listening(address)
+
     async def deliver(self, event: MailEvent) -> None:
-        if not self.hub.listening(event.address):
+        if not self.listening(event.address):
             return
         if event.kind == DELIVERY:
             await self._push_delivery(event)
@@ -278,15 +284,23 @@ class PostgresFanout(LocalFanout):
                     await conn.close(timeout=2)
 
     def _heard(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        """Every process hears every other's events, most of them for addresses with no
+        socket here: those are dropped before being decoded, and without a task (issue 15,
+        aim 3c). A socket registers before its pending mail is fetched (push.py), so one
+        that opens after this look fetches the mail the event announced (committed before
+        its NOTIFY was sent); changes and delivery states it reads from /changes."""
         if payload.startswith(_sender_prefix(self.dispatcher.process)):
             return  # this process's own (dispatched directly): not worth decoding
+        address = _address_of(payload)
+        if address is not None and not self.dispatcher.listening(address):
+            return  # no socket of that address here: nothing to do (Dispatcher.listening)
         try:
             process, event = _decode(payload)
         except (ValueError, KeyError, TypeError):
             log.warning("event=fanout_bad_payload")
             return
-        if process == self.dispatcher.process:
-            return  # dispatched directly when published
+        if process == self.dispatcher.process or not self.dispatcher.listening(event.address):
+            return  # dispatched directly when published; or no socket here (as above)
         task = asyncio.get_running_loop().create_task(self.dispatcher.deliver(event))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -324,6 +338,28 @@ def _split(event: MailEvent) -> Sequence[MailEvent]:
 def _sender_prefix(process: str) -> str:
     """How `_encode`'s payloads from `process` begin (its first key is "p")."""
     return '{"p":' + json.dumps(process) + ","
+
+
+_HEAD = '{"p":"'  #: how `_encode`'s payloads begin: the process id ...
+_ADDRESS = '","a":"'  #: ... and then the address
+
+
+def _address_of(payload: str) -> str | None:
+    """The address a payload names, read without decoding the rest: `_encode` writes the
+    process id and the address first (every version has). None for a payload that does
+    not begin so, or whose id or address holds an escape (a non-ASCII address): it is
+    then decoded in full, as it always was. Between quotes and without a backslash, JSON
+    text is its string's value, so what this returns is what `_decode` reads."""
+    if not payload.startswith(_HEAD):
+        return None
+    mid = payload.find('"', len(_HEAD))  # where the id ends (its first quote: no escapes)
+    if mid < 0 or not payload.startswith(_ADDRESS, mid):
+        return None
+    start = mid + len(_ADDRESS)
+    end = payload.find('"', start)
+    if end < 0 or "\\" in payload[len(_HEAD) : end]:
+        return None
+    return payload[start:end]
 
 
 def _encode(event: MailEvent, process: str) -> str:

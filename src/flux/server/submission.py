@@ -204,6 +204,17 @@ class _RatePlace:
     seq: int
 
 
+@dataclass(frozen=True, slots=True)
+class _Sealed:
+    """`env.data` with this server's route entry and hop for local delivery (what
+    `_incoming` appends), and the time and verdict it was sealed with: `_incoming` takes
+    it only for a plan with that same time and verdict."""
+
+    now: int
+    cv: ChainVerdict
+    data: dict[str, Any]
+
+
 @dataclass(slots=True)
 class _Plan:
     """What the checks decided for one message, before anything is written."""
@@ -227,6 +238,9 @@ class _Plan:
     rate_place: _RatePlace | None = None
     #: the sender is hosted here: its sent mail keeps this message (step 8)
     keep_sent: bool = False
+    #: this server's hop for local delivery, sealed already in a checking thread
+    #: (`accept_batch`); None: `_incoming` seals it on the loop
+    sealed: _Sealed | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,17 +376,22 @@ class Submitter:
             for part in _halves(messages, CHECKED_ALONE)
         ))  # fmt: skip
         verified = [env for part in parts for env in part]
+        sealed = await self._seal_ahead(verified, mesh)
         results: list[SubmitResult | Refused | _Plan] = []
-        for env in verified:
+        for env, ahead in zip(verified, sealed, strict=True):
             if isinstance(env, Refused):
                 results.append(env)
                 continue
+            # `now` is read once the checks are done: for a hop sealed ahead, just before
+            # it was sealed (one read for the batch), else here, before the plan
+            now = self.clock() if ahead is None else ahead.now
             try:
-                results.append(
-                    await self._plan(env, self.clock(), ChainVerdict.PASS, started, route)
-                )
+                plan = await self._plan(env, now, ChainVerdict.PASS, started, route)
             except FluxError as exc:
                 results.append(Refused(exc))
+                continue
+            plan.sealed = ahead
+            results.append(plan)
         plans = [r for r in results if isinstance(r, _Plan)]
         committed = iter(await self._commit(plans))
         out: list[SubmitResult | Refused] = []
@@ -398,6 +417,48 @@ class Submitter:
                 offense = find_offense(msg, keys, receiver=self.signer.name)
                 out.append(Refused(exc, offense if offense and offense.offender == peer else None))
         return out
+
+    async def _seal_ahead(
+        self, verified: Sequence[Envelope | Refused], mesh: Mesh | None
+    ) -> list[_Sealed | None]:
+        """For each checked message of a batch, this server's hop for storing it here,
+        sealed in worker threads as `_incoming` would seal it on the loop (two Ed25519
+        signatures and the hashes they cover: PyNaCl releases the GIL), or None: then
+        `accept_batch` reads `now` and `_incoming` seals on the loop, as before.
+
+        Only for mail handed on directly: with no mesh and no `domains` such a message has
+        no remote copy, so whatever the plan keeps of it is stored here under exactly this
+        hop (`next` local, `cv` pass). Mail through a mesh may only pass on, unsealed
+        (the delivery worker seals it for the peer reached). A message the plan's first,
+        pure checks refuse gets none. `now` is read once, here on the loop, once every
+        check is done: where the loop read each message's before (the first of them
+        exactly there), so a fixed clock sees the same times, and the batch's messages
+        keep their order in `received_at`."""
+        sealed: list[_Sealed | None] = [None] * len(verified)
+        if mesh is not None:
+            return sealed
+        now = self.clock()
+        wanted = [i for i, env in enumerate(verified) if _sealable(env, now)]
+        if not wanted:
+            return sealed
+        parts = await asyncio.gather(*(
+            asyncio.to_thread(self._seal_all, [verified[i] for i in part], now)
+            for part in _halves(wanted, CHECKED_ALONE)
+        ))  # fmt: skip
+        for i, hop in zip(wanted, (hop for part in parts for hop in part), strict=True):
+            sealed[i] = hop
+        return sealed
+
+    def _seal_all(self, envs: Sequence[Envelope], now: int) -> list[_Sealed]:
+        """`append_hop` for local delivery on each envelope (no I/O, nothing shared
+        written: it runs in a worker thread; the signer's key only signs)."""
+        return [
+            _Sealed(now, ChainVerdict.PASS, append_hop(
+                env.data, self.signer, next_hop=LOCAL_DELIVERY, now_ms=now,
+                cv=ChainVerdict.PASS, digests=env.digests,
+            ))
+            for env in envs
+        ]  # fmt: skip
 
     def _verify_relayed(self, msg: Any, peer: str, keys: KeyLookup) -> Envelope:
         if isinstance(msg, dict):
@@ -563,10 +624,14 @@ class Submitter:
 
     def _incoming(self, plan: _Plan) -> Incoming:
         env = plan.env
-        stamped = append_hop(
-            env.data, self.signer, next_hop=LOCAL_DELIVERY, now_ms=plan.now, cv=plan.cv,
-            digests=env.digests,
-        )  # fmt: skip
+        sealed = plan.sealed
+        if sealed is not None and sealed.now == plan.now and sealed.cv == plan.cv:
+            stamped = sealed.data  # the same hop, sealed in a checking thread (accept_batch)
+        else:
+            stamped = append_hop(
+                env.data, self.signer, next_hop=LOCAL_DELIVERY, now_ms=plan.now, cv=plan.cv,
+                digests=env.digests,
+            )  # fmt: skip
         tags = tuple(sorted({t.lower() for t in env.data.get("tags") or ()}))
         # The sent copy of mail with no remote recipient goes in the storing transaction
         # (the store bounces the recipients it refuses); with one, in the queueing one.
@@ -851,6 +916,19 @@ def sent_record(env: Envelope, outcomes: Mapping[str, str], now: int) -> SentMes
             entry["reason"] = reason
         delivery[rcpt] = entry
     return SentMessage(env.sender, env.data, now, delivery, now)
+
+
+def _sealable(env: Envelope | Refused, now: int) -> bool:
+    """Whether `_plan`'s first, pure checks let `env` through at `now` (its hop is sealed
+    ahead only then: nothing is signed for a message they refuse)."""
+    if isinstance(env, Refused):
+        return False
+    try:
+        _check_bcc(env)
+        _check_expires(env, now)
+    except FluxError:
+        return False
+    return True
 
 
 def _halves(items: Sequence[Any], alone: int) -> list[Sequence[Any]]:

@@ -29,6 +29,7 @@ from flux.compat.federation import mesh_token_header
 from flux.federation.delivery import (
     DELEGATION_TTL_MS,
     MAX_BATCH_BYTES,
+    ROLL_MS,
     DeliveryWorker,
     QueuePolicy,
     Settlement,
@@ -1072,3 +1073,143 @@ async def test_a_prototype_mesh_member_gets_the_relay_with_the_mesh_token() -> N
     token = mesh_token_header("t" * 32)
     assert {k: txn.headers.get(k) for k in token} == token
     assert verdict == Settlement([1], [], None)
+
+
+# -- the rolling lease (module doc, "Rolling lease") ---------------------------------------
+BOB = Identity(bytes(range(2, 34)))
+
+
+def message_from(sender: Identity, content: str) -> dict[str, Any]:
+    return compose(sender, Identity.generate().address, content, now_ms=wall_ms()).primary
+
+
+def ids(txn: Txn) -> list[str]:
+    return [m["id"] for m in txn.doc["messages"]]
+
+
+async def test_a_free_lane_takes_another_senders_mail_while_a_flood_is_in_flight() -> None:
+    async with rig() as r:
+        r.peer.gate.clear()  # the peer holds every transaction until the test lets go
+        flood = [message_from(ALICE, f"flood {n}") for n in range(30)]
+        await r.queue(*flood)
+        (first,) = await r.peer.wait_txns(1)
+        assert ids(first) == [m["id"] for m in flood]
+        # queued after the lease was taken, by a sender with nothing in flight: the free
+        # lane sends it now, beside the flood's transaction, not after its answer
+        single = message_from(BOB, "not behind the flood")
+        await r.store.enqueue([Outbound(r.peer.name, single, "h-single", (single["to"],),
+                                        "pass", r.clock())])  # fmt: skip
+        r.worker.kick([Outbound(r.peer.name, single, "h-single", (single["to"],), "pass", 0)])
+        second = (await r.peer.wait_txns(2))[1]
+        assert ids(second) == [single["id"]] and r.peer.answered == 0
+        r.peer.gate.set()
+        await until(lambda: _queue_empty(r))
+        assert sorted(len(lease.messages) for lease, _ in r.settled) == [1, 30]
+        assert len({lease.holder for lease, _ in r.settled}) == 1  # one lease, rolled
+
+
+async def _queue_empty(r: Rig) -> bool:
+    return await r.state() is None
+
+
+async def test_a_flood_senders_own_mail_waits_for_its_answer_and_goes_in_order() -> None:
+    async with rig(dataclasses.replace(POLICY, batch=10)) as r:
+        r.peer.gate.clear()
+        flood = [message_from(ALICE, f"flood {n}") for n in range(25)]
+        await r.queue(*flood)
+        await r.peer.wait_txns(1)
+        more = message_from(ALICE, "queued while the flood is in flight")
+        await r.queue(more)  # kicks every rolling lease: the free lane must not take it
+        await asyncio.sleep(0.2)  # time for a wrong second transaction to arrive (none may)
+        assert len(r.peer.txns) == 1
+        r.peer.gate.set()
+        await until(lambda: _queue_empty(r))
+        sent = [i for txn in r.peer.txns for i in ids(txn)]
+        assert sent == [m["id"] for m in [*flood, more]]  # queue order, each once
+        assert [len(t.doc["messages"]) for t in r.peer.txns] == [10, 10, 6]
+        assert len({lease.holder for lease, _ in r.settled}) == 1
+
+
+async def test_a_kick_for_a_sender_in_flight_asks_the_store_nothing() -> None:
+    async with rig() as r:
+        r.peer.gate.clear()
+        await r.queue(message_from(ALICE, "in flight"))
+        (txn,) = await r.peer.wait_txns(1)
+        asked = 0
+        lease_more = r.store.lease_more
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            nonlocal asked
+            asked += 1
+            return await lease_more(*args, **kwargs)
+
+        r.store.lease_more = counted  # type: ignore[method-assign]
+        flood_item = Outbound(r.peer.name, txn.doc["messages"][0], "h", ("x",), "pass", 0)
+        for _ in range(50):  # the submit path kicks once per queued message of the flood
+            r.worker.kick([flood_item])
+        await asyncio.sleep(0.1)
+        assert asked == 0
+        r.peer.gate.set()
+        await until(lambda: _queue_empty(r))
+
+
+async def test_a_roll_takes_nothing_more_after_roll_ms_and_releases_the_destination() -> None:
+    async with rig(dataclasses.replace(POLICY, batch=10)) as r:
+        r.peer.gate.clear()
+        await r.queue(*[message_from(ALICE, f"flood {n}") for n in range(15)])
+        await r.peer.wait_txns(1)
+        r.clock.advance(ROLL_MS)
+        r.peer.gate.set()
+        await until(lambda: _queue_empty(r))
+        holders = [lease.holder for lease, _ in r.settled]
+        assert [len(lease.messages) for lease, _ in r.settled] == [10, 5]
+        assert holders[0] != holders[1]  # the rest went in a lease of its own
+
+
+async def test_a_part_that_must_wait_stops_the_roll_and_backs_off_the_destination() -> None:
+    async with rig(dataclasses.replace(POLICY, batch=10)) as r:
+
+        def flood_unavailable(txn: Txn) -> tuple[int, Any]:
+            if txn.doc["messages"][0]["from"] == ALICE.address:
+                return 503, {"ok": False, "error": "unavailable"}
+            return stored(txn)
+
+        r.peer.answer = flood_unavailable
+        r.peer.gate.clear()
+        await r.queue(*[message_from(ALICE, f"flood {n}") for n in range(15)])
+        await r.peer.wait_txns(1)
+        single = message_from(BOB, "delivered beside the failure")
+        await r.queue(single)
+        await r.peer.wait_txns(2)
+        r.peer.gate.set()
+        await until(lambda: _backed_off(r))
+        left = await r.state()
+        assert left is not None and left.queued == 15 and left.attempts == 1
+        assert left.next_attempt_at == r.clock() + r.backoff(0)
+        assert len(r.peer.txns) == 2  # nothing more taken after the failure
+        verdicts = {len(lease.messages): verdict for lease, verdict in r.settled}
+        assert verdicts[1].done and verdicts[1].retry is None  # BOB's: delivered, settled
+        assert verdicts[10].retry is not None and not verdicts[10].done
+
+
+async def _backed_off(r: Rig) -> bool:
+    state = await r.state()
+    return state is not None and state.attempts == 1
+
+
+async def test_a_store_outage_while_rolling_ends_the_roll_and_loses_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with rig(dataclasses.replace(POLICY, batch=10)) as r:
+        r.peer.gate.clear()
+        flood = [message_from(ALICE, f"flood {n}") for n in range(15)]
+        await r.queue(*flood)
+        await r.peer.wait_txns(1)
+        r.store.failing["lease_more"] = StoreUnavailable(OUTAGE)
+        r.peer.gate.set()  # answered: the lane asks for more, and the store is down
+        await until(lambda: bool(logged(caplog, "event=lease_more_failed")))
+        del r.store.failing["lease_more"]
+        await until(lambda: _queue_empty(r))  # the rest goes in the next lease
+        assert [i for txn in r.peer.txns for i in ids(txn)] == [m["id"] for m in flood]
+        holders = [lease.holder for lease, _ in r.settled]
+        assert len(holders) == 2 and holders[0] != holders[1]

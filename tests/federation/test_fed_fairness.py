@@ -26,7 +26,7 @@ from flux.federation.signing import sign_request
 from flux.protocol import ChainVerdict, Identity, ServerSigner, append_hop, compose
 from flux.protocol.envelope import body_hash
 from flux.server.app import PARTS
-from flux.server.fair import PeerBusy, PeerTurns
+from flux.server.fair import SMALL_BATCH, PeerBusy, PeerTurns
 from flux.server.runner import RunningServer
 from flux.store.base import Outbound
 
@@ -98,6 +98,36 @@ async def test_one_peers_batches_take_turns_and_the_excess_is_told_to_retry() ->
     release.set()
     await asyncio.gather(first, second)
     assert not turns._holders and not turns._turns  # nothing kept for a peer gone quiet
+
+
+async def test_a_small_batch_is_checked_beside_a_large_one_of_the_same_peer() -> None:
+    """Another sender's few messages, sent by the peer's queue in a lane of their own
+    while a flood's batch is checked, are not held behind it; a second small batch, and a
+    second large one, wait their turn; every batch counts against the waiting cap."""
+    turns = PeerTurns(in_work=1, waiting=3)
+    inside: dict[str, asyncio.Event] = {}
+    release = asyncio.Event()
+
+    async def batch(label: str, size: int | None) -> None:
+        async with turns.turn("peer.example", size):
+            inside[label].set()
+            await release.wait()
+
+    tasks = []
+    for label, size in [("large", 100), ("small", SMALL_BATCH), ("small 2", 1), ("large 2", None)]:
+        inside[label] = asyncio.Event()
+        tasks.append(asyncio.create_task(batch(label, size)))
+    async with asyncio.timeout(5):
+        await inside["large"].wait()
+        await inside["small"].wait()  # beside the large one in work
+    await asyncio.sleep(0.05)  # time for a wrong turn to be taken (none may)
+    assert not inside["small 2"].is_set() and not inside["large 2"].is_set()
+    with pytest.raises(PeerBusy):  # 4 in work or waiting: in_work + waiting
+        async with turns.turn("peer.example", 1):
+            pytest.fail("past the cap")
+    release.set()
+    await asyncio.gather(*tasks)
+    assert not turns._holders and not turns._turns
 
 
 async def test_expired_mail_from_a_peer_is_refused_for_good_and_bounced_once(

@@ -9,20 +9,27 @@ reach, and POSTs them as signed, idempotent transactions to `/federation/deliver
 `/mesh/relay` for mesh copies); a prototype peer gets each message through its own dialect
 instead (`PeerClient.dialect`).
 
-Lanes: a lease carries up to `batch` messages (one transaction's worth, MAX_BATCH, by
-default). Its messages are split by sender into up to `lanes` lanes (`sender_lanes`: no
-sender in two, a flood keeps one lane to itself), and the lanes go at once, the smallest
-first, each one transaction after the other (a lane over MAX_BATCH or MAX_BATCH_BYTES seals
-its next transaction while the one before it is in flight). So a sender's mail still
-reaches the peer in queue order, while another sender's single message goes in a small
-transaction of its own that the peer checks first, not as the 101st of a flood's. The
-receiver checks one peer's batches one at a time and queues a few more (server/fair.py
-PeerTurns), so lanes overlap this server's sealing and the network with the peer's
-checking rather than loading the peer twice. The lease is settled once, when every lane
-has its answers: a failed transaction stops its own lane only, and what went unanswered
-waits for the next attempt (or bounces, when waiting cannot help), while what the other
-lane got answered is settled by its answer, so another sender's delivered message never
-waits or bounces with a flood's failed transaction.
+Rolling lease: a lease first carries up to `batch` messages (one transaction's worth,
+MAX_BATCH, by default), split by sender into up to `lanes` parts (`sender_lanes`: no sender
+in two, a flood keeps one lane to itself), which go at once, the smallest first. The
+worker keeps the destination while it has mail: as soon as a part is answered its lane is
+free, and the worker takes the destination's next sendable mail (`Store.lease_more`: round
+robin across the senders with nothing in flight, leaving out what is) for the free lanes,
+while the answered part is settled on its own (`Store.settle(release=False)`). Mail queued
+meanwhile by a sender with nothing in flight there is taken at once by a free lane
+(`kick`), so another sender's single message goes in a small transaction of its own that
+the peer checks first, not after the flood's transaction in flight has come back. A
+sender's next part waits for the answer to its part in flight, so each sender's mail
+reaches the peer in queue order. The receiver checks one peer's large batches one at a
+time, beside them one small batch (another sender's few), and queues a few more
+(server/fair.py PeerTurns), so lanes overlap this server's sealing and the network with
+the peer's checking rather than loading the peer twice. A part that must
+wait (a failed request, a transient refusal, a recipient over quota) stops the roll: the
+other parts in flight are answered and settled, and the waiting ones are settled with the
+release, whose retry is the destination's backoff, so another sender's delivered message
+never waits or bounces with a flood's failed transaction. A roll takes nothing more after
+ROLL_MS, then releases the destination (a flood to one peer keeps one of the worker's
+slots, not all of them).
 
 What the answer decides, per message:
 
@@ -72,6 +79,7 @@ message queued. The worker task itself never ends on a store error.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import itertools
@@ -111,6 +119,10 @@ DELEGATION_TTL_MS = 3_600_000  #: how long a /.well-known/flux answer is trusted
 IDLE_CHECK_S = 10.0  #: the worker looks at the store at least this often
 MAX_BATCH = 100  #: messages in one delivery transaction (docs/FEDERATION.md)
 MAX_BATCH_BYTES = 8 * 1024 * 1024  #: one delivery transaction's body, at most
+#: a rolling lease takes no more mail after this long (then it settles and releases the
+#: destination, and the worker's next lease is the most overdue destination's): a flood to
+#: one peer keeps one of the worker's `parallel` slots, never all of them for good
+ROLL_MS = 10_000
 
 #: refusals a later attempt may overcome, in words a person understands; every other
 #: refusal is final (a bounce)
@@ -139,15 +151,12 @@ STORE_RETRY_S = 1.0
 
 @dataclass(frozen=True, slots=True)
 class QueuePolicy:
-    #: messages per lease, sent in transactions of at most MAX_BATCH (the receiver's
-    #: limit). One transaction's worth: another sender's mail waits for the lease in flight
-    #: to end, so a lease of 200 (the next transaction sealed while the first is in
-    #: flight) made that wait longer (p50 1,049 ms against 686 ms, medians of 3 runs of
-    #: benchmarks/federation.py --mode fairness) for no drain gained
+    #: messages taken at a time (the lease's first part, then each `lease_more`), sent in
+    #: transactions of at most MAX_BATCH (the receiver's limit): one transaction's worth
     batch: int = MAX_BATCH
     #: transactions in flight at once for one peer, each for other senders (module doc,
-    #: "Lanes"); the receiver checks one peer's batches one at a time and queues a few more
-    #: (server/fair.py PEER_BATCHES_IN_WORK, PEER_BATCHES_WAITING)
+    #: "Rolling lease"); the receiver checks one peer's large batches one at a time, a
+    #: small one beside them, and queues a few more (server/fair.py PeerTurns)
     lanes: int = 2
     parallel: int = 8  #: destinations worked at once by one process
     lease_ms: int = 60_000  #: a dead worker's destinations are free again after this
@@ -222,6 +231,8 @@ class DeliveryWorker:
         self._inflight: set[asyncio.Task[None]] = set()
         #: destination -> (the server it resolved to, when)
         self._servers: dict[str, tuple[str, int]] = {}
+        #: destination -> its rolling lease held by this worker (module doc, "Rolling lease")
+        self._rolls: dict[str, _Roll] = {}
         self.on_settled: Callable[[Lease, Settlement], None] | None = None  # metrics hook
         #: told each settlement's sent-mail changes once committed (the senders' sockets)
         self.on_delivery: Callable[[DeliveryUpdates], None] | None = None
@@ -230,9 +241,20 @@ class DeliveryWorker:
         self._dialect = peers.dialect if isinstance(peers, PeerClient) else _flux_only
 
     # -- control ------------------------------------------------------------------------
-    def kick(self) -> None:
-        """Something was queued or became due: look at the queue now."""
+    def kick(self, queued: Iterable[Outbound] | None = None) -> None:
+        """Something was queued or became due: look at the queue now. `queued`: what was
+        queued, when known; a rolling lease of its destination with a lane free takes it at
+        once unless its sender has mail in flight there (that sender's next part is taken
+        when its answer comes). None: every rolling lease looks."""
         self._wake.set()
+        if queued is None:
+            for roll in self._rolls.values():
+                roll.more.set()
+            return
+        for item in queued:
+            roll = self._rolls.get(item.destination)
+            if roll is not None and item.sender not in roll.senders:
+                roll.more.set()
 
     async def peer_heard(self, server: str) -> None:
         """`server` just reached us, so it is up: retry what waits for it at once."""
@@ -294,41 +316,132 @@ class DeliveryWorker:
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
         self._slots.release()
-        self.kick()  # a slot is free, and the destination may have more
+        self._wake.set()  # a slot is free, and the destination may have more
 
     async def _work(self, lease: Lease) -> None:
+        """Work a destination's rolling lease (module doc, "Rolling lease") until nothing
+        sendable is left, the roll ends (ROLL_MS), a part fails or waits, or the lease is
+        lost; then settle what waits and release the destination."""
         held = _Held()
         renewing = asyncio.create_task(self._renew(lease, held))
+        roll = _Roll(lease, self.clock())
+        self._rolls[lease.destination] = roll
         try:
-            verdict = await self._deliver(lease, held)
-        except LeaseLost:
-            verdict = None
-        except StoreUnavailable as exc:
-            log.warning("event=store_unavailable where=delivery destination=%s error=%s",
-                        lease.destination, exc)  # fmt: skip
-            verdict = Settlement([], [], "the store was unavailable",
-                                 "this server could not reach its own database")  # fmt: skip
-        except Exception as exc:  # never let one destination stop the worker
-            log.exception("event=delivery_crashed destination=%s", lease.destination)
-            verdict = Settlement([], [], f"internal: {exc}", "this server failed (internal error)")
+            await self._roll(roll, held)
         finally:
+            if self._rolls.get(lease.destination) is roll:
+                del self._rolls[lease.destination]
             renewing.cancel()
             await asyncio.gather(renewing, return_exceptions=True)
-        if verdict is None or held.lost:
+        if held.lost or roll.lost:
             # Another worker holds the destination now: what this one learnt is settled by
             # the new holder's own attempt (the peer dedupes), not written over its outcome.
             log.warning(
                 "event=lease_lost destination=%s holder=%s", lease.destination, lease.holder
             )
             return
+        # the parts that wait (a failure, a transient refusal, a recipient over quota)
+        # are settled with the release: their retry is the destination's backoff
+        messages = [q for part, _ in roll.waiting for q in part.messages]
+        final = dataclasses.replace(roll.lease, messages=messages)
+        await self._settle(final, _merged([v for _, v in roll.waiting]), release=True)
+
+    async def _roll(self, roll: _Roll, held: _Held) -> None:
+        """Send the lease's mail in parts, one per lane, and take more as lanes free up:
+        `policy.batch` of the destination's sendable mail not in flight, round-robin
+        across the senders with nothing in flight (a sender's next part waits for its
+        answer: each sender's mail reaches the peer in order). Returns once every part has
+        been answered and settled (or left waiting) and nothing more is taken."""
+        lease = roll.lease
+        parts: set[asyncio.Task[None]] = set()
+        fresh: Sequence[Queued] = lease.messages
+        try:
+            while True:
+                free = self.policy.lanes - roll.lanes
+                if fresh and free > 0:
+                    for places in sorted(sender_lanes(fresh, free), key=len):
+                        part = [fresh[i] for i in places]
+                        roll.take(part)
+                        task = asyncio.create_task(self._part(roll, part, held))
+                        parts.add(task)
+                        task.add_done_callback(parts.discard)
+                        task.add_done_callback(lambda _: roll.more.set())  # settled: look again
+                if not parts:
+                    return
+                roll.more.clear()
+                await roll.more.wait()
+                fresh = []
+                if (
+                    roll.stopped or roll.lost or held.lost or self.policy.lanes <= roll.lanes
+                    or self.clock() - roll.started >= ROLL_MS
+                ):  # fmt: skip
+                    continue  # take nothing more: wait for the parts in flight
+                try:
+                    more = await self.store.lease_more(
+                        lease, self.clock(), self.policy.lease_ms, self.policy.batch,
+                        exclude=sorted(roll.in_flight), skip_senders=sorted(roll.senders),
+                    )  # fmt: skip
+                except Exception as exc:  # the store is down (or a bug): end this roll
+                    log.warning("event=lease_more_failed destination=%s error=%r",
+                                lease.destination, exc)  # fmt: skip
+                    roll.stopped = True
+                    continue
+                if more is None:  # lapsed and taken: send nothing more
+                    roll.lost = True
+                    continue
+                fresh = more
+        finally:  # a crash or a cancellation stops the parts in flight (they go again)
+            for task in parts:
+                task.cancel()
+            await asyncio.gather(*parts, return_exceptions=True)
+
+    async def _part(self, roll: _Roll, part: list[Queued], held: _Held) -> None:
+        """One lane's part of a rolling lease: send it, then settle it (keeping the lease)
+        while the lane takes the next, or keep it for the release when it must wait."""
+        lease = dataclasses.replace(roll.lease, messages=part)
+        try:
+            verdict = await self._attempt(lease, held)
+        finally:
+            roll.answered(part)  # its lane and senders are free; its qids until settled
+        if verdict is not None:
+            verdict = await self._bounce(lease, verdict)
+        if verdict is None:
+            roll.lost = True
+            return
+        if verdict.retry is not None:
+            roll.stopped = True  # the destination backs off: nothing more this time
+            roll.waiting.append((lease, verdict))
+            return
+        if not await self._settle(lease, verdict, release=False):
+            roll.lost = True
+            return
+        roll.settled(part)  # and the peer answered: the destination's backoff is reset
+
+    async def _attempt(self, lease: Lease, held: _Held) -> Settlement | None:
+        """`_deliver`, with a failure of this server (its store, a bug) made a retry;
+        None when the lease was lost."""
+        try:
+            return await self._deliver(lease, held)
+        except LeaseLost:
+            return None
+        except StoreUnavailable as exc:
+            log.warning("event=store_unavailable where=delivery destination=%s error=%s",
+                        lease.destination, exc)  # fmt: skip
+            return Settlement([], [], "the store was unavailable",
+                              "this server could not reach its own database")  # fmt: skip
+        except Exception as exc:  # never let one destination stop the worker
+            log.exception("event=delivery_crashed destination=%s", lease.destination)
+            return Settlement([], [], f"internal: {exc}", "this server failed (internal error)")
+
+    async def _bounce(self, lease: Lease, verdict: Settlement) -> Settlement | None:
+        """Send the bounces `verdict` names. Returns the verdict to settle: the same, or with
+        a bounce that could not be stored kept queued (a retry: it bounces on a later
+        attempt); None when the lease was lost (nothing bounced)."""
         if verdict.bounces and not await self._still_held(lease):
             # A bounce cannot be taken back: a worker whose lease lapsed unnoticed leaves the
             # bounces to the new holder, which decides them again, rather than sending the
             # sender a second notice for the same message.
-            log.warning(
-                "event=lease_lost destination=%s holder=%s", lease.destination, lease.holder
-            )
-            return
+            return None
         for queued, recipients, reason in verdict.bounces:
             try:
                 if unsettled := await self._not_yet_settled(queued.item, recipients):
@@ -343,6 +456,11 @@ class DeliveryWorker:
                 )
             except Exception:
                 log.exception("event=bounce_failed id=%s", queued.item.envelope.get("id"))
+        return verdict
+
+    async def _settle(self, lease: Lease, verdict: Settlement, *, release: bool) -> bool:
+        """Settle `lease`'s messages by `verdict` (its bounces sent), keeping the lease
+        unless `release`. False when the lease was lost (nothing settled)."""
         retry_at = None
         if verdict.retry is not None:
             retry_at = self.clock() + backoff_delay_ms(lease.attempts, self.policy, self.rand)
@@ -353,7 +471,7 @@ class DeliveryWorker:
             try:
                 settled = await self.store.settle(
                     lease, verdict.done, retry_at=retry_at, error=peer_text(verdict.retry),
-                    delivery=delivery,
+                    delivery=delivery, release=release,
                 )  # fmt: skip
                 break
             except StoreUnavailable as exc:
@@ -364,11 +482,12 @@ class DeliveryWorker:
             log.warning(
                 "event=stale_settle destination=%s holder=%s", lease.destination, lease.holder
             )
-            return
-        if self.on_settled is not None:
+            return False
+        if self.on_settled is not None and lease.messages:  # (a release settles no mail)
             self.on_settled(lease, verdict)
         if self.on_delivery is not None and delivery:
             self.on_delivery(delivery)
+        return True
 
     async def _not_yet_settled(self, item: Outbound, recipients: Iterable[str]) -> list[str]:
         """`recipients` less those whose delivery state in the sender's sent mail is final
@@ -478,12 +597,11 @@ class DeliveryWorker:
         self, server: str, batch: list[Queued], *, via: str, held: _Held
     ) -> tuple[list[Any], DeliveryFailed | None]:
         """Seal each message to `server` and hand them over: in signed transactions of at
-        most MAX_BATCH messages and MAX_BATCH_BYTES, in lanes (module doc, "Lanes").
-        Returns the results in `batch`'s order, NOT_ANSWERED where no answer was read, and
-        the failure that left them unanswered (None when all were answered): a lane that
-        fails stops, the others go on, and what they got answered is settled by its answer.
-        Raises DeliveryFailed when nothing could be sent (a prototype peer's dialect), or
-        LeaseLost (every lane stops)."""
+        most MAX_BATCH messages and MAX_BATCH_BYTES, one after the other (`batch` is one
+        lane's part: module doc, "Rolling lease"). Returns the results in `batch`'s order,
+        NOT_ANSWERED where no answer was read, and the failure that left them unanswered
+        (None when all were answered). Raises DeliveryFailed when nothing could be sent (a
+        prototype peer's dialect), or LeaseLost."""
         now = self.clock()
         # The one seam to the prototype's dialect (compat/federation.py): its answers come
         # back as FLUX results, judged below like any peer's.
@@ -497,34 +615,8 @@ class DeliveryWorker:
                 ), None  # fmt: skip
             except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
                 raise DeliveryFailed.of(exc, self.policy.timeout_s) from exc
-        results: list[Any] = [NOT_ANSWERED] * len(batch)
-        failures: list[DeliveryFailed] = []
-
-        async def lane(places: list[int]) -> None:
-            items = [batch[i] for i in places]
-            answers, failure = await self._lane(server, items, via=via, now=now, held=held)
-            for i, answer in zip(places, answers, strict=False):  # answers may stop short
-                results[i] = answer
-            if failure is not None:
-                failures.append(failure)
-
-        # the smallest lane first: its transaction reaches the peer first, so one sender's
-        # single message is checked before the flood's hundred, not after them. Its request
-        # is written once the flood's lane has sealed (~200 signatures, 18 ms p50 under
-        # load): letting the loop run every ten seals got it to the peer 12 ms sooner but
-        # the flood's own transaction 13 ms later, and one turn before sealing only moved
-        # that wait into the request (traced, benchmarks/federation.py --mode fairness)
-        lanes = [
-            asyncio.create_task(lane(places))
-            for places in sorted(sender_lanes(batch, self.policy.lanes), key=len)
-        ]
-        try:
-            await asyncio.gather(*lanes)
-        finally:  # LeaseLost (or a crash) in one lane stops the others
-            for task in lanes:
-                task.cancel()
-            await asyncio.gather(*lanes, return_exceptions=True)
-        return results, (failures[0] if failures else None)
+        answers, failure = await self._lane(server, batch, via=via, now=now, held=held)
+        return answers + [NOT_ANSWERED] * (len(batch) - len(answers)), failure
 
     async def _lane(
         self, server: str, items: list[Queued], *, via: str, now: int, held: _Held
@@ -640,7 +732,7 @@ def _by_size(parts: list[bytes], limit: int) -> list[list[bytes]]:
     return groups
 
 
-#: a message of a lease whose transaction was not answered (module doc, "Lanes")
+#: a message of a part whose transaction was not answered (module doc, "Rolling lease")
 NOT_ANSWERED: Any = object()
 
 
@@ -765,6 +857,53 @@ def delivery_changes(
                     "error": f"{words}; next try at {clock_time(retry_at)}",
                 }  # fmt: skip
     return {key: states for key, states in out.items() if states}
+
+
+class _Roll:
+    """A rolling lease as its worker works it (module doc, "Rolling lease"): what is in
+    flight, and what waits for the release."""
+
+    def __init__(self, lease: Lease, started: int) -> None:
+        self.lease = lease
+        self.started = started  #: unix ms; it takes no more mail after ROLL_MS
+        self.lanes = 0  #: parts sent and not yet answered
+        #: qids taken and not yet settled (sent, being sent, waiting, or being settled)
+        self.in_flight: set[int] = set()
+        #: senders with a part not yet answered, and how many parts (at most one: lanes
+        #: never share a sender, and a sender's next part waits for its answer)
+        self.senders: collections.Counter[str] = collections.Counter()
+        self.more = asyncio.Event()  #: a lane came free, or mail for a free lane came in
+        self.waiting: list[tuple[Lease, Settlement]] = []  #: settled with the release
+        self.stopped = False  #: a part waits (the destination backs off): take no more
+        self.lost = False  #: another worker holds the destination now
+
+    def take(self, part: Sequence[Queued]) -> None:
+        self.lanes += 1
+        self.in_flight.update(q.qid for q in part)
+        self.senders.update({q.item.sender for q in part})
+
+    def answered(self, part: Sequence[Queued]) -> None:
+        self.lanes -= 1
+        self.senders.subtract({q.item.sender for q in part})
+        self.senders = +self.senders  # drop the senders with nothing in flight
+        self.more.set()
+
+    def settled(self, part: Sequence[Queued]) -> None:
+        self.in_flight.difference_update(q.qid for q in part)
+        self.lease = dataclasses.replace(self.lease, attempts=0)  # as settle(release=False)
+
+
+def _merged(verdicts: Sequence[Settlement]) -> Settlement:
+    """The parts of a rolling lease that wait, as one settlement for its release: the
+    first part's reason (its retry and words) stands for the destination's backoff."""
+    first = next((v for v in verdicts if v.retry is not None), None)
+    return Settlement(
+        [qid for v in verdicts for qid in v.done],
+        [b for v in verdicts for b in v.bounces],
+        None if first is None else first.retry,
+        None if first is None else first.words,
+        {qid: k for v in verdicts for qid, k in v.kept.items()},
+    )
 
 
 class LeaseLost(Exception):

@@ -25,8 +25,11 @@ bounce, a test calling the submitter) has none and is not counted.
 A refusal is 429 `rate_limited`, naming what was counted, with `Retry-After`.
 
 Besides its budget of messages, a peer gets its turn (`PeerTurns`): at most
-PEER_BATCHES_IN_WORK of its batches are checked at a time, a few more wait, and past those it
-is told to come back (503 `unavailable`, `Retry-After`). A batch is up to 100 messages of
+PEER_BATCHES_IN_WORK of its batches are checked at a time, and beside them one small batch
+(at most SMALL_BATCH messages: another sender's few, which the peer's delivery queue sends
+in a lane of their own while a flood's transaction is checked here, so they are not held
+behind it); a few more wait, and past those it is told to come back (503 `unavailable`,
+`Retry-After`). A batch is up to 100 messages of
 Ed25519 and canonical JSON in a worker thread, and every such thread holds the GIL the loop
 needs between its syscalls: one peer sending batches in parallel would take every worker and
 the loop's turns with them (issue 10 §1; benchmarks/federation_batch.py).
@@ -92,6 +95,9 @@ class PeerBusy(Unavailable):
 PEER_BATCHES_IN_WORK = 1
 #: one peer's batches that may wait for their turn; more are refused at once (PeerBusy)
 PEER_BATCHES_WAITING = 8
+#: a batch of at most this many messages takes the peer's small turn, checked beside its
+#: large one (module docstring): at most 8 % more work at once than a full batch of 100
+SMALL_BATCH = 8
 
 
 class PeerTurns:
@@ -102,13 +108,16 @@ class PeerTurns:
     ) -> None:
         self.in_work = in_work
         self.waiting = waiting
-        self._turns: dict[str, asyncio.Semaphore] = {}
+        #: per peer: its turns, large batches' and small ones'
+        self._turns: dict[str, tuple[asyncio.Semaphore, asyncio.Semaphore]] = {}
         self._holders: dict[str, int] = {}  #: per peer: batches in work or waiting
 
     @contextlib.asynccontextmanager
-    async def turn(self, peer: str) -> AsyncIterator[None]:
-        """Wait for `peer`'s turn and hold it for the block. Raises PeerBusy when the peer
-        already has `in_work + waiting` batches here."""
+    async def turn(self, peer: str, size: int | None = None) -> AsyncIterator[None]:
+        """Wait for `peer`'s turn for a batch of `size` messages (None: a large one) and hold
+        it for the block: `in_work` large batches at a time, and one of at most SMALL_BATCH
+        beside them. Raises PeerBusy when the peer already has `in_work + waiting` batches
+        here, of either size."""
         holders = self._holders.get(peer, 0)
         if holders >= self.in_work + self.waiting:
             raise PeerBusy(
@@ -118,9 +127,11 @@ class PeerTurns:
                 retry_after_s=1,
             )
         self._holders[peer] = holders + 1
-        turn = self._turns.setdefault(peer, asyncio.Semaphore(self.in_work))
+        large, small = self._turns.setdefault(
+            peer, (asyncio.Semaphore(self.in_work), asyncio.Semaphore(1))
+        )
         try:
-            async with turn:
+            async with small if size is not None and size <= SMALL_BATCH else large:
                 yield
         finally:
             self._holders[peer] -= 1

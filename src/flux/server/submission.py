@@ -273,7 +273,7 @@ class Submitter:
         pending_quota: int,
         enforce_quarantine: bool = True,
         meshes: Mapping[str, Mesh] | None = None,
-        on_queued: Callable[[], None] = lambda: None,
+        on_queued: Callable[[Sequence[Outbound]], None] = lambda _queued: None,
         refused_domain: Callable[[str], bool] | None = None,
         stranger_share: StrangerShare | None = None,
         limits: ClientLimits | None = None,
@@ -291,7 +291,7 @@ class Submitter:
         self.pending_quota = pending_quota
         self.enforce_quarantine = enforce_quarantine
         self.meshes = dict(meshes or {})
-        self.on_queued = on_queued  #: wakes the delivery worker
+        self.on_queued = on_queued  #: wakes the delivery worker with what was queued
         #: the outbound policy's verdict on an IP-literal domain (netguard.PeerPolicy): such
         #: a `domains` entry is refused at once rather than queued to bounce later
         self.refused_domain = refused_domain
@@ -856,7 +856,7 @@ class Submitter:
         added = await self.store.enqueue([item for _, _, item in items], sent=sent)
         for (plan, rcpts, _), new in zip(items, added, strict=True):
             plan.outcomes.update(dict.fromkeys(rcpts, QUEUED if new else StoreOutcome.DUPLICATE))
-        self.on_queued()
+        self.on_queued([item for _, _, item in items])
 
     async def bounce(self, item: Outbound, recipients: Iterable[str], reason: str) -> None:
         """Give the sender of `item` a bounce signed by this server (federation/delivery.py

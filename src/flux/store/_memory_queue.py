@@ -14,7 +14,7 @@ number the turns with ROW_NUMBER(), the same rule as `fair_order` here.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ from .base import (
     Queued,
     QueuedMessage,
     SentMessage,
+    check_settle,
     merge_delivery,
     merge_sent,
 )
@@ -149,7 +150,9 @@ class MemoryQueue:
         retry_at: int | None = None,
         error: str | None = None,
         delivery: DeliveryUpdates | None = None,
+        release: bool = True,
     ) -> bool:
+        check_settle(release, retry_at, error)
         dest = self._destinations.get(lease.destination)
         if dest is None or dest.holder != lease.holder:
             return False  # stale: the lease lapsed and went to another worker
@@ -165,8 +168,32 @@ class MemoryQueue:
                 retry_at,
                 error,
             )
-        dest.holder, dest.leased_until = None, 0
+        if release:  # else one part of a rolling lease: the lease stays
+            dest.holder, dest.leased_until = None, 0
         return True
+
+    async def lease_more(
+        self,
+        lease: Lease,
+        now_ms: int,
+        lease_ms: int,
+        limit: int,
+        *,
+        exclude: Collection[int] = (),
+        skip_senders: Collection[str] = (),
+    ) -> list[Queued] | None:
+        dest = self._destinations.get(lease.destination)
+        if dest is None or dest.holder != lease.holder:
+            return None
+        dest.leased_until = now_ms + lease_ms
+        if dest.held:  # the operator holds the destination: nothing more goes
+            return []
+        left_out, skipped = set(exclude), set(skip_senders)
+        sendable = [
+            (qid, item) for qid, item in dest.sendable()
+            if qid not in left_out and item.sender not in skipped
+        ]  # fmt: skip
+        return [Queued(q, item) for q, item in fair_order(sendable)[:limit]]
 
     async def renew(self, lease: Lease, now_ms: int, lease_ms: int) -> bool:
         dest = self._destinations.get(lease.destination)

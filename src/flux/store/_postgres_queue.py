@@ -11,7 +11,7 @@ written into the row, which outlives the short transaction and lapses on its own
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import asyncpg
 
@@ -182,9 +182,11 @@ async def enqueue(
 
 
 #: a destination's sendable copies round-robin across senders, each sender's in queue order,
-#: at most $2 (_memory_queue.py, "A fair queue"); as _sqlite_queue.FAIR_LEASE, the senders
-#: are found by skipping through the index outbound_fair one sender at a time, and only
-#: each sender's first $2 copies are numbered and read
+#: at most $2 (_memory_queue.py, "A fair queue"), leaving out the qids in $3 and the senders
+#: in $4 (a rolling lease's copies and senders in flight, base.py `lease_more`; empty for a
+#: new lease); as _sqlite_queue.FAIR_LEASE, the senders are found by skipping through the
+#: index outbound_fair one sender at a time and filtered afterwards, and only each sender's
+#: first $2 copies after the exclusions are numbered and read
 FAIR_LEASE = """
 WITH RECURSIVE senders(sender) AS (
     SELECT MIN(sender) FROM outbound WHERE destination = $1 AND NOT held
@@ -198,10 +200,11 @@ FROM senders s CROSS JOIN LATERAL (
     SELECT f.qid, ROW_NUMBER() OVER (ORDER BY f.qid) AS turn FROM (
         SELECT qid FROM outbound
         WHERE destination = $1 AND NOT held AND sender = s.sender
+          AND qid <> ALL($3::bigint[])
         ORDER BY qid LIMIT $2
     ) f
 ) t JOIN outbound o ON o.qid = t.qid
-WHERE s.sender IS NOT NULL
+WHERE s.sender IS NOT NULL AND s.sender <> ALL($4::text[])
 ORDER BY t.turn, t.qid LIMIT $2"""
 
 CLAIM = f"""
@@ -223,12 +226,43 @@ async def lease(
     if claimed is None:
         return None
     destination, attempts = claimed
-    rows = await conn.fetch(FAIR_LEASE, destination, limit)
-    messages = [
+    rows = await conn.fetch(FAIR_LEASE, destination, limit, [], [])
+    return Lease(destination, holder, _queued(destination, rows), attempts)
+
+
+def _queued(destination: str, rows: list[asyncpg.Record]) -> list[Queued]:
+    return [
         Queued(qid, Outbound(destination, json.loads(env), bh, tuple(rcpts), cv, at, via))
         for qid, bh, env, rcpts, cv, via, at in rows
     ]
-    return Lease(destination, holder, messages, attempts)
+
+
+async def lease_more(
+    conn: asyncpg.Connection,
+    lease: Lease,
+    now: int,
+    lease_ms: int,
+    limit: int,
+    exclude: Collection[int],
+    skip_senders: Collection[str],
+) -> list[Queued] | None:
+    """The holder check is the renewal itself, one UPDATE: it takes the row lock, which
+    orders it with a CLAIM by another worker as settle's FOR UPDATE does (a CLAIM skips the
+    locked row; an UPDATE that waited on a CLAIM re-reads the row and finds another
+    holder)."""
+    held = await conn.fetchval(
+        """UPDATE destinations SET leased_until = $3 WHERE destination = $1 AND holder = $2
+           RETURNING held""",
+        lease.destination, lease.holder, now + lease_ms,
+    )  # fmt: skip
+    if held is None:
+        return None
+    if held:  # the operator holds the destination: nothing more goes
+        return []
+    rows = await conn.fetch(
+        FAIR_LEASE, lease.destination, limit, [int(q) for q in exclude], list(skip_senders)
+    )
+    return _queued(lease.destination, rows)
 
 
 async def settle(
@@ -238,6 +272,7 @@ async def settle(
     retry_at: int | None,
     error: str | None,
     delivery: DeliveryUpdates | None = None,
+    release: bool = True,
 ) -> bool:
     # Only the lease's holder settles: the row lock taken here (FOR UPDATE) serialises this
     # with a CLAIM by another worker, so a lease that lapsed and went elsewhere is seen as
@@ -259,8 +294,10 @@ async def settle(
     else:
         backoff = "attempts = attempts + 1, next_attempt_at = $2, last_error = $3"
         args = (retry_at, error)
+    # release=False: one part of a rolling lease, the lease stays
+    released = ", holder = NULL, leased_until = 0" if release else ""
     await conn.execute(
-        f"""UPDATE destinations SET {backoff}, holder = NULL, leased_until = 0
+        f"""UPDATE destinations SET {backoff}{released}
             WHERE destination = $1""",
         lease.destination, *args,
     )  # fmt: skip

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from . import _rules
 from ._sqlite_ops import new_change, new_root
@@ -36,10 +36,14 @@ SENDABLE = (
 
 
 #: A destination's sendable copies round-robin across senders, each sender's in queue order
-#: (_memory_queue.py, "A fair queue"), at most `:limit`. Numbering every queued copy would
-#: read a whole flood per lease (10,000 rows: ~35 ms on the writer); so the senders are
-#: found by skipping through the index outbound_fair (schema step 12) one sender at a time,
-#: only each sender's first `:limit` copies are numbered, and only those rows are read.
+#: (_memory_queue.py, "A fair queue"), at most `:limit`, leaving out the qids in `:exclude`
+#: and the senders in `:skip` (JSON arrays: a rolling lease's copies and senders in flight,
+#: base.py `lease_more`; `[]` for a new lease). Numbering every queued copy would read a
+#: whole flood per lease (10,000 rows: ~35 ms on the writer); so the senders are found by
+#: skipping through the index outbound_fair (schema step 12) one sender at a time and only
+#: then filtered (a filter inside the skip would walk a skipped flood's every row), only
+#: each sender's first `:limit` copies after the exclusions are numbered (reading at most
+#: `:limit` plus its excluded rows), and only those rows are read.
 FAIR_LEASE = """
 WITH RECURSIVE senders(sender) AS (
     SELECT MIN(sender) FROM outbound WHERE destination = :destination AND held = 0
@@ -48,10 +52,15 @@ WITH RECURSIVE senders(sender) AS (
             WHERE destination = :destination AND held = 0 AND sender > senders.sender)
     FROM senders WHERE senders.sender IS NOT NULL
 ),
+chosen(sender) AS (
+    SELECT sender FROM senders
+    WHERE sender IS NOT NULL AND sender NOT IN (SELECT value FROM json_each(:skip))
+),
 firsts(qid, sender) AS (
-    SELECT o.qid, o.sender FROM senders JOIN outbound o ON o.qid IN (
+    SELECT o.qid, o.sender FROM chosen JOIN outbound o ON o.qid IN (
         SELECT qid FROM outbound
-        WHERE destination = :destination AND held = 0 AND sender = senders.sender
+        WHERE destination = :destination AND held = 0 AND sender = chosen.sender
+          AND qid NOT IN (SELECT value FROM json_each(:exclude))
         ORDER BY qid LIMIT :limit)
 ),
 turns(qid, turn) AS (
@@ -193,14 +202,50 @@ def lease(
         "UPDATE destinations SET holder = ?, leased_until = ? WHERE destination = ?",
         (holder, now + lease_ms, destination),
     )
-    rows = conn.execute(FAIR_LEASE, {"destination": destination, "limit": limit}).fetchall()
-    messages = [
+    params = {"destination": destination, "limit": limit, "exclude": "[]", "skip": "[]"}
+    rows = conn.execute(FAIR_LEASE, params).fetchall()
+    return Lease(destination, holder, _queued(destination, rows), attempts)
+
+
+def _queued(destination: str, rows: list[tuple]) -> list[Queued]:
+    return [
         Queued(
             qid, Outbound(destination, json.loads(env), bh, tuple(json.loads(rcpts)), cv, at, via)
         )
         for qid, bh, env, rcpts, cv, via, at in rows
     ]
-    return Lease(destination, holder, messages, attempts)
+
+
+def lease_more(
+    conn: sqlite3.Connection,
+    lease: Lease,
+    now: int,
+    lease_ms: int,
+    limit: int,
+    exclude: str,
+    skip: str,
+) -> list[Queued] | None:
+    """`exclude`, `skip`: JSON arrays (`json_lists`); on the writer, so the holder check
+    and the renewal are atomic against a `lease` by another worker."""
+    row = conn.execute(
+        "SELECT held FROM destinations WHERE destination = ? AND holder = ?",
+        (lease.destination, lease.holder),
+    ).fetchone()
+    if row is None:
+        return None
+    conn.execute(
+        "UPDATE destinations SET leased_until = ? WHERE destination = ?",
+        (now + lease_ms, lease.destination),
+    )
+    if row[0]:  # the operator holds the destination: nothing more goes
+        return []
+    params = {"destination": lease.destination, "limit": limit, "exclude": exclude, "skip": skip}
+    return _queued(lease.destination, conn.execute(FAIR_LEASE, params).fetchall())
+
+
+def json_lists(exclude: Collection[int], skip_senders: Collection[str]) -> tuple[str, str]:
+    """`lease_more`'s collections as the JSON arrays FAIR_LEASE takes."""
+    return json.dumps([int(q) for q in exclude]), json.dumps(list(skip_senders))
 
 
 def settle(
@@ -210,6 +255,7 @@ def settle(
     retry_at: int | None,
     error: str | None,
     delivery: DeliveryUpdates | None = None,
+    release: bool = True,
 ) -> bool:
     # Only the lease's holder settles: a worker whose lease lapsed and went to another
     # worker would otherwise write its stale backoff over the new holder's outcome.
@@ -230,8 +276,10 @@ def settle(
     else:
         backoff = "attempts = attempts + 1, next_attempt_at = ?, last_error = ?"
         params = (retry_at, error)
+    # release=False: one part of a rolling lease, the lease stays
+    released = ", holder = NULL, leased_until = 0" if release else ""
     conn.execute(
-        f"""UPDATE destinations SET {backoff}, holder = NULL, leased_until = 0
+        f"""UPDATE destinations SET {backoff}{released}
             WHERE destination = ?""",
         (*params, lease.destination),
     )

@@ -111,7 +111,7 @@ nothing and keeps no contacts.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -719,6 +719,7 @@ class Store(Protocol):
         retry_at: int | None = None,
         error: str | None = None,
         delivery: DeliveryUpdates | None = None,
+        release: bool = True,
     ) -> bool:
         """Remove the `done` qids and release the lease; `delivery`: the sent-mail states
         this attempt changed, written in the same transaction (a (sender, id) without a
@@ -729,7 +730,41 @@ class Store(Protocol):
         `lease.holder` (the lease lapsed and another worker took it, or it was settled
         already) nothing changes and the answer is False. A holder names one lease (the
         worker takes a fresh name per lease), so a lapsed lease is never mistaken for a
-        later one of the same worker."""
+        later one of the same worker.
+
+        `release=False` settles one part of a rolling lease (`lease_more`): the `done` qids
+        are removed, `delivery` written and the backoff reset (the peer answered) as
+        above, in one transaction, but the lease is kept (holder and `leased_until`
+        unchanged); the answer is True, or False,
+        changing nothing, when it is held no more. A retry ends the lease, so `retry_at` and
+        `error` must then be None (ValueError otherwise, raised before anything is read or
+        written). The holder releases at the end with a settle whose `release` is True."""
+
+    async def lease_more(
+        self,
+        lease: Lease,
+        now_ms: int,
+        lease_ms: int,
+        limit: int,
+        *,
+        exclude: Collection[int] = (),
+        skip_senders: Collection[str] = (),
+    ) -> list[Queued] | None:
+        """Take more of a held destination's mail (a rolling lease: the holder takes more as
+        its lanes free up, settles each part with `settle(release=False)` and releases at
+        the end). None, changing nothing, when the destination is no longer held by
+        `lease.holder` (the lease lapsed and another worker took it, or a settle released
+        it). Otherwise the lease is renewed to `now_ms + lease_ms` (as `renew`) and the
+        answer is at most `limit` of the destination's copies not held one by one, in
+        `lease`'s fair order (round-robin across senders, each sender's in queue order),
+        leaving out the qids in `exclude` (copies already in flight under this lease),
+        and copies whose sender (`Outbound.sender`) is in `skip_senders` (a sender with a
+        transaction in flight: its mail stays in order). The turns are counted after these
+        exclusions: a sender whose first copies are all in `exclude` still yields its next
+        ones. A destination the operator holds (`hold`) answers [] (the lease is renewed
+        and kept: the holder sends nothing more and settles). Each call costs as `lease`'s
+        query (each sender's first `limit` copies are read, and those in `exclude`), never
+        a scan of a sender's whole queue."""
 
     async def renew(self, lease: Lease, now_ms: int, lease_ms: int) -> bool:
         """Extend a lease still held by `lease.holder` to `now_ms + lease_ms` (a long send);
@@ -887,3 +922,10 @@ def merge_sent(kept: SentMessage, new: SentMessage) -> SentMessage | None:
     envelope = new.envelope if primary_arrives else kept.envelope
     updated = max(kept.updated_at, new.updated_at) if added else kept.updated_at
     return SentMessage(kept.sender, envelope, kept.sent_at, delivery, updated)
+
+
+def check_settle(release: bool, retry_at: int | None, error: str | None) -> None:
+    """Refuse a settle that keeps its lease (`release=False`, one part of a rolling lease)
+    but reports a failed attempt: a retry ends the lease (Store.settle)."""
+    if not release and (retry_at is not None or error is not None):
+        raise ValueError("settle(release=False) takes no retry_at or error: a retry ends the lease")

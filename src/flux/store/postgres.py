@@ -60,7 +60,7 @@ drops, so every test starts empty on one shared database.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import TypeVar
 
 import asyncpg
@@ -95,6 +95,7 @@ from .base import (
     Override,
     Page,
     PrefixMatches,
+    Queued,
     QueuedMessage,
     RateBucket,
     SentMessage,
@@ -104,6 +105,7 @@ from .base import (
     Strike,
     StrikeTally,
     ThreadItem,
+    check_settle,
     sent_after,
 )
 from .migrations.postgres import migrate
@@ -429,9 +431,28 @@ class PostgresStore:
         retry_at: int | None = None,
         error: str | None = None,
         delivery: DeliveryUpdates | None = None,
+        release: bool = True,
     ) -> bool:
+        check_settle(release, retry_at, error)
         done = list(done)
-        return await self._write(lambda c: queue.settle(c, lease, done, retry_at, error, delivery))
+        return await self._write(
+            lambda c: queue.settle(c, lease, done, retry_at, error, delivery, release)
+        )
+
+    async def lease_more(
+        self,
+        lease: Lease,
+        now_ms: int,
+        lease_ms: int,
+        limit: int,
+        *,
+        exclude: Collection[int] = (),
+        skip_senders: Collection[str] = (),
+    ) -> list[Queued] | None:
+        exclude, skip = list(exclude), list(skip_senders)
+        return await self._write(
+            lambda c: queue.lease_more(c, lease, now_ms, lease_ms, limit, exclude, skip)
+        )
 
     async def renew(self, lease: Lease, now_ms: int, lease_ms: int) -> bool:
         return await self._write(lambda c: queue.renew(c, lease, now_ms, lease_ms))

@@ -40,7 +40,7 @@ import os
 import sqlite3
 import stat
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -67,6 +67,7 @@ from .base import (
     Override,
     Page,
     PrefixMatches,
+    Queued,
     QueuedMessage,
     SentMessage,
     Session,
@@ -76,6 +77,7 @@ from .base import (
     Strike,
     StrikeTally,
     ThreadItem,
+    check_settle,
     sent_after,
 )
 from .migrations.sqlite import migrate
@@ -444,9 +446,30 @@ class SQLiteStore:
         retry_at: int | None = None,
         error: str | None = None,
         delivery: DeliveryUpdates | None = None,
+        release: bool = True,
     ) -> bool:
+        check_settle(release, retry_at, error)
         done = list(done)
-        return await self._write(lambda c: queue.settle(c, lease, done, retry_at, error, delivery))
+        return await self._write(
+            lambda c: queue.settle(c, lease, done, retry_at, error, delivery, release)
+        )
+
+    async def lease_more(
+        self,
+        lease: Lease,
+        now_ms: int,
+        lease_ms: int,
+        limit: int,
+        *,
+        exclude: Collection[int] = (),
+        skip_senders: Collection[str] = (),
+    ) -> list[Queued] | None:
+        # a read and a renewal: on the writer, as `lease`, so no other worker's lease
+        # comes between the holder check and the renewal
+        lists = queue.json_lists(exclude, skip_senders)
+        return await self._write(
+            lambda c: queue.lease_more(c, lease, now_ms, lease_ms, limit, *lists)
+        )
 
     async def renew(self, lease: Lease, now_ms: int, lease_ms: int) -> bool:
         return await self._write(lambda c: queue.renew(c, lease, now_ms, lease_ms))

@@ -154,7 +154,7 @@ class FederationRoutes:
         peer = await self._authenticate(request, checked)
         if self.submitter.limits is not None:  # each peer's budget of messages (fair.py)
             await self.submitter.limits.peer_messages(peer, len(messages))
-        async with self.turns.turn(peer):  # one peer's batches take turns (fair.py)
+        async with self.turns.turn(peer, len(messages)):  # one peer's batches take turns (fair.py)
             await self._fetch_chain_keys(messages)
             accepted = await self.submitter.accept_batch(
                 messages, peer=peer, keys=self.keys, mesh=through,

@@ -1213,3 +1213,18 @@ async def test_a_store_outage_while_rolling_ends_the_roll_and_loses_nothing(
         assert [i for txn in r.peer.txns for i in ids(txn)] == [m["id"] for m in flood]
         holders = [lease.holder for lease, _ in r.settled]
         assert len(holders) == 2 and holders[0] != holders[1]
+
+
+async def test_a_crash_while_settling_a_part_is_logged_and_the_mail_goes_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with rig() as r:
+        r.store.failing["settle"] = RuntimeError("a bug in settling")
+        sent = message_from(ALICE, "settled after the crash")
+        await r.queue(sent)
+        await until(lambda: len(logged(caplog, "event=delivery_crashed")) >= 2)  # part, release
+        del r.store.failing["settle"]
+        r.clock.advance(POLICY.lease_ms)  # the unreleased lease lapses
+        r.worker.kick()
+        await until(lambda: _queue_empty(r))
+        assert [ids(t) for t in r.peer.txns] == [[sent["id"]], [sent["id"]]]  # the peer dedupes

@@ -344,7 +344,10 @@ class DeliveryWorker:
         # are settled with the release: their retry is the destination's backoff
         messages = [q for part, _ in roll.waiting for q in part.messages]
         final = dataclasses.replace(roll.lease, messages=messages)
-        await self._settle(final, _merged([v for _, v in roll.waiting]), release=True)
+        try:
+            await self._settle(final, _merged([v for _, v in roll.waiting]), release=True)
+        except Exception:  # a bug: the lease lapses after lease_ms and its mail goes again
+            log.exception("event=delivery_crashed destination=%s", lease.destination)
 
     async def _roll(self, roll: _Roll, held: _Held) -> None:
         """Send the lease's mail in parts, one per lane, and take more as lanes free up:
@@ -368,8 +371,8 @@ class DeliveryWorker:
                         task.add_done_callback(lambda _: roll.more.set())  # settled: look again
                 if not parts:
                     return
-                roll.more.clear()
                 await roll.more.wait()
+                roll.more.clear()  # (what sets it while the store is asked below is kept)
                 fresh = []
                 if (
                     roll.stopped or roll.lost or held.lost or self.policy.lanes <= roll.lanes
@@ -403,17 +406,22 @@ class DeliveryWorker:
             verdict = await self._attempt(lease, held)
         finally:
             roll.answered(part)  # its lane and senders are free; its qids until settled
-        if verdict is not None:
-            verdict = await self._bounce(lease, verdict)
-        if verdict is None:
-            roll.lost = True
-            return
-        if verdict.retry is not None:
-            roll.stopped = True  # the destination backs off: nothing more this time
-            roll.waiting.append((lease, verdict))
-            return
-        if not await self._settle(lease, verdict, release=False):
-            roll.lost = True
+        try:
+            if verdict is not None:
+                verdict = await self._bounce(lease, verdict)
+            if verdict is None:
+                roll.lost = True
+                return
+            if verdict.retry is not None:
+                roll.stopped = True  # the destination backs off: nothing more this time
+                roll.waiting.append((lease, verdict))
+                return
+            if not await self._settle(lease, verdict, release=False):
+                roll.lost = True
+                return
+        except Exception:  # a bug: this part goes again with the next lease (the peer dedupes)
+            log.exception("event=delivery_crashed destination=%s", lease.destination)
+            roll.stopped = True
             return
         roll.settled(part)  # and the peer answered: the destination's backoff is reset
 

@@ -155,7 +155,7 @@ def sent_record(env: dict) -> SentMessage:
     return SentMessage(env["from"], env, T0, {env["to"]: queued}, T0)
 
 
-async def test_a_partial_settle_keeps_the_lease_and_resets_the_backoff(store):
+async def test_a_partial_settle_keeps_the_lease_and_the_backoff(store):
     items = [copy(ALICE) for _ in range(3)]
     await store.enqueue(items, sent=[sent_record(dict(i.envelope)) for i in items])
     first = await store.lease("w1#1", T0, 60_000, 10)
@@ -166,10 +166,9 @@ async def test_a_partial_settle_keeps_the_lease_and_resets_the_backoff(store):
     key = (ALICE, items[0].envelope["id"])
     qid = lease.messages[0].qid
     assert await store.settle(lease, [qid], delivery={key: done}, release=False) is True
-    # the peer answered: the backoff resets, the lease stays
     s = await state(store)
     assert (s.queued, s.attempts, s.next_attempt_at, s.last_error, s.leased_until) == (
-        2, 0, 0, None, T0 + 61_000)  # fmt: skip
+        2, 1, T0 + 1_000, "refused", T0 + 61_000)  # fmt: skip
     got = await store.sent_message(*key)
     assert got.delivery == done and got.updated_at == T0 + 1_100
     assert await store.lease("w2#1", T0 + 2_000, 60_000, 10) is None  # still held

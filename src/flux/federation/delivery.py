@@ -24,10 +24,13 @@ reaches the peer in queue order. The receiver checks one peer's large batches on
 time, beside them one small batch (another sender's few), and queues a few more
 (server/fair.py PeerTurns), so lanes overlap this server's sealing and the network with
 the peer's checking rather than loading the peer twice. A part that must
-wait (a failed request, a transient refusal, a recipient over quota) stops the roll: the
-other parts in flight are answered and settled, and the waiting ones are settled with the
-release, whose retry is the destination's backoff, so another sender's delivered message
-never waits or bounces with a flood's failed transaction. A roll takes nothing more after
+wait (a failed request, a transient refusal, a recipient over quota) stops the roll (its
+senders' later mail must not overtake it): the other parts in flight are answered and
+settled, and the waiting ones are settled with the release, each sender told its own
+part's reason, and the destination backs off one attempt more than when the lease began
+(a partial settle leaves the backoff alone; a release with nothing waiting resets it). So
+another sender's delivered message never waits or bounces with a flood's failed
+transaction. A roll takes nothing more after
 ROLL_MS, then releases the destination (a flood to one peer keeps one of the worker's
 slots, not all of them).
 
@@ -342,10 +345,9 @@ class DeliveryWorker:
             return
         # the parts that wait (a failure, a transient refusal, a recipient over quota)
         # are settled with the release: their retry is the destination's backoff
-        messages = [q for part, _ in roll.waiting for q in part.messages]
-        final = dataclasses.replace(roll.lease, messages=messages)
         try:
-            await self._settle(final, _merged([v for _, v in roll.waiting]), release=True)
+            nothing = [(dataclasses.replace(roll.lease, messages=[]), _NOTHING)]
+            await self._settle(roll.waiting or nothing, release=True)
         except Exception:  # a bug: the lease lapses after lease_ms and its mail goes again
             log.exception("event=delivery_crashed destination=%s", lease.destination)
 
@@ -392,7 +394,8 @@ class DeliveryWorker:
                 if more is None:  # lapsed and taken: send nothing more
                     roll.lost = True
                     continue
-                fresh = more
+                if not (roll.stopped or roll.lost or held.lost):  # (a part failed meanwhile)
+                    fresh = more
         finally:  # a crash or a cancellation stops the parts in flight (they go again)
             for task in parts:
                 task.cancel()
@@ -402,28 +405,29 @@ class DeliveryWorker:
         """One lane's part of a rolling lease: send it, then settle it (keeping the lease)
         while the lane takes the next, or keep it for the release when it must wait."""
         lease = dataclasses.replace(roll.lease, messages=part)
+        verdict: Settlement | None = None
         try:
             verdict = await self._attempt(lease, held)
-        finally:
-            roll.answered(part)  # its lane and senders are free; its qids until settled
+        finally:  # its lane is free; its senders too unless it waits (their order)
+            roll.answered(part, waits=verdict is None or verdict.retry is not None)
         try:
             if verdict is not None:
                 verdict = await self._bounce(lease, verdict)
             if verdict is None:
                 roll.lost = True
                 return
-            if verdict.retry is not None:
-                roll.stopped = True  # the destination backs off: nothing more this time
+            if verdict.retry is not None:  # the destination backs off: settled with the release
                 roll.waiting.append((lease, verdict))
                 return
-            if not await self._settle(lease, verdict, release=False):
+            if not await self._settle([(lease, verdict)], release=False):
                 roll.lost = True
                 return
-        except Exception:  # a bug: this part goes again with the next lease (the peer dedupes)
+        except Exception as exc:  # a bug: this part goes again with the next lease, which
+            # waits the destination's backoff (the peer dedupes what it has)
             log.exception("event=delivery_crashed destination=%s", lease.destination)
-            roll.stopped = True
+            roll.answered_crash(lease, exc)
             return
-        roll.settled(part)  # and the peer answered: the destination's backoff is reset
+        roll.settled(part)
 
     async def _attempt(self, lease: Lease, held: _Held) -> Settlement | None:
         """`_deliver`, with a failure of this server (its store, a bug) made a retry;
@@ -466,15 +470,23 @@ class DeliveryWorker:
                 log.exception("event=bounce_failed id=%s", queued.item.envelope.get("id"))
         return verdict
 
-    async def _settle(self, lease: Lease, verdict: Settlement, *, release: bool) -> bool:
-        """Settle `lease`'s messages by `verdict` (its bounces sent), keeping the lease
-        unless `release`. False when the lease was lost (nothing settled)."""
+    async def _settle(self, parts: Sequence[tuple[Lease, Settlement]], *, release: bool) -> bool:
+        """Settle the messages of `parts` (of one lease), each by its own verdict (its
+        bounces sent), in one transaction, keeping the lease unless `release`; a retry in
+        any of them (only with `release`) backs the destination off. False when the lease
+        was lost (nothing settled)."""
+        verdict = _merged([v for _, v in parts])
+        lease = dataclasses.replace(parts[0][0], messages=[q for p, _ in parts for q in p.messages])
         retry_at = None
         if verdict.retry is not None:
             retry_at = self.clock() + backoff_delay_ms(lease.attempts, self.policy, self.rand)
         # the senders' delivery states, written in the settling transaction: a crash leaves
-        # neither a delivered message "queued" nor a queued one "delivered"
-        delivery = delivery_changes(lease, verdict, retry_at, self.clock())
+        # neither a delivered message "queued" nor a queued one "delivered"; each part's by
+        # its own answer (a part kept by a 503 is not told another part's over-quota)
+        delivery: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+        for part, its in parts:
+            for key, states in delivery_changes(part, its, retry_at, self.clock()).items():
+                delivery.setdefault(key, {}).update(states)
         while True:  # the peer's answer is settled once the store is back, never dropped
             try:
                 settled = await self.store.settle(
@@ -877,8 +889,9 @@ class _Roll:
         self.lanes = 0  #: parts sent and not yet answered
         #: qids taken and not yet settled (sent, being sent, waiting, or being settled)
         self.in_flight: set[int] = set()
-        #: senders with a part not yet answered, and how many parts (at most one: lanes
-        #: never share a sender, and a sender's next part waits for its answer)
+        #: senders with a part not yet answered, or answered and waiting for the release,
+        #: and how many parts (at most one: lanes never share a sender, and a sender's next
+        #: part waits for its answer, or for the next lease when that answer says wait)
         self.senders: collections.Counter[str] = collections.Counter()
         self.more = asyncio.Event()  #: a lane came free, or mail for a free lane came in
         self.waiting: list[tuple[Lease, Settlement]] = []  #: settled with the release
@@ -890,20 +903,37 @@ class _Roll:
         self.in_flight.update(q.qid for q in part)
         self.senders.update({q.item.sender for q in part})
 
-    def answered(self, part: Sequence[Queued]) -> None:
+    def answered(self, part: Sequence[Queued], *, waits: bool) -> None:
+        """`part`'s lane is free; its senders too, unless it `waits` (then the roll takes
+        nothing more, and their later mail must not overtake what waits)."""
         self.lanes -= 1
-        self.senders.subtract({q.item.sender for q in part})
-        self.senders = +self.senders  # drop the senders with nothing in flight
+        if waits:
+            self.stopped = True
+        else:
+            self.senders.subtract({q.item.sender for q in part})
+            self.senders = +self.senders  # drop the senders with nothing in flight
         self.more.set()
 
     def settled(self, part: Sequence[Queued]) -> None:
         self.in_flight.difference_update(q.qid for q in part)
-        self.lease = dataclasses.replace(self.lease, attempts=0)  # as settle(release=False)
+
+    def answered_crash(self, part: Lease, exc: Exception) -> None:
+        """`part` could not be bounced or settled (a bug): it waits for the release, as a
+        failed attempt (a retry with the backoff, not at once; the peer has it, in order,
+        and answers `duplicate` next time)."""
+        self.stopped = True
+        internal = Settlement([], [], f"internal: {exc}", "this server failed (internal error)")
+        self.waiting.append((part, internal))
+
+
+#: a release with no part waiting: nothing to settle, the backoff reset
+_NOTHING = Settlement([], [], None)
 
 
 def _merged(verdicts: Sequence[Settlement]) -> Settlement:
     """The parts of a rolling lease that wait, as one settlement for its release: the
-    first part's reason (its retry and words) stands for the destination's backoff."""
+    first part's reason (its retry and words) stands for the destination's backoff and
+    its last error (each part's senders are told their own: `_settle`)."""
     first = next((v for v in verdicts if v.retry is not None), None)
     return Settlement(
         [qid for v in verdicts for qid in v.done],

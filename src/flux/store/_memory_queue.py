@@ -160,6 +160,8 @@ class MemoryQueue:
         for qid in done:
             dest.messages.pop(qid, None)
             dest.held_qids.discard(qid)
+        if not release:  # one part of a rolling lease: the lease and the backoff stay
+            return True
         if retry_at is None:
             dest.attempts, dest.next_attempt_at, dest.last_error = 0, 0, None
         else:
@@ -168,8 +170,7 @@ class MemoryQueue:
                 retry_at,
                 error,
             )
-        if release:  # else one part of a rolling lease: the lease stays
-            dest.holder, dest.leased_until = None, 0
+        dest.holder, dest.leased_until = None, 0
         return True
 
     async def lease_more(

@@ -288,16 +288,16 @@ async def settle(
         "DELETE FROM outbound WHERE destination = $1 AND qid = ANY($2::bigint[])",
         lease.destination, list(done),
     )  # fmt: skip
+    if not release:  # one part of a rolling lease: the lease and the backoff stay
+        return True
     if retry_at is None:
         backoff = "attempts = 0, next_attempt_at = 0, last_error = NULL"
         args: tuple = ()
     else:
         backoff = "attempts = attempts + 1, next_attempt_at = $2, last_error = $3"
         args = (retry_at, error)
-    # release=False: one part of a rolling lease, the lease stays
-    released = ", holder = NULL, leased_until = 0" if release else ""
     await conn.execute(
-        f"""UPDATE destinations SET {backoff}{released}
+        f"""UPDATE destinations SET {backoff}, holder = NULL, leased_until = 0
             WHERE destination = $1""",
         lease.destination, *args,
     )  # fmt: skip

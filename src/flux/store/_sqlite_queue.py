@@ -270,16 +270,16 @@ def settle(
         "DELETE FROM outbound WHERE qid = ? AND destination = ?",
         [(qid, lease.destination) for qid in done],
     )
+    if not release:  # one part of a rolling lease: the lease and the backoff stay
+        return True
     if retry_at is None:
         backoff = "attempts = 0, next_attempt_at = 0, last_error = NULL"
         params: tuple = ()
     else:
         backoff = "attempts = attempts + 1, next_attempt_at = ?, last_error = ?"
         params = (retry_at, error)
-    # release=False: one part of a rolling lease, the lease stays
-    released = ", holder = NULL, leased_until = 0" if release else ""
     conn.execute(
-        f"""UPDATE destinations SET {backoff}{released}
+        f"""UPDATE destinations SET {backoff}, holder = NULL, leased_until = 0
             WHERE destination = ?""",
         (*params, lease.destination),
     )

@@ -733,9 +733,9 @@ class Store(Protocol):
         later one of the same worker.
 
         `release=False` settles one part of a rolling lease (`lease_more`): the `done` qids
-        are removed, `delivery` written and the backoff reset (the peer answered) as
-        above, in one transaction, but the lease is kept (holder and `leased_until`
-        unchanged); the answer is True, or False,
+        are removed and `delivery` written as above, in one transaction, but the lease is
+        kept (holder and `leased_until` unchanged) and the backoff (attempts,
+        `next_attempt_at`, `last_error`) is left as it is; the answer is True, or False,
         changing nothing, when it is held no more. A retry ends the lease, so `retry_at` and
         `error` must then be None (ValueError otherwise, raised before anything is read or
         written). The holder releases at the end with a settle whose `release` is True."""

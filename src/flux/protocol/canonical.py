@@ -117,24 +117,39 @@ _decoder = json.JSONDecoder(
 )
 
 
+_BINARY = (bytes, bytearray)  # a tuple: `bytes | bytearray` would build a union per call
+_WS = " \t\n\r"  # JSON's whitespace (RFC 8259 §2)
+
+
 def loads_strict(data: bytes | str) -> Any:
     """Parse JSON within the FLUX data model; raise `MalformedJSON` with the reason otherwise."""
+    from_bytes = isinstance(data, _BINARY)
     try:
-        text = data.decode("utf-8") if isinstance(data, bytes | bytearray) else data
-        value, end = _decoder.raw_decode(text, _skip_ws(text, 0))
+        text = data.decode("utf-8") if from_bytes else data
+        # `_skip_ws` only when there is whitespace to skip (it costs a call per message)
+        value, end = _decoder.raw_decode(text, _skip_ws(text, 0) if text[:1] in _WS else 0)
     except MalformedJSON:
         raise
     except RecursionError as exc:
         raise MalformedJSON(f"nested deeper than {MAX_DEPTH} levels") from exc
     except (UnicodeDecodeError, ValueError) as exc:
         raise MalformedJSON(f"not valid JSON: {exc}") from exc
-    if _skip_ws(text, end) != len(text):
+    if end != len(text) and _skip_ws(text, end) != len(text):
         raise MalformedJSON("not valid JSON: extra data after the value")
-    if text.count("[") + text.count("{") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
+    if _openers(data if from_bytes else text) > MAX_DEPTH and _depth(value) > MAX_DEPTH:
         raise MalformedJSON(f"nested deeper than {MAX_DEPTH} levels")
-    if _may_hold_surrogate(text, from_bytes=not isinstance(data, str)):
+    if _may_hold_surrogate(text, from_bytes=from_bytes):
         _require_valid_unicode(value)
     return value
+
+
+def _openers(data: bytes | bytearray | str) -> int:
+    """How many `[` and `{` `data` holds: a bound on its nesting, so `_depth` runs only when
+    it could exceed the limit. On bytes one pass (deleting them and comparing the lengths)
+    instead of two counts; in UTF-8 those bytes are always those characters."""
+    if isinstance(data, str):
+        return data.count("[") + data.count("{")
+    return len(data) - len(data.translate(None, b"[{"))
 
 
 #: Deepest nesting of arrays and objects accepted. An envelope needs 4 levels; the limit

@@ -82,7 +82,6 @@ message queued. The worker task itself never ends on a store error.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import dataclasses
 import itertools
@@ -364,6 +363,8 @@ class DeliveryWorker:
             while True:
                 free = self.policy.lanes - roll.lanes
                 if fresh and free > 0:
+                    # the smallest part first: another sender's few reach the peer (and
+                    # its small turn) before a flood's hundred are sealed
                     for places in sorted(sender_lanes(fresh, free), key=len):
                         part = [fresh[i] for i in places]
                         roll.take(part)
@@ -889,10 +890,10 @@ class _Roll:
         self.lanes = 0  #: parts sent and not yet answered
         #: qids taken and not yet settled (sent, being sent, waiting, or being settled)
         self.in_flight: set[int] = set()
-        #: senders with a part not yet answered, or answered and waiting for the release,
-        #: and how many parts (at most one: lanes never share a sender, and a sender's next
-        #: part waits for its answer, or for the next lease when that answer says wait)
-        self.senders: collections.Counter[str] = collections.Counter()
+        #: senders with a part not yet answered, or answered and waiting for the release
+        #: (lanes never share a sender; a sender's next part waits for its answer, or for
+        #: the next lease when that answer says wait)
+        self.senders: set[str] = set()
         self.more = asyncio.Event()  #: a lane came free, or mail for a free lane came in
         self.waiting: list[tuple[Lease, Settlement]] = []  #: settled with the release
         self.stopped = False  #: a part waits (the destination backs off): take no more
@@ -901,7 +902,7 @@ class _Roll:
     def take(self, part: Sequence[Queued]) -> None:
         self.lanes += 1
         self.in_flight.update(q.qid for q in part)
-        self.senders.update({q.item.sender for q in part})
+        self.senders.update(q.item.sender for q in part)
 
     def answered(self, part: Sequence[Queued], *, waits: bool) -> None:
         """`part`'s lane is free; its senders too, unless it `waits` (then the roll takes
@@ -910,8 +911,7 @@ class _Roll:
         if waits:
             self.stopped = True
         else:
-            self.senders.subtract({q.item.sender for q in part})
-            self.senders = +self.senders  # drop the senders with nothing in flight
+            self.senders.difference_update(q.item.sender for q in part)
         self.more.set()
 
     def settled(self, part: Sequence[Queued]) -> None:

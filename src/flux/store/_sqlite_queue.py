@@ -227,10 +227,7 @@ def lease_more(
 ) -> list[Queued] | None:
     """`exclude`, `skip`: JSON arrays (`json_lists`); on the writer, so the holder check
     and the renewal are atomic against a `lease` by another worker."""
-    row = conn.execute(
-        "SELECT held FROM destinations WHERE destination = ? AND holder = ?",
-        (lease.destination, lease.holder),
-    ).fetchone()
+    row = _holding(conn, lease)
     if row is None:
         return None
     conn.execute(
@@ -241,6 +238,14 @@ def lease_more(
         return []
     params = {"destination": lease.destination, "limit": limit, "exclude": exclude, "skip": skip}
     return _queued(lease.destination, conn.execute(FAIR_LEASE, params).fetchall())
+
+
+def _holding(conn: sqlite3.Connection, lease: Lease) -> tuple[int] | None:
+    """(held,) of `lease`'s destination while `lease.holder` holds it, else None."""
+    return conn.execute(
+        "SELECT held FROM destinations WHERE destination = ? AND holder = ?",
+        (lease.destination, lease.holder),
+    ).fetchone()
 
 
 def json_lists(exclude: Collection[int], skip_senders: Collection[str]) -> tuple[str, str]:
@@ -259,11 +264,7 @@ def settle(
 ) -> bool:
     # Only the lease's holder settles: a worker whose lease lapsed and went to another
     # worker would otherwise write its stale backoff over the new holder's outcome.
-    held = conn.execute(
-        "SELECT 1 FROM destinations WHERE destination = ? AND holder = ?",
-        (lease.destination, lease.holder),
-    ).fetchone()
-    if held is None:
+    if _holding(conn, lease) is None:
         return False
     update_sent(conn, delivery or {})
     conn.executemany(

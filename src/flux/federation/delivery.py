@@ -335,7 +335,7 @@ class DeliveryWorker:
                 del self._rolls[lease.destination]
             renewing.cancel()
             await asyncio.gather(renewing, return_exceptions=True)
-        if held.lost or roll.lost:
+        if held.lost:
             # Another worker holds the destination now: what this one learnt is settled by
             # the new holder's own attempt (the peer dedupes), not written over its outcome.
             log.warning(
@@ -378,7 +378,7 @@ class DeliveryWorker:
                 roll.more.clear()  # (what sets it while the store is asked below is kept)
                 fresh = []
                 if (
-                    roll.stopped or roll.lost or held.lost or self.policy.lanes <= roll.lanes
+                    roll.stopped or held.lost or self.policy.lanes <= roll.lanes
                     or self.clock() - roll.started >= ROLL_MS
                 ):  # fmt: skip
                     continue  # take nothing more: wait for the parts in flight
@@ -393,9 +393,9 @@ class DeliveryWorker:
                     roll.stopped = True
                     continue
                 if more is None:  # lapsed and taken: send nothing more
-                    roll.lost = True
+                    held.lost = True
                     continue
-                if not (roll.stopped or roll.lost or held.lost):  # (a part failed meanwhile)
+                if not (roll.stopped or held.lost):  # (a part failed meanwhile)
                     fresh = more
         finally:  # a crash or a cancellation stops the parts in flight (they go again)
             for task in parts:
@@ -415,13 +415,13 @@ class DeliveryWorker:
             if verdict is not None:
                 verdict = await self._bounce(lease, verdict)
             if verdict is None:
-                roll.lost = True
+                held.lost = True
                 return
             if verdict.retry is not None:  # the destination backs off: settled with the release
                 roll.waiting.append((lease, verdict))
                 return
             if not await self._settle([(lease, verdict)], release=False):
-                roll.lost = True
+                held.lost = True
                 return
         except Exception as exc:  # a bug: this part goes again with the next lease, which
             # waits the destination's backoff (the peer dedupes what it has)
@@ -897,7 +897,6 @@ class _Roll:
         self.more = asyncio.Event()  #: a lane came free, or mail for a free lane came in
         self.waiting: list[tuple[Lease, Settlement]] = []  #: settled with the release
         self.stopped = False  #: a part waits (the destination backs off): take no more
-        self.lost = False  #: another worker holds the destination now
 
     def take(self, part: Sequence[Queued]) -> None:
         self.lanes += 1
@@ -950,7 +949,8 @@ class LeaseLost(Exception):
 
 @dataclass(slots=True)
 class _Held:
-    """Whether a worker still holds its lease (its renewal task clears it)."""
+    """Whether a worker still holds its lease: lost once a renewal, a settle or `lease_more`
+    finds another holder."""
 
     lost: bool = False
 

@@ -29,10 +29,10 @@ PEER_BATCHES_IN_WORK of its batches are checked at a time, and beside them one s
 (at most SMALL_BATCH messages: another sender's few, which the peer's delivery queue sends
 in a lane of their own while a flood's transaction is checked here, so they are not held
 behind it); a few more wait, and past those it is told to come back (503 `unavailable`,
-`Retry-After`). A batch is up to 100 messages of
-Ed25519 and canonical JSON in a worker thread, and every such thread holds the GIL the loop
-needs between its syscalls: one peer sending batches in parallel would take every worker and
-the loop's turns with them (issue 10 §1; benchmarks/federation_batch.py).
+`Retry-After`). A batch is up to 100 messages of Ed25519 and canonical JSON in a worker
+thread, and every such thread holds the GIL the loop needs between its syscalls: one peer
+sending batches in parallel would take every worker and the loop's turns with them (issue
+10 §1; benchmarks/federation_batch.py).
 """
 
 from __future__ import annotations
